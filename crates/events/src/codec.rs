@@ -1,0 +1,175 @@
+//! The canonical encoding of events (format version [`FORMAT_VERSION`]).
+//!
+//! Canonical bytes are one version byte followed by bincode 2 with a fixed configuration
+//! (little-endian, variable-length integers). The encoding has no maps, so there is exactly
+//! one byte string per event; [`decode_event`] enforces that by re-encoding and comparing,
+//! so a stored event is accepted only in its canonical form and its id is always
+//! `blake3(stored bytes)`.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+
+use crate::event::Event;
+use crate::id::EventId;
+
+/// Version of the canonical encoding. Bump it (and keep a decoder for the old one) whenever
+/// the bytes of any existing event would change; the golden tests fail until you do.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Upper bound on one encoded event. Events hold ids, not payloads, so real ones are a few
+/// hundred bytes; the bound stops a corrupt length field from allocating gigabytes.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+type Config = Configuration<LittleEndian, Varint, Limit<MAX_EVENT_BYTES>>;
+
+const fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_EVENT_BYTES>()
+}
+
+/// Why bytes are not a valid canonical event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// No bytes at all.
+    #[error("empty event record")]
+    Empty,
+    /// Written by another format version.
+    #[error("event is in format version {found}, this build reads version {FORMAT_VERSION}")]
+    Version {
+        /// The version byte found.
+        found: u8,
+    },
+    /// bincode could not decode the body.
+    #[error("event body does not decode: {0}")]
+    Body(String),
+    /// Longer than [`MAX_EVENT_BYTES`]: put large data in a blob.
+    #[error("event is {0} bytes, more than the {MAX_EVENT_BYTES}-byte limit; large data belongs in a blob")]
+    TooLarge(usize),
+    /// Decoded, but bytes were left over.
+    #[error("{0} trailing bytes after the event")]
+    Trailing(usize),
+    /// Decoded, but re-encoding gives other bytes (a non-canonical form).
+    #[error("event bytes are not in canonical form")]
+    NotCanonical,
+}
+
+/// Canonical bytes of `event`. Stores refuse events longer than [`MAX_EVENT_BYTES`]
+/// (see [`check_size`]), so everything stored decodes again.
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.push(FORMAT_VERSION);
+    bincode::encode_into_std_write(event, &mut out, bincode::config::standard())
+        .expect("encoding plain data into a Vec cannot fail");
+    out
+}
+
+/// Refuse canonical bytes too long to be decoded again.
+pub fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    Ok(())
+}
+
+/// Decode canonical bytes, rejecting anything that is not exactly [`encode_event`]'s output.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
+    check_size(bytes)?;
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::Version { found: version });
+    }
+    let (event, used): (Event, usize) = bincode::decode_from_slice(body, config())
+        .map_err(|e| DecodeError::Body(e.to_string()))?;
+    if used != body.len() {
+        return Err(DecodeError::Trailing(body.len() - used));
+    }
+    if encode_event(&event) != bytes {
+        return Err(DecodeError::NotCanonical);
+    }
+    Ok(event)
+}
+
+/// Decode and check that the bytes hash to `expected`. Used by every reader that must not
+/// trust storage (verification, import).
+pub fn decode_verified(expected: &EventId, bytes: &[u8]) -> Result<Event, VerifyError> {
+    let actual = EventId::of_canonical(bytes);
+    if actual != *expected {
+        return Err(VerifyError::HashMismatch {
+            expected: *expected,
+            actual,
+        });
+    }
+    decode_event(bytes).map_err(VerifyError::Decode)
+}
+
+/// Why stored bytes do not match their id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The bytes hash to another id.
+    #[error("stored under {expected} but the bytes hash to {actual}")]
+    HashMismatch {
+        /// The id the bytes were stored under.
+        expected: EventId,
+        /// What they hash to.
+        actual: EventId,
+    },
+    /// The hash matches but the bytes are not a valid event.
+    #[error(transparent)]
+    Decode(DecodeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Timestamp};
+    use crate::id::BlobId;
+
+    fn sample() -> Event {
+        Event::root(
+            Timestamp(1),
+            EventKind::SignalReceived {
+                name: "cancel".into(),
+                payload: BlobId::of(b"{}"),
+            },
+        )
+    }
+
+    #[test]
+    fn rejects_other_versions_trailing_bytes_and_garbage() {
+        let mut bytes = sample().to_canonical_bytes();
+        assert_eq!(decode_event(&bytes).unwrap(), sample());
+        bytes.push(0);
+        assert_eq!(decode_event(&bytes), Err(DecodeError::Trailing(1)));
+        bytes.pop();
+        bytes[0] = 2;
+        assert_eq!(decode_event(&bytes), Err(DecodeError::Version { found: 2 }));
+        assert_eq!(decode_event(&[]), Err(DecodeError::Empty));
+        assert!(matches!(
+            decode_event(&[FORMAT_VERSION, 0xff, 0xff]),
+            Err(DecodeError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_non_canonical_varints() {
+        // seq 0 written as a 3-byte varint (251 marker + u16 0) instead of one byte.
+        let canonical = sample().to_canonical_bytes();
+        // layout: version, parent tag (0 = None), seq varint, ...
+        assert_eq!(&canonical[..3], &[FORMAT_VERSION, 0, 0]);
+        let mut stretched = vec![FORMAT_VERSION, 0, 251, 0, 0];
+        stretched.extend_from_slice(&canonical[3..]);
+        assert!(matches!(
+            decode_event(&stretched),
+            Err(DecodeError::NotCanonical | DecodeError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn decode_verified_names_both_ids() {
+        let bytes = sample().to_canonical_bytes();
+        let id = EventId::of_canonical(&bytes);
+        assert_eq!(decode_verified(&id, &bytes).unwrap(), sample());
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let err = decode_verified(&id, &flipped).unwrap_err();
+        assert!(matches!(err, VerifyError::HashMismatch { expected, .. } if expected == id));
+    }
+}
