@@ -77,6 +77,15 @@ pub enum Error {
         /// Version this build understands.
         expected: u8,
     },
+    /// Another process holds the store (sled allows one process per store).
+    #[error(
+        "store at {path} is in use by another process; stop it, or go through the process that \
+         holds the store (e.g. `retrace serve`)"
+    )]
+    Locked {
+        /// Where the store is.
+        path: String,
+    },
     /// The storage engine failed (IO error, lock held by another process, ...).
     #[error("storage backend failed during {op}: {source}")]
     Backend {
