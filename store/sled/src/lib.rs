@@ -39,6 +39,7 @@ pub mod layout;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use retrace_events::{BlobId, Event, EventId, Head, RunId};
 use retrace_store::{
@@ -72,22 +73,44 @@ fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> Error {
     move |e| Error::backend(op, e)
 }
 
+/// How long `open` keeps retrying a held lock. sled releases its file lock from its IO
+/// thread pool shortly after the last handle drops, so a store closed a moment ago by this
+/// or another process can still look held.
+const LOCK_PATIENCE: Duration = Duration::from_millis(1_500);
+
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let started = Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            // We flush on every acknowledged write; a background flusher would only compete.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if is_lock_error(&io) => {
+                if started.elapsed() > LOCK_PATIENCE {
+                    return Err(Error::Locked {
+                        path: path.display().to_string(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(other) => return Err(Error::backend("open", other)),
+        }
+    }
+}
+
+fn is_lock_error(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+}
+
 impl SledStore {
     /// Open (or create) the store in `path`. Fails with [`Error::Locked`] if another process
     /// holds it and [`Error::FormatVersion`] if it was written by another format version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            // We flush on every acknowledged write; a background flusher would only compete.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked {
-                    path: path.display().to_string(),
-                },
-                other => Error::backend("open", other),
-            })?;
+        let db = open_db(&path)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
         let store = Self {
             events: tree(layout::EVENTS)?,
