@@ -3,5 +3,8 @@
 //! The durable executor: runs an agent spec, writing each effect's intent before performing it
 //! and its outcome before the next decision, so a killed job resumes exactly.
 //!
-//! Status: placeholder until the runtime issue; it depends on the layers below it so the
-//! dependency direction is fixed now.
+//! Status: the agent loop arrives with the runtime issue. What is here already is the one
+//! place where non-determinism enters retrace — the wall clock and fresh run ids — so pure
+//! crates never need to touch either (brief, invariant 7).
+
+pub mod entropy;

@@ -25,4 +25,3 @@ pub fn payload(run: &RunId, seq: u64) -> Vec<u8> {
     out.truncate(PAYLOAD_BYTES);
     out
 }
-

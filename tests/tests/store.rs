@@ -58,7 +58,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         });
         // Let the child get going, then kill it at a random moment mid-stream.
         let first = rx.recv_timeout(Duration::from_secs(30));
-        assert!(first.is_ok(), "kill {kill}: child acknowledged nothing within 30 s");
+        assert!(
+            first.is_ok(),
+            "kill {kill}: child acknowledged nothing within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(rng.u64(0..60)));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
@@ -73,7 +76,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         }
 
         // The survivor: opens, holds every acknowledged event, verifies, and accepts appends.
-        let store = SledStore::open(dir.path()).unwrap_or_else(|e| panic!("kill {kill}: reopen failed: {e}"));
+        let store = SledStore::open(dir.path())
+            .unwrap_or_else(|e| panic!("kill {kill}: reopen failed: {e}"));
         for ack in acked.values() {
             let info = store.require_run(&ack.run).unwrap();
             let head = info.head.unwrap();
@@ -84,11 +88,18 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
                 ack.seq,
                 head.seq
             );
-            assert_eq!(store.event_id_at(&ack.run, ack.seq).unwrap(), Some(ack.id), "kill {kill}");
+            assert_eq!(
+                store.event_id_at(&ack.run, ack.seq).unwrap(),
+                Some(ack.id),
+                "kill {kill}"
+            );
             let report = verify_run(&store, &ack.run, VerifyOptions::default()).unwrap();
             assert!(report.is_ok(), "kill {kill}: {}", report.problem.unwrap());
             assert_eq!(
-                store.blob(&BlobId::of(&payload(&ack.run, ack.seq))).unwrap().map(|b| b.len()),
+                store
+                    .blob(&BlobId::of(&payload(&ack.run, ack.seq)))
+                    .unwrap()
+                    .map(|b| b.len()),
                 Some(1024)
             );
         }
@@ -99,7 +110,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
     );
     assert_eq!(acked.len(), crash_runs().len(), "every run was appended to");
     // Appending continued across kills: far more acknowledgements than kills.
-    assert!(total_acks > KILLS * 3, "only {total_acks} acknowledged appends in {KILLS} lives");
+    assert!(
+        total_acks > KILLS * 3,
+        "only {total_acks} acknowledged appends in {KILLS} lives"
+    );
 }
 
 /// Open the sled files directly, as an attacker or a bad disk would see them. Retries while
@@ -137,12 +151,19 @@ fn flipping_one_byte_of_a_stored_event_or_blob_is_reported_with_run_and_seq() {
             seq: 30,
         };
         store
-            .create_run(NewRun::fork(fork, Timestamp(1), ForkOrigin { run: parent, at }))
+            .create_run(NewRun::fork(
+                fork,
+                Timestamp(1),
+                ForkOrigin { run: parent, at },
+            ))
             .unwrap();
         append_n(&store, fork, 5, 5);
         let report = verify_run(&store, &fork, VerifyOptions::default()).unwrap();
         assert!(report.is_ok());
-        (store.event_id_at(&parent, 17).unwrap().unwrap(), BlobId::of(&33u64.to_le_bytes()))
+        (
+            store.event_id_at(&parent, 17).unwrap().unwrap(),
+            BlobId::of(&33u64.to_le_bytes()),
+        )
     };
 
     // An event in the shared prefix: blamed on the run that stores it, at its seq.
@@ -150,7 +171,10 @@ fn flipping_one_byte_of_a_stored_event_or_blob_is_reported_with_run_and_seq() {
     {
         let store = SledStore::open(dir.path()).unwrap();
         for run in [parent, fork] {
-            let problem = verify_run(&store, &run, VerifyOptions::default()).unwrap().problem.unwrap();
+            let problem = verify_run(&store, &run, VerifyOptions::default())
+                .unwrap()
+                .problem
+                .unwrap();
             assert_eq!((problem.run, problem.seq), (parent, 17), "verifying {run}");
             assert!(
                 matches!(problem.kind, ProblemKind::BadEvent { id, .. } if id == victim),
@@ -161,16 +185,29 @@ fn flipping_one_byte_of_a_stored_event_or_blob_is_reported_with_run_and_seq() {
     flip_byte(dir.path(), layout::EVENTS, victim.as_bytes(), 20); // undo
     flip_byte(dir.path(), layout::BLOBS, blob.as_bytes(), 3);
     let store = SledStore::open(dir.path()).unwrap();
-    let problem = verify_run(&store, &parent, VerifyOptions::default()).unwrap().problem.unwrap();
+    let problem = verify_run(&store, &parent, VerifyOptions::default())
+        .unwrap()
+        .problem
+        .unwrap();
     assert_eq!((problem.run, problem.seq), (parent, 33));
     assert!(matches!(problem.kind, ProblemKind::BlobMismatch { blob: b, .. } if b == blob));
     let text = problem.to_string();
-    assert!(text.contains(&parent.to_string()) && text.contains("seq 33"), "{text}");
+    assert!(
+        text.contains(&parent.to_string()) && text.contains("seq 33"),
+        "{text}"
+    );
     // The fork branched at 30, but its own seq 33 refers to the same payload, stored once
     // (content addressing), so it is blamed on the fork's own event.
-    let problem = verify_run(&store, &fork, VerifyOptions::default()).unwrap().problem.unwrap();
+    let problem = verify_run(&store, &fork, VerifyOptions::default())
+        .unwrap()
+        .problem
+        .unwrap();
     assert_eq!((problem.run, problem.seq), (fork, 33));
-    assert!(verify_run(&store, &fork, VerifyOptions { blobs: false }).unwrap().is_ok());
+    assert!(
+        verify_run(&store, &fork, VerifyOptions { blobs: false })
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[test]
@@ -178,7 +215,9 @@ fn store_of_another_format_version_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path()).unwrap();
-        store.create_run(NewRun::new(run_id(1), Timestamp(0))).unwrap();
+        store
+            .create_run(NewRun::new(run_id(1), Timestamp(0)))
+            .unwrap();
         append_n(&store, run_id(1), 3, 3);
     }
     {
@@ -192,10 +231,18 @@ fn store_of_another_format_version_is_refused_untouched() {
     let err = SledStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::FormatVersion { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("retrace-sled-9/events-9") && msg.contains("reads version 1"), "{msg}");
+    assert!(
+        msg.contains("retrace-sled-9/events-9") && msg.contains("reads version 1"),
+        "{msg}"
+    );
     // nothing was changed: the foreign version and the data are still there
     let db = open_raw(dir.path());
-    let format = db.open_tree(layout::META).unwrap().get(layout::FORMAT_KEY).unwrap().unwrap();
+    let format = db
+        .open_tree(layout::META)
+        .unwrap()
+        .get(layout::FORMAT_KEY)
+        .unwrap()
+        .unwrap();
     assert_eq!(&*format, b"retrace-sled-9/events-9");
     assert_eq!(db.open_tree(layout::INDEX).unwrap().len(), 3);
 }
@@ -205,7 +252,10 @@ fn sled_database_with_data_but_no_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = open_raw(dir.path());
-        db.open_tree(layout::RUNS).unwrap().insert("x", "y").unwrap();
+        db.open_tree(layout::RUNS)
+            .unwrap()
+            .insert("x", "y")
+            .unwrap();
         db.flush().unwrap();
     }
     let err = SledStore::open(dir.path()).unwrap_err();
@@ -218,7 +268,10 @@ fn second_opener_of_a_held_store_gets_a_clear_error() {
     let _holder = SledStore::open(dir.path()).unwrap();
     let err = SledStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -226,15 +279,23 @@ fn acknowledged_appends_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let head = {
         let store = SledStore::open(dir.path()).unwrap();
-        store.create_run(NewRun::new(run_id(1), Timestamp(0))).unwrap();
-        store.set_run_meta(&run_id(1), "name", Some("kept")).unwrap();
+        store
+            .create_run(NewRun::new(run_id(1), Timestamp(0)))
+            .unwrap();
+        store
+            .set_run_meta(&run_id(1), "name", Some("kept"))
+            .unwrap();
         append_n(&store, run_id(1), 1_000, 100)
     };
     let store = SledStore::open(dir.path()).unwrap();
     let info = store.require_run(&run_id(1)).unwrap();
     assert_eq!(info.head, Some(head));
     assert_eq!(info.meta.get("name").map(String::as_str), Some("kept"));
-    assert!(verify_run(&store, &run_id(1), VerifyOptions::default()).unwrap().is_ok());
+    assert!(
+        verify_run(&store, &run_id(1), VerifyOptions::default())
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[test]

@@ -41,7 +41,9 @@ pub enum DecodeError {
     #[error("event body does not decode: {0}")]
     Body(String),
     /// Longer than [`MAX_EVENT_BYTES`]: put large data in a blob.
-    #[error("event is {0} bytes, more than the {MAX_EVENT_BYTES}-byte limit; large data belongs in a blob")]
+    #[error(
+        "event is {0} bytes, more than the {MAX_EVENT_BYTES}-byte limit; large data belongs in a blob"
+    )]
     TooLarge(usize),
     /// Decoded, but bytes were left over.
     #[error("{0} trailing bytes after the event")]
@@ -76,8 +78,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     if version != FORMAT_VERSION {
         return Err(DecodeError::Version { found: version });
     }
-    let (event, used): (Event, usize) = bincode::decode_from_slice(body, config())
-        .map_err(|e| DecodeError::Body(e.to_string()))?;
+    let (event, used): (Event, usize) =
+        bincode::decode_from_slice(body, config()).map_err(|e| DecodeError::Body(e.to_string()))?;
     if used != body.len() {
         return Err(DecodeError::Trailing(body.len() - used));
     }

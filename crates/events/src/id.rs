@@ -110,7 +110,12 @@ pub fn unique_prefix_len<I: HexId>(ids: &[I]) -> usize {
     let full = hexes.first().map_or(SHORT_HEX_LEN, String::len);
     let longest_shared = hexes
         .windows(2)
-        .map(|w| w[0].bytes().zip(w[1].bytes()).take_while(|(a, b)| a == b).count())
+        .map(|w| {
+            w[0].bytes()
+                .zip(w[1].bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
         .max()
         .unwrap_or(0);
     (longest_shared + 1).max(SHORT_HEX_LEN).min(full)
@@ -269,9 +274,18 @@ mod tests {
         let ids = [run(0xab), run(0xac), run(0x10)];
         assert_eq!(resolve_prefix("ab", ids).unwrap(), run(0xab));
         assert_eq!(resolve_prefix("AB", ids).unwrap(), run(0xab));
-        assert!(matches!(resolve_prefix("a", ids), Err(IdError::Ambiguous { .. })));
-        assert!(matches!(resolve_prefix("ff", ids), Err(IdError::NotFound { .. })));
-        assert!(matches!(resolve_prefix("x", ids), Err(IdError::Malformed { .. })));
+        assert!(matches!(
+            resolve_prefix("a", ids),
+            Err(IdError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            resolve_prefix("ff", ids),
+            Err(IdError::NotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_prefix("x", ids),
+            Err(IdError::Malformed { .. })
+        ));
         let msg = resolve_prefix("a", ids).unwrap_err().to_string();
         assert!(msg.contains("ambiguous") && msg.contains("ab000"), "{msg}");
     }
@@ -283,7 +297,10 @@ mod tests {
         a[10] = 1;
         b[10] = 2;
         // ids share 21 hex digits, so 22 tell them apart
-        assert_eq!(unique_prefix_len(&[RunId::from_bytes(a), RunId::from_bytes(b)]), 22);
+        assert_eq!(
+            unique_prefix_len(&[RunId::from_bytes(a), RunId::from_bytes(b)]),
+            22
+        );
         assert_eq!(unique_prefix_len(&[run(1), run(2)]), SHORT_HEX_LEN);
         assert_eq!(unique_prefix_len::<RunId>(&[]), SHORT_HEX_LEN);
     }

@@ -57,13 +57,18 @@ mod tests {
 
     #[test]
     fn key_order_and_whitespace_do_not_matter() {
-        let a = canonicalize_json_text(br#"{ "b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": null} }"#).unwrap();
+        let a =
+            canonicalize_json_text(br#"{ "b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": null} }"#)
+                .unwrap();
         let b = canonicalize_json_text(br#"{"a":{"c":null,"z":[1,{"x":3,"y":2}]},"b":1}"#).unwrap();
         assert_eq!(a, b);
         assert_eq!(a, br#"{"a":{"c":null,"z":[1,{"x":3,"y":2}]},"b":1}"#);
         assert!(is_canonical_json(&a));
         assert!(!is_canonical_json(br#"{"b":1,"a":2}"#));
-        assert_eq!(json_blob_id(&json!({"b":1,"a":2})), BlobId::of(br#"{"a":2,"b":1}"#));
+        assert_eq!(
+            json_blob_id(&json!({"b":1,"a":2})),
+            BlobId::of(br#"{"a":2,"b":1}"#)
+        );
     }
 
     #[test]

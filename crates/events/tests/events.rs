@@ -168,7 +168,12 @@ fn golden_fixture_pins_bytes_and_id_of_every_event_kind() {
 fn kind_tag_is_the_encoded_variant_index() {
     for event in golden_events() {
         let body = bincode::encode_to_vec(&event.kind, bincode::config::standard()).unwrap();
-        assert_eq!(usize::from(body[0]), event.kind.tag(), "{}", event.kind.name());
+        assert_eq!(
+            usize::from(body[0]),
+            event.kind.tag(),
+            "{}",
+            event.kind.name()
+        );
     }
 }
 
@@ -232,20 +237,28 @@ fn any_kind() -> impl Strategy<Value = EventKind> {
         (text, any::<bool>(), text, proptest::option::of(any_blob())).prop_map(
             |(call_id, approved, by, note)| EventKind::ApprovalDecided {
                 call_id,
-                decision: if approved { Decision::Approved } else { Decision::Denied },
+                decision: if approved {
+                    Decision::Approved
+                } else {
+                    Decision::Denied
+                },
                 by,
                 note,
             }
         ),
         (text, any_blob()).prop_map(|(name, payload)| EventKind::SignalReceived { name, payload }),
-        (run, any::<u64>(), any_id32(), proptest::option::of(any_blob())).prop_map(
-            |(from_run, from_seq, e, note)| EventKind::Forked {
+        (
+            run,
+            any::<u64>(),
+            any_id32(),
+            proptest::option::of(any_blob())
+        )
+            .prop_map(|(from_run, from_seq, e, note)| EventKind::Forked {
                 from_run,
                 from_seq,
                 from_event: EventId::from_bytes(e),
                 note,
-            }
-        ),
+            }),
         (0..3u8, any_blob()).prop_map(|(o, detail)| EventKind::RunFinished {
             outcome: [Outcome::Succeeded, Outcome::Failed, Outcome::Cancelled][usize::from(o)],
             detail,
@@ -308,49 +321,157 @@ fn one_field_changes(e: &Event) -> Vec<Event> {
     type Edit = Box<dyn Fn(&mut EventKind)>;
     let edits: Vec<Edit> = match &e.kind {
         EventKind::RunStarted { .. } => vec![
-            Box::new(move |k| if let EventKind::RunStarted { run, .. } = k { *run = flip_run(run) }),
-            Box::new(move |k| if let EventKind::RunStarted { spec, .. } = k { *spec = flip(spec) }),
-            Box::new(move |k| if let EventKind::RunStarted { input, .. } = k { *input = flip(input) }),
+            Box::new(move |k| {
+                if let EventKind::RunStarted { run, .. } = k {
+                    *run = flip_run(run)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::RunStarted { spec, .. } = k {
+                    *spec = flip(spec)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::RunStarted { input, .. } = k {
+                    *input = flip(input)
+                }
+            }),
         ],
         EventKind::ModelRequested { .. } => vec![
-            Box::new(move |k| if let EventKind::ModelRequested { request, .. } = k { *request = flip(request) }),
-            Box::new(|k| if let EventKind::ModelRequested { attempt, .. } = k { *attempt ^= 1 }),
+            Box::new(move |k| {
+                if let EventKind::ModelRequested { request, .. } = k {
+                    *request = flip(request)
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ModelRequested { attempt, .. } = k {
+                    *attempt ^= 1
+                }
+            }),
         ],
         EventKind::ModelResponded { .. } => vec![
-            Box::new(|k| if let EventKind::ModelResponded { request_seq, .. } = k { *request_seq ^= 1 }),
-            Box::new(move |k| if let EventKind::ModelResponded { response, .. } = k { *response = flip(response) }),
-            Box::new(|k| if let EventKind::ModelResponded { usage, .. } = k { usage.input_tokens ^= 1 }),
-            Box::new(|k| if let EventKind::ModelResponded { usage, .. } = k { usage.output_tokens ^= 1 }),
-            Box::new(|k| if let EventKind::ModelResponded { usage, .. } = k { usage.cost_micro_usd ^= 1 }),
-            Box::new(|k| if let EventKind::ModelResponded { usage, .. } = k { usage.latency_ms ^= 1 }),
+            Box::new(|k| {
+                if let EventKind::ModelResponded { request_seq, .. } = k {
+                    *request_seq ^= 1
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ModelResponded { response, .. } = k {
+                    *response = flip(response)
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ModelResponded { usage, .. } = k {
+                    usage.input_tokens ^= 1
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ModelResponded { usage, .. } = k {
+                    usage.output_tokens ^= 1
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ModelResponded { usage, .. } = k {
+                    usage.cost_micro_usd ^= 1
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ModelResponded { usage, .. } = k {
+                    usage.latency_ms ^= 1
+                }
+            }),
         ],
         EventKind::ModelFailed { .. } => vec![
-            Box::new(|k| if let EventKind::ModelFailed { request_seq, .. } = k { *request_seq ^= 1 }),
-            Box::new(move |k| if let EventKind::ModelFailed { error, .. } = k { *error = flip(error) }),
-            Box::new(|k| if let EventKind::ModelFailed { transient, .. } = k { *transient = !*transient }),
+            Box::new(|k| {
+                if let EventKind::ModelFailed { request_seq, .. } = k {
+                    *request_seq ^= 1
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ModelFailed { error, .. } = k {
+                    *error = flip(error)
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ModelFailed { transient, .. } = k {
+                    *transient = !*transient
+                }
+            }),
         ],
         EventKind::ToolRequested { .. } => vec![
-            Box::new(move |k| if let EventKind::ToolRequested { call_id, .. } = k { *call_id = more(call_id) }),
-            Box::new(move |k| if let EventKind::ToolRequested { tool, .. } = k { *tool = more(tool) }),
-            Box::new(move |k| if let EventKind::ToolRequested { args, .. } = k { *args = flip(args) }),
-            Box::new(|k| if let EventKind::ToolRequested { idempotent, .. } = k { *idempotent = !*idempotent }),
+            Box::new(move |k| {
+                if let EventKind::ToolRequested { call_id, .. } = k {
+                    *call_id = more(call_id)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ToolRequested { tool, .. } = k {
+                    *tool = more(tool)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ToolRequested { args, .. } = k {
+                    *args = flip(args)
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ToolRequested { idempotent, .. } = k {
+                    *idempotent = !*idempotent
+                }
+            }),
         ],
         EventKind::ToolReturned { .. } => vec![
-            Box::new(move |k| if let EventKind::ToolReturned { call_id, .. } = k { *call_id = more(call_id) }),
-            Box::new(move |k| if let EventKind::ToolReturned { output, .. } = k { *output = flip(output) }),
-            Box::new(|k| if let EventKind::ToolReturned { is_error, .. } = k { *is_error = !*is_error }),
-            Box::new(|k| if let EventKind::ToolReturned { duration_ms, .. } = k { *duration_ms ^= 1 }),
+            Box::new(move |k| {
+                if let EventKind::ToolReturned { call_id, .. } = k {
+                    *call_id = more(call_id)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ToolReturned { output, .. } = k {
+                    *output = flip(output)
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ToolReturned { is_error, .. } = k {
+                    *is_error = !*is_error
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::ToolReturned { duration_ms, .. } = k {
+                    *duration_ms ^= 1
+                }
+            }),
         ],
         EventKind::ToolOutcomeUnknown { .. } => vec![
-            Box::new(move |k| if let EventKind::ToolOutcomeUnknown { call_id, .. } = k { *call_id = more(call_id) }),
-            Box::new(move |k| if let EventKind::ToolOutcomeUnknown { reason, .. } = k { *reason = flip(reason) }),
+            Box::new(move |k| {
+                if let EventKind::ToolOutcomeUnknown { call_id, .. } = k {
+                    *call_id = more(call_id)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ToolOutcomeUnknown { reason, .. } = k {
+                    *reason = flip(reason)
+                }
+            }),
         ],
         EventKind::ApprovalRequested { .. } => vec![
-            Box::new(move |k| if let EventKind::ApprovalRequested { call_id, .. } = k { *call_id = more(call_id) }),
-            Box::new(move |k| if let EventKind::ApprovalRequested { request, .. } = k { *request = flip(request) }),
+            Box::new(move |k| {
+                if let EventKind::ApprovalRequested { call_id, .. } = k {
+                    *call_id = more(call_id)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ApprovalRequested { request, .. } = k {
+                    *request = flip(request)
+                }
+            }),
         ],
         EventKind::ApprovalDecided { .. } => vec![
-            Box::new(move |k| if let EventKind::ApprovalDecided { call_id, .. } = k { *call_id = more(call_id) }),
+            Box::new(move |k| {
+                if let EventKind::ApprovalDecided { call_id, .. } = k {
+                    *call_id = more(call_id)
+                }
+            }),
             Box::new(|k| {
                 if let EventKind::ApprovalDecided { decision, .. } = k {
                     *decision = match decision {
@@ -359,16 +480,40 @@ fn one_field_changes(e: &Event) -> Vec<Event> {
                     };
                 }
             }),
-            Box::new(move |k| if let EventKind::ApprovalDecided { by, .. } = k { *by = more(by) }),
-            Box::new(move |k| if let EventKind::ApprovalDecided { note, .. } = k { *note = flip_opt(note) }),
+            Box::new(move |k| {
+                if let EventKind::ApprovalDecided { by, .. } = k {
+                    *by = more(by)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::ApprovalDecided { note, .. } = k {
+                    *note = flip_opt(note)
+                }
+            }),
         ],
         EventKind::SignalReceived { .. } => vec![
-            Box::new(move |k| if let EventKind::SignalReceived { name, .. } = k { *name = more(name) }),
-            Box::new(move |k| if let EventKind::SignalReceived { payload, .. } = k { *payload = flip(payload) }),
+            Box::new(move |k| {
+                if let EventKind::SignalReceived { name, .. } = k {
+                    *name = more(name)
+                }
+            }),
+            Box::new(move |k| {
+                if let EventKind::SignalReceived { payload, .. } = k {
+                    *payload = flip(payload)
+                }
+            }),
         ],
         EventKind::Forked { .. } => vec![
-            Box::new(move |k| if let EventKind::Forked { from_run, .. } = k { *from_run = flip_run(from_run) }),
-            Box::new(|k| if let EventKind::Forked { from_seq, .. } = k { *from_seq ^= 1 }),
+            Box::new(move |k| {
+                if let EventKind::Forked { from_run, .. } = k {
+                    *from_run = flip_run(from_run)
+                }
+            }),
+            Box::new(|k| {
+                if let EventKind::Forked { from_seq, .. } = k {
+                    *from_seq ^= 1
+                }
+            }),
             Box::new(|k| {
                 if let EventKind::Forked { from_event, .. } = k {
                     let mut b = *from_event.as_bytes();
@@ -376,7 +521,11 @@ fn one_field_changes(e: &Event) -> Vec<Event> {
                     *from_event = EventId::from_bytes(b);
                 }
             }),
-            Box::new(move |k| if let EventKind::Forked { note, .. } = k { *note = flip_opt(note) }),
+            Box::new(move |k| {
+                if let EventKind::Forked { note, .. } = k {
+                    *note = flip_opt(note)
+                }
+            }),
         ],
         EventKind::RunFinished { .. } => vec![
             Box::new(|k| {
@@ -388,7 +537,11 @@ fn one_field_changes(e: &Event) -> Vec<Event> {
                     };
                 }
             }),
-            Box::new(move |k| if let EventKind::RunFinished { detail, .. } = k { *detail = flip(detail) }),
+            Box::new(move |k| {
+                if let EventKind::RunFinished { detail, .. } = k {
+                    *detail = flip(detail)
+                }
+            }),
         ],
     };
     for edit in &edits {

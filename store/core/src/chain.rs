@@ -1,7 +1,7 @@
 //! Checks every backend applies before it writes an append: compare-and-swap on the head,
 //! and each event continuing the chain (parent and seq) within the size limit.
 
-use retrace_events::{EventId, Event, Head, check_size};
+use retrace_events::{Event, EventId, Head, check_size};
 
 use crate::error::{Error, Result};
 use crate::run::RunInfo;
@@ -51,7 +51,10 @@ pub fn prepare_append(
         if event.seq != want_seq {
             return Err(invalid(
                 want_seq,
-                format!("event has seq {}, the run's next seq is {want_seq}", event.seq),
+                format!(
+                    "event has seq {}, the run's next seq is {want_seq}",
+                    event.seq
+                ),
             ));
         }
         if event.parent != want_parent {
@@ -59,7 +62,9 @@ pub fn prepare_append(
                 want_seq,
                 format!(
                     "event's parent is {}, the run's head is {}",
-                    event.parent.map_or_else(|| "none".to_owned(), |p| p.short()),
+                    event
+                        .parent
+                        .map_or_else(|| "none".to_owned(), |p| p.short()),
                     want_parent.map_or_else(|| "none".to_owned(), |p| p.short())
                 ),
             ));

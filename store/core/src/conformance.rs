@@ -179,9 +179,17 @@ pub fn appends_chain_and_reads_back(store: &dyn Store) {
     let events = chain_after(run, None, 5);
     let mut head = None;
     for event in &events[..2] {
-        head = Some(store.append(&run, head.map(|h: Head| h.id), std::slice::from_ref(event)).unwrap());
+        head = Some(
+            store
+                .append(&run, head.map(|h: Head| h.id), std::slice::from_ref(event))
+                .unwrap(),
+        );
     }
-    head = Some(store.append(&run, head.map(|h| h.id), &events[2..]).unwrap());
+    head = Some(
+        store
+            .append(&run, head.map(|h| h.id), &events[2..])
+            .unwrap(),
+    );
     let head = head.unwrap();
     assert_eq!(head, events[4].head());
     assert_eq!(store.run(&run).unwrap().unwrap().head, Some(head));
@@ -191,7 +199,10 @@ pub fn appends_chain_and_reads_back(store: &dyn Store) {
         let seq = seq as u64;
         assert_eq!(store.event_id_at(&run, seq).unwrap(), Some(event.id()));
         assert_eq!(store.event(&event.id()).unwrap().as_ref(), Some(event));
-        assert_eq!(store.event_bytes(&event.id()).unwrap(), Some(event.to_canonical_bytes()));
+        assert_eq!(
+            store.event_bytes(&event.id()).unwrap(),
+            Some(event.to_canonical_bytes())
+        );
     }
     assert_eq!(store.event_id_at(&run, 5).unwrap(), None);
     let middle = store.events(&run, 1..=3).unwrap();
@@ -259,7 +270,11 @@ pub fn refuses_stale_and_broken_appends(store: &dyn Store) {
         store.create_run(NewRun::new(run, Timestamp(0))),
         Err(Error::RunExists { .. })
     ));
-    assert_eq!(store.stats().unwrap(), before, "a refused append wrote something");
+    assert_eq!(
+        store.stats().unwrap(),
+        before,
+        "a refused append wrote something"
+    );
     assert_eq!(store.run(&run).unwrap().unwrap().head, Some(head));
 }
 
@@ -304,7 +319,10 @@ pub fn concurrent_appenders_get_one_winner_per_seq(store: &dyn Store) {
     });
     for round in 0..ROUNDS {
         let winners = results.iter().filter(|w| w[round]).count();
-        assert_eq!(winners, 1, "round {round}: {winners} writers won the same seq");
+        assert_eq!(
+            winners, 1,
+            "round {round}: {winners} writers won the same seq"
+        );
     }
     let info = store.run(&run).unwrap().unwrap();
     assert_eq!(info.len(), ROUNDS as u64);
@@ -344,12 +362,19 @@ pub fn fork_shares_prefix_without_copying(store: &dyn Store) {
     let before = store.stats().unwrap();
     let fork = run_id(5);
     let info = store
-        .create_run(NewRun::fork(fork, Timestamp(9), ForkOrigin { run: parent, at }))
+        .create_run(NewRun::fork(
+            fork,
+            Timestamp(9),
+            ForkOrigin { run: parent, at },
+        ))
         .unwrap();
     let after = store.stats().unwrap();
     assert_eq!(info.head, Some(at));
     assert_eq!(after.events, before.events, "fork copied events");
-    assert_eq!(after.index_entries, before.index_entries, "fork copied index entries");
+    assert_eq!(
+        after.index_entries, before.index_entries,
+        "fork copied index entries"
+    );
     assert_eq!(after.runs, before.runs + 1);
 
     for seq in [0, 1, K / 2, K - 1, K] {
@@ -382,12 +407,26 @@ pub fn fork_of_fork_reads_through_lineage(store: &dyn Store) {
     };
     let b = run_id(7);
     store
-        .create_run(NewRun::fork(b, Timestamp(1), ForkOrigin { run: a, at: at(a, 9) }))
+        .create_run(NewRun::fork(
+            b,
+            Timestamp(1),
+            ForkOrigin {
+                run: a,
+                at: at(a, 9),
+            },
+        ))
         .unwrap();
     append_n(store, b, 10, 3);
     let c = run_id(8);
     store
-        .create_run(NewRun::fork(c, Timestamp(2), ForkOrigin { run: b, at: at(b, 14) }))
+        .create_run(NewRun::fork(
+            c,
+            Timestamp(2),
+            ForkOrigin {
+                run: b,
+                at: at(b, 14),
+            },
+        ))
         .unwrap();
     append_n(store, c, 5, 5);
     let all = store.event_ids(&c, 0..=u64::MAX).unwrap();
@@ -398,9 +437,16 @@ pub fn fork_of_fork_reads_through_lineage(store: &dyn Store) {
             10..=14 => b,
             _ => c,
         };
-        assert_eq!(store.event_id_at(&from, *seq).unwrap(), Some(*id), "seq {seq}");
+        assert_eq!(
+            store.event_id_at(&from, *seq).unwrap(),
+            Some(*id),
+            "seq {seq}"
+        );
     }
-    assert_ne!(store.event_id_at(&a, 12).unwrap(), store.event_id_at(&c, 12).unwrap());
+    assert_ne!(
+        store.event_id_at(&a, 12).unwrap(),
+        store.event_id_at(&c, 12).unwrap()
+    );
     let report = verify_run(store, &c, VerifyOptions::default()).unwrap();
     assert!(report.is_ok(), "{:?}", report.problem);
     assert_eq!(report.events, 20);
@@ -422,11 +468,17 @@ pub fn fork_origin_must_exist(store: &dyn Store) {
     });
     bad(ForkOrigin {
         run: a,
-        at: Head { id: head.id, seq: 1 },
+        at: Head {
+            id: head.id,
+            seq: 1,
+        },
     });
     bad(ForkOrigin {
         run: a,
-        at: Head { id: head.id, seq: 3 },
+        at: Head {
+            id: head.id,
+            seq: 3,
+        },
     });
     assert!(store.run(&run_id(10)).unwrap().is_none());
 }
@@ -435,8 +487,13 @@ pub fn fork_origin_must_exist(store: &dyn Store) {
 pub fn run_meta_and_listing(store: &dyn Store) {
     let b = new_run(store, 12);
     let a = new_run(store, 11);
-    let info = store.set_run_meta(&a, "name", Some("nightly refactor")).unwrap();
-    assert_eq!(info.meta.get("name").map(String::as_str), Some("nightly refactor"));
+    let info = store
+        .set_run_meta(&a, "name", Some("nightly refactor"))
+        .unwrap();
+    assert_eq!(
+        info.meta.get("name").map(String::as_str),
+        Some("nightly refactor")
+    );
     store.set_run_meta(&a, "status", Some("running")).unwrap();
     let info = store.set_run_meta(&a, "status", None).unwrap();
     assert_eq!(info.meta.len(), 1);
@@ -457,7 +514,10 @@ pub fn snapshots_round_trip(store: &dyn Store) {
     assert_eq!(store.snapshot(&head.id).unwrap(), None);
     store.put_snapshot(&head.id, b"state v1").unwrap();
     store.put_snapshot(&head.id, b"state v2").unwrap();
-    assert_eq!(store.snapshot(&head.id).unwrap(), Some(b"state v2".to_vec()));
+    assert_eq!(
+        store.snapshot(&head.id).unwrap(),
+        Some(b"state v2".to_vec())
+    );
     assert_eq!(store.stats().unwrap().snapshots, 1);
 }
 
@@ -484,10 +544,16 @@ pub fn subscribers_see_appends_in_order(store: &dyn Store) {
         assert_eq!(appended.run, run);
         seen.extend(appended.events.iter().map(|(id, e)| (e.seq, *id)));
     }
-    assert_eq!(seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    assert_eq!(
+        seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (0..7).collect::<Vec<_>>()
+    );
     assert_eq!(seen.last().map(|(_, id)| *id), Some(writer.id));
     assert!(sub.try_recv().is_none());
-    assert!(matches!(store.subscribe(&run_id(500)), Err(Error::RunNotFound { .. })));
+    assert!(matches!(
+        store.subscribe(&run_id(500)),
+        Err(Error::RunNotFound { .. })
+    ));
 }
 
 /// Run ids resolve from unambiguous prefixes; ambiguous and unknown ones are explained.
@@ -510,5 +576,8 @@ pub fn verify_accepts_intact_runs(store: &dyn Store) {
     assert!(report.is_ok(), "{:?}", report.problem);
     assert_eq!(report.events, 250);
     // every sample kind but `Forked` refers to one blob, distinct per seq
-    assert_eq!(report.blobs, (0..250u64).filter(|i| i % 12 != 10).count() as u64);
+    assert_eq!(
+        report.blobs,
+        (0..250u64).filter(|i| i % 12 != 10).count() as u64
+    );
 }

@@ -99,7 +99,10 @@ pub enum Error {
 
 impl Error {
     /// Wrap an engine error with the operation it interrupted.
-    pub fn backend(op: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn backend(
+        op: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self::Backend {
             op,
             source: source.into(),

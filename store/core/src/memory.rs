@@ -72,7 +72,10 @@ impl Store for MemoryStore {
 
     fn set_run_meta(&self, id: &RunId, key: &str, value: Option<&str>) -> Result<RunInfo> {
         let mut inner = self.write();
-        let info = inner.runs.get_mut(id).ok_or(Error::RunNotFound { run: *id })?;
+        let info = inner
+            .runs
+            .get_mut(id)
+            .ok_or(Error::RunNotFound { run: *id })?;
         match value {
             Some(v) => info.meta.insert(key.to_owned(), v.to_owned()),
             None => info.meta.remove(key),
@@ -83,7 +86,10 @@ impl Store for MemoryStore {
     fn append(&self, run: &RunId, expected: Option<EventId>, events: &[Event]) -> Result<Head> {
         let head = {
             let mut inner = self.write();
-            let info = inner.runs.get(run).ok_or(Error::RunNotFound { run: *run })?;
+            let info = inner
+                .runs
+                .get(run)
+                .ok_or(Error::RunNotFound { run: *run })?;
             let (records, head) = prepare_append(info, expected, events)?;
             for record in records {
                 inner.index.insert((*run, record.seq), record.id);
@@ -117,7 +123,10 @@ impl Store for MemoryStore {
 
     fn put_blob(&self, bytes: &[u8]) -> Result<BlobId> {
         let id = BlobId::of(bytes);
-        self.write().blobs.entry(id).or_insert_with(|| bytes.to_vec());
+        self.write()
+            .blobs
+            .entry(id)
+            .or_insert_with(|| bytes.to_vec());
         Ok(id)
     }
 

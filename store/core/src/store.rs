@@ -107,7 +107,9 @@ pub trait Store: Send + Sync {
             return Ok(Vec::new());
         };
         let start = *seqs.start();
-        let end = (*seqs.end()).min(head.seq).min(start.saturating_add(MAX_RANGE - 1));
+        let end = (*seqs.end())
+            .min(head.seq)
+            .min(start.saturating_add(MAX_RANGE - 1));
         if start > end {
             return Ok(Vec::new());
         }
@@ -186,7 +188,9 @@ pub fn check_fork_origin(store: &(impl Store + ?Sized), new: &NewRun) -> Result<
         seq: origin.at.seq,
         reason,
     };
-    let parent = store.run(&origin.run)?.ok_or_else(|| bad("no such run".into()))?;
+    let parent = store
+        .run(&origin.run)?
+        .ok_or_else(|| bad("no such run".into()))?;
     match store.event_id_at(&parent.id, origin.at.seq)? {
         Some(id) if id == origin.at.id => Ok(()),
         Some(id) => Err(bad(format!(

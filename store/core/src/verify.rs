@@ -96,7 +96,9 @@ impl fmt::Display for Problem {
                 short(*found),
                 short(*expected)
             ),
-            ProblemKind::MissingBlob { blob } => write!(f, "blob {blob} is referenced but not stored"),
+            ProblemKind::MissingBlob { blob } => {
+                write!(f, "blob {blob} is referenced but not stored")
+            }
             ProblemKind::BlobMismatch { blob, actual } => {
                 write!(f, "blob {blob}: stored bytes hash to {actual}")
             }
@@ -105,7 +107,10 @@ impl fmt::Display for Problem {
                 "run ref head is {} (seq {}), but the chain ends at {}",
                 recorded.id.short(),
                 recorded.seq,
-                walked.map_or_else(|| "nothing".to_owned(), |h| format!("{} (seq {})", h.id.short(), h.seq))
+                walked.map_or_else(
+                    || "nothing".to_owned(),
+                    |h| format!("{} (seq {})", h.id.short(), h.seq)
+                )
             ),
         }
     }
@@ -133,7 +138,11 @@ impl VerifyReport {
 
 /// Verify `run` (including a fork's shared prefix). Storage errors are `Err`; damage found
 /// is reported in [`VerifyReport::problem`].
-pub fn verify_run(store: &(impl Store + ?Sized), run: &RunId, options: VerifyOptions) -> Result<VerifyReport> {
+pub fn verify_run(
+    store: &(impl Store + ?Sized),
+    run: &RunId,
+    options: VerifyOptions,
+) -> Result<VerifyReport> {
     let info = store.require_run(run)?;
     let mut report = VerifyReport {
         run: *run,
@@ -159,7 +168,9 @@ pub fn verify_run(store: &(impl Store + ?Sized), run: &RunId, options: VerifyOpt
             break;
         }
         for (seq, id) in ids {
-            if let Some(kind) = check_event(store, seq, id, prev, options, &mut seen_blobs, &mut report)? {
+            if let Some(kind) =
+                check_event(store, seq, id, prev, options, &mut seen_blobs, &mut report)?
+            {
                 report.problem = Some(Problem {
                     run: owner_of(seq)?,
                     seq,

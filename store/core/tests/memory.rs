@@ -18,7 +18,10 @@ fn verification_reports_tampered_event_and_blob_with_run_and_seq() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     store.tamper_event(&victim, bytes);
-    let problem = verify_run(&store, &run, VerifyOptions::default()).unwrap().problem.unwrap();
+    let problem = verify_run(&store, &run, VerifyOptions::default())
+        .unwrap()
+        .problem
+        .unwrap();
     assert_eq!((problem.run, problem.seq), (run, 17));
     assert!(matches!(problem.kind, ProblemKind::BadEvent { id, .. } if id == victim));
 
@@ -29,10 +32,17 @@ fn verification_reports_tampered_event_and_blob_with_run_and_seq() {
     let mut payload = store.blob(&blob).unwrap().unwrap();
     payload[0] ^= 0x80;
     store.tamper_blob(&blob, payload);
-    let problem = verify_run(&store, &run, VerifyOptions::default()).unwrap().problem.unwrap();
+    let problem = verify_run(&store, &run, VerifyOptions::default())
+        .unwrap()
+        .problem
+        .unwrap();
     assert_eq!((problem.run, problem.seq), (run, 23));
     assert!(matches!(problem.kind, ProblemKind::BlobMismatch { blob: b, .. } if b == blob));
     assert!(problem.to_string().contains("seq 23"), "{problem}");
     // without blob checks the event chain itself is intact
-    assert!(verify_run(&store, &run, VerifyOptions { blobs: false }).unwrap().is_ok());
+    assert!(
+        verify_run(&store, &run, VerifyOptions { blobs: false })
+            .unwrap()
+            .is_ok()
+    );
 }

@@ -39,7 +39,10 @@ impl GroupCommit {
                 return Ok(());
             }
             if state.flushing {
-                state = self.done.wait(state).unwrap_or_else(PoisonError::into_inner);
+                state = self
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             // Lead a flush covering every ticket issued so far (their writes are applied).
@@ -90,7 +93,11 @@ mod tests {
         });
         // The first leader flushes alone; everyone arriving during its 20 ms flush shares
         // the next one. Far fewer flushes than writers.
-        assert!(commit.flushes() <= 8, "{} flushes for 16 writers", commit.flushes());
+        assert!(
+            commit.flushes() <= 8,
+            "{} flushes for 16 writers",
+            commit.flushes()
+        );
     }
 
     #[test]

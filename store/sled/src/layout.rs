@@ -49,14 +49,19 @@ pub fn decode_index_entry(key: &[u8], value: &[u8]) -> Result<(u64, EventId)> {
     match (seq, EventId::from_slice(value)) {
         (Some(seq), Some(id)) => Ok((seq, id)),
         _ => Err(Error::Corrupt {
-            what: format!("index entry with a {}-byte key and a {}-byte value", key.len(), value.len()),
+            what: format!(
+                "index entry with a {}-byte key and a {}-byte value",
+                key.len(),
+                value.len()
+            ),
         }),
     }
 }
 
 /// Encode a run ref.
 pub fn encode_run(info: &RunInfo) -> Vec<u8> {
-    bincode::encode_to_vec(info, bincode::config::standard()).expect("encoding a RunInfo into a Vec cannot fail")
+    bincode::encode_to_vec(info, bincode::config::standard())
+        .expect("encoding a RunInfo into a Vec cannot fail")
 }
 
 /// Decode a run ref stored under `id`.
@@ -64,8 +69,9 @@ pub fn decode_run(id: &RunId, bytes: &[u8]) -> Result<RunInfo> {
     let corrupt = |why: String| Error::Corrupt {
         what: format!("run ref {id}: {why}"),
     };
-    let (info, used): (RunInfo, usize) = bincode::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| corrupt(e.to_string()))?;
+    let (info, used): (RunInfo, usize) =
+        bincode::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| corrupt(e.to_string()))?;
     if used != bytes.len() || info.id != *id {
         return Err(corrupt("does not match its key".to_owned()));
     }

@@ -144,8 +144,13 @@ impl SledStore {
     }
 
     fn check_format(&self) -> Result<()> {
-        let meta = self.db.open_tree(layout::META).map_err(backend("open tree"))?;
-        let found = meta.get(layout::FORMAT_KEY).map_err(backend("read format"))?;
+        let meta = self
+            .db
+            .open_tree(layout::META)
+            .map_err(backend("open tree"))?;
+        let found = meta
+            .get(layout::FORMAT_KEY)
+            .map_err(backend("read format"))?;
         let expected = layout::format_value();
         match found {
             Some(v) if v.as_ref() == expected.as_bytes() => Ok(()),
@@ -174,7 +179,10 @@ impl SledStore {
     }
 
     fn lock_run(&self, run: &RunId) -> MutexGuard<'_, ()> {
-        let stripe = run.as_bytes().iter().fold(0usize, |acc, b| acc.wrapping_mul(31) ^ usize::from(*b));
+        let stripe = run
+            .as_bytes()
+            .iter()
+            .fold(0usize, |acc, b| acc.wrapping_mul(31) ^ usize::from(*b));
         self.run_locks[stripe % RUN_LOCK_STRIPES]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -209,7 +217,11 @@ impl Store for SledStore {
         let _guard = self.lock_run(&info.id);
         let created = self
             .runs
-            .compare_and_swap(info.id.as_bytes(), None::<&[u8]>, Some(layout::encode_run(&info)))
+            .compare_and_swap(
+                info.id.as_bytes(),
+                None::<&[u8]>,
+                Some(layout::encode_run(&info)),
+            )
             .map_err(backend("create run"))?;
         if created.is_err() {
             return Err(Error::RunExists { run: info.id });
@@ -257,7 +269,9 @@ impl Store for SledStore {
         for record in &records {
             batch.insert(record.id.as_bytes(), record.bytes.as_slice());
         }
-        self.events.apply_batch(batch).map_err(backend("write events"))?;
+        self.events
+            .apply_batch(batch)
+            .map_err(backend("write events"))?;
 
         // 2. Index entries and the new head, atomically: readers never see one without the other.
         info.head = Some(head);
@@ -265,7 +279,10 @@ impl Store for SledStore {
         (&self.index, &self.runs)
             .transaction(|(index, runs)| {
                 for record in &records {
-                    index.insert(&layout::index_key(run, record.seq)[..], record.id.as_bytes())?;
+                    index.insert(
+                        &layout::index_key(run, record.seq)[..],
+                        record.id.as_bytes(),
+                    )?;
                 }
                 runs.insert(run.as_bytes(), run_bytes.as_slice())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
@@ -313,7 +330,11 @@ impl Store for SledStore {
         let id = BlobId::of(bytes);
         // Content-addressed: if the id is present, the bytes are too. Writing nothing keeps
         // a repeated payload from growing the log.
-        if !self.blobs.contains_key(id.as_bytes()).map_err(backend("read blob"))? {
+        if !self
+            .blobs
+            .contains_key(id.as_bytes())
+            .map_err(backend("read blob"))?
+        {
             let _ = self
                 .blobs
                 .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(bytes))

@@ -13,7 +13,9 @@ use retrace_store_sled::SledStore;
 use retrace_tests::{crash_runs, payload};
 
 fn main() -> anyhow::Result<()> {
-    let dir = std::env::args().nth(1).context("usage: crash_appender STORE_DIR")?;
+    let dir = std::env::args()
+        .nth(1)
+        .context("usage: crash_appender STORE_DIR")?;
     let store = SledStore::open(&dir).with_context(|| format!("opening {dir}"))?;
     for run in crash_runs() {
         if store.run(&run)?.is_none() {
@@ -36,7 +38,11 @@ fn main() -> anyhow::Result<()> {
                         let seq = prev.map_or(0, |h| h.seq + 1);
                         let blob = store.put_blob(&payload(&run, seq))?;
                         let kind = if seq == 0 {
-                            EventKind::RunStarted { run, spec: blob, input: blob }
+                            EventKind::RunStarted {
+                                run,
+                                spec: blob,
+                                input: blob,
+                            }
                         } else {
                             EventKind::ToolReturned {
                                 call_id: format!("c{seq}"),
@@ -50,7 +56,9 @@ fn main() -> anyhow::Result<()> {
                         events.push(event);
                     }
                     let new_head = store.append(&run, head.map(|h| h.id), &events)?;
-                    let mut out = stdout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut out = stdout
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     writeln!(out, "ack {run} {} {}", new_head.seq, new_head.id)?;
                     out.flush()?;
                     head = Some(new_head);

@@ -1,0 +1,205 @@
+//! `retrace demo`: record a short sample agent run and verify it.
+//!
+//! The sample is what a job that reads a file, asks to write one and gets approval would
+//! log. Each event is appended on its own, with its payload blobs stored first, exactly the
+//! order the runtime will use (blobs, then the event that refers to them, durable before the
+//! next step).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use retrace_events::{
+    BlobId, Decision, Event, EventKind, Head, Outcome, RunId, Usage, canonical_json,
+};
+use retrace_runtime::entropy::{new_run_id, now};
+use retrace_store::{NewRun, Store, VerifyOptions, verify_run};
+use serde_json::{Value, json};
+
+use crate::output;
+use crate::store_access;
+
+/// Appends one event at a time to a run and echoes it.
+struct Recorder<'a> {
+    store: &'a dyn Store,
+    run: RunId,
+    head: Option<Head>,
+}
+
+impl Recorder<'_> {
+    fn blob(&self, value: &Value) -> anyhow::Result<BlobId> {
+        Ok(self.store.put_blob(&canonical_json(value))?)
+    }
+
+    /// Append `kind` after the head; returns its seq.
+    fn record(&mut self, kind: EventKind) -> anyhow::Result<u64> {
+        let event = Event::after(self.head, now(), kind);
+        let head = self.store.append(
+            &self.run,
+            self.head.map(|h| h.id),
+            std::slice::from_ref(&event),
+        )?;
+        println!(
+            "{:>4}  {:<20}  {}",
+            head.seq,
+            event.kind.name(),
+            output::summary(&event)
+        );
+        self.head = Some(head);
+        Ok(head.seq)
+    }
+}
+
+pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = store_access::open_or_create(dir)?;
+    let run = new_run_id();
+    let mut new = NewRun::new(run, now());
+    new.meta
+        .insert("name".into(), "demo: summarise README".into());
+    store.create_run(new)?;
+    println!("recording run {run} into {}", dir.display());
+
+    let mut rec = Recorder {
+        store: &store,
+        run,
+        head: None,
+    };
+    let system = "You are a careful assistant working in a repository.";
+    let task = "Summarise README.md into SUMMARY.md.";
+    let spec = rec.blob(&json!({
+        "name": "demo",
+        "model": {"provider": "scripted", "name": "demo-cassette"},
+        "system": system,
+        "tools": ["fs.read", "fs.write"],
+        "policy": {"fs.read": "allow", "fs.write": "ask"},
+    }))?;
+    let input = rec.blob(&json!(task))?;
+    rec.record(EventKind::RunStarted { run, spec, input })?;
+
+    // step 1: the model asks to read the README
+    let mut messages = vec![
+        json!({"role": "system", "content": system}),
+        json!({"role": "user", "content": task}),
+    ];
+    let request = rec.blob(&json!({"messages": messages}))?;
+    let asked = rec.record(EventKind::ModelRequested {
+        request,
+        attempt: 1,
+    })?;
+    let read_call = json!({"id": "call_1", "name": "fs.read", "arguments": {"path": "README.md"}});
+    let response = rec.blob(&json!({"text": "", "tool_calls": [read_call]}))?;
+    let usage = Usage {
+        input_tokens: 52,
+        output_tokens: 18,
+        cost_micro_usd: 0,
+        latency_ms: 40,
+    };
+    rec.record(EventKind::ModelResponded {
+        request_seq: asked,
+        response,
+        usage,
+    })?;
+    let args = rec.blob(&read_call["arguments"])?;
+    rec.record(EventKind::ToolRequested {
+        call_id: "call_1".into(),
+        tool: "fs.read".into(),
+        args,
+        idempotent: true,
+    })?;
+    let readme = "# retrace\nDurable agent runs on an append-only, content-addressed event log.";
+    let output = rec.blob(&json!({"content": readme}))?;
+    rec.record(EventKind::ToolReturned {
+        call_id: "call_1".into(),
+        output,
+        is_error: false,
+        duration_ms: 1,
+    })?;
+
+    // step 2: the model wants to write; policy says ask, a human approves
+    messages.push(json!({"role": "assistant", "tool_calls": [read_call]}));
+    messages.push(json!({"role": "tool", "tool_call_id": "call_1", "content": readme}));
+    let request = rec.blob(&json!({"messages": messages}))?;
+    let asked = rec.record(EventKind::ModelRequested {
+        request,
+        attempt: 1,
+    })?;
+    let summary = "retrace records agent runs as a verifiable event log.";
+    let write_call = json!({"id": "call_2", "name": "fs.write", "arguments": {"path": "SUMMARY.md", "content": summary}});
+    let response = rec.blob(&json!({"text": "", "tool_calls": [write_call]}))?;
+    let usage = Usage {
+        input_tokens: 97,
+        output_tokens: 31,
+        cost_micro_usd: 0,
+        latency_ms: 55,
+    };
+    rec.record(EventKind::ModelResponded {
+        request_seq: asked,
+        response,
+        usage,
+    })?;
+    let ask = rec.blob(
+        &json!({"tool": "fs.write", "args": write_call["arguments"], "rule": "fs.write: ask"}),
+    )?;
+    rec.record(EventKind::ApprovalRequested {
+        call_id: "call_2".into(),
+        request: ask,
+    })?;
+    let note = rec.blob(&json!("looks right"))?;
+    rec.record(EventKind::ApprovalDecided {
+        call_id: "call_2".into(),
+        decision: Decision::Approved,
+        by: "demo".into(),
+        note: Some(note),
+    })?;
+    let args = rec.blob(&write_call["arguments"])?;
+    rec.record(EventKind::ToolRequested {
+        call_id: "call_2".into(),
+        tool: "fs.write".into(),
+        args,
+        idempotent: false,
+    })?;
+    let output = rec.blob(&json!({"written": summary.len()}))?;
+    rec.record(EventKind::ToolReturned {
+        call_id: "call_2".into(),
+        output,
+        is_error: false,
+        duration_ms: 2,
+    })?;
+
+    // step 3: the final answer
+    messages.push(json!({"role": "assistant", "tool_calls": [write_call]}));
+    messages.push(json!({"role": "tool", "tool_call_id": "call_2", "content": "written"}));
+    let request = rec.blob(&json!({"messages": messages}))?;
+    let asked = rec.record(EventKind::ModelRequested {
+        request,
+        attempt: 1,
+    })?;
+    let response = rec.blob(&json!({"text": "Wrote SUMMARY.md.", "tool_calls": []}))?;
+    let usage = Usage {
+        input_tokens: 140,
+        output_tokens: 6,
+        cost_micro_usd: 0,
+        latency_ms: 30,
+    };
+    rec.record(EventKind::ModelResponded {
+        request_seq: asked,
+        response,
+        usage,
+    })?;
+    let detail = rec.blob(&json!({"output": "Wrote SUMMARY.md."}))?;
+    rec.record(EventKind::RunFinished {
+        outcome: Outcome::Succeeded,
+        detail,
+    })?;
+
+    let report = verify_run(&store, &run, VerifyOptions::default())?;
+    if let Some(problem) = report.problem {
+        anyhow::bail!("the run just recorded does not verify: {problem}");
+    }
+    println!(
+        "verified {} events and {} blobs; try `retrace runs` and `retrace verify {}`",
+        report.events,
+        report.blobs,
+        run.short()
+    );
+    Ok(ExitCode::SUCCESS)
+}

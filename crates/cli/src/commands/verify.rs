@@ -1,0 +1,40 @@
+//! `retrace verify [RUN]`: recompute every hash of a run (or all runs) and report the first
+//! mismatch. Exit code 0 only if everything verifies.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use retrace_store::{Store, VerifyOptions, verify_run};
+
+use crate::store_access;
+
+pub fn run(dir: &Path, run: Option<&str>, blobs: bool) -> anyhow::Result<ExitCode> {
+    let store = store_access::open_existing(dir)?;
+    let runs = match run {
+        Some(prefix) => vec![store.resolve_run(prefix)?],
+        None => store.runs()?.into_iter().map(|r| r.id).collect(),
+    };
+    let options = VerifyOptions { blobs };
+    let mut failed = 0usize;
+    for id in &runs {
+        let report = verify_run(&store, id, options)?;
+        match &report.problem {
+            None => println!(
+                "ok   {}  {} events, {} blobs verified",
+                id, report.events, report.blobs
+            ),
+            Some(problem) => {
+                failed += 1;
+                println!("FAIL {id}  first mismatch: {problem}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} of {} runs failed verification", runs.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    if runs.is_empty() {
+        println!("no runs to verify in {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! Formatting shared by commands: times, ids and one-line event summaries.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use retrace_events::{Decision, Event, EventKind, Outcome, Timestamp};
+
+/// RFC 3339 UTC with milliseconds.
+pub fn time(at: Timestamp) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at.unix_ms())).to_string()
+}
+
+/// One-line human summary of an event (payloads are shown by id; `retrace show` resolves them).
+pub fn summary(event: &Event) -> String {
+    match &event.kind {
+        EventKind::RunStarted { run, .. } => format!("run {} started", run.short()),
+        EventKind::ModelRequested { attempt, .. } => format!("model call (attempt {attempt})"),
+        EventKind::ModelResponded {
+            request_seq, usage, ..
+        } => format!(
+            "reply to #{request_seq}: {} in / {} out tokens, {} ms",
+            usage.input_tokens, usage.output_tokens, usage.latency_ms
+        ),
+        EventKind::ModelFailed {
+            request_seq,
+            transient,
+            ..
+        } => format!(
+            "call #{request_seq} failed ({})",
+            if *transient { "transient" } else { "permanent" }
+        ),
+        EventKind::ToolRequested {
+            call_id,
+            tool,
+            idempotent,
+            ..
+        } => format!(
+            "{tool} [{call_id}]{}",
+            if *idempotent { "" } else { " (not idempotent)" }
+        ),
+        EventKind::ToolReturned {
+            call_id,
+            is_error,
+            duration_ms,
+            ..
+        } => format!(
+            "[{call_id}] {} in {duration_ms} ms",
+            if *is_error { "error" } else { "ok" }
+        ),
+        EventKind::ToolOutcomeUnknown { call_id, .. } => format!("[{call_id}] outcome unknown"),
+        EventKind::ApprovalRequested { call_id, .. } => format!("[{call_id}] awaiting approval"),
+        EventKind::ApprovalDecided {
+            call_id,
+            decision,
+            by,
+            ..
+        } => {
+            let verb = match decision {
+                Decision::Approved => "approved",
+                Decision::Denied => "denied",
+            };
+            format!("[{call_id}] {verb} by {by}")
+        }
+        EventKind::SignalReceived { name, .. } => format!("signal {name}"),
+        EventKind::Forked {
+            from_run, from_seq, ..
+        } => {
+            format!("forked from {}@{from_seq}", from_run.short())
+        }
+        EventKind::RunFinished { outcome, .. } => format!(
+            "finished: {}",
+            match outcome {
+                Outcome::Succeeded => "succeeded",
+                Outcome::Failed => "failed",
+                Outcome::Cancelled => "cancelled",
+            }
+        ),
+    }
+}
