@@ -1,1 +1,56 @@
-//! Shared helpers for the bench binaries.
+//! Helpers for the bench binaries: latency samples and environment knobs.
+
+use std::time::Duration;
+
+/// Latency samples with percentiles.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    /// Record one sample.
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// Absorb another set.
+    pub fn extend(&mut self, other: Samples) {
+        self.0.extend(other.0);
+    }
+
+    /// The `q` quantile (0.0..=1.0) in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted[i].as_secs_f64() * 1e3
+    }
+
+    /// Median in milliseconds.
+    pub fn median_ms(&self) -> f64 {
+        self.quantile_ms(0.5)
+    }
+
+    /// 99th percentile in milliseconds.
+    pub fn p99_ms(&self) -> f64 {
+        self.quantile_ms(0.99)
+    }
+}
+
+/// A numeric environment variable, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Where benchmarks put their stores: `RETRACE_BENCH_DIR`, else a temp dir in the current
+/// directory (the disk the project lives on, not a tmpfs).
+pub fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("RETRACE_BENCH_DIR").map_or_else(|| std::path::PathBuf::from("."), Into::into);
+    tempfile::Builder::new()
+        .prefix("retrace-bench-")
+        .tempdir_in(base)
+        .expect("bench dir")
+}

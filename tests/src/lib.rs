@@ -25,3 +25,55 @@ pub fn payload(run: &RunId, seq: u64) -> Vec<u8> {
     out.truncate(PAYLOAD_BYTES);
     out
 }
+
+/// Damage a closed sled store the way a bad disk or an attacker would: straight through the
+/// sled files, bypassing every retrace check.
+pub mod tamper {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use retrace_events::{BlobId, RunId};
+    use retrace_store_sled::layout;
+
+    /// Open the sled files directly. Retries while sled's IO pool still holds the lock of a
+    /// store closed a moment ago.
+    pub fn open_raw(dir: &Path) -> sled::Db {
+        for _ in 0..100 {
+            if let Ok(db) = sled::open(dir) {
+                return db;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sled::open(dir).expect("open sled files")
+    }
+
+    /// Flip one bit of byte `at` (clamped) of the stored event at `seq` of `run`'s own log.
+    pub fn flip_event_byte(dir: &Path, run: &RunId, seq: u64, at: usize) {
+        let db = open_raw(dir);
+        let log = db.open_tree(layout::LOG).expect("log tree");
+        let (key, chunk) = log
+            .range(layout::log_key(run, 0)..=layout::log_key(run, seq))
+            .next_back()
+            .expect("run has a chunk at or before seq")
+            .expect("read chunk");
+        let first = layout::log_key_seq(&key).expect("key");
+        let mut events = layout::decode_chunk(run, first, &chunk).expect("chunk decodes");
+        let event = events.iter_mut().find(|e| e.seq == seq).expect("seq in chunk");
+        let at = at.min(event.bytes.len() - 1);
+        event.bytes[at] ^= 0x01;
+        let damaged = layout::encode_chunk(events.iter().map(|e| (&e.id, e.bytes.as_slice())));
+        log.insert(key, damaged).expect("write chunk");
+        db.flush().expect("flush");
+    }
+
+    /// Flip one bit of byte `at` (clamped) of a stored blob.
+    pub fn flip_blob_byte(dir: &Path, blob: &BlobId, at: usize) {
+        let db = open_raw(dir);
+        let blobs = db.open_tree(layout::BLOBS).expect("blobs tree");
+        let mut value = blobs.get(blob.as_bytes()).expect("read").expect("blob stored").to_vec();
+        let at = at.min(value.len() - 1);
+        value[at] ^= 0x01;
+        blobs.insert(blob.as_bytes(), value).expect("write blob");
+        db.flush().expect("flush");
+    }
+}

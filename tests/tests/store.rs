@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use retrace_events::{BlobId, EventId, RunId, Timestamp};
 use retrace_store::conformance::{append_n, run_id};
 use retrace_store::{Error, ForkOrigin, NewRun, ProblemKind, Store, VerifyOptions, verify_run};
 use retrace_store_sled::{SledStore, layout};
-use retrace_tests::{crash_runs, payload};
+use retrace_tests::{crash_runs, payload, tamper};
 
 /// One acknowledged append, as printed by the child.
 #[derive(Debug, Clone, Copy)]
@@ -116,33 +115,12 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
     );
 }
 
-/// Open the sled files directly, as an attacker or a bad disk would see them. Retries while
-/// sled's IO pool still holds the lock of a store closed a moment ago.
-fn open_raw(dir: &Path) -> sled::Db {
-    for _ in 0..100 {
-        if let Ok(db) = sled::open(dir) {
-            return db;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    sled::open(dir).unwrap()
-}
-
-fn flip_byte(dir: &Path, tree: &str, key: &[u8], at: usize) {
-    let db = open_raw(dir);
-    let tree = db.open_tree(tree).unwrap();
-    let mut value = tree.get(key).unwrap().unwrap().to_vec();
-    let at = at.min(value.len() - 1);
-    value[at] ^= 0x01;
-    tree.insert(key, value).unwrap();
-    db.flush().unwrap();
-}
-
 #[test]
 fn flipping_one_byte_of_a_stored_event_or_blob_is_reported_with_run_and_seq() {
     let dir = tempfile::tempdir().unwrap();
     let (parent, fork) = (run_id(1), run_id(2));
-    let (victim, blob) = {
+    let blob = BlobId::of(&33u64.to_le_bytes());
+    let victim = {
         let store = SledStore::open(dir.path()).unwrap();
         store.create_run(NewRun::new(parent, Timestamp(0))).unwrap();
         append_n(&store, parent, 50, 50);
@@ -160,14 +138,11 @@ fn flipping_one_byte_of_a_stored_event_or_blob_is_reported_with_run_and_seq() {
         append_n(&store, fork, 5, 5);
         let report = verify_run(&store, &fork, VerifyOptions::default()).unwrap();
         assert!(report.is_ok());
-        (
-            store.event_id_at(&parent, 17).unwrap().unwrap(),
-            BlobId::of(&33u64.to_le_bytes()),
-        )
+        store.event_id_at(&parent, 17).unwrap().unwrap()
     };
 
     // An event in the shared prefix: blamed on the run that stores it, at its seq.
-    flip_byte(dir.path(), layout::EVENTS, victim.as_bytes(), 20);
+    tamper::flip_event_byte(dir.path(), &parent, 17, 20);
     {
         let store = SledStore::open(dir.path()).unwrap();
         for run in [parent, fork] {
@@ -182,8 +157,8 @@ fn flipping_one_byte_of_a_stored_event_or_blob_is_reported_with_run_and_seq() {
             );
         }
     }
-    flip_byte(dir.path(), layout::EVENTS, victim.as_bytes(), 20); // undo
-    flip_byte(dir.path(), layout::BLOBS, blob.as_bytes(), 3);
+    tamper::flip_event_byte(dir.path(), &parent, 17, 20); // undo
+    tamper::flip_blob_byte(dir.path(), &blob, 3);
     let store = SledStore::open(dir.path()).unwrap();
     let problem = verify_run(&store, &parent, VerifyOptions::default())
         .unwrap()
@@ -221,7 +196,7 @@ fn store_of_another_format_version_is_refused_untouched() {
         append_n(&store, run_id(1), 3, 3);
     }
     {
-        let db = open_raw(dir.path());
+        let db = tamper::open_raw(dir.path());
         db.open_tree(layout::META)
             .unwrap()
             .insert(layout::FORMAT_KEY, "retrace-sled-9/events-9")
@@ -236,7 +211,7 @@ fn store_of_another_format_version_is_refused_untouched() {
         "{msg}"
     );
     // nothing was changed: the foreign version and the data are still there
-    let db = open_raw(dir.path());
+    let db = tamper::open_raw(dir.path());
     let format = db
         .open_tree(layout::META)
         .unwrap()
@@ -244,14 +219,14 @@ fn store_of_another_format_version_is_refused_untouched() {
         .unwrap()
         .unwrap();
     assert_eq!(&*format, b"retrace-sled-9/events-9");
-    assert_eq!(db.open_tree(layout::INDEX).unwrap().len(), 3);
+    assert_eq!(db.open_tree(layout::LOG).unwrap().len(), 1);
 }
 
 #[test]
 fn sled_database_with_data_but_no_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = open_raw(dir.path());
+        let db = tamper::open_raw(dir.path());
         db.open_tree(layout::RUNS)
             .unwrap()
             .insert("x", "y")

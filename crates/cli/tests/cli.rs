@@ -62,19 +62,8 @@ fn verify_exits_non_zero_and_names_run_and_seq_of_a_tampered_event() {
     let out = retrace(&store, &["demo"]);
     let run = run_id_from_demo(&out);
     // flip one byte of the event at seq 4 directly in the sled files
-    {
-        let db = sled::open(&store).unwrap();
-        let mut key = [0u8; 24];
-        key[..16].copy_from_slice(&hex_bytes(&run));
-        key[16..].copy_from_slice(&4u64.to_be_bytes());
-        let id = db.open_tree("index").unwrap().get(key).unwrap().unwrap();
-        let events = db.open_tree("events").unwrap();
-        let mut bytes = events.get(&id).unwrap().unwrap().to_vec();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        events.insert(&id, bytes).unwrap();
-        db.flush().unwrap();
-    }
+    let run_id: retrace_events::RunId = run.parse().unwrap();
+    retrace_tests::tamper::flip_event_byte(&store, &run_id, 4, usize::MAX);
     let out = retrace(&store, &["verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
@@ -103,11 +92,4 @@ fn bad_input_gets_a_clear_error_and_non_zero_exit() {
         "{}",
         text(&out)
     );
-}
-
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
 }

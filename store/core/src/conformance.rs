@@ -198,11 +198,11 @@ pub fn appends_chain_and_reads_back(store: &dyn Store) {
     for (seq, event) in events.iter().enumerate() {
         let seq = seq as u64;
         assert_eq!(store.event_id_at(&run, seq).unwrap(), Some(event.id()));
-        assert_eq!(store.event(&event.id()).unwrap().as_ref(), Some(event));
-        assert_eq!(
-            store.event_bytes(&event.id()).unwrap(),
-            Some(event.to_canonical_bytes())
-        );
+        assert_eq!(store.event_at(&run, seq).unwrap(), Some((event.id(), event.clone())));
+        let stored = store.own_events(&run, seq..=seq).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].seq, stored[0].id), (seq, event.id()));
+        assert_eq!(stored[0].bytes, event.to_canonical_bytes());
     }
     assert_eq!(store.event_id_at(&run, 5).unwrap(), None);
     let middle = store.events(&run, 1..=3).unwrap();
@@ -213,7 +213,7 @@ pub fn appends_chain_and_reads_back(store: &dyn Store) {
     // ranges past the head are clamped, empty ranges are empty
     assert_eq!(store.events(&run, 3..=99).unwrap().len(), 2);
     assert!(store.events(&run, 9..=20).unwrap().is_empty());
-    assert_eq!(store.own_event_ids(&run, 0..=u64::MAX).unwrap().len(), 5);
+    assert_eq!(store.own_events(&run, 0..=u64::MAX).unwrap().len(), 5);
 }
 
 /// Stale heads get a typed conflict; broken chains, empty and oversized batches, unknown
@@ -371,10 +371,7 @@ pub fn fork_shares_prefix_without_copying(store: &dyn Store) {
     let after = store.stats().unwrap();
     assert_eq!(info.head, Some(at));
     assert_eq!(after.events, before.events, "fork copied events");
-    assert_eq!(
-        after.index_entries, before.index_entries,
-        "fork copied index entries"
-    );
+    assert_eq!(after.log_entries, before.log_entries, "fork copied log entries");
     assert_eq!(after.runs, before.runs + 1);
 
     for seq in [0, 1, K / 2, K - 1, K] {
@@ -388,7 +385,7 @@ pub fn fork_shares_prefix_without_copying(store: &dyn Store) {
     // the fork grows on its own; its seq K+1 differs from the parent's
     let new_head = append_n(store, fork, 10, 10);
     assert_eq!(new_head.seq, K + 10);
-    assert_eq!(store.own_event_ids(&fork, 0..=u64::MAX).unwrap().len(), 10);
+    assert_eq!(store.own_events(&fork, 0..=u64::MAX).unwrap().len(), 10);
     let across = store.events(&fork, K - 2..=K + 2).unwrap();
     assert_eq!(across.len(), 5);
     assert_eq!(across[2].0, at.id);

@@ -39,6 +39,6 @@ pub use chain::{Record, prepare_append};
 pub use error::{Error, Result};
 pub use memory::MemoryStore;
 pub use run::{ForkOrigin, NewRun, RunInfo, StoreStats};
-pub use store::{MAX_RANGE, Store, check_fork_origin};
+pub use store::{MAX_RANGE, Store, StoredEvent, check_fork_origin};
 pub use verify::{Problem, ProblemKind, VerifyOptions, VerifyReport, verify_run};
 pub use watch::{Appended, Subscription, Watchers};

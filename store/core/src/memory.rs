@@ -10,14 +10,14 @@ use retrace_events::{BlobId, Event, EventId, Head, RunId};
 use crate::chain::prepare_append;
 use crate::error::{Error, Result};
 use crate::run::{NewRun, RunInfo, StoreStats};
-use crate::store::{Store, check_fork_origin};
+use crate::store::{Store, StoredEvent, check_fork_origin};
 use crate::watch::{Appended, Subscription, Watchers};
 
 #[derive(Debug, Default)]
 struct Inner {
     runs: BTreeMap<RunId, RunInfo>,
-    index: BTreeMap<(RunId, u64), EventId>,
-    events: BTreeMap<EventId, Vec<u8>>,
+    /// Each run's own events by seq.
+    log: BTreeMap<(RunId, u64), StoredEvent>,
     blobs: BTreeMap<BlobId, Vec<u8>>,
     snapshots: BTreeMap<EventId, Vec<u8>>,
 }
@@ -92,8 +92,14 @@ impl Store for MemoryStore {
                 .ok_or(Error::RunNotFound { run: *run })?;
             let (records, head) = prepare_append(info, expected, events)?;
             for record in records {
-                inner.index.insert((*run, record.seq), record.id);
-                inner.events.entry(record.id).or_insert(record.bytes);
+                inner.log.insert(
+                    (*run, record.seq),
+                    StoredEvent {
+                        seq: record.seq,
+                        id: record.id,
+                        bytes: record.bytes,
+                    },
+                );
             }
             if let Some(info) = inner.runs.get_mut(run) {
                 info.head = Some(head);
@@ -107,17 +113,16 @@ impl Store for MemoryStore {
         Ok(head)
     }
 
-    fn event_bytes(&self, id: &EventId) -> Result<Option<Vec<u8>>> {
-        Ok(self.read().events.get(id).cloned())
-    }
-
-    fn own_event_ids(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(u64, EventId)>> {
+    fn own_events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<StoredEvent>> {
         let (lo, hi) = (*seqs.start(), *seqs.end());
+        if lo > hi {
+            return Ok(Vec::new());
+        }
         Ok(self
             .read()
-            .index
+            .log
             .range((*run, lo)..=(*run, hi))
-            .map(|(&(_, seq), &id)| (seq, id))
+            .map(|(_, stored)| stored.clone())
             .collect())
     }
 
@@ -156,8 +161,8 @@ impl Store for MemoryStore {
         let inner = self.read();
         Ok(StoreStats {
             runs: inner.runs.len() as u64,
-            events: inner.events.len() as u64,
-            index_entries: inner.index.len() as u64,
+            events: inner.log.len() as u64,
+            log_entries: inner.log.len() as u64,
             blobs: inner.blobs.len() as u64,
             blob_bytes: inner.blobs.values().map(|b| b.len() as u64).sum(),
             snapshots: inner.snapshots.len() as u64,
@@ -166,11 +171,13 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
-    /// Overwrite stored bytes of an event, bypassing every check. Exists so tests can prove
-    /// that verification catches tampering; never use it otherwise.
+    /// Overwrite the stored bytes of `run`'s own event at `seq`, bypassing every check.
+    /// Exists so tests can prove that verification catches tampering; never use it otherwise.
     #[doc(hidden)]
-    pub fn tamper_event(&self, id: &EventId, bytes: Vec<u8>) {
-        self.write().events.insert(*id, bytes);
+    pub fn tamper_event(&self, run: &RunId, seq: u64, bytes: Vec<u8>) {
+        if let Some(stored) = self.write().log.get_mut(&(*run, seq)) {
+            stored.bytes = bytes;
+        }
     }
 
     /// Overwrite stored bytes of a blob, bypassing every check (tests only, like
@@ -184,15 +191,18 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use retrace_events::decode_event;
+    use retrace_events::Timestamp;
 
     #[test]
-    fn decode_helper_is_used_for_reads() {
-        // The provided `event` decodes through the canonical codec.
+    fn undecodable_bytes_are_reported_as_corrupt_not_returned() {
         let store = MemoryStore::new();
-        let id = EventId::of_canonical(b"x");
-        store.tamper_event(&id, b"x".to_vec());
-        assert!(matches!(store.event(&id), Err(Error::Corrupt { .. })));
-        assert!(decode_event(b"x").is_err());
+        let run = RunId::from_bytes([1; 16]);
+        store.create_run(NewRun::new(run, Timestamp(0))).unwrap();
+        let events = crate::conformance::chain_after(run, None, 1);
+        store.append(&run, None, &events).unwrap();
+        store.tamper_event(&run, 0, b"x".to_vec());
+        let err = store.events(&run, 0..=0).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("seq 0"), "{err}");
     }
 }

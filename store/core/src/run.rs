@@ -85,10 +85,12 @@ impl NewRun {
 pub struct StoreStats {
     /// Run refs.
     pub runs: u64,
-    /// Distinct events stored.
+    /// Events stored, each in the log of the run that wrote it (a fork adds none for the
+    /// prefix it shares).
     pub events: u64,
-    /// (run, seq) → event index entries (a fork adds none for its shared prefix).
-    pub index_entries: u64,
+    /// Storage records holding those events (the memory backend: one per event; sled: one
+    /// chunk per append of up to 256 events).
+    pub log_entries: u64,
     /// Distinct blobs stored.
     pub blobs: u64,
     /// Total bytes of distinct blobs.

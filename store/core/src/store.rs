@@ -1,9 +1,13 @@
 //! The [`Store`] trait: the one interface to a retrace store, whatever holds it.
 //!
-//! Backends implement the primitives (runs, the run's own `(run, seq)` index, event bytes,
-//! blobs, snapshots, subscriptions). Everything that follows from them — reading through a
-//! fork into its ancestors, decoding, prefix lookup — is provided here once, so every
-//! backend behaves the same way and the conformance suite checks one behaviour.
+//! Backends implement the primitives (run refs, the events a run wrote itself by seq, blobs,
+//! snapshots, subscriptions). Everything that follows from them — reading through a fork
+//! into its ancestors, decoding, prefix lookup — is provided here once, so every backend
+//! behaves the same way and the conformance suite checks one behaviour.
+//!
+//! Events are addressed by `(run, seq)` and carry the id they were stored under; there is
+//! no lookup by event id alone. Readers that must not trust storage re-hash (see
+//! [`verify_run`](crate::verify_run)).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -13,6 +17,18 @@ use retrace_events::{BlobId, Event, EventId, Head, RunId, decode_event, resolve_
 use crate::error::{Error, Result};
 use crate::run::{NewRun, RunInfo, StoreStats};
 use crate::watch::Subscription;
+
+/// An event as a backend holds it: position, the id it was stored under, canonical bytes.
+/// Unverified: `verify_run` recomputes the id from the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the run.
+    pub seq: u64,
+    /// The id it was stored under.
+    pub id: EventId,
+    /// Its canonical bytes.
+    pub bytes: Vec<u8>,
+}
 
 /// Largest number of seqs a single `events`/`event_ids` call returns; page through longer
 /// ranges so a million-event run never has to sit in memory at once.
@@ -45,12 +61,10 @@ pub trait Store: Send + Sync {
     /// stale writer gets [`Error::Conflict`] and nothing is written.
     fn append(&self, run: &RunId, expected: Option<EventId>, events: &[Event]) -> Result<Head>;
 
-    /// The stored canonical bytes of an event, unverified.
-    fn event_bytes(&self, id: &EventId) -> Result<Option<Vec<u8>>>;
-
-    /// Index entries `(seq, event)` the run wrote itself within `seqs` (a fork's shared
-    /// prefix is not among them: it lives in the origin's index). In seq order.
-    fn own_event_ids(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(u64, EventId)>>;
+    /// Events the run wrote itself within `seqs`, in seq order, as stored: the id each was
+    /// stored under and its bytes, unverified. A fork's shared prefix is not among them (it
+    /// lives in the origin's log).
+    fn own_events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<StoredEvent>>;
 
     /// Store a blob (once: storing the same bytes again adds nothing). A blob is durable
     /// once a later `append` or `flush` has returned.
@@ -79,37 +93,15 @@ pub trait Store: Send + Sync {
         self.run(id)?.ok_or(Error::RunNotFound { run: *id })
     }
 
-    /// Decode an event (checking its encoding, not its hash; see `verify` for that).
-    fn event(&self, id: &EventId) -> Result<Option<Event>> {
-        self.event_bytes(id)?
-            .map(|bytes| {
-                decode_event(&bytes).map_err(|e| Error::Corrupt {
-                    what: format!("event {id}: {e}"),
-                })
-            })
-            .transpose()
-    }
-
-    /// The id of the event at `seq` of `run`, following a fork into its ancestors.
-    fn event_id_at(&self, run: &RunId, seq: u64) -> Result<Option<EventId>> {
-        Ok(self
-            .event_ids(run, seq..=seq)?
-            .into_iter()
-            .next()
-            .map(|(_, id)| id))
-    }
-
-    /// Ids of the events at `seqs` of `run` (clamped to the run's length and to
-    /// [`MAX_RANGE`] seqs), following a fork into its ancestors. In seq order.
-    fn event_ids(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(u64, EventId)>> {
+    /// The stored events at `seqs` of `run` (clamped to the run's length and to
+    /// [`MAX_RANGE`] seqs), following a fork into its ancestors; unverified. In seq order.
+    fn stored_events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<StoredEvent>> {
         let info = self.require_run(run)?;
         let Some(head) = info.head else {
             return Ok(Vec::new());
         };
         let start = *seqs.start();
-        let end = (*seqs.end())
-            .min(head.seq)
-            .min(start.saturating_add(MAX_RANGE - 1));
+        let end = (*seqs.end()).min(head.seq).min(start.saturating_add(MAX_RANGE - 1));
         if start > end {
             return Ok(Vec::new());
         }
@@ -134,32 +126,55 @@ pub trait Store: Send + Sync {
         }
         let mut out = Vec::with_capacity(usize::try_from(end - start + 1).unwrap_or(0));
         for (owner, range) in segments.into_iter().rev() {
-            let ids = self.own_event_ids(&owner, range.clone())?;
-            let expected = range.end() - range.start() + 1;
-            if ids.len() as u64 != expected {
+            let events = self.own_events(&owner, range.clone())?;
+            let contiguous = events
+                .iter()
+                .zip(range.clone())
+                .all(|(e, seq)| e.seq == seq);
+            if !contiguous || events.len() as u64 != range.end() - range.start() + 1 {
                 return Err(Error::Corrupt {
                     what: format!(
-                        "run {owner} index has {} entries for seqs {range:?}, expected {expected}",
-                        ids.len()
+                        "run {owner} log holds {} events for seqs {range:?}, expected every one",
+                        events.len()
                     ),
                 });
             }
-            out.extend(ids);
+            out.extend(events);
         }
         Ok(out)
     }
 
-    /// The events at `seqs` of `run` with their ids (same clamping as [`Self::event_ids`]).
-    fn events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(EventId, Event)>> {
-        self.event_ids(run, seqs)?
+    /// Ids of the events at `seqs` of `run` (see [`Self::stored_events`]).
+    fn event_ids(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(u64, EventId)>> {
+        Ok(self
+            .stored_events(run, seqs)?
             .into_iter()
-            .map(|(seq, id)| {
-                let event = self.event(&id)?.ok_or_else(|| Error::Corrupt {
-                    what: format!("run {run} seq {seq}: event {id} is indexed but missing"),
+            .map(|e| (e.seq, e.id))
+            .collect())
+    }
+
+    /// The id of the event at `seq` of `run`, following a fork into its ancestors.
+    fn event_id_at(&self, run: &RunId, seq: u64) -> Result<Option<EventId>> {
+        Ok(self.event_ids(run, seq..=seq)?.first().map(|(_, id)| *id))
+    }
+
+    /// The decoded events at `seqs` of `run` with their ids. Checks the encoding, not the
+    /// hashes: `verify_run` does that.
+    fn events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(EventId, Event)>> {
+        self.stored_events(run, seqs)?
+            .into_iter()
+            .map(|stored| {
+                let event = decode_event(&stored.bytes).map_err(|e| Error::Corrupt {
+                    what: format!("run {run} seq {}: event {}: {e}", stored.seq, stored.id),
                 })?;
-                Ok((id, event))
+                Ok((stored.id, event))
             })
             .collect()
+    }
+
+    /// The decoded event at `seq` of `run`, if the run has one there.
+    fn event_at(&self, run: &RunId, seq: u64) -> Result<Option<(EventId, Event)>> {
+        Ok(self.events(run, seq..=seq)?.into_iter().next())
     }
 
     /// Resolve a run id or unambiguous hex prefix of one.

@@ -8,7 +8,8 @@ use std::fmt;
 use retrace_events::{BlobId, EventId, Head, RunId, VerifyError, decode_verified};
 
 use crate::error::Result;
-use crate::store::{MAX_RANGE, Store};
+use crate::run::RunInfo;
+use crate::store::{MAX_RANGE, Store, StoredEvent};
 
 /// What to check besides the event chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +38,6 @@ pub struct Problem {
 /// Kinds of damage verification recognises.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProblemKind {
-    /// The index names an event whose bytes are not stored.
-    MissingEvent {
-        /// The id the index names.
-        id: EventId,
-    },
     /// The stored bytes hash to another id, or do not decode canonically.
     BadEvent {
         /// The id the bytes are stored under.
@@ -87,7 +83,6 @@ impl fmt::Display for Problem {
         write!(f, "run {} seq {}: ", self.run, self.seq)?;
         let short = |id: Option<EventId>| id.map_or_else(|| "none".to_owned(), |i| i.short());
         match &self.kind {
-            ProblemKind::MissingEvent { id } => write!(f, "event {id} is indexed but not stored"),
             ProblemKind::BadEvent { id, error } => write!(f, "event {id}: {error}"),
             ProblemKind::SeqMismatch { found } => write!(f, "the event records seq {found}"),
             ProblemKind::ParentMismatch { expected, found } => write!(
@@ -138,106 +133,107 @@ impl VerifyReport {
 
 /// Verify `run` (including a fork's shared prefix). Storage errors are `Err`; damage found
 /// is reported in [`VerifyReport::problem`].
-pub fn verify_run(
-    store: &(impl Store + ?Sized),
-    run: &RunId,
-    options: VerifyOptions,
-) -> Result<VerifyReport> {
+pub fn verify_run(store: &(impl Store + ?Sized), run: &RunId, options: VerifyOptions) -> Result<VerifyReport> {
     let info = store.require_run(run)?;
-    let mut report = VerifyReport {
-        run: *run,
-        events: 0,
-        blobs: 0,
-        problem: None,
+    let mut walk = Walk {
+        store,
+        options,
+        seen_blobs: BTreeSet::new(),
+        prev: None,
+        report: VerifyReport {
+            run: *run,
+            events: 0,
+            blobs: 0,
+            problem: None,
+        },
     };
-    let owner_of = |seq: u64| -> Result<RunId> {
-        // Which run's own log holds `seq` (for the problem report).
-        let mut current = info.clone();
-        while let Some(origin) = current.origin.filter(|_| seq < current.own_from()) {
-            current = store.require_run(&origin.run)?;
-        }
-        Ok(current.id)
-    };
-    let mut seen_blobs = BTreeSet::new();
-    let mut prev: Option<Head> = None;
     let len = info.len();
     let mut next = 0;
     while next < len {
-        let ids = store.event_ids(run, next..=(next + MAX_RANGE - 1).min(len - 1))?;
-        if ids.is_empty() {
+        let batch = store.stored_events(run, next..=(next + MAX_RANGE - 1).min(len - 1))?;
+        let Some(last) = batch.last().map(|e| e.seq) else {
             break;
-        }
-        for (seq, id) in ids {
-            if let Some(kind) =
-                check_event(store, seq, id, prev, options, &mut seen_blobs, &mut report)?
-            {
-                report.problem = Some(Problem {
-                    run: owner_of(seq)?,
-                    seq,
+        };
+        for stored in &batch {
+            if let Some(kind) = walk.check(stored)? {
+                walk.report.problem = Some(Problem {
+                    run: owner_of(store, &info, stored.seq)?,
+                    seq: stored.seq,
                     kind,
                 });
-                return Ok(report);
+                return Ok(walk.report);
             }
-            prev = Some(Head { id, seq });
         }
-        next = prev.map_or(len, |h| h.seq + 1);
+        next = last + 1;
     }
     if let Some(recorded) = info.head
-        && prev != Some(recorded)
+        && walk.prev != Some(recorded)
     {
-        report.problem = Some(Problem {
+        walk.report.problem = Some(Problem {
             run: *run,
             seq: recorded.seq,
             kind: ProblemKind::HeadMismatch {
                 recorded,
-                walked: prev,
+                walked: walk.prev,
             },
         });
     }
-    Ok(report)
+    Ok(walk.report)
 }
 
-fn check_event(
-    store: &(impl Store + ?Sized),
-    seq: u64,
-    id: EventId,
-    prev: Option<Head>,
+/// Which run's own log holds `seq` of the run `info` (an ancestor for a shared prefix).
+fn owner_of(store: &(impl Store + ?Sized), info: &RunInfo, seq: u64) -> Result<RunId> {
+    let mut current = info.clone();
+    while let Some(origin) = current.origin.filter(|_| seq < current.own_from()) {
+        current = store.require_run(&origin.run)?;
+    }
+    Ok(current.id)
+}
+
+/// State of one verification walk.
+struct Walk<'a, S: Store + ?Sized> {
+    store: &'a S,
     options: VerifyOptions,
-    seen_blobs: &mut BTreeSet<BlobId>,
-    report: &mut VerifyReport,
-) -> Result<Option<ProblemKind>> {
-    let Some(bytes) = store.event_bytes(&id)? else {
-        return Ok(Some(ProblemKind::MissingEvent { id }));
-    };
-    let event = match decode_verified(&id, &bytes) {
-        Ok(event) => event,
-        Err(error) => return Ok(Some(ProblemKind::BadEvent { id, error })),
-    };
-    if event.seq != seq {
-        return Ok(Some(ProblemKind::SeqMismatch { found: event.seq }));
-    }
-    let expected_parent = prev.map(|h| h.id);
-    if event.parent != expected_parent {
-        return Ok(Some(ProblemKind::ParentMismatch {
-            expected: expected_parent,
-            found: event.parent,
-        }));
-    }
-    report.events += 1;
-    if options.blobs {
-        for blob in event.kind.blobs() {
-            if !seen_blobs.insert(blob) {
-                continue;
-            }
-            let Some(bytes) = store.blob(&blob)? else {
-                return Ok(Some(ProblemKind::MissingBlob { blob }));
-            };
-            let actual = BlobId::of(&bytes);
-            if actual != blob {
-                return Ok(Some(ProblemKind::BlobMismatch { blob, actual }));
-            }
-            report.blobs += 1;
+    seen_blobs: BTreeSet<BlobId>,
+    prev: Option<Head>,
+    report: VerifyReport,
+}
+
+impl<S: Store + ?Sized> Walk<'_, S> {
+    /// Check one event against its id, its position and its predecessor, then its blobs.
+    fn check(&mut self, stored: &StoredEvent) -> Result<Option<ProblemKind>> {
+        let id = stored.id;
+        let event = match decode_verified(&id, &stored.bytes) {
+            Ok(event) => event,
+            Err(error) => return Ok(Some(ProblemKind::BadEvent { id, error })),
+        };
+        if event.seq != stored.seq {
+            return Ok(Some(ProblemKind::SeqMismatch { found: event.seq }));
         }
+        let expected_parent = self.prev.map(|h| h.id);
+        if event.parent != expected_parent {
+            return Ok(Some(ProblemKind::ParentMismatch {
+                expected: expected_parent,
+                found: event.parent,
+            }));
+        }
+        self.prev = Some(Head { id, seq: stored.seq });
+        self.report.events += 1;
+        if self.options.blobs {
+            for blob in event.kind.blobs() {
+                if !self.seen_blobs.insert(blob) {
+                    continue;
+                }
+                let Some(bytes) = self.store.blob(&blob)? else {
+                    return Ok(Some(ProblemKind::MissingBlob { blob }));
+                };
+                let actual = BlobId::of(&bytes);
+                if actual != blob {
+                    return Ok(Some(ProblemKind::BlobMismatch { blob, actual }));
+                }
+                self.report.blobs += 1;
+            }
+        }
+        Ok(None)
     }
-    Ok(None)
 }

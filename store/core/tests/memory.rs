@@ -13,17 +13,17 @@ fn verification_reports_tampered_event_and_blob_with_run_and_seq() {
     store.create_run(NewRun::new(run, Timestamp(0))).unwrap();
     append_n(&store, run, 40, 40);
 
-    let victim = store.event_id_at(&run, 17).unwrap().unwrap();
-    let mut bytes = store.event_bytes(&victim).unwrap().unwrap();
+    let victim = store.own_events(&run, 17..=17).unwrap().remove(0);
+    let mut bytes = victim.bytes;
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    store.tamper_event(&victim, bytes);
+    store.tamper_event(&run, 17, bytes);
     let problem = verify_run(&store, &run, VerifyOptions::default())
         .unwrap()
         .problem
         .unwrap();
     assert_eq!((problem.run, problem.seq), (run, 17));
-    assert!(matches!(problem.kind, ProblemKind::BadEvent { id, .. } if id == victim));
+    assert!(matches!(problem.kind, ProblemKind::BadEvent { id, .. } if id == victim.id));
 
     let store = MemoryStore::new();
     store.create_run(NewRun::new(run, Timestamp(0))).unwrap();

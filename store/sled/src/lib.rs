@@ -5,11 +5,12 @@
 //!
 //! Guarantees (each one is exercised by the conformance suite or the crash test):
 //! - **Durable acknowledgement.** `append`, `create_run` and `set_run_meta` return only after
-//!   sled has flushed and fsynced them; concurrent callers share flushes ([`GroupCommit`]).
-//! - **Atomic head moves.** An append's index entries and new head are written in one sled
-//!   transaction; the event bytes go in first and are harmless if a crash orphans them.
-//! - **Compare-and-swap.** Appends to one run are serialised by an in-process lock, and the
-//!   head is checked under it; sled's file lock keeps other processes out.
+//!   sled has flushed and fsynced them. One committer thread performs every write and
+//!   flushes once for everything queued meanwhile (group commit).
+//! - **Atomic appends.** An append is one atomic sled batch of log chunks, and a run's head
+//!   is read from its log, so a crash leaves each append wholly present or wholly absent.
+//! - **Compare-and-swap.** Appends to one run are serialised by a per-run lock, and the head
+//!   is checked under it; sled's file lock keeps other processes out.
 //! - **Format guard.** Opening a store of another format version fails before anything is
 //!   read or written.
 //!
@@ -33,39 +34,52 @@
 //! ```
 #![deny(missing_docs)]
 
-mod group_commit;
+mod committer;
 pub mod layout;
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use retrace_events::{BlobId, Event, EventId, Head, RunId};
 use retrace_store::{
-    Appended, Error, NewRun, Result, RunInfo, Store, StoreStats, Subscription, Watchers,
-    check_fork_origin, prepare_append,
+    Appended, Error, NewRun, Result, RunInfo, Store, StoreStats, StoredEvent, Subscription,
+    Watchers, check_fork_origin, prepare_append,
 };
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Transactional, Tree};
+use sled::Tree;
 
-pub use group_commit::GroupCommit;
+use committer::{Committer, Trees, Write};
 
-/// Appends to one run are serialised by one of these many locks (chosen by run id).
-const RUN_LOCK_STRIPES: usize = 64;
+/// One lock per run: appends to a run are serialised (that is what makes the head check a
+/// compare-and-swap), appends to different runs never wait for each other. Entries are
+/// never removed: a few bytes per run touched by this process.
+#[derive(Debug, Default)]
+struct RunLocks(Mutex<BTreeMap<RunId, Arc<Mutex<()>>>>);
+
+impl RunLocks {
+    fn get(&self, run: &RunId) -> Arc<Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(*run).or_default())
+    }
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A [`Store`] in a sled database on disk.
 #[derive(Debug)]
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
-    events: Tree,
+    log: Tree,
     blobs: Tree,
     runs: Tree,
-    index: Tree,
     snapshots: Tree,
-    run_locks: Vec<Mutex<()>>,
-    commit: GroupCommit,
+    run_locks: RunLocks,
+    committer: Committer,
     watchers: Watchers,
 }
 
@@ -113,13 +127,18 @@ impl SledStore {
         let db = open_db(&path)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
         let store = Self {
-            events: tree(layout::EVENTS)?,
+            log: tree(layout::LOG)?,
             blobs: tree(layout::BLOBS)?,
             runs: tree(layout::RUNS)?,
-            index: tree(layout::INDEX)?,
             snapshots: tree(layout::SNAPSHOTS)?,
-            run_locks: (0..RUN_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            commit: GroupCommit::default(),
+            run_locks: RunLocks::default(),
+            committer: Committer::start(Trees {
+                db: db.clone(),
+                log: tree(layout::LOG)?,
+                blobs: tree(layout::BLOBS)?,
+                runs: tree(layout::RUNS)?,
+                snapshots: tree(layout::SNAPSHOTS)?,
+            })?,
             watchers: Watchers::default(),
             path,
             db,
@@ -135,7 +154,7 @@ impl SledStore {
 
     /// How many flushes (fsyncs) the store has performed.
     pub fn flushes(&self) -> u64 {
-        self.commit.flushes()
+        self.committer.flushes()
     }
 
     /// Bytes sled occupies on disk.
@@ -159,7 +178,8 @@ impl SledStore {
                 found: String::from_utf8_lossy(&v).into_owned(),
                 expected: retrace_events::FORMAT_VERSION,
             }),
-            None if self.runs.is_empty() && self.events.is_empty() && self.blobs.is_empty() => {
+            None if self.runs.is_empty() && self.log.is_empty() && self.blobs.is_empty() => {
+                // before the committer has anything to do: a direct write, then a flush
                 meta.insert(layout::FORMAT_KEY, expected.as_bytes())
                     .map_err(backend("write format"))?;
                 self.durable()
@@ -173,35 +193,34 @@ impl SledStore {
     }
 
     fn durable(&self) -> Result<()> {
-        self.commit
-            .wait_durable(|| self.db.flush().map(drop))
-            .map_err(backend("flush"))
+        self.committer.submit(Write::Flush).map(drop)
     }
 
-    fn lock_run(&self, run: &RunId) -> MutexGuard<'_, ()> {
-        let stripe = run
-            .as_bytes()
-            .iter()
-            .fold(0usize, |acc, b| acc.wrapping_mul(31) ^ usize::from(*b));
-        self.run_locks[stripe % RUN_LOCK_STRIPES]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
+    /// The run ref with its head, which is the last event of the run's last chunk (or the
+    /// fork point, for a fork that has appended nothing yet).
     fn load_run(&self, id: &RunId) -> Result<Option<RunInfo>> {
-        self.runs
-            .get(id.as_bytes())
-            .map_err(backend("read run"))?
-            .map(|bytes| layout::decode_run(id, &bytes))
+        let Some(bytes) = self.runs.get(id.as_bytes()).map_err(backend("read run"))? else {
+            return Ok(None);
+        };
+        let mut info = layout::decode_run(id, &bytes)?;
+        let last_chunk = self
+            .log
+            .range(layout::log_key(id, 0)..=layout::log_key(id, u64::MAX))
+            .next_back()
             .transpose()
+            .map_err(backend("read log"))?;
+        info.head = match last_chunk {
+            Some((key, chunk)) => {
+                let first = layout::log_key_seq(&key)?;
+                layout::decode_chunk(id, first, &chunk)?
+                    .last()
+                    .map(|e| Head { id: e.id, seq: e.seq })
+            }
+            None => info.origin.map(|o| o.at),
+        };
+        Ok(Some(info))
     }
 
-    fn save_run(&self, info: &RunInfo) -> Result<()> {
-        self.runs
-            .insert(info.id.as_bytes(), layout::encode_run(info))
-            .map_err(backend("write run"))?;
-        Ok(())
-    }
 }
 
 impl Store for SledStore {
@@ -214,19 +233,15 @@ impl Store for SledStore {
             created_at: new.created_at,
             meta: new.meta,
         };
-        let _guard = self.lock_run(&info.id);
-        let created = self
-            .runs
-            .compare_and_swap(
-                info.id.as_bytes(),
-                None::<&[u8]>,
-                Some(layout::encode_run(&info)),
-            )
-            .map_err(backend("create run"))?;
-        if created.is_err() {
+        let run_lock = self.run_locks.get(&info.id);
+        let _guard = lock(&run_lock);
+        let created = self.committer.submit(Write::CreateRun {
+            key: *info.id.as_bytes(),
+            value: layout::encode_run(&info),
+        })?;
+        if !created {
             return Err(Error::RunExists { run: info.id });
         }
-        self.durable()?;
         Ok(info)
     }
 
@@ -235,110 +250,93 @@ impl Store for SledStore {
     }
 
     fn runs(&self) -> Result<Vec<RunInfo>> {
-        self.runs
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry.map_err(backend("list runs"))?;
-                let id = RunId::from_slice(&key).ok_or_else(|| Error::Corrupt {
-                    what: format!("run key of {} bytes", key.len()),
-                })?;
-                layout::decode_run(&id, &value)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for key in self.runs.iter().keys() {
+            let key = key.map_err(backend("list runs"))?;
+            let id = RunId::from_slice(&key).ok_or_else(|| Error::Corrupt {
+                what: format!("run key of {} bytes", key.len()),
+            })?;
+            out.extend(self.load_run(&id)?);
+        }
+        Ok(out)
     }
 
     fn set_run_meta(&self, id: &RunId, key: &str, value: Option<&str>) -> Result<RunInfo> {
-        let _guard = self.lock_run(id);
+        let run_lock = self.run_locks.get(id);
+        let _guard = lock(&run_lock);
         let mut info = self.require_run(id)?;
         match value {
             Some(v) => info.meta.insert(key.to_owned(), v.to_owned()),
             None => info.meta.remove(key),
         };
-        self.save_run(&info)?;
-        self.durable()?;
+        self.committer.submit(Write::PutRun {
+            key: *id.as_bytes(),
+            value: layout::encode_run(&info),
+        })?;
         Ok(info)
     }
 
     fn append(&self, run: &RunId, expected: Option<EventId>, events: &[Event]) -> Result<Head> {
-        let _guard = self.lock_run(run);
-        let mut info = self.require_run(run)?;
+        let run_lock = self.run_locks.get(run);
+        let _guard = lock(&run_lock);
+        let info = self.require_run(run)?;
         let (records, head) = prepare_append(&info, expected, events)?;
 
-        // 1. Event bytes, keyed by their hash: an orphan left by a crash is harmless.
+        // One log entry per chunk, all in one atomic batch: the commit point of the append.
         let mut batch = sled::Batch::default();
-        for record in &records {
-            batch.insert(record.id.as_bytes(), record.bytes.as_slice());
+        for chunk in records.chunks(layout::CHUNK_EVENTS) {
+            let bytes = layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice())));
+            batch.insert(&layout::log_key(run, chunk[0].seq)[..], bytes);
         }
-        self.events
-            .apply_batch(batch)
-            .map_err(backend("write events"))?;
-
-        // 2. Index entries and the new head, atomically: readers never see one without the other.
-        info.head = Some(head);
-        let run_bytes = layout::encode_run(&info);
-        (&self.index, &self.runs)
-            .transaction(|(index, runs)| {
-                for record in &records {
-                    index.insert(
-                        &layout::index_key(run, record.seq)[..],
-                        record.id.as_bytes(),
-                    )?;
-                }
-                runs.insert(run.as_bytes(), run_bytes.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => Error::backend("append", e),
-                TransactionError::Abort(()) => Error::backend("append", "transaction aborted"),
-            })?;
-
-        // 3. Durable before acknowledged; 4. then tell subscribers (still under the run lock,
-        //    so they see appends in order).
-        self.durable()?;
+        // Durable when the committer answers; then tell subscribers, still under the run
+        // lock so they see appends in order.
+        self.committer.submit(Write::Log(batch))?;
         self.watchers.publish(Appended {
             run: *run,
-            events: records
-                .iter()
-                .zip(events)
-                .map(|(r, e)| (r.id, e.clone()))
-                .collect(),
+            events: records.iter().zip(events).map(|(r, e)| (r.id, e.clone())).collect(),
         });
         Ok(head)
     }
 
-    fn event_bytes(&self, id: &EventId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .events
-            .get(id.as_bytes())
-            .map_err(backend("read event"))?
-            .map(|v| v.to_vec()))
-    }
-
-    fn own_event_ids(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<(u64, EventId)>> {
-        let lo = layout::index_key(run, *seqs.start());
-        let hi = layout::index_key(run, *seqs.end());
-        self.index
-            .range(lo..=hi)
-            .map(|entry| {
-                let (key, value) = entry.map_err(backend("read index"))?;
-                layout::decode_index_entry(&key, &value)
-            })
-            .collect()
+    fn own_events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<StoredEvent>> {
+        let (lo, hi) = (*seqs.start(), *seqs.end());
+        if lo > hi {
+            return Ok(Vec::new());
+        }
+        // Start at the chunk holding `lo`: the last chunk of this run starting at or before it.
+        let start = self
+            .log
+            .range(layout::log_key(run, 0)..=layout::log_key(run, lo))
+            .next_back()
+            .transpose()
+            .map_err(backend("read log"))?
+            .map_or(layout::log_key(run, lo), |(key, _)| {
+                let mut k = [0u8; 24];
+                k.copy_from_slice(&key);
+                k
+            });
+        let mut out = Vec::new();
+        for entry in self.log.range(start..=layout::log_key(run, hi)) {
+            let (key, chunk) = entry.map_err(backend("read log"))?;
+            let first = layout::log_key_seq(&key)?;
+            out.extend(
+                layout::decode_chunk(run, first, &chunk)?
+                    .into_iter()
+                    .filter(|e| (lo..=hi).contains(&e.seq)),
+            );
+        }
+        Ok(out)
     }
 
     fn put_blob(&self, bytes: &[u8]) -> Result<BlobId> {
         let id = BlobId::of(bytes);
-        // Content-addressed: if the id is present, the bytes are too. Writing nothing keeps
-        // a repeated payload from growing the log.
-        if !self
-            .blobs
-            .contains_key(id.as_bytes())
-            .map_err(backend("read blob"))?
-        {
-            let _ = self
-                .blobs
-                .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(bytes))
-                .map_err(backend("write blob"))?;
+        // Content-addressed: if the id is present, so are the bytes. Skipping the write keeps
+        // a repeated payload from growing the log (and from queueing behind appends).
+        if !self.blobs.contains_key(id.as_bytes()).map_err(backend("read blob"))? {
+            self.committer.submit(Write::Blob {
+                key: *id.as_bytes(),
+                bytes: bytes.to_vec(),
+            })?;
         }
         Ok(id)
     }
@@ -352,9 +350,10 @@ impl Store for SledStore {
     }
 
     fn put_snapshot(&self, at: &EventId, bytes: &[u8]) -> Result<()> {
-        self.snapshots
-            .insert(at.as_bytes(), bytes)
-            .map_err(backend("write snapshot"))?;
+        self.committer.submit(Write::Snapshot {
+            key: *at.as_bytes(),
+            bytes: bytes.to_vec(),
+        })?;
         Ok(())
     }
 
@@ -376,15 +375,18 @@ impl Store for SledStore {
     }
 
     fn stats(&self) -> Result<StoreStats> {
+        let mut events = 0;
+        for chunk in self.log.iter().values() {
+            events += layout::chunk_len(&chunk.map_err(backend("stats"))?);
+        }
         let mut blob_bytes = 0;
-        for entry in &self.blobs {
-            let (_, value) = entry.map_err(backend("stats"))?;
-            blob_bytes += value.len() as u64;
+        for blob in self.blobs.iter().values() {
+            blob_bytes += blob.map_err(backend("stats"))?.len() as u64;
         }
         Ok(StoreStats {
             runs: self.runs.len() as u64,
-            events: self.events.len() as u64,
-            index_entries: self.index.len() as u64,
+            events,
+            log_entries: self.log.len() as u64,
             blobs: self.blobs.len() as u64,
             blob_bytes,
             snapshots: self.snapshots.len() as u64,
