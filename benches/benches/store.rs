@@ -94,13 +94,14 @@ fn single_run_appends(dir: &std::path::Path) -> (Samples, u64) {
     (samples, bytes / 550)
 }
 
-fn concurrent_runs(dir: &std::path::Path, runs: u64, per_run: u64) -> (f64, f64, Samples) {
-    let store = SledStore::open(dir.join("concurrent")).expect("open");
+fn concurrent_runs(dir: &std::path::Path, runs: u64, per_run: u64, new_blobs: bool) -> (f64, f64, Samples) {
+    let store = SledStore::open(dir.join(format!("concurrent-{new_blobs}"))).expect("open");
+    let shared = store.put_blob(&payload(u64::MAX, 0)).expect("blob");
     for n in 0..runs {
         store.create_run(NewRun::new(run_id(n), Timestamp(0))).expect("create");
     }
     let barrier = Barrier::new(usize::try_from(runs).expect("runs") + 1);
-    let flushes_before = store.flushes();
+    let syncs_before = store.syncs();
     let (elapsed, latencies) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..runs)
             .map(|n| {
@@ -112,7 +113,13 @@ fn concurrent_runs(dir: &std::path::Path, runs: u64, per_run: u64) -> (f64, f64,
                     barrier.wait();
                     for _ in 0..per_run {
                         let t = Instant::now();
-                        head = Some(append_one(store, n, &run, head));
+                        head = Some(if new_blobs {
+                            append_one(store, n, &run, head)
+                        } else {
+                            store
+                                .append(&run, head.map(|h| h.id), &[tool_event(head, shared)])
+                                .expect("append")
+                        });
                         lat.push(t.elapsed());
                     }
                     lat
@@ -128,7 +135,7 @@ fn concurrent_runs(dir: &std::path::Path, runs: u64, per_run: u64) -> (f64, f64,
         (start.elapsed(), all)
     });
     let appends = runs * per_run;
-    let flushes = store.flushes() - flushes_before;
+    let flushes = store.syncs() - syncs_before;
     (
         appends as f64 / elapsed.as_secs_f64(),
         appends as f64 / flushes.max(1) as f64,
@@ -196,13 +203,17 @@ fn main() {
         append.median_ms() / fsync.median_ms()
     );
 
-    let (rate, per_flush, lat) = if want("concurrent") { concurrent_runs(dir.path(), 100, 200) } else { (0.0, 0.0, Samples::default()) };
-    println!(
-        "100 concurrent runs x 200 appends: {rate:>8.0} durable events/s, {per_flush:.1} appends per fsync, \
-         latency median {:.3} ms p99 {:.3} ms",
-        lat.median_ms(),
-        lat.p99_ms()
-    );
+    if want("concurrent") {
+        for (new_blobs, what) in [(true, "each with a new 1 KiB blob"), (false, "payload already stored")] {
+            let (rate, per_sync, lat) = concurrent_runs(dir.path(), 100, 200, new_blobs);
+            println!(
+                "100 concurrent runs x 200 appends, {what}: {rate:>8.0} durable events/s, {per_sync:.1} appends per fsync, \
+                 latency median {:.3} ms p99 {:.3} ms",
+                lat.median_ms(),
+                lat.p99_ms()
+            );
+        }
+    }
 
     if !want("long") {
         return;

@@ -35,16 +35,18 @@ pub mod tamper {
     use retrace_events::{BlobId, RunId};
     use retrace_store_sled::layout;
 
-    /// Open the sled files directly. Retries while sled's IO pool still holds the lock of a
-    /// store closed a moment ago.
+    /// Open the sled database of the store in `dir` directly. Retries while sled's IO pool
+    /// still holds the lock of a store closed a moment ago. (A store closed cleanly has an
+    /// empty write-ahead log, so sled holds everything.)
     pub fn open_raw(dir: &Path) -> sled::Db {
+        let db_dir = dir.join(layout::SLED_DIR);
         for _ in 0..100 {
-            if let Ok(db) = sled::open(dir) {
+            if let Ok(db) = layout::sled_config(&db_dir).open() {
                 return db;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        sled::open(dir).expect("open sled files")
+        layout::sled_config(&db_dir).open().expect("open sled files")
     }
 
     /// Flip one bit of byte `at` (clamped) of the stored event at `seq` of `run`'s own log.

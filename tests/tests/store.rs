@@ -37,6 +37,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: BTreeMap<RunId, Ack> = BTreeMap::new();
     let mut total_acks = 0usize;
+    let mut replays = 0usize;
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     for kill in 0..KILLS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash_appender"))
@@ -77,6 +78,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         // The survivor: opens, holds every acknowledged event, verifies, and accepts appends.
         let store = SledStore::open(dir.path())
             .unwrap_or_else(|e| panic!("kill {kill}: reopen failed: {e}"));
+        replays += usize::from(store.replayed_on_open() > 0);
         for ack in acked.values() {
             let info = store.require_run(&ack.run).unwrap();
             let head = info.head.unwrap();
@@ -104,9 +106,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         }
     }
     eprintln!(
-        "{KILLS} SIGKILLs, {total_acks} acknowledged appends, final heads: {:?}",
+        "{KILLS} SIGKILLs, {total_acks} acknowledged appends, {replays} recoveries from the WAL, final heads: {:?}",
         acked.values().map(|a| a.seq).collect::<Vec<_>>()
     );
+    assert!(replays > KILLS / 2, "only {replays} of {KILLS} kills left writes to replay");
     assert_eq!(acked.len(), crash_runs().len(), "every run was appended to");
     // Appending continued across kills: far more acknowledgements than kills.
     assert!(
@@ -234,7 +237,19 @@ fn sled_database_with_data_but_no_format_is_refused() {
         db.flush().unwrap();
     }
     let err = SledStore::open(dir.path()).unwrap_err();
-    assert!(err.to_string().contains("none recorded"), "{err}");
+    assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("no retrace format recorded"), "{err}");
+}
+
+#[test]
+fn a_directory_of_other_files_is_not_taken_for_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = SledStore::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("is not a retrace store"), "{err}");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "opening wrote into a foreign directory");
 }
 
 #[test]

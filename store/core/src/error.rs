@@ -77,6 +77,14 @@ pub enum Error {
         /// Version this build understands.
         expected: u8,
     },
+    /// The directory holds something other than a retrace store.
+    #[error("{path} is not a retrace store: {reason}; point --store at a retrace store or an empty directory")]
+    NotAStore {
+        /// Where.
+        path: String,
+        /// What was found.
+        reason: String,
+    },
     /// Another process holds the store (sled allows one process per store).
     #[error(
         "store at {path} is in use by another process; stop it, or go through the process that \

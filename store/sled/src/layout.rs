@@ -1,4 +1,5 @@
-//! On-disk layout of a sled store: tree names, key shapes and value encodings.
+//! On-disk layout of a store directory: `sled/` (the sled database) and `wal` (retrace's
+//! write-ahead log, see the `wal` module); in the database, these trees:
 //!
 //! | tree | key | value |
 //! |---|---|---|
@@ -17,6 +18,48 @@
 
 use retrace_events::{EventId, RunId};
 use retrace_store::{Error, Result, RunInfo, StoredEvent};
+
+/// Subdirectory holding the sled database.
+pub const SLED_DIR: &str = "sled";
+/// The write-ahead log file.
+pub const WAL_FILE: &str = "wal";
+
+/// sled's segment (and IO buffer) size: sled syncs each buffer it writes out, and its
+/// 512 KiB default meant many blocking syncs per second under load. 16 MiB is sled's
+/// maximum. sled refuses to reopen a database with another value.
+pub const SEGMENT_BYTES: usize = 16 << 20;
+
+/// The sled configuration of the database in `sled_dir`. Durability comes from the WAL and
+/// checkpoints, so sled's background flusher is off.
+pub fn sled_config(sled_dir: &std::path::Path) -> sled::Config {
+    sled::Config::new()
+        .path(sled_dir)
+        .flush_every_ms(None)
+        .segment_size(SEGMENT_BYTES)
+}
+
+/// Accept an empty or missing directory (creating it) or one laid out as a store; refuse
+/// anything else before writing to it.
+pub fn check_dir(dir: &std::path::Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::backend("open", format!("{}: {e}", dir.display()));
+    if !dir.exists() {
+        return std::fs::create_dir_all(dir).map_err(io);
+    }
+    if dir.join(SLED_DIR).is_dir() {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(io)?;
+    match entries.next() {
+        None => Ok(()),
+        Some(entry) => Err(Error::NotAStore {
+            path: dir.display().to_string(),
+            reason: format!(
+                "it is not empty (found `{}`) and has no `{SLED_DIR}/` database",
+                entry.map_err(io)?.file_name().to_string_lossy()
+            ),
+        }),
+    }
+}
 
 /// Tree of run logs (chunks of events by run and first seq).
 pub const LOG: &str = "log";

@@ -1,12 +1,14 @@
 //! # retrace-store-sled
 //!
-//! The embedded default backend of the retrace [`Store`]: one sled database in a directory
-//! (`./.retrace/` unless told otherwise), with the layout in [`layout`].
+//! The embedded default backend of the retrace [`Store`]: a directory (`./.retrace/` unless
+//! told otherwise) holding a sled database and retrace's write-ahead log, laid out as
+//! [`layout`] describes.
 //!
 //! Guarantees (each one is exercised by the conformance suite or the crash test):
-//! - **Durable acknowledgement.** `append`, `create_run` and `set_run_meta` return only after
-//!   sled has flushed and fsynced them. One committer thread performs every write and
-//!   flushes once for everything queued meanwhile (group commit).
+//! - **Durable acknowledgement.** `append`, `create_run` and `set_run_meta` return only once
+//!   their write-ahead log record is written and fdatasynced. One committer thread performs
+//!   every write and syncs once for everything queued meanwhile (group commit); sled is
+//!   flushed at checkpoints and the log replayed into it on open.
 //! - **Atomic appends.** An append is one atomic sled batch of log chunks, and a run's head
 //!   is read from its log, so a crash leaves each append wholly present or wholly absent.
 //! - **Compare-and-swap.** Appends to one run are serialised by a per-run lock, and the head
@@ -36,6 +38,7 @@
 
 mod committer;
 pub mod layout;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -51,6 +54,7 @@ use retrace_store::{
 use sled::Tree;
 
 use committer::{Committer, Trees, Write};
+use wal::Op;
 
 /// One lock per run: appends to a run are serialised (that is what makes the head check a
 /// compare-and-swap), appends to different runs never wait for each other. Entries are
@@ -95,11 +99,7 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(1_500);
 fn open_db(path: &Path) -> Result<sled::Db> {
     let started = Instant::now();
     loop {
-        let opened = sled::Config::new()
-            .path(path)
-            // We flush on every acknowledged write; a background flusher would only compete.
-            .flush_every_ms(None)
-            .open();
+        let opened = layout::sled_config(path).open();
         match opened {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(io)) if is_lock_error(&io) => {
@@ -115,6 +115,31 @@ fn open_db(path: &Path) -> Result<sled::Db> {
     }
 }
 
+/// Refuse a store of another format before reading it; stamp a new, empty one.
+fn check_format(path: &Path, db: &sled::Db, trees: &Trees) -> Result<()> {
+    let meta = db.open_tree(layout::META).map_err(backend("open tree"))?;
+    let found = meta.get(layout::FORMAT_KEY).map_err(backend("read format"))?;
+    let expected = layout::format_value();
+    match found {
+        Some(v) if v.as_ref() == expected.as_bytes() => Ok(()),
+        Some(v) => Err(Error::FormatVersion {
+            path: path.display().to_string(),
+            found: String::from_utf8_lossy(&v).into_owned(),
+            expected: retrace_events::FORMAT_VERSION,
+        }),
+        None if trees.runs.is_empty() && trees.log.is_empty() && trees.blobs.is_empty() => {
+            meta.insert(layout::FORMAT_KEY, expected.as_bytes())
+                .map_err(backend("write format"))?;
+            db.flush().map_err(backend("write format"))?;
+            Ok(())
+        }
+        None => Err(Error::NotAStore {
+            path: path.display().to_string(),
+            reason: "its database has data but no retrace format recorded".to_owned(),
+        }),
+    }
+}
+
 fn is_lock_error(io: &std::io::Error) -> bool {
     io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
 }
@@ -124,27 +149,30 @@ impl SledStore {
     /// holds it and [`Error::FormatVersion`] if it was written by another format version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = open_db(&path)?;
+        layout::check_dir(&path)?;
+        let db = open_db(&path.join(layout::SLED_DIR))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
-        let store = Self {
+        let trees = Trees {
+            db: db.clone(),
             log: tree(layout::LOG)?,
             blobs: tree(layout::BLOBS)?,
             runs: tree(layout::RUNS)?,
             snapshots: tree(layout::SNAPSHOTS)?,
+        };
+        // The format guard runs before anything (the WAL replay included) touches the data.
+        check_format(&path, &db, &trees)?;
+        let committer = Committer::start(trees.clone(), &path.join(layout::WAL_FILE))?;
+        Ok(Self {
+            log: trees.log,
+            blobs: trees.blobs,
+            runs: trees.runs,
+            snapshots: trees.snapshots,
             run_locks: RunLocks::default(),
-            committer: Committer::start(Trees {
-                db: db.clone(),
-                log: tree(layout::LOG)?,
-                blobs: tree(layout::BLOBS)?,
-                runs: tree(layout::RUNS)?,
-                snapshots: tree(layout::SNAPSHOTS)?,
-            })?,
+            committer,
             watchers: Watchers::default(),
             path,
             db,
-        };
-        store.check_format()?;
-        Ok(store)
+        })
     }
 
     /// Where the store lives.
@@ -152,44 +180,21 @@ impl SledStore {
         &self.path
     }
 
-    /// How many flushes (fsyncs) the store has performed.
-    pub fn flushes(&self) -> u64 {
-        self.committer.flushes()
+    /// How many durable group writes (WAL fdatasyncs) the store has performed.
+    pub fn syncs(&self) -> u64 {
+        self.committer.syncs()
+    }
+
+    /// Writes replayed from the write-ahead log when the store opened: non-zero after a
+    /// crash or kill.
+    pub fn replayed_on_open(&self) -> usize {
+        self.committer.replayed()
     }
 
     /// Bytes sled occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(backend("size_on_disk"))
-    }
-
-    fn check_format(&self) -> Result<()> {
-        let meta = self
-            .db
-            .open_tree(layout::META)
-            .map_err(backend("open tree"))?;
-        let found = meta
-            .get(layout::FORMAT_KEY)
-            .map_err(backend("read format"))?;
-        let expected = layout::format_value();
-        match found {
-            Some(v) if v.as_ref() == expected.as_bytes() => Ok(()),
-            Some(v) => Err(Error::FormatVersion {
-                path: self.path.display().to_string(),
-                found: String::from_utf8_lossy(&v).into_owned(),
-                expected: retrace_events::FORMAT_VERSION,
-            }),
-            None if self.runs.is_empty() && self.log.is_empty() && self.blobs.is_empty() => {
-                // before the committer has anything to do: a direct write, then a flush
-                meta.insert(layout::FORMAT_KEY, expected.as_bytes())
-                    .map_err(backend("write format"))?;
-                self.durable()
-            }
-            None => Err(Error::FormatVersion {
-                path: self.path.display().to_string(),
-                found: "none recorded".to_owned(),
-                expected: retrace_events::FORMAT_VERSION,
-            }),
-        }
+        let wal = std::fs::metadata(self.path.join(layout::WAL_FILE)).map_or(0, |m| m.len());
+        Ok(self.db.size_on_disk().map_err(backend("size_on_disk"))? + wal)
     }
 
     fn durable(&self) -> Result<()> {
@@ -235,10 +240,10 @@ impl Store for SledStore {
         };
         let run_lock = self.run_locks.get(&info.id);
         let _guard = lock(&run_lock);
-        let created = self.committer.submit(Write::CreateRun {
+        let created = self.committer.submit(Write::Op(Op::CreateRun {
             key: *info.id.as_bytes(),
             value: layout::encode_run(&info),
-        })?;
+        }))?;
         if !created {
             return Err(Error::RunExists { run: info.id });
         }
@@ -269,10 +274,10 @@ impl Store for SledStore {
             Some(v) => info.meta.insert(key.to_owned(), v.to_owned()),
             None => info.meta.remove(key),
         };
-        self.committer.submit(Write::PutRun {
+        self.committer.submit(Write::Op(Op::PutRun {
             key: *id.as_bytes(),
             value: layout::encode_run(&info),
-        })?;
+        }))?;
         Ok(info)
     }
 
@@ -283,14 +288,16 @@ impl Store for SledStore {
         let (records, head) = prepare_append(&info, expected, events)?;
 
         // One log entry per chunk, all in one atomic batch: the commit point of the append.
-        let mut batch = sled::Batch::default();
-        for chunk in records.chunks(layout::CHUNK_EVENTS) {
-            let bytes = layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice())));
-            batch.insert(&layout::log_key(run, chunk[0].seq)[..], bytes);
-        }
+        let chunks = records
+            .chunks(layout::CHUNK_EVENTS)
+            .map(|chunk| {
+                let key = layout::log_key(run, chunk[0].seq);
+                (key, layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice()))))
+            })
+            .collect();
         // Durable when the committer answers; then tell subscribers, still under the run
         // lock so they see appends in order.
-        self.committer.submit(Write::Log(batch))?;
+        self.committer.submit(Write::Op(Op::Log { chunks }))?;
         self.watchers.publish(Appended {
             run: *run,
             events: records.iter().zip(events).map(|(r, e)| (r.id, e.clone())).collect(),
@@ -331,12 +338,10 @@ impl Store for SledStore {
     fn put_blob(&self, bytes: &[u8]) -> Result<BlobId> {
         let id = BlobId::of(bytes);
         // Content-addressed: if the id is present, so are the bytes. Skipping the write keeps
-        // a repeated payload from growing the log (and from queueing behind appends).
+        // a repeated payload from growing the store.
         if !self.blobs.contains_key(id.as_bytes()).map_err(backend("read blob"))? {
-            self.committer.submit(Write::Blob {
-                key: *id.as_bytes(),
-                bytes: bytes.to_vec(),
-            })?;
+            committer::put_blob(&self.blobs, *id.as_bytes(), bytes)?;
+            self.committer.log_blob(*id.as_bytes(), bytes.to_vec())?;
         }
         Ok(id)
     }
