@@ -10,6 +10,9 @@
 //! (default 1,000,000 for step 4) and `RETRACE_BENCH_DIR` (default: a temp dir under the
 //! current directory, so it measures the project's disk rather than a tmpfs).
 
+// Rates and ratios of counts far below 2^52: the cast loses nothing.
+#![allow(clippy::cast_precision_loss)]
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Barrier;
@@ -78,7 +81,9 @@ fn fsync_latency(dir: &std::path::Path) -> Samples {
 fn single_run_appends(dir: &std::path::Path) -> (Samples, u64) {
     let store = SledStore::open(dir.join("single")).expect("open");
     let run = run_id(1);
-    store.create_run(NewRun::new(run, Timestamp(0))).expect("create");
+    store
+        .create_run(NewRun::new(run, Timestamp(0)))
+        .expect("create");
     let mut head = None;
     for _ in 0..50 {
         head = Some(append_one(&store, 1, &run, head)); // warm-up
@@ -94,11 +99,18 @@ fn single_run_appends(dir: &std::path::Path) -> (Samples, u64) {
     (samples, bytes / 550)
 }
 
-fn concurrent_runs(dir: &std::path::Path, runs: u64, per_run: u64, new_blobs: bool) -> (f64, f64, Samples) {
+fn concurrent_runs(
+    dir: &std::path::Path,
+    runs: u64,
+    per_run: u64,
+    new_blobs: bool,
+) -> (f64, f64, Samples) {
     let store = SledStore::open(dir.join(format!("concurrent-{new_blobs}"))).expect("open");
     let shared = store.put_blob(&payload(u64::MAX, 0)).expect("blob");
     for n in 0..runs {
-        store.create_run(NewRun::new(run_id(n), Timestamp(0))).expect("create");
+        store
+            .create_run(NewRun::new(run_id(n), Timestamp(0)))
+            .expect("create");
     }
     let barrier = Barrier::new(usize::try_from(runs).expect("runs") + 1);
     let syncs_before = store.syncs();
@@ -146,7 +158,9 @@ fn concurrent_runs(dir: &std::path::Path, runs: u64, per_run: u64, new_blobs: bo
 fn long_run(dir: &std::path::Path, events: u64) -> (Duration, Duration, Duration, u64) {
     let store = SledStore::open(dir.join("long")).expect("open");
     let run = run_id(7);
-    store.create_run(NewRun::new(run, Timestamp(0))).expect("create");
+    store
+        .create_run(NewRun::new(run, Timestamp(0)))
+        .expect("create");
     // events share one payload blob, so this measures the event log, not blob storage
     let blob = store.put_blob(&payload(7, 0)).expect("blob");
     let t = Instant::now();
@@ -161,7 +175,11 @@ fn long_run(dir: &std::path::Path, events: u64) -> (Duration, Duration, Duration
             prev = Some(e.head());
             batch.push(e);
         }
-        head = Some(store.append(&run, head.map(|h| h.id), &batch).expect("append"));
+        head = Some(
+            store
+                .append(&run, head.map(|h| h.id), &batch)
+                .expect("append"),
+        );
         left -= n;
     }
     let write = t.elapsed();
@@ -184,7 +202,10 @@ fn long_run(dir: &std::path::Path, events: u64) -> (Duration, Duration, Duration
 fn main() {
     let dir = bench_dir();
     let events = env_u64("RETRACE_BENCH_EVENTS", 1_000_000);
-    println!("retrace store benchmarks (sled) in {}", dir.path().display());
+    println!(
+        "retrace store benchmarks (sled) in {}",
+        dir.path().display()
+    );
 
     let only = std::env::var("RETRACE_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
@@ -195,7 +216,11 @@ fn main() {
         fsync.p99_ms()
     );
 
-    let (append, per_event_disk) = if want("single") { single_run_appends(dir.path()) } else { (Samples::default(), 0) };
+    let (append, per_event_disk) = if want("single") {
+        single_run_appends(dir.path())
+    } else {
+        (Samples::default(), 0)
+    };
     println!(
         "durable append, 1 run, 1 KiB blob: median {:>8.3} ms   p99 {:>8.3} ms   ({:.2}x fsync median)",
         append.median_ms(),
@@ -204,7 +229,10 @@ fn main() {
     );
 
     if want("concurrent") {
-        for (new_blobs, what) in [(true, "each with a new 1 KiB blob"), (false, "payload already stored")] {
+        for (new_blobs, what) in [
+            (true, "each with a new 1 KiB blob"),
+            (false, "payload already stored"),
+        ] {
             let (rate, per_sync, lat) = concurrent_runs(dir.path(), 100, 200, new_blobs);
             println!(
                 "100 concurrent runs x 200 appends, {what}: {rate:>8.0} durable events/s, {per_sync:.1} appends per fsync, \

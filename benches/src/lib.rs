@@ -24,7 +24,11 @@ impl Samples {
         }
         let mut sorted = self.0.clone();
         sorted.sort_unstable();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let i = ((sorted.len() - 1) as f64 * q).round() as usize;
         sorted[i].as_secs_f64() * 1e3
     }
@@ -42,13 +46,17 @@ impl Samples {
 
 /// A numeric environment variable, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Where benchmarks put their stores: `RETRACE_BENCH_DIR`, else a temp dir in the current
 /// directory (the disk the project lives on, not a tmpfs).
 pub fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("RETRACE_BENCH_DIR").map_or_else(|| std::path::PathBuf::from("."), Into::into);
+    let base = std::env::var_os("RETRACE_BENCH_DIR")
+        .map_or_else(|| std::path::PathBuf::from("."), Into::into);
     tempfile::Builder::new()
         .prefix("retrace-bench-")
         .tempdir_in(base)

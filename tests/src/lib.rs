@@ -10,6 +10,10 @@ pub fn crash_runs() -> [RunId; 3] {
     [1u8, 2, 3].map(|n| RunId::from_bytes([n; 16]))
 }
 
+/// Events per append in the crash appender's third run: more than one log chunk, so the
+/// crash test checks that a multi-chunk append is all-or-nothing.
+pub const LARGE_APPEND: u64 = 300;
+
 /// Payload size of each event written by the crash appender (the benchmark's size too).
 pub const PAYLOAD_BYTES: usize = 1024;
 
@@ -46,7 +50,9 @@ pub mod tamper {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        layout::sled_config(&db_dir).open().expect("open sled files")
+        layout::sled_config(&db_dir)
+            .open()
+            .expect("open sled files")
     }
 
     /// Flip one bit of byte `at` (clamped) of the stored event at `seq` of `run`'s own log.
@@ -60,7 +66,10 @@ pub mod tamper {
             .expect("read chunk");
         let first = layout::log_key_seq(&key).expect("key");
         let mut events = layout::decode_chunk(run, first, &chunk).expect("chunk decodes");
-        let event = events.iter_mut().find(|e| e.seq == seq).expect("seq in chunk");
+        let event = events
+            .iter_mut()
+            .find(|e| e.seq == seq)
+            .expect("seq in chunk");
         let at = at.min(event.bytes.len() - 1);
         event.bytes[at] ^= 0x01;
         let damaged = layout::encode_chunk(events.iter().map(|e| (&e.id, e.bytes.as_slice())));
@@ -72,7 +81,11 @@ pub mod tamper {
     pub fn flip_blob_byte(dir: &Path, blob: &BlobId, at: usize) {
         let db = open_raw(dir);
         let blobs = db.open_tree(layout::BLOBS).expect("blobs tree");
-        let mut value = blobs.get(blob.as_bytes()).expect("read").expect("blob stored").to_vec();
+        let mut value = blobs
+            .get(blob.as_bytes())
+            .expect("read")
+            .expect("blob stored")
+            .to_vec();
         let at = at.min(value.len() - 1);
         value[at] ^= 0x01;
         blobs.insert(blob.as_bytes(), value).expect("write blob");

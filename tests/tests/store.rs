@@ -12,7 +12,7 @@ use retrace_events::{BlobId, EventId, RunId, Timestamp};
 use retrace_store::conformance::{append_n, run_id};
 use retrace_store::{Error, ForkOrigin, NewRun, ProblemKind, Store, VerifyOptions, verify_run};
 use retrace_store_sled::{SledStore, layout};
-use retrace_tests::{crash_runs, payload, tamper};
+use retrace_tests::{LARGE_APPEND, crash_runs, payload, tamper};
 
 /// One acknowledged append, as printed by the child.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +94,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
                 Some(ack.id),
                 "kill {kill}"
             );
+            if ack.run == crash_runs()[2] {
+                assert_eq!(
+                    info.len() % LARGE_APPEND,
+                    0,
+                    "kill {kill}: a {LARGE_APPEND}-event append survived in part"
+                );
+            }
             let report = verify_run(&store, &ack.run, VerifyOptions::default()).unwrap();
             assert!(report.is_ok(), "kill {kill}: {}", report.problem.unwrap());
             assert_eq!(
@@ -109,7 +116,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         "{KILLS} SIGKILLs, {total_acks} acknowledged appends, {replays} recoveries from the WAL, final heads: {:?}",
         acked.values().map(|a| a.seq).collect::<Vec<_>>()
     );
-    assert!(replays > KILLS / 2, "only {replays} of {KILLS} kills left writes to replay");
+    assert!(
+        replays > KILLS / 2,
+        "only {replays} of {KILLS} kills left writes to replay"
+    );
     assert_eq!(acked.len(), crash_runs().len(), "every run was appended to");
     // Appending continued across kills: far more acknowledgements than kills.
     assert!(
@@ -238,7 +248,10 @@ fn sled_database_with_data_but_no_format_is_refused() {
     }
     let err = SledStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::NotAStore { .. }), "{err}");
-    assert!(err.to_string().contains("no retrace format recorded"), "{err}");
+    assert!(
+        err.to_string().contains("no retrace format recorded"),
+        "{err}"
+    );
 }
 
 #[test]

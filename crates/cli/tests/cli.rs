@@ -10,7 +10,7 @@ fn retrace(store: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("RETRACE_STORE")
         .output()
-        .unwrap()
+        .expect("run the retrace binary")
 }
 
 fn text(out: &Output) -> String {
@@ -27,7 +27,7 @@ fn run_id_from_demo(out: &Output) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("recording run "))
         .and_then(|rest| rest.split(' ').next())
-        .unwrap()
+        .expect("demo prints the run id")
         .to_owned()
 }
 

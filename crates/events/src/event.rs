@@ -341,13 +341,14 @@ impl EventKind {
     pub fn blobs(&self) -> Vec<BlobId> {
         match self {
             Self::RunStarted { spec, input, .. } => vec![*spec, *input],
-            Self::ModelRequested { request, .. } => vec![*request],
+            Self::ModelRequested { request, .. } | Self::ApprovalRequested { request, .. } => {
+                vec![*request]
+            }
             Self::ModelResponded { response, .. } => vec![*response],
             Self::ModelFailed { error, .. } => vec![*error],
             Self::ToolRequested { args, .. } => vec![*args],
             Self::ToolReturned { output, .. } => vec![*output],
             Self::ToolOutcomeUnknown { reason, .. } => vec![*reason],
-            Self::ApprovalRequested { request, .. } => vec![*request],
             Self::SignalReceived { payload, .. } => vec![*payload],
             Self::ApprovalDecided { note, .. } | Self::Forked { note, .. } => {
                 note.iter().copied().collect()

@@ -12,6 +12,7 @@ use retrace_events::{
     BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, Outcome, RunId, Timestamp, Usage,
     decode_event,
 };
+use serde_json::{Value, json};
 
 fn blob(text: &str) -> BlobId {
     BlobId::of(text.as_bytes())
@@ -117,7 +118,11 @@ fn render_fixture(event: &Event) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn field<'a>(text: &'a str, key: &str) -> &'a str {
@@ -281,286 +286,80 @@ fn any_event() -> impl Strategy<Value = Event> {
         })
 }
 
-/// Every event that differs from `e` in exactly one field.
+/// Every event that differs from `e` in exactly one field: each leaf of its JSON form (the
+/// kind tag aside) changed in turn, plus a change of kind. Panics if some leaf cannot be
+/// changed into a valid event, so no field goes unchecked.
 fn one_field_changes(e: &Event) -> Vec<Event> {
-    let mut out = Vec::new();
-    let mut push = |f: &dyn Fn(&mut Event)| {
-        let mut changed = e.clone();
-        f(&mut changed);
-        out.push(changed);
+    let json = serde_json::to_value(e).expect("events serialise");
+    let mut paths = Vec::new();
+    leaf_paths(&json, &mut Vec::new(), &mut paths);
+    let mut out: Vec<Event> = paths
+        .iter()
+        .map(|path| {
+            let leaf = path.iter().fold(&json, |v, key| &v[key.as_str()]);
+            alternatives(leaf)
+                .into_iter()
+                .find_map(|alt| {
+                    let mut changed = json.clone();
+                    *path
+                        .iter()
+                        .fold(&mut changed, |v, key| &mut v[key.as_str()]) = alt;
+                    serde_json::from_value::<Event>(changed).ok()
+                })
+                .unwrap_or_else(|| panic!("no valid change of {path:?} in {json}"))
+        })
+        .collect();
+    let mut other_kind = e.clone();
+    other_kind.kind = if matches!(e.kind, EventKind::SignalReceived { .. }) {
+        EventKind::ModelRequested {
+            request: BlobId::of(b""),
+            attempt: 0,
+        }
+    } else {
+        EventKind::SignalReceived {
+            name: String::new(),
+            payload: BlobId::of(b""),
+        }
     };
-    push(&|c| c.seq = c.seq.wrapping_add(1));
-    push(&|c| c.at = Timestamp(c.at.0 ^ 1));
-    push(&|c| {
-        c.parent = match c.parent {
-            None => Some(EventId::from_bytes([0; 32])),
-            Some(p) => {
-                let mut b = *p.as_bytes();
-                b[31] ^= 1;
-                Some(EventId::from_bytes(b))
+    out.push(other_kind);
+    out
+}
+
+fn leaf_paths(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if at.len() == 1 && at[0] == "kind" && key == "kind" {
+                    continue; // the tag: changing it is the "other kind" case
+                }
+                at.push(key.clone());
+                leaf_paths(v, at, out);
+                at.pop();
             }
         }
-    });
-    fn flip(b: &BlobId) -> BlobId {
-        let mut bytes = *b.as_bytes();
-        bytes[0] ^= 0x80;
-        BlobId::from_bytes(bytes)
+        _ => out.push(at.clone()),
     }
-    fn flip_opt(b: &Option<BlobId>) -> Option<BlobId> {
-        b.as_ref().map_or(Some(BlobId::of(b"")), |b| Some(flip(b)))
-    }
-    fn more(s: &str) -> String {
-        format!("{s}x")
-    }
-    fn flip_run(r: &RunId) -> RunId {
-        let mut b = *r.as_bytes();
-        b[15] ^= 1;
-        RunId::from_bytes(b)
-    }
-    // one closure per kind field
-    type Edit = Box<dyn Fn(&mut EventKind)>;
-    let edits: Vec<Edit> = match &e.kind {
-        EventKind::RunStarted { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::RunStarted { run, .. } = k {
-                    *run = flip_run(run)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::RunStarted { spec, .. } = k {
-                    *spec = flip(spec)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::RunStarted { input, .. } = k {
-                    *input = flip(input)
-                }
-            }),
-        ],
-        EventKind::ModelRequested { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::ModelRequested { request, .. } = k {
-                    *request = flip(request)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ModelRequested { attempt, .. } = k {
-                    *attempt ^= 1
-                }
-            }),
-        ],
-        EventKind::ModelResponded { .. } => vec![
-            Box::new(|k| {
-                if let EventKind::ModelResponded { request_seq, .. } = k {
-                    *request_seq ^= 1
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ModelResponded { response, .. } = k {
-                    *response = flip(response)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ModelResponded { usage, .. } = k {
-                    usage.input_tokens ^= 1
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ModelResponded { usage, .. } = k {
-                    usage.output_tokens ^= 1
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ModelResponded { usage, .. } = k {
-                    usage.cost_micro_usd ^= 1
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ModelResponded { usage, .. } = k {
-                    usage.latency_ms ^= 1
-                }
-            }),
-        ],
-        EventKind::ModelFailed { .. } => vec![
-            Box::new(|k| {
-                if let EventKind::ModelFailed { request_seq, .. } = k {
-                    *request_seq ^= 1
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ModelFailed { error, .. } = k {
-                    *error = flip(error)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ModelFailed { transient, .. } = k {
-                    *transient = !*transient
-                }
-            }),
-        ],
-        EventKind::ToolRequested { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::ToolRequested { call_id, .. } = k {
-                    *call_id = more(call_id)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ToolRequested { tool, .. } = k {
-                    *tool = more(tool)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ToolRequested { args, .. } = k {
-                    *args = flip(args)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ToolRequested { idempotent, .. } = k {
-                    *idempotent = !*idempotent
-                }
-            }),
-        ],
-        EventKind::ToolReturned { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::ToolReturned { call_id, .. } = k {
-                    *call_id = more(call_id)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ToolReturned { output, .. } = k {
-                    *output = flip(output)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ToolReturned { is_error, .. } = k {
-                    *is_error = !*is_error
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ToolReturned { duration_ms, .. } = k {
-                    *duration_ms ^= 1
-                }
-            }),
-        ],
-        EventKind::ToolOutcomeUnknown { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::ToolOutcomeUnknown { call_id, .. } = k {
-                    *call_id = more(call_id)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ToolOutcomeUnknown { reason, .. } = k {
-                    *reason = flip(reason)
-                }
-            }),
-        ],
-        EventKind::ApprovalRequested { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::ApprovalRequested { call_id, .. } = k {
-                    *call_id = more(call_id)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ApprovalRequested { request, .. } = k {
-                    *request = flip(request)
-                }
-            }),
-        ],
-        EventKind::ApprovalDecided { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::ApprovalDecided { call_id, .. } = k {
-                    *call_id = more(call_id)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::ApprovalDecided { decision, .. } = k {
-                    *decision = match decision {
-                        Decision::Approved => Decision::Denied,
-                        Decision::Denied => Decision::Approved,
-                    };
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ApprovalDecided { by, .. } = k {
-                    *by = more(by)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::ApprovalDecided { note, .. } = k {
-                    *note = flip_opt(note)
-                }
-            }),
-        ],
-        EventKind::SignalReceived { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::SignalReceived { name, .. } = k {
-                    *name = more(name)
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::SignalReceived { payload, .. } = k {
-                    *payload = flip(payload)
-                }
-            }),
-        ],
-        EventKind::Forked { .. } => vec![
-            Box::new(move |k| {
-                if let EventKind::Forked { from_run, .. } = k {
-                    *from_run = flip_run(from_run)
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::Forked { from_seq, .. } = k {
-                    *from_seq ^= 1
-                }
-            }),
-            Box::new(|k| {
-                if let EventKind::Forked { from_event, .. } = k {
-                    let mut b = *from_event.as_bytes();
-                    b[3] ^= 1;
-                    *from_event = EventId::from_bytes(b);
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::Forked { note, .. } = k {
-                    *note = flip_opt(note)
-                }
-            }),
-        ],
-        EventKind::RunFinished { .. } => vec![
-            Box::new(|k| {
-                if let EventKind::RunFinished { outcome, .. } = k {
-                    *outcome = match outcome {
-                        Outcome::Succeeded => Outcome::Failed,
-                        Outcome::Failed => Outcome::Cancelled,
-                        Outcome::Cancelled => Outcome::Succeeded,
-                    };
-                }
-            }),
-            Box::new(move |k| {
-                if let EventKind::RunFinished { detail, .. } = k {
-                    *detail = flip(detail)
-                }
-            }),
-        ],
-    };
-    for edit in &edits {
-        push(&|c| edit(&mut c.kind));
-    }
-    // a different kind altogether
-    push(&|c| {
-        c.kind = match c.kind {
-            EventKind::SignalReceived { .. } => EventKind::ModelRequested {
-                request: BlobId::of(b""),
-                attempt: 0,
-            },
-            _ => EventKind::SignalReceived {
-                name: String::new(),
-                payload: BlobId::of(b""),
-            },
+}
+
+/// Other values to try for a leaf, most likely valid first.
+fn alternatives(leaf: &Value) -> Vec<Value> {
+    const ENUM_NAMES: [&str; 5] = ["approved", "denied", "succeeded", "failed", "cancelled"];
+    match leaf {
+        Value::Bool(b) => vec![Value::Bool(!b)],
+        Value::Number(n) => vec![json!(n.as_u64().expect("every number is a u64") ^ 1)],
+        Value::Null => vec![json!("ab".repeat(32))],
+        Value::String(s) if s.len() >= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            let flipped = if s.ends_with('0') { '1' } else { '0' };
+            vec![json!(format!("{}{flipped}", &s[..s.len() - 1]))]
         }
-    });
-    out
+        Value::String(s) => ENUM_NAMES
+            .iter()
+            .filter(|n| *n != s)
+            .map(|n| json!(n))
+            .chain([json!(format!("{s}x"))])
+            .collect(),
+        other => panic!("unexpected leaf {other}"),
+    }
 }
 
 proptest! {

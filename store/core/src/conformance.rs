@@ -198,7 +198,10 @@ pub fn appends_chain_and_reads_back(store: &dyn Store) {
     for (seq, event) in events.iter().enumerate() {
         let seq = seq as u64;
         assert_eq!(store.event_id_at(&run, seq).unwrap(), Some(event.id()));
-        assert_eq!(store.event_at(&run, seq).unwrap(), Some((event.id(), event.clone())));
+        assert_eq!(
+            store.event_at(&run, seq).unwrap(),
+            Some((event.id(), event.clone()))
+        );
         let stored = store.own_events(&run, seq..=seq).unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!((stored[0].seq, stored[0].id), (seq, event.id()));
@@ -371,7 +374,10 @@ pub fn fork_shares_prefix_without_copying(store: &dyn Store) {
     let after = store.stats().unwrap();
     assert_eq!(info.head, Some(at));
     assert_eq!(after.events, before.events, "fork copied events");
-    assert_eq!(after.log_entries, before.log_entries, "fork copied log entries");
+    assert_eq!(
+        after.log_entries, before.log_entries,
+        "fork copied log entries"
+    );
     assert_eq!(after.runs, before.runs + 1);
 
     for seq in [0, 1, K / 2, K - 1, K] {

@@ -78,7 +78,9 @@ pub enum Error {
         expected: u8,
     },
     /// The directory holds something other than a retrace store.
-    #[error("{path} is not a retrace store: {reason}; point --store at a retrace store or an empty directory")]
+    #[error(
+        "{path} is not a retrace store: {reason}; point --store at a retrace store or an empty directory"
+    )]
     NotAStore {
         /// Where.
         path: String,

@@ -101,7 +101,9 @@ pub trait Store: Send + Sync {
             return Ok(Vec::new());
         };
         let start = *seqs.start();
-        let end = (*seqs.end()).min(head.seq).min(start.saturating_add(MAX_RANGE - 1));
+        let end = (*seqs.end())
+            .min(head.seq)
+            .min(start.saturating_add(MAX_RANGE - 1));
         if start > end {
             return Ok(Vec::new());
         }

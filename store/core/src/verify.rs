@@ -133,7 +133,11 @@ impl VerifyReport {
 
 /// Verify `run` (including a fork's shared prefix). Storage errors are `Err`; damage found
 /// is reported in [`VerifyReport::problem`].
-pub fn verify_run(store: &(impl Store + ?Sized), run: &RunId, options: VerifyOptions) -> Result<VerifyReport> {
+pub fn verify_run(
+    store: &(impl Store + ?Sized),
+    run: &RunId,
+    options: VerifyOptions,
+) -> Result<VerifyReport> {
     let info = store.require_run(run)?;
     let mut walk = Walk {
         store,
@@ -217,7 +221,10 @@ impl<S: Store + ?Sized> Walk<'_, S> {
                 found: event.parent,
             }));
         }
-        self.prev = Some(Head { id, seq: stored.seq });
+        self.prev = Some(Head {
+            id,
+            seq: stored.seq,
+        });
         self.report.events += 1;
         if self.options.blobs {
             for blob in event.kind.blobs() {

@@ -112,7 +112,11 @@ impl Committer {
     }
 
     fn send(&self, write: Write, reply: Reply) -> Result<()> {
-        self.tx.as_ref().ok_or_else(stopped)?.send((write, reply)).map_err(|_| stopped())
+        self.tx
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send((write, reply))
+            .map_err(|_| stopped())
     }
 
     /// Durable WAL writes (fdatasyncs) so far.
@@ -173,7 +177,10 @@ fn run(trees: &Trees, mut wal: Wal, rx: &flume::Receiver<(Write, Reply)>, syncs:
                 }
                 Write::Snapshot { key, bytes } => {
                     let result = trees.snapshots.insert(key, bytes).map(|_| true);
-                    answer(reply, result.map_err(|e| Error::backend("write snapshot", e)));
+                    answer(
+                        reply,
+                        result.map_err(|e| Error::backend("write snapshot", e)),
+                    );
                 }
                 Write::Flush => after_sync.push((None, reply)),
             }
@@ -206,14 +213,22 @@ fn run(trees: &Trees, mut wal: Wal, rx: &flume::Receiver<(Write, Reply)>, syncs:
 
 /// Make sled durable up to here, then empty the WAL.
 fn checkpoint(trees: &Trees, wal: &mut Wal) -> Result<()> {
-    trees.db.flush().map_err(|e| Error::backend("checkpoint", e))?;
+    trees
+        .db
+        .flush()
+        .map_err(|e| Error::backend("checkpoint", e))?;
     wal.truncate(0)
 }
 
 /// Put a blob into sled unless present (content-addressed: present means same bytes).
 pub fn put_blob(blobs: &Tree, key: [u8; 32], bytes: &[u8]) -> Result<()> {
-    if !blobs.contains_key(key).map_err(|e| Error::backend("read blob", e))? {
-        blobs.insert(key, bytes).map_err(|e| Error::backend("write blob", e))?;
+    if !blobs
+        .contains_key(key)
+        .map_err(|e| Error::backend("read blob", e))?
+    {
+        blobs
+            .insert(key, bytes)
+            .map_err(|e| Error::backend("write blob", e))?;
     }
     Ok(())
 }

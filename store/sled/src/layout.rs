@@ -160,7 +160,8 @@ pub fn encode_run(info: &RunInfo) -> Vec<u8> {
         head: None,
         ..info.clone()
     };
-    bincode::encode_to_vec(&stored, bincode::config::standard()).expect("encoding a RunInfo into a Vec cannot fail")
+    bincode::encode_to_vec(&stored, bincode::config::standard())
+        .expect("encoding a RunInfo into a Vec cannot fail")
 }
 
 /// Decode a run ref stored under `id` (head still `None`).
@@ -168,8 +169,9 @@ pub fn decode_run(id: &RunId, bytes: &[u8]) -> Result<RunInfo> {
     let corrupt = |why: String| Error::Corrupt {
         what: format!("run ref {id}: {why}"),
     };
-    let (info, used): (RunInfo, usize) = bincode::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| corrupt(e.to_string()))?;
+    let (info, used): (RunInfo, usize) =
+        bincode::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| corrupt(e.to_string()))?;
     if used != bytes.len() || info.id != *id {
         return Err(corrupt("does not match its key".to_owned()));
     }
@@ -188,11 +190,19 @@ mod tests {
         let chunk = encode_chunk(ids.iter().zip(bodies));
         let events = decode_chunk(&run, 10, &chunk).unwrap();
         assert_eq!(events.len(), 2);
-        assert_eq!((events[1].seq, events[1].id, events[1].bytes.as_slice()), (11, ids[1], &b""[..]));
+        assert_eq!(
+            (events[1].seq, events[1].id, events[1].bytes.as_slice()),
+            (11, ids[1], &b""[..])
+        );
         assert_eq!(chunk_len(&chunk), 2);
         assert!(decode_chunk(&run, 10, &chunk[..chunk.len() - 1]).is_err());
         let mut longer = chunk.clone();
         longer.push(0);
-        assert!(decode_chunk(&run, 10, &longer).unwrap_err().to_string().contains("seq 10"));
+        assert!(
+            decode_chunk(&run, 10, &longer)
+                .unwrap_err()
+                .to_string()
+                .contains("seq 10")
+        );
     }
 }

@@ -118,7 +118,9 @@ fn open_db(path: &Path) -> Result<sled::Db> {
 /// Refuse a store of another format before reading it; stamp a new, empty one.
 fn check_format(path: &Path, db: &sled::Db, trees: &Trees) -> Result<()> {
     let meta = db.open_tree(layout::META).map_err(backend("open tree"))?;
-    let found = meta.get(layout::FORMAT_KEY).map_err(backend("read format"))?;
+    let found = meta
+        .get(layout::FORMAT_KEY)
+        .map_err(backend("read format"))?;
     let expected = layout::format_value();
     match found {
         Some(v) if v.as_ref() == expected.as_bytes() => Ok(()),
@@ -219,13 +221,15 @@ impl SledStore {
                 let first = layout::log_key_seq(&key)?;
                 layout::decode_chunk(id, first, &chunk)?
                     .last()
-                    .map(|e| Head { id: e.id, seq: e.seq })
+                    .map(|e| Head {
+                        id: e.id,
+                        seq: e.seq,
+                    })
             }
             None => info.origin.map(|o| o.at),
         };
         Ok(Some(info))
     }
-
 }
 
 impl Store for SledStore {
@@ -292,7 +296,10 @@ impl Store for SledStore {
             .chunks(layout::CHUNK_EVENTS)
             .map(|chunk| {
                 let key = layout::log_key(run, chunk[0].seq);
-                (key, layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice()))))
+                (
+                    key,
+                    layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice()))),
+                )
             })
             .collect();
         // Durable when the committer answers; then tell subscribers, still under the run
@@ -300,7 +307,11 @@ impl Store for SledStore {
         self.committer.submit(Write::Op(Op::Log { chunks }))?;
         self.watchers.publish(Appended {
             run: *run,
-            events: records.iter().zip(events).map(|(r, e)| (r.id, e.clone())).collect(),
+            events: records
+                .iter()
+                .zip(events)
+                .map(|(r, e)| (r.id, e.clone()))
+                .collect(),
         });
         Ok(head)
     }
@@ -339,7 +350,11 @@ impl Store for SledStore {
         let id = BlobId::of(bytes);
         // Content-addressed: if the id is present, so are the bytes. Skipping the write keeps
         // a repeated payload from growing the store.
-        if !self.blobs.contains_key(id.as_bytes()).map_err(backend("read blob"))? {
+        if !self
+            .blobs
+            .contains_key(id.as_bytes())
+            .map_err(backend("read blob"))?
+        {
             committer::put_blob(&self.blobs, *id.as_bytes(), bytes)?;
             self.committer.log_blob(*id.as_bytes(), bytes.to_vec())?;
         }

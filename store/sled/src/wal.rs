@@ -80,7 +80,8 @@ impl Wal {
             .open(path)
             .map_err(io("open write-ahead log", path))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io("read write-ahead log", path))?;
+        file.read_to_end(&mut bytes)
+            .map_err(io("read write-ahead log", path))?;
         let mut ops = Vec::new();
         let mut good = 0usize;
         while let Some(header) = bytes.get(good..good + HEADER) {
@@ -91,7 +92,9 @@ impl Wal {
             if header[4..] != check(body) {
                 break;
             }
-            let Ok((op, used)) = bincode::decode_from_slice::<Op, _>(body, bincode::config::standard()) else {
+            let Ok((op, used)) =
+                bincode::decode_from_slice::<Op, _>(body, bincode::config::standard())
+            else {
                 break;
             };
             if used != body.len() {
@@ -113,7 +116,8 @@ impl Wal {
 
     /// Encode `op` as a record onto `buf` (to be written with [`Self::write_durably`]).
     pub fn encode(op: &Op, buf: &mut Vec<u8>) {
-        let body = bincode::encode_to_vec(op, bincode::config::standard()).expect("encoding into a Vec cannot fail");
+        let body = bincode::encode_to_vec(op, bincode::config::standard())
+            .expect("encoding into a Vec cannot fail");
         let len = u32::try_from(body.len()).expect("one write is far below 4 GiB");
         buf.extend_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(&check(&body));
@@ -122,8 +126,12 @@ impl Wal {
 
     /// Append encoded records and `fdatasync`: when this returns Ok they survive a crash.
     pub fn write_durably(&mut self, records: &[u8]) -> Result<()> {
-        self.file.write_all(records).map_err(io("write write-ahead log", &self.path))?;
-        self.file.sync_data().map_err(io("sync write-ahead log", &self.path))?;
+        self.file
+            .write_all(records)
+            .map_err(io("write write-ahead log", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io("sync write-ahead log", &self.path))?;
         self.len += records.len() as u64;
         Ok(())
     }
@@ -135,8 +143,12 @@ impl Wal {
 
     /// Cut the log to `len` bytes, durably.
     pub fn truncate(&mut self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(io("truncate write-ahead log", &self.path))?;
-        self.file.sync_all().map_err(io("sync write-ahead log", &self.path))?;
+        self.file
+            .set_len(len)
+            .map_err(io("truncate write-ahead log", &self.path))?;
+        self.file
+            .sync_all()
+            .map_err(io("sync write-ahead log", &self.path))?;
         self.len = len;
         Ok(())
     }
@@ -161,7 +173,12 @@ mod tests {
         assert!(ops.is_empty());
         let mut buf = Vec::new();
         Wal::encode(&blob(1), &mut buf);
-        Wal::encode(&Op::Log { chunks: vec![([2; 24], vec![3; 10])] }, &mut buf);
+        Wal::encode(
+            &Op::Log {
+                chunks: vec![([2; 24], vec![3; 10])],
+            },
+            &mut buf,
+        );
         wal.write_durably(&buf).unwrap();
         let good = wal.len();
         // a torn third record: header and half the body
@@ -171,7 +188,15 @@ mod tests {
         drop(wal);
 
         let (wal, ops) = Wal::open(&path).unwrap();
-        assert_eq!(ops, vec![blob(1), Op::Log { chunks: vec![([2; 24], vec![3; 10])] }]);
+        assert_eq!(
+            ops,
+            vec![
+                blob(1),
+                Op::Log {
+                    chunks: vec![([2; 24], vec![3; 10])]
+                }
+            ]
+        );
         assert_eq!(wal.len(), good);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
     }

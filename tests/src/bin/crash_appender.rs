@@ -1,5 +1,5 @@
-//! Crash-test child: appends to three runs of a sled store from three threads until it is
-//! killed, printing `ack <run> <seq> <event id>` after each append returns (i.e. once the
+//! Crash-test child: appends to three runs of a sled store from three threads (the third in
+//! appends of [`LARGE_APPEND`] events, more than one log chunk) until it is killed, printing `ack <run> <seq> <event id>` after each append returns (i.e. once the
 //! store says it is durable). The parent test kills it with SIGKILL and checks that every
 //! acknowledged event survived.
 
@@ -10,7 +10,7 @@ use anyhow::Context;
 use retrace_events::{Event, EventKind, Timestamp};
 use retrace_store::{NewRun, Store};
 use retrace_store_sled::SledStore;
-use retrace_tests::{crash_runs, payload};
+use retrace_tests::{LARGE_APPEND, crash_runs, payload};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::args()
@@ -30,8 +30,13 @@ fn main() -> anyhow::Result<()> {
                 let mut head = store.require_run(&run)?.head;
                 let mut i = 0u64;
                 loop {
-                    // 1 to 3 events per append, each with its own 1 KiB blob
-                    let batch = 1 + (i + n as u64) % 3;
+                    // 1 to 3 events per append, each with its own 1 KiB blob; the last run
+                    // appends LARGE_APPEND events at a time (several log chunks).
+                    let batch = if n == 2 {
+                        LARGE_APPEND
+                    } else {
+                        1 + (i + n as u64) % 3
+                    };
                     let mut events = Vec::new();
                     let mut prev = head;
                     for _ in 0..batch {

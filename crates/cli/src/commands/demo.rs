@@ -63,133 +63,22 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         run,
         head: None,
     };
-    let system = "You are a careful assistant working in a repository.";
-    let task = "Summarise README.md into SUMMARY.md.";
     let spec = rec.blob(&json!({
         "name": "demo",
         "model": {"provider": "scripted", "name": "demo-cassette"},
-        "system": system,
+        "system": SYSTEM,
         "tools": ["fs.read", "fs.write"],
         "policy": {"fs.read": "allow", "fs.write": "ask"},
     }))?;
-    let input = rec.blob(&json!(task))?;
+    let input = rec.blob(&json!(TASK))?;
     rec.record(EventKind::RunStarted { run, spec, input })?;
-
-    // step 1: the model asks to read the README
     let mut messages = vec![
-        json!({"role": "system", "content": system}),
-        json!({"role": "user", "content": task}),
+        json!({"role": "system", "content": SYSTEM}),
+        json!({"role": "user", "content": TASK}),
     ];
-    let request = rec.blob(&json!({"messages": messages}))?;
-    let asked = rec.record(EventKind::ModelRequested {
-        request,
-        attempt: 1,
-    })?;
-    let read_call = json!({"id": "call_1", "name": "fs.read", "arguments": {"path": "README.md"}});
-    let response = rec.blob(&json!({"text": "", "tool_calls": [read_call]}))?;
-    let usage = Usage {
-        input_tokens: 52,
-        output_tokens: 18,
-        cost_micro_usd: 0,
-        latency_ms: 40,
-    };
-    rec.record(EventKind::ModelResponded {
-        request_seq: asked,
-        response,
-        usage,
-    })?;
-    let args = rec.blob(&read_call["arguments"])?;
-    rec.record(EventKind::ToolRequested {
-        call_id: "call_1".into(),
-        tool: "fs.read".into(),
-        args,
-        idempotent: true,
-    })?;
-    let readme = "# retrace\nDurable agent runs on an append-only, content-addressed event log.";
-    let output = rec.blob(&json!({"content": readme}))?;
-    rec.record(EventKind::ToolReturned {
-        call_id: "call_1".into(),
-        output,
-        is_error: false,
-        duration_ms: 1,
-    })?;
-
-    // step 2: the model wants to write; policy says ask, a human approves
-    messages.push(json!({"role": "assistant", "tool_calls": [read_call]}));
-    messages.push(json!({"role": "tool", "tool_call_id": "call_1", "content": readme}));
-    let request = rec.blob(&json!({"messages": messages}))?;
-    let asked = rec.record(EventKind::ModelRequested {
-        request,
-        attempt: 1,
-    })?;
-    let summary = "retrace records agent runs as a verifiable event log.";
-    let write_call = json!({"id": "call_2", "name": "fs.write", "arguments": {"path": "SUMMARY.md", "content": summary}});
-    let response = rec.blob(&json!({"text": "", "tool_calls": [write_call]}))?;
-    let usage = Usage {
-        input_tokens: 97,
-        output_tokens: 31,
-        cost_micro_usd: 0,
-        latency_ms: 55,
-    };
-    rec.record(EventKind::ModelResponded {
-        request_seq: asked,
-        response,
-        usage,
-    })?;
-    let ask = rec.blob(
-        &json!({"tool": "fs.write", "args": write_call["arguments"], "rule": "fs.write: ask"}),
-    )?;
-    rec.record(EventKind::ApprovalRequested {
-        call_id: "call_2".into(),
-        request: ask,
-    })?;
-    let note = rec.blob(&json!("looks right"))?;
-    rec.record(EventKind::ApprovalDecided {
-        call_id: "call_2".into(),
-        decision: Decision::Approved,
-        by: "demo".into(),
-        note: Some(note),
-    })?;
-    let args = rec.blob(&write_call["arguments"])?;
-    rec.record(EventKind::ToolRequested {
-        call_id: "call_2".into(),
-        tool: "fs.write".into(),
-        args,
-        idempotent: false,
-    })?;
-    let output = rec.blob(&json!({"written": summary.len()}))?;
-    rec.record(EventKind::ToolReturned {
-        call_id: "call_2".into(),
-        output,
-        is_error: false,
-        duration_ms: 2,
-    })?;
-
-    // step 3: the final answer
-    messages.push(json!({"role": "assistant", "tool_calls": [write_call]}));
-    messages.push(json!({"role": "tool", "tool_call_id": "call_2", "content": "written"}));
-    let request = rec.blob(&json!({"messages": messages}))?;
-    let asked = rec.record(EventKind::ModelRequested {
-        request,
-        attempt: 1,
-    })?;
-    let response = rec.blob(&json!({"text": "Wrote SUMMARY.md.", "tool_calls": []}))?;
-    let usage = Usage {
-        input_tokens: 140,
-        output_tokens: 6,
-        cost_micro_usd: 0,
-        latency_ms: 30,
-    };
-    rec.record(EventKind::ModelResponded {
-        request_seq: asked,
-        response,
-        usage,
-    })?;
-    let detail = rec.blob(&json!({"output": "Wrote SUMMARY.md."}))?;
-    rec.record(EventKind::RunFinished {
-        outcome: Outcome::Succeeded,
-        detail,
-    })?;
+    read_readme(&mut rec, &mut messages)?;
+    write_summary(&mut rec, &mut messages)?;
+    finish(&mut rec, &messages)?;
 
     let report = verify_run(&store, &run, VerifyOptions::default())?;
     if let Some(problem) = report.problem {
@@ -202,4 +91,134 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         run.short()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+const SYSTEM: &str = "You are a careful assistant working in a repository.";
+const TASK: &str = "Summarise README.md into SUMMARY.md.";
+const README: &str =
+    "# retrace\nDurable agent runs on an append-only, content-addressed event log.";
+const SUMMARY: &str = "retrace records agent runs as a verifiable event log.";
+
+/// Record a model call (request, then `reply`).
+fn model_call(
+    rec: &mut Recorder<'_>,
+    messages: &[Value],
+    reply: &Value,
+    usage: Usage,
+) -> anyhow::Result<()> {
+    let request = rec.blob(&json!({ "messages": messages }))?;
+    let asked = rec.record(EventKind::ModelRequested {
+        request,
+        attempt: 1,
+    })?;
+    let response = rec.blob(reply)?;
+    rec.record(EventKind::ModelResponded {
+        request_seq: asked,
+        response,
+        usage,
+    })?;
+    Ok(())
+}
+
+/// Step 1: the model asks to read the README; the read-tier tool runs without asking.
+fn read_readme(rec: &mut Recorder<'_>, messages: &mut Vec<Value>) -> anyhow::Result<()> {
+    let call = json!({"id": "call_1", "name": "fs.read", "arguments": {"path": "README.md"}});
+    let usage = Usage {
+        input_tokens: 52,
+        output_tokens: 18,
+        cost_micro_usd: 0,
+        latency_ms: 40,
+    };
+    model_call(
+        rec,
+        messages,
+        &json!({"text": "", "tool_calls": [call]}),
+        usage,
+    )?;
+    let args = rec.blob(&call["arguments"])?;
+    rec.record(EventKind::ToolRequested {
+        call_id: "call_1".into(),
+        tool: "fs.read".into(),
+        args,
+        idempotent: true,
+    })?;
+    let output = rec.blob(&json!({ "content": README }))?;
+    rec.record(EventKind::ToolReturned {
+        call_id: "call_1".into(),
+        output,
+        is_error: false,
+        duration_ms: 1,
+    })?;
+    messages.push(json!({"role": "assistant", "tool_calls": [call]}));
+    messages.push(json!({"role": "tool", "tool_call_id": "call_1", "content": README}));
+    Ok(())
+}
+
+/// Step 2: the model wants to write; the policy says ask, and a human approves.
+fn write_summary(rec: &mut Recorder<'_>, messages: &mut Vec<Value>) -> anyhow::Result<()> {
+    let call = json!({"id": "call_2", "name": "fs.write", "arguments": {"path": "SUMMARY.md", "content": SUMMARY}});
+    let usage = Usage {
+        input_tokens: 97,
+        output_tokens: 31,
+        cost_micro_usd: 0,
+        latency_ms: 55,
+    };
+    model_call(
+        rec,
+        messages,
+        &json!({"text": "", "tool_calls": [call]}),
+        usage,
+    )?;
+    let ask =
+        rec.blob(&json!({"tool": "fs.write", "args": call["arguments"], "rule": "fs.write: ask"}))?;
+    rec.record(EventKind::ApprovalRequested {
+        call_id: "call_2".into(),
+        request: ask,
+    })?;
+    let note = rec.blob(&json!("looks right"))?;
+    rec.record(EventKind::ApprovalDecided {
+        call_id: "call_2".into(),
+        decision: Decision::Approved,
+        by: "demo".into(),
+        note: Some(note),
+    })?;
+    let args = rec.blob(&call["arguments"])?;
+    rec.record(EventKind::ToolRequested {
+        call_id: "call_2".into(),
+        tool: "fs.write".into(),
+        args,
+        idempotent: false,
+    })?;
+    let output = rec.blob(&json!({ "written": SUMMARY.len() }))?;
+    rec.record(EventKind::ToolReturned {
+        call_id: "call_2".into(),
+        output,
+        is_error: false,
+        duration_ms: 2,
+    })?;
+    messages.push(json!({"role": "assistant", "tool_calls": [call]}));
+    messages.push(json!({"role": "tool", "tool_call_id": "call_2", "content": "written"}));
+    Ok(())
+}
+
+/// Step 3: the final answer ends the run.
+fn finish(rec: &mut Recorder<'_>, messages: &[Value]) -> anyhow::Result<()> {
+    let usage = Usage {
+        input_tokens: 140,
+        output_tokens: 6,
+        cost_micro_usd: 0,
+        latency_ms: 30,
+    };
+    model_call(
+        rec,
+        messages,
+        &json!({"text": "Wrote SUMMARY.md.", "tool_calls": []}),
+        usage,
+    )?;
+    let detail = rec.blob(&json!({"output": "Wrote SUMMARY.md."}))?;
+    rec.record(EventKind::RunFinished {
+        outcome: Outcome::Succeeded,
+        detail,
+    })?;
+    Ok(())
 }
