@@ -56,21 +56,25 @@ use sled::Tree;
 use committer::{Committer, Trees, Write};
 use wal::Op;
 
-/// One lock per run: appends to a run are serialised (that is what makes the head check a
-/// compare-and-swap), appends to different runs never wait for each other. Entries are
-/// never removed: a few bytes per run touched by this process.
+/// One lock per run, holding the run's ref once loaded. Writes to a run are serialised under
+/// it (that is what makes the head check a compare-and-swap), and since this process is the
+/// store's only writer the ref it holds is always current: appends need not read it back.
+/// Writes to different runs never wait for each other. Entries are never removed: one run
+/// ref per run written by this process.
 #[derive(Debug, Default)]
-struct RunLocks(Mutex<BTreeMap<RunId, Arc<Mutex<()>>>>);
+struct RunLocks(Mutex<BTreeMap<RunId, Arc<Mutex<Option<RunInfo>>>>>);
+
+type RunSlot = Arc<Mutex<Option<RunInfo>>>;
 
 impl RunLocks {
-    fn get(&self, run: &RunId) -> Arc<Mutex<()>> {
+    fn get(&self, run: &RunId) -> RunSlot {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(*run).or_default())
     }
 }
 
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(slot: &RunSlot) -> MutexGuard<'_, Option<RunInfo>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A [`Store`] in a sled database on disk.
@@ -232,6 +236,18 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// The run ref held in a run's lock slot, loading it on first use.
+    fn cached_run(&self, id: &RunId, cached: &mut Option<RunInfo>) -> Result<RunInfo> {
+        if let Some(info) = cached {
+            return Ok(info.clone());
+        }
+        let info = self.require_run(id)?;
+        *cached = Some(info.clone());
+        Ok(info)
+    }
+}
+
 impl Store for SledStore {
     fn create_run(&self, new: NewRun) -> Result<RunInfo> {
         check_fork_origin(self, &new)?;
@@ -242,8 +258,8 @@ impl Store for SledStore {
             created_at: new.created_at,
             meta: new.meta,
         };
-        let run_lock = self.run_locks.get(&info.id);
-        let _guard = lock(&run_lock);
+        let slot = self.run_locks.get(&info.id);
+        let mut cached = lock(&slot);
         let created = self.committer.submit(Write::Op(Op::CreateRun {
             key: *info.id.as_bytes(),
             value: layout::encode_run(&info),
@@ -251,6 +267,7 @@ impl Store for SledStore {
         if !created {
             return Err(Error::RunExists { run: info.id });
         }
+        *cached = Some(info.clone());
         Ok(info)
     }
 
@@ -271,9 +288,9 @@ impl Store for SledStore {
     }
 
     fn set_run_meta(&self, id: &RunId, key: &str, value: Option<&str>) -> Result<RunInfo> {
-        let run_lock = self.run_locks.get(id);
-        let _guard = lock(&run_lock);
-        let mut info = self.require_run(id)?;
+        let slot = self.run_locks.get(id);
+        let mut cached = lock(&slot);
+        let mut info = self.cached_run(id, &mut cached)?;
         match value {
             Some(v) => info.meta.insert(key.to_owned(), v.to_owned()),
             None => info.meta.remove(key),
@@ -282,16 +299,17 @@ impl Store for SledStore {
             key: *id.as_bytes(),
             value: layout::encode_run(&info),
         }))?;
+        *cached = Some(info.clone());
         Ok(info)
     }
 
     fn append(&self, run: &RunId, expected: Option<EventId>, events: &[Event]) -> Result<Head> {
-        let run_lock = self.run_locks.get(run);
-        let _guard = lock(&run_lock);
-        let info = self.require_run(run)?;
+        let slot = self.run_locks.get(run);
+        let mut cached = lock(&slot);
+        let mut info = self.cached_run(run, &mut cached)?;
         let (records, head) = prepare_append(&info, expected, events)?;
 
-        // One log entry per chunk, all in one atomic batch: the commit point of the append.
+        // One log entry per chunk of up to CHUNK_EVENTS events (atomic through the WAL).
         let chunks = records
             .chunks(layout::CHUNK_EVENTS)
             .map(|chunk| {
@@ -305,6 +323,8 @@ impl Store for SledStore {
         // Durable when the committer answers; then tell subscribers, still under the run
         // lock so they see appends in order.
         self.committer.submit(Write::Op(Op::Log { chunks }))?;
+        info.head = Some(head);
+        *cached = Some(info);
         self.watchers.publish(Appended {
             run: *run,
             events: records
