@@ -51,13 +51,7 @@ impl Store for MemoryStore {
         if inner.runs.contains_key(&new.id) {
             return Err(Error::RunExists { run: new.id });
         }
-        let info = RunInfo {
-            id: new.id,
-            head: new.origin.map(|o| o.at),
-            origin: new.origin,
-            created_at: new.created_at,
-            meta: new.meta,
-        };
+        let info = new.into_info();
         inner.runs.insert(info.id, info.clone());
         Ok(info)
     }

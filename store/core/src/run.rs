@@ -70,6 +70,17 @@ impl NewRun {
         }
     }
 
+    /// The run ref this creates: no events of its own, head at the fork point (if any).
+    pub fn into_info(self) -> RunInfo {
+        RunInfo {
+            id: self.id,
+            head: self.origin.map(|o| o.at),
+            origin: self.origin,
+            created_at: self.created_at,
+            meta: self.meta,
+        }
+    }
+
     /// A fork of `origin.run` sharing its events up to and including `origin.at`.
     pub fn fork(id: RunId, created_at: Timestamp, origin: ForkOrigin) -> Self {
         Self {

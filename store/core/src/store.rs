@@ -73,7 +73,8 @@ pub trait Store: Send + Sync {
     /// A blob's bytes, unverified.
     fn blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>>;
 
-    /// Store a snapshot (a cached, re-derivable state) for the state after event `at`.
+    /// Store a snapshot (a cached, re-derivable state) for the state after event `at`. A
+    /// cache: a crash may lose recent snapshots, and readers must check what they get.
     fn put_snapshot(&self, at: &EventId, bytes: &[u8]) -> Result<()>;
 
     /// The snapshot stored for event `at`, if any (untrusted: callers check it).
@@ -82,7 +83,8 @@ pub trait Store: Send + Sync {
     /// A live feed of `run`'s future appends.
     fn subscribe(&self, run: &RunId) -> Result<Subscription>;
 
-    /// Make every write that returned before this call durable.
+    /// Make every write that returned before this call durable (snapshots excepted: they are
+    /// a cache).
     fn flush(&self) -> Result<()>;
 
     /// Counts of what is stored.

@@ -91,6 +91,11 @@ pub struct SledStore {
     watchers: Watchers,
 }
 
+/// A value of `tree`, copied out.
+fn read_vec(tree: &Tree, key: &[u8], op: &'static str) -> Result<Option<Vec<u8>>> {
+    Ok(tree.get(key).map_err(backend(op))?.map(|v| v.to_vec()))
+}
+
 fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> Error {
     move |e| Error::backend(op, e)
 }
@@ -251,13 +256,7 @@ impl SledStore {
 impl Store for SledStore {
     fn create_run(&self, new: NewRun) -> Result<RunInfo> {
         check_fork_origin(self, &new)?;
-        let info = RunInfo {
-            id: new.id,
-            head: new.origin.map(|o| o.at),
-            origin: new.origin,
-            created_at: new.created_at,
-            meta: new.meta,
-        };
+        let info = new.into_info();
         let slot = self.run_locks.get(&info.id);
         let mut cached = lock(&slot);
         let created = self.committer.submit(Write::Op(Op::CreateRun {
@@ -382,11 +381,7 @@ impl Store for SledStore {
     }
 
     fn blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .blobs
-            .get(id.as_bytes())
-            .map_err(backend("read blob"))?
-            .map(|v| v.to_vec()))
+        read_vec(&self.blobs, id.as_bytes(), "read blob")
     }
 
     fn put_snapshot(&self, at: &EventId, bytes: &[u8]) -> Result<()> {
@@ -398,11 +393,7 @@ impl Store for SledStore {
     }
 
     fn snapshot(&self, at: &EventId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .snapshots
-            .get(at.as_bytes())
-            .map_err(backend("read snapshot"))?
-            .map(|v| v.to_vec()))
+        read_vec(&self.snapshots, at.as_bytes(), "read snapshot")
     }
 
     fn subscribe(&self, run: &RunId) -> Result<Subscription> {

@@ -120,6 +120,31 @@ fn model_call(
     Ok(())
 }
 
+/// Record a tool call the model made (`call` as in its reply) and its output.
+fn tool_call(
+    rec: &mut Recorder<'_>,
+    call: &Value,
+    idempotent: bool,
+    output: &Value,
+) -> anyhow::Result<()> {
+    let call_id = call["id"].as_str().unwrap_or_default().to_owned();
+    let args = rec.blob(&call["arguments"])?;
+    rec.record(EventKind::ToolRequested {
+        call_id: call_id.clone(),
+        tool: call["name"].as_str().unwrap_or_default().to_owned(),
+        args,
+        idempotent,
+    })?;
+    let output = rec.blob(output)?;
+    rec.record(EventKind::ToolReturned {
+        call_id,
+        output,
+        is_error: false,
+        duration_ms: 1,
+    })?;
+    Ok(())
+}
+
 /// Step 1: the model asks to read the README; the read-tier tool runs without asking.
 fn read_readme(rec: &mut Recorder<'_>, messages: &mut Vec<Value>) -> anyhow::Result<()> {
     let call = json!({"id": "call_1", "name": "fs.read", "arguments": {"path": "README.md"}});
@@ -135,20 +160,7 @@ fn read_readme(rec: &mut Recorder<'_>, messages: &mut Vec<Value>) -> anyhow::Res
         &json!({"text": "", "tool_calls": [call]}),
         usage,
     )?;
-    let args = rec.blob(&call["arguments"])?;
-    rec.record(EventKind::ToolRequested {
-        call_id: "call_1".into(),
-        tool: "fs.read".into(),
-        args,
-        idempotent: true,
-    })?;
-    let output = rec.blob(&json!({ "content": README }))?;
-    rec.record(EventKind::ToolReturned {
-        call_id: "call_1".into(),
-        output,
-        is_error: false,
-        duration_ms: 1,
-    })?;
+    tool_call(rec, &call, true, &json!({ "content": README }))?;
     messages.push(json!({"role": "assistant", "tool_calls": [call]}));
     messages.push(json!({"role": "tool", "tool_call_id": "call_1", "content": README}));
     Ok(())
@@ -182,20 +194,7 @@ fn write_summary(rec: &mut Recorder<'_>, messages: &mut Vec<Value>) -> anyhow::R
         by: "demo".into(),
         note: Some(note),
     })?;
-    let args = rec.blob(&call["arguments"])?;
-    rec.record(EventKind::ToolRequested {
-        call_id: "call_2".into(),
-        tool: "fs.write".into(),
-        args,
-        idempotent: false,
-    })?;
-    let output = rec.blob(&json!({ "written": SUMMARY.len() }))?;
-    rec.record(EventKind::ToolReturned {
-        call_id: "call_2".into(),
-        output,
-        is_error: false,
-        duration_ms: 2,
-    })?;
+    tool_call(rec, &call, false, &json!({ "written": SUMMARY.len() }))?;
     messages.push(json!({"role": "assistant", "tool_calls": [call]}));
     messages.push(json!({"role": "tool", "tool_call_id": "call_2", "content": "written"}));
     Ok(())
