@@ -1,9 +1,37 @@
 //! # retrace-replay
 //!
-//! The pure replay core: `apply`, `fold`, state at any event, snapshots, state diff and
-//! fork planning. It derives everything from the log read through the `Store` trait and does
-//! no IO of its own, reads no clock and pulls in no async runtime (CI checks its dependency
-//! tree).
+//! The pure replay core: a run's state is `fold(apply, State::default(), events)`. This crate
+//! derives states from the log (from the first event or from a verified snapshot), and
+//! offers state hashes, state diffs, run-vs-run comparison and fork planning. It reads the
+//! log through the `Store` trait and does no other IO, reads no clock and pulls in no async
+//! runtime (CI checks its dependency tree).
 //!
-//! Status: the crate exists so the layer rule is enforced from day one; the state machine
-//! arrives with the replay-core issue.
+//! ```
+//! use retrace_events::{BlobId, Event, EventKind, RunId, Timestamp};
+//! use retrace_replay::{Status, fold};
+//!
+//! let run = RunId::from_bytes([1; 16]);
+//! let blob = BlobId::of(b"\"hi\"");
+//! let first = Event::root(Timestamp(0), EventKind::RunStarted { run, spec: blob, input: blob });
+//! let state = fold([&first]).unwrap();
+//! assert_eq!(state.status, Status::Running);
+//! assert_eq!(state.conversation.len(), 1);
+//! ```
+#![deny(missing_docs)]
+
+mod apply;
+mod fold;
+mod snapshot;
+mod state;
+pub mod testkit;
+
+pub use apply::{ApplyError, MODEL_CALL, apply};
+pub use fold::{Error, fold, fold_into, fold_stored};
+pub use snapshot::{
+    Bypassed, REPLAY_VERSION, SnapshotPolicy, StateAt, decode_snapshot, encode_snapshot,
+    snapshot_now, state_at, state_at_head,
+};
+pub use state::{
+    Approval, CONTEXT_MESSAGES, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS,
+    Role, State, StateHash, Status, Totals,
+};

@@ -1,0 +1,390 @@
+//! [`apply`]: one event's effect on the state. Total: an event that makes no sense in the
+//! current state is an [`ApplyError`], never a panic, and leaves the state unchanged.
+
+use retrace_events::{Decision, Event, EventKind};
+
+use crate::state::{
+    Approval, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS, Role, State, Status,
+};
+
+/// Key of the model call in [`State::pending`] (tool calls use their call id).
+pub const MODEL_CALL: &str = "model";
+
+/// Why an event cannot follow the state it was applied to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Events must come in seq order without gaps.
+    #[error("expected seq {expected}, got seq {found}")]
+    OutOfOrder {
+        /// The next seq.
+        expected: u64,
+        /// The event's seq.
+        found: u64,
+    },
+    /// The first event of a run must be `run_started`, and only the first.
+    #[error("{0}")]
+    Start(&'static str),
+    /// Nothing may follow `run_finished`.
+    #[error("the run already finished; no event may follow")]
+    AfterFinish,
+    /// An outcome for an effect that was never started (or already finished).
+    #[error("{kind} for {what} that is not pending")]
+    NotPending {
+        /// The event kind.
+        kind: &'static str,
+        /// The effect named.
+        what: String,
+    },
+    /// An effect started while the same one is still pending.
+    #[error("{kind} for {what} while it is already pending")]
+    AlreadyPending {
+        /// The event kind.
+        kind: &'static str,
+        /// The effect named.
+        what: String,
+    },
+    /// The event is not allowed in the run's current status.
+    #[error("{kind} is not allowed while the run is {status}")]
+    WrongStatus {
+        /// The event kind.
+        kind: &'static str,
+        /// The status, in words.
+        status: &'static str,
+    },
+}
+
+fn status_name(status: &Status) -> &'static str {
+    match status {
+        Status::NotStarted => "not started",
+        Status::Running => "running",
+        Status::AwaitingApproval { .. } => "awaiting approval",
+        Status::OutcomeUnknown { .. } => "in doubt about a tool outcome",
+        Status::Finished { .. } => "finished",
+    }
+}
+
+/// Apply `event` to `state`. On error the state is unchanged.
+pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let expected = state.len();
+    if event.seq != expected {
+        return Err(ApplyError::OutOfOrder {
+            expected,
+            found: event.seq,
+        });
+    }
+    if state.is_finished() {
+        return Err(ApplyError::AfterFinish);
+    }
+    let kind = event.kind.name();
+    let seq = event.seq;
+    // A parked run accepts only what resolves the park (and signals).
+    let parked_ok = match (&state.status, &event.kind) {
+        (
+            Status::AwaitingApproval { .. },
+            EventKind::ApprovalDecided { .. } | EventKind::ApprovalRequested { .. },
+        )
+        | (Status::OutcomeUnknown { .. }, EventKind::ToolReturned { .. })
+        | (
+            _,
+            EventKind::SignalReceived { .. }
+            | EventKind::Forked { .. }
+            | EventKind::RunFinished { .. },
+        ) => true,
+        (Status::AwaitingApproval { .. } | Status::OutcomeUnknown { .. }, _) => false,
+        _ => true,
+    };
+    if !parked_ok {
+        return Err(ApplyError::WrongStatus {
+            kind,
+            status: status_name(&state.status),
+        });
+    }
+    match &event.kind {
+        EventKind::RunStarted { .. } => lifecycle(state, event)?,
+        _ if seq == 0 => return Err(ApplyError::Start("the first event must be run_started")),
+        EventKind::ModelRequested { .. }
+        | EventKind::ModelResponded { .. }
+        | EventKind::ModelFailed { .. } => {
+            model(state, event)?;
+        }
+        EventKind::ToolRequested { .. }
+        | EventKind::ToolReturned { .. }
+        | EventKind::ToolOutcomeUnknown { .. } => {
+            tool(state, event)?;
+        }
+        EventKind::ApprovalRequested { .. } | EventKind::ApprovalDecided { .. } => {
+            approval(state, event)?;
+        }
+        EventKind::SignalReceived { .. }
+        | EventKind::Forked { .. }
+        | EventKind::RunFinished { .. } => {
+            lifecycle(state, event)?;
+        }
+    }
+    state.seq = Some(seq);
+    Ok(())
+}
+
+/// Model calls: intent, reply, failure.
+fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let kind = event.kind.name();
+    let seq = event.seq;
+    match &event.kind {
+        EventKind::ModelRequested { request, attempt } => {
+            if state.pending.contains_key(MODEL_CALL) {
+                return Err(ApplyError::AlreadyPending {
+                    kind,
+                    what: "a model call".into(),
+                });
+            }
+            state.pending.insert(
+                MODEL_CALL.into(),
+                Pending::Model {
+                    seq,
+                    attempt: *attempt,
+                    request: *request,
+                },
+            );
+        }
+        EventKind::ModelResponded {
+            request_seq,
+            response,
+            usage,
+        } => {
+            take_model_call(state, kind, *request_seq)?;
+            state.last_model_error = None;
+            state.totals.steps += 1;
+            state.totals.input_tokens += usage.input_tokens;
+            state.totals.output_tokens += usage.output_tokens;
+            state.totals.cost_micro_usd += usage.cost_micro_usd;
+            state.totals.model_ms += usage.latency_ms;
+            state.push_message(Message {
+                role: Role::Assistant,
+                content: *response,
+                call_id: None,
+                is_error: false,
+                seq,
+            });
+        }
+        EventKind::ModelFailed {
+            request_seq, error, ..
+        } => {
+            take_model_call(state, kind, *request_seq)?;
+            state.totals.model_failures += 1;
+            state.last_model_error = Some(*error);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Tool calls: intent, result, outcome in doubt.
+fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let kind = event.kind.name();
+    let seq = event.seq;
+    match &event.kind {
+        EventKind::ToolRequested {
+            call_id,
+            tool,
+            args,
+            idempotent,
+        } => {
+            if call_id == MODEL_CALL || state.pending.contains_key(call_id) {
+                return Err(ApplyError::AlreadyPending {
+                    kind,
+                    what: format!("tool call `{call_id}`"),
+                });
+            }
+            state.pending.insert(
+                call_id.clone(),
+                Pending::Tool {
+                    seq,
+                    tool: tool.clone(),
+                    args: *args,
+                    idempotent: *idempotent,
+                },
+            );
+            if state.recent_calls.len() == RECENT_CALLS {
+                state.recent_calls.pop_front();
+            }
+            state.recent_calls.push_back(CallSignature {
+                tool: tool.clone(),
+                args: *args,
+            });
+        }
+        EventKind::ToolReturned {
+            call_id,
+            output,
+            is_error,
+            duration_ms,
+        } => {
+            take_tool_call(state, kind, call_id)?;
+            if matches!(&state.status, Status::OutcomeUnknown { call_id: c } if c == call_id) {
+                state.status = Status::Running;
+            }
+            state.totals.tool_calls += 1;
+            state.totals.tool_ms += duration_ms;
+            state.push_message(Message {
+                role: Role::Tool,
+                content: *output,
+                call_id: Some(call_id.clone()),
+                is_error: *is_error,
+                seq,
+            });
+        }
+        EventKind::ToolOutcomeUnknown { call_id, .. } => {
+            if !matches!(state.pending.get(call_id), Some(Pending::Tool { .. })) {
+                return Err(ApplyError::NotPending {
+                    kind,
+                    what: format!("tool call `{call_id}`"),
+                });
+            }
+            // The call stays pending: a retry returns it, a skip records a result for it.
+            state.status = Status::OutcomeUnknown {
+                call_id: call_id.clone(),
+            };
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Approvals: request and decision.
+fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let kind = event.kind.name();
+    let seq = event.seq;
+    match &event.kind {
+        EventKind::ApprovalRequested { call_id, request } => {
+            if state.approvals_pending.contains_key(call_id) {
+                return Err(ApplyError::AlreadyPending {
+                    kind,
+                    what: format!("approval of `{call_id}`"),
+                });
+            }
+            state.approvals_pending.insert(
+                call_id.clone(),
+                Approval {
+                    call_id: call_id.clone(),
+                    request: *request,
+                    requested_seq: seq,
+                    decision: None,
+                    by: None,
+                },
+            );
+            state.status = Status::AwaitingApproval {
+                call_id: call_id.clone(),
+            };
+        }
+        EventKind::ApprovalDecided {
+            call_id,
+            decision,
+            by,
+            ..
+        } => {
+            let Some(mut approval) = state.approvals_pending.remove(call_id) else {
+                return Err(ApplyError::NotPending {
+                    kind,
+                    what: format!("approval of `{call_id}`"),
+                });
+            };
+            approval.decision = Some(*decision);
+            approval.by = Some(by.clone());
+            if *decision == Decision::Denied {
+                state.denials += 1;
+            }
+            if state.approvals_decided.len() == RECENT_DECISIONS {
+                state.approvals_decided.pop_front();
+            }
+            state.approvals_decided.push_back(approval);
+            state.status = match state.approvals_pending.keys().next() {
+                Some(next) => Status::AwaitingApproval {
+                    call_id: next.clone(),
+                },
+                None => Status::Running,
+            };
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Start, signals, fork marker, finish.
+fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let seq = event.seq;
+    match &event.kind {
+        EventKind::RunStarted { run, spec, input } => {
+            if seq != 0 {
+                return Err(ApplyError::Start("run_started may only be the first event"));
+            }
+            state.run = Some(*run);
+            state.spec = Some(*spec);
+            state.input = Some(*input);
+            state.status = Status::Running;
+            state.push_message(Message {
+                role: Role::User,
+                content: *input,
+                call_id: None,
+                is_error: false,
+                seq,
+            });
+        }
+        EventKind::SignalReceived { name, payload } => {
+            *state.signals.entry(name.clone()).or_default() += 1;
+            match name.as_str() {
+                "user_message" => state.push_message(Message {
+                    role: Role::User,
+                    content: *payload,
+                    call_id: None,
+                    is_error: false,
+                    seq,
+                }),
+                "cancel" => state.cancel_requested = true,
+                _ => {}
+            }
+        }
+        EventKind::Forked {
+            from_run, from_seq, ..
+        } => state.forked_from = Some((*from_run, *from_seq)),
+        EventKind::RunFinished { outcome, detail } => {
+            state.pending.clear();
+            state.approvals_pending.clear();
+            state.status = Status::Finished {
+                outcome: *outcome,
+                detail: *detail,
+            };
+        }
+
+        _ => {}
+    }
+    Ok(())
+}
+
+fn take_model_call(
+    state: &mut State,
+    kind: &'static str,
+    request_seq: u64,
+) -> Result<(), ApplyError> {
+    match state.pending.get(MODEL_CALL) {
+        Some(Pending::Model { seq, .. }) if *seq == request_seq => {
+            state.pending.remove(MODEL_CALL);
+            Ok(())
+        }
+        _ => Err(ApplyError::NotPending {
+            kind,
+            what: format!("the model call at seq {request_seq}"),
+        }),
+    }
+}
+
+fn take_tool_call(state: &mut State, kind: &'static str, call_id: &str) -> Result<(), ApplyError> {
+    match state.pending.get(call_id) {
+        Some(Pending::Tool { .. }) => {
+            state.pending.remove(call_id);
+            Ok(())
+        }
+        _ => Err(ApplyError::NotPending {
+            kind,
+            what: format!("tool call `{call_id}`"),
+        }),
+    }
+}

@@ -1,0 +1,276 @@
+//! [`State`]: what a run's log adds up to at one event — what the agent loop decides from
+//! and what a human inspects.
+//!
+//! The state is bounded whatever the run's length: the conversation keeps the most recent
+//! [`CONTEXT_MESSAGES`] messages (earlier ones stay in the log, counted in
+//! [`State::earlier_messages`]), loop detection keeps the last [`RECENT_CALLS`] tool-call
+//! signatures, and decided approvals keep the last [`RECENT_DECISIONS`]. That keeps
+//! snapshots small, so the state at any event of a million-event run is one snapshot plus
+//! a short tail away.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use retrace_events::{BlobId, Decision, Outcome, RunId};
+use serde::{Deserialize, Serialize};
+
+/// Messages kept in the conversation window.
+pub const CONTEXT_MESSAGES: usize = 256;
+/// Tool-call signatures kept for loop detection.
+pub const RECENT_CALLS: usize = 32;
+/// Decided approvals kept.
+pub const RECENT_DECISIONS: usize = 32;
+
+/// Where a run stands.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    /// No event yet.
+    #[default]
+    NotStarted,
+    /// Working: deciding, calling a model or running a tool.
+    Running,
+    /// Parked until a human decides on the approval of `call_id`.
+    AwaitingApproval {
+        /// The tool call waiting.
+        call_id: String,
+    },
+    /// A non-idempotent tool was in flight at a crash; a human must resolve it.
+    OutcomeUnknown {
+        /// The call in doubt.
+        call_id: String,
+    },
+    /// Done.
+    Finished {
+        /// How it ended.
+        outcome: Outcome,
+        /// Final output or error.
+        detail: BlobId,
+    },
+}
+
+/// Who said a message.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The task or a user message sent while running.
+    User,
+    /// A model reply (text and tool calls, in the blob).
+    Assistant,
+    /// A tool result.
+    Tool,
+}
+
+/// One message of the conversation. Content is a blob, resolved on demand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct Message {
+    /// Who.
+    pub role: Role,
+    /// What (a blob id: the text, reply or tool output).
+    pub content: BlobId,
+    /// For tool messages: the call answered.
+    pub call_id: Option<String>,
+    /// For tool messages: whether the tool reported an error.
+    pub is_error: bool,
+    /// Seq of the event that added it.
+    pub seq: u64,
+}
+
+/// An effect whose intent is logged and whose outcome is not (yet).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Pending {
+    /// A model call in flight (re-issued after a crash).
+    Model {
+        /// Seq of its `model_requested`.
+        seq: u64,
+        /// Attempt number.
+        attempt: u32,
+        /// The request blob.
+        request: BlobId,
+    },
+    /// A tool call requested and not returned.
+    Tool {
+        /// Seq of its `tool_requested`.
+        seq: u64,
+        /// Tool name.
+        tool: String,
+        /// Arguments blob.
+        args: BlobId,
+        /// Safe to re-run after a crash.
+        idempotent: bool,
+    },
+}
+
+/// An approval, asked or decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct Approval {
+    /// The tool call it is about.
+    pub call_id: String,
+    /// What was asked.
+    pub request: BlobId,
+    /// Seq of the request.
+    pub requested_seq: u64,
+    /// The decision, once made.
+    pub decision: Option<Decision>,
+    /// Who decided.
+    pub by: Option<String>,
+}
+
+/// Totals over the run so far.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
+pub struct Totals {
+    /// Model replies received (agent steps).
+    pub steps: u64,
+    /// Model calls that failed.
+    pub model_failures: u64,
+    /// Tool calls that returned.
+    pub tool_calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Cost in millionths of a US dollar.
+    pub cost_micro_usd: u64,
+    /// Time spent waiting for models.
+    pub model_ms: u64,
+    /// Time spent in tools.
+    pub tool_ms: u64,
+}
+
+/// A tool call's signature for loop detection: tool and arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct CallSignature {
+    /// Tool name.
+    pub tool: String,
+    /// Arguments blob (same arguments, same blob).
+    pub args: BlobId,
+}
+
+/// The state of a run after some prefix of its log.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+pub struct State {
+    /// Seq of the last event applied; `None` before the first.
+    pub seq: Option<u64>,
+    /// The run, as named by its first event.
+    pub run: Option<RunId>,
+    /// Where it stands.
+    pub status: Status,
+    /// Canonical spec the run executes.
+    pub spec: Option<BlobId>,
+    /// The task input.
+    pub input: Option<BlobId>,
+    /// The most recent messages (see the module docs).
+    pub conversation: VecDeque<Message>,
+    /// Messages dropped from the front of the window.
+    pub earlier_messages: u64,
+    /// Effects started and not finished, by call id (`model` for the model call).
+    pub pending: BTreeMap<String, Pending>,
+    /// Approvals not yet decided, by call id.
+    pub approvals_pending: BTreeMap<String, Approval>,
+    /// The most recent decided approvals.
+    pub approvals_decided: VecDeque<Approval>,
+    /// Approvals denied so far.
+    pub denials: u64,
+    /// Totals.
+    pub totals: Totals,
+    /// The most recent tool-call signatures, oldest first.
+    pub recent_calls: VecDeque<CallSignature>,
+    /// The last model error, if the last model call failed.
+    pub last_model_error: Option<BlobId>,
+    /// Set by a `cancel` signal; the runtime finishes the run as cancelled.
+    pub cancel_requested: bool,
+    /// Signals received, by name.
+    pub signals: BTreeMap<String, u64>,
+    /// For a fork: the run and seq it branched from (from its `forked` marker).
+    pub forked_from: Option<(RunId, u64)>,
+}
+
+impl State {
+    /// Canonical bytes of the state (the fixed bincode configuration of the event codec).
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        bincode::encode_to_vec(self, bincode::config::standard())
+            .expect("encoding into a Vec cannot fail")
+    }
+
+    /// The state hash: BLAKE3 of the canonical bytes. Equal states, equal hashes, on any
+    /// machine (the encoding has no maps with random order and no floats).
+    pub fn hash(&self) -> StateHash {
+        StateHash(*blake3::hash(&self.to_canonical_bytes()).as_bytes())
+    }
+
+    /// The state as JSON, for display and diff.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a State always serialises")
+    }
+
+    /// Whether the run has finished.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status, Status::Finished { .. })
+    }
+
+    /// Number of events applied.
+    pub fn len(&self) -> u64 {
+        self.seq.map_or(0, |s| s + 1)
+    }
+
+    /// Whether no event has been applied.
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_none()
+    }
+
+    pub(crate) fn push_message(&mut self, message: Message) {
+        if self.conversation.len() == CONTEXT_MESSAGES {
+            self.conversation.pop_front();
+            self.earlier_messages += 1;
+        }
+        self.conversation.push_back(message);
+    }
+}
+
+/// BLAKE3 of a state's canonical bytes.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
+pub struct StateHash(pub [u8; 32]);
+
+impl std::fmt::Display for StateHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StateHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateHash({})", &self.to_string()[..12])
+    }
+}
