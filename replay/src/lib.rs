@@ -20,13 +20,18 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod diff;
 mod fold;
+mod fork;
 mod snapshot;
 mod state;
 pub mod testkit;
+mod timeline;
 
 pub use apply::{ApplyError, MODEL_CALL, apply};
+pub use diff::{Change, ChangeKind, Comparison, Divergence, compare_runs, diff_json, diff_states};
 pub use fold::{Error, fold, fold_into, fold_stored};
+pub use fork::{ForkAt, ForkError, fork};
 pub use snapshot::{
     Bypassed, REPLAY_VERSION, SnapshotPolicy, StateAt, decode_snapshot, encode_snapshot,
     snapshot_now, state_at, state_at_head,
@@ -35,3 +40,4 @@ pub use state::{
     Approval, CONTEXT_MESSAGES, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS,
     Role, State, StateHash, Status, Totals,
 };
+pub use timeline::{Lineage, kind_counts, lineage};
