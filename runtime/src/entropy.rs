@@ -14,9 +14,11 @@ pub fn now() -> Timestamp {
     Timestamp(ms)
 }
 
-/// A fresh run id: a UUIDv7, so ids sort roughly by creation time and never collide.
+/// A fresh run id: 122 random bits (UUIDv4). Random leading digits keep short prefixes
+/// unambiguous (a time-ordered id would make runs created together share their first ten
+/// digits); listings sort by the recorded creation time instead.
 pub fn new_run_id() -> RunId {
-    RunId::from_bytes(uuid::Uuid::now_v7().into_bytes())
+    RunId::from_bytes(uuid::Uuid::new_v4().into_bytes())
 }
 
 #[cfg(test)]
@@ -24,12 +26,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_ids_are_fresh_and_time_ordered() {
-        let a = new_run_id();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = new_run_id();
-        assert_ne!(a, b);
-        assert!(a < b, "UUIDv7 ids sort by creation time");
+    fn run_ids_are_fresh_and_differ_early() {
+        let ids: Vec<RunId> = (0..64).map(|_| new_run_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        // with random leading bits, 64 ids are told apart by the 12-digit short form
+        assert_eq!(
+            retrace_events::unique_prefix_len(&ids),
+            retrace_events::SHORT_HEX_LEN
+        );
         assert!(now().unix_ms() > 1_700_000_000_000);
     }
 }

@@ -30,6 +30,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a run's events, one per line.
+    Log {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// First seq to print.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last seq to print.
+        #[arg(long)]
+        to: Option<u64>,
+        /// One JSON object per line: the event's fields, `kind`, and its `id`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one event in full (payloads resolved) and the run's state after it.
+    Show {
+        /// RUN or RUN@SEQ (default: the run's last event).
+        at: String,
+        /// JSON: event, payloads, state and state hash.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two points (same run or two runs): where the runs part, and the state diff.
+    Diff {
+        /// First point, RUN[@SEQ].
+        a: String,
+        /// Second point, RUN[@SEQ].
+        b: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fork a new run sharing RUN's events up to SEQ (nothing is copied).
+    Fork {
+        /// Where: RUN@SEQ.
+        at: String,
+        /// Replace the event at SEQ with this content (JSON file; see `retrace fork --help`).
+        ///
+        /// For a model reply: the new reply JSON. For a tool result: the new output JSON. For an
+        /// approval decision: {"decision": "approved"|"denied", "note": "..."}.
+        #[arg(long, value_name = "FILE")]
+        edit: Option<PathBuf>,
+    },
     /// Recompute every event and blob hash of a run (or of all runs) and the parent chain;
     /// report the first mismatch. Exits non-zero if anything is wrong.
     Verify {

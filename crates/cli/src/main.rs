@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod output;
 mod store_access;
+mod target;
 
 use std::process::ExitCode;
 

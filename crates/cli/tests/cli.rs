@@ -93,3 +93,87 @@ fn bad_input_gets_a_clear_error_and_non_zero_exit() {
         text(&out)
     );
 }
+
+#[test]
+fn log_show_fork_with_edit_and_diff_work_end_to_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let run = run_id_from_demo(&retrace(&store, &["demo"]));
+    let short = &run[..8];
+
+    let out = retrace(
+        &store,
+        &["log", short, "--from", "3", "--to", "4", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["seq"], 3);
+    assert_eq!(lines[0]["kind"], "tool_requested");
+    assert_eq!(lines[0]["tool"], "fs.read");
+    assert_eq!(lines[1]["parent"], lines[0]["id"]);
+
+    let out = retrace(&store, &["show", &format!("{short}@6"), "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(shown["event"]["kind"], "model_responded");
+    assert_eq!(shown["state"]["totals"]["steps"], 2);
+    assert_eq!(shown["state"]["status"]["status"], "running");
+
+    let edit = dir.path().join("reply.json");
+    std::fs::write(
+        &edit,
+        r#"{"text": "I will not write anything.", "tool_calls": []}"#,
+    )
+    .expect("write");
+    let out = retrace(
+        &store,
+        &[
+            "fork",
+            &format!("{short}@6"),
+            "--edit",
+            edit.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let forked = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .expect("fork prints the new run id")
+        .to_owned();
+
+    let out = retrace(&store, &["diff", &format!("{short}@6"), &forked, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(diff["runs"]["first_divergence"]["seq"], 6);
+    let changes = diff["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0]["path"]
+            .as_str()
+            .expect("path")
+            .ends_with("/content")
+    );
+
+    // bad input: an unknown seq, a non-editable event, a fork without @SEQ
+    let out = retrace(&store, &["show", &format!("{short}@99")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("there is no seq 99"), "{}", text(&out));
+    let out = retrace(
+        &store,
+        &[
+            "fork",
+            &format!("{short}@3"),
+            "--edit",
+            edit.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("only a model reply"), "{}", text(&out));
+    let out = retrace(&store, &["fork", short]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("RUN@SEQ"), "{}", text(&out));
+}

@@ -71,7 +71,8 @@ pub struct Event {
     pub seq: u64,
     /// When the runtime recorded it.
     pub at: Timestamp,
-    /// What happened.
+    /// What happened (flattened in JSON: `"kind": "tool_requested"` beside its fields).
+    #[serde(flatten)]
     pub kind: EventKind,
 }
 

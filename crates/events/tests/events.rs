@@ -329,7 +329,7 @@ fn leaf_paths(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     match value {
         Value::Object(map) => {
             for (key, v) in map {
-                if at.len() == 1 && at[0] == "kind" && key == "kind" {
+                if at.is_empty() && key == "kind" {
                     continue; // the tag: changing it is the "other kind" case
                 }
                 at.push(key.clone());

@@ -1,7 +1,11 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod demo;
+mod diff;
+mod fork;
+mod log;
 mod runs;
+mod show;
 mod verify;
 
 use std::process::ExitCode;
@@ -14,5 +18,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => demo::run(&cli.store),
         Command::Runs { json } => runs::run(&cli.store, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
+        Command::Log {
+            run,
+            from,
+            to,
+            json,
+        } => log::run(&cli.store, &run, from, to, json),
+        Command::Show { at, json } => show::run(&cli.store, &at, json),
+        Command::Diff { a, b, json } => diff::run(&cli.store, &a, &b, json),
+        Command::Fork { at, edit } => fork::run(&cli.store, &at, edit.as_deref()),
     }
 }

@@ -41,9 +41,17 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         "RUN", "CREATED", "EVENTS"
     );
     for r in &runs {
+        let edited = r.meta.get("edited").is_some_and(|e| e == "true");
         let origin = r
             .origin
-            .map(|o| format!("{}@{}", &o.run.to_hex()[..width], o.at.seq))
+            .map(|o| {
+                let shared = format!("{}@{}", &o.run.to_hex()[..width], o.at.seq);
+                if edited {
+                    format!("{shared}, then an edited event")
+                } else {
+                    shared
+                }
+            })
             .unwrap_or_default();
         println!(
             "{:<width$}  {:<24}  {:>8}  {origin}",

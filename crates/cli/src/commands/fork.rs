@@ -1,0 +1,106 @@
+//! `retrace fork RUN@SEQ [--edit FILE]`: a new run sharing RUN's events up to SEQ, or, with
+//! `--edit`, with the event at SEQ replaced.
+//!
+//! The edit file holds the new content of the event at SEQ:
+//! - a model reply (`model_responded`): the new reply JSON;
+//! - a tool result (`tool_returned`): the new output JSON (or `{"output": …, "is_error": true}`
+//!   is simply stored as the output);
+//! - an approval decision (`approval_decided`): `{"decision": "approved"|"denied", "note": "…"}`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use retrace_events::{Decision, EventKind, canonical_json};
+use retrace_replay::{ForkAt, fork};
+use retrace_runtime::entropy::{new_run_id, now};
+use retrace_store::Store;
+use serde_json::Value;
+
+use crate::{store_access, target};
+
+pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if !at.contains('@') {
+        bail!("`{at}`: say where to fork, as RUN@SEQ");
+    }
+    let store = store_access::open_existing(dir)?;
+    let at = target::resolve(&store, at)?;
+    let fork_at = match edit {
+        None => ForkAt::After(at.seq),
+        Some(file) => {
+            let text = std::fs::read(file)
+                .with_context(|| format!("cannot read edit file {}", file.display()))?;
+            let value: Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let (_, original) = store
+                .event_at(&at.run, at.seq)?
+                .with_context(|| format!("run {} has no seq {}", at.run, at.seq))?;
+            ForkAt::Replace {
+                seq: at.seq,
+                kind: edited(&store, original.kind, &value)
+                    .with_context(|| format!("edit file {}", file.display()))?,
+            }
+        }
+    };
+    let edited = matches!(fork_at, ForkAt::Replace { .. });
+    let new = fork(&store, &at.run, fork_at, new_run_id(), now())?;
+    println!(
+        "forked run {} from {}@{}{}",
+        new.id,
+        at.run.short(),
+        at.seq,
+        if edited {
+            " with that event edited"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The original event's kind with its content replaced by `value`.
+fn edited(store: &dyn Store, original: EventKind, value: &Value) -> anyhow::Result<EventKind> {
+    Ok(match original {
+        EventKind::ModelResponded {
+            request_seq, usage, ..
+        } => EventKind::ModelResponded {
+            request_seq,
+            response: store.put_blob(&canonical_json(value))?,
+            usage,
+        },
+        EventKind::ToolReturned {
+            call_id,
+            duration_ms,
+            ..
+        } => EventKind::ToolReturned {
+            is_error: value
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            output: store.put_blob(&canonical_json(value))?,
+            call_id,
+            duration_ms,
+        },
+        EventKind::ApprovalDecided { call_id, .. } => {
+            let decision = match value.get("decision").and_then(Value::as_str) {
+                Some("approved") => Decision::Approved,
+                Some("denied") => Decision::Denied,
+                other => bail!("`decision` must be \"approved\" or \"denied\", found {other:?}"),
+            };
+            let note = match value.get("note") {
+                Some(note) => Some(store.put_blob(&canonical_json(note))?),
+                None => None,
+            };
+            EventKind::ApprovalDecided {
+                call_id,
+                decision,
+                by: "retrace fork --edit".into(),
+                note,
+            }
+        }
+        other => bail!(
+            "the event there is a {} event; only a model reply, a tool result or an approval decision can be edited",
+            other.name()
+        ),
+    })
+}

@@ -1,0 +1,157 @@
+//! `retrace show RUN[@SEQ] [--json]`: one event in full (payloads resolved) and the state of
+//! the run after it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use retrace_events::BlobId;
+use retrace_replay::{Role, SnapshotPolicy, Status, state_at};
+use retrace_store::Store;
+use serde_json::{Value, json};
+
+use crate::{output, store_access, target};
+
+pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
+    let store = store_access::open_existing(dir)?;
+    let at = target::resolve(&store, what)?;
+    let (id, event) = store
+        .event_at(&at.run, at.seq)?
+        .ok_or_else(|| anyhow::anyhow!("run {} has no seq {}", at.run, at.seq))?;
+    let derived = state_at(&store, &at.run, at.seq, SnapshotPolicy::default())?;
+    for bypassed in &derived.bypassed {
+        eprintln!(
+            "warning: snapshot at seq {} ignored ({}); state re-derived",
+            bypassed.seq, bypassed.reason
+        );
+    }
+    let state = &derived.state;
+    let payloads: serde_json::Map<String, Value> = event
+        .kind
+        .blobs()
+        .into_iter()
+        .map(|b| Ok((b.to_string(), blob_value(&store, &b)?)))
+        .collect::<anyhow::Result<_>>()?;
+    if json_out {
+        let mut event_json = serde_json::to_value(&event)?;
+        event_json["id"] = json!(id);
+        let out = json!({
+            "run": at.run,
+            "seq": at.seq,
+            "event": event_json,
+            "payloads": payloads,
+            "state": state.to_json(),
+            "state_hash": state.hash().to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run {}  seq {}  event {}", at.run, at.seq, id);
+    println!(
+        "{}  {}  {}",
+        output::time(event.at),
+        event.kind.name(),
+        output::summary(&event)
+    );
+    for (blob, value) in &payloads {
+        println!("  payload {}:", &blob[..12]);
+        for line in pretty(value).lines() {
+            println!("    {line}");
+        }
+    }
+    println!();
+    println!(
+        "state after seq {} (hash {})",
+        at.seq,
+        &state.hash().to_string()[..12]
+    );
+    let status = match &state.status {
+        Status::NotStarted => "not started".to_owned(),
+        Status::Running => "running".to_owned(),
+        Status::AwaitingApproval { call_id } => format!("awaiting approval of {call_id}"),
+        Status::OutcomeUnknown { call_id } => format!("outcome of {call_id} unknown"),
+        Status::Finished { outcome, .. } => format!(
+            "finished ({})",
+            serde_json::to_value(outcome)?.as_str().unwrap_or("?")
+        ),
+    };
+    let t = &state.totals;
+    println!("  status    {status}");
+    println!(
+        "  totals    {} steps, {} tool calls, {} in / {} out tokens, ${:.6}, model {} ms, tools {} ms",
+        t.steps,
+        t.tool_calls,
+        t.input_tokens,
+        t.output_tokens,
+        t.cost_micro_usd as f64 / 1e6,
+        t.model_ms,
+        t.tool_ms
+    );
+    if !state.pending.is_empty() {
+        println!(
+            "  pending   {}",
+            state.pending.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !state.approvals_pending.is_empty() {
+        println!(
+            "  approvals {}",
+            state
+                .approvals_pending
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "  conversation ({} messages{}):",
+        state.conversation.len(),
+        if state.earlier_messages > 0 {
+            format!(", {} earlier ones in the log", state.earlier_messages)
+        } else {
+            String::new()
+        }
+    );
+    for message in &state.conversation {
+        let role = match message.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        let content = preview(&blob_value(&store, &message.content)?);
+        let call = message
+            .call_id
+            .as_deref()
+            .map(|c| format!(" [{c}]"))
+            .unwrap_or_default();
+        println!("    #{:<5} {role:<9}{call} {content}", message.seq);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A blob as JSON if it is JSON, else as a string (lossy UTF-8), or a note if missing.
+fn blob_value(store: &dyn Store, blob: &BlobId) -> anyhow::Result<Value> {
+    Ok(match store.blob(blob)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+        None => json!(format!("<blob {} missing>", blob.short())),
+    })
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// One line, at most 100 characters.
+fn preview(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let line = text.replace('\n', " ");
+    if line.chars().count() > 100 {
+        format!("{}…", line.chars().take(99).collect::<String>())
+    } else {
+        line
+    }
+}
