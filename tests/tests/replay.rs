@@ -1,6 +1,7 @@
 //! Replay across processes: the same log folded in two separate processes yields identical
 //! state hashes after every event, equal to an in-process fold.
 
+use std::fmt::Write;
 use std::process::Command;
 
 use retrace_events::{RunId, Timestamp};
@@ -15,7 +16,11 @@ fn fold_in_child(dir: &std::path::Path, run: &RunId) -> String {
         .arg(run.to_hex())
         .output()
         .expect("run fold_hashes");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -26,14 +31,16 @@ fn two_processes_derive_identical_state_hashes_after_every_event() {
     let events = valid_run(2026, run, 3_000, false);
     {
         let store = SledStore::open(dir.path()).expect("open");
-        store.create_run(NewRun::new(run, Timestamp(0))).expect("create");
+        store
+            .create_run(NewRun::new(run, Timestamp(0)))
+            .expect("create");
         store.append(&run, None, &events).expect("append");
     }
     let mut expected = String::new();
     let mut state = State::default();
     for event in &events {
         retrace_replay::apply(&mut state, event).expect("valid run");
-        expected.push_str(&format!("{} {}\n", event.seq, state.hash()));
+        let _ = writeln!(expected, "{} {}", event.seq, state.hash());
     }
     let first = fold_in_child(dir.path(), &run);
     let second = fold_in_child(dir.path(), &run);

@@ -9,6 +9,11 @@ pub fn time(at: Timestamp) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at.unix_ms())).to_string()
 }
 
+/// Millionths of a dollar as `$D.DDDDDD` (integer arithmetic: exact).
+pub fn usd(micro: u64) -> String {
+    format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000)
+}
+
 /// One-line human summary of an event (payloads are shown by id; `retrace show` resolves them).
 pub fn summary(event: &Event) -> String {
     match &event.kind {

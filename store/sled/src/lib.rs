@@ -117,7 +117,7 @@ fn open_db(path: &Path) -> Result<sled::Db> {
                         path: path.display().to_string(),
                     });
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err(other) => return Err(Error::backend("open", other)),
         }

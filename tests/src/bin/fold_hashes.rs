@@ -1,6 +1,8 @@
 //! Determinism-test child: folds a run of a store and prints `seq state-hash` after every
 //! event. Two processes must print the same lines.
 
+use std::fmt::Write;
+
 use anyhow::Context;
 use retrace_replay::fold_stored;
 use retrace_store::Store;
@@ -16,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     let mut state = retrace_replay::State::default();
     let mut out = String::new();
     fold_stored(&store, &run, &mut state, head.seq, |state, _| {
-        out.push_str(&format!("{} {}\n", state.seq.unwrap_or(0), state.hash()));
+        let _ = writeln!(out, "{} {}", state.seq.unwrap_or(0), state.hash());
         Ok(())
     })?;
     print!("{out}");

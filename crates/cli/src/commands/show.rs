@@ -46,22 +46,30 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("run {}  seq {}  event {}", at.run, at.seq, id);
+    print_event(&event, &payloads);
+    println!();
+    print_state(&store, at.seq, state)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(event: &retrace_events::Event, payloads: &serde_json::Map<String, Value>) {
     println!(
         "{}  {}  {}",
         output::time(event.at),
         event.kind.name(),
-        output::summary(&event)
+        output::summary(event)
     );
-    for (blob, value) in &payloads {
+    for (blob, value) in payloads {
         println!("  payload {}:", &blob[..12]);
         for line in pretty(value).lines() {
             println!("    {line}");
         }
     }
-    println!();
+}
+
+fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> anyhow::Result<()> {
     println!(
-        "state after seq {} (hash {})",
-        at.seq,
+        "state after seq {seq} (hash {})",
         &state.hash().to_string()[..12]
     );
     let status = match &state.status {
@@ -77,12 +85,12 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     let t = &state.totals;
     println!("  status    {status}");
     println!(
-        "  totals    {} steps, {} tool calls, {} in / {} out tokens, ${:.6}, model {} ms, tools {} ms",
+        "  totals    {} steps, {} tool calls, {} in / {} out tokens, {}, model {} ms, tools {} ms",
         t.steps,
         t.tool_calls,
         t.input_tokens,
         t.output_tokens,
-        t.cost_micro_usd as f64 / 1e6,
+        output::usd(t.cost_micro_usd),
         t.model_ms,
         t.tool_ms
     );
@@ -118,7 +126,7 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
             Role::Assistant => "assistant",
             Role::Tool => "tool",
         };
-        let content = preview(&blob_value(&store, &message.content)?);
+        let content = preview(&blob_value(store, &message.content)?);
         let call = message
             .call_id
             .as_deref()
@@ -126,7 +134,7 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         println!("    #{:<5} {role:<9}{call} {content}", message.seq);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A blob as JSON if it is JSON, else as a string (lossy UTF-8), or a note if missing.
