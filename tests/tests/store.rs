@@ -220,7 +220,7 @@ fn store_of_another_format_version_is_refused_untouched() {
     assert!(matches!(err, Error::FormatVersion { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("retrace-sled-9/events-9") && msg.contains("reads version 1"),
+        msg.contains("retrace-sled-9/events-9") && msg.contains("reads format version 1"),
         "{msg}"
     );
     // nothing was changed: the foreign version and the data are still there
@@ -323,4 +323,32 @@ fn repeated_blob_does_not_grow_the_store_on_disk() {
     store.put_blob(&vec![8u8; 1 << 20]).unwrap();
     store.flush().unwrap();
     assert!(store.size_on_disk().unwrap() > after + (1 << 19));
+}
+
+#[test]
+fn a_store_made_with_other_storage_settings_is_a_clear_format_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::Config::new()
+            .path(dir.path().join(layout::SLED_DIR))
+            .segment_size(layout::SEGMENT_BYTES * 2)
+            .open()
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = retry_while_locked(|| SledStore::open(dir.path()));
+    assert!(matches!(err, Error::FormatVersion { .. }), "{err}");
+    assert!(err.to_string().contains("other storage settings"), "{err}");
+}
+
+/// sled releases its lock from a background pool just after close; keep trying briefly.
+fn retry_while_locked(open: impl Fn() -> Result<SledStore, Error>) -> Error {
+    for _ in 0..100 {
+        match open() {
+            Err(Error::Locked { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            Err(other) => return other,
+            Ok(_) => panic!("opened a store made with other settings"),
+        }
+    }
+    panic!("store stayed locked");
 }

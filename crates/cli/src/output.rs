@@ -3,10 +3,27 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use retrace_events::{Decision, Event, EventKind, Outcome, Timestamp};
+use retrace_replay::Status;
 
 /// RFC 3339 UTC with milliseconds.
 pub fn time(at: Timestamp) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at.unix_ms())).to_string()
+}
+
+/// A run status in a few words.
+pub fn status(status: &Status) -> String {
+    match status {
+        Status::NotStarted => "not started".to_owned(),
+        Status::Running => "running".to_owned(),
+        Status::AwaitingApproval { call_id } => format!("awaiting {call_id}"),
+        Status::OutcomeUnknown { call_id } => format!("in doubt: {call_id}"),
+        Status::Finished { outcome, .. } => match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+        .to_owned(),
+    }
 }
 
 /// Millionths of a dollar as `$D.DDDDDD` (integer arithmetic: exact).

@@ -66,7 +66,7 @@ pub enum Error {
     },
     /// The store was written by another on-disk format version.
     #[error(
-        "store at {path} uses format version {found}, but this build of retrace reads version {expected}; \
+        "store at {path} has format {found}, but this build of retrace reads format version {expected}; \
          use a retrace release that matches it (nothing was read or changed)"
     )]
     FormatVersion {
@@ -96,8 +96,9 @@ pub enum Error {
         /// Where the store is.
         path: String,
     },
-    /// The storage engine failed (IO error, lock held by another process, ...).
-    #[error("storage backend failed during {op}: {source}")]
+    /// The storage engine failed (IO error, disk full, ...). The engine's message is the
+    /// error's source (printed after this one by error reporters).
+    #[error("storage backend failed during {op}")]
     Backend {
         /// What the store was doing.
         op: &'static str,

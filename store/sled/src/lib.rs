@@ -119,6 +119,15 @@ fn open_db(path: &Path) -> Result<sled::Db> {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
+            // sled refuses a database created with other settings (segment size, ...): that
+            // is a store of another format, not an IO failure.
+            Err(sled::Error::Unsupported(why)) => {
+                return Err(Error::FormatVersion {
+                    path: path.display().to_string(),
+                    found: format!("\"other storage settings\" (sled says: {why})"),
+                    expected: retrace_events::FORMAT_VERSION,
+                });
+            }
             Err(other) => return Err(Error::backend("open", other)),
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use retrace_events::BlobId;
-use retrace_replay::{Role, SnapshotPolicy, Status, state_at};
+use retrace_replay::{Role, SnapshotPolicy, state_at};
 use retrace_store::Store;
 use serde_json::{Value, json};
 
@@ -72,16 +72,7 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
         "state after seq {seq} (hash {})",
         &state.hash().to_string()[..12]
     );
-    let status = match &state.status {
-        Status::NotStarted => "not started".to_owned(),
-        Status::Running => "running".to_owned(),
-        Status::AwaitingApproval { call_id } => format!("awaiting approval of {call_id}"),
-        Status::OutcomeUnknown { call_id } => format!("outcome of {call_id} unknown"),
-        Status::Finished { outcome, .. } => format!(
-            "finished ({})",
-            serde_json::to_value(outcome)?.as_str().unwrap_or("?")
-        ),
-    };
+    let status = output::status(&state.status);
     let t = &state.totals;
     println!("  status    {status}");
     println!(
