@@ -258,22 +258,19 @@ fn corrupt_and_foreign_snapshots_are_detected_bypassed_and_reported() {
     let truth = fold(&events[..=250]).unwrap();
     state_at(&store, &RUN, 250, policy).unwrap(); // writes snapshots at 99 and 199
 
+    let read_only = SnapshotPolicy {
+        write: false,
+        ..policy
+    };
+    let read_250 = || state_at(&store, &RUN, 250, read_only).expect("state at 250");
+
     // corrupt the snapshot at 199: one byte flipped in its body
     let id199 = events[199].id();
     let mut bytes = store.snapshot(&id199).unwrap().unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     store.put_snapshot(&id199, &bytes).unwrap();
-    let at = state_at(
-        &store,
-        &RUN,
-        250,
-        SnapshotPolicy {
-            write: false,
-            ..policy
-        },
-    )
-    .unwrap();
+    let at = read_250();
     assert_eq!(at.state, truth);
     assert_eq!(at.from_snapshot, Some(99));
     assert_eq!(at.bypassed.len(), 1);
@@ -285,16 +282,7 @@ fn corrupt_and_foreign_snapshots_are_detected_bypassed_and_reported() {
     store
         .put_snapshot(&id199, &encode_snapshot(&events[150].id(), &other))
         .unwrap();
-    let at = state_at(
-        &store,
-        &RUN,
-        250,
-        SnapshotPolicy {
-            write: false,
-            ..policy
-        },
-    )
-    .unwrap();
+    let at = read_250();
     assert_eq!(at.state, truth);
     assert!(
         at.bypassed[0].reason.contains("another event"),
@@ -304,16 +292,7 @@ fn corrupt_and_foreign_snapshots_are_detected_bypassed_and_reported() {
 
     // garbage
     store.put_snapshot(&id199, b"junk").unwrap();
-    let at = state_at(
-        &store,
-        &RUN,
-        250,
-        SnapshotPolicy {
-            write: false,
-            ..policy
-        },
-    )
-    .unwrap();
+    let at = read_250();
     assert_eq!(at.state, truth);
     assert!(at.bypassed[0].reason.contains("not a retrace snapshot"));
 }
