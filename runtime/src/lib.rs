@@ -3,8 +3,10 @@
 //! The durable executor: runs an agent spec, writing each effect's intent before performing it
 //! and its outcome before the next decision, so a killed job resumes exactly.
 //!
-//! Status: the agent loop arrives with the runtime issue. What is here already is the one
-//! place where non-determinism enters retrace — the wall clock and fresh run ids — so pure
-//! crates never need to touch either (brief, invariant 7).
+//! Status: the agent loop, tools, policy and resume are in progress. What is here: agent
+//! specs ([`spec`]) and the one place where non-determinism enters retrace — the wall clock
+//! and fresh run ids ([`entropy`]) — so pure crates never need to touch either (brief,
+//! invariant 7).
 
 pub mod entropy;
+pub mod spec;

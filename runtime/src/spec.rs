@@ -1,0 +1,378 @@
+//! Agent specs: the TOML file that declares an agent (model, system prompt, tools, policy,
+//! budgets, workspace), checked with errors that name the file, line and column, and a
+//! canonical JSON form stored as a blob that the run's first event refers to — so a run
+//! always knows exactly what it ran with.
+//!
+//! ```toml
+//! name = "summarise"                      # required
+//! system = "You are a careful assistant." # required
+//! workspace = "."                         # root of the fs.* tools, relative to this file
+//!
+//! [model]                                 # required
+//! provider = "scripted"                   # scripted | openai | anthropic
+//! name = "demo"
+//! cassette = "summarise.cassette.json"    # scripted only, relative to this file
+//! temperature = 0.2                       # optional parameters, passed through
+//! max_tokens = 1024
+//!
+//! [tools]
+//! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit"]
+//!
+//! [[policy]]                              # first match wins; defaults after the rules:
+//! tool = "fs.write"                       #   read allow, write ask, destructive deny
+//! path = "notes/**"
+//! action = "allow"                        # allow | ask | deny
+//!
+//! [budgets]                               # all optional
+//! max_steps = 50
+//! max_tokens = 200000
+//! max_cost_usd = 1.0
+//! max_wall_secs = 3600
+//! loop_limit = 3                          # same tool call this many times in a row: stop
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// Tools the runtime knows by name (built-ins; WASM and MCP tools come later).
+pub const BUILTIN_TOOLS: [&str; 5] = ["fs.list", "fs.read", "fs.search", "fs.write", "fs.edit"];
+
+/// A checked agent spec. Paths are absolute (resolved against the spec file's directory).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The agent's name.
+    pub name: String,
+    /// System prompt.
+    pub system: String,
+    /// Root directory of the fs tools.
+    pub workspace: PathBuf,
+    /// Which model, how.
+    pub model: Model,
+    /// Tools the agent may call, sorted.
+    pub tools: Vec<String>,
+    /// Policy rules, in order.
+    pub policy: Vec<Rule>,
+    /// Limits.
+    pub budgets: Budgets,
+}
+
+/// Model settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Provider kind.
+    pub provider: Provider,
+    /// Model name as the provider knows it.
+    pub name: String,
+    /// For the scripted provider: the cassette to play.
+    pub cassette: Option<PathBuf>,
+    /// Other parameters (temperature, max_tokens, ...), passed through to the provider.
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+/// Supported providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// Plays a cassette: offline, deterministic.
+    Scripted,
+    /// OpenAI-compatible chat completions.
+    Openai,
+    /// Anthropic messages.
+    Anthropic,
+}
+
+/// What a policy rule decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Run the tool.
+    Allow,
+    /// Ask a human first (the run parks).
+    Ask,
+    /// Refuse; the model is told.
+    Deny,
+}
+
+/// One policy rule: a tool (exact name or `*`), an optional path glob, an action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Tool name, or `*` for any.
+    pub tool: String,
+    /// Glob over the call's `path` argument, relative to the workspace.
+    pub path: Option<String>,
+    /// The decision.
+    pub action: Action,
+}
+
+/// Limits; `None` means unlimited. Unknown keys are refused: a misspelt budget must not
+/// silently mean "unlimited".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Model replies.
+    pub max_steps: Option<u64>,
+    /// Input + output tokens.
+    pub max_tokens: Option<u64>,
+    /// Cost in US dollars.
+    pub max_cost_usd: Option<f64>,
+    /// Wall time from the first event.
+    pub max_wall_secs: Option<u64>,
+    /// Identical consecutive tool calls tolerated.
+    pub loop_limit: Option<u64>,
+}
+
+/// A spec that does not check out: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", file.display())]
+pub struct Error {
+    /// The spec file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The problem.
+    pub message: String,
+}
+
+// The file as written: spans kept for error messages, unknown keys refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    system: String,
+    workspace: Option<String>,
+    model: RawModel,
+    tools: Option<RawTools>,
+    #[serde(default)]
+    policy: Vec<RawRule>,
+    #[serde(default)]
+    budgets: Budgets,
+}
+
+#[derive(Deserialize)]
+struct RawModel {
+    provider: Provider,
+    name: String,
+    cassette: Option<String>,
+    #[serde(flatten)]
+    params: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTools {
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    tool: Spanned<String>,
+    path: Option<String>,
+    action: Action,
+}
+
+impl Spec {
+    /// Read and check the spec at `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the spec: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Check `text` as the spec file `path` (which anchors relative paths and names errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
+        let at = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
+            Error {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawSpec =
+            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+        let base = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let mut tools = Vec::new();
+        for tool in raw.tools.map(|t| t.allow).unwrap_or_default() {
+            if !BUILTIN_TOOLS.contains(&tool.get_ref().as_str()) {
+                return Err(at(
+                    Some(tool.span()),
+                    format!(
+                        "unknown tool `{}`; known tools: {}",
+                        tool.get_ref(),
+                        BUILTIN_TOOLS.join(", ")
+                    ),
+                ));
+            }
+            tools.push(tool.into_inner());
+        }
+        tools.sort();
+        tools.dedup();
+        let mut policy = Vec::new();
+        for rule in raw.policy {
+            let name = rule.tool.get_ref();
+            if name != "*" && !BUILTIN_TOOLS.contains(&name.as_str()) {
+                return Err(at(
+                    Some(rule.tool.span()),
+                    format!("policy rule for unknown tool `{name}`"),
+                ));
+            }
+            policy.push(Rule {
+                tool: rule.tool.into_inner(),
+                path: rule.path,
+                action: rule.action,
+            });
+        }
+        let cassette = raw.model.cassette.map(|c| base.join(c));
+        if raw.model.provider == Provider::Scripted && cassette.is_none() {
+            return Err(at(
+                None,
+                "the scripted provider needs `cassette = \"FILE\"` in [model]".to_owned(),
+            ));
+        }
+        Ok(Self {
+            name: raw.name,
+            system: raw.system,
+            workspace: base.join(raw.workspace.as_deref().unwrap_or(".")),
+            model: Model {
+                provider: raw.model.provider,
+                name: raw.model.name,
+                cassette,
+                params: raw.model.params,
+            },
+            tools,
+            policy,
+            budgets: raw.budgets,
+        })
+    }
+
+    /// Canonical bytes (canonical JSON): what the run's `run_started` refers to.
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        retrace_events::to_canonical_json(self).expect("a Spec always serialises")
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "summarise"
+system = "You are careful."
+
+[model]
+provider = "scripted"
+name = "demo"
+cassette = "demo.cassette.json"
+temperature = 0.2
+
+[tools]
+allow = ["fs.write", "fs.read"]
+
+[[policy]]
+tool = "fs.write"
+path = "notes/**"
+action = "allow"
+
+[budgets]
+max_steps = 10
+"#;
+
+    fn parse(text: &str) -> Result<Spec, Error> {
+        Spec::parse(Path::new("/agents/demo.toml"), text)
+    }
+
+    #[test]
+    fn a_good_spec_parses_with_paths_resolved() {
+        let spec = parse(GOOD).unwrap();
+        assert_eq!(spec.tools, vec!["fs.read", "fs.write"]);
+        assert_eq!(spec.workspace, PathBuf::from("/agents/."));
+        assert_eq!(
+            spec.model.cassette,
+            Some(PathBuf::from("/agents/demo.cassette.json"))
+        );
+        assert_eq!(spec.model.params["temperature"], serde_json::json!(0.2));
+        assert_eq!(spec.budgets.max_steps, Some(10));
+        assert_eq!(spec.policy[0].action, Action::Allow);
+        // canonical bytes are stable and sorted
+        assert_eq!(
+            spec.to_canonical_bytes(),
+            parse(GOOD).unwrap().to_canonical_bytes()
+        );
+        assert!(retrace_events::is_canonical_json(
+            &spec.to_canonical_bytes()
+        ));
+    }
+
+    #[test]
+    fn bad_specs_name_file_line_and_problem() {
+        let cases = [
+            (
+                GOOD.replace("max_steps = 10", "max_stepz = 10"),
+                20,
+                "unknown field `max_stepz`",
+            ),
+            (
+                GOOD.replace("\"fs.read\"]", "\"fs.raed\"]"),
+                12,
+                "unknown tool `fs.raed`",
+            ),
+            (
+                GOOD.replace("name = \"summarise\"\n", ""),
+                1,
+                "missing field `name`",
+            ),
+            (
+                GOOD.replace("max_steps = 10", "max_steps = \"ten\""),
+                20,
+                "invalid type",
+            ),
+            (
+                GOOD.replace("tool = \"fs.write\"", "tool = \"rm.rf\""),
+                15,
+                "unknown tool `rm.rf`",
+            ),
+            (
+                GOOD.replace("action = \"allow\"", "action = \"maybe\""),
+                17,
+                "unknown variant `maybe`",
+            ),
+        ];
+        for (text, line, message) in cases {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.line, line, "{err}");
+            assert!(err.message.contains(message), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("/agents/demo.toml:{line}:")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scripted_provider_needs_a_cassette() {
+        let err = parse(&GOOD.replace("cassette = \"demo.cassette.json\"\n", "")).unwrap_err();
+        assert!(err.message.contains("cassette"), "{err}");
+    }
+}
