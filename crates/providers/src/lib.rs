@@ -1,6 +1,36 @@
 //! # retrace-providers
 //!
-//! Model clients: a scripted cassette player (the offline default), OpenAI-compatible chat
-//! completions and Anthropic messages over reqwest.
-//!
-//! Status: placeholder until the runtime and providers issues.
+//! Model clients behind one [`Provider`] trait: today the [`scripted`] cassette player (the
+//! offline default for demos and tests); OpenAI-compatible and Anthropic clients over reqwest
+//! come with the providers issue and fit the same shape: a provider-neutral request, text
+//! streamed as [`Delta`]s, an assembled [`ModelReply`] with token usage, and failures typed
+//! as transient or permanent.
+#![deny(missing_docs)]
+
+mod error;
+pub mod scripted;
+mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use error::Error;
+pub use scripted::{Cassette, CassetteError, Scripted, ScriptedError, ScriptedReply};
+pub use types::{ChatMessage, Delta, ModelReply, ModelRequest, TokenUsage, ToolCall, ToolDef};
+
+/// A boxed future, so `Provider` can be used as `dyn Provider`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A model client.
+pub trait Provider: Send + Sync {
+    /// Short name for logs and errors (`scripted`, `openai`, `anthropic`).
+    fn name(&self) -> &'static str;
+
+    /// Ask the model. Text is passed to `on_delta` as it arrives; the assembled reply is
+    /// returned once complete.
+    fn complete<'a>(
+        &'a self,
+        request: &'a ModelRequest,
+        on_delta: &'a mut (dyn FnMut(Delta) + Send),
+    ) -> BoxFuture<'a, Result<ModelReply, Error>>;
+}

@@ -1,0 +1,220 @@
+//! The scripted provider: plays a cassette of replies, offline and deterministically. The
+//! default for demos and tests.
+//!
+//! A cassette is JSON: `{"replies": [REPLY, ...]}`. The reply for a request is the one at
+//! `request.step`, so a resumed run gets the same reply it would have got. A REPLY is:
+//!
+//! ```json
+//! {"text": "…", "tool_calls": [{"id": "call_1", "name": "fs.read", "arguments": {"path": "README.md"}}],
+//!  "usage": {"input_tokens": 120, "output_tokens": 30},
+//!  "latency_ms": 40,
+//!  "error": {"transient": true, "message": "overloaded"}}
+//! ```
+//!
+//! Every field is optional. Without `usage`, tokens are estimated as characters ÷ 4. With
+//! `error`, the call fails instead (to rehearse retries).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::types::{ChatMessage, Delta, ModelReply, ModelRequest, TokenUsage, ToolCall};
+use crate::{BoxFuture, Provider};
+
+/// A cassette: the replies to play, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cassette {
+    /// Replies, one per model call.
+    pub replies: Vec<ScriptedReply>,
+}
+
+/// One scripted reply (or failure).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedReply {
+    /// Reply text.
+    #[serde(default)]
+    pub text: String,
+    /// Tool calls.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens to report (estimated when absent).
+    #[serde(default)]
+    pub usage: Option<TokenUsage>,
+    /// Simulated latency.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Fail this call instead.
+    #[serde(default)]
+    pub error: Option<ScriptedError>,
+}
+
+/// A scripted failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedError {
+    /// Transient (retry) or permanent.
+    pub transient: bool,
+    /// Message.
+    pub message: String,
+}
+
+/// Why a cassette could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CassetteError {
+    /// The file could not be read.
+    #[error("cannot read cassette {}: {source}", path.display())]
+    Read {
+        /// The cassette file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid cassette.
+    #[error("{}:{line}:{column}: not a valid cassette: {message}", path.display())]
+    Invalid {
+        /// The cassette file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Plays a cassette.
+#[derive(Clone, Debug)]
+pub struct Scripted {
+    origin: String,
+    cassette: Cassette,
+}
+
+impl Scripted {
+    /// Load the cassette at `path`.
+    pub fn load(path: &Path) -> Result<Self, CassetteError> {
+        let text = std::fs::read(path).map_err(|source| CassetteError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cassette = serde_json::from_slice(&text).map_err(|e| CassetteError::Invalid {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            origin: path.display().to_string(),
+            cassette,
+        })
+    }
+
+    /// Play `cassette` (named `origin` in errors).
+    pub fn new(origin: impl Into<String>, cassette: Cassette) -> Self {
+        Self {
+            origin: origin.into(),
+            cassette,
+        }
+    }
+
+    fn reply(&self, request: &ModelRequest) -> Result<(ModelReply, u64), Error> {
+        let permanent = |message: String| Error::Permanent {
+            provider: "scripted".into(),
+            message,
+        };
+        let step = usize::try_from(request.step).unwrap_or(usize::MAX);
+        let Some(scripted) = self.cassette.replies.get(step) else {
+            return Err(permanent(format!(
+                "cassette {} has {} replies; the run asked for reply {} (step {})",
+                self.origin,
+                self.cassette.replies.len(),
+                request.step + 1,
+                request.step
+            )));
+        };
+        if let Some(error) = &scripted.error {
+            return Err(if error.transient {
+                Error::Transient {
+                    provider: "scripted".into(),
+                    message: error.message.clone(),
+                    retry_after: None,
+                }
+            } else {
+                permanent(error.message.clone())
+            });
+        }
+        let usage = scripted.usage.unwrap_or_else(|| TokenUsage {
+            input_tokens: estimate_tokens(request),
+            output_tokens: (scripted.text.len() as u64
+                + serde_json::to_string(&scripted.tool_calls).map_or(0, |s| s.len() as u64))
+                / 4,
+        });
+        Ok((
+            ModelReply {
+                text: scripted.text.clone(),
+                tool_calls: scripted.tool_calls.clone(),
+                usage,
+                stop_reason: Some(
+                    if scripted.tool_calls.is_empty() {
+                        "end_turn"
+                    } else {
+                        "tool_use"
+                    }
+                    .into(),
+                ),
+            },
+            scripted.latency_ms,
+        ))
+    }
+}
+
+/// Characters ÷ 4 over the system prompt and messages: a stable stand-in for real counts.
+fn estimate_tokens(request: &ModelRequest) -> u64 {
+    let chars: usize = request.system.len()
+        + request
+            .messages
+            .iter()
+            .map(|m| match m {
+                ChatMessage::User { content } | ChatMessage::Tool { content, .. } => content.len(),
+                ChatMessage::Assistant { text, tool_calls } => {
+                    text.len() + serde_json::to_string(tool_calls).map_or(0, |s| s.len())
+                }
+            })
+            .sum::<usize>();
+    chars as u64 / 4
+}
+
+impl Provider for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a ModelRequest,
+        on_delta: &'a mut (dyn FnMut(Delta) + Send),
+    ) -> BoxFuture<'a, Result<ModelReply, Error>> {
+        Box::pin(async move {
+            let (reply, latency_ms) = self.reply(request)?;
+            // Stream the text word by word over the simulated latency.
+            let words: Vec<&str> = reply.text.split_inclusive(' ').collect();
+            let pause =
+                Duration::from_millis(latency_ms) / u32::try_from(words.len().max(1)).unwrap_or(1);
+            for word in words {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                on_delta(Delta::Text(word.to_owned()));
+            }
+            if reply.text.is_empty() && latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+            }
+            Ok(reply)
+        })
+    }
+}
