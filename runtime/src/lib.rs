@@ -10,3 +10,4 @@
 
 pub mod entropy;
 pub mod spec;
+pub mod tools;
