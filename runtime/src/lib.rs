@@ -9,5 +9,6 @@
 //! invariant 7).
 
 pub mod entropy;
+pub mod policy;
 pub mod spec;
 pub mod tools;

@@ -222,7 +222,9 @@ impl Spec {
         tools.sort();
         tools.dedup();
         let mut policy = Vec::new();
+        let mut rule_spans = Vec::new();
         for rule in raw.policy {
+            rule_spans.push(rule.tool.span());
             let name = rule.tool.get_ref();
             if name != "*" && !BUILTIN_TOOLS.contains(&name.as_str()) {
                 return Err(at(
@@ -235,6 +237,9 @@ impl Spec {
                 path: rule.path,
                 action: rule.action,
             });
+        }
+        if let Err(e) = crate::policy::Policy::new(&policy) {
+            return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
         }
         let cassette = raw.model.cassette.map(|c| base.join(c));
         if raw.model.provider == Provider::Scripted && cassette.is_none() {
