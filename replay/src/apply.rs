@@ -109,7 +109,8 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         }
         EventKind::ToolRequested { .. }
         | EventKind::ToolReturned { .. }
-        | EventKind::ToolOutcomeUnknown { .. } => {
+        | EventKind::ToolOutcomeUnknown { .. }
+        | EventKind::ToolCallsProposed { .. } => {
             tool(state, event)?;
         }
         EventKind::ApprovalRequested { .. } | EventKind::ApprovalDecided { .. } => {
@@ -122,6 +123,7 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         }
     }
     state.seq = Some(seq);
+    state.last_at = event.at;
     Ok(())
 }
 
@@ -131,6 +133,12 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
     let seq = event.seq;
     match &event.kind {
         EventKind::ModelRequested { request, attempt } => {
+            if !state.proposed.is_empty() {
+                return Err(ApplyError::WrongStatus {
+                    kind,
+                    status: "still answering the tool calls of the last reply",
+                });
+            }
             if state.pending.contains_key(MODEL_CALL) {
                 return Err(ApplyError::AlreadyPending {
                     kind,
@@ -195,6 +203,13 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     what: format!("tool call `{call_id}`"),
                 });
             }
+            if state
+                .proposed
+                .front()
+                .is_some_and(|p| p.call_id == *call_id)
+            {
+                state.proposed.pop_front();
+            }
             state.pending.insert(
                 call_id.clone(),
                 Pending::Tool {
@@ -231,6 +246,27 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                 is_error: *is_error,
                 seq,
             });
+        }
+        EventKind::ToolCallsProposed {
+            response_seq,
+            calls,
+        } => {
+            let answers_last_reply = state.conversation.back().is_some_and(|m| {
+                m.role == Role::Assistant && m.seq == *response_seq && m.seq + 1 == seq
+            });
+            if !answers_last_reply {
+                return Err(ApplyError::NotPending {
+                    kind,
+                    what: format!("a model reply at seq {response_seq} just before it"),
+                });
+            }
+            if !state.proposed.is_empty() {
+                return Err(ApplyError::AlreadyPending {
+                    kind,
+                    what: "tool calls of an earlier reply".into(),
+                });
+            }
+            state.proposed.extend(calls.iter().cloned());
         }
         EventKind::ToolOutcomeUnknown { call_id, .. } => {
             if !matches!(state.pending.get(call_id), Some(Pending::Tool { .. })) {
@@ -317,6 +353,7 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                 return Err(ApplyError::Start("run_started may only be the first event"));
             }
             state.run = Some(*run);
+            state.started_at = event.at;
             state.spec = Some(*spec);
             state.input = Some(*input);
             state.status = Status::Running;
@@ -347,6 +384,7 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         } => state.forked_from = Some((*from_run, *from_seq)),
         EventKind::RunFinished { outcome, detail } => {
             state.pending.clear();
+            state.proposed.clear();
             state.approvals_pending.clear();
             state.status = Status::Finished {
                 outcome: *outcome,

@@ -59,8 +59,8 @@ impl From<retrace_store::Error> for ForkError {
     }
 }
 
-/// Create run `new_id` as a fork of `from` (labels `forked_from` and `edited` say how).
-/// `now` is the creation time and, for an edit, the edited event's time.
+/// Create run `new_id` as a fork of `from` (labels `forked_from` and `edited` say how),
+/// created at `now`. An edited event keeps the original event's time.
 pub fn fork(
     store: &(impl Store + ?Sized),
     from: &RunId,
@@ -85,15 +85,14 @@ pub fn fork(
     // Validate the edit before creating anything.
     let edited_event = match (&edit, share_upto) {
         (Some((seq, kind)), Some(prev)) => {
-            let original =
-                store
-                    .event_at(from, *seq)?
-                    .map(|(_, e)| e.kind)
-                    .ok_or(Error::NoSuchSeq {
-                        run: *from,
-                        seq: *seq,
-                        len: info.len(),
-                    })?;
+            let (original_at, original) = store
+                .event_at(from, *seq)?
+                .map(|(_, e)| (e.at, e.kind))
+                .ok_or(Error::NoSuchSeq {
+                    run: *from,
+                    seq: *seq,
+                    len: info.len(),
+                })?;
             check_edit_kind(*seq, &original, kind)?;
             let mut state = state_at(store, from, prev, SnapshotPolicy::default())?.state;
             let head = Head {
@@ -104,7 +103,8 @@ pub fn fork(
                 })?,
                 seq: prev,
             };
-            let event = Event::after(Some(head), now, kind.clone());
+            // The edit keeps the original's time: it answers "what if this event had said X".
+            let event = Event::after(Some(head), original_at, kind.clone());
             apply(&mut state, &event)
                 .map_err(|source| ForkError::EditDoesNotApply { seq: *seq, source })?;
             Some(event)

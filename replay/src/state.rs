@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use retrace_events::{BlobId, Decision, Outcome, RunId};
+use retrace_events::{BlobId, Decision, Outcome, ProposedCall, RunId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Messages kept in the conversation window.
@@ -180,6 +180,9 @@ pub struct State {
     pub conversation: VecDeque<Message>,
     /// Messages dropped from the front of the window.
     pub earlier_messages: u64,
+    /// Tool calls the last model reply asked for that the agent has not yet requested (or
+    /// denied), in order.
+    pub proposed: VecDeque<ProposedCall>,
     /// Effects started and not finished, by call id (`model` for the model call).
     pub pending: BTreeMap<String, Pending>,
     /// Approvals not yet decided, by call id.
@@ -200,6 +203,10 @@ pub struct State {
     pub signals: BTreeMap<String, u64>,
     /// For a fork: the run and seq it branched from (from its `forked` marker).
     pub forked_from: Option<(RunId, u64)>,
+    /// Time of the first event (for the wall-time budget).
+    pub started_at: Timestamp,
+    /// Time of the last event.
+    pub last_at: Timestamp,
 }
 
 impl State {

@@ -1,6 +1,8 @@
 //! Generators of event sequences for tests and benchmarks (deterministic from a seed).
 
-use retrace_events::{BlobId, Decision, Event, EventKind, Head, Outcome, RunId, Timestamp, Usage};
+use retrace_events::{
+    BlobId, Decision, Event, EventKind, Head, Outcome, ProposedCall, RunId, Timestamp, Usage,
+};
 
 use crate::apply::MODEL_CALL;
 use crate::state::{Pending, State, Status};
@@ -100,6 +102,9 @@ pub fn valid_next(
             }
         });
     }
+    if let Some(kind) = proposals_next(rng, state) {
+        return Some(kind);
+    }
     if let Some(call_id) = state.pending.keys().next().cloned() {
         return Some(match rng.below(10) {
             0 => EventKind::ToolOutcomeUnknown {
@@ -118,7 +123,12 @@ pub fn valid_next(
             },
         });
     }
-    Some(match rng.below(12) {
+    Some(fresh_step(rng, state, allow_finish))
+}
+
+/// A step when nothing is pending: finish, a signal, a tool request or a model call.
+fn fresh_step(rng: &mut Rng, state: &State, allow_finish: bool) -> EventKind {
+    match rng.below(12) {
         0 if allow_finish => EventKind::RunFinished {
             outcome: [Outcome::Succeeded, Outcome::Failed, Outcome::Cancelled]
                 [usize::try_from(rng.below(3)).unwrap_or(0)],
@@ -136,11 +146,48 @@ pub fn valid_next(
             args: blob(rng),
             idempotent: rng.below(2) == 0,
         },
+        _ if !state.proposed.is_empty() => EventKind::SignalReceived {
+            name: "ping".into(),
+            payload: blob(rng),
+        },
         _ => EventKind::ModelRequested {
             request: blob(rng),
             attempt: 1,
         },
-    })
+    }
+}
+
+/// Proposals: right after a reply, sometimes propose tool calls; request them in order.
+fn proposals_next(rng: &mut Rng, state: &State) -> Option<EventKind> {
+    // Right after a reply: sometimes it asked for tool calls.
+    let just_replied = state
+        .conversation
+        .back()
+        .is_some_and(|m| m.role == crate::state::Role::Assistant && Some(m.seq) == state.seq);
+    if just_replied && state.proposed.is_empty() && rng.below(2) == 0 {
+        let calls = (0..=rng.below(3))
+            .map(|i| ProposedCall {
+                call_id: format!("p{}_{i}", state.len()),
+                tool: "fs.read".into(),
+                args: blob(rng),
+                path: Some(format!("file{}.txt", rng.below(5))),
+            })
+            .collect();
+        return Some(EventKind::ToolCallsProposed {
+            response_seq: state.seq.unwrap_or(0),
+            calls,
+        });
+    }
+    let tool_pending = state.pending.keys().any(|k| k != MODEL_CALL);
+    if let (false, Some(front)) = (tool_pending, state.proposed.front()) {
+        return Some(EventKind::ToolRequested {
+            call_id: front.call_id.clone(),
+            tool: front.tool.clone(),
+            args: front.args,
+            idempotent: true,
+        });
+    }
+    None
 }
 
 /// A valid run of up to `len` events (shorter if it finishes), built by [`valid_next`].

@@ -88,6 +88,14 @@ pub fn summary(event: &Event) -> String {
         } => {
             format!("forked from {}@{from_seq}", from_run.short())
         }
+        EventKind::ToolCallsProposed { calls, .. } => format!(
+            "proposed {}",
+            calls
+                .iter()
+                .map(|c| format!("{} [{}]", c.tool, c.call_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         EventKind::RunFinished { outcome, .. } => format!(
             "finished: {}",
             match outcome {

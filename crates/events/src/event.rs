@@ -296,11 +296,35 @@ pub enum EventKind {
         /// Final output or error (canonical JSON).
         detail: BlobId,
     },
+    /// The tool calls a model reply asked for, in order; appended in the same atomic append
+    /// as its `model_responded`, so a crash never leaves a reply without them. Each becomes a
+    /// `tool_requested` (or a denial) when the agent gets to it.
+    ToolCallsProposed {
+        /// Seq of the `model_responded` whose reply holds the calls.
+        response_seq: u64,
+        /// The calls.
+        calls: Vec<ProposedCall>,
+    },
+}
+
+/// One tool call proposed by a model.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+pub struct ProposedCall {
+    /// The model's id for the call.
+    pub call_id: String,
+    /// Tool name.
+    pub tool: String,
+    /// Arguments (canonical JSON).
+    pub args: BlobId,
+    /// The `path` argument, if any: what path-based policy rules look at.
+    pub path: Option<String>,
 }
 
 impl EventKind {
     /// Every kind's name, in declaration order (the order of their encoding tags).
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "run_started",
         "model_requested",
         "model_responded",
@@ -313,6 +337,7 @@ impl EventKind {
         "signal_received",
         "forked",
         "run_finished",
+        "tool_calls_proposed",
     ];
 
     /// Stable snake_case name of this kind (as in JSON output).
@@ -335,6 +360,7 @@ impl EventKind {
             Self::SignalReceived { .. } => 9,
             Self::Forked { .. } => 10,
             Self::RunFinished { .. } => 11,
+            Self::ToolCallsProposed { .. } => 12,
         }
     }
 
@@ -355,6 +381,7 @@ impl EventKind {
                 note.iter().copied().collect()
             }
             Self::RunFinished { detail, .. } => vec![*detail],
+            Self::ToolCallsProposed { calls, .. } => calls.iter().map(|c| c.args).collect(),
         }
     }
 }

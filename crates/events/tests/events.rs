@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use retrace_events::{
-    BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, Outcome, RunId, Timestamp, Usage,
-    decode_event,
+    BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, Outcome, ProposedCall, RunId,
+    Timestamp, Usage, decode_event,
 };
 use serde_json::{Value, json};
 
@@ -86,6 +86,23 @@ fn golden_events() -> Vec<Event> {
         EventKind::RunFinished {
             outcome: Outcome::Succeeded,
             detail: blob(r#""done""#),
+        },
+        EventKind::ToolCallsProposed {
+            response_seq: 2,
+            calls: vec![
+                ProposedCall {
+                    call_id: "call_1".into(),
+                    tool: "fs.read".into(),
+                    args: blob(r#"{"path":"README.md"}"#),
+                    path: Some("README.md".into()),
+                },
+                ProposedCall {
+                    call_id: "call_2".into(),
+                    tool: "fs.list".into(),
+                    args: blob("{}"),
+                    path: None,
+                },
+            ],
         },
     ];
     kinds
@@ -264,6 +281,22 @@ fn any_kind() -> impl Strategy<Value = EventKind> {
                 from_event: EventId::from_bytes(e),
                 note,
             }),
+        (
+            any::<u64>(),
+            proptest::collection::vec((text, text, any_blob(), proptest::option::of(text)), 0..4)
+        )
+            .prop_map(|(response_seq, calls)| EventKind::ToolCallsProposed {
+                response_seq,
+                calls: calls
+                    .into_iter()
+                    .map(|(call_id, tool, args, path)| ProposedCall {
+                        call_id,
+                        tool,
+                        args,
+                        path
+                    })
+                    .collect(),
+            }),
         (0..3u8, any_blob()).prop_map(|(o, detail)| EventKind::RunFinished {
             outcome: [Outcome::Succeeded, Outcome::Failed, Outcome::Cancelled][usize::from(o)],
             detail,
@@ -291,22 +324,20 @@ fn any_event() -> impl Strategy<Value = Event> {
 /// changed into a valid event, so no field goes unchecked.
 fn one_field_changes(e: &Event) -> Vec<Event> {
     let json = serde_json::to_value(e).expect("events serialise");
-    let mut paths = Vec::new();
-    leaf_paths(&json, &mut Vec::new(), &mut paths);
-    let mut out: Vec<Event> = paths
+    let mut pointers = Vec::new();
+    leaf_paths(&json, &mut Vec::new(), &mut pointers);
+    let mut out: Vec<Event> = pointers
         .iter()
-        .map(|path| {
-            let leaf = path.iter().fold(&json, |v, key| &v[key.as_str()]);
+        .map(|pointer| {
+            let leaf = json.pointer(pointer).expect("leaf exists");
             alternatives(leaf)
                 .into_iter()
                 .find_map(|alt| {
                     let mut changed = json.clone();
-                    *path
-                        .iter()
-                        .fold(&mut changed, |v, key| &mut v[key.as_str()]) = alt;
+                    *changed.pointer_mut(pointer).expect("leaf exists") = alt;
                     serde_json::from_value::<Event>(changed).ok()
                 })
-                .unwrap_or_else(|| panic!("no valid change of {path:?} in {json}"))
+                .unwrap_or_else(|| panic!("no valid change of {pointer} in {json}"))
         })
         .collect();
     let mut other_kind = e.clone();
@@ -325,19 +356,32 @@ fn one_field_changes(e: &Event) -> Vec<Event> {
     out
 }
 
-fn leaf_paths(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map {
-                if at.is_empty() && key == "kind" {
-                    continue; // the tag: changing it is the "other kind" case
-                }
-                at.push(key.clone());
-                leaf_paths(v, at, out);
-                at.pop();
-            }
+/// JSON pointers of every leaf (the top-level kind tag aside).
+fn leaf_paths(value: &Value, at: &mut Vec<String>, out: &mut Vec<String>) {
+    let children: Vec<(String, &Value)> = match value {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(key, _)| !(at.is_empty() && *key == "kind"))
+            .map(|(k, v)| (k.clone(), v))
+            .collect(),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
+        _ => {
+            out.push(at.iter().fold(String::new(), |mut pointer, key| {
+                pointer.push('/');
+                pointer.push_str(key);
+                pointer
+            }));
+            return;
         }
-        _ => out.push(at.clone()),
+    };
+    for (key, child) in children {
+        at.push(key);
+        leaf_paths(child, at, out);
+        at.pop();
     }
 }
 
@@ -347,7 +391,10 @@ fn alternatives(leaf: &Value) -> Vec<Value> {
     match leaf {
         Value::Bool(b) => vec![Value::Bool(!b)],
         Value::Number(n) => vec![json!(n.as_u64().expect("every number is a u64") ^ 1)],
-        Value::Null => vec![json!("ab".repeat(32))],
+        Value::Null => vec![json!("ab".repeat(32)), json!("some/path")],
+        Value::Array(_) => {
+            vec![json!([{"call_id": "c", "tool": "t", "args": "ab".repeat(32), "path": null}])]
+        }
         Value::String(s) if s.len() >= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
             let flipped = if s.ends_with('0') { '1' } else { '0' };
             vec![json!(format!("{}{flipped}", &s[..s.len() - 1]))]
@@ -358,7 +405,7 @@ fn alternatives(leaf: &Value) -> Vec<Value> {
             .map(|n| json!(n))
             .chain([json!(format!("{s}x"))])
             .collect(),
-        other => panic!("unexpected leaf {other}"),
+        other @ Value::Object(_) => panic!("unexpected leaf {other}"),
     }
 }
 
