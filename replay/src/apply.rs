@@ -368,7 +368,8 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         EventKind::SignalReceived { name, payload } => {
             *state.signals.entry(name.clone()).or_default() += 1;
             match name.as_str() {
-                "user_message" => state.push_message(Message {
+                // a user's message, or the runtime's corrective note (the loop guard)
+                "user_message" | "loop_warning" => state.push_message(Message {
                     role: Role::User,
                     content: *payload,
                     call_id: None,

@@ -8,6 +8,7 @@
 //! and fresh run ids ([`entropy`]) — so pure crates never need to touch either (brief,
 //! invariant 7).
 
+pub mod decide;
 pub mod entropy;
 pub mod policy;
 pub mod spec;

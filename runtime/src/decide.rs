@@ -1,0 +1,336 @@
+//! `decide`: what the agent does next, from the state alone.
+//!
+//! Pure: it reads the [`State`] and the static parts of the agent (budgets, policy, which
+//! tools exist and whether they are idempotent), never the clock or a blob. Wall time comes
+//! from the recorded event times. The executor performs the returned [`Next`] and records
+//! what happened; replaying `decide` over a recorded prefix must give what the run did next
+//! (the determinism check).
+
+use std::collections::BTreeMap;
+
+use retrace_events::{BlobId, Decision, Outcome, ProposedCall};
+use retrace_replay::{MODEL_CALL, Pending, Role, State, Status};
+
+use crate::policy::Policy;
+use crate::spec::{Action, Budgets};
+use crate::tools::Tier;
+
+/// Name of the signal that carries the loop guard's corrective message.
+pub const LOOP_WARNING: &str = "loop_warning";
+
+/// What a tool is, as far as deciding goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolMeta {
+    /// Policy tier.
+    pub tier: Tier,
+    /// Safe to re-run after a crash.
+    pub idempotent: bool,
+}
+
+/// The static parts of an agent that decisions depend on.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    /// Limits.
+    pub budgets: Budgets,
+    /// Policy rules.
+    pub policy: Policy,
+    /// Tools available, by name.
+    pub tools: BTreeMap<String, ToolMeta>,
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Ask the model, with the conversation so far. `step` numbers the model calls of the run
+    /// (replies and failures), so a resumed run asks for the same step.
+    CallModel {
+        /// Model calls made so far.
+        step: u64,
+    },
+    /// A model call was in flight when the process stopped: issue it again.
+    ReissueModel {
+        /// Its request.
+        request: BlobId,
+        /// Its attempt number.
+        attempt: u32,
+        /// Its step.
+        step: u64,
+    },
+    /// Run a tool call (a proposal allowed or approved, or an idempotent call in flight at a
+    /// crash when `rerun`).
+    RunTool {
+        /// The call.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// Arguments blob.
+        args: BlobId,
+        /// Whether it is being re-run after a crash (its intent is already recorded).
+        rerun: bool,
+    },
+    /// The policy says ask: request approval and park.
+    AskApproval {
+        /// The proposal.
+        call: ProposedCall,
+        /// Why (the rule that matched).
+        reason: String,
+    },
+    /// Refuse the call; the model is told (as a failed tool result).
+    Deny {
+        /// The proposal.
+        call: ProposedCall,
+        /// Why.
+        reason: String,
+    },
+    /// A non-idempotent tool was in flight at a crash: record that its outcome is unknown.
+    MarkOutcomeUnknown {
+        /// The call in doubt.
+        call_id: String,
+    },
+    /// Tell the model it is repeating itself (once), as a user message.
+    WarnLoop {
+        /// The message.
+        message: String,
+    },
+    /// Nothing to do until a human acts (an approval, or resolving an unknown outcome).
+    Park {
+        /// What is awaited.
+        reason: String,
+    },
+    /// End the run.
+    Finish {
+        /// How.
+        outcome: Outcome,
+        /// Why, in words (for failures and cancellations; the final reply for success).
+        reason: String,
+    },
+    /// The run is over already.
+    Done,
+}
+
+/// Decide the next step of `agent` in `state`.
+pub fn decide(agent: &Agent, state: &State) -> Next {
+    match &state.status {
+        Status::Finished { .. } => return Next::Done,
+        Status::NotStarted => {
+            return Next::Park {
+                reason: "the run has not started".into(),
+            };
+        }
+        _ if state.cancel_requested => {
+            return Next::Finish {
+                outcome: Outcome::Cancelled,
+                reason: "cancelled by a signal".into(),
+            };
+        }
+        Status::AwaitingApproval { call_id } => {
+            return Next::Park {
+                reason: format!("awaiting approval of {call_id}"),
+            };
+        }
+        Status::OutcomeUnknown { call_id } => {
+            return Next::Park {
+                reason: format!(
+                    "the outcome of {call_id} is unknown; resolve it (retry, skip or fail)"
+                ),
+            };
+        }
+        Status::Running => {}
+    }
+    if let Some(next) = recover_in_flight(agent, state) {
+        return next;
+    }
+    if let Some(next) =
+        over_budget(&agent.budgets, state).or_else(|| looping(&agent.budgets, state))
+    {
+        return next;
+    }
+    if let Some(call) = state.proposed.front() {
+        return handle_proposal(agent, state, call);
+    }
+    match state.conversation.back() {
+        Some(last) if last.role == Role::Assistant => Next::Finish {
+            outcome: Outcome::Succeeded,
+            reason: "the model gave its final answer".into(),
+        },
+        _ => Next::CallModel {
+            step: state.totals.steps + state.totals.model_failures,
+        },
+    }
+}
+
+/// Effects whose intent is logged but whose outcome is not: the process stopped mid-way.
+fn recover_in_flight(agent: &Agent, state: &State) -> Option<Next> {
+    if let Some(Pending::Model {
+        request, attempt, ..
+    }) = state.pending.get(MODEL_CALL)
+    {
+        return Some(Next::ReissueModel {
+            request: *request,
+            attempt: *attempt,
+            step: state.totals.steps + state.totals.model_failures,
+        });
+    }
+    let (call_id, pending) = state.pending.iter().find(|(k, _)| *k != MODEL_CALL)?;
+    let Pending::Tool {
+        tool,
+        args,
+        idempotent,
+        ..
+    } = pending
+    else {
+        return None;
+    };
+    // The recorded declaration decides; a tool since removed from the agent is in doubt too.
+    let safe = *idempotent && agent.tools.contains_key(tool);
+    Some(if safe {
+        Next::RunTool {
+            call_id: call_id.clone(),
+            tool: tool.clone(),
+            args: *args,
+            rerun: true,
+        }
+    } else {
+        Next::MarkOutcomeUnknown {
+            call_id: call_id.clone(),
+        }
+    })
+}
+
+fn over_budget(budgets: &Budgets, state: &State) -> Option<Next> {
+    let t = &state.totals;
+    let fail = |reason: String| {
+        Some(Next::Finish {
+            outcome: Outcome::Failed,
+            reason,
+        })
+    };
+    if let Some(max) = budgets.max_steps
+        && t.steps >= max
+        && state.proposed.is_empty()
+    {
+        return fail(format!(
+            "budget exhausted: {} model steps (max_steps = {max})",
+            t.steps
+        ));
+    }
+    let tokens = t.input_tokens + t.output_tokens;
+    if let Some(max) = budgets.max_tokens
+        && tokens > max
+    {
+        return fail(format!(
+            "budget exhausted: {tokens} tokens (max_tokens = {max})"
+        ));
+    }
+    if let Some(max) = budgets.max_cost_usd
+        && t.cost_micro_usd > usd_to_micro(max)
+    {
+        return fail(format!(
+            "budget exhausted: cost ${}.{:06} (max_cost_usd = {max})",
+            t.cost_micro_usd / 1_000_000,
+            t.cost_micro_usd % 1_000_000
+        ));
+    }
+    let elapsed_ms = state
+        .last_at
+        .unix_ms()
+        .saturating_sub(state.started_at.unix_ms());
+    if let Some(max) = budgets.max_wall_secs
+        && elapsed_ms > max.saturating_mul(1_000)
+    {
+        return fail(format!(
+            "budget exhausted: {} s of wall time (max_wall_secs = {max})",
+            elapsed_ms / 1_000
+        ));
+    }
+    None
+}
+
+fn usd_to_micro(usd: f64) -> u64 {
+    // `as` saturates: a negative budget is 0, an absurd one u64::MAX, NaN 0.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let micro = (usd * 1e6) as u64;
+    micro
+}
+
+/// The same tool call (tool and arguments) `loop_limit` times in a row: warn once, then fail.
+fn looping(budgets: &Budgets, state: &State) -> Option<Next> {
+    let limit = usize::try_from(budgets.loop_limit?).ok()?.max(2);
+    let recent = &state.recent_calls;
+    if recent.len() < limit || !state.proposed.is_empty() {
+        return None;
+    }
+    let last = recent.back()?;
+    let repeats = recent.iter().rev().take_while(|c| *c == last).count();
+    if repeats < limit {
+        return None;
+    }
+    let warned = state.signals.get(LOOP_WARNING).copied().unwrap_or(0);
+    if warned == 0 {
+        Some(Next::WarnLoop {
+            message: format!(
+                "You have called {} with the same arguments {repeats} times in a row. That is not making progress; \
+                 try a different approach or give your final answer.",
+                last.tool
+            ),
+        })
+    } else if repeats > limit {
+        Some(Next::Finish {
+            outcome: Outcome::Failed,
+            reason: format!(
+                "loop: {} called with the same arguments {repeats} times in a row, after a warning",
+                last.tool
+            ),
+        })
+    } else {
+        None
+    }
+}
+
+fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
+    let deny = |reason: String| Next::Deny {
+        call: call.clone(),
+        reason,
+    };
+    let Some(meta) = agent.tools.get(&call.tool) else {
+        return deny(format!(
+            "there is no tool `{}` (available: {})",
+            call.tool,
+            agent.tools.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    };
+    if let Some(decided) = state
+        .approvals_decided
+        .iter()
+        .rev()
+        .find(|a| a.call_id == call.call_id)
+    {
+        return match decided.decision {
+            Some(Decision::Approved) => run(call),
+            _ => deny(format!(
+                "denied by {}",
+                decided.by.as_deref().unwrap_or("a human")
+            )),
+        };
+    }
+    let verdict = agent
+        .policy
+        .check(&call.tool, meta.tier, call.path.as_deref());
+    match verdict.action {
+        Action::Allow => run(call),
+        Action::Ask => Next::AskApproval {
+            call: call.clone(),
+            reason: verdict.reason,
+        },
+        Action::Deny => deny(verdict.reason),
+    }
+}
+
+fn run(call: &ProposedCall) -> Next {
+    Next::RunTool {
+        call_id: call.call_id.clone(),
+        tool: call.tool.clone(),
+        args: call.args,
+        rerun: false,
+    }
+}

@@ -1,0 +1,407 @@
+//! `decide` over states folded from real event sequences: the agent loop's choices, crash
+//! recovery, approvals, policy, budgets, the loop guard, cancellation.
+
+use std::collections::BTreeMap;
+
+use retrace_events::{
+    BlobId, Decision, Event, EventKind, Head, Outcome, ProposedCall, RunId, Timestamp, Usage,
+};
+use retrace_replay::{State, apply};
+use retrace_runtime::decide::{Agent, LOOP_WARNING, Next, ToolMeta, decide};
+use retrace_runtime::policy::Policy;
+use retrace_runtime::spec::{Action, Budgets, Rule};
+use retrace_runtime::tools::Tier;
+
+/// A run being written event by event, with its state kept up to date.
+struct Log {
+    state: State,
+    head: Option<Head>,
+    clock: u64,
+}
+
+impl Log {
+    fn start() -> Self {
+        let mut log = Self {
+            state: State::default(),
+            head: None,
+            clock: 1_000,
+        };
+        let blob = BlobId::of(b"task");
+        log.push(EventKind::RunStarted {
+            run: RunId::from_bytes([5; 16]),
+            spec: blob,
+            input: blob,
+        });
+        log
+    }
+
+    fn push(&mut self, kind: EventKind) -> u64 {
+        self.clock += 10;
+        let event = Event::after(self.head, Timestamp(self.clock), kind);
+        apply(&mut self.state, &event).expect("a valid event");
+        self.head = Some(event.head());
+        event.seq
+    }
+
+    fn model_reply(&mut self, calls: &[(&str, &str, Option<&str>)]) {
+        let asked = self.push(EventKind::ModelRequested {
+            request: BlobId::of(b"req"),
+            attempt: 1,
+        });
+        let usage = Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            cost_micro_usd: 1_000,
+            latency_ms: 5,
+        };
+        let replied = self.push(EventKind::ModelResponded {
+            request_seq: asked,
+            response: BlobId::of(b"reply"),
+            usage,
+        });
+        if !calls.is_empty() {
+            let calls = calls
+                .iter()
+                .map(|(id, tool, path)| ProposedCall {
+                    call_id: (*id).into(),
+                    tool: (*tool).into(),
+                    args: BlobId::of(path.unwrap_or("{}").as_bytes()),
+                    path: path.map(Into::into),
+                })
+                .collect();
+            self.push(EventKind::ToolCallsProposed {
+                response_seq: replied,
+                calls,
+            });
+        }
+    }
+
+    fn run_tool(&mut self, id: &str, tool: &str, path: &str) {
+        self.push(EventKind::ToolRequested {
+            call_id: id.into(),
+            tool: tool.into(),
+            args: BlobId::of(path.as_bytes()),
+            idempotent: true,
+        });
+        self.push(EventKind::ToolReturned {
+            call_id: id.into(),
+            output: BlobId::of(b"ok"),
+            is_error: false,
+            duration_ms: 1,
+        });
+    }
+}
+
+fn agent(budgets: Budgets, rules: &[Rule]) -> Agent {
+    let tools = BTreeMap::from([
+        (
+            "fs.read".to_owned(),
+            ToolMeta {
+                tier: Tier::Read,
+                idempotent: true,
+            },
+        ),
+        (
+            "fs.write".to_owned(),
+            ToolMeta {
+                tier: Tier::Write,
+                idempotent: true,
+            },
+        ),
+        (
+            "fs.edit".to_owned(),
+            ToolMeta {
+                tier: Tier::Write,
+                idempotent: false,
+            },
+        ),
+    ]);
+    Agent {
+        budgets,
+        policy: Policy::new(rules).expect("policy"),
+        tools,
+    }
+}
+
+fn plain() -> Agent {
+    agent(Budgets::default(), &[])
+}
+
+#[test]
+fn the_basic_loop_calls_the_model_runs_allowed_tools_and_finishes_on_a_final_answer() {
+    let mut log = Log::start();
+    assert_eq!(decide(&plain(), &log.state), Next::CallModel { step: 0 });
+    log.model_reply(&[("c1", "fs.read", Some("README.md"))]);
+    let Next::RunTool {
+        call_id,
+        tool,
+        rerun,
+        ..
+    } = decide(&plain(), &log.state)
+    else {
+        panic!("expected a tool run")
+    };
+    assert_eq!(
+        (call_id.as_str(), tool.as_str(), rerun),
+        ("c1", "fs.read", false)
+    );
+    log.run_tool("c1", "fs.read", "README.md");
+    assert_eq!(decide(&plain(), &log.state), Next::CallModel { step: 1 });
+    log.model_reply(&[]);
+    assert!(matches!(
+        decide(&plain(), &log.state),
+        Next::Finish {
+            outcome: Outcome::Succeeded,
+            ..
+        }
+    ));
+    log.push(EventKind::RunFinished {
+        outcome: Outcome::Succeeded,
+        detail: BlobId::of(b"done"),
+    });
+    assert_eq!(decide(&plain(), &log.state), Next::Done);
+}
+
+#[test]
+fn writes_ask_by_default_and_the_decision_is_honoured() {
+    for (decision, approved) in [(Decision::Approved, true), (Decision::Denied, false)] {
+        let mut log = Log::start();
+        log.model_reply(&[("w1", "fs.write", Some("notes.md"))]);
+        let Next::AskApproval { call, reason } = decide(&plain(), &log.state) else {
+            panic!("expected ask")
+        };
+        assert_eq!(call.call_id, "w1");
+        assert!(reason.contains("default for write tools"), "{reason}");
+        log.push(EventKind::ApprovalRequested {
+            call_id: "w1".into(),
+            request: BlobId::of(b"ask"),
+        });
+        assert!(matches!(decide(&plain(), &log.state), Next::Park { .. }));
+        log.push(EventKind::ApprovalDecided {
+            call_id: "w1".into(),
+            decision,
+            by: "ann".into(),
+            note: None,
+        });
+        match decide(&plain(), &log.state) {
+            Next::RunTool { call_id, .. } if approved => assert_eq!(call_id, "w1"),
+            Next::Deny { reason, .. } if !approved => assert_eq!(reason, "denied by ann"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn policy_rules_and_unknown_tools_deny() {
+    let rules = [Rule {
+        tool: "fs.write".into(),
+        path: Some("secrets/**".into()),
+        action: Action::Deny,
+    }];
+    let mut log = Log::start();
+    log.model_reply(&[
+        ("w1", "fs.write", Some("secrets/key")),
+        ("x1", "net.fetch", None),
+    ]);
+    let Next::Deny { call, reason } = decide(&agent(Budgets::default(), &rules), &log.state) else {
+        panic!("expected deny")
+    };
+    assert_eq!(call.call_id, "w1");
+    assert!(reason.contains("policy rule 0"), "{reason}");
+    // the denial is recorded as a failed tool result; then the unknown tool is refused too
+    log.push(EventKind::ToolRequested {
+        call_id: "w1".into(),
+        tool: "fs.write".into(),
+        args: call.args,
+        idempotent: true,
+    });
+    log.push(EventKind::ToolReturned {
+        call_id: "w1".into(),
+        output: BlobId::of(b"denied"),
+        is_error: true,
+        duration_ms: 0,
+    });
+    let Next::Deny { reason, .. } = decide(&plain(), &log.state) else {
+        panic!("expected deny")
+    };
+    assert!(reason.contains("there is no tool `net.fetch`"), "{reason}");
+}
+
+#[test]
+fn after_a_crash_model_calls_are_reissued_and_tools_rerun_only_if_idempotent() {
+    let mut log = Log::start();
+    let request = BlobId::of(b"the request");
+    log.push(EventKind::ModelRequested {
+        request,
+        attempt: 1,
+    });
+    assert_eq!(
+        decide(&plain(), &log.state),
+        Next::ReissueModel {
+            request,
+            attempt: 1,
+            step: 0
+        }
+    );
+
+    let mut log = Log::start();
+    log.model_reply(&[("r1", "fs.read", Some("a.txt"))]);
+    log.push(EventKind::ToolRequested {
+        call_id: "r1".into(),
+        tool: "fs.read".into(),
+        args: BlobId::of(b"a.txt"),
+        idempotent: true,
+    });
+    assert!(matches!(
+        decide(&plain(), &log.state),
+        Next::RunTool { rerun: true, .. }
+    ));
+
+    let mut log = Log::start();
+    log.model_reply(&[("e1", "fs.edit", Some("a.txt"))]);
+    log.push(EventKind::ToolRequested {
+        call_id: "e1".into(),
+        tool: "fs.edit".into(),
+        args: BlobId::of(b"a.txt"),
+        idempotent: false,
+    });
+    assert_eq!(
+        decide(&plain(), &log.state),
+        Next::MarkOutcomeUnknown {
+            call_id: "e1".into()
+        }
+    );
+    log.push(EventKind::ToolOutcomeUnknown {
+        call_id: "e1".into(),
+        reason: BlobId::of(b"crash"),
+    });
+    let Next::Park { reason } = decide(&plain(), &log.state) else {
+        panic!("expected park")
+    };
+    assert!(reason.contains("outcome of e1 is unknown"), "{reason}");
+}
+
+/// `decide` with `budgets` must fail the run with a reason containing `needle`.
+fn check(state: &State, budgets: Budgets, needle: &str) {
+    match decide(&agent(budgets, &[]), state) {
+        Next::Finish {
+            outcome: Outcome::Failed,
+            reason,
+        } => assert!(reason.contains(needle), "{reason}"),
+        other => panic!("expected a budget failure ({needle}), got {other:?}"),
+    }
+}
+
+#[test]
+fn budgets_end_the_run_with_a_clear_reason() {
+    let mut log = Log::start();
+    log.model_reply(&[("r1", "fs.read", Some("a"))]);
+    log.run_tool("r1", "fs.read", "a");
+    check(
+        &log.state,
+        Budgets {
+            max_steps: Some(1),
+            ..Budgets::default()
+        },
+        "max_steps = 1",
+    );
+    check(
+        &log.state,
+        Budgets {
+            max_tokens: Some(100),
+            ..Budgets::default()
+        },
+        "120 tokens",
+    );
+    check(
+        &log.state,
+        Budgets {
+            max_cost_usd: Some(0.0001),
+            ..Budgets::default()
+        },
+        "max_cost_usd",
+    );
+    // five events 10 ms apart after the start: 50 ms of recorded wall time
+    log.clock += 5_000;
+    log.push(EventKind::SignalReceived {
+        name: "ping".into(),
+        payload: BlobId::of(b""),
+    });
+    check(
+        &log.state,
+        Budgets {
+            max_wall_secs: Some(1),
+            ..Budgets::default()
+        },
+        "wall time",
+    );
+    assert_eq!(
+        decide(
+            &agent(
+                Budgets {
+                    max_steps: Some(5),
+                    ..Budgets::default()
+                },
+                &[]
+            ),
+            &log.state
+        ),
+        Next::CallModel { step: 1 }
+    );
+}
+
+#[test]
+fn a_repeated_call_gets_one_warning_then_fails_the_run() {
+    let budgets = Budgets {
+        loop_limit: Some(3),
+        ..Budgets::default()
+    };
+    let mut log = Log::start();
+    for i in 0..3 {
+        log.model_reply(&[(&format!("c{i}"), "fs.read", Some("same.txt"))]);
+        log.run_tool(&format!("c{i}"), "fs.read", "same.txt");
+    }
+    let Next::WarnLoop { message } = decide(&agent(budgets.clone(), &[]), &log.state) else {
+        panic!("expected a warning")
+    };
+    assert!(message.contains("fs.read"), "{message}");
+    log.push(EventKind::SignalReceived {
+        name: LOOP_WARNING.into(),
+        payload: BlobId::of(message.as_bytes()),
+    });
+    assert_eq!(
+        log.state.conversation.back().map(|m| m.seq),
+        log.state.seq,
+        "the warning is in the conversation"
+    );
+    assert_eq!(
+        decide(&agent(budgets.clone(), &[]), &log.state),
+        Next::CallModel { step: 3 }
+    );
+    log.model_reply(&[("c3", "fs.read", Some("same.txt"))]);
+    log.run_tool("c3", "fs.read", "same.txt");
+    let Next::Finish {
+        outcome: Outcome::Failed,
+        reason,
+    } = decide(&agent(budgets, &[]), &log.state)
+    else {
+        panic!("expected failure")
+    };
+    assert!(reason.contains("loop"), "{reason}");
+}
+
+#[test]
+fn a_cancel_signal_finishes_the_run_as_cancelled() {
+    let mut log = Log::start();
+    log.push(EventKind::SignalReceived {
+        name: "cancel".into(),
+        payload: BlobId::of(b""),
+    });
+    assert!(matches!(
+        decide(&plain(), &log.state),
+        Next::Finish {
+            outcome: Outcome::Cancelled,
+            ..
+        }
+    ));
+}
