@@ -161,6 +161,8 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         } => {
             take_model_call(state, kind, *request_seq)?;
             state.last_model_error = None;
+            state.model_failure_streak = 0;
+            state.last_failure_permanent = false;
             state.totals.steps += 1;
             state.totals.input_tokens += usage.input_tokens;
             state.totals.output_tokens += usage.output_tokens;
@@ -175,10 +177,14 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             });
         }
         EventKind::ModelFailed {
-            request_seq, error, ..
+            request_seq,
+            error,
+            transient,
         } => {
             take_model_call(state, kind, *request_seq)?;
             state.totals.model_failures += 1;
+            state.model_failure_streak += 1;
+            state.last_failure_permanent = !transient;
             state.last_model_error = Some(*error);
         }
         _ => {}

@@ -197,6 +197,10 @@ pub struct State {
     pub recent_calls: VecDeque<CallSignature>,
     /// The last model error, if the last model call failed.
     pub last_model_error: Option<BlobId>,
+    /// Model calls failed in a row (0 after a reply).
+    pub model_failure_streak: u32,
+    /// Whether the last failure was permanent (retrying will not help).
+    pub last_failure_permanent: bool,
     /// Set by a `cancel` signal; the runtime finishes the run as cancelled.
     pub cancel_requested: bool,
     /// Signals received, by name.

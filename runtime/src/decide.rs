@@ -15,6 +15,9 @@ use crate::policy::Policy;
 use crate::spec::{Action, Budgets};
 use crate::tools::Tier;
 
+/// Consecutive transient model failures tolerated before the run fails.
+pub const MODEL_RETRIES: u32 = 3;
+
 /// Name of the signal that carries the loop guard's corrective message.
 pub const LOOP_WARNING: &str = "loop_warning";
 

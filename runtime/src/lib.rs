@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod entropy;
+pub mod executor;
 pub mod policy;
 pub mod spec;
 pub mod tools;

@@ -7,6 +7,7 @@ pub mod fs;
 mod workspace;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -79,7 +80,7 @@ pub trait Tool: Send + Sync {
 
 /// The tools an agent has, by name.
 pub struct Toolbox {
-    tools: BTreeMap<&'static str, Box<dyn Tool>>,
+    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
 }
 
 impl std::fmt::Debug for Toolbox {
@@ -91,19 +92,19 @@ impl std::fmt::Debug for Toolbox {
 impl Toolbox {
     /// The built-in tools named in `allow`, over `workspace`. Unknown names are an error.
     pub fn builtin(workspace: &Workspace, allow: &[String]) -> Result<Self, ToolError> {
-        let mut tools: BTreeMap<&'static str, Box<dyn Tool>> = BTreeMap::new();
+        let mut tools: BTreeMap<&'static str, Arc<dyn Tool>> = BTreeMap::new();
         for name in allow {
             let tool = fs::builtin(workspace, name).ok_or_else(|| ToolError::Invalid {
                 message: format!("unknown tool `{name}`"),
             })?;
-            tools.insert(tool.info().name, tool);
+            tools.insert(tool.info().name, Arc::from(tool));
         }
         Ok(Self { tools })
     }
 
-    /// A tool by name.
-    pub fn get(&self, name: &str) -> Option<&dyn Tool> {
-        self.tools.get(name).map(AsRef::as_ref)
+    /// A tool by name (shared, so it can run on a blocking thread).
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        self.tools.get(name).cloned()
     }
 
     /// Every tool's declaration, by name.

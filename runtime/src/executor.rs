@@ -1,0 +1,481 @@
+//! The executor: performs what [`decide`] asks, through one durable-effect path.
+//!
+//! For every effect the intent is appended (durable) before the effect starts, and the
+//! outcome is appended before the next decision: a model call is `model_requested` →
+//! provider → `model_responded` + `tool_calls_proposed` (one atomic append) or
+//! `model_failed`; a tool call is `tool_requested` → tool → `tool_returned`. After a crash
+//! the state says what was in flight and [`decide`] chooses: re-issue the model call,
+//! re-run an idempotent tool, or mark the outcome unknown. Nothing already recorded is
+//! performed again.
+
+use std::time::Instant;
+
+use retrace_events::{
+    BlobId, Event, EventKind, Head, Outcome, ProposedCall, RunId, Usage, canonical_json,
+    to_canonical_json,
+};
+use retrace_providers::{ChatMessage, Delta, ModelReply, ModelRequest, Provider, ToolDef};
+use retrace_replay::{Role, SnapshotPolicy, State, apply, state_at_head};
+use retrace_store::{NewRun, Store};
+use serde_json::{Value, json};
+
+use crate::decide::{Agent, LOOP_WARNING, Next, ToolMeta, decide};
+use crate::entropy::now;
+use crate::policy::Policy;
+use crate::spec::Spec;
+use crate::tools::{Toolbox, Workspace};
+
+/// Tool output longer than this reaches the model as a preview (the full output is the
+/// recorded blob).
+pub const PREVIEW_BYTES: usize = 8 * 1024;
+
+/// What can stop the executor (as opposed to ending the run, which is recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] retrace_store::Error),
+    /// The log does not fold (a bug or a damaged store).
+    #[error(transparent)]
+    Replay(#[from] retrace_replay::Error),
+    /// A recorded payload is missing or unreadable.
+    #[error("run {run}: {what}")]
+    Payload {
+        /// The run.
+        run: RunId,
+        /// What is wrong.
+        what: String,
+    },
+    /// The agent's tools or policy could not be set up.
+    #[error("cannot set up the agent: {0}")]
+    Setup(String),
+}
+
+/// How a drive ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The run finished (now or before).
+    Finished(Outcome),
+    /// The run waits for a human: an approval, or an unknown outcome to resolve.
+    Parked(String),
+}
+
+/// Something worth showing while a run progresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// An event was appended.
+    Appended(Event),
+    /// Model text streamed in.
+    Text(String),
+}
+
+/// An agent ready to run: spec, tools, policy, model.
+pub struct Runner<'a> {
+    store: &'a dyn Store,
+    spec: Spec,
+    agent: Agent,
+    toolbox: Toolbox,
+    provider: Box<dyn Provider>,
+}
+
+impl std::fmt::Debug for Runner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("agent", &self.spec.name)
+            .field("tools", &self.toolbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Runner<'a> {
+    /// Set up `spec` over `store`, with `provider` as its model.
+    pub fn new(
+        store: &'a dyn Store,
+        spec: Spec,
+        provider: Box<dyn Provider>,
+    ) -> Result<Self, Error> {
+        let workspace = Workspace::new(&spec.workspace).map_err(|e| Error::Setup(e.to_string()))?;
+        let toolbox =
+            Toolbox::builtin(&workspace, &spec.tools).map_err(|e| Error::Setup(e.to_string()))?;
+        let policy = Policy::new(&spec.policy).map_err(|e| Error::Setup(e.to_string()))?;
+        let tools = toolbox
+            .infos()
+            .into_iter()
+            .map(|i| {
+                (
+                    i.name.to_owned(),
+                    ToolMeta {
+                        tier: i.tier,
+                        idempotent: i.idempotent,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            store,
+            agent: Agent {
+                budgets: spec.budgets.clone(),
+                policy,
+                tools,
+            },
+            spec,
+            toolbox,
+            provider,
+        })
+    }
+
+    /// Create run `run` with `input` as its task (records the spec it runs with).
+    pub fn start(&self, run: RunId, input: &str) -> Result<(), Error> {
+        let spec = self.store.put_blob(&self.spec.to_canonical_bytes())?;
+        let input = self.store.put_blob(&canonical_json(&json!(input)))?;
+        let mut new = NewRun::new(run, now());
+        new.meta.insert("name".into(), self.spec.name.clone());
+        self.store.create_run(new)?;
+        let first = Event::root(now(), EventKind::RunStarted { run, spec, input });
+        self.store.append(&run, None, &[first])?;
+        Ok(())
+    }
+
+    /// Drive `run` until it finishes or parks. `progress` sees every appended event and
+    /// streamed text.
+    pub async fn drive(
+        &self,
+        run: RunId,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Stop, Error> {
+        let mut state = state_at_head(self.store, &run, SnapshotPolicy::default())?.state;
+        let mut head = self.store.require_run(&run)?.head;
+        loop {
+            let next = decide(&self.agent, &state);
+            let kinds = match next {
+                Next::Done => {
+                    let outcome = match state.status {
+                        retrace_replay::Status::Finished { outcome, .. } => outcome,
+                        _ => Outcome::Failed,
+                    };
+                    return Ok(Stop::Finished(outcome));
+                }
+                Next::Park { reason } => return Ok(Stop::Parked(reason)),
+                Next::CallModel { step } => {
+                    let request = self.build_request(run, &state, step)?;
+                    let blob = self
+                        .store
+                        .put_blob(&to_canonical_json(&request).map_err(|e| payload(run, &e))?)?;
+                    self.record(
+                        run,
+                        &mut state,
+                        &mut head,
+                        vec![EventKind::ModelRequested {
+                            request: blob,
+                            attempt: 1,
+                        }],
+                        progress,
+                    )?;
+                    self.call_model(run, &request, &state, progress).await?
+                }
+                Next::ReissueModel { request, .. } => {
+                    let request: ModelRequest = self.blob_json(run, &request)?;
+                    self.call_model(run, &request, &state, progress).await?
+                }
+                Next::RunTool {
+                    call_id,
+                    tool,
+                    args,
+                    rerun,
+                } => {
+                    if !rerun {
+                        let idempotent = self.agent.tools.get(&tool).is_some_and(|t| t.idempotent);
+                        let intent = EventKind::ToolRequested {
+                            call_id: call_id.clone(),
+                            tool: tool.clone(),
+                            args,
+                            idempotent,
+                        };
+                        self.record(run, &mut state, &mut head, vec![intent], progress)?;
+                    }
+                    vec![self.run_tool(run, &call_id, &tool, &args).await?]
+                }
+                Next::AskApproval { call, reason } => {
+                    let args: Value = self.blob_json(run, &call.args)?;
+                    let request =
+                        self.put_json(&json!({"tool": call.tool, "args": args, "reason": reason}))?;
+                    vec![EventKind::ApprovalRequested {
+                        call_id: call.call_id,
+                        request,
+                    }]
+                }
+                Next::Deny { call, reason } => self.denial(&call, &reason)?,
+                Next::MarkOutcomeUnknown { call_id } => {
+                    let reason = self.put_json(&json!({"reason": "the process stopped while this non-idempotent tool ran; it may or may not have taken effect"}))?;
+                    vec![EventKind::ToolOutcomeUnknown { call_id, reason }]
+                }
+                Next::WarnLoop { message } => {
+                    let payload = self.put_json(&json!(message))?;
+                    vec![EventKind::SignalReceived {
+                        name: LOOP_WARNING.into(),
+                        payload,
+                    }]
+                }
+                Next::Finish { outcome, reason } => {
+                    let detail = match (outcome, state.conversation.back()) {
+                        (Outcome::Succeeded, Some(last)) if last.role == Role::Assistant => {
+                            let reply: ModelReply = self.blob_json(run, &last.content)?;
+                            self.put_json(&json!({"output": reply.text}))?
+                        }
+                        _ => self.put_json(&json!({"reason": reason}))?,
+                    };
+                    vec![EventKind::RunFinished { outcome, detail }]
+                }
+            };
+            self.record(run, &mut state, &mut head, kinds, progress)?;
+        }
+    }
+
+    /// Append `kinds` (one atomic append), fold them into `state`, report them.
+    fn record(
+        &self,
+        run: RunId,
+        state: &mut State,
+        head: &mut Option<Head>,
+        kinds: Vec<EventKind>,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(), Error> {
+        let mut events = Vec::with_capacity(kinds.len());
+        let mut prev = *head;
+        for kind in kinds {
+            let event = Event::after(prev, now(), kind);
+            prev = Some(event.head());
+            events.push(event);
+        }
+        *head = Some(self.store.append(&run, head.map(|h| h.id), &events)?);
+        for event in events {
+            apply(state, &event).map_err(|source| retrace_replay::Error::Apply {
+                run,
+                seq: event.seq,
+                source,
+            })?;
+            progress(Progress::Appended(event));
+        }
+        Ok(())
+    }
+
+    /// Perform a model call whose intent is recorded; the outcome events to append.
+    async fn call_model(
+        &self,
+        run: RunId,
+        request: &ModelRequest,
+        state: &State,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Vec<EventKind>, Error> {
+        // The pending call's seq (events such as signals may have arrived after it).
+        let request_seq = match state.pending.get(retrace_replay::MODEL_CALL) {
+            Some(retrace_replay::Pending::Model { seq, .. }) => *seq,
+            _ => state.seq.unwrap_or(0),
+        };
+        // The reply is appended next, so it takes the next seq.
+        let response_seq = state.len();
+        let started = Instant::now();
+        let mut sink = |d: Delta| {
+            let Delta::Text(text) = d;
+            progress(Progress::Text(text));
+        };
+        let result = self.provider.complete(request, &mut sink).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(match result {
+            Ok(reply) => {
+                let response =
+                    self.put_json(&serde_json::to_value(&reply).map_err(|e| payload(run, &e))?)?;
+                let usage = Usage {
+                    input_tokens: reply.usage.input_tokens,
+                    output_tokens: reply.usage.output_tokens,
+                    cost_micro_usd: 0,
+                    latency_ms,
+                };
+                let mut kinds = vec![EventKind::ModelResponded {
+                    request_seq,
+                    response,
+                    usage,
+                }];
+                if !reply.tool_calls.is_empty() {
+                    let mut calls = Vec::with_capacity(reply.tool_calls.len());
+                    for call in &reply.tool_calls {
+                        calls.push(ProposedCall {
+                            call_id: call.id.clone(),
+                            tool: call.name.clone(),
+                            args: self.put_json(&call.arguments)?,
+                            path: call
+                                .arguments
+                                .get("path")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                        });
+                    }
+                    kinds.push(EventKind::ToolCallsProposed {
+                        response_seq,
+                        calls,
+                    });
+                }
+                kinds
+            }
+            Err(e) => {
+                let error = self
+                    .put_json(&json!({"provider": self.provider.name(), "error": e.to_string()}))?;
+                vec![EventKind::ModelFailed {
+                    request_seq,
+                    error,
+                    transient: e.is_transient(),
+                }]
+            }
+        })
+    }
+
+    /// Run a tool whose intent is recorded; its outcome event.
+    async fn run_tool(
+        &self,
+        run: RunId,
+        call_id: &str,
+        tool: &str,
+        args: &BlobId,
+    ) -> Result<EventKind, Error> {
+        let args: Value = self.blob_json(run, args)?;
+        let started = Instant::now();
+        let result = match self.toolbox.get(tool) {
+            // tools do blocking IO: off the async threads
+            Some(t) => tokio::task::spawn_blocking(move || t.call(&args))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::tools::ToolError::Failed {
+                        message: format!("the tool crashed: {e}"),
+                    })
+                }),
+            None => Err(crate::tools::ToolError::Failed {
+                message: format!("there is no tool `{tool}`"),
+            }),
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (output, is_error) = match result {
+            Ok(value) => (value, false),
+            Err(e) => (json!({"error": e.to_string()}), true),
+        };
+        Ok(EventKind::ToolReturned {
+            call_id: call_id.to_owned(),
+            output: self.put_json(&output)?,
+            is_error,
+            duration_ms,
+        })
+    }
+
+    /// A refused call, recorded as requested-then-failed so the model is told.
+    fn denial(&self, call: &ProposedCall, reason: &str) -> Result<Vec<EventKind>, Error> {
+        let output = self.put_json(&json!({"error": format!("not run: {reason}")}))?;
+        Ok(vec![
+            EventKind::ToolRequested {
+                call_id: call.call_id.clone(),
+                tool: call.tool.clone(),
+                args: call.args,
+                idempotent: true,
+            },
+            EventKind::ToolReturned {
+                call_id: call.call_id.clone(),
+                output,
+                is_error: true,
+                duration_ms: 0,
+            },
+        ])
+    }
+
+    /// The model request for the conversation in `state`.
+    fn build_request(&self, run: RunId, state: &State, step: u64) -> Result<ModelRequest, Error> {
+        let mut messages = Vec::with_capacity(state.conversation.len());
+        for message in &state.conversation {
+            messages.push(match message.role {
+                Role::User => ChatMessage::User {
+                    content: text_of(&self.blob_json(run, &message.content)?),
+                },
+                Role::Assistant => {
+                    let reply: ModelReply = self.blob_json(run, &message.content)?;
+                    ChatMessage::Assistant {
+                        text: reply.text,
+                        tool_calls: reply.tool_calls,
+                    }
+                }
+                Role::Tool => {
+                    let output: Value = self.blob_json(run, &message.content)?;
+                    ChatMessage::Tool {
+                        call_id: message.call_id.clone().unwrap_or_default(),
+                        content: preview(&output, &message.content),
+                        is_error: message.is_error,
+                    }
+                }
+            });
+        }
+        Ok(ModelRequest {
+            model: self.spec.model.name.clone(),
+            system: self.spec.system.clone(),
+            messages,
+            tools: self
+                .toolbox
+                .infos()
+                .into_iter()
+                .map(|i| ToolDef {
+                    name: i.name.into(),
+                    description: i.description.into(),
+                    parameters: i.schema,
+                })
+                .collect(),
+            params: self.spec.model.params.clone(),
+            step,
+        })
+    }
+
+    fn put_json(&self, value: &Value) -> Result<BlobId, Error> {
+        Ok(self.store.put_blob(&canonical_json(value))?)
+    }
+
+    fn blob_json<T: serde::de::DeserializeOwned>(
+        &self,
+        run: RunId,
+        blob: &BlobId,
+    ) -> Result<T, Error> {
+        let bytes = self.store.blob(blob)?.ok_or_else(|| Error::Payload {
+            run,
+            what: format!("blob {blob} is missing"),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Payload {
+            run,
+            what: format!("blob {blob} does not decode: {e}"),
+        })
+    }
+}
+
+fn payload(run: RunId, e: &serde_json::Error) -> Error {
+    Error::Payload {
+        run,
+        what: e.to_string(),
+    }
+}
+
+/// A JSON string as its text, anything else as JSON.
+fn text_of(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// Tool output for the model: whole if short, else a preview naming the stored blob.
+fn preview(output: &Value, blob: &BlobId) -> String {
+    let text = output.to_string();
+    if text.len() <= PREVIEW_BYTES {
+        return text;
+    }
+    let mut cut = PREVIEW_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}… [{} bytes in all; the full output is blob {}]",
+        &text[..cut],
+        text.len(),
+        blob.short()
+    )
+}

@@ -1,0 +1,199 @@
+//! The executor end to end on a real sled store with the scripted provider: a run using
+//! every built-in tool completes and verifies; approvals park the run and a decision resumes
+//! it; a denial reaches the model as a failed tool result.
+
+use std::path::Path;
+
+use retrace_events::{EventKind, Outcome, RunId};
+use retrace_providers::Scripted;
+use retrace_replay::{SnapshotPolicy, State, fold, state_at};
+use retrace_runtime::executor::{Progress, Runner, Stop};
+use retrace_runtime::spec::Spec;
+use retrace_store::{Store, VerifyOptions, verify_run};
+use retrace_store_sled::SledStore;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+/// An agent directory: spec, cassette, workspace with a README.
+fn agent_dir(policy: &str, cassette: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        &dir.path().join("agent.toml"),
+        &format!(
+            r#"
+name = "tidy"
+system = "You tidy repositories."
+workspace = "ws"
+[model]
+provider = "scripted"
+name = "demo"
+cassette = "cassette.json"
+[tools]
+allow = ["fs.list", "fs.read", "fs.search", "fs.write", "fs.edit"]
+{policy}
+"#
+        ),
+    );
+    write(&dir.path().join("cassette.json"), cassette);
+    write(&dir.path().join("ws/README.md"), "# demo\nTODO: describe\n");
+    dir
+}
+
+const EVERY_TOOL: &str = r#"{"replies": [
+  {"tool_calls": [{"id": "c1", "name": "fs.list", "arguments": {}},
+                  {"id": "c2", "name": "fs.search", "arguments": {"pattern": "TODO"}}]},
+  {"tool_calls": [{"id": "c3", "name": "fs.read", "arguments": {"path": "README.md"}}]},
+  {"tool_calls": [{"id": "c4", "name": "fs.edit", "arguments": {"path": "README.md", "old": "TODO: describe", "new": "A demo."}},
+                  {"id": "c5", "name": "fs.write", "arguments": {"path": "out/summary.md", "content": "README tidied."}}]},
+  {"text": "Done: README tidied, summary written."}
+]}"#;
+
+fn runner<'a>(store: &'a SledStore, dir: &Path) -> Runner<'a> {
+    let spec = Spec::load(&dir.join("agent.toml")).expect("spec");
+    let provider =
+        Scripted::load(spec.model.cassette.as_deref().expect("cassette")).expect("cassette");
+    Runner::new(store, spec, Box::new(provider)).expect("runner")
+}
+
+fn kinds(store: &SledStore, run: &RunId) -> Vec<&'static str> {
+    store
+        .events(run, 0..=u64::MAX)
+        .expect("events")
+        .iter()
+        .map(|(_, e)| e.kind.name())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_using_every_builtin_tool_completes_verifies_and_rederives() {
+    let dir = agent_dir("[[policy]]\ntool = \"*\"\naction = \"allow\"", EVERY_TOOL);
+    let store = SledStore::open(dir.path().join("store")).expect("store");
+    let runner = runner(&store, dir.path());
+    let run = RunId::from_bytes([9; 16]);
+    runner.start(run, "tidy the readme").expect("start");
+    let mut seen = Vec::new();
+    let stop = runner
+        .drive(run, &mut |p| {
+            if let Progress::Appended(e) = p {
+                seen.push(e.kind.name());
+            }
+        })
+        .await
+        .expect("drive");
+    assert_eq!(stop, Stop::Finished(Outcome::Succeeded));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ws/README.md")).expect("read"),
+        "# demo\nA demo.\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ws/out/summary.md")).expect("read"),
+        "README tidied."
+    );
+    let all = kinds(&store, &run);
+    assert_eq!(all.iter().filter(|k| **k == "tool_returned").count(), 5);
+    assert_eq!(all.iter().filter(|k| **k == "model_requested").count(), 4);
+    assert_eq!(all.last(), Some(&"run_finished"));
+    assert_eq!(
+        &all[1..],
+        &seen[..],
+        "progress reported every appended event"
+    );
+
+    // the log verifies, and the state at every seq re-derives identically
+    assert!(
+        verify_run(&store, &run, VerifyOptions::default())
+            .expect("verify")
+            .is_ok()
+    );
+    let events: Vec<_> = store
+        .events(&run, 0..=u64::MAX)
+        .expect("events")
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    for seq in 0..events.len() {
+        let folded: State = fold(&events[..=seq]).expect("fold");
+        let derived = state_at(
+            &store,
+            &run,
+            seq as u64,
+            SnapshotPolicy {
+                every: 7,
+                write: true,
+            },
+        )
+        .expect("state")
+        .state;
+        assert_eq!(folded.hash(), derived.hash(), "seq {seq}");
+    }
+    // driving a finished run does nothing
+    let again = runner.drive(run, &mut |_| {}).await.expect("drive");
+    assert_eq!(again, Stop::Finished(Outcome::Succeeded));
+    assert_eq!(kinds(&store, &run).len(), all.len());
+}
+
+const ONE_WRITE: &str = r#"{"replies": [
+  {"tool_calls": [{"id": "w1", "name": "fs.write", "arguments": {"path": "notes.md", "content": "hello"}}]},
+  {"text": "Finished."}
+]}"#;
+
+#[tokio::test]
+async fn writes_park_for_approval_and_a_denial_reaches_the_model() {
+    for approve in [true, false] {
+        let dir = agent_dir("", ONE_WRITE);
+        let store = SledStore::open(dir.path().join("store")).expect("store");
+        let runner = runner(&store, dir.path());
+        let run = RunId::from_bytes([if approve { 1 } else { 2 }; 16]);
+        runner.start(run, "write a note").expect("start");
+        let stop = runner.drive(run, &mut |_| {}).await.expect("drive");
+        let Stop::Parked(reason) = stop else {
+            panic!("expected a park, got {stop:?}")
+        };
+        assert!(reason.contains("awaiting approval of w1"), "{reason}");
+        assert!(
+            !dir.path().join("ws/notes.md").exists(),
+            "nothing written before approval"
+        );
+
+        // a human decides (what `retrace approve` appends), then the run resumes
+        let head = store.require_run(&run).expect("run").head.expect("head");
+        let decision = if approve {
+            retrace_events::Decision::Approved
+        } else {
+            retrace_events::Decision::Denied
+        };
+        let event = retrace_events::Event::after(
+            Some(head),
+            retrace_events::Timestamp(1),
+            EventKind::ApprovalDecided {
+                call_id: "w1".into(),
+                decision,
+                by: "ann".into(),
+                note: None,
+            },
+        );
+        store.append(&run, Some(head.id), &[event]).expect("decide");
+        let stop = runner.drive(run, &mut |_| {}).await.expect("drive");
+        assert_eq!(stop, Stop::Finished(Outcome::Succeeded));
+        assert_eq!(dir.path().join("ws/notes.md").exists(), approve);
+        let events = store.events(&run, 0..=u64::MAX).expect("events");
+        let tool_result = events
+            .iter()
+            .find_map(|(_, e)| match &e.kind {
+                EventKind::ToolReturned {
+                    output, is_error, ..
+                } => Some((*output, *is_error)),
+                _ => None,
+            })
+            .expect("a tool result");
+        assert_eq!(tool_result.1, !approve);
+        if !approve {
+            let text = String::from_utf8(store.blob(&tool_result.0).expect("read").expect("blob"))
+                .expect("utf-8");
+            assert!(text.contains("denied by ann"), "{text}");
+        }
+    }
+}
