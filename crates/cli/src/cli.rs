@@ -19,6 +19,37 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an agent: SPEC is its TOML file. Prints a live timeline; exits 0 when the run
+    /// succeeds or parks for approval, 2 when it fails or is cancelled.
+    Run {
+        /// The agent spec (TOML).
+        spec: PathBuf,
+        /// The task.
+        #[arg(long)]
+        input: Option<String>,
+        /// The task, from a file.
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+    },
+    /// Continue a run from its log (after a park, a crash or a kill), with the spec it was
+    /// started with.
+    Resume {
+        /// Run id or unambiguous prefix.
+        run: String,
+    },
+    /// Decide a pending approval of a parked run (then `retrace resume`).
+    Approve {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// The tool call to decide (needed only when several are pending).
+        call: Option<String>,
+        /// Deny instead of approve.
+        #[arg(long)]
+        deny: bool,
+        /// A note recorded with the decision.
+        #[arg(long)]
+        note: Option<String>,
+    },
     /// Record a sample agent run (model calls, a tool call, an approval) and verify it.
     ///
     /// A stand-in for `retrace run` until the agent runtime lands: it writes the events a

@@ -177,3 +177,120 @@ fn log_show_fork_with_edit_and_diff_work_end_to_end() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("RUN@SEQ"), "{}", text(&out));
 }
+
+/// Copy an example agent into a temp dir, so runs write there, not into the repository.
+fn example(name: &str, into: &Path) -> std::path::PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let to = into.join(name);
+    for entry in walk(&from) {
+        let target = to.join(entry.strip_prefix(&from).expect("inside"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&entry, &target).expect("copy");
+    }
+    to.join("agent.toml")
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "out") {
+                out.extend(walk(&path));
+            }
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_unattended_example_runs_to_success_and_verifies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = example("tidy", dir.path());
+    let store = dir.path().join("store");
+    let out = retrace(
+        &store,
+        &[
+            "run",
+            spec.to_str().expect("utf-8"),
+            "--input",
+            "Summarise this project",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("succeeded"), "{}", text(&out));
+    let summary = std::fs::read_to_string(dir.path().join("tidy/workspace/out/SUMMARY.md"))
+        .expect("summary written");
+    assert!(summary.contains("calculator"), "{summary}");
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn approval_parks_the_run_across_processes_and_a_denial_reaches_the_model() {
+    for deny in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = example("approval", dir.path());
+        let store = dir.path().join("store");
+        let out = retrace(
+            &store,
+            &[
+                "run",
+                spec.to_str().expect("utf-8"),
+                "--input",
+                "Note the release date",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("is parked: awaiting approval of call_1"),
+            "{}",
+            text(&out)
+        );
+        let line: serde_json::Value =
+            serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
+        let run = line["run"].as_str().expect("run id").to_owned();
+        assert_eq!(line["status"]["status"], "awaiting_approval");
+
+        let mut args = vec!["approve", &run[..8]];
+        if deny {
+            args.extend(["--deny", "--note", "not now"]);
+        }
+        let out = retrace(&store, &args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = retrace(&store, &["resume", &run[..8]]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("succeeded"), "{}", text(&out));
+        let notes = dir.path().join("approval/workspace/out/NOTES.md");
+        assert_eq!(notes.exists(), !deny, "the write happened only if approved");
+
+        // what the model was told about its tool call
+        let log = retrace(&store, &["log", &run[..8], "--json"]);
+        let returned: serde_json::Value = String::from_utf8_lossy(&log.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .find(|e| e["kind"] == "tool_returned")
+            .expect("a tool result");
+        assert_eq!(returned["is_error"], deny);
+        if deny {
+            let seq = returned["seq"].as_u64().expect("seq").to_string();
+            let shown = retrace(&store, &["show", &format!("{}@{seq}", &run[..8]), "--json"]);
+            let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+            let payload = shown["payloads"]
+                .as_object()
+                .expect("payloads")
+                .values()
+                .next()
+                .expect("one")
+                .to_string();
+            assert!(payload.contains("denied by"), "{payload}");
+        }
+        let out = retrace(&store, &["approve", &run[..8]]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out).contains("no pending approval"), "{}", text(&out));
+    }
+}

@@ -1,9 +1,11 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod approve;
 mod demo;
 mod diff;
 mod fork;
 mod log;
+mod run;
 mod runs;
 mod show;
 mod verify;
@@ -16,6 +18,18 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo => demo::run(&cli.store),
+        Command::Run {
+            spec,
+            input,
+            input_file,
+        } => run::run(&cli.store, &spec, input, input_file.as_deref()),
+        Command::Resume { run } => run::resume(&cli.store, &run),
+        Command::Approve {
+            run,
+            call,
+            deny,
+            note,
+        } => approve::run(&cli.store, &run, call.as_deref(), deny, note.as_deref()),
         Command::Runs { json } => runs::run(&cli.store, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Log {

@@ -1,0 +1,142 @@
+//! `retrace run SPEC` and `retrace resume RUN`: drive an agent run to its end or to a park,
+//! printing a live timeline.
+//!
+//! Exit status: 0 when the run succeeded or parked for a human, 2 when it failed or was
+//! cancelled, 1 on an error of retrace itself.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use retrace_events::{EventKind, Outcome, RunId};
+use retrace_providers::{Provider, Scripted};
+use retrace_replay::{SnapshotPolicy, state_at_head};
+use retrace_runtime::entropy::new_run_id;
+use retrace_runtime::executor::{Progress, Runner, Stop};
+use retrace_runtime::spec::{self, Spec};
+use retrace_store::Store;
+
+use crate::{output, store_access};
+
+pub fn run(
+    dir: &Path,
+    spec_path: &Path,
+    input: Option<String>,
+    input_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let spec = Spec::load(spec_path)?;
+    let input = match (input, input_file) {
+        (Some(text), None) => text,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read input file {}", file.display()))?,
+        (None, None) => bail!("say what the agent should do: --input TEXT or --input-file FILE"),
+        (Some(_), Some(_)) => bail!("give either --input or --input-file, not both"),
+    };
+    let store = store_access::open_or_create(dir)?;
+    let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
+    let run = new_run_id();
+    runner.start(run, &input)?;
+    println!("run {run} ({}) started in {}", spec.name, dir.display());
+    drive(&store, &runner, run)
+}
+
+pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
+    let store = store_access::open_existing(dir)?;
+    let run = store.resolve_run(run)?;
+    let spec = recorded_spec(&store, &run)?;
+    let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
+    println!("run {run} ({}) resumed", spec.name);
+    drive(&store, &runner, run)
+}
+
+/// The spec a run was started with (its canonical form, recorded with the first event).
+fn recorded_spec(store: &dyn Store, run: &RunId) -> anyhow::Result<Spec> {
+    let Some((_, first)) = store.event_at(run, 0)? else {
+        bail!("run {run} has no events");
+    };
+    let EventKind::RunStarted { spec, .. } = first.kind else {
+        bail!("run {run} does not start with run_started");
+    };
+    let bytes = store
+        .blob(&spec)?
+        .with_context(|| format!("run {run}: spec blob {spec} is missing"))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("run {run}: the recorded spec does not decode"))
+}
+
+fn provider(spec: &Spec) -> anyhow::Result<Box<dyn Provider>> {
+    match spec.model.provider {
+        spec::Provider::Scripted => {
+            let cassette = spec
+                .model
+                .cassette
+                .as_deref()
+                .context("the scripted provider needs a cassette")?;
+            Ok(Box::new(Scripted::load(cassette)?))
+        }
+        other => bail!(
+            "the {other:?} provider is not available in this build yet; use provider = \"scripted\""
+        ),
+    }
+}
+
+fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut streaming = false;
+    let stop = runtime.block_on(runner.drive(run, &mut |progress| match progress {
+        Progress::Text(text) => {
+            if !streaming {
+                print!("        │ ");
+                streaming = true;
+            }
+            print!("{}", text.replace('\n', "\n        │ "));
+            let _ = std::io::stdout().flush();
+        }
+        Progress::Appended(event) => {
+            if streaming {
+                println!();
+                streaming = false;
+            }
+            println!(
+                "{:>6}  {:<20}  {}",
+                event.seq,
+                event.kind.name(),
+                output::summary(&event)
+            );
+        }
+    }))?;
+    let state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
+    let t = &state.totals;
+    let short = run.short();
+    println!(
+        "usage: {} steps, {} tool calls, {} in / {} out tokens, {}",
+        t.steps,
+        t.tool_calls,
+        t.input_tokens,
+        t.output_tokens,
+        output::usd(t.cost_micro_usd)
+    );
+    match stop {
+        Stop::Finished(outcome) => {
+            println!("run {run}: {}", output::status(&state.status));
+            println!(
+                "inspect: retrace log {short} · retrace show {short} · retrace verify {short}"
+            );
+            Ok(if outcome == Outcome::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Stop::Parked(reason) => {
+            println!("run {run} is parked: {reason}");
+            println!(
+                "decide: retrace approve {short} [--deny] [--note TEXT], then: retrace resume {short}"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
