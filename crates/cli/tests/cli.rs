@@ -207,20 +207,20 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `retrace run SPEC --input INPUT` against `store`.
+fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
+    retrace(
+        store,
+        &["run", spec.to_str().expect("utf-8"), "--input", input],
+    )
+}
+
 #[test]
 fn the_unattended_example_runs_to_success_and_verifies() {
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = example("tidy", dir.path());
     let store = dir.path().join("store");
-    let out = retrace(
-        &store,
-        &[
-            "run",
-            spec.to_str().expect("utf-8"),
-            "--input",
-            "Summarise this project",
-        ],
-    );
+    let out = run_agent(&store, &spec, "Summarise this project");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("succeeded"), "{}", text(&out));
     let summary = std::fs::read_to_string(dir.path().join("tidy/workspace/out/SUMMARY.md"))
@@ -236,15 +236,7 @@ fn approval_parks_the_run_across_processes_and_a_denial_reaches_the_model() {
         let dir = tempfile::tempdir().expect("temp dir");
         let spec = example("approval", dir.path());
         let store = dir.path().join("store");
-        let out = retrace(
-            &store,
-            &[
-                "run",
-                spec.to_str().expect("utf-8"),
-                "--input",
-                "Note the release date",
-            ],
-        );
+        let out = run_agent(&store, &spec, "Note the release date");
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             text(&out).contains("is parked: awaiting approval of call_1"),
