@@ -197,3 +197,43 @@ async fn writes_park_for_approval_and_a_denial_reaches_the_model() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_drives_many_runs_concurrently() {
+    let dir = agent_dir("[[policy]]\ntool = \"*\"\naction = \"allow\"", EVERY_TOOL);
+    // every run edits the same README: give each its own workspace copy via its own spec
+    let store = SledStore::open(dir.path().join("store")).expect("store");
+    let runners: Vec<_> = (0..20u8)
+        .map(|i| {
+            let ws = dir.path().join(format!("ws{i}"));
+            write(&ws.join("README.md"), "# demo\nTODO: describe\n");
+            let mut spec = Spec::load(&dir.path().join("agent.toml")).expect("spec");
+            spec.workspace = ws;
+            let provider = Scripted::load(spec.model.cassette.as_deref().expect("cassette"))
+                .expect("cassette");
+            (
+                RunId::from_bytes([100 + i; 16]),
+                Runner::new(&store, spec, Box::new(provider)).expect("runner"),
+            )
+        })
+        .collect();
+    for (run, runner) in &runners {
+        runner.start(*run, "tidy").expect("start");
+    }
+    let drives = runners
+        .iter()
+        .map(|(run, runner)| async move { runner.drive(*run, &mut |_| {}).await });
+    let stops = futures::future::join_all(drives).await;
+    for ((run, _), stop) in runners.iter().zip(stops) {
+        assert_eq!(
+            stop.expect("drive"),
+            Stop::Finished(Outcome::Succeeded),
+            "run {run}"
+        );
+        assert!(
+            verify_run(&store, run, VerifyOptions::default())
+                .expect("verify")
+                .is_ok()
+        );
+    }
+}

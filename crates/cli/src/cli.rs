@@ -24,9 +24,9 @@ pub enum Command {
     Run {
         /// The agent spec (TOML).
         spec: PathBuf,
-        /// The task.
+        /// The task. Give it several times to start one run per input, driven concurrently.
         #[arg(long)]
-        input: Option<String>,
+        input: Vec<String>,
         /// The task, from a file.
         #[arg(long, value_name = "FILE")]
         input_file: Option<PathBuf>,

@@ -286,3 +286,25 @@ fn approval_parks_the_run_across_processes_and_a_denial_reaches_the_model() {
         assert!(text(&out).contains("no pending approval"), "{}", text(&out));
     }
 }
+
+#[test]
+fn several_inputs_start_concurrent_runs_that_all_finish() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = example("tidy", dir.path());
+    let store = dir.path().join("store");
+    let spec = spec.to_str().expect("utf-8");
+    let out = retrace(
+        &store,
+        &["run", spec, "--input", "a", "--input", "b", "--input", "c"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&out).matches(": succeeded (4 steps)").count(),
+        3,
+        "{}",
+        text(&out)
+    );
+    let listed = retrace(&store, &["runs", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 3);
+    assert!(retrace(&store, &["verify"]).status.success());
+}

@@ -22,23 +22,79 @@ use crate::{output, store_access};
 pub fn run(
     dir: &Path,
     spec_path: &Path,
-    input: Option<String>,
+    mut inputs: Vec<String>,
     input_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(spec_path)?;
-    let input = match (input, input_file) {
-        (Some(text), None) => text,
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read input file {}", file.display()))?,
-        (None, None) => bail!("say what the agent should do: --input TEXT or --input-file FILE"),
-        (Some(_), Some(_)) => bail!("give either --input or --input-file, not both"),
-    };
+    if let Some(file) = input_file {
+        inputs.push(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read input file {}", file.display()))?,
+        );
+    }
+    if inputs.is_empty() {
+        bail!("say what the agent should do: --input TEXT or --input-file FILE");
+    }
     let store = store_access::open_or_create(dir)?;
     let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
-    let run = new_run_id();
-    runner.start(run, &input)?;
-    println!("run {run} ({}) started in {}", spec.name, dir.display());
-    drive(&store, &runner, run)
+    if let [input] = inputs.as_slice() {
+        let run = new_run_id();
+        runner.start(run, input)?;
+        println!("run {run} ({}) started in {}", spec.name, dir.display());
+        return drive(&store, &runner, run);
+    }
+    drive_many(&store, &runner, &inputs)
+}
+
+/// Several inputs: one run each, driven concurrently; events printed with their run.
+fn drive_many(
+    store: &dyn Store,
+    runner: &Runner<'_>,
+    inputs: &[String],
+) -> anyhow::Result<ExitCode> {
+    let mut runs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let run = new_run_id();
+        runner.start(run, input)?;
+        runs.push(run);
+    }
+    println!("{} runs started", runs.len());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stops = runtime.block_on(futures::future::join_all(runs.iter().map(
+        |run| async move {
+            let short = run.short();
+            runner
+                .drive(*run, &mut |progress| {
+                    if let Progress::Appended(event) = progress {
+                        println!(
+                            "{short} {:>6}  {:<20}  {}",
+                            event.seq,
+                            event.kind.name(),
+                            output::summary(&event)
+                        );
+                    }
+                })
+                .await
+        },
+    )));
+    let mut all_ok = true;
+    for (run, stop) in runs.iter().zip(stops) {
+        let state = state_at_head(store, run, SnapshotPolicy::default())?.state;
+        let stop = stop?;
+        all_ok &= !matches!(stop, Stop::Finished(outcome) if outcome != Outcome::Succeeded);
+        println!(
+            "run {run}: {} ({} steps)",
+            output::status(&state.status),
+            state.totals.steps
+        );
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
