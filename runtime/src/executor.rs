@@ -138,6 +138,7 @@ impl<'a> Runner<'a> {
 
     /// Drive `run` until it finishes or parks. `progress` sees every appended event and
     /// streamed text.
+    #[tracing::instrument(name = "run", skip_all, fields(run = %run.short(), agent = %self.spec.name))]
     pub async fn drive(
         &self,
         run: RunId,
@@ -147,6 +148,7 @@ impl<'a> Runner<'a> {
         let mut head = self.store.require_run(&run)?.head;
         loop {
             let next = decide(&self.agent, &state);
+            tracing::debug!(seq = ?state.seq, next = ?next, "decided");
             let kinds = match next {
                 Next::Done => {
                     let outcome = match state.status {
@@ -260,6 +262,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Perform a model call whose intent is recorded; the outcome events to append.
+    #[tracing::instrument(name = "model_call", skip_all, fields(step = request.step, provider = self.provider.name()))]
     async fn call_model(
         &self,
         run: RunId,
@@ -281,6 +284,16 @@ impl<'a> Runner<'a> {
         };
         let result = self.provider.complete(request, &mut sink).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(reply) => tracing::info!(
+                latency_ms,
+                tool_calls = reply.tool_calls.len(),
+                "model replied"
+            ),
+            Err(e) => {
+                tracing::warn!(latency_ms, transient = e.is_transient(), error = %e, "model call failed");
+            }
+        }
         Ok(match result {
             Ok(reply) => {
                 let response =
@@ -330,6 +343,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Run a tool whose intent is recorded; its outcome event.
+    #[tracing::instrument(name = "tool_call", skip(self, run, args))]
     async fn run_tool(
         &self,
         run: RunId,
@@ -353,6 +367,7 @@ impl<'a> Runner<'a> {
             }),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(duration_ms, ok = result.is_ok(), "tool returned");
         let (output, is_error) = match result {
             Ok(value) => (value, false),
             Err(e) => (json!({"error": e.to_string()}), true),

@@ -308,3 +308,42 @@ fn several_inputs_start_concurrent_runs_that_all_finish() {
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 3);
     assert!(retrace(&store, &["verify"]).status.success());
 }
+
+#[test]
+fn rust_log_turns_on_spans_for_runs_and_effects_and_is_quiet_by_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = example("tidy", dir.path());
+    let spec = spec.to_str().expect("utf-8");
+    let quiet = retrace(&dir.path().join("a"), &["run", spec, "--input", "x"]);
+    assert!(quiet.status.success());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("INFO"),
+        "{}",
+        text(&quiet)
+    );
+    let traced = Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args([
+            "--store",
+            dir.path().join("b").to_str().expect("utf-8"),
+            "run",
+            spec,
+            "--input",
+            "x",
+        ])
+        .env("RUST_LOG", "retrace_runtime=info")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&traced.stderr);
+    assert!(
+        stderr.contains("model_call{step=0") && stderr.contains("model replied"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tool_call{") && stderr.contains("tool returned"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal"
+    );
+}

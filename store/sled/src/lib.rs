@@ -311,6 +311,7 @@ impl Store for SledStore {
         Ok(info)
     }
 
+    #[tracing::instrument(name = "store_append", level = "debug", skip_all, fields(run = %run.short(), events = events.len()))]
     fn append(&self, run: &RunId, expected: Option<EventId>, events: &[Event]) -> Result<Head> {
         let slot = self.run_locks.get(run);
         let mut cached = lock(&slot);
