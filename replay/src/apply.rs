@@ -123,7 +123,7 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         }
     }
     state.seq = Some(seq);
-    state.last_at = event.at;
+    state.timing.last_at = event.at;
     Ok(())
 }
 
@@ -167,7 +167,7 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             state.totals.input_tokens += usage.input_tokens;
             state.totals.output_tokens += usage.output_tokens;
             state.totals.cost_micro_usd += usage.cost_micro_usd;
-            state.totals.model_ms += usage.latency_ms;
+            state.timing.model_ms += usage.latency_ms;
             state.push_message(Message {
                 role: Role::Assistant,
                 content: *response,
@@ -244,7 +244,7 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                 state.status = Status::Running;
             }
             state.totals.tool_calls += 1;
-            state.totals.tool_ms += duration_ms;
+            state.timing.tool_ms += duration_ms;
             state.push_message(Message {
                 role: Role::Tool,
                 content: *output,
@@ -359,7 +359,7 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                 return Err(ApplyError::Start("run_started may only be the first event"));
             }
             state.run = Some(*run);
-            state.started_at = event.at;
+            state.timing.started_at = event.at;
             state.spec = Some(*spec);
             state.input = Some(*input);
             state.status = Status::Running;

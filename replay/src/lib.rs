@@ -38,6 +38,6 @@ pub use snapshot::{
 };
 pub use state::{
     Approval, CONTEXT_MESSAGES, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS,
-    Role, State, StateHash, Status, Totals,
+    Role, State, StateHash, Status, Timing, Totals,
 };
 pub use timeline::{Lineage, kind_counts, lineage};

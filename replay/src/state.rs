@@ -146,6 +146,27 @@ pub struct Totals {
     pub output_tokens: u64,
     /// Cost in millionths of a US dollar.
     pub cost_micro_usd: u64,
+}
+
+/// Wall-clock facts of a run: recorded data like everything else, but left out of the state
+/// hash (see [`State::hash`]).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
+pub struct Timing {
+    /// Time of the first event (for the wall-time budget).
+    pub started_at: Timestamp,
+    /// Time of the last event.
+    pub last_at: Timestamp,
     /// Time spent waiting for models.
     pub model_ms: u64,
     /// Time spent in tools.
@@ -207,10 +228,8 @@ pub struct State {
     pub signals: BTreeMap<String, u64>,
     /// For a fork: the run and seq it branched from (from its `forked` marker).
     pub forked_from: Option<(RunId, u64)>,
-    /// Time of the first event (for the wall-time budget).
-    pub started_at: Timestamp,
-    /// Time of the last event.
-    pub last_at: Timestamp,
+    /// Wall-clock facts (not hashed).
+    pub timing: Timing,
 }
 
 impl State {
@@ -220,10 +239,16 @@ impl State {
             .expect("encoding into a Vec cannot fail")
     }
 
-    /// The state hash: BLAKE3 of the canonical bytes. Equal states, equal hashes, on any
-    /// machine (the encoding has no maps with random order and no floats).
+    /// The state hash: BLAKE3 of the canonical bytes of everything but [`State::timing`].
+    /// Equal states, equal hashes, on any machine (ordered maps, no floats); and two runs
+    /// that did the same things hash equal however long they took or however often they
+    /// were interrupted and resumed.
     pub fn hash(&self) -> StateHash {
-        StateHash(*blake3::hash(&self.to_canonical_bytes()).as_bytes())
+        let untimed = Self {
+            timing: Timing::default(),
+            ..self.clone()
+        };
+        StateHash(*blake3::hash(&untimed.to_canonical_bytes()).as_bytes())
     }
 
     /// The state as JSON, for display and diff.

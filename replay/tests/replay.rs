@@ -309,3 +309,31 @@ fn state_hash_is_stable_and_sensitive() {
     let json = a.to_json();
     assert!(json["totals"]["steps"].is_u64());
 }
+
+#[test]
+fn timing_is_recorded_but_left_out_of_the_state_hash() {
+    let events = valid_run(5, RUN, 120, false);
+    // the same run, slower: every event later, every latency and duration longer
+    let slower: Vec<Event> = {
+        let mut head = None;
+        events
+            .iter()
+            .map(|e| {
+                let mut kind = e.kind.clone();
+                match &mut kind {
+                    EventKind::ModelResponded { usage, .. } => usage.latency_ms += 1_000,
+                    EventKind::ToolReturned { duration_ms, .. } => *duration_ms += 500,
+                    _ => {}
+                }
+                let event = Event::after(head, Timestamp(e.at.0 * 2 + 7), kind);
+                head = Some(event.head());
+                event
+            })
+            .collect()
+    };
+    let (fast, slow) = (fold(&events).unwrap(), fold(&slower).unwrap());
+    assert_ne!(fast.timing, slow.timing);
+    assert_eq!(fast.hash(), slow.hash(), "timing must not change the hash");
+    assert_ne!(fast, slow);
+    assert_ne!(fold(&events[..119]).unwrap().hash(), fast.hash());
+}

@@ -235,9 +235,10 @@ fn over_budget(budgets: &Budgets, state: &State) -> Option<Next> {
         ));
     }
     let elapsed_ms = state
+        .timing
         .last_at
         .unix_ms()
-        .saturating_sub(state.started_at.unix_ms());
+        .saturating_sub(state.timing.started_at.unix_ms());
     if let Some(max) = budgets.max_wall_secs
         && elapsed_ms > max.saturating_mul(1_000)
     {

@@ -82,8 +82,8 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
         t.input_tokens,
         t.output_tokens,
         output::usd(t.cost_micro_usd),
-        t.model_ms,
-        t.tool_ms
+        state.timing.model_ms,
+        state.timing.tool_ms
     );
     if !state.pending.is_empty() {
         println!(
