@@ -83,7 +83,10 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             Status::AwaitingApproval { .. },
             EventKind::ApprovalDecided { .. } | EventKind::ApprovalRequested { .. },
         )
-        | (Status::OutcomeUnknown { .. }, EventKind::ToolReturned { .. })
+        | (
+            Status::OutcomeUnknown { .. },
+            EventKind::ToolReturned { .. } | EventKind::ApprovalDecided { .. },
+        )
         | (
             _,
             EventKind::SignalReceived { .. }
@@ -203,7 +206,9 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             args,
             idempotent,
         } => {
-            if call_id == MODEL_CALL || state.pending.contains_key(call_id) {
+            let retry = state.retry_approved.as_ref() == Some(call_id)
+                && state.pending.contains_key(call_id);
+            if call_id == MODEL_CALL || (state.pending.contains_key(call_id) && !retry) {
                 return Err(ApplyError::AlreadyPending {
                     kind,
                     what: format!("tool call `{call_id}`"),
@@ -323,6 +328,18 @@ fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             by,
             ..
         } => {
+            if matches!(&state.status, Status::OutcomeUnknown { call_id: c } if c == call_id) {
+                // Resolving an unknown outcome: approved means "run it again".
+                if *decision != Decision::Approved {
+                    return Err(ApplyError::WrongStatus {
+                        kind,
+                        status: "in doubt about a tool outcome (deny is not a resolution: skip with a result, or fail the run)",
+                    });
+                }
+                state.retry_approved = Some(call_id.clone());
+                state.status = Status::Running;
+                return Ok(());
+            }
             let Some(mut approval) = state.approvals_pending.remove(call_id) else {
                 return Err(ApplyError::NotPending {
                     kind,
@@ -392,6 +409,7 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         EventKind::RunFinished { outcome, detail } => {
             state.pending.clear();
             state.proposed.clear();
+            state.retry_approved = None;
             state.approvals_pending.clear();
             state.status = Status::Finished {
                 outcome: *outcome,

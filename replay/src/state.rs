@@ -204,6 +204,9 @@ pub struct State {
     /// Tool calls the last model reply asked for that the agent has not yet requested (or
     /// denied), in order.
     pub proposed: VecDeque<ProposedCall>,
+    /// A human approved re-running this call, whose outcome was unknown; consumed when the
+    /// retry's `tool_requested` is recorded.
+    pub retry_approved: Option<String>,
     /// Effects started and not finished, by call id (`model` for the model call).
     pub pending: BTreeMap<String, Pending>,
     /// Approvals not yet decided, by call id.

@@ -184,6 +184,15 @@ fn recover_in_flight(agent: &Agent, state: &State) -> Option<Next> {
     else {
         return None;
     };
+    // A human approved a retry: record a new intent (consuming the approval), then run.
+    if state.retry_approved.as_ref() == Some(call_id) {
+        return Some(Next::RunTool {
+            call_id: call_id.clone(),
+            tool: tool.clone(),
+            args: *args,
+            rerun: false,
+        });
+    }
     // The recorded declaration decides; a tool since removed from the agent is in doubt too.
     let safe = *idempotent && agent.tools.contains_key(tool);
     Some(if safe {

@@ -16,7 +16,7 @@
 //! max_tokens = 1024
 //!
 //! [tools]
-//! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit"]
+//! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append"]
 //!
 //! [[policy]]                              # first match wins; defaults after the rules:
 //! tool = "fs.write"                       #   read allow, write ask, destructive deny
@@ -39,7 +39,14 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// Tools the runtime knows by name (built-ins; WASM and MCP tools come later).
-pub const BUILTIN_TOOLS: [&str; 5] = ["fs.list", "fs.read", "fs.search", "fs.write", "fs.edit"];
+pub const BUILTIN_TOOLS: [&str; 6] = [
+    "fs.list",
+    "fs.read",
+    "fs.search",
+    "fs.write",
+    "fs.edit",
+    "fs.append",
+];
 
 /// A checked agent spec. Paths are absolute (resolved against the spec file's directory).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

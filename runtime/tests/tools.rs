@@ -6,7 +6,14 @@ use std::path::Path;
 use retrace_runtime::tools::{Tier, ToolError, Toolbox, Workspace};
 use serde_json::{Value, json};
 
-const ALL: [&str; 5] = ["fs.list", "fs.read", "fs.search", "fs.write", "fs.edit"];
+const ALL: [&str; 6] = [
+    "fs.list",
+    "fs.read",
+    "fs.search",
+    "fs.write",
+    "fs.edit",
+    "fs.append",
+];
 
 fn setup() -> (tempfile::TempDir, tempfile::TempDir, Toolbox) {
     let root = tempfile::tempdir().expect("workspace");
@@ -220,12 +227,19 @@ fn tools_declare_schema_tier_and_idempotence() {
     let infos = tools.infos();
     assert_eq!(
         infos.iter().map(|i| i.name).collect::<Vec<_>>(),
-        ["fs.edit", "fs.list", "fs.read", "fs.search", "fs.write"]
+        [
+            "fs.append",
+            "fs.edit",
+            "fs.list",
+            "fs.read",
+            "fs.search",
+            "fs.write"
+        ]
     );
     for info in &infos {
         assert_eq!(info.schema["type"], "object", "{}", info.name);
         assert_eq!(info.schema["additionalProperties"], false, "{}", info.name);
-        let expected = if info.name == "fs.write" || info.name == "fs.edit" {
+        let expected = if ["fs.write", "fs.edit", "fs.append"].contains(&info.name) {
             Tier::Write
         } else {
             Tier::Read
@@ -239,6 +253,28 @@ fn tools_declare_schema_tier_and_idempotence() {
             .expect("edit")
             .idempotent
     );
+    let append = infos
+        .iter()
+        .find(|i| i.name == "fs.append")
+        .expect("append");
+    assert!(!append.idempotent);
     let ws = Workspace::new(Path::new(".")).expect("workspace");
     assert!(Toolbox::builtin(&ws, &["net.fetch".to_owned()]).is_err());
+}
+
+#[test]
+fn append_adds_at_the_end_each_time() {
+    let (root, _outside, tools) = setup();
+    for line in ["one\n", "two\n"] {
+        call(
+            &tools,
+            "fs.append",
+            json!({"path": "logs/run.log", "text": line}),
+        )
+        .expect("append");
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("logs/run.log")).expect("read"),
+        "one\ntwo\n"
+    );
 }

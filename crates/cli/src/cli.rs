@@ -50,6 +50,26 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Settle a tool call whose outcome is unknown (a non-idempotent tool was running when
+    /// the process stopped): run it again, take a given result, or fail the run.
+    Resolve {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// The call (optional: a run has at most one in doubt).
+        call: Option<String>,
+        /// Run the tool again.
+        #[arg(long)]
+        retry: bool,
+        /// Do not run it again: FILE (JSON) is its result.
+        #[arg(long, value_name = "FILE")]
+        skip_with: Option<PathBuf>,
+        /// End the run as failed.
+        #[arg(long)]
+        fail: bool,
+        /// A note recorded with a retry or a failure.
+        #[arg(long)]
+        note: Option<String>,
+    },
     /// Record a sample agent run (model calls, a tool call, an approval) and verify it.
     ///
     /// A stand-in for `retrace run` until the agent runtime lands: it writes the events a

@@ -347,3 +347,136 @@ fn rust_log_turns_on_spans_for_runs_and_effects_and_is_quiet_by_default() {
         "no colour codes when stderr is not a terminal"
     );
 }
+
+/// A run whose process "died" while a non-idempotent append was running: its intent is
+/// recorded, its result is not. Returns the run id.
+fn run_stuck_in_an_append(dir: &Path) -> retrace_events::RunId {
+    use retrace_events::{Event, EventKind, ProposedCall, canonical_json};
+    use retrace_store::Store;
+    let agent = dir.join("agent");
+    std::fs::create_dir_all(agent.join("ws")).expect("mkdir");
+    std::fs::write(
+        agent.join("agent.toml"),
+        "name = \"logger\"\nsystem = \"log\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\nname = \"demo\"\n\
+         cassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n[[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n",
+    )
+    .expect("write");
+    let call = serde_json::json!({"id": "a1", "name": "fs.append", "arguments": {"path": "log.txt", "text": "line 1\n"}});
+    std::fs::write(
+        agent.join("cassette.json"),
+        serde_json::json!({"replies": [{"tool_calls": [call]}, {"text": "logged"}]}).to_string(),
+    )
+    .expect("write");
+    let store = retrace_store_sled::SledStore::open(dir.join("store")).expect("store");
+    let spec = retrace_runtime::spec::Spec::load(&agent.join("agent.toml")).expect("spec");
+    let provider =
+        retrace_providers::Scripted::load(&agent.join("cassette.json")).expect("cassette");
+    let runner =
+        retrace_runtime::executor::Runner::new(&store, spec, Box::new(provider)).expect("runner");
+    let run = retrace_events::RunId::from_bytes([0xab; 16]);
+    runner.start(run, "log a line").expect("start");
+    let put = |v: serde_json::Value| store.put_blob(&canonical_json(&v)).expect("blob");
+    let args = put(call["arguments"].clone());
+    let mut head = store.require_run(&run).expect("run").head;
+    let mut push = |kinds: Vec<EventKind>| {
+        let mut events = Vec::new();
+        let mut prev = head;
+        for kind in kinds {
+            let event = Event::after(prev, retrace_events::Timestamp(1), kind);
+            prev = Some(event.head());
+            events.push(event);
+        }
+        head = Some(
+            store
+                .append(&run, head.map(|h| h.id), &events)
+                .expect("append"),
+        );
+    };
+    push(vec![EventKind::ModelRequested {
+        request: put(serde_json::json!({})),
+        attempt: 1,
+    }]);
+    push(vec![
+        EventKind::ModelResponded {
+            request_seq: 1,
+            response: put(serde_json::json!({"tool_calls": [call]})),
+            usage: retrace_events::Usage::default(),
+        },
+        EventKind::ToolCallsProposed {
+            response_seq: 2,
+            calls: vec![ProposedCall {
+                call_id: "a1".into(),
+                tool: "fs.append".into(),
+                args,
+                path: Some("log.txt".into()),
+            }],
+        },
+    ]);
+    push(vec![EventKind::ToolRequested {
+        call_id: "a1".into(),
+        tool: "fs.append".into(),
+        args,
+        idempotent: false,
+    }]);
+    run
+}
+
+#[test]
+fn an_unknown_outcome_parks_the_run_until_resolved_by_retry_or_skip() {
+    for retry in [true, false] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = run_stuck_in_an_append(dir.path()).to_hex();
+        let store = dir.path().join("store");
+        // resuming does not repeat the append blindly: the run parks in doubt
+        let out = retrace(&store, &["resume", &run[..8]]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("tool_outcome_unknown"),
+            "{}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("outcome of a1 is unknown"),
+            "{}",
+            text(&out)
+        );
+        let log = dir.path().join("agent/ws/log.txt");
+        assert!(!log.exists());
+
+        let out = if retry {
+            retrace(&store, &["resolve", &run[..8], "--retry"])
+        } else {
+            let result = dir.path().join("result.json");
+            std::fs::write(&result, r#"{"path": "log.txt", "bytes_appended": 7}"#).expect("write");
+            retrace(
+                &store,
+                &[
+                    "resolve",
+                    &run[..8],
+                    "a1",
+                    "--skip-with",
+                    result.to_str().expect("utf-8"),
+                ],
+            )
+        };
+        assert!(out.status.success(), "{}", text(&out));
+        let out = retrace(&store, &["resume", &run[..8]]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("succeeded"), "{}", text(&out));
+        let written = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            written,
+            if retry { "line 1\n" } else { "" },
+            "the append ran exactly as resolved"
+        );
+        assert!(retrace(&store, &["verify"]).status.success());
+        // nothing left to resolve
+        let out = retrace(&store, &["resolve", &run[..8], "--fail"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out).contains("no tool call of unknown outcome"),
+            "{}",
+            text(&out)
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! | `fs.search` | lines matching a substring or regex across files | read | yes |
 //! | `fs.write` | create or overwrite a file | write | yes (same args, same file) |
 //! | `fs.edit` | replace an exact snippet in a file | write | no (the snippet is gone after) |
+//! | `fs.append` | add text at the end of a file | write | no (twice appends twice) |
 //!
 //! Results are deterministic (sorted), so a re-run or a replay sees the same output.
 
@@ -33,6 +34,7 @@ pub fn builtin(workspace: &Workspace, name: &str) -> Option<Box<dyn Tool>> {
         "fs.search" => Box::new(Search(ws)),
         "fs.write" => Box::new(Write(ws)),
         "fs.edit" => Box::new(Edit(ws)),
+        "fs.append" => Box::new(Append(ws)),
         _ => return None,
     })
 }
@@ -387,5 +389,51 @@ impl Tool for Edit {
         let edited = text.replace(&args.old, &args.new);
         std::fs::write(&path, &edited).map_err(|e| failed("cannot write", &args.path, &e))?;
         Ok(json!({"path": args.path, "replacements": found}))
+    }
+}
+
+struct Append(Workspace);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendArgs {
+    path: String,
+    text: String,
+}
+
+impl Tool for Append {
+    fn info(&self) -> ToolInfo {
+        ToolInfo {
+            name: "fs.append",
+            description: "Add text at the end of a workspace file (created if missing, with its directories).",
+            schema: json!({
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
+                "required": ["path", "text"],
+                "additionalProperties": false
+            }),
+            tier: Tier::Write,
+            idempotent: false,
+        }
+    }
+
+    fn call(&self, args: &Value) -> Result<Value, ToolError> {
+        use std::io::Write as _;
+        let args: AppendArgs = parse(args)?;
+        let path = self.0.resolve(&args.path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failed("cannot create the directory of", &args.path, &e))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| failed("cannot open", &args.path, &e))?;
+        file.write_all(args.text.as_bytes())
+            .map_err(|e| failed("cannot append to", &args.path, &e))?;
+        file.sync_data()
+            .map_err(|e| failed("cannot sync", &args.path, &e))?;
+        Ok(json!({"path": args.path, "bytes_appended": args.text.len()}))
     }
 }

@@ -5,6 +5,7 @@ mod demo;
 mod diff;
 mod fork;
 mod log;
+mod resolve;
 mod run;
 mod runs;
 mod show;
@@ -24,6 +25,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input_file,
         } => run::run(&cli.store, &spec, input, input_file.as_deref()),
         Command::Resume { run } => run::resume(&cli.store, &run),
+        Command::Resolve {
+            run,
+            call,
+            retry,
+            skip_with,
+            fail,
+            note,
+        } => {
+            let how = match (retry, skip_with.as_deref(), fail) {
+                (true, None, false) => resolve::How::Retry,
+                (false, Some(file), false) => resolve::How::SkipWith(file),
+                (false, None, true) => resolve::How::Fail,
+                _ => anyhow::bail!("choose one of --retry, --skip-with FILE, --fail"),
+            };
+            resolve::run(&cli.store, &run, call.as_deref(), how, note.as_deref())
+        }
         Command::Approve {
             run,
             call,
