@@ -230,13 +230,16 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     idempotent: *idempotent,
                 },
             );
-            if state.recent_calls.len() == RECENT_CALLS {
-                state.recent_calls.pop_front();
+            // A retry is the same call again, not a new one for loop detection.
+            if !retry {
+                if state.recent_calls.len() == RECENT_CALLS {
+                    state.recent_calls.pop_front();
+                }
+                state.recent_calls.push_back(CallSignature {
+                    tool: tool.clone(),
+                    args: *args,
+                });
             }
-            state.recent_calls.push_back(CallSignature {
-                tool: tool.clone(),
-                args: *args,
-            });
         }
         EventKind::ToolReturned {
             call_id,
