@@ -3,17 +3,9 @@
 
 use std::path::Path;
 
+use retrace_runtime::spec::BUILTIN_TOOLS;
 use retrace_runtime::tools::{Tier, ToolError, Toolbox, Workspace};
 use serde_json::{Value, json};
-
-const ALL: [&str; 6] = [
-    "fs.list",
-    "fs.read",
-    "fs.search",
-    "fs.write",
-    "fs.edit",
-    "fs.append",
-];
 
 fn setup() -> (tempfile::TempDir, tempfile::TempDir, Toolbox) {
     let root = tempfile::tempdir().expect("workspace");
@@ -39,7 +31,7 @@ fn setup() -> (tempfile::TempDir, tempfile::TempDir, Toolbox) {
     )
     .expect("symlink");
     let ws = Workspace::new(root.path()).expect("workspace");
-    let all: Vec<String> = ALL.iter().map(ToString::to_string).collect();
+    let all: Vec<String> = BUILTIN_TOOLS.iter().map(ToString::to_string).collect();
     let tools = Toolbox::builtin(&ws, &all).expect("toolbox");
     (root, outside, tools)
 }

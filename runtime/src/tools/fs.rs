@@ -51,6 +51,15 @@ fn failed(what: &str, path: &str, e: &std::io::Error) -> ToolError {
     }
 }
 
+/// Create the directories `path` will live in.
+fn create_parent(path: &Path, shown: &str) -> Result<(), ToolError> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent)
+            .map_err(|e| failed("cannot create the directory of", shown, &e)),
+        None => Ok(()),
+    }
+}
+
 fn read_text(path: &Path, shown: &str) -> Result<String, ToolError> {
     let bytes = std::fs::read(path).map_err(|e| failed("cannot read", shown, &e))?;
     String::from_utf8(bytes).map_err(|_| ToolError::Failed {
@@ -322,10 +331,7 @@ impl Tool for Write {
                 message: format!("`{}` is a directory", args.path),
             });
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| failed("cannot create the directory of", &args.path, &e))?;
-        }
+        create_parent(&path, &args.path)?;
         std::fs::write(&path, &args.content).map_err(|e| failed("cannot write", &args.path, &e))?;
         Ok(json!({"path": args.path, "bytes_written": args.content.len()}))
     }
@@ -421,10 +427,7 @@ impl Tool for Append {
         use std::io::Write as _;
         let args: AppendArgs = parse(args)?;
         let path = self.0.resolve(&args.path)?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| failed("cannot create the directory of", &args.path, &e))?;
-        }
+        create_parent(&path, &args.path)?;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
