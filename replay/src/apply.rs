@@ -148,6 +148,7 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     what: "a model call".into(),
                 });
             }
+            state.last_request = Some(*request);
             state.pending.insert(
                 MODEL_CALL.into(),
                 Pending::Model {

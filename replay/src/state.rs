@@ -219,6 +219,8 @@ pub struct State {
     pub totals: Totals,
     /// The most recent tool-call signatures, oldest first.
     pub recent_calls: VecDeque<CallSignature>,
+    /// The request blob of the run's last model call (the next request record chains to it).
+    pub last_request: Option<BlobId>,
     /// The last model error, if the last model call failed.
     pub last_model_error: Option<BlobId>,
     /// Model calls failed in a row (0 after a reply).

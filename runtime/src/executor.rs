@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use retrace_events::{
     BlobId, Event, EventKind, Head, Outcome, ProposedCall, RunId, Usage, canonical_json,
-    to_canonical_json,
 };
 use retrace_providers::{ChatMessage, Delta, ModelReply, ModelRequest, Provider, ToolDef};
 use retrace_replay::{Role, SnapshotPolicy, State, apply, state_at_head};
@@ -22,6 +21,7 @@ use serde_json::{Value, json};
 use crate::decide::{Agent, LOOP_WARNING, Next, ToolMeta, decide};
 use crate::entropy::now;
 use crate::policy::Policy;
+use crate::request;
 use crate::spec::Spec;
 use crate::tools::{Toolbox, Workspace};
 
@@ -159,24 +159,16 @@ impl<'a> Runner<'a> {
                 }
                 Next::Park { reason } => return Ok(Stop::Parked(reason)),
                 Next::CallModel { step } => {
-                    let request = self.build_request(run, &state, step)?;
-                    let blob = self
-                        .store
-                        .put_blob(&to_canonical_json(&request).map_err(|e| payload(run, &e))?)?;
-                    self.record(
-                        run,
-                        &mut state,
-                        &mut head,
-                        vec![EventKind::ModelRequested {
-                            request: blob,
-                            attempt: 1,
-                        }],
-                        progress,
-                    )?;
+                    let (request, blob) = self.new_request(run, &state, step)?;
+                    let intent = EventKind::ModelRequested {
+                        request: blob,
+                        attempt: 1,
+                    };
+                    self.record(run, &mut state, &mut head, vec![intent], progress)?;
                     self.call_model(run, &request, &state, progress).await?
                 }
                 Next::ReissueModel { request, .. } => {
-                    let request: ModelRequest = self.blob_json(run, &request)?;
+                    let request = self.recorded_request(run, &request)?;
                     self.call_model(run, &request, &state, progress).await?
                 }
                 Next::RunTool {
@@ -399,10 +391,54 @@ impl<'a> Runner<'a> {
         ])
     }
 
-    /// The model request for the conversation in `state`.
-    fn build_request(&self, run: RunId, state: &State, step: u64) -> Result<ModelRequest, Error> {
-        let mut messages = Vec::with_capacity(state.conversation.len());
-        for message in &state.conversation {
+    /// A request for the conversation in `state`, and its stored record.
+    fn new_request(
+        &self,
+        run: RunId,
+        state: &State,
+        step: u64,
+    ) -> Result<(ModelRequest, BlobId), Error> {
+        let request = self.request_from(run, &request::window(state), step)?;
+        let tools = serde_json::to_value(&request.tools).map_err(|e| payload(run, &e))?;
+        let header = request::Header {
+            model: &request.model,
+            system: &request.system,
+            tools: &tools,
+            params: &request.params,
+            step,
+        };
+        let blob = request::record(self.store, state, &header).map_err(|e| Error::Payload {
+            run,
+            what: e.to_string(),
+        })?;
+        Ok((request, blob))
+    }
+
+    /// Exactly the request recorded in `blob` (for re-issuing a call in flight at a crash).
+    fn recorded_request(&self, run: RunId, blob: &BlobId) -> Result<ModelRequest, Error> {
+        let (record, refs) =
+            request::reconstruct(self.store, blob).map_err(|e| Error::Payload {
+                run,
+                what: e.to_string(),
+            })?;
+        let mut rebuilt = self.request_from(run, &refs, record.step)?;
+        rebuilt.model = record.model;
+        rebuilt.system = self.blob_json(run, &record.system)?;
+        rebuilt.tools = self.blob_json(run, &record.tools)?;
+        rebuilt.params = record.params;
+        Ok(rebuilt)
+    }
+
+    /// The model request for the messages `refs` (the one builder: fresh requests and
+    /// requests rebuilt from their records go through here).
+    fn request_from(
+        &self,
+        run: RunId,
+        refs: &[request::MessageRef],
+        step: u64,
+    ) -> Result<ModelRequest, Error> {
+        let mut messages = Vec::with_capacity(refs.len());
+        for message in refs {
             messages.push(match message.role {
                 Role::User => ChatMessage::User {
                     content: text_of(&self.blob_json(run, &message.content)?),

@@ -12,5 +12,6 @@ pub mod decide;
 pub mod entropy;
 pub mod executor;
 pub mod policy;
+pub mod request;
 pub mod spec;
 pub mod tools;

@@ -237,3 +237,114 @@ async fn one_process_drives_many_runs_concurrently() {
         );
     }
 }
+
+#[tokio::test]
+async fn request_records_stay_small_and_rebuild_exactly_what_the_model_saw() {
+    const STEPS: usize = 300;
+    let mut replies: Vec<serde_json::Value> = (0..STEPS)
+        .map(|i| {
+            serde_json::json!({"tool_calls": [{"id": format!("a{i}"), "name": "fs.append",
+                "arguments": {"path": "log.txt", "text": format!("line {i}: {}\n", "x".repeat(900))}}]})
+        })
+        .collect();
+    replies.push(serde_json::json!({"text": "all logged"}));
+    let cassette = serde_json::json!({ "replies": replies }).to_string();
+    let dir = agent_dir("[[policy]]\ntool = \"*\"\naction = \"allow\"", &cassette);
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        std::fs::read_to_string(dir.path().join("agent.toml"))
+            .expect("read")
+            .replace("\"fs.edit\"]", "\"fs.edit\", \"fs.append\"]"),
+    )
+    .expect("write");
+    let store = SledStore::open(dir.path().join("store")).expect("store");
+    let runner = runner(&store, dir.path());
+    let run = RunId::from_bytes([0x77; 16]);
+    runner.start(run, "log").expect("start");
+    assert_eq!(
+        runner.drive(run, &mut |_| {}).await.expect("drive"),
+        Stop::Finished(Outcome::Succeeded)
+    );
+
+    let events = store.events(&run, 0..=u64::MAX).expect("events");
+    let mut sizes = Vec::new();
+    for (_, event) in &events {
+        let EventKind::ModelRequested { request, .. } = &event.kind else {
+            continue;
+        };
+        sizes.push(store.blob(request).expect("read").expect("blob").len());
+        // rebuilding the record gives exactly the window the state held when it was made
+        let (_, refs) =
+            retrace_runtime::request::reconstruct(&store, request).expect("reconstruct");
+        let before = state_at(&store, &run, event.seq - 1, SnapshotPolicy::default())
+            .expect("state")
+            .state;
+        assert_eq!(
+            refs,
+            retrace_runtime::request::window(&before),
+            "request at seq {}",
+            event.seq
+        );
+    }
+    assert_eq!(sizes.len(), STEPS + 1);
+    let average = sizes.iter().sum::<usize>() / sizes.len();
+    let late = sizes[STEPS - 10];
+    // a delta record names the two new messages; a full one (every 128) the whole window
+    assert!(average < 2_000, "average request record {average} bytes");
+    assert!(
+        late < 1_500,
+        "a late delta record is {late} bytes: records must not grow with the run"
+    );
+    assert!(sizes.iter().max().copied().unwrap_or(0) < 64_000);
+}
+
+#[tokio::test]
+async fn a_model_call_in_flight_at_a_crash_is_reissued_from_its_record_not_recorded_again() {
+    let dir = agent_dir("[[policy]]\ntool = \"*\"\naction = \"allow\"", EVERY_TOOL);
+    let store = SledStore::open(dir.path().join("store")).expect("store");
+    let runner = runner(&store, dir.path());
+    let run = RunId::from_bytes([0x55; 16]);
+    runner.start(run, "tidy").expect("start");
+    // the process recorded its first model call's intent, then died before the reply
+    let state = retrace_replay::state_at_head(&store, &run, SnapshotPolicy::default())
+        .expect("state")
+        .state;
+    let tools = serde_json::json!([]);
+    let params = std::collections::BTreeMap::new();
+    let header = retrace_runtime::request::Header {
+        model: "demo",
+        system: "You tidy repositories.",
+        tools: &tools,
+        params: &params,
+        step: 0,
+    };
+    let blob = retrace_runtime::request::record(&store, &state, &header).expect("record");
+    let head = store.require_run(&run).expect("run").head;
+    let intent = retrace_events::Event::after(
+        head,
+        retrace_events::Timestamp(2),
+        EventKind::ModelRequested {
+            request: blob,
+            attempt: 1,
+        },
+    );
+    store
+        .append(&run, head.map(|h| h.id), &[intent])
+        .expect("append");
+
+    let stop = runner.drive(run, &mut |_| {}).await.expect("drive");
+    assert_eq!(stop, Stop::Finished(Outcome::Succeeded));
+    let all = kinds(&store, &run);
+    assert_eq!(
+        all.iter().filter(|k| **k == "model_requested").count(),
+        4,
+        "the in-flight call was re-issued, not recorded again"
+    );
+    assert_eq!(all[1], "model_requested");
+    assert_eq!(all[2], "model_responded");
+    assert!(
+        verify_run(&store, &run, VerifyOptions::default())
+            .expect("verify")
+            .is_ok()
+    );
+}

@@ -1,0 +1,201 @@
+//! Compact, exact records of model requests.
+//!
+//! A model request carries the conversation window, up to 256 messages. Storing it whole at
+//! every step would cost O(window) bytes per step. Instead each `model_requested` names a
+//! [`Record`]: the previous record of the run plus what changed (messages that left the
+//! window, references to the new ones, whose content blobs are already stored). Every
+//! [`FULL_EVERY`] records a full one starts a new chain, so rebuilding a request reads at
+//! most that many small blobs. The exact request a provider saw is rebuilt from the
+//! record by [`reconstruct`] and the executor's one message builder.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use retrace_events::{BlobId, canonical_json, to_canonical_json};
+use retrace_replay::{Role, State};
+use retrace_store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Version of the record format and of the rule that turns message refs into messages.
+pub const FORMAT: u32 = 1;
+
+/// A full record every this many records.
+pub const FULL_EVERY: u32 = 128;
+
+/// One message of a request, by reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    /// Who.
+    pub role: Role,
+    /// The blob the state holds for it (input, reply or tool output).
+    pub content: BlobId,
+    /// For tool messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// For tool messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+}
+
+/// A recorded model request (see the module docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The previous record of the run (`None`: this one is full).
+    pub base: Option<BlobId>,
+    /// Records since the last full one.
+    pub depth: u32,
+    /// Messages that had left the window when this request was made.
+    pub earlier: u64,
+    /// Seq of the newest message included.
+    pub upto: Option<u64>,
+    /// Messages dropped from the front of the base's list.
+    pub drop: u64,
+    /// Messages added after the base's list.
+    pub append: Vec<MessageRef>,
+    /// Model name.
+    pub model: String,
+    /// System prompt (a blob holding it as a JSON string).
+    pub system: BlobId,
+    /// Tool definitions (a blob holding them as JSON).
+    pub tools: BlobId,
+    /// Parameters.
+    pub params: BTreeMap<String, Value>,
+    /// The step asked for.
+    pub step: u64,
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] retrace_store::Error),
+    /// A record or blob is missing or malformed.
+    #[error("request record {blob}: {what}")]
+    Bad {
+        /// The record.
+        blob: BlobId,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// The conversation window of `state`, by reference.
+pub fn window(state: &State) -> Vec<MessageRef> {
+    refs(state, None)
+}
+
+fn refs(state: &State, after: Option<u64>) -> Vec<MessageRef> {
+    state
+        .conversation
+        .iter()
+        .filter(|m| after.is_none_or(|upto| m.seq > upto))
+        .map(|m| MessageRef {
+            role: m.role,
+            content: m.content,
+            call_id: m.call_id.clone(),
+            is_error: m.is_error,
+        })
+        .collect()
+}
+
+fn read(store: &dyn Store, blob: &BlobId) -> Result<Record, Error> {
+    let bytes = store.blob(blob)?.ok_or_else(|| Error::Bad {
+        blob: *blob,
+        what: "missing".into(),
+    })?;
+    let record: Record = serde_json::from_slice(&bytes).map_err(|e| Error::Bad {
+        blob: *blob,
+        what: e.to_string(),
+    })?;
+    if record.format != FORMAT {
+        return Err(Error::Bad {
+            blob: *blob,
+            what: format!("format {} (this build reads {FORMAT})", record.format),
+        });
+    }
+    Ok(record)
+}
+
+/// What the executor knows about a request besides the conversation.
+#[derive(Clone, Debug)]
+pub struct Header<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// System prompt.
+    pub system: &'a str,
+    /// Tool definitions (as sent).
+    pub tools: &'a Value,
+    /// Parameters.
+    pub params: &'a BTreeMap<String, Value>,
+    /// The step.
+    pub step: u64,
+}
+
+/// Store the record of a request made from `state` and return its blob id. It chains to
+/// the run's previous request record (`state.last_request`) unless a full record is due.
+pub fn record(store: &dyn Store, state: &State, header: &Header<'_>) -> Result<BlobId, Error> {
+    // An unreadable previous record (another format, a foreign blob) just starts a new
+    // chain; a failing store is still an error.
+    let base = match state.last_request.map(|blob| (blob, read(store, &blob))) {
+        Some((blob, Ok(prev))) => Some((blob, prev)),
+        Some((_, Err(Error::Store(e)))) => return Err(Error::Store(e)),
+        Some((_, Err(Error::Bad { .. }))) | None => None,
+    };
+    let upto = state.conversation.back().map(|m| m.seq);
+    let (base, depth, drop, append) = match base {
+        Some((blob, prev))
+            if prev.depth + 1 < FULL_EVERY && state.earlier_messages >= prev.earlier =>
+        {
+            (
+                Some(blob),
+                prev.depth + 1,
+                state.earlier_messages - prev.earlier,
+                refs(state, prev.upto),
+            )
+        }
+        _ => (None, 0, 0, refs(state, None)),
+    };
+    let record = Record {
+        format: FORMAT,
+        base,
+        depth,
+        earlier: state.earlier_messages,
+        upto,
+        drop,
+        append,
+        model: header.model.to_owned(),
+        system: store.put_blob(&canonical_json(&Value::String(header.system.to_owned())))?,
+        tools: store.put_blob(&canonical_json(header.tools))?,
+        params: header.params.clone(),
+        step: header.step,
+    };
+    let bytes = to_canonical_json(&record).expect("a Record always serialises");
+    Ok(store.put_blob(&bytes)?)
+}
+
+/// The record at `blob` and the full message list it stands for.
+pub fn reconstruct(store: &dyn Store, blob: &BlobId) -> Result<(Record, Vec<MessageRef>), Error> {
+    let newest = read(store, blob)?;
+    let mut chain = vec![newest.clone()];
+    while let Some(base) = chain.last().and_then(|r| r.base) {
+        if chain.len() > FULL_EVERY as usize {
+            return Err(Error::Bad {
+                blob: *blob,
+                what: "chain longer than any record allows".into(),
+            });
+        }
+        chain.push(read(store, &base)?);
+    }
+    let mut messages: VecDeque<MessageRef> = VecDeque::new();
+    for record in chain.into_iter().rev() {
+        let drop = usize::try_from(record.drop)
+            .unwrap_or(usize::MAX)
+            .min(messages.len());
+        messages.drain(..drop);
+        messages.extend(record.append);
+    }
+    Ok((newest, messages.into()))
+}
