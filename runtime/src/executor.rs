@@ -76,7 +76,13 @@ pub struct Runner<'a> {
     agent: Agent,
     toolbox: Toolbox,
     provider: Box<dyn Provider>,
+    /// Messages as sent, by the blob they come from: blobs never change, so each is read
+    /// and parsed once instead of at every model call (a window holds up to 256).
+    messages: std::sync::Mutex<std::collections::HashMap<(BlobId, Role), ChatMessage>>,
 }
+
+/// Entries kept in the message cache before it starts over.
+const MESSAGE_CACHE: usize = 4_096;
 
 impl std::fmt::Debug for Runner<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +127,7 @@ impl<'a> Runner<'a> {
             spec,
             toolbox,
             provider,
+            messages: std::sync::Mutex::default(),
         })
     }
 
@@ -391,6 +398,60 @@ impl<'a> Runner<'a> {
         ])
     }
 
+    /// One message as sent to the model (cached by its blob; see `Runner::messages`).
+    fn message(&self, run: RunId, message: &request::MessageRef) -> Result<ChatMessage, Error> {
+        let key = (message.content, message.role);
+        let cached = self
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let mut built = match cached {
+            Some(built) => built,
+            None => {
+                let built = match message.role {
+                    Role::User => ChatMessage::User {
+                        content: text_of(&self.blob_json(run, &message.content)?),
+                    },
+                    Role::Assistant => {
+                        let reply: ModelReply = self.blob_json(run, &message.content)?;
+                        ChatMessage::Assistant {
+                            text: reply.text,
+                            tool_calls: reply.tool_calls,
+                        }
+                    }
+                    Role::Tool => {
+                        let output: Value = self.blob_json(run, &message.content)?;
+                        ChatMessage::Tool {
+                            call_id: String::new(),
+                            content: preview(&output, &message.content),
+                            is_error: false,
+                        }
+                    }
+                };
+                let mut cache = self
+                    .messages
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= MESSAGE_CACHE {
+                    cache.clear();
+                }
+                cache.insert(key, built.clone());
+                built
+            }
+        };
+        // the same output blob can answer different calls: the call's own fields go on last
+        if let ChatMessage::Tool {
+            call_id, is_error, ..
+        } = &mut built
+        {
+            *call_id = message.call_id.clone().unwrap_or_default();
+            *is_error = message.is_error;
+        }
+        Ok(built)
+    }
+
     /// A request for the conversation in `state`, and its stored record.
     fn new_request(
         &self,
@@ -439,26 +500,7 @@ impl<'a> Runner<'a> {
     ) -> Result<ModelRequest, Error> {
         let mut messages = Vec::with_capacity(refs.len());
         for message in refs {
-            messages.push(match message.role {
-                Role::User => ChatMessage::User {
-                    content: text_of(&self.blob_json(run, &message.content)?),
-                },
-                Role::Assistant => {
-                    let reply: ModelReply = self.blob_json(run, &message.content)?;
-                    ChatMessage::Assistant {
-                        text: reply.text,
-                        tool_calls: reply.tool_calls,
-                    }
-                }
-                Role::Tool => {
-                    let output: Value = self.blob_json(run, &message.content)?;
-                    ChatMessage::Tool {
-                        call_id: message.call_id.clone().unwrap_or_default(),
-                        content: preview(&output, &message.content),
-                        is_error: message.is_error,
-                    }
-                }
-            });
+            messages.push(self.message(run, message)?);
         }
         Ok(ModelRequest {
             model: self.spec.model.name.clone(),
