@@ -407,39 +407,38 @@ impl<'a> Runner<'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
             .cloned();
-        let mut built = match cached {
-            Some(built) => built,
-            None => {
-                let built = match message.role {
-                    Role::User => ChatMessage::User {
-                        content: text_of(&self.blob_json(run, &message.content)?),
-                    },
-                    Role::Assistant => {
-                        let reply: ModelReply = self.blob_json(run, &message.content)?;
-                        ChatMessage::Assistant {
-                            text: reply.text,
-                            tool_calls: reply.tool_calls,
-                        }
+        let mut built = if let Some(built) = cached {
+            built
+        } else {
+            let built = match message.role {
+                Role::User => ChatMessage::User {
+                    content: text_of(&self.blob_json(run, &message.content)?),
+                },
+                Role::Assistant => {
+                    let reply: ModelReply = self.blob_json(run, &message.content)?;
+                    ChatMessage::Assistant {
+                        text: reply.text,
+                        tool_calls: reply.tool_calls,
                     }
-                    Role::Tool => {
-                        let output: Value = self.blob_json(run, &message.content)?;
-                        ChatMessage::Tool {
-                            call_id: String::new(),
-                            content: preview(&output, &message.content),
-                            is_error: false,
-                        }
-                    }
-                };
-                let mut cache = self
-                    .messages
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if cache.len() >= MESSAGE_CACHE {
-                    cache.clear();
                 }
-                cache.insert(key, built.clone());
-                built
+                Role::Tool => {
+                    let output: Value = self.blob_json(run, &message.content)?;
+                    ChatMessage::Tool {
+                        call_id: String::new(),
+                        content: preview(&output, &message.content),
+                        is_error: false,
+                    }
+                }
+            };
+            let mut cache = self
+                .messages
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() >= MESSAGE_CACHE {
+                cache.clear();
             }
+            cache.insert(key, built.clone());
+            built
         };
         // the same output blob can answer different calls: the call's own fields go on last
         if let ChatMessage::Tool {
