@@ -70,11 +70,6 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Record a sample agent run (model calls, a tool call, an approval) and verify it.
-    ///
-    /// A stand-in for `retrace run` until the agent runtime lands: it writes the events a
-    /// short job would, through the same store API, so every other command has data.
-    Demo,
     /// List the runs in the store.
     Runs {
         /// Print JSON lines instead of a table.

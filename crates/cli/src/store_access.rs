@@ -16,7 +16,7 @@ pub fn open_or_create(dir: &Path) -> anyhow::Result<SledStore> {
 pub fn open_existing(dir: &Path) -> anyhow::Result<SledStore> {
     if !dir.exists() {
         bail!(
-            "no retrace store at {}; pass --store DIR (or set RETRACE_STORE), or record a run first with `retrace demo`",
+            "no retrace store at {}; pass --store DIR (or set RETRACE_STORE), or start a run first with `retrace run SPEC --input TEXT`",
             dir.display()
         );
     }

@@ -1,4 +1,5 @@
-//! The `retrace` binary end to end: demo, runs, verify, and clear errors for bad input.
+//! The `retrace` binary end to end: runs of the example agents, inspection, forks, approvals,
+//! unknown outcomes, and clear errors for bad input.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -21,46 +22,25 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn run_id_from_demo(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
+/// Run the `tidy` example (copied into `dir`) into `dir/store`; the store and the run id.
+fn tidy_run(dir: &Path) -> (std::path::PathBuf, String) {
+    let spec = example("tidy", dir);
+    let store = dir.join("store");
+    let out = run_agent(&store, &spec, "Summarise this project");
+    assert!(out.status.success(), "{}", text(&out));
+    let run = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("recording run "))
+        .find_map(|l| l.strip_prefix("run "))
         .and_then(|rest| rest.split(' ').next())
-        .expect("demo prints the run id")
-        .to_owned()
-}
-
-#[test]
-fn demo_records_a_run_that_lists_and_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let out = retrace(&store, &["demo"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("verified 14 events"), "{}", text(&out));
-    let run = run_id_from_demo(&out);
-
-    let out = retrace(&store, &["runs", "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(line["run"], run.as_str());
-    assert_eq!(line["events"], 14);
-
-    let out = retrace(&store, &["verify", &run[..8]]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("14 events, 15 blobs verified"),
-        "{}",
-        text(&out)
-    );
+        .expect("run prints the run id")
+        .to_owned();
+    (store, run)
 }
 
 #[test]
 fn verify_exits_non_zero_and_names_run_and_seq_of_a_tampered_event() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let out = retrace(&store, &["demo"]);
-    let run = run_id_from_demo(&out);
+    let (store, run) = tidy_run(dir.path());
     // flip one byte of the event at seq 4 directly in the sled files
     let run_id: retrace_events::RunId = run.parse().unwrap();
     retrace_tests::tamper::flip_event_byte(&store, &run_id, 4, usize::MAX);
@@ -80,8 +60,7 @@ fn bad_input_gets_a_clear_error_and_non_zero_exit() {
     assert!(text(&out).contains("no retrace store at"), "{}", text(&out));
     assert!(!missing.exists(), "a read-only command created a store");
 
-    let store = dir.path().join("store");
-    retrace(&store, &["demo"]);
+    let (store, _) = tidy_run(dir.path());
     let out = retrace(&store, &["verify", "zz"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not a valid run id"), "{}", text(&out));
@@ -97,13 +76,12 @@ fn bad_input_gets_a_clear_error_and_non_zero_exit() {
 #[test]
 fn log_show_fork_with_edit_and_diff_work_end_to_end() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    let run = run_id_from_demo(&retrace(&store, &["demo"]));
+    let (store, run) = tidy_run(dir.path());
     let short = &run[..8];
 
     let out = retrace(
         &store,
-        &["log", short, "--from", "3", "--to", "4", "--json"],
+        &["log", short, "--from", "4", "--to", "5", "--json"],
     );
     assert!(out.status.success(), "{}", text(&out));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -111,12 +89,12 @@ fn log_show_fork_with_edit_and_diff_work_end_to_end() {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["seq"], 3);
+    assert_eq!(lines[0]["seq"], 4);
     assert_eq!(lines[0]["kind"], "tool_requested");
-    assert_eq!(lines[0]["tool"], "fs.read");
+    assert_eq!(lines[0]["tool"], "fs.list");
     assert_eq!(lines[1]["parent"], lines[0]["id"]);
 
-    let out = retrace(&store, &["show", &format!("{short}@6"), "--json"]);
+    let out = retrace(&store, &["show", &format!("{short}@7"), "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(shown["event"]["kind"], "model_responded");
@@ -133,7 +111,7 @@ fn log_show_fork_with_edit_and_diff_work_end_to_end() {
         &store,
         &[
             "fork",
-            &format!("{short}@6"),
+            &format!("{short}@7"),
             "--edit",
             edit.to_str().expect("utf-8"),
         ],
@@ -145,10 +123,10 @@ fn log_show_fork_with_edit_and_diff_work_end_to_end() {
         .expect("fork prints the new run id")
         .to_owned();
 
-    let out = retrace(&store, &["diff", &format!("{short}@6"), &forked, "--json"]);
+    let out = retrace(&store, &["diff", &format!("{short}@7"), &forked, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(diff["runs"]["first_divergence"]["seq"], 6);
+    assert_eq!(diff["runs"]["first_divergence"]["seq"], 7);
     let changes = diff["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert!(
@@ -226,8 +204,14 @@ fn the_unattended_example_runs_to_success_and_verifies() {
     let summary = std::fs::read_to_string(dir.path().join("tidy/workspace/out/SUMMARY.md"))
         .expect("summary written");
     assert!(summary.contains("calculator"), "{summary}");
+    let out = retrace(&store, &["runs", "--json"]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(line["events"], 21);
+    assert_eq!(line["status"]["outcome"], "succeeded");
+    assert_eq!(line["totals"]["tool_calls"], 4);
     let out = retrace(&store, &["verify"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("21 events"), "{}", text(&out));
 }
 
 #[test]

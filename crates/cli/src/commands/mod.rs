@@ -1,7 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod approve;
-mod demo;
 mod diff;
 mod fork;
 mod log;
@@ -18,7 +17,6 @@ use crate::cli::{Cli, Command};
 /// Execute the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Demo => demo::run(&cli.store),
         Command::Run {
             spec,
             input,

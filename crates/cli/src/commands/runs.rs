@@ -33,7 +33,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     if runs.is_empty() {
         println!(
-            "no runs in {} yet; `retrace demo` records one",
+            "no runs in {} yet; `retrace run SPEC --input TEXT` starts one",
             dir.display()
         );
         return Ok(ExitCode::SUCCESS);
