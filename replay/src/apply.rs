@@ -231,8 +231,11 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     idempotent: *idempotent,
                 },
             );
-            // A retry is the same call again, not a new one for loop detection.
-            if !retry {
+            // A retry consumes its approval (a crash during it asks again) and is the same
+            // call again, not a new one for loop detection.
+            if retry {
+                state.retry_approved = None;
+            } else {
                 if state.recent_calls.len() == RECENT_CALLS {
                     state.recent_calls.pop_front();
                 }

@@ -253,16 +253,40 @@ impl State {
             .expect("encoding into a Vec cannot fail")
     }
 
-    /// The state hash: BLAKE3 of the canonical bytes of everything but [`State::timing`].
-    /// Equal states, equal hashes, on any machine (ordered maps, no floats); and two runs
-    /// that did the same things hash equal however long they took or however often they
-    /// were interrupted and resumed.
+    /// The state hash: BLAKE3 of the canonical bytes of the state's *content* — what the
+    /// agent knows, did and waits for — leaving out where in the log that content sits:
+    /// the run id, event seqs (the state's own, and those inside messages, pending effects
+    /// and approvals) and [`State::timing`].
+    ///
+    /// So equal content, equal hash, on any machine (ordered maps, no floats); and two runs
+    /// that did the same things hash equal however long they took, however often they were
+    /// killed and resumed, and whether or not a tool call of unknown outcome was resolved
+    /// on the way (its `tool_outcome_unknown` and resolution events shift later seqs, but a
+    /// skip or a retry leaves the same messages, totals and status as the uninterrupted
+    /// call). Exact equality including positions is `==` on [`State`].
     pub fn hash(&self) -> StateHash {
-        let untimed = Self {
+        let mut content = Self {
+            seq: None,
+            run: None,
             timing: Timing::default(),
             ..self.clone()
         };
-        StateHash(*blake3::hash(&untimed.to_canonical_bytes()).as_bytes())
+        for message in &mut content.conversation {
+            message.seq = 0;
+        }
+        for pending in content.pending.values_mut() {
+            match pending {
+                Pending::Model { seq, .. } | Pending::Tool { seq, .. } => *seq = 0,
+            }
+        }
+        for approval in content
+            .approvals_pending
+            .values_mut()
+            .chain(content.approvals_decided.iter_mut())
+        {
+            approval.requested_seq = 0;
+        }
+        StateHash(*blake3::hash(&content.to_canonical_bytes()).as_bytes())
     }
 
     /// The state as JSON, for display and diff.

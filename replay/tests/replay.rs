@@ -337,3 +337,108 @@ fn timing_is_recorded_but_left_out_of_the_state_hash() {
     assert_ne!(fast, slow);
     assert_ne!(fold(&events[..119]).unwrap().hash(), fast.hash());
 }
+
+/// The events of one model reply asking for one non-idempotent call, then the call, with
+/// `interruption` spliced in between the call's intent and its result; the folded state.
+fn one_call(interruption: &[EventKind], run: RunId) -> State {
+    let args = BlobId::of(b"args");
+    let reply = BlobId::of(b"reply");
+    let call = "c1".to_owned();
+    let mut kinds = vec![
+        EventKind::RunStarted {
+            run,
+            spec: blob(),
+            input: blob(),
+        },
+        EventKind::ModelRequested {
+            request: blob(),
+            attempt: 1,
+        },
+        EventKind::ModelResponded {
+            request_seq: 1,
+            response: reply,
+            usage: retrace_events::Usage::default(),
+        },
+        EventKind::ToolCallsProposed {
+            response_seq: 2,
+            calls: vec![retrace_events::ProposedCall {
+                call_id: call.clone(),
+                tool: "fs.append".into(),
+                args,
+                path: None,
+            }],
+        },
+        EventKind::ToolRequested {
+            call_id: call.clone(),
+            tool: "fs.append".into(),
+            args,
+            idempotent: false,
+        },
+    ];
+    kinds.extend(interruption.iter().cloned());
+    kinds.push(EventKind::ToolReturned {
+        call_id: call,
+        output: BlobId::of(b"appended"),
+        is_error: false,
+        duration_ms: 3,
+    });
+    let mut head = None;
+    let events: Vec<Event> = kinds
+        .into_iter()
+        .map(|kind| {
+            let event = Event::after(head, Timestamp(10), kind);
+            head = Some(event.head());
+            event
+        })
+        .collect();
+    fold(&events).expect("a valid log")
+}
+
+#[test]
+fn state_hash_is_content_not_position_so_a_resolved_unknown_outcome_converges() {
+    let unknown = EventKind::ToolOutcomeUnknown {
+        call_id: "c1".into(),
+        reason: blob(),
+    };
+    let plain = one_call(&[], RUN);
+    // skipped: the human records the result the call had
+    let skipped = one_call(std::slice::from_ref(&unknown), RUN);
+    // retried: approval, a new intent (which consumes the approval), the result
+    let retried = one_call(
+        &[
+            unknown.clone(),
+            EventKind::ApprovalDecided {
+                call_id: "c1".into(),
+                decision: retrace_events::Decision::Approved,
+                by: "ops".into(),
+                note: None,
+            },
+            EventKind::ToolRequested {
+                call_id: "c1".into(),
+                tool: "fs.append".into(),
+                args: BlobId::of(b"args"),
+                idempotent: false,
+            },
+        ],
+        RUN,
+    );
+    assert_eq!(
+        retried.retry_approved, None,
+        "the retry consumed its approval"
+    );
+    assert_ne!(plain, skipped, "positions differ");
+    assert_eq!(plain.hash(), skipped.hash());
+    assert_eq!(plain.hash(), retried.hash());
+    assert_eq!(
+        retried.recent_calls.len(),
+        1,
+        "a retry is not a second call for loop detection"
+    );
+    // another run that did the same has the same content
+    let other = one_call(&[], RunId::from_bytes([9; 16]));
+    assert_eq!(plain.hash(), other.hash());
+    // while a different result does not
+    let mut failed = plain.clone();
+    failed.conversation.back_mut().expect("a message").is_error = true;
+    assert_ne!(plain.hash(), failed.hash());
+}

@@ -143,6 +143,31 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// The newest unfinished run (not a fork) started with this spec and `input`: what a
+    /// repeated `retrace run` after a crash should continue rather than start over.
+    pub fn unfinished_run(&self, input: &str) -> Result<Option<RunId>, Error> {
+        let spec = BlobId::of(&self.spec.to_canonical_bytes());
+        let input = BlobId::of(&canonical_json(&json!(input)));
+        let mut runs = self.store.runs()?;
+        runs.retain(|r| r.origin.is_none() && !r.is_empty());
+        runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        for r in runs {
+            let same = matches!(
+                self.store.event_at(&r.id, 0)?,
+                Some((_, Event { kind: EventKind::RunStarted { spec: s, input: i, .. }, .. }))
+                    if s == spec && i == input
+            );
+            if same
+                && !state_at_head(self.store, &r.id, SnapshotPolicy::default())?
+                    .state
+                    .is_finished()
+            {
+                return Ok(Some(r.id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Drive `run` until it finishes or parks. `progress` sees every appended event and
     /// streamed text.
     #[tracing::instrument(name = "run", skip_all, fields(run = %run.short(), agent = %self.spec.name))]

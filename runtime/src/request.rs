@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Version of the record format and of the rule that turns message refs into messages.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// A full record every this many records.
 pub const FULL_EVERY: u32 = 128;
@@ -48,8 +48,10 @@ pub struct Record {
     pub depth: u32,
     /// Messages that had left the window when this request was made.
     pub earlier: u64,
-    /// Seq of the newest message included.
-    pub upto: Option<u64>,
+    /// Messages the conversation had had when this request was made, earlier ones
+    /// included (a count, not a seq: records hold no log positions, so two runs that said
+    /// the same things record the same requests however their logs were interrupted).
+    pub total: u64,
     /// Messages dropped from the front of the base's list.
     pub drop: u64,
     /// Messages added after the base's list.
@@ -84,14 +86,15 @@ pub enum Error {
 
 /// The conversation window of `state`, by reference.
 pub fn window(state: &State) -> Vec<MessageRef> {
-    refs(state, None)
+    newest(state, state.conversation.len())
 }
 
-fn refs(state: &State, after: Option<u64>) -> Vec<MessageRef> {
+/// The newest `n` messages of the window.
+fn newest(state: &State, n: usize) -> Vec<MessageRef> {
     state
         .conversation
         .iter()
-        .filter(|m| after.is_none_or(|upto| m.seq > upto))
+        .skip(state.conversation.len().saturating_sub(n))
         .map(|m| MessageRef {
             role: m.role,
             content: m.content,
@@ -144,26 +147,32 @@ pub fn record(store: &dyn Store, state: &State, header: &Header<'_>) -> Result<B
         Some((_, Err(Error::Store(e)))) => return Err(Error::Store(e)),
         Some((_, Err(Error::Bad { .. }))) | None => None,
     };
-    let upto = state.conversation.back().map(|m| m.seq);
+    let len = state.conversation.len() as u64;
+    let total = state.earlier_messages + len;
     let (base, depth, drop, append) = match base {
+        // a delta needs every message added since the base still in the window
         Some((blob, prev))
-            if prev.depth + 1 < FULL_EVERY && state.earlier_messages >= prev.earlier =>
+            if prev.depth + 1 < FULL_EVERY
+                && state.earlier_messages >= prev.earlier
+                && total >= prev.total
+                && total - prev.total <= len =>
         {
+            let added = usize::try_from(total - prev.total).unwrap_or(usize::MAX);
             (
                 Some(blob),
                 prev.depth + 1,
                 state.earlier_messages - prev.earlier,
-                refs(state, prev.upto),
+                newest(state, added),
             )
         }
-        _ => (None, 0, 0, refs(state, None)),
+        _ => (None, 0, 0, window(state)),
     };
     let record = Record {
         format: FORMAT,
         base,
         depth,
         earlier: state.earlier_messages,
-        upto,
+        total,
         drop,
         append,
         model: header.model.to_owned(),

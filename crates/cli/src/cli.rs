@@ -30,6 +30,11 @@ pub enum Command {
         /// The task, from a file.
         #[arg(long, value_name = "FILE")]
         input_file: Option<PathBuf>,
+        /// Start a new run even if an unfinished run of this spec and input exists (by
+        /// default that run is resumed, so repeating a command after a crash does not
+        /// start the job over).
+        #[arg(long)]
+        new: bool,
     },
     /// Continue a run from its log (after a park, a crash or a kill), with the spec it was
     /// started with.

@@ -21,7 +21,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             spec,
             input,
             input_file,
-        } => run::run(&cli.store, &spec, input, input_file.as_deref()),
+            new,
+        } => run::run(&cli.store, &spec, input, input_file.as_deref(), new),
         Command::Resume { run } => run::resume(&cli.store, &run),
         Command::Resolve {
             run,

@@ -24,6 +24,7 @@ pub fn run(
     spec_path: &Path,
     mut inputs: Vec<String>,
     input_file: Option<&Path>,
+    new: bool,
 ) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(spec_path)?;
     if let Some(file) = input_file {
@@ -38,12 +39,19 @@ pub fn run(
     let store = store_access::open_or_create(dir)?;
     let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
     if let [input] = inputs.as_slice() {
+        if !new && let Some(run) = runner.unfinished_run(input)? {
+            println!(
+                "run {run} ({}) of this spec and input is unfinished: resuming it (--new starts another)",
+                spec.name
+            );
+            return drive(&store, &runner, run);
+        }
         let run = new_run_id();
         runner.start(run, input)?;
         println!("run {run} ({}) started in {}", spec.name, dir.display());
         return drive(&store, &runner, run);
     }
-    drive_many(&store, &runner, &inputs)
+    drive_many(&store, &runner, &inputs, new)
 }
 
 /// Several inputs: one run each, driven concurrently; events printed with their run.
@@ -51,14 +59,34 @@ fn drive_many(
     store: &dyn Store,
     runner: &Runner<'_>,
     inputs: &[String],
+    new: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::with_capacity(inputs.len());
+    let mut resumed = 0;
     for input in inputs {
-        let run = new_run_id();
-        runner.start(run, input)?;
+        let unfinished = if new {
+            None
+        } else {
+            runner.unfinished_run(input)?
+        };
+        let run = match unfinished {
+            Some(run) if !runs.contains(&run) => {
+                resumed += 1;
+                run
+            }
+            _ => {
+                let run = new_run_id();
+                runner.start(run, input)?;
+                run
+            }
+        };
         runs.push(run);
     }
-    println!("{} runs started", runs.len());
+    println!(
+        "{} runs: {} started, {resumed} unfinished resumed",
+        runs.len(),
+        runs.len() - resumed
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

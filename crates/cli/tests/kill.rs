@@ -1,0 +1,298 @@
+//! Kill test: a 200-step run whose every step appends one line to a file with a
+//! non-idempotent tool is SIGKILLed at 30+ random moments, restarted each time by a new
+//! `retrace` process, and must end exactly like an uninterrupted run of the same script:
+//! every line once, in order, the same final state hash, a verifying log.
+//!
+//! A kill between an append's intent and its recorded result leaves the run in doubt
+//! ("outcome unknown"); the test resolves it through the CLI the way an operator would:
+//! look at the file, then `resolve --skip-with` the result if the line is there, or
+//! `resolve --retry` if it is not. That is the only interruption the run may show.
+//!
+//! The seed is printed; `RETRACE_KILL_SEED=N` replays a schedule.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use retrace_replay::testkit::Rng;
+use serde_json::{Value, json};
+
+const STEPS: usize = 200;
+const KILLS: usize = 30;
+
+fn retrace(store: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retrace"));
+    cmd.arg("--store").arg(store).env_remove("RETRACE_STORE");
+    cmd
+}
+
+fn output(store: &Path, args: &[&str]) -> Output {
+    let out = retrace(store).args(args).output().expect("run retrace");
+    assert!(
+        out.status.success(),
+        "retrace {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Lines in the file so far.
+fn lines(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn line(i: usize) -> String {
+    format!("line {i:04}\n")
+}
+
+/// The agent: a cassette of `STEPS` replies, each asking to append line `i`, then an answer.
+fn agent(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
+    let spec = dir.join("agent.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"appender\"\nsystem = \"append the lines\"\nworkspace = \"ws\"\n\
+             [model]\nprovider = \"scripted\"\nname = \"demo\"\ncassette = \"cassette.json\"\n\
+             [tools]\nallow = [\"fs.append\"]\n\
+             [[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n\
+             [budgets]\nmax_steps = {}\n",
+            STEPS + 10
+        ),
+    )
+    .expect("write spec");
+    let mut replies: Vec<Value> = (0..STEPS)
+        .map(|i| {
+            json!({"text": format!("step {i}"), "latency_ms": 2, "tool_calls": [{
+                "id": format!("call-{i}"), "name": "fs.append",
+                "arguments": {"path": "log.txt", "text": line(i)}}]})
+        })
+        .collect();
+    replies.push(json!({"text": "all lines appended"}));
+    std::fs::write(
+        dir.join("cassette.json"),
+        json!({ "replies": replies }).to_string(),
+    )
+    .expect("write cassette");
+    spec
+}
+
+fn start(store: &Path, spec: &Path) -> Child {
+    retrace(store)
+        .arg("run")
+        .arg(spec)
+        .args(["--input", "append the lines"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn retrace run")
+}
+
+/// The only run in `store`, as `retrace runs --json` reports it (None before it exists).
+fn the_run(store: &Path) -> Option<Value> {
+    if !store.exists() {
+        return None;
+    }
+    let out = output(store, &["runs", "--json"]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut runs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .filter(|r: &Value| r["events"].as_u64() > Some(0))
+        .collect();
+    assert!(runs.len() <= 1, "a restart started a second run: {text}");
+    runs.pop()
+}
+
+fn state_hash(store: &Path, run: &str) -> String {
+    let out = output(store, &["show", run, "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("show --json");
+    shown["state_hash"].as_str().expect("state_hash").to_owned()
+}
+
+/// Settle the call in doubt as an operator would: the line is in the file or it is not.
+fn resolve(store: &Path, dir: &Path, run: &str, call_id: &str) -> &'static str {
+    let i: usize = call_id
+        .strip_prefix("call-")
+        .and_then(|n| n.parse().ok())
+        .expect("call id");
+    let written = std::fs::read_to_string(dir.join("ws/log.txt")).unwrap_or_default();
+    if written.ends_with(&line(i)) {
+        let result = dir.join("result.json");
+        let bytes = line(i).len();
+        std::fs::write(
+            &result,
+            json!({"path": "log.txt", "bytes_appended": bytes}).to_string(),
+        )
+        .expect("write result");
+        output(
+            store,
+            &[
+                "resolve",
+                run,
+                call_id,
+                "--skip-with",
+                result.to_str().expect("utf-8"),
+            ],
+        );
+        "skip"
+    } else {
+        output(store, &["resolve", run, call_id, "--retry"]);
+        "retry"
+    }
+}
+
+/// The reference: the same script in its own store, never interrupted; the store, the run
+/// and how long it took.
+fn uninterrupted(dir: &Path, spec: &Path, expected: &str) -> (PathBuf, String, Duration) {
+    let store = dir.join("reference");
+    let began = Instant::now();
+    let out = start(&store, spec).wait_with_output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = the_run(&store).expect("the reference run");
+    assert_eq!(run["status"]["status"], "finished");
+    let log = dir.join("ws/log.txt");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), expected);
+    std::fs::remove_file(&log).expect("reset the file");
+    (
+        store,
+        run["run"].as_str().expect("run id").to_owned(),
+        began.elapsed(),
+    )
+}
+
+/// Equal state hashes; if not, the state fields that differ.
+fn assert_same_state(a: (&Path, &str), b: (&Path, &str)) {
+    if state_hash(a.0, a.1) == state_hash(b.0, b.1) {
+        return;
+    }
+    let state = |(store, run): (&Path, &str)| -> Value {
+        let out = output(store, &["show", run, "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).expect("show --json")["state"].take()
+    };
+    let (a, b) = (state(a), state(b));
+    let differing: Vec<&String> = a
+        .as_object()
+        .expect("a state object")
+        .iter()
+        .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    panic!("the final state differs from the uninterrupted run's in {differing:?}");
+}
+
+#[test]
+fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
+    let seed = std::env::var("RETRACE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .subsec_nanos(),
+            )
+        });
+    eprintln!("kill schedule seed: {seed} (RETRACE_KILL_SEED={seed} replays it)");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path());
+    let expected: String = (0..STEPS).map(line).collect();
+
+    let (reference, reference_run, took) = uninterrupted(dir.path(), &spec, &expected);
+    let log = dir.path().join("ws/log.txt");
+
+    // The same script, killed again and again.
+    let store = dir.path().join("store");
+    let (mut kills, mut starts, mut resolutions) = (0, 0, Vec::new());
+    // lines in the file at each kill: where in the run the kills landed
+    let mut killed_at = std::collections::BTreeSet::new();
+    let began = Instant::now();
+    let run = loop {
+        assert!(
+            began.elapsed() < Duration::from_mins(10),
+            "no end after {starts} starts and {kills} kills"
+        );
+        let known = the_run(&store);
+        if let Some(run) = &known {
+            let id = run["run"].as_str().expect("run id").to_owned();
+            match run["status"]["status"].as_str() {
+                Some("finished") => break id,
+                Some("outcome_unknown") => {
+                    let call = run["status"]["call_id"].as_str().expect("call id");
+                    resolutions.push(resolve(&store, dir.path(), &id, call));
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        // Restart: `run` again (it continues the unfinished run) or `resume` it by id.
+        let mut child = match &known {
+            Some(run) if rng.below(2) == 0 => retrace(&store)
+                .args(["resume", run["run"].as_str().expect("run id")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn retrace resume"),
+            _ => start(&store, &spec),
+        };
+        starts += 1;
+        // A random moment, paced by the run's own progress so the kills spread over the
+        // whole run on any machine: a few lines further on, plus a random 0-6 ms (landing
+        // anywhere in a step: the append, its recording, the next model call); one start
+        // in six is killed during start-up and recovery instead.
+        if rng.below(6) == 0 {
+            std::thread::sleep(Duration::from_millis(rng.below(40)));
+        } else {
+            let target = lines(&log) + 1 + usize::try_from(rng.below(8)).expect("small");
+            while lines(&log) < target && child.try_wait().expect("poll child").is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(7)));
+        }
+        if child.try_wait().expect("poll child").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+            killed_at.insert(lines(&log));
+        }
+        let out = child.wait_with_output().expect("wait");
+        let killed = out.status.code().is_none();
+        assert!(
+            killed || out.status.success(),
+            "retrace failed on its own: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    eprintln!(
+        "reference run {took:.1?}; {kills} kills over {starts} starts, after these many lines: {killed_at:?}; \
+         unknown outcomes resolved: {resolutions:?}; {:.1?}",
+        began.elapsed()
+    );
+    assert!(kills >= KILLS);
+    assert!(
+        killed_at.len() >= KILLS / 2 && killed_at.last() >= Some(&(STEPS * 3 / 4)),
+        "the kills should land all over the run, not at a few points: {killed_at:?}"
+    );
+
+    let written = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        written,
+        expected,
+        "every line exactly once, in order (got {} lines)",
+        written.lines().count()
+    );
+    output(&store, &["verify", &run]);
+    let shown = the_run(&store).expect("the run");
+    assert_eq!(shown["status"]["outcome"], "succeeded");
+    assert_eq!(shown["totals"]["tool_calls"].as_u64(), Some(STEPS as u64));
+    assert_same_state((&reference, &reference_run), (&store, &run));
+}
