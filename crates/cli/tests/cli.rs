@@ -464,3 +464,94 @@ fn an_unknown_outcome_parks_the_run_until_resolved_by_retry_or_skip() {
         );
     }
 }
+
+/// Every file under `dir`, raw bytes, searched for `needle`; the files that hold it.
+fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .expect("read")
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_in_the_environment_reach_no_event_blob_store_file_or_log() {
+    const SECRET: &str = "sk-retrace-test-0123456789abcdef";
+    // a positive control: text that must be findable, so the scan is known to see content
+    const VISIBLE: &str = "visible-marker-5150";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let mut printed = String::new();
+    let mut run_with_secrets = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_retrace"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env_remove("RETRACE_STORE")
+            .env("RUST_LOG", "trace")
+            .env("OPENAI_API_KEY", SECRET)
+            .env("ANTHROPIC_API_KEY", SECRET)
+            .env("RETRACE_API_KEY", SECRET)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .output()
+            .expect("run retrace");
+        assert!(out.status.success(), "{}", text(&out));
+        printed.push_str(&text(&out));
+        out
+    };
+    for (example_name, input) in [("tidy", "Summarise"), ("approval", "Note the date")] {
+        let spec = example(example_name, dir.path());
+        let input = format!("{input} ({VISIBLE})");
+        run_with_secrets(&["run", spec.to_str().expect("utf-8"), "--input", &input]);
+    }
+    let runs = run_with_secrets(&["runs", "--json"]);
+    let runs: Vec<String> = String::from_utf8_lossy(&runs.stdout)
+        .lines()
+        .map(|l| {
+            let run: serde_json::Value = serde_json::from_str(l).expect("json");
+            run["run"].as_str().expect("run id").to_owned()
+        })
+        .collect();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        // the parked one is approved and finished; the other says so
+        let _ = Command::new(env!("CARGO_BIN_EXE_retrace"))
+            .arg("--store")
+            .arg(&store)
+            .args(["approve", run])
+            .output();
+        run_with_secrets(&["resume", run]);
+        let log = run_with_secrets(&["log", run, "--json"]);
+        let events = String::from_utf8_lossy(&log.stdout).lines().count();
+        // every event with its payload blobs resolved, and the state after it
+        for seq in 0..events {
+            run_with_secrets(&["show", &format!("{run}@{seq}"), "--json"]);
+        }
+    }
+    assert!(printed.contains(VISIBLE), "the scan sees what runs print");
+    assert!(
+        !printed.contains(SECRET),
+        "a secret reached the output or the trace log"
+    );
+    assert!(
+        !files_containing(&store, VISIBLE).is_empty(),
+        "the raw scan sees what the store holds"
+    );
+    assert_eq!(
+        files_containing(&store, SECRET),
+        Vec::<std::path::PathBuf>::new(),
+        "a secret reached the store"
+    );
+}
