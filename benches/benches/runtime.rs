@@ -21,16 +21,31 @@ use retrace_runtime::executor::{Progress, Runner, Stop};
 use retrace_runtime::spec::Spec;
 use retrace_store_sled::SledStore;
 
-fn fsync_median_ms(dir: &std::path::Path) -> f64 {
-    let mut file = std::fs::File::create(dir.join("fsync-probe")).expect("probe");
-    let mut samples = Samples::default();
+/// The floor: median time to make 1 KiB durable on this filesystem, written the cheapest
+/// way there is (over preallocated space, as the store's WAL does) and, for reference,
+/// appended to a growing file.
+fn fsync_median_ms(dir: &std::path::Path) -> (f64, f64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(dir.join("fsync-probe")).expect("probe");
+    file.write_all_at(&vec![0u8; 1 << 20], 0)
+        .expect("preallocate");
+    file.sync_all().expect("sync");
+    let mut over = Samples::default();
+    for i in 0..200 {
+        let t = Instant::now();
+        file.write_all_at(&[7u8; 1024], i * 1024).expect("write");
+        file.sync_data().expect("sync");
+        over.push(t.elapsed());
+    }
+    let mut file = std::fs::File::create(dir.join("fsync-probe-append")).expect("probe");
+    let mut append = Samples::default();
     for _ in 0..200 {
         let t = Instant::now();
         file.write_all(&[7u8; 1024]).expect("write");
         file.sync_data().expect("sync");
-        samples.push(t.elapsed());
+        append.push(t.elapsed());
     }
-    samples.median_ms()
+    (over.median_ms(), append.median_ms())
 }
 
 fn main() {
@@ -40,27 +55,36 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let dir = bench_dir();
-    let fsync = fsync_median_ms(dir.path());
+    let (fsync, fsync_append) = fsync_median_ms(dir.path());
     println!(
-        "retrace runtime benchmark in {}; fsync median {fsync:.3} ms",
+        "retrace runtime benchmark in {}; durable 1 KiB write median {fsync:.3} ms \
+         ({fsync_append:.3} ms appending to a growing file)",
         dir.path().display()
     );
     for n in steps {
         let agent = dir.path().join(format!("agent-{n}"));
         std::fs::create_dir_all(agent.join("ws")).expect("mkdir");
-        // each tool result is ~1 KiB: fs.read of a 1 KiB file; each reply ~1 KiB of text
-        std::fs::write(agent.join("ws/page.txt"), "retrace ".repeat(128)).expect("write");
+        // each tool result is ~1 KiB: fs.read of its own 1 KiB file; each reply ~1 KiB of
+        // text. All of it distinct prose-like text, so nothing is shared or trivially small.
+        std::fs::create_dir_all(agent.join("ws/pages")).expect("mkdir");
+        for i in 0..n / 2 {
+            std::fs::write(
+                agent.join(format!("ws/pages/{i}.txt")),
+                prose(2 * i as u64, 960),
+            )
+            .expect("write");
+        }
         let spec_text = "name = \"bench\"\nsystem = \"bench\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\n\
                          name = \"bench\"\ncassette = \"unused.json\"\n[tools]\nallow = [\"fs.read\"]\n";
         let spec = Spec::parse(&agent.join("agent.toml"), spec_text).expect("spec");
         // n steps = n/2 model replies that each call fs.read, then a final reply
         let replies = (0..n / 2)
             .map(|i| ScriptedReply {
-                text: format!("step {i}: {}", "thinking ".repeat(110)),
+                text: format!("step {i}: {}", prose(2 * i as u64 + 1, 1000)),
                 tool_calls: vec![ToolCall {
                     id: format!("c{i}"),
                     name: "fs.read".into(),
-                    arguments: serde_json::json!({"path": "page.txt"}),
+                    arguments: serde_json::json!({"path": format!("pages/{i}.txt")}),
                 }],
                 ..ScriptedReply::default()
             })
@@ -120,6 +144,70 @@ fn main() {
             resume.median_ms()
         );
     }
+}
+
+/// About `bytes` of deterministic English-like text, different for every `seed`.
+fn prose(seed: u64, bytes: usize) -> String {
+    const WORDS: [&str; 48] = [
+        "the",
+        "model",
+        "reads",
+        "a",
+        "file",
+        "and",
+        "then",
+        "writes",
+        "summary",
+        "of",
+        "its",
+        "findings",
+        "into",
+        "workspace",
+        "while",
+        "checking",
+        "each",
+        "function",
+        "for",
+        "errors",
+        "tests",
+        "pass",
+        "after",
+        "change",
+        "review",
+        "shows",
+        "two",
+        "issues",
+        "in",
+        "parser",
+        "module",
+        "which",
+        "handles",
+        "input",
+        "from",
+        "users",
+        "next",
+        "step",
+        "is",
+        "to",
+        "refactor",
+        "code",
+        "so",
+        "that",
+        "it",
+        "stays",
+        "clear",
+        "fast",
+    ];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = String::with_capacity(bytes + 16);
+    while out.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(WORDS[(x % 48) as usize]);
+        out.push(if x.is_multiple_of(11) { '\n' } else { ' ' });
+    }
+    out
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

@@ -1,20 +1,23 @@
 //! The executor: performs what [`decide`] asks, through one durable-effect path.
 //!
-//! For every effect the intent is appended (durable) before the effect starts, and the
-//! outcome is appended before the next decision: a model call is `model_requested` →
-//! provider → `model_responded` + `tool_calls_proposed` (one atomic append) or
-//! `model_failed`; a tool call is `tool_requested` → tool → `tool_returned`. After a crash
+//! For every effect the intent is durable before the effect starts, and the outcome is
+//! folded into the state before the next decision: a model call is `model_requested` →
+//! provider → `model_responded` + `tool_calls_proposed` or `model_failed`; a tool call is
+//! `tool_requested` → tool → `tool_returned`. Events are appended by a [`Journal`] right
+//! before the next effect or the end of the drive, so an outcome and the next intent share
+//! one atomic append and one sync. After a crash
 //! the state says what was in flight and [`decide`] chooses: re-issue the model call,
 //! re-run an idempotent tool, or mark the outcome unknown. Nothing already recorded is
 //! performed again.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use retrace_events::{
     BlobId, Event, EventKind, Head, Outcome, ProposedCall, RunId, Usage, canonical_json,
 };
 use retrace_providers::{ChatMessage, Delta, ModelReply, ModelRequest, Provider, ToolDef};
-use retrace_replay::{Role, SnapshotPolicy, State, apply, state_at_head};
+use retrace_replay::{Role, SnapshotPolicy, State, apply, encode_snapshot, state_at_head};
 use retrace_store::{NewRun, Store};
 use serde_json::{Value, json};
 
@@ -76,9 +79,15 @@ pub struct Runner<'a> {
     agent: Agent,
     toolbox: Toolbox,
     provider: Box<dyn Provider>,
-    /// Messages as sent, by the blob they come from: blobs never change, so each is read
-    /// and parsed once instead of at every model call (a window holds up to 256).
-    messages: std::sync::Mutex<std::collections::HashMap<(BlobId, Role), ChatMessage>>,
+    /// Messages as sent, by reference: blobs never change, so each message is read and
+    /// parsed once instead of at every model call (a window holds up to 256), and a
+    /// request shares them instead of copying.
+    messages: std::sync::Mutex<std::collections::HashMap<request::MessageRef, Arc<ChatMessage>>>,
+    /// The system prompt and tool definitions as stored blobs: the same for every request.
+    header_blobs: std::sync::OnceLock<(BlobId, BlobId)>,
+    /// Tips of the request records this runner wrote, by blob, so the next record of a
+    /// run chains to its predecessor without reading it back.
+    tips: std::sync::Mutex<std::collections::HashMap<BlobId, request::Tip>>,
 }
 
 /// Entries kept in the message cache before it starts over.
@@ -128,6 +137,8 @@ impl<'a> Runner<'a> {
             toolbox,
             provider,
             messages: std::sync::Mutex::default(),
+            header_blobs: std::sync::OnceLock::new(),
+            tips: std::sync::Mutex::default(),
         })
     }
 
@@ -176,31 +187,59 @@ impl<'a> Runner<'a> {
         run: RunId,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Stop, Error> {
-        let mut state = state_at_head(self.store, &run, SnapshotPolicy::default())?.state;
-        let mut head = self.store.require_run(&run)?.head;
+        let state = state_at_head(self.store, &run, SnapshotPolicy::default())?.state;
+        let mut journal = Journal {
+            run,
+            durable: self.store.require_run(&run)?.head,
+            batch: Vec::new(),
+            snapshots: Vec::new(),
+        };
+        let result = self.steps(state, &mut journal, progress).await;
+        if result.is_err() {
+            // An outcome already decided (a tool that ran) is worth keeping even when the
+            // drive cannot go on; if the store itself failed this fails too.
+            let _ = journal.flush(self.store, progress);
+        }
+        result
+    }
+
+    /// Decide and perform until the run finishes or parks.
+    async fn steps(
+        &self,
+        mut state: State,
+        journal: &mut Journal,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Stop, Error> {
+        let run = journal.run;
         loop {
             let next = decide(&self.agent, &state);
             tracing::debug!(seq = ?state.seq, next = ?next, "decided");
             let kinds = match next {
                 Next::Done => {
+                    journal.flush(self.store, progress)?;
                     let outcome = match state.status {
                         retrace_replay::Status::Finished { outcome, .. } => outcome,
                         _ => Outcome::Failed,
                     };
                     return Ok(Stop::Finished(outcome));
                 }
-                Next::Park { reason } => return Ok(Stop::Parked(reason)),
+                Next::Park { reason } => {
+                    journal.flush(self.store, progress)?;
+                    return Ok(Stop::Parked(reason));
+                }
                 Next::CallModel { step } => {
                     let (request, blob) = self.new_request(run, &state, step)?;
                     let intent = EventKind::ModelRequested {
                         request: blob,
                         attempt: 1,
                     };
-                    self.record(run, &mut state, &mut head, vec![intent], progress)?;
+                    journal.record(&mut state, vec![intent])?;
+                    journal.flush(self.store, progress)?;
                     self.call_model(run, &request, &state, progress).await?
                 }
                 Next::ReissueModel { request, .. } => {
                     let request = self.recorded_request(run, &request)?;
+                    journal.flush(self.store, progress)?;
                     self.call_model(run, &request, &state, progress).await?
                 }
                 Next::RunTool {
@@ -217,8 +256,9 @@ impl<'a> Runner<'a> {
                             args,
                             idempotent,
                         };
-                        self.record(run, &mut state, &mut head, vec![intent], progress)?;
+                        journal.record(&mut state, vec![intent])?;
                     }
+                    journal.flush(self.store, progress)?;
                     vec![self.run_tool(run, &call_id, &tool, &args).await?]
                 }
                 Next::AskApproval { call, reason } => {
@@ -253,36 +293,8 @@ impl<'a> Runner<'a> {
                     vec![EventKind::RunFinished { outcome, detail }]
                 }
             };
-            self.record(run, &mut state, &mut head, kinds, progress)?;
+            journal.record(&mut state, kinds)?;
         }
-    }
-
-    /// Append `kinds` (one atomic append), fold them into `state`, report them.
-    fn record(
-        &self,
-        run: RunId,
-        state: &mut State,
-        head: &mut Option<Head>,
-        kinds: Vec<EventKind>,
-        progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<(), Error> {
-        let mut events = Vec::with_capacity(kinds.len());
-        let mut prev = *head;
-        for kind in kinds {
-            let event = Event::after(prev, now(), kind);
-            prev = Some(event.head());
-            events.push(event);
-        }
-        *head = Some(self.store.append(&run, head.map(|h| h.id), &events)?);
-        for event in events {
-            apply(state, &event).map_err(|source| retrace_replay::Error::Apply {
-                run,
-                seq: event.seq,
-                source,
-            })?;
-            progress(Progress::Appended(event));
-        }
-        Ok(())
     }
 
     /// Perform a model call whose intent is recorded; the outcome events to append.
@@ -423,57 +435,32 @@ impl<'a> Runner<'a> {
         ])
     }
 
-    /// One message as sent to the model (cached by its blob; see `Runner::messages`).
-    fn message(&self, run: RunId, message: &request::MessageRef) -> Result<ChatMessage, Error> {
-        let key = (message.content, message.role);
-        let cached = self
-            .messages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        let mut built = if let Some(built) = cached {
-            built
-        } else {
-            let built = match message.role {
-                Role::User => ChatMessage::User {
-                    content: text_of(&self.blob_json(run, &message.content)?),
-                },
-                Role::Assistant => {
-                    let reply: ModelReply = self.blob_json(run, &message.content)?;
-                    ChatMessage::Assistant {
-                        text: reply.text,
-                        tool_calls: reply.tool_calls,
-                    }
+    /// One message as sent to the model, built from its blob.
+    fn build_message(
+        &self,
+        run: RunId,
+        message: &request::MessageRef,
+    ) -> Result<ChatMessage, Error> {
+        Ok(match message.role {
+            Role::User => ChatMessage::User {
+                content: text_of(&self.blob_json(run, &message.content)?),
+            },
+            Role::Assistant => {
+                let reply: ModelReply = self.blob_json(run, &message.content)?;
+                ChatMessage::Assistant {
+                    text: reply.text,
+                    tool_calls: reply.tool_calls,
                 }
-                Role::Tool => {
-                    let output: Value = self.blob_json(run, &message.content)?;
-                    ChatMessage::Tool {
-                        call_id: String::new(),
-                        content: preview(&output, &message.content),
-                        is_error: false,
-                    }
-                }
-            };
-            let mut cache = self
-                .messages
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache.len() >= MESSAGE_CACHE {
-                cache.clear();
             }
-            cache.insert(key, built.clone());
-            built
-        };
-        // the same output blob can answer different calls: the call's own fields go on last
-        if let ChatMessage::Tool {
-            call_id, is_error, ..
-        } = &mut built
-        {
-            *call_id = message.call_id.clone().unwrap_or_default();
-            *is_error = message.is_error;
-        }
-        Ok(built)
+            Role::Tool => {
+                let output: Value = self.blob_json(run, &message.content)?;
+                ChatMessage::Tool {
+                    call_id: message.call_id.clone().unwrap_or_default(),
+                    content: preview(&output, &message.content),
+                    is_error: message.is_error,
+                }
+            }
+        })
     }
 
     /// A request for the conversation in `state`, and its stored record.
@@ -484,18 +471,43 @@ impl<'a> Runner<'a> {
         step: u64,
     ) -> Result<(ModelRequest, BlobId), Error> {
         let request = self.request_from(run, &request::window(state), step)?;
-        let tools = serde_json::to_value(&request.tools).map_err(|e| payload(run, &e))?;
+        let (system, tools) = if let Some(blobs) = self.header_blobs.get() {
+            *blobs
+        } else {
+            let tools = serde_json::to_value(&request.tools).map_err(|e| payload(run, &e))?;
+            let blobs = (
+                self.put_json(&json!(request.system))?,
+                self.put_json(&tools)?,
+            );
+            *self.header_blobs.get_or_init(|| blobs)
+        };
         let header = request::Header {
             model: &request.model,
-            system: &request.system,
-            tools: &tools,
+            system,
+            tools,
             params: &request.params,
             step,
         };
-        let blob = request::record(self.store, state, &header).map_err(|e| Error::Payload {
-            run,
-            what: e.to_string(),
-        })?;
+        let known = state.last_request.and_then(|blob| {
+            self.tips
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&blob)
+                .copied()
+        });
+        let (blob, tip) =
+            request::record(self.store, state, &header, known).map_err(|e| Error::Payload {
+                run,
+                what: e.to_string(),
+            })?;
+        let mut tips = self
+            .tips
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tips.len() >= MESSAGE_CACHE {
+            tips.clear();
+        }
+        tips.insert(blob, tip);
         Ok((request, blob))
     }
 
@@ -523,9 +535,24 @@ impl<'a> Runner<'a> {
         step: u64,
     ) -> Result<ModelRequest, Error> {
         let mut messages = Vec::with_capacity(refs.len());
+        let mut cache = self
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for message in refs {
-            messages.push(self.message(run, message)?);
+            let built = if let Some(built) = cache.get(message) {
+                Arc::clone(built)
+            } else {
+                let built = Arc::new(self.build_message(run, message)?);
+                if cache.len() >= MESSAGE_CACHE {
+                    cache.clear();
+                }
+                cache.insert(message.clone(), Arc::clone(&built));
+                built
+            };
+            messages.push(built);
         }
+        drop(cache);
         Ok(ModelRequest {
             model: self.spec.model.name.clone(),
             system: self.spec.system.clone(),
@@ -562,6 +589,65 @@ impl<'a> Runner<'a> {
             run,
             what: format!("blob {blob} does not decode: {e}"),
         })
+    }
+}
+
+/// The events of a drive not yet appended. Events are folded into the state as soon as
+/// they are decided (so the next decision sees them) and appended, in one atomic append,
+/// before anything leaves the process: a model call, a tool run, or the drive returning.
+/// An effect's outcome and the next effect's intent thus become durable together, with one
+/// sync, before that next effect starts; the log is never behind what the world saw.
+///
+/// It also stores a snapshot of the state at each boundary of the default
+/// [`SnapshotPolicy`] the run passes, so resuming any run is one snapshot and a short tail.
+struct Journal {
+    run: RunId,
+    /// The run's head as stored.
+    durable: Option<Head>,
+    /// Decided, applied, not yet appended.
+    batch: Vec<Event>,
+    /// Snapshots of states the batch reaches, stored once it is appended.
+    snapshots: Vec<(retrace_events::EventId, Vec<u8>)>,
+}
+
+impl Journal {
+    /// Chain `kinds` after the last event and fold them into `state`.
+    fn record(&mut self, state: &mut State, kinds: Vec<EventKind>) -> Result<(), Error> {
+        for kind in kinds {
+            let prev = self.batch.last().map(Event::head).or(self.durable);
+            let event = Event::after(prev, now(), kind);
+            apply(state, &event).map_err(|source| retrace_replay::Error::Apply {
+                run: self.run,
+                seq: event.seq,
+                source,
+            })?;
+            if state.len().is_multiple_of(SnapshotPolicy::default().every) {
+                let id = event.head().id;
+                self.snapshots.push((id, encode_snapshot(&id, state)));
+            }
+            self.batch.push(event);
+        }
+        Ok(())
+    }
+
+    /// Append what is pending (durable when this returns) and report it.
+    fn flush(
+        &mut self,
+        store: &dyn Store,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let expected = self.durable.map(|h| h.id);
+        self.durable = Some(store.append(&self.run, expected, &self.batch)?);
+        for event in self.batch.drain(..) {
+            progress(Progress::Appended(event));
+        }
+        for (id, snapshot) in self.snapshots.drain(..) {
+            store.put_snapshot(&id, &snapshot)?;
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use retrace_events::{BlobId, canonical_json, to_canonical_json};
+use retrace_events::{BlobId, to_canonical_json};
 use retrace_replay::{Role, State};
 use retrace_store::Store;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ pub const FORMAT: u32 = 2;
 pub const FULL_EVERY: u32 = 128;
 
 /// One message of a request, by reference.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MessageRef {
     /// Who.
     pub role: Role,
@@ -127,25 +127,57 @@ fn read(store: &dyn Store, blob: &BlobId) -> Result<Record, Error> {
 pub struct Header<'a> {
     /// Model name.
     pub model: &'a str,
-    /// System prompt.
-    pub system: &'a str,
-    /// Tool definitions (as sent).
-    pub tools: &'a Value,
+    /// System prompt (a stored blob holding it as a JSON string).
+    pub system: BlobId,
+    /// Tool definitions as sent (a stored blob).
+    pub tools: BlobId,
     /// Parameters.
     pub params: &'a BTreeMap<String, Value>,
     /// The step.
     pub step: u64,
 }
 
-/// Store the record of a request made from `state` and return its blob id. It chains to
-/// the run's previous request record (`state.last_request`) unless a full record is due.
-pub fn record(store: &dyn Store, state: &State, header: &Header<'_>) -> Result<BlobId, Error> {
+/// What a new record needs of the record before it (so a writer can keep it at hand
+/// instead of reading the record back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip {
+    /// Records since the last full one.
+    pub depth: u32,
+    /// Messages that had left the window.
+    pub earlier: u64,
+    /// Messages the conversation had had.
+    pub total: u64,
+}
+
+impl From<&Record> for Tip {
+    fn from(r: &Record) -> Self {
+        Self {
+            depth: r.depth,
+            earlier: r.earlier,
+            total: r.total,
+        }
+    }
+}
+
+/// Store the record of a request made from `state` and return its blob id and tip. It
+/// chains to the run's previous request record (`state.last_request`, whose tip is `known`
+/// if the caller has it, else read from the store) unless a full record is due.
+pub fn record(
+    store: &dyn Store,
+    state: &State,
+    header: &Header<'_>,
+    known: Option<Tip>,
+) -> Result<(BlobId, Tip), Error> {
     // An unreadable previous record (another format, a foreign blob) just starts a new
     // chain; a failing store is still an error.
-    let base = match state.last_request.map(|blob| (blob, read(store, &blob))) {
-        Some((blob, Ok(prev))) => Some((blob, prev)),
-        Some((_, Err(Error::Store(e)))) => return Err(Error::Store(e)),
-        Some((_, Err(Error::Bad { .. }))) | None => None,
+    let base = match (state.last_request, known) {
+        (Some(blob), Some(tip)) => Some((blob, tip)),
+        (Some(blob), None) => match read(store, &blob) {
+            Ok(prev) => Some((blob, Tip::from(&prev))),
+            Err(Error::Store(e)) => return Err(Error::Store(e)),
+            Err(Error::Bad { .. }) => None,
+        },
+        (None, _) => None,
     };
     let len = state.conversation.len() as u64;
     let total = state.earlier_messages + len;
@@ -176,13 +208,13 @@ pub fn record(store: &dyn Store, state: &State, header: &Header<'_>) -> Result<B
         drop,
         append,
         model: header.model.to_owned(),
-        system: store.put_blob(&canonical_json(&Value::String(header.system.to_owned())))?,
-        tools: store.put_blob(&canonical_json(header.tools))?,
+        system: header.system,
+        tools: header.tools,
         params: header.params.clone(),
         step: header.step,
     };
     let bytes = to_canonical_json(&record).expect("a Record always serialises");
-    Ok(store.put_blob(&bytes)?)
+    Ok((store.put_blob(&bytes)?, Tip::from(&record)))
 }
 
 /// The record at `blob` and the full message list it stands for.

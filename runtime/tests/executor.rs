@@ -309,16 +309,21 @@ async fn a_model_call_in_flight_at_a_crash_is_reissued_from_its_record_not_recor
     let state = retrace_replay::state_at_head(&store, &run, SnapshotPolicy::default())
         .expect("state")
         .state;
-    let tools = serde_json::json!([]);
+    let put = |v: serde_json::Value| {
+        store
+            .put_blob(&retrace_events::canonical_json(&v))
+            .expect("blob")
+    };
     let params = std::collections::BTreeMap::new();
     let header = retrace_runtime::request::Header {
         model: "demo",
-        system: "You tidy repositories.",
-        tools: &tools,
+        system: put(serde_json::json!("You tidy repositories.")),
+        tools: put(serde_json::json!([])),
         params: &params,
         step: 0,
     };
-    let blob = retrace_runtime::request::record(&store, &state, &header).expect("record");
+    let (blob, _) =
+        retrace_runtime::request::record(&store, &state, &header, None).expect("record");
     let head = store.require_run(&run).expect("run").head;
     let intent = retrace_events::Event::after(
         head,

@@ -179,7 +179,7 @@ fn estimate_tokens(request: &ModelRequest) -> u64 {
         + request
             .messages
             .iter()
-            .map(|m| match m {
+            .map(|m| match &**m {
                 ChatMessage::User { content } | ChatMessage::Tool { content, .. } => content.len(),
                 ChatMessage::Assistant { text, tool_calls } => {
                     text.len() + serde_json::to_string(tool_calls).map_or(0, |s| s.len())

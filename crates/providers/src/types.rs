@@ -2,6 +2,7 @@
 //! request before a call, the reply after), so their serde form is part of the log.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,8 +14,9 @@ pub struct ModelRequest {
     pub model: String,
     /// System prompt.
     pub system: String,
-    /// The conversation so far.
-    pub messages: Vec<ChatMessage>,
+    /// The conversation so far (shared: a runner builds each message once and every
+    /// later request of the run points at it).
+    pub messages: Vec<Arc<ChatMessage>>,
     /// Tools the model may call.
     pub tools: Vec<ToolDef>,
     /// Other parameters (temperature, max_tokens, ...), passed through.

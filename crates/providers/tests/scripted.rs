@@ -14,9 +14,9 @@ fn request(step: u64) -> ModelRequest {
     ModelRequest {
         model: "demo".into(),
         system: "be brief".into(),
-        messages: vec![ChatMessage::User {
+        messages: vec![std::sync::Arc::new(ChatMessage::User {
             content: "summarise the readme".into(),
-        }],
+        })],
         step,
         ..ModelRequest::default()
     }

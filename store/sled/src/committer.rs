@@ -3,9 +3,9 @@
 //! Callers send a [`Write`] and wait for its answer. For each group of queued writes the
 //! committer
 //! 1. applies snapshots to sled and answers them at once; blobs arrive already applied by
-//!    their caller (see [`Committer::log_blob`]) and their WAL records wait in memory for the
-//!    next write that must be durable, which is written before any later append is
-//!    acknowledged;
+//!    their caller, their WAL records queued without waking the committer (see
+//!    [`Committer::log_blob`]), and wait in memory for the next write that must be durable,
+//!    which is written before any later append is acknowledged;
 //! 2. if the group holds an append, a run ref or a flush, writes the waiting records to the
 //!    [write-ahead log](crate::wal) with one `write` and one `fdatasync` — the moment the
 //!    group becomes durable;
@@ -17,8 +17,8 @@
 //! If the WAL cannot be written the committer stops accepting writes: acknowledging later
 //! writes on top of a torn log could lose them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use retrace_store::{Error, Result};
@@ -68,6 +68,9 @@ type Reply = Option<flume::Sender<Result<bool>>>;
 #[derive(Debug)]
 pub struct Committer {
     tx: Option<flume::Sender<(Write, Reply)>>,
+    /// Blob records waiting for the next durable write: queued here rather than sent, so
+    /// a blob put does not wake the committer thread.
+    blobs: Arc<BlobQueue>,
     thread: Option<JoinHandle<()>>,
     wal_syncs: Arc<AtomicU64>,
     replayed: usize,
@@ -81,16 +84,19 @@ impl Committer {
         for op in ops {
             apply(&trees, op)?;
         }
-        checkpoint(&trees, &mut wal)?;
+        checkpoint(&trees, &mut wal, false)?;
         let (tx, rx) = flume::unbounded::<(Write, Reply)>();
         let wal_syncs = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&wal_syncs);
+        let blobs = Arc::new(BlobQueue::default());
+        let queue = Arc::clone(&blobs);
         let thread = std::thread::Builder::new()
             .name("retrace-committer".into())
-            .spawn(move || run(&trees, wal, &rx, &counter))
+            .spawn(move || run(&trees, wal, &rx, &queue, &counter))
             .map_err(|e| Error::backend("start committer", e))?;
         Ok(Self {
             tx: Some(tx),
+            blobs,
             thread: Some(thread),
             wal_syncs,
             replayed,
@@ -108,7 +114,21 @@ impl Committer {
     /// waiting: it is written before anything the caller submits afterwards, so before the
     /// append that refers to the blob is acknowledged.
     pub fn log_blob(&self, key: [u8; 32], bytes: Vec<u8>) -> Result<()> {
-        self.send(Write::Op(Op::Blob { key, bytes }), None)
+        let size = bytes.len();
+        let mut queue = self
+            .blobs
+            .ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        queue.0.push(Op::Blob { key, bytes });
+        queue.1 += size;
+        let nudge = queue.1 > MAX_UNSYNCED;
+        drop(queue);
+        if nudge {
+            // a long stream of blobs with no append: have them written
+            self.send(Write::Flush, None)?;
+        }
+        Ok(())
     }
 
     fn send(&self, write: Write, reply: Reply) -> Result<()> {
@@ -154,7 +174,19 @@ impl Drop for Committer {
     }
 }
 
-fn run(trees: &Trees, mut wal: Wal, rx: &flume::Receiver<(Write, Reply)>, syncs: &AtomicU64) {
+/// Blob records queued by callers, and their bytes.
+#[derive(Debug, Default)]
+struct BlobQueue {
+    ops: Mutex<(Vec<Op>, usize)>,
+}
+
+fn run(
+    trees: &Trees,
+    mut wal: Wal,
+    rx: &flume::Receiver<(Write, Reply)>,
+    blobs: &BlobQueue,
+    syncs: &AtomicU64,
+) {
     // Records not yet written: blobs wait here for the next write that must be durable,
     // so a stream of blob puts costs no fsyncs of its own.
     let mut unsynced = Vec::new();
@@ -162,17 +194,23 @@ fn run(trees: &Trees, mut wal: Wal, rx: &flume::Receiver<(Write, Reply)>, syncs:
         let mut group = vec![first];
         group.extend(rx.try_iter().take(MAX_GROUP - 1));
 
-        // 1. encode what must be logged; apply and answer what needs no durability
+        // 1. encode what must be logged (blobs queued before any write of the group first,
+        //    so before the appends that refer to them); apply and answer what needs no
+        //    durability
+        let queued = std::mem::take(&mut *blobs.ops.lock().unwrap_or_else(PoisonError::into_inner));
+        for op in &queued.0 {
+            wal.encode(op, &mut unsynced);
+        }
         let mut after_sync = Vec::new();
         for (write, reply) in group {
             match write {
                 Write::Op(op @ Op::Blob { .. }) => {
                     // already in sled (see `log_blob`); only its record is due
-                    Wal::encode(&op, &mut unsynced);
+                    wal.encode(&op, &mut unsynced);
                     answer(reply, Ok(true));
                 }
                 Write::Op(op) => {
-                    Wal::encode(&op, &mut unsynced);
+                    wal.encode(&op, &mut unsynced);
                     after_sync.push((Some(op), reply));
                 }
                 Write::Snapshot { key, bytes } => {
@@ -203,21 +241,27 @@ fn run(trees: &Trees, mut wal: Wal, rx: &flume::Receiver<(Write, Reply)>, syncs:
             answer(reply, op.map_or(Ok(true), |op| apply(trees, op)));
         }
         // 4. keep the WAL short
-        if wal.len() > CHECKPOINT_BYTES && checkpoint(trees, &mut wal).is_err() {
-            return;
+        if wal.len() > CHECKPOINT_BYTES {
+            if checkpoint(trees, &mut wal, false).is_err() {
+                return;
+            }
+            // blob records still waiting are of the old generation, and their blobs are
+            // in sled, flushed by the checkpoint: nothing left to log
+            unsynced.clear();
         }
     }
     // Closing: whatever is still buffered is in sled already; the checkpoint makes it durable.
-    let _ = checkpoint(trees, &mut wal);
+    let _ = checkpoint(trees, &mut wal, true);
 }
 
-/// Make sled durable up to here, then empty the WAL.
-fn checkpoint(trees: &Trees, wal: &mut Wal) -> Result<()> {
+/// Make sled durable up to here, then start an empty WAL generation (`release`: and give
+/// back its preallocated space).
+fn checkpoint(trees: &Trees, wal: &mut Wal, release: bool) -> Result<()> {
     trees
         .db
         .flush()
         .map_err(|e| Error::backend("checkpoint", e))?;
-    wal.truncate(0)
+    wal.checkpoint(release)
 }
 
 /// Put a blob into sled unless present (content-addressed: present means same bytes).
