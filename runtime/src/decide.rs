@@ -143,6 +143,9 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
     if let Some(next) = recover_in_flight(agent, state) {
         return next;
     }
+    if let Some(next) = model_gave_up(state) {
+        return next;
+    }
     if let Some(next) =
         over_budget(&agent.budgets, state).or_else(|| looping(&agent.budgets, state))
     {
@@ -206,6 +209,26 @@ fn recover_in_flight(agent: &Agent, state: &State) -> Option<Next> {
         Next::MarkOutcomeUnknown {
             call_id: call_id.clone(),
         }
+    })
+}
+
+/// The model failed for good: permanently once, or transiently [`MODEL_RETRIES`] times in
+/// a row. (Fewer transient failures: the next `CallModel` retries, after a backoff.)
+fn model_gave_up(state: &State) -> Option<Next> {
+    state.last_model_error?;
+    let reason = if state.last_failure_permanent {
+        "the model call failed and retrying will not help".to_owned()
+    } else if state.model_failure_streak >= MODEL_RETRIES {
+        format!(
+            "the model call failed {} times in a row",
+            state.model_failure_streak
+        )
+    } else {
+        return None;
+    };
+    Some(Next::Finish {
+        outcome: Outcome::Failed,
+        reason,
     })
 }
 

@@ -21,6 +21,14 @@ pub fn new_run_id() -> RunId {
     RunId::from_bytes(uuid::Uuid::new_v4().into_bytes())
 }
 
+/// A number in [0, 1) for retry jitter (from a fresh UUID's random bits).
+pub fn jitter() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() >> 75; // 53 random bits
+    #[allow(clippy::cast_precision_loss)]
+    let unit = bits as f64 / (1u64 << 53) as f64;
+    unit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

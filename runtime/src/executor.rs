@@ -228,6 +228,11 @@ impl<'a> Runner<'a> {
                     return Ok(Stop::Parked(reason));
                 }
                 Next::CallModel { step } => {
+                    if state.model_failure_streak > 0 {
+                        // the failure is durable; wait before asking again
+                        journal.flush(self.store, progress)?;
+                        tokio::time::sleep(self.backoff(run, &state)?).await;
+                    }
                     let (request, blob) = self.new_request(run, &state, step)?;
                     let intent = EventKind::ModelRequested {
                         request: blob,
@@ -288,7 +293,14 @@ impl<'a> Runner<'a> {
                             let reply: ModelReply = self.blob_json(run, &last.content)?;
                             self.put_json(&json!({"output": reply.text}))?
                         }
-                        _ => self.put_json(&json!({"reason": reason}))?,
+                        // a run the model gave up on says what the model said last
+                        _ => match state.last_model_error {
+                            Some(error) if outcome == Outcome::Failed => {
+                                let error: Value = self.blob_json(run, &error)?;
+                                self.put_json(&json!({"reason": reason, "model_error": error}))?
+                            }
+                            _ => self.put_json(&json!({"reason": reason}))?,
+                        },
                     };
                     vec![EventKind::RunFinished { outcome, detail }]
                 }
@@ -337,7 +349,9 @@ impl<'a> Runner<'a> {
                 let usage = Usage {
                     input_tokens: reply.usage.input_tokens,
                     output_tokens: reply.usage.output_tokens,
-                    cost_micro_usd: 0,
+                    cost_micro_usd: self.spec.model.price.map_or(0, |p| {
+                        p.micro_usd(reply.usage.input_tokens, reply.usage.output_tokens)
+                    }),
                     latency_ms,
                 };
                 let mut kinds = vec![EventKind::ModelResponded {
@@ -367,8 +381,18 @@ impl<'a> Runner<'a> {
                 kinds
             }
             Err(e) => {
-                let error = self
-                    .put_json(&json!({"provider": self.provider.name(), "error": e.to_string()}))?;
+                let retry_after_ms = match &e {
+                    retrace_providers::Error::Transient {
+                        retry_after: Some(after),
+                        ..
+                    } => Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
+                    _ => None,
+                };
+                let error = self.put_json(&json!({
+                    "provider": self.provider.name(),
+                    "error": e.to_string(),
+                    "retry_after_ms": retry_after_ms,
+                }))?;
                 vec![EventKind::ModelFailed {
                     request_seq,
                     error,
@@ -376,6 +400,23 @@ impl<'a> Runner<'a> {
                 }]
             }
         })
+    }
+
+    /// How long to wait after the run's last model failure (see [`crate::model::backoff`]).
+    fn backoff(&self, run: RunId, state: &State) -> Result<std::time::Duration, Error> {
+        let retry_after = match state.last_model_error {
+            Some(blob) => self
+                .blob_json::<Value>(run, &blob)?
+                .get("retry_after_ms")
+                .and_then(Value::as_u64)
+                .map(std::time::Duration::from_millis),
+            None => None,
+        };
+        Ok(crate::model::backoff(
+            state.model_failure_streak,
+            crate::entropy::jitter(),
+            retry_after,
+        ))
     }
 
     /// Run a tool whose intent is recorded; its outcome event.

@@ -3,14 +3,16 @@
 //! The durable executor: runs an agent spec, writing each effect's intent before performing it
 //! and its outcome before the next decision, so a killed job resumes exactly.
 //!
-//! Status: the agent loop, tools, policy and resume are in progress. What is here: agent
-//! specs ([`spec`]) and the one place where non-determinism enters retrace — the wall clock
-//! and fresh run ids ([`entropy`]) — so pure crates never need to touch either (brief,
-//! invariant 7).
+//! Agent specs ([`spec`]), the pure decision function ([`decide`]), the executor that
+//! performs decisions through one durable-effect path ([`executor`]), built-in tools and
+//! policy, model clients from a spec ([`model`]), compact request records ([`request`]), and
+//! the one place where non-determinism enters retrace — the wall clock, fresh run ids and
+//! retry jitter ([`entropy`]) — so pure crates never need to touch them (brief, invariant 7).
 
 pub mod decide;
 pub mod entropy;
 pub mod executor;
+pub mod model;
 pub mod policy;
 pub mod request;
 pub mod spec;

@@ -14,6 +14,14 @@
 //! cassette = "summarise.cassette.json"    # scripted only, relative to this file
 //! temperature = 0.2                       # optional parameters, passed through
 //! max_tokens = 1024
+//! # HTTP providers (openai: any OpenAI-compatible server):
+//! # base_url = "http://localhost:11434/v1" # default: the provider's public API
+//! # api_key_env = "OPENAI_API_KEY"        # the variable holding the key, never the key;
+//! #                                       # default OPENAI_API_KEY for the public API only
+//! # timeout_secs = 600                    # whole call
+//! # [model.price]                         # US dollars per million tokens, for cost budgets
+//! # input_usd_per_mtok = 2.5
+//! # output_usd_per_mtok = 10.0
 //!
 //! [tools]
 //! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append"]
@@ -76,8 +84,47 @@ pub struct Model {
     pub name: String,
     /// For the scripted provider: the cassette to play.
     pub cassette: Option<PathBuf>,
+    /// HTTP providers: where the API is (`None`: the provider's public API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// HTTP providers: the environment variable holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// HTTP providers: seconds allowed for a whole call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Prices, to turn token usage into cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
     /// Other parameters (temperature, max_tokens, ...), passed through to the provider.
     pub params: BTreeMap<String, serde_json::Value>,
+}
+
+/// US dollars per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million input (prompt) tokens.
+    pub input_usd_per_mtok: f64,
+    /// Per million output (completion) tokens.
+    pub output_usd_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of `input` and `output` tokens, in millionths of a dollar.
+    pub fn micro_usd(&self, input: u64, output: u64) -> u64 {
+        // tokens × $/Mtok is exactly µ$; f64 is exact far beyond any real token count
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let cost = (input as f64 * self.input_usd_per_mtok
+            + output as f64 * self.output_usd_per_mtok)
+            .round()
+            .max(0.0) as u64;
+        cost
+    }
 }
 
 /// Supported providers.
@@ -166,6 +213,10 @@ struct RawModel {
     provider: Provider,
     name: String,
     cassette: Option<String>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    timeout_secs: Option<u64>,
+    price: Option<Price>,
     #[serde(flatten)]
     params: BTreeMap<String, serde_json::Value>,
 }
@@ -263,6 +314,10 @@ impl Spec {
                 provider: raw.model.provider,
                 name: raw.model.name,
                 cassette,
+                base_url: raw.model.base_url,
+                api_key_env: raw.model.api_key_env,
+                timeout_secs: raw.model.timeout_secs,
+                price: raw.model.price,
                 params: raw.model.params,
             },
             tools,

@@ -405,3 +405,56 @@ fn a_cancel_signal_finishes_the_run_as_cancelled() {
         }
     ));
 }
+
+impl Log {
+    fn model_failure(&mut self, transient: bool) {
+        let asked = self.push(EventKind::ModelRequested {
+            request: BlobId::of(b"req"),
+            attempt: 1,
+        });
+        self.push(EventKind::ModelFailed {
+            request_seq: asked,
+            error: BlobId::of(b"error"),
+            transient,
+        });
+    }
+}
+
+#[test]
+fn transient_model_failures_are_retried_until_the_limit_and_a_permanent_one_fails_the_run() {
+    let mut log = Log::start();
+    for failures in 1..retrace_runtime::decide::MODEL_RETRIES {
+        log.model_failure(true);
+        assert_eq!(
+            decide(&plain(), &log.state),
+            Next::CallModel {
+                step: u64::from(failures)
+            },
+            "after {failures} transient failures, ask again"
+        );
+    }
+    log.model_failure(true);
+    assert!(matches!(
+        decide(&plain(), &log.state),
+        Next::Finish { outcome: Outcome::Failed, reason } if reason.contains("3 times in a row")
+    ));
+
+    // a reply resets the count
+    let mut log = Log::start();
+    log.model_failure(true);
+    log.model_failure(true);
+    log.model_reply(&[("c1", "fs.read", Some("a.txt"))]);
+    log.run_tool("c1", "fs.read", "a.txt");
+    log.model_failure(true);
+    assert!(matches!(
+        decide(&plain(), &log.state),
+        Next::CallModel { .. }
+    ));
+
+    let mut log = Log::start();
+    log.model_failure(false);
+    assert!(matches!(
+        decide(&plain(), &log.state),
+        Next::Finish { outcome: Outcome::Failed, reason } if reason.contains("retrying will not help")
+    ));
+}

@@ -32,6 +32,29 @@ pub fn payload(run: &RunId, seq: u64) -> Vec<u8> {
 
 /// Damage a closed sled store the way a bad disk or an attacker would: straight through the
 /// sled files, bypassing every retrace check.
+pub mod loopback;
+
+/// Every file under `dir`, raw bytes, searched for `needle`; the files that hold it.
+pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .expect("read")
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 pub mod tamper {
     use std::path::Path;
     use std::time::Duration;

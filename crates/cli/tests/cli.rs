@@ -465,27 +465,6 @@ fn an_unknown_outcome_parks_the_run_until_resolved_by_retry_or_skip() {
     }
 }
 
-/// Every file under `dir`, raw bytes, searched for `needle`; the files that hold it.
-fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .expect("read")
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn secrets_in_the_environment_reach_no_event_blob_store_file_or_log() {
     const SECRET: &str = "sk-retrace-test-0123456789abcdef";
@@ -546,11 +525,11 @@ fn secrets_in_the_environment_reach_no_event_blob_store_file_or_log() {
         "a secret reached the output or the trace log"
     );
     assert!(
-        !files_containing(&store, VISIBLE).is_empty(),
+        !retrace_tests::files_containing(&store, VISIBLE).is_empty(),
         "the raw scan sees what the store holds"
     );
     assert_eq!(
-        files_containing(&store, SECRET),
+        retrace_tests::files_containing(&store, SECRET),
         Vec::<std::path::PathBuf>::new(),
         "a secret reached the store"
     );

@@ -1,13 +1,15 @@
 //! # retrace-providers
 //!
-//! Model clients behind one [`Provider`] trait: today the [`scripted`] cassette player (the
-//! offline default for demos and tests); OpenAI-compatible and Anthropic clients over reqwest
-//! come with the providers issue and fit the same shape: a provider-neutral request, text
-//! streamed as [`Delta`]s, an assembled [`ModelReply`] with token usage, and failures typed
-//! as transient or permanent.
+//! Model clients behind one [`Provider`] trait: the [`scripted`] cassette player (the
+//! offline default for demos and tests) and the [`openai`]-compatible client over reqwest
+//! (streamed over SSE). All share one shape: a provider-neutral request, text streamed as
+//! [`Delta`]s, an assembled [`ModelReply`] with token usage, and failures typed as transient
+//! or permanent.
 #![deny(missing_docs)]
 
 mod error;
+pub mod http;
+pub mod openai;
 pub mod scripted;
 mod types;
 
@@ -15,6 +17,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use error::Error;
+pub use http::{HttpSettings, SetupError};
+pub use openai::OpenAi;
 pub use scripted::{Cassette, CassetteError, Scripted, ScriptedError, ScriptedReply};
 pub use types::{ChatMessage, Delta, ModelReply, ModelRequest, TokenUsage, ToolCall, ToolDef};
 

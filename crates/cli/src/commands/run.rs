@@ -10,11 +10,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use retrace_events::{EventKind, Outcome, RunId};
-use retrace_providers::{Provider, Scripted};
 use retrace_replay::{SnapshotPolicy, state_at_head};
 use retrace_runtime::entropy::new_run_id;
 use retrace_runtime::executor::{Progress, Runner, Stop};
-use retrace_runtime::spec::{self, Spec};
+use retrace_runtime::model::provider;
+use retrace_runtime::spec::Spec;
 use retrace_store::Store;
 
 use crate::{output, store_access};
@@ -147,22 +147,6 @@ fn recorded_spec(store: &dyn Store, run: &RunId) -> anyhow::Result<Spec> {
         .with_context(|| format!("run {run}: spec blob {spec} is missing"))?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("run {run}: the recorded spec does not decode"))
-}
-
-fn provider(spec: &Spec) -> anyhow::Result<Box<dyn Provider>> {
-    match spec.model.provider {
-        spec::Provider::Scripted => {
-            let cassette = spec
-                .model
-                .cassette
-                .as_deref()
-                .context("the scripted provider needs a cassette")?;
-            Ok(Box::new(Scripted::load(cassette)?))
-        }
-        other => bail!(
-            "the {other:?} provider is not available in this build yet; use provider = \"scripted\""
-        ),
-    }
 }
 
 fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<ExitCode> {

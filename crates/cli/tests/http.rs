@@ -1,0 +1,237 @@
+//! A full agent run against a loopback OpenAI-compatible server, through the `retrace`
+//! binary: failed attempts are recorded and retried (with `Retry-After` honoured), tools
+//! run, cost comes from the spec's prices, and afterwards the run verifies, shows and
+//! resumes with no server at all. The API key is sent, and found nowhere in the store.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, key, split, sse};
+use serde_json::{Value, json};
+
+fn retrace(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("RETRACE_STORE")
+        .output()
+        .expect("run the retrace binary")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn chunk(delta: &Value, finish: Option<&str>) -> String {
+    json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).to_string()
+}
+
+fn error(status: &str, headers: &[(&str, &str)], message: &str) -> Reply {
+    let mut bytes = head(
+        status,
+        &[&[("content-type", "application/json")], headers].concat(),
+    );
+    bytes.extend_from_slice(
+        json!({"error": {"message": message}})
+            .to_string()
+            .as_bytes(),
+    );
+    Reply::Pieces(vec![bytes], Duration::ZERO)
+}
+
+/// The server's answers, one per connection: a 500, a 429 asking for a second, a reply
+/// calling `fs.read` (in 40-byte writes), and the final answer.
+fn script() -> Vec<Reply> {
+    let read_call = json!({"index": 0, "id": "call_1", "type": "function",
+        "function": {"name": "fs__read", "arguments": "{\"path\": \"README.md\"}"}});
+    vec![
+        error("500 Internal Server Error", &[], "the server had an error"),
+        error("429 Too Many Requests", &[("retry-after", "1")], "slow down"),
+        Reply::Pieces(
+            split(
+                &sse(&[
+                    (None, chunk(&json!({"content": "Let me read it."}), None)),
+                    (None, chunk(&json!({"tool_calls": [read_call]}), None)),
+                    (None, chunk(&json!({}), Some("tool_calls"))),
+                    (None, json!({"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 20}}).to_string()),
+                    (None, "[DONE]".into()),
+                ]),
+                40,
+            ),
+            Duration::from_millis(1),
+        ),
+        Reply::Pieces(
+            vec![sse(&[
+                (None, chunk(&json!({"content": "The project says hello."}), Some("stop"))),
+                (None, json!({"choices": [], "usage": {"prompt_tokens": 2000, "completion_tokens": 10}}).to_string()),
+                (None, "[DONE]".into()),
+            ])],
+            Duration::ZERO,
+        ),
+    ]
+}
+
+/// An agent that reads files, on the provider at `url`, with prices.
+fn agent(dir: &Path, url: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
+    std::fs::write(dir.join("ws/README.md"), "# Hello\n").expect("write");
+    let spec = dir.join("agent.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"reader\"\nsystem = \"Summarise.\"\nworkspace = \"ws\"\n\
+             [model]\nprovider = \"openai\"\nname = \"gpt-test\"\nbase_url = \"{url}\"\n\
+             api_key_env = \"{KEY_ENV}\"\ntemperature = 0\n\
+             [model.price]\ninput_usd_per_mtok = 2.5\noutput_usd_per_mtok = 10.0\n\
+             [tools]\nallow = [\"fs.read\"]\n",
+        ),
+    )
+    .expect("write spec");
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_runs_against_an_openai_compatible_server_and_replays_without_it() {
+    let server = Server::start(script()).await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), &server.url("/v1"));
+    let store = dir.path().join("store");
+    let store_for_run = store.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let spec = spec.to_str().expect("utf-8");
+        retrace(
+            &store_for_run,
+            &["run", spec, "--input", "Summarise the readme"],
+        )
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("succeeded"), "{}", text(&out));
+    assert!(
+        text(&out).contains("The project says hello."),
+        "streamed text is shown"
+    );
+
+    // what the server saw: four requests, the key, and the tool result in the last one
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4);
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {}", key()))
+    );
+    let last = requests[3].json();
+    let messages = last["messages"].as_array().expect("messages");
+    assert_eq!(messages.last().expect("one")["role"], "tool");
+    assert!(
+        messages.last().expect("one")["content"]
+            .as_str()
+            .expect("text")
+            .contains("# Hello")
+    );
+    drop(server);
+
+    // what was recorded: every failed attempt, then the replies
+    let log = retrace(&store, &["runs", "--json"]);
+    let listed: Value = serde_json::from_slice(&log.stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id").to_owned();
+    let log = retrace(&store, &["log", &run, "--json"]);
+    let events: Vec<Value> = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "model_requested",
+            "model_failed",
+            "model_requested",
+            "model_failed",
+            "model_requested",
+            "model_responded",
+            "tool_calls_proposed",
+            "tool_requested",
+            "tool_returned",
+            "model_requested",
+            "model_responded",
+            "run_finished"
+        ]
+    );
+    assert_eq!(events[2]["transient"], true);
+    // Retry-After: 1 was honoured between the 429 and the next attempt
+    let waited = events[5]["at"].as_u64().expect("at") - events[4]["at"].as_u64().expect("at");
+    assert!(waited >= 1_000, "waited {waited} ms");
+    let shown = retrace(&store, &["show", &format!("{run}@4"), "--json"]);
+    assert!(
+        text(&shown).contains("HTTP 429: slow down"),
+        "{}",
+        text(&shown)
+    );
+    // usage and cost from the spec's prices: 3000 in × 2.5 + 30 out × 10 µ$
+    assert_eq!(listed["totals"]["input_tokens"], 3000);
+    assert_eq!(listed["totals"]["cost_micro_usd"], 7_800);
+
+    // offline: verify, show and resume need no server
+    let out = retrace(&store, &["verify", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = retrace(&store, &["resume", &run]);
+    assert!(
+        out.status.success() && text(&out).contains("succeeded"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        retrace_tests::files_containing(&store, &key()),
+        Vec::<std::path::PathBuf>::new(),
+        "the API key reached the store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_key_fails_the_run_at_once_with_the_providers_message() {
+    let server = Server::start(vec![error(
+        "401 Unauthorized",
+        &[],
+        "Incorrect API key provided",
+    )])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), &server.url("/v1"));
+    let store = dir.path().join("store");
+    let store_for_run = store.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let spec = spec.to_str().expect("utf-8");
+        retrace(&store_for_run, &["run", spec, "--input", "go"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "no retry of a permanent failure"
+    );
+    let listed: Value =
+        serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
+    assert_eq!(listed["status"]["outcome"], "failed");
+    let run = listed["run"].as_str().expect("run id");
+    let shown = text(&retrace(&store, &["show", run, "--json"]));
+    assert!(shown.contains("retrying will not help"), "{shown}");
+    assert!(
+        shown.contains("HTTP 401: Incorrect API key provided"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&key()));
+}

@@ -1,0 +1,279 @@
+//! What the HTTP providers share: settings, the API key (read from the environment, never
+//! shown), the client with its timeouts, status classification, SSE reading, and the
+//! mapping between retrace's tool names (`fs.read`) and the names wire formats accept
+//! (`^[a-zA-Z0-9_-]{1,64}$`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+
+use crate::{Error, ToolDef};
+
+/// Settings of an HTTP provider (from the agent spec's `[model]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Base URL, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
+    pub base_url: String,
+    /// Name of the environment variable holding the API key (`None`: send no key, as for
+    /// a local server).
+    pub api_key_env: Option<String>,
+    /// Time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response's headers.
+    pub first_byte_timeout: Duration,
+    /// Longest silence while the response streams.
+    pub idle_timeout: Duration,
+    /// Time for the whole call.
+    pub total_timeout: Duration,
+}
+
+impl HttpSettings {
+    /// Defaults for `base_url`: 10 s to connect, 60 s to the first byte, 60 s of silence,
+    /// 10 min in all.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key_env: None,
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_mins(1),
+            idle_timeout: Duration::from_mins(1),
+            total_timeout: Duration::from_mins(10),
+        }
+    }
+}
+
+/// An API key. Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, for the request header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Why a provider could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The key's environment variable is not set (or empty).
+    #[error(
+        "the environment variable `{0}` named by `api_key_env` is not set; export the API key in it"
+    )]
+    MissingKey(String),
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+}
+
+/// An HTTP client and what it talks to.
+#[derive(Clone, Debug)]
+pub struct Http {
+    pub(crate) provider: &'static str,
+    pub(crate) client: reqwest::Client,
+    pub(crate) settings: HttpSettings,
+    pub(crate) key: Option<ApiKey>,
+}
+
+impl Http {
+    /// A client for `settings`, reading the key from its variable now.
+    pub fn new(provider: &'static str, settings: HttpSettings) -> Result<Self, SetupError> {
+        let key = match &settings.api_key_env {
+            Some(var) => match std::env::var(var) {
+                Ok(key) if !key.trim().is_empty() => Some(ApiKey(key.trim().to_owned())),
+                _ => return Err(SetupError::MissingKey(var.clone())),
+            },
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.idle_timeout)
+            .user_agent(concat!("retrace/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SetupError::Client(e.to_string()))?;
+        Ok(Self {
+            provider,
+            client,
+            settings,
+            key,
+        })
+    }
+
+    /// `base_url` joined with `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.settings.base_url.trim_end_matches('/'), path)
+    }
+
+    pub(crate) fn transient(&self, message: impl Into<String>) -> Error {
+        Error::Transient {
+            provider: self.provider.to_owned(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn permanent(&self, message: impl Into<String>) -> Error {
+        Error::Permanent {
+            provider: self.provider.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Send `request`; the response once its headers are in and its status is a success,
+    /// or the failure classified.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let sent = tokio::time::timeout(self.settings.first_byte_timeout, request.send()).await;
+        let response = match sent {
+            Err(_) => {
+                return Err(self.transient(format!(
+                    "no response within {} s",
+                    self.settings.first_byte_timeout.as_secs_f64()
+                )));
+            }
+            Ok(Err(e)) => return Err(self.transient(describe(&e))),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let body = tokio::time::timeout(Duration::from_secs(5), response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let message = format!("HTTP {}: {}", status.as_u16(), error_message(&body));
+        // 408 timeout, 409 conflict (retryable per OpenAI), 429 rate limit, 5xx and
+        // Anthropic's 529 overloaded
+        if matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error() {
+            Err(Error::Transient {
+                provider: self.provider.to_owned(),
+                message,
+                retry_after,
+            })
+        } else {
+            Err(self.permanent(message))
+        }
+    }
+
+    /// The server-sent events of `response`, each as `(event name, data)`, passed to
+    /// `on_event` until it returns `Ok(true)` (done). Whether that happened before the
+    /// stream ended; a stream that breaks is a transient error.
+    pub(crate) async fn events(
+        &self,
+        response: reqwest::Response,
+        mut on_event: impl FnMut(&str, &str) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let mut stream = response.bytes_stream().eventsource();
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(|e| self.transient(format!("the stream broke: {e}")))?;
+            if on_event(&event.event, &event.data)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The error for a stream that ended before its reply was complete.
+    pub(crate) fn cut_short(&self) -> Error {
+        self.transient("the stream ended before the reply was complete")
+    }
+}
+
+/// A reqwest error in words (never with headers, so never with the key).
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    };
+    let mut message = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let _ = write!(message, ": {s}");
+        source = s.source();
+    }
+    message
+}
+
+/// The provider's own message from an error body (`{"error": {"message": …}}` in both
+/// formats), else the body itself, shortened.
+fn error_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("error"))
+        })
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| body.trim().to_owned(), str::to_owned);
+    let mut short: String = message.chars().take(500).collect();
+    if short.len() < message.len() {
+        short.push('…');
+    }
+    if short.is_empty() {
+        "(no body)".to_owned()
+    } else {
+        short
+    }
+}
+
+/// A tool name as wire formats accept it: `.` becomes `__`, anything else outside
+/// `[a-zA-Z0-9_-]` becomes `_`.
+pub(crate) fn wire_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    for c in name.chars() {
+        match c {
+            '.' => out.push_str("__"),
+            c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    out
+}
+
+/// The tool a wire name stands for (by the request's tools), else the name as given.
+pub(crate) fn tool_name(tools: &[ToolDef], wire: &str) -> String {
+    tools
+        .iter()
+        .find(|t| wire_name(&t.name) == wire)
+        .map_or_else(|| wire.to_owned(), |t| t.name.clone())
+}
+
+/// Tool-call arguments as streamed (a JSON text, possibly empty) as a JSON value.
+pub(crate) fn parse_arguments(
+    http: &Http,
+    tool: &str,
+    text: &str,
+) -> Result<serde_json::Value, Error> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        http.permanent(format!(
+            "malformed response: the arguments of the call to `{tool}` are not JSON ({e})"
+        ))
+    })
+}

@@ -1,0 +1,178 @@
+//! A loopback HTTP/1.1 server for provider tests that speaks exactly the bytes a test
+//! gives it: each connection reads one request (head and `content-length` body, kept for
+//! the test to inspect) and answers with the next scripted [`Reply`], then closes.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// What the server does with one connection.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Write these pieces, pausing between them (so events split across TCP reads), then
+    /// close.
+    Pieces(Vec<Vec<u8>>, Duration),
+    /// Read the request and never answer.
+    Hang,
+}
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Request line and headers, as sent.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+impl Request {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("the request body is JSON")
+    }
+
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Server {
+    /// Serve `replies`, one per connection, in order.
+    pub async fn start(replies: Vec<Reply>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&requests);
+        tokio::spawn(async move {
+            for reply in replies {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let request = read_request(&mut socket).await;
+                    seen.lock().expect("lock").push(request);
+                    match reply {
+                        Reply::Hang => tokio::time::sleep(Duration::from_hours(1)).await,
+                        Reply::Pieces(pieces, pause) => {
+                            for piece in pieces {
+                                if socket.write_all(&piece).await.is_err() {
+                                    return;
+                                }
+                                let _ = socket.flush().await;
+                                tokio::time::sleep(pause).await;
+                            }
+                            let _ = socket.shutdown().await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, requests }
+    }
+
+    /// The base URL clients should use (`http://127.0.0.1:PORT{path}`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Request {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&bytes, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while bytes.len() < end + 4 + len {
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                bytes.extend_from_slice(&buf[..n]);
+            }
+            let body = String::from_utf8_lossy(&bytes[end + 4..]).into_owned();
+            return Request { head, body };
+        }
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return Request {
+                head: String::from_utf8_lossy(&bytes).into_owned(),
+                body: String::new(),
+            };
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A complete HTTP response head.
+pub fn head(status: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        let _ = write!(out, "{k}: {v}\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// An SSE response: the head, then one `data:` event per item (and an `event:` line when
+/// a name is given), all in one piece.
+pub fn sse(events: &[(Option<&str>, String)]) -> Vec<u8> {
+    let mut out = head("200 OK", &[("content-type", "text/event-stream")]);
+    for (name, data) in events {
+        if let Some(name) = name {
+            out.extend_from_slice(format!("event: {name}\n").as_bytes());
+        }
+        out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+    }
+    out
+}
+
+/// `bytes` cut into pieces of `size` (to split events across writes).
+pub fn split(bytes: &[u8], size: usize) -> Vec<Vec<u8>> {
+    bytes.chunks(size).map(<[u8]>::to_vec).collect()
+}
+
+/// The fake key the tests run with (set in `.cargo/config.toml`).
+pub const KEY_ENV: &str = "RETRACE_TEST_API_KEY";
+
+/// The key's value.
+pub fn key() -> String {
+    std::env::var(KEY_ENV).expect("RETRACE_TEST_API_KEY is set by .cargo/config.toml")
+}
