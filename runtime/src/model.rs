@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use retrace_providers::{HttpSettings, OpenAi, Provider, Scripted};
+use retrace_providers::{Anthropic, HttpSettings, OpenAi, Provider, Scripted};
 
 use crate::spec::{self, Spec};
 
@@ -22,6 +22,22 @@ pub enum Error {
 
 /// OpenAI's public API.
 pub const OPENAI_URL: &str = "https://api.openai.com/v1";
+/// Anthropic's public API.
+pub const ANTHROPIC_URL: &str = "https://api.anthropic.com";
+
+/// HTTP settings from the spec: its base URL (else `public`) and key variable (else, for
+/// the public API only, `key_env`).
+fn http_settings(model: &spec::Model, public: &str, key_env: &str) -> HttpSettings {
+    let mut settings = HttpSettings::new(model.base_url.as_deref().unwrap_or(public));
+    settings.api_key_env = model
+        .api_key_env
+        .clone()
+        .or_else(|| model.base_url.is_none().then(|| key_env.to_owned()));
+    if let Some(secs) = model.timeout_secs {
+        settings.total_timeout = Duration::from_secs(secs);
+    }
+    settings
+}
 
 /// The model client `spec` declares. HTTP providers read their key from the environment
 /// variable the spec names, now.
@@ -41,23 +57,13 @@ pub fn provider(spec: &Spec) -> Result<Box<dyn Provider>, Error> {
                 Scripted::load(cassette).map_err(|e| fail(e.to_string()))?,
             ))
         }
-        spec::Provider::Openai => {
-            let mut settings = HttpSettings::new(model.base_url.as_deref().unwrap_or(OPENAI_URL));
-            settings.api_key_env = model.api_key_env.clone().or_else(|| {
-                model
-                    .base_url
-                    .is_none()
-                    .then(|| "OPENAI_API_KEY".to_owned())
-            });
-            if let Some(secs) = model.timeout_secs {
-                settings.total_timeout = Duration::from_secs(secs);
-            }
-            Ok(Box::new(
-                OpenAi::new(settings).map_err(|e| fail(e.to_string()))?,
-            ))
-        }
-        spec::Provider::Anthropic => Err(fail(
-            "the anthropic provider is not available in this build yet; use \"openai\" (any OpenAI-compatible server) or \"scripted\"".into(),
+        spec::Provider::Openai => Ok(Box::new(
+            OpenAi::new(http_settings(model, OPENAI_URL, "OPENAI_API_KEY"))
+                .map_err(|e| fail(e.to_string()))?,
+        )),
+        spec::Provider::Anthropic => Ok(Box::new(
+            Anthropic::new(http_settings(model, ANTHROPIC_URL, "ANTHROPIC_API_KEY"))
+                .map_err(|e| fail(e.to_string()))?,
         )),
     }
 }

@@ -8,6 +8,19 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, key, split, sse};
+
+/// Run `retrace run SPEC --input INPUT` off the async threads (the server runs on them).
+async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
+    let (store, spec, input) = (store.to_owned(), spec.to_owned(), input.to_owned());
+    tokio::task::spawn_blocking(move || {
+        retrace(
+            &store,
+            &["run", spec.to_str().expect("utf-8"), "--input", &input],
+        )
+    })
+    .await
+    .expect("join")
+}
 use serde_json::{Value, json};
 
 fn retrace(store: &Path, args: &[&str]) -> Output {
@@ -77,8 +90,8 @@ fn script() -> Vec<Reply> {
     ]
 }
 
-/// An agent that reads files, on the provider at `url`, with prices.
-fn agent(dir: &Path, url: &str) -> std::path::PathBuf {
+/// An agent that reads files, on `provider` at `url`, with prices.
+fn agent(dir: &Path, provider: &str, url: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
     std::fs::write(dir.join("ws/README.md"), "# Hello\n").expect("write");
     let spec = dir.join("agent.toml");
@@ -86,7 +99,7 @@ fn agent(dir: &Path, url: &str) -> std::path::PathBuf {
         &spec,
         format!(
             "name = \"reader\"\nsystem = \"Summarise.\"\nworkspace = \"ws\"\n\
-             [model]\nprovider = \"openai\"\nname = \"gpt-test\"\nbase_url = \"{url}\"\n\
+             [model]\nprovider = \"{provider}\"\nname = \"test-model\"\nbase_url = \"{url}\"\n\
              api_key_env = \"{KEY_ENV}\"\ntemperature = 0\n\
              [model.price]\ninput_usd_per_mtok = 2.5\noutput_usd_per_mtok = 10.0\n\
              [tools]\nallow = [\"fs.read\"]\n",
@@ -101,18 +114,9 @@ async fn an_agent_runs_against_an_openai_compatible_server_and_replays_without_i
     let server = Server::start(script()).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = agent(dir.path(), &server.url("/v1"));
+    let spec = agent(dir.path(), "openai", &server.url("/v1"));
     let store = dir.path().join("store");
-    let store_for_run = store.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let spec = spec.to_str().expect("utf-8");
-        retrace(
-            &store_for_run,
-            &["run", spec, "--input", "Summarise the readme"],
-        )
-    })
-    .await
-    .expect("join");
+    let out = run_agent(&store, &spec, "Summarise the readme").await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("succeeded"), "{}", text(&out));
     assert!(
@@ -208,15 +212,9 @@ async fn a_rejected_key_fails_the_run_at_once_with_the_providers_message() {
     )])
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = agent(dir.path(), &server.url("/v1"));
+    let spec = agent(dir.path(), "openai", &server.url("/v1"));
     let store = dir.path().join("store");
-    let store_for_run = store.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let spec = spec.to_str().expect("utf-8");
-        retrace(&store_for_run, &["run", spec, "--input", "go"])
-    })
-    .await
-    .expect("join");
+    let out = run_agent(&store, &spec, "go").await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         server.requests().len(),
@@ -234,4 +232,94 @@ async fn a_rejected_key_fails_the_run_at_once_with_the_providers_message() {
         "{shown}"
     );
     assert!(!shown.contains(&key()));
+}
+
+/// The Anthropic messages stream of one reply: `text`, then a `tool_use` of `fs.read` if
+/// `read` names a file, with the input JSON in two deltas.
+fn anthropic_reply(text: &str, read: Option<&str>, usage: (u64, u64)) -> Reply {
+    let ev = |name: &'static str, mut data: Value| {
+        data["type"] = json!(name);
+        (Some(name), data.to_string())
+    };
+    let mut events = vec![
+        ev(
+            "message_start",
+            json!({"message": {"usage": {"input_tokens": usage.0, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ev(
+            "content_block_delta",
+            json!({"index": 0, "delta": {"type": "text_delta", "text": text}}),
+        ),
+        ev("content_block_stop", json!({"index": 0})),
+    ];
+    if let Some(path) = read {
+        let input = json!({"path": path}).to_string();
+        let (a, b) = input.split_at(5);
+        events.extend([
+            ev("content_block_start", json!({"index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "fs__read", "input": {}}})),
+            ev("content_block_delta", json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": a}})),
+            ev("content_block_delta", json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": b}})),
+            ev("content_block_stop", json!({"index": 1})),
+        ]);
+    }
+    let reason = if read.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    events.push(ev(
+        "message_delta",
+        json!({"delta": {"stop_reason": reason}, "usage": {"output_tokens": usage.1}}),
+    ));
+    events.push(ev("message_stop", json!({})));
+    Reply::Pieces(split(&sse(&events), 64), Duration::from_millis(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_runs_against_an_anthropic_server_and_replays_without_it() {
+    let server = Server::start(vec![
+        error("529 Overloaded", &[], "Overloaded"),
+        anthropic_reply("Let me read it.", Some("README.md"), (900, 15)),
+        anthropic_reply("The project says hello.", None, (1000, 8)),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), "anthropic", &server.url(""));
+    let store = dir.path().join("store");
+    let out = run_agent(&store, &spec, "Summarise the readme").await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("The project says hello."),
+        "{}",
+        text(&out)
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[1].header("x-api-key"), Some(key()));
+    let last = requests[2].json();
+    let turn = &last["messages"]
+        .as_array()
+        .expect("messages")
+        .last()
+        .expect("one")["content"][0];
+    assert_eq!(turn["type"], "tool_result");
+    assert!(turn["content"].as_str().expect("text").contains("# Hello"));
+    drop(server);
+
+    let listed: Value =
+        serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id").to_owned();
+    assert_eq!(listed["totals"]["model_failures"], 1);
+    assert_eq!(listed["totals"]["tool_calls"], 1);
+    // 1900 in × 2.5 + 23 out × 10 µ$
+    assert_eq!(listed["totals"]["cost_micro_usd"], 4_980);
+    for args in [vec!["verify", run.as_str()], vec!["resume", run.as_str()]] {
+        let out = retrace(&store, &args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(retrace_tests::files_containing(&store, &key()).is_empty());
 }

@@ -1,12 +1,13 @@
 //! # retrace-providers
 //!
 //! Model clients behind one [`Provider`] trait: the [`scripted`] cassette player (the
-//! offline default for demos and tests) and the [`openai`]-compatible client over reqwest
-//! (streamed over SSE). All share one shape: a provider-neutral request, text streamed as
+//! offline default for demos and tests), and the [`openai`]-compatible and [`anthropic`]
+//! clients over reqwest (streamed over SSE). All share one shape: a provider-neutral request, text streamed as
 //! [`Delta`]s, an assembled [`ModelReply`] with token usage, and failures typed as transient
 //! or permanent.
 #![deny(missing_docs)]
 
+pub mod anthropic;
 mod error;
 pub mod http;
 pub mod openai;
@@ -16,6 +17,7 @@ mod types;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use anthropic::Anthropic;
 pub use error::Error;
 pub use http::{HttpSettings, SetupError};
 pub use openai::OpenAi;

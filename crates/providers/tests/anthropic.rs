@@ -1,0 +1,273 @@
+//! The Anthropic provider against a loopback server speaking the messages stream byte for
+//! byte: text and `tool_use` blocks (input JSON split across deltas and writes), usage from
+//! `message_start` and `message_delta`, mid-stream errors, HTTP failures, cut streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use retrace_providers::{
+    Anthropic, ChatMessage, Delta, Error, HttpSettings, ModelReply, ModelRequest, Provider,
+    ToolCall, ToolDef,
+};
+use retrace_tests::loopback::{self as support, Reply, Server, head, key, split, sse};
+use serde_json::{Value, json};
+
+fn request() -> ModelRequest {
+    ModelRequest {
+        model: "claude-test".into(),
+        system: "be brief".into(),
+        messages: vec![
+            Arc::new(ChatMessage::User {
+                content: "read both files".into(),
+            }),
+            Arc::new(ChatMessage::Assistant {
+                text: "Listing first.".into(),
+                tool_calls: vec![ToolCall {
+                    id: "toolu_0".into(),
+                    name: "fs.list".into(),
+                    arguments: json!({}),
+                }],
+            }),
+            Arc::new(ChatMessage::Tool {
+                call_id: "toolu_0".into(),
+                content: "[\"a.txt\"]".into(),
+                is_error: false,
+            }),
+            Arc::new(ChatMessage::User {
+                content: "also b.txt".into(),
+            }),
+        ],
+        tools: vec![
+            ToolDef {
+                name: "fs.read".into(),
+                description: "read a file".into(),
+                parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+            },
+            ToolDef {
+                name: "fs.list".into(),
+                description: "list files".into(),
+                parameters: json!({"type": "object"}),
+            },
+        ],
+        params: [("max_tokens".to_owned(), json!(512))].into(),
+        step: 1,
+    }
+}
+
+fn provider(server: &Server) -> Anthropic {
+    let mut settings = HttpSettings::new(server.url(""));
+    settings.api_key_env = Some(support::KEY_ENV.into());
+    settings.first_byte_timeout = Duration::from_millis(500);
+    settings.total_timeout = Duration::from_secs(5);
+    Anthropic::new(settings).expect("provider")
+}
+
+fn ev(name: &'static str, data: &Value) -> (Option<&'static str>, String) {
+    let mut data = data.clone();
+    data["type"] = json!(name);
+    (Some(name), data.to_string())
+}
+
+fn start(input: u64) -> (Option<&'static str>, String) {
+    ev(
+        "message_start",
+        &json!({"message": {"id": "msg_1", "role": "assistant", "content": [], "usage": {"input_tokens": input, "output_tokens": 1}}}),
+    )
+}
+
+fn stop(reason: &str, output: u64) -> Vec<(Option<&'static str>, String)> {
+    vec![
+        ev(
+            "message_delta",
+            &json!({"delta": {"stop_reason": reason}, "usage": {"output_tokens": output}}),
+        ),
+        ev("message_stop", &json!({})),
+    ]
+}
+
+fn text_block(index: u64, pieces: &[&str]) -> Vec<(Option<&'static str>, String)> {
+    let mut out = vec![ev(
+        "content_block_start",
+        &json!({"index": index, "content_block": {"type": "text", "text": ""}}),
+    )];
+    for piece in pieces {
+        out.push(ev(
+            "content_block_delta",
+            &json!({"index": index, "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    out.push(ev("content_block_stop", &json!({"index": index})));
+    out
+}
+
+fn tool_start(index: u64, id: &str) -> (Option<&'static str>, String) {
+    ev(
+        "content_block_start",
+        &json!({"index": index, "content_block": {"type": "tool_use", "id": id, "name": "fs__read", "input": {}}}),
+    )
+}
+
+fn tool_json(index: u64, piece: &str) -> (Option<&'static str>, String) {
+    ev(
+        "content_block_delta",
+        &json!({"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+    )
+}
+
+async fn complete(provider: &Anthropic) -> (Result<ModelReply, Error>, Vec<String>) {
+    let mut deltas = Vec::new();
+    let result = provider
+        .complete(&request(), &mut |d| {
+            let Delta::Text(t) = d;
+            deltas.push(t);
+        })
+        .await;
+    (result, deltas)
+}
+
+#[tokio::test]
+async fn text_and_parallel_tool_use_blocks_are_assembled_and_the_request_is_well_formed() {
+    let mut events = vec![start(321), ev("ping", &json!({}))];
+    events.extend(text_block(0, &["Reading ", "both."]));
+    events.push(tool_start(1, "toolu_a"));
+    events.push(tool_start(2, "toolu_b"));
+    events.push(tool_json(1, "{\"pa"));
+    events.push(tool_json(2, "{\"path\": \"b.txt\"}"));
+    events.push(tool_json(1, "th\": \"a.txt\"}"));
+    events.push(ev("content_block_stop", &json!({"index": 2})));
+    events.push(ev("content_block_stop", &json!({"index": 1})));
+    events.extend(stop("tool_use", 44));
+    let server = Server::start(vec![Reply::Pieces(
+        split(&sse(&events), 11),
+        Duration::ZERO,
+    )])
+    .await;
+    let (reply, deltas) = complete(&provider(&server)).await;
+    let reply = reply.expect("a reply");
+    assert_eq!(reply.text, "Reading both.");
+    assert_eq!(deltas, ["Reading ", "both."]);
+    let calls: Vec<(&str, &str, Value)> = reply
+        .tool_calls
+        .iter()
+        .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.clone()))
+        .collect();
+    // in the model's order (block index), whatever order the blocks completed in
+    assert_eq!(
+        calls,
+        [
+            ("toolu_a", "fs.read", json!({"path": "a.txt"})),
+            ("toolu_b", "fs.read", json!({"path": "b.txt"}))
+        ]
+    );
+    assert_eq!(
+        (reply.usage.input_tokens, reply.usage.output_tokens),
+        (321, 44)
+    );
+    assert_eq!(reply.stop_reason.as_deref(), Some("tool_use"));
+
+    let sent = &server.requests()[0];
+    assert!(
+        sent.head.starts_with("POST /v1/messages HTTP/1.1"),
+        "{}",
+        sent.head
+    );
+    assert_eq!(sent.header("x-api-key"), Some(key()));
+    assert_eq!(
+        sent.header("anthropic-version").as_deref(),
+        Some("2023-06-01")
+    );
+    let body = sent.json();
+    assert_eq!(body["system"], "be brief");
+    assert_eq!(body["max_tokens"], 512, "the spec's max_tokens wins");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["tools"][0]["name"], "fs__read");
+    assert_eq!(body["tools"][0]["input_schema"]["type"], "object");
+    let messages = body["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 3, "turns alternate: user, assistant, user");
+    assert_eq!(messages[1]["content"][1]["type"], "tool_use");
+    assert_eq!(messages[1]["content"][1]["name"], "fs__list");
+    // the tool result and the next user message share one user turn
+    assert_eq!(
+        messages[2]["content"],
+        json!([
+            {"type": "tool_result", "tool_use_id": "toolu_0", "content": "[\"a.txt\"]", "is_error": false},
+            {"type": "text", "text": "also b.txt"}
+        ])
+    );
+}
+
+fn error_reply(status: &str, body: &Value) -> Reply {
+    let mut bytes = head(status, &[("content-type", "application/json")]);
+    bytes.extend_from_slice(body.to_string().as_bytes());
+    Reply::Pieces(vec![bytes], Duration::ZERO)
+}
+
+#[tokio::test]
+async fn failures_are_typed_and_never_panics() {
+    let mut overloaded = vec![start(5)];
+    overloaded.extend(text_block(0, &["partial"]));
+    overloaded.push(ev(
+        "error",
+        &json!({"error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ));
+    let mut cut = vec![start(5)];
+    cut.extend(text_block(0, &["no end"]));
+    let mut bad_json = vec![
+        start(5),
+        tool_start(0, "toolu_x"),
+        tool_json(0, "{\"path\": "),
+    ];
+    bad_json.push(ev("content_block_stop", &json!({"index": 0})));
+    bad_json.extend(stop("tool_use", 3));
+    let server = Server::start(vec![
+        Reply::Pieces(vec![sse(&overloaded)], Duration::ZERO),
+        error_reply(
+            "529 Overloaded",
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+        error_reply(
+            "401 Unauthorized",
+            &json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+        ),
+        Reply::Pieces(vec![sse(&cut)], Duration::ZERO),
+        Reply::Pieces(vec![sse(&bad_json)], Duration::ZERO),
+        Reply::Pieces(
+            vec![[head("200 OK", &[("content-type", "text/event-stream")]), b"event: message_start\ndata: {not json\n\n".to_vec()].concat()],
+            Duration::ZERO,
+        ),
+    ])
+    .await;
+    let provider = provider(&server);
+    let e = complete(&provider).await.0.expect_err("mid-stream error");
+    assert!(
+        e.is_transient() && e.to_string().contains("overloaded_error: Overloaded"),
+        "{e}"
+    );
+    let e = complete(&provider).await.0.expect_err("529");
+    assert!(
+        e.is_transient() && e.to_string().contains("HTTP 529: Overloaded"),
+        "{e}"
+    );
+    let e = complete(&provider).await.0.expect_err("401");
+    assert!(
+        !e.is_transient() && e.to_string().contains("HTTP 401: invalid x-api-key"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains(&key()));
+    let e = complete(&provider).await.0.expect_err("cut");
+    assert!(
+        e.is_transient() && e.to_string().contains("ended before"),
+        "{e}"
+    );
+    let e = complete(&provider).await.0.expect_err("bad tool input");
+    assert!(
+        e.to_string()
+            .contains("arguments of the call to `fs.read` are not JSON"),
+        "{e}"
+    );
+    let e = complete(&provider).await.0.expect_err("malformed");
+    assert!(
+        !e.is_transient() && e.to_string().contains("malformed response"),
+        "{e}"
+    );
+}
