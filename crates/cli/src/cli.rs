@@ -30,6 +30,10 @@ pub enum Command {
         /// The task, from a file.
         #[arg(long, value_name = "FILE")]
         input_file: Option<PathBuf>,
+        /// Also write every model reply (and failure) to FILE, a cassette the scripted
+        /// provider can play: a live session becomes an offline test.
+        #[arg(long, value_name = "FILE")]
+        record_cassette: Option<PathBuf>,
         /// Start a new run even if an unfinished run of this spec and input exists (by
         /// default that run is resumed, so repeating a command after a crash does not
         /// start the job over).

@@ -323,3 +323,91 @@ async fn an_agent_runs_against_an_anthropic_server_and_replays_without_it() {
     }
     assert!(retrace_tests::files_containing(&store, &key()).is_empty());
 }
+
+/// Kinds and final output of the only run in `store`.
+fn kinds_and_output(store: &Path) -> (Vec<String>, String) {
+    let listed: Value =
+        serde_json::from_slice(&retrace(store, &["runs", "--json"]).stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id");
+    let log = retrace(store, &["log", run, "--json"]);
+    let kinds = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["kind"]
+                .as_str()
+                .expect("kind")
+                .to_owned()
+        })
+        .collect();
+    let shown: Value =
+        serde_json::from_slice(&retrace(store, &["show", run, "--json"]).stdout).expect("json");
+    let output = shown["payloads"].to_string();
+    (kinds, output)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_live_session_replays_offline_as_a_cassette() {
+    let server = Server::start(vec![
+        error("503 Service Unavailable", &[], "try later"),
+        script().remove(2),
+        script().remove(3),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let live = agent(dir.path(), "openai", &server.url("/v1"));
+    let cassette = dir.path().join("recorded.json");
+    let (store, spec, file) = (dir.path().join("live"), live.clone(), cassette.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        let args = [
+            "run",
+            spec.to_str().expect("utf-8"),
+            "--input",
+            "Summarise the readme",
+            "--record-cassette",
+            file.to_str().expect("utf-8"),
+        ];
+        retrace(&store, &args)
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", text(&out));
+    drop(server);
+
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(&cassette).expect("cassette")).expect("json");
+    let replies = recorded["replies"].as_array().expect("replies");
+    assert_eq!(replies.len(), 3);
+    assert_eq!(replies[0]["error"]["transient"], true);
+    assert_eq!(replies[1]["tool_calls"][0]["name"], "fs.read");
+    assert!(
+        !std::fs::read_to_string(&cassette)
+            .expect("text")
+            .contains(&key())
+    );
+
+    // the same agent on the scripted provider, playing the cassette: no server
+    let offline = dir.path().join("offline.toml");
+    let spec = std::fs::read_to_string(&live).expect("spec");
+    let spec = spec
+        .lines()
+        .map(|l| match l.split('=').next().map(str::trim) {
+            Some("provider") => "provider = \"scripted\"\ncassette = \"recorded.json\"".to_owned(),
+            Some("base_url" | "api_key_env") => String::new(),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&offline, spec).expect("write");
+    let out = run_agent(
+        &dir.path().join("offline"),
+        &offline,
+        "Summarise the readme",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        kinds_and_output(&dir.path().join("live")),
+        kinds_and_output(&dir.path().join("offline")),
+        "the replay made the same calls and gave the same answer"
+    );
+}

@@ -11,6 +11,7 @@ pub mod anthropic;
 mod error;
 pub mod http;
 pub mod openai;
+pub mod record;
 pub mod scripted;
 mod types;
 
@@ -21,6 +22,7 @@ pub use anthropic::Anthropic;
 pub use error::Error;
 pub use http::{HttpSettings, SetupError};
 pub use openai::OpenAi;
+pub use record::Recorder;
 pub use scripted::{Cassette, CassetteError, Scripted, ScriptedError, ScriptedReply};
 pub use types::{ChatMessage, Delta, ModelReply, ModelRequest, TokenUsage, ToolCall, ToolDef};
 
@@ -39,4 +41,18 @@ pub trait Provider: Send + Sync {
         request: &'a ModelRequest,
         on_delta: &'a mut (dyn FnMut(Delta) + Send),
     ) -> BoxFuture<'a, Result<ModelReply, Error>>;
+}
+
+impl<T: Provider + ?Sized> Provider for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a ModelRequest,
+        on_delta: &'a mut (dyn FnMut(Delta) + Send),
+    ) -> BoxFuture<'a, Result<ModelReply, Error>> {
+        (**self).complete(request, on_delta)
+    }
 }

@@ -114,6 +114,11 @@ impl Scripted {
         })
     }
 
+    /// The cassette played.
+    pub fn cassette(&self) -> &Cassette {
+        &self.cassette
+    }
+
     /// Play `cassette` (named `origin` in errors).
     pub fn new(origin: impl Into<String>, cassette: Cassette) -> Self {
         Self {

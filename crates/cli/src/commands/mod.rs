@@ -21,8 +21,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             spec,
             input,
             input_file,
+            record_cassette,
             new,
-        } => run::run(&cli.store, &spec, input, input_file.as_deref(), new),
+        } => run::run(
+            &cli.store,
+            &spec,
+            input,
+            input_file.as_deref(),
+            record_cassette.as_deref(),
+            new,
+        ),
         Command::Resume { run } => run::resume(&cli.store, &run),
         Command::Resolve {
             run,

@@ -24,6 +24,7 @@ pub fn run(
     spec_path: &Path,
     mut inputs: Vec<String>,
     input_file: Option<&Path>,
+    record_cassette: Option<&Path>,
     new: bool,
 ) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(spec_path)?;
@@ -37,7 +38,12 @@ pub fn run(
         bail!("say what the agent should do: --input TEXT or --input-file FILE");
     }
     let store = store_access::open_or_create(dir)?;
-    let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
+    let mut model = provider(&spec)?;
+    if let Some(cassette) = record_cassette {
+        model = Box::new(retrace_providers::Recorder::new(model, cassette)?);
+        println!("recording the model's replies to {}", cassette.display());
+    }
+    let runner = Runner::new(&store, spec.clone(), model)?;
     if let [input] = inputs.as_slice() {
         if !new && let Some(run) = runner.unfinished_run(input)? {
             println!(
