@@ -58,14 +58,14 @@ fn error(status: &str, headers: &[(&str, &str)], message: &str) -> Reply {
     Reply::Pieces(vec![bytes], Duration::ZERO)
 }
 
-/// The server's answers, one per connection: a 500, a 429 asking for a second, a reply
-/// calling `fs.read` (in 40-byte writes), and the final answer.
+/// The server's answers, one per connection: two 500s, a reply calling `fs.read` (in
+/// 40-byte writes), a 429 asking for a second, and the final answer.
 fn script() -> Vec<Reply> {
     let read_call = json!({"index": 0, "id": "call_1", "type": "function",
         "function": {"name": "fs__read", "arguments": "{\"path\": \"README.md\"}"}});
     vec![
         error("500 Internal Server Error", &[], "the server had an error"),
-        error("429 Too Many Requests", &[("retry-after", "1")], "slow down"),
+        error("500 Internal Server Error", &[], "the server had an error"),
         Reply::Pieces(
             split(
                 &sse(&[
@@ -79,6 +79,7 @@ fn script() -> Vec<Reply> {
             ),
             Duration::from_millis(1),
         ),
+        error("429 Too Many Requests", &[("retry-after", "1")], "slow down"),
         Reply::Pieces(
             vec![sse(&[
                 (None, chunk(&json!({"content": "The project says hello."}), Some("stop"))),
@@ -126,12 +127,12 @@ async fn an_agent_runs_against_an_openai_compatible_server_and_replays_without_i
 
     // what the server saw: four requests, the key, and the tool result in the last one
     let requests = server.requests();
-    assert_eq!(requests.len(), 4);
+    assert_eq!(requests.len(), 5);
     assert_eq!(
         requests[0].header("authorization"),
         Some(format!("Bearer {}", key()))
     );
-    let last = requests[3].json();
+    let last = requests[4].json();
     let messages = last["messages"].as_array().expect("messages");
     assert_eq!(messages.last().expect("one")["role"], "tool");
     assert!(
@@ -169,15 +170,24 @@ async fn an_agent_runs_against_an_openai_compatible_server_and_replays_without_i
             "tool_requested",
             "tool_returned",
             "model_requested",
+            "model_failed",
+            "model_requested",
             "model_responded",
             "run_finished"
         ]
     );
     assert_eq!(events[2]["transient"], true);
-    // Retry-After: 1 was honoured between the 429 and the next attempt
-    let waited = events[5]["at"].as_u64().expect("at") - events[4]["at"].as_u64().expect("at");
-    assert!(waited >= 1_000, "waited {waited} ms");
+    assert_eq!(events[4]["transient"], true);
     let shown = retrace(&store, &["show", &format!("{run}@4"), "--json"]);
+    assert!(
+        text(&shown).contains("HTTP 500: the server had an error"),
+        "{}",
+        text(&shown)
+    );
+    // Retry-After: 1 was honoured between the 429 and the next attempt
+    let waited = events[12]["at"].as_u64().expect("at") - events[11]["at"].as_u64().expect("at");
+    assert!(waited >= 1_000, "waited {waited} ms");
+    let shown = retrace(&store, &["show", &format!("{run}@11"), "--json"]);
     assert!(
         text(&shown).contains("HTTP 429: slow down"),
         "{}",
@@ -350,7 +360,7 @@ async fn a_recorded_live_session_replays_offline_as_a_cassette() {
     let server = Server::start(vec![
         error("503 Service Unavailable", &[], "try later"),
         script().remove(2),
-        script().remove(3),
+        script().remove(4),
     ])
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -410,4 +420,55 @@ async fn a_recorded_live_session_replays_offline_as_a_cassette() {
         kinds_and_output(&dir.path().join("offline")),
         "the replay made the same calls and gave the same answer"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hang_and_a_cut_stream_are_retried_and_a_malformed_reply_fails_the_run() {
+    let cut = sse(&[(None, chunk(&json!({"content": "The readme"}), None))]);
+    let mut malformed = head("200 OK", &[("content-type", "text/event-stream")]);
+    malformed.extend_from_slice(b"data: {\"choices\": [\n\n");
+    let server = Server::start(vec![
+        Reply::Hang,
+        Reply::Pieces(vec![cut], Duration::ZERO),
+        Reply::Pieces(vec![malformed], Duration::ZERO),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), "openai", &server.url("/v1"));
+    let text_of_spec = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        text_of_spec.replace("temperature = 0\n", "temperature = 0\ntimeout_secs = 1\n"),
+    )
+    .expect("write");
+    let store = dir.path().join("store");
+    let out = run_agent(&store, &spec, "go").await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let listed: Value =
+        serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id").to_owned();
+    let log = retrace(&store, &["log", &run, "--json"]);
+    let failures: Vec<(bool, u64)> = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|e| e["kind"] == "model_failed")
+        .map(|e| {
+            (
+                e["transient"].as_bool().expect("bool"),
+                e["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect();
+    let transient: Vec<bool> = failures.iter().map(|f| f.0).collect();
+    assert_eq!(transient, [true, true, false]);
+    let shown = |seq: u64| {
+        text(&retrace(
+            &store,
+            &["show", &format!("{run}@{seq}"), "--json"],
+        ))
+    };
+    assert!(shown(failures[0].1).contains("no complete reply within 1 s"));
+    assert!(shown(failures[1].1).contains("ended before the reply was complete"));
+    assert!(shown(failures[2].1).contains("malformed response"));
+    assert_eq!(listed["status"]["outcome"], "failed");
 }
