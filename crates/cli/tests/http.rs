@@ -1,27 +1,38 @@
-//! A full agent run against a loopback OpenAI-compatible server, through the `retrace`
-//! binary: failed attempts are recorded and retried (with `Retry-After` honoured), tools
-//! run, cost comes from the spec's prices, and afterwards the run verifies, shows and
-//! resumes with no server at all. The API key is sent, and found nowhere in the store.
+//! Full agent runs against loopback OpenAI-compatible and Anthropic servers, through the
+//! `retrace` binary: failed attempts are recorded and retried (with `Retry-After`
+//! honoured) or fail the run, tools run, cost comes from the spec's prices, a recorded
+//! session replays as a cassette, and afterwards runs verify, show and resume with no
+//! server at all. The API key is sent, and found nowhere in the store or the logs.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, key, split, sse};
+use serde_json::{Value, json};
 
-/// Run `retrace run SPEC --input INPUT` off the async threads (the server runs on them).
+/// Run `retrace run SPEC --input INPUT` off the async threads (the server runs on them),
+/// with every log on (`RUST_LOG=trace`, HTTP client included): the key must not show.
 async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
     let (store, spec, input) = (store.to_owned(), spec.to_owned(), input.to_owned());
-    tokio::task::spawn_blocking(move || {
-        retrace(
-            &store,
-            &["run", spec.to_str().expect("utf-8"), "--input", &input],
-        )
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_retrace"))
+            .arg("--store")
+            .arg(&store)
+            .args(["run", spec.to_str().expect("utf-8"), "--input", &input])
+            .env_remove("RETRACE_STORE")
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run the retrace binary")
     })
     .await
-    .expect("join")
+    .expect("join");
+    assert!(
+        !text(&out).contains(&key()),
+        "the API key reached the output or the logs"
+    );
+    out
 }
-use serde_json::{Value, json};
 
 fn retrace(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_retrace"))
