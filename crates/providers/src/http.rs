@@ -152,9 +152,7 @@ impl Http {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
         let body = tokio::time::timeout(Duration::from_secs(5), response.text())
             .await
             .ok()
@@ -195,6 +193,18 @@ impl Http {
     /// The error for a stream that ended before its reply was complete.
     pub(crate) fn cut_short(&self) -> Error {
         self.transient("the stream ended before the reply was complete")
+    }
+}
+
+/// A `Retry-After` value, in seconds or as an HTTP date (then measured from `now`).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Some(Duration::from_secs_f64(secs)),
+        Ok(_) => None,
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()
+            .map(|at| at.duration_since(now).unwrap_or_default()),
     }
 }
 
@@ -276,4 +286,27 @@ pub(crate) fn parse_arguments(
             "malformed response: the arguments of the call to `{tool}` are not JSON ({e})"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Mon, 23 Nov 2026 03:00:00 GMT").expect("date");
+        assert_eq!(retry_after(" 2 ", now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after("0.5", now), Some(Duration::from_millis(500)));
+        assert_eq!(
+            retry_after("Mon, 23 Nov 2026 03:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Mon, 23 Nov 2026 02:59:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(retry_after("-1", now), None);
+        assert_eq!(retry_after("soon", now), None);
+    }
 }
