@@ -1,26 +1,12 @@
 //! The `retrace` binary end to end: runs of the example agents, inspection, forks, approvals,
 //! unknown outcomes, and clear errors for bad input.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn retrace(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retrace"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("RETRACE_STORE")
-        .output()
-        .expect("run the retrace binary")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{retrace, text};
 
 /// Run the `tidy` example (copied into `dir`) into `dir/store`; the store and the run id.
 fn tidy_run(dir: &Path) -> (std::path::PathBuf, String) {
@@ -305,15 +291,8 @@ fn rust_log_turns_on_spans_for_runs_and_effects_and_is_quiet_by_default() {
         "{}",
         text(&quiet)
     );
-    let traced = Command::new(env!("CARGO_BIN_EXE_retrace"))
-        .args([
-            "--store",
-            dir.path().join("b").to_str().expect("utf-8"),
-            "run",
-            spec,
-            "--input",
-            "x",
-        ])
+    let traced = common::command(&dir.path().join("b"))
+        .args(["run", spec, "--input", "x"])
         .env("RUST_LOG", "retrace_runtime=info")
         .output()
         .expect("run");
@@ -474,11 +453,8 @@ fn secrets_in_the_environment_reach_no_event_blob_store_file_or_log() {
     let store = dir.path().join("store");
     let mut printed = String::new();
     let mut run_with_secrets = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_retrace"))
-            .arg("--store")
-            .arg(&store)
+        let out = common::command(&store)
             .args(args)
-            .env_remove("RETRACE_STORE")
             .env("RUST_LOG", "trace")
             .env("OPENAI_API_KEY", SECRET)
             .env("ANTHROPIC_API_KEY", SECRET)
@@ -506,11 +482,7 @@ fn secrets_in_the_environment_reach_no_event_blob_store_file_or_log() {
     assert_eq!(runs.len(), 2);
     for run in &runs {
         // the parked one is approved and finished; the other says so
-        let _ = Command::new(env!("CARGO_BIN_EXE_retrace"))
-            .arg("--store")
-            .arg(&store)
-            .args(["approve", run])
-            .output();
+        let _ = retrace(&store, &["approve", run]);
         run_with_secrets(&["resume", run]);
         let log = run_with_secrets(&["log", run, "--json"]);
         let events = String::from_utf8_lossy(&log.stdout).lines().count();

@@ -4,8 +4,12 @@
 //! session replays as a cassette, and afterwards runs verify, show and resume with no
 //! server at all. The API key is sent, and found nowhere in the store or the logs.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{retrace, text};
 use std::time::Duration;
 
 use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, key, split, sse};
@@ -16,11 +20,8 @@ use serde_json::{Value, json};
 async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
     let (store, spec, input) = (store.to_owned(), spec.to_owned(), input.to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_retrace"))
-            .arg("--store")
-            .arg(&store)
+        common::command(&store)
             .args(["run", spec.to_str().expect("utf-8"), "--input", &input])
-            .env_remove("RETRACE_STORE")
             .env("RUST_LOG", "trace")
             .output()
             .expect("run the retrace binary")
@@ -32,24 +33,6 @@ async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
         "the API key reached the output or the logs"
     );
     out
-}
-
-fn retrace(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retrace"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("RETRACE_STORE")
-        .output()
-        .expect("run the retrace binary")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn chunk(delta: &Value, finish: Option<&str>) -> String {

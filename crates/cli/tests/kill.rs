@@ -10,8 +10,10 @@
 //!
 //! The seed is printed; `RETRACE_KILL_SEED=N` replays a schedule.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use retrace_replay::testkit::Rng;
@@ -20,14 +22,8 @@ use serde_json::{Value, json};
 const STEPS: usize = 200;
 const KILLS: usize = 30;
 
-fn retrace(store: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retrace"));
-    cmd.arg("--store").arg(store).env_remove("RETRACE_STORE");
-    cmd
-}
-
 fn output(store: &Path, args: &[&str]) -> Output {
-    let out = retrace(store).args(args).output().expect("run retrace");
+    let out = common::retrace(store, args);
     assert!(
         out.status.success(),
         "retrace {args:?} failed: {}{}",
@@ -82,7 +78,7 @@ fn agent(dir: &Path) -> PathBuf {
 }
 
 fn start(store: &Path, spec: &Path) -> Child {
-    retrace(store)
+    common::command(store)
         .arg("run")
         .arg(spec)
         .args(["--input", "append the lines"])
@@ -237,7 +233,7 @@ fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
         }
         // Restart: `run` again (it continues the unfinished run) or `resume` it by id.
         let mut child = match &known {
-            Some(run) if rng.below(2) == 0 => retrace(&store)
+            Some(run) if rng.below(2) == 0 => common::command(&store)
                 .args(["resume", run["run"].as_str().expect("run id")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

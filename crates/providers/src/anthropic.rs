@@ -280,14 +280,7 @@ impl Provider for Anthropic {
                 }
                 Ok(assembly.finish())
             };
-            tokio::time::timeout(http.settings.total_timeout, call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(http.transient(format!(
-                        "no complete reply within {} s",
-                        http.settings.total_timeout.as_secs_f64()
-                    )))
-                })
+            http.within_total(call).await
         })
     }
 }

@@ -190,6 +190,21 @@ impl Http {
         Ok(false)
     }
 
+    /// `call`, bounded by the total timeout.
+    pub(crate) async fn within_total<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(self.settings.total_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.transient(format!(
+                    "no complete reply within {} s",
+                    self.settings.total_timeout.as_secs_f64()
+                )))
+            })
+    }
+
     /// The error for a stream that ended before its reply was complete.
     pub(crate) fn cut_short(&self) -> Error {
         self.transient("the stream ended before the reply was complete")

@@ -236,14 +236,7 @@ impl Provider for OpenAi {
                 }
                 assembly.finish(http, request)
             };
-            tokio::time::timeout(http.settings.total_timeout, call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(http.transient(format!(
-                        "no complete reply within {} s",
-                        http.settings.total_timeout.as_secs_f64()
-                    )))
-                })
+            http.within_total(call).await
         })
     }
 }
