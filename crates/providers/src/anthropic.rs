@@ -256,12 +256,8 @@ impl Provider for Anthropic {
             let http = &self.http;
             let call = async {
                 let mut builder = http
-                    .client
-                    .post(http.url("v1/messages"))
-                    .header("accept", "text/event-stream")
-                    .header("content-type", "application/json")
-                    .header("anthropic-version", API_VERSION)
-                    .body(body(request).to_string());
+                    .stream_request("v1/messages", &body(request))
+                    .header("anthropic-version", API_VERSION);
                 if let Some(key) = &http.key {
                     let mut value = reqwest::header::HeaderValue::from_str(key.expose())
                         .map_err(|_| http.permanent("the API key is not a valid header value"))?;

@@ -112,6 +112,20 @@ impl Http {
         format!("{}/{}", self.settings.base_url.trim_end_matches('/'), path)
     }
 
+    /// A streaming `POST` of the JSON `body` to `path` (authentication is the caller's:
+    /// each format sends the key its own way).
+    pub(crate) fn stream_request(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .header("accept", "text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
     pub(crate) fn transient(&self, message: impl Into<String>) -> Error {
         Error::Transient {
             provider: self.provider.to_owned(),

@@ -210,12 +210,7 @@ impl Provider for OpenAi {
         Box::pin(async move {
             let http = &self.http;
             let call = async {
-                let mut builder = http
-                    .client
-                    .post(http.url("chat/completions"))
-                    .header("accept", "text/event-stream")
-                    .header("content-type", "application/json")
-                    .body(body(request).to_string());
+                let mut builder = http.stream_request("chat/completions", &body(request));
                 if let Some(key) = &http.key {
                     builder = builder.bearer_auth(key.expose());
                 }
