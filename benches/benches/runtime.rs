@@ -107,13 +107,20 @@ fn main() {
             .expect("runtime");
         let mut last = Instant::now();
         let mut per_step = Samples::default();
+        let (mut replies, mut results) = (Samples::default(), Samples::default());
         let syncs_before = store.syncs();
         let started = Instant::now();
         let stop = runtime.block_on(runner.drive(run, &mut |p| {
             if let Progress::Appended(e) = p
                 && matches!(e.kind.name(), "model_responded" | "tool_returned")
             {
-                per_step.push(last.elapsed());
+                let took = last.elapsed();
+                per_step.push(took);
+                if e.kind.name() == "model_responded" {
+                    replies.push(took);
+                } else {
+                    results.push(took);
+                }
                 last = Instant::now();
             }
         }));
@@ -138,10 +145,13 @@ fn main() {
         let median = per_step.median_ms();
         println!(
             "N = {n:>6}: {median:.3} ms per step (median; {:.1} s in all), {syncs:.2} fsyncs per step, \
-             {:.3} ms per step beyond them, {bytes:.0} bytes on disk per step; open + state at head {:.1} ms",
+             {:.3} ms per step beyond them, {bytes:.0} bytes on disk per step; open + state at head {:.1} ms\n    \
+             model steps {:.3} ms, tool steps {:.3} ms (medians)",
             total.as_secs_f64(),
             (median - syncs * fsync).max(0.0),
-            resume.median_ms()
+            resume.median_ms(),
+            replies.median_ms(),
+            results.median_ms(),
         );
     }
 }
