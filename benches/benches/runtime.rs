@@ -133,6 +133,7 @@ fn main() {
         drop(runner);
         drop(store);
         let bytes = dir_size(&store_dir) as f64 / n as f64;
+        let segment_bytes = dir_size(&store_dir.join("segments")) as f64 / n as f64;
 
         let mut resume = Samples::default();
         for _ in 0..5 {
@@ -146,7 +147,7 @@ fn main() {
         println!(
             "N = {n:>6}: {median:.3} ms per step (median; {:.1} s in all), {syncs:.2} fsyncs per step, \
              {:.3} ms per step beyond them, {bytes:.0} bytes on disk per step; open + state at head {:.1} ms\n    \
-             model steps {:.3} ms, tool steps {:.3} ms (medians)",
+             model steps {:.3} ms, tool steps {:.3} ms (medians); of the bytes, {segment_bytes:.0} in segment files",
             total.as_secs_f64(),
             (median - syncs * fsync).max(0.0),
             resume.median_ms(),

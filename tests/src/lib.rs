@@ -56,15 +56,17 @@ pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::P
 }
 
 pub mod tamper {
+    use std::os::unix::fs::FileExt;
     use std::path::Path;
     use std::time::Duration;
 
     use retrace_events::{BlobId, RunId};
-    use retrace_store_sled::layout;
+    use retrace_store_sled::layout::{self, Loc};
+    use retrace_store_sled::segments::segment_path;
 
     /// Open the sled database of the store in `dir` directly. Retries while sled's IO pool
-    /// still holds the lock of a store closed a moment ago. (A store closed cleanly has an
-    /// empty write-ahead log, so sled holds everything.)
+    /// still holds the lock of a store closed a moment ago. (A store closed cleanly has
+    /// checkpointed, so sled's index covers every record.)
     pub fn open_raw(dir: &Path) -> sled::Db {
         let db_dir = dir.join(layout::SLED_DIR);
         for _ in 0..100 {
@@ -78,40 +80,80 @@ pub mod tamper {
             .expect("open sled files")
     }
 
-    /// Flip one bit of byte `at` (clamped) of the stored event at `seq` of `run`'s own log.
-    pub fn flip_event_byte(dir: &Path, run: &RunId, seq: u64, at: usize) {
-        let db = open_raw(dir);
-        let log = db.open_tree(layout::LOG).expect("log tree");
-        let (key, chunk) = log
-            .range(layout::log_key(run, 0)..=layout::log_key(run, seq))
-            .next_back()
-            .expect("run has a chunk at or before seq")
-            .expect("read chunk");
-        let first = layout::log_key_seq(&key).expect("key");
-        let mut events = layout::decode_chunk(run, first, &chunk).expect("chunk decodes");
-        let event = events
-            .iter_mut()
-            .find(|e| e.seq == seq)
-            .expect("seq in chunk");
-        let at = at.min(event.bytes.len() - 1);
-        event.bytes[at] ^= 0x01;
-        let damaged = layout::encode_chunk(events.iter().map(|e| (&e.id, e.bytes.as_slice())));
-        log.insert(key, damaged).expect("write chunk");
-        db.flush().expect("flush");
+    /// Flip one bit of the byte at `offset` of segment file `segment` of the store in `dir`.
+    fn flip(dir: &Path, at: layout::Pos) {
+        let path = segment_path(&dir.join(layout::SEGMENTS_DIR), at.segment);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open segment");
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at.offset).expect("read byte");
+        byte[0] ^= 0x01;
+        file.write_all_at(&byte, at.offset).expect("write byte");
+        file.sync_all().expect("sync");
     }
 
-    /// Flip one bit of byte `at` (clamped) of a stored blob.
+    /// Flip one bit of byte `at` (clamped) of the stored event at `seq` of `run`'s own log,
+    /// in its segment file.
+    pub fn flip_event_byte(dir: &Path, run: &RunId, seq: u64, at: usize) {
+        let (key, loc) = {
+            let db = open_raw(dir);
+            let log = db.open_tree(layout::LOG).expect("log tree");
+            let (key, value) = log
+                .range(layout::log_key(run, 0)..=layout::log_key(run, seq))
+                .next_back()
+                .expect("run has a chunk at or before seq")
+                .expect("read index");
+            (key, Loc::decode(&value, || "chunk".into()).expect("loc"))
+        };
+        let first = layout::log_key_seq(&key).expect("key");
+        let path = segment_path(&dir.join(layout::SEGMENTS_DIR), loc.at.segment);
+        let mut chunk = vec![0u8; loc.len as usize];
+        std::fs::File::open(path)
+            .expect("segment")
+            .read_exact_at(&mut chunk, loc.at.offset)
+            .expect("read chunk");
+        // walk the chunk (count, then id | len | bytes per event) to the event's bytes
+        let mut offset = 4u64;
+        for event in layout::decode_chunk(run, first, &chunk).expect("chunk decodes") {
+            offset += 32 + 4;
+            if event.seq == seq {
+                let at = at.min(event.bytes.len() - 1) as u64;
+                flip(
+                    dir,
+                    layout::Pos {
+                        segment: loc.at.segment,
+                        offset: loc.at.offset + offset + at,
+                    },
+                );
+                return;
+            }
+            offset += event.bytes.len() as u64;
+        }
+        panic!("seq {seq} is not in its chunk");
+    }
+
+    /// Flip one bit of byte `at` (clamped) of a stored blob's value, in its segment file
+    /// (after the codec byte: for a blob stored raw, a byte of the blob itself).
     pub fn flip_blob_byte(dir: &Path, blob: &BlobId, at: usize) {
-        let db = open_raw(dir);
-        let blobs = db.open_tree(layout::BLOBS).expect("blobs tree");
-        let mut value = blobs
-            .get(blob.as_bytes())
-            .expect("read")
-            .expect("blob stored")
-            .to_vec();
-        let at = at.min(value.len() - 1);
-        value[at] ^= 0x01;
-        blobs.insert(blob.as_bytes(), value).expect("write blob");
-        db.flush().expect("flush");
+        let loc = {
+            let db = open_raw(dir);
+            let blobs = db.open_tree(layout::BLOBS).expect("blobs tree");
+            let value = blobs
+                .get(blob.as_bytes())
+                .expect("read")
+                .expect("blob stored");
+            Loc::decode(&value, || "blob".into()).expect("loc")
+        };
+        let at = at.min(loc.len as usize - 2) as u64;
+        flip(
+            dir,
+            layout::Pos {
+                segment: loc.at.segment,
+                offset: loc.at.offset + 1 + at,
+            },
+        );
     }
 }

@@ -187,11 +187,33 @@ fn estimate_tokens(request: &ModelRequest) -> u64 {
             .map(|m| match &**m {
                 ChatMessage::User { content } | ChatMessage::Tool { content, .. } => content.len(),
                 ChatMessage::Assistant { text, tool_calls } => {
-                    text.len() + serde_json::to_string(tool_calls).map_or(0, |s| s.len())
+                    text.len()
+                        + tool_calls
+                            .iter()
+                            .map(|c| c.id.len() + c.name.len() + json_chars(&c.arguments))
+                            .sum::<usize>()
                 }
             })
             .sum::<usize>();
     chars as u64 / 4
+}
+
+/// About how many characters `value` takes as JSON, without writing it out (this runs
+/// over the whole conversation on every call).
+fn json_chars(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_chars(v) + 1).sum::<usize>(),
+        Value::Object(fields) => {
+            2 + fields
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_chars(v))
+                .sum::<usize>()
+        }
+    }
 }
 
 impl Provider for Scripted {

@@ -1,43 +1,48 @@
-//! On-disk layout of a store directory: `sled/` (the sled database) and `wal` (retrace's
-//! write-ahead log, see the `wal` module); in the database, these trees:
+//! On-disk layout of a store directory: `segments/` (append-only files holding every blob,
+//! event and run ref, see the `segments` module) and `sled/` (a sled database indexing
+//! them). In the database, these trees:
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `log` | RunId ++ first seq (big-endian u64) | one append's events: a [chunk](encode_chunk) |
-//! | `blobs` | BlobId (32 bytes) | blob bytes |
+//! | `log` | RunId ++ first seq (big-endian u64) | [`Loc`] of a [chunk](encode_chunk) of events |
+//! | `blobs` | BlobId (32 bytes) | [`Loc`] of the stored blob |
 //! | `runs` | RunId (16 bytes) | run ref: bincode of `RunInfo`, head left out |
 //! | `snapshots` | EventId | snapshot bytes (a cache; may be dropped) |
 //! | `meta` | `format` | [`format_value`] |
+//! | `meta` | `checkpoint` | [`Pos`] up to which the index trees are complete |
 //!
-//! Why chunks, not one entry per event: sled costs about 17 µs per written entry on the
-//! reference machine whatever the entry's size (see `benches/benches/store.rs`), so an
-//! append writes one `log` entry for all its events (split every [`CHUNK_EVENTS`]). The
-//! chunk insert is a single atomic write, which makes it the commit point: a run's head is
-//! the last event of its last chunk, so there is no separate head to keep in step. A seq
-//! lookup is one short range scan; a sequential read is a scan over chunks.
+//! Why payloads live outside sled: sled costs about 17 µs per written entry and rewrites
+//! what it holds as it compacts, which made the store use 4–5 KB of disk per agent step
+//! holding ~1.2 KB of data (measured on the reference machine). Segment files are written
+//! once, in order, and only indexes go into sled, in batches at checkpoints
+//! (WiscKey-style: keys in the tree, values in a log).
+//!
+//! A record in a segment (see [`Record`]) is one write: an append's events are a single
+//! record, however many chunks they fill, so a crash leaves an append wholly present or
+//! wholly absent.
+
+use std::cell::RefCell;
 
 use retrace_events::{EventId, RunId};
 use retrace_store::{Error, Result, RunInfo, StoredEvent};
 
 /// Subdirectory holding the sled database.
 pub const SLED_DIR: &str = "sled";
-/// The write-ahead log file.
-pub const WAL_FILE: &str = "wal";
+/// Subdirectory holding the segment files.
+pub const SEGMENTS_DIR: &str = "segments";
 
 /// sled's segment (and IO buffer) size. Opening reads back up to a segment of sled's log,
-/// so smaller opens faster, while small segments waste space. Measured (open + state at
-/// head; disk per event with a 1 KiB blob): 1 MiB ≈ 5 ms and 3.1 KB; 4 MiB ≈ 8 ms and
-/// 1.2 KB; 16 MiB ≈ 25–35 ms and 1.2 KB. Append throughput showed no difference beyond the
-/// machine's noise. sled refuses to reopen a database with another value.
-pub const SEGMENT_BYTES: usize = 4 << 20;
+/// so smaller opens faster, while small segments waste space; sled now holds only indexes.
+/// sled refuses to reopen a database with another value.
+pub const SLED_SEGMENT_BYTES: usize = 1 << 20;
 
-/// The sled configuration of the database in `sled_dir`. Durability comes from the WAL and
-/// checkpoints, so sled's background flusher is off.
+/// The sled configuration of the database in `sled_dir`. Durability comes from the
+/// segment files and checkpoints, so sled's background flusher is off.
 pub fn sled_config(sled_dir: &std::path::Path) -> sled::Config {
     sled::Config::new()
         .path(sled_dir)
         .flush_every_ms(None)
-        .segment_size(SEGMENT_BYTES)
+        .segment_size(SLED_SEGMENT_BYTES)
 }
 
 /// Accept an empty or missing directory (creating it) or one laid out as a store; refuse
@@ -63,9 +68,9 @@ pub fn check_dir(dir: &std::path::Path) -> Result<()> {
     }
 }
 
-/// Tree of run logs (chunks of events by run and first seq).
+/// Tree indexing run logs (chunks of events by run and first seq).
 pub const LOG: &str = "log";
-/// Tree of blobs by id.
+/// Tree indexing blobs by id.
 pub const BLOBS: &str = "blobs";
 /// Tree of run refs by run id.
 pub const RUNS: &str = "runs";
@@ -75,12 +80,291 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const META: &str = "meta";
 /// Key in [`META`] holding the format.
 pub const FORMAT_KEY: &str = "format";
+/// Key in [`META`] holding the checkpoint [`Pos`].
+pub const CHECKPOINT_KEY: &str = "checkpoint";
 /// Most events in one chunk; bounds what a single-seq lookup reads.
 pub const CHUNK_EVENTS: usize = 256;
 
 /// What [`FORMAT_KEY`] holds for this build: the layout and the event format version.
 pub fn format_value() -> String {
-    format!("retrace-sled-1/events-{}", retrace_events::FORMAT_VERSION)
+    format!("retrace-sled-2/events-{}", retrace_events::FORMAT_VERSION)
+}
+
+/// A place in the segment files: segment number and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    /// Segment number.
+    pub segment: u32,
+    /// Byte offset in the segment.
+    pub offset: u64,
+}
+
+impl Pos {
+    /// 12 bytes: segment, offset (little-endian).
+    pub fn encode(self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[..4].copy_from_slice(&self.segment.to_le_bytes());
+        out[4..].copy_from_slice(&self.offset.to_le_bytes());
+        out
+    }
+
+    /// Inverse of [`Self::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let bytes: &[u8; 12] = bytes.try_into().map_err(|_| Error::Corrupt {
+            what: format!("checkpoint position of {} bytes", bytes.len()),
+        })?;
+        Ok(Self {
+            segment: u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")),
+            offset: u64::from_le_bytes(bytes[4..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// Where an indexed value lies in the segment files, and how many items it holds (events
+/// of a chunk; a blob's length before compression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    /// Start of the value.
+    pub at: Pos,
+    /// Its length in bytes.
+    pub len: u32,
+    /// Events in the chunk, or the blob's stored-as length.
+    pub count: u32,
+}
+
+impl Loc {
+    /// 20 bytes: segment, offset, len, count (little-endian).
+    pub fn encode(self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        out[..12].copy_from_slice(&self.at.encode());
+        out[12..16].copy_from_slice(&self.len.to_le_bytes());
+        out[16..].copy_from_slice(&self.count.to_le_bytes());
+        out
+    }
+
+    /// Inverse of [`Self::encode`]; `what` names the entry for the error.
+    pub fn decode(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Self> {
+        if bytes.len() != 20 {
+            return Err(Error::Corrupt {
+                what: format!("index entry of {}: {} bytes", what(), bytes.len()),
+            });
+        }
+        Ok(Self {
+            at: Pos::decode(&bytes[..12])?,
+            len: u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")),
+            count: u32::from_le_bytes(bytes[16..].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// How a stored blob's bytes are encoded (the first byte of its value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// As given.
+    Raw = 0,
+    /// zstd-compressed.
+    Zstd = 1,
+}
+
+/// Blobs shorter than this are stored raw: compression gains little on them.
+pub const COMPRESS_FROM: usize = 256;
+
+/// zstd level for blobs: fast, and most of what a higher level would save on agent text.
+const ZSTD_LEVEL: i32 = 3;
+
+thread_local! {
+    // zstd contexts cost far more to create than a 1 KiB blob costs to (de)compress:
+    // one of each per thread, reused.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        slot.as_mut().expect("just set").compress(bytes)
+    })
+}
+
+fn decompress(packed: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("just set").decompress(packed, len)
+    })
+}
+
+/// A blob's stored value: codec byte, then the bytes (compressed when that is smaller).
+pub fn encode_blob_value(bytes: &[u8]) -> Vec<u8> {
+    if bytes.len() >= COMPRESS_FROM
+        && let Ok(packed) = compress(bytes)
+        && packed.len() < bytes.len()
+    {
+        let mut out = Vec::with_capacity(packed.len() + 1);
+        out.push(Codec::Zstd as u8);
+        out.extend_from_slice(&packed);
+        return out;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(Codec::Raw as u8);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The blob bytes of a stored value whose original length is `len`.
+pub fn decode_blob_value(id: &retrace_events::BlobId, len: u32, value: &[u8]) -> Result<Vec<u8>> {
+    let corrupt = |why: String| Error::Corrupt {
+        what: format!("blob {id}: {why}"),
+    };
+    match value.split_first() {
+        Some((0, raw)) => Ok(raw.to_vec()),
+        Some((1, packed)) => decompress(packed, len as usize)
+            .map_err(|e| corrupt(format!("its stored bytes do not decompress ({e})"))),
+        Some((codec, _)) => Err(corrupt(format!("unknown codec {codec}"))),
+        None => Err(corrupt("empty stored value".to_owned())),
+    }
+}
+
+/// One record of a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// A blob: its id and stored value (see [`encode_blob_value`]), and its length.
+    Blob {
+        /// Blob id.
+        id: [u8; 32],
+        /// Length before encoding.
+        len: u32,
+        /// Stored value.
+        value: &'a [u8],
+    },
+    /// One append: the run, its first seq, and the events as chunks.
+    Events {
+        /// Run id.
+        run: [u8; 16],
+        /// Seq of the first event.
+        first: u64,
+        /// Chunks of at most [`CHUNK_EVENTS`] events.
+        chunks: Vec<&'a [u8]>,
+    },
+    /// A run created (if absent).
+    CreateRun {
+        /// Run id.
+        run: [u8; 16],
+        /// Encoded run ref.
+        value: &'a [u8],
+    },
+    /// A run ref overwritten.
+    PutRun {
+        /// Run id.
+        run: [u8; 16],
+        /// Encoded run ref.
+        value: &'a [u8],
+    },
+}
+
+const BLOB: u8 = 1;
+const EVENTS: u8 = 2;
+const CREATE_RUN: u8 = 3;
+const PUT_RUN: u8 = 4;
+
+/// Where, in an encoded record, the indexed values start: the blob value, or each chunk.
+pub type ValueOffsets = Vec<u32>;
+
+impl<'a> Record<'a> {
+    /// The record's bytes and the offsets of its indexed values within them.
+    pub fn encode(&self) -> (Vec<u8>, ValueOffsets) {
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        let at = |out: &Vec<u8>| u32::try_from(out.len()).expect("records are below 4 GiB");
+        match self {
+            Record::Blob { id, len, value } => {
+                out.push(BLOB);
+                out.extend_from_slice(id);
+                out.extend_from_slice(&len.to_le_bytes());
+                offsets.push(at(&out));
+                out.extend_from_slice(value);
+            }
+            Record::Events { run, first, chunks } => {
+                out.push(EVENTS);
+                out.extend_from_slice(run);
+                out.extend_from_slice(&first.to_le_bytes());
+                let n = u32::try_from(chunks.len()).expect("chunks fit u32");
+                out.extend_from_slice(&n.to_le_bytes());
+                for chunk in chunks {
+                    let len = u32::try_from(chunk.len()).expect("chunks are below 4 GiB");
+                    out.extend_from_slice(&len.to_le_bytes());
+                    offsets.push(at(&out));
+                    out.extend_from_slice(chunk);
+                }
+            }
+            Record::CreateRun { run, value } | Record::PutRun { run, value } => {
+                out.push(if matches!(self, Record::CreateRun { .. }) {
+                    CREATE_RUN
+                } else {
+                    PUT_RUN
+                });
+                out.extend_from_slice(run);
+                out.extend_from_slice(value);
+            }
+        }
+        (out, offsets)
+    }
+
+    /// Decode a record's bytes; `None` if they are not a record.
+    pub fn decode(bytes: &'a [u8]) -> Option<(Self, ValueOffsets)> {
+        let mut at = 1usize;
+        let mut take = |n: usize| -> Option<(&'a [u8], u32)> {
+            let slice = bytes.get(at..at.checked_add(n)?)?;
+            let offset = u32::try_from(at).ok()?;
+            at += n;
+            Some((slice, offset))
+        };
+        let kind = *bytes.first()?;
+        let rest = |taken: usize| bytes.len().saturating_sub(taken);
+        let u32_of = |b: &[u8]| b.try_into().ok().map(u32::from_le_bytes);
+        match kind {
+            BLOB => {
+                let id = take(32)?.0.try_into().ok()?;
+                let len = u32_of(take(4)?.0)?;
+                let (value, offset) = take(rest(37))?;
+                Some((Record::Blob { id, len, value }, vec![offset]))
+            }
+            EVENTS => {
+                let run = take(16)?.0.try_into().ok()?;
+                let first = u64::from_le_bytes(take(8)?.0.try_into().ok()?);
+                let n = u32_of(take(4)?.0)?;
+                let mut chunks = Vec::new();
+                let mut offsets = Vec::new();
+                for _ in 0..n {
+                    let len = u32_of(take(4)?.0)?;
+                    let (chunk, offset) = take(len as usize)?;
+                    offsets.push(offset);
+                    chunks.push(chunk);
+                }
+                // nothing may follow the last chunk
+                let end = offsets
+                    .last()
+                    .map_or(29, |&o| o as usize + chunks.last().map_or(0, |c| c.len()));
+                (end == bytes.len()).then_some((Record::Events { run, first, chunks }, offsets))
+            }
+            CREATE_RUN | PUT_RUN => {
+                let run = take(16)?.0.try_into().ok()?;
+                let value = take(rest(17))?.0;
+                let record = if kind == CREATE_RUN {
+                    Record::CreateRun { run, value }
+                } else {
+                    Record::PutRun { run, value }
+                };
+                Some((record, Vec::new()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Log key of `(run, seq)`: big-endian seq keeps a run's chunks in seq order.
@@ -205,6 +489,70 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("seq 10")
+        );
+    }
+
+    #[test]
+    fn records_round_trip_with_the_offsets_of_their_values() {
+        let chunks: Vec<&[u8]> = vec![b"abc", b"", b"defg"];
+        let records = [
+            Record::Blob {
+                id: [7; 32],
+                len: 10,
+                value: b"\x00payload",
+            },
+            Record::Events {
+                run: [1; 16],
+                first: 42,
+                chunks,
+            },
+            Record::CreateRun {
+                run: [2; 16],
+                value: b"ref",
+            },
+            Record::PutRun {
+                run: [2; 16],
+                value: b"",
+            },
+        ];
+        for record in records {
+            let (bytes, offsets) = record.encode();
+            let (decoded, read_offsets) = Record::decode(&bytes).unwrap();
+            assert_eq!(decoded, record);
+            assert_eq!(read_offsets, offsets);
+            if let Record::Events { chunks, .. } = &record {
+                for (chunk, at) in chunks.iter().zip(&offsets) {
+                    assert_eq!(&bytes[*at as usize..*at as usize + chunk.len()], *chunk);
+                }
+                assert!(Record::decode(&bytes[..bytes.len() - 1]).is_none());
+                let mut longer = bytes.clone();
+                longer.push(0);
+                assert!(Record::decode(&longer).is_none());
+            }
+        }
+        assert!(Record::decode(&[9, 1, 2]).is_none());
+    }
+
+    #[test]
+    fn blob_values_compress_text_and_keep_small_or_random_bytes_raw() {
+        let id = retrace_events::BlobId::from_bytes([0; 32]);
+        let text = "the model reads a file and writes a summary ".repeat(30);
+        let packed = encode_blob_value(text.as_bytes());
+        assert_eq!(packed[0], Codec::Zstd as u8);
+        assert!(packed.len() < text.len() / 4);
+        let len = u32::try_from(text.len()).unwrap();
+        assert_eq!(
+            decode_blob_value(&id, len, &packed).unwrap(),
+            text.as_bytes()
+        );
+        let small = encode_blob_value(b"tiny");
+        assert_eq!(small, b"\x00tiny");
+        let mut damaged = packed.clone();
+        damaged[5] ^= 0xff;
+        let err = decode_blob_value(&id, len, &damaged);
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("do not decompress"))
+                || decode_blob_value(&id, len, &damaged).is_ok_and(|b| b != text.as_bytes())
         );
     }
 }

@@ -1,16 +1,16 @@
 //! # retrace-store-sled
 //!
 //! The embedded default backend of the retrace [`Store`]: a directory (`./.retrace/` unless
-//! told otherwise) holding a sled database and retrace's write-ahead log, laid out as
-//! [`layout`] describes.
+//! told otherwise) holding append-only segment files with every blob, event and run ref,
+//! and a sled database indexing them, laid out as [`layout`] describes.
 //!
 //! Guarantees (each one is exercised by the conformance suite or the crash test):
 //! - **Durable acknowledgement.** `append`, `create_run` and `set_run_meta` return only once
-//!   their write-ahead log record is written and fdatasynced. One committer thread performs
-//!   every write and syncs once for everything queued meanwhile (group commit); sled is
-//!   flushed at checkpoints and the log replayed into it on open.
-//! - **Atomic appends.** An append is one atomic sled batch of log chunks, and a run's head
-//!   is read from its log, so a crash leaves each append wholly present or wholly absent.
+//!   their record is written to a segment and fdatasynced; writers waiting together share
+//!   one sync (group commit). The index is moved into sled at checkpoints and rebuilt from
+//!   the segments past the last checkpoint on open.
+//! - **Atomic appends.** An append is one segment record, checked on open, so a crash
+//!   leaves each append wholly present or wholly absent; a run's head is read from its log.
 //! - **Compare-and-swap.** Appends to one run are serialised by a per-run lock, and the head
 //!   is checked under it; sled's file lock keeps other processes out.
 //! - **Format guard.** Opening a store of another format version fails before anything is
@@ -36,13 +36,14 @@
 //! ```
 #![deny(missing_docs)]
 
-mod committer;
+mod index;
 pub mod layout;
-mod wal;
+pub mod segments;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -53,8 +54,13 @@ use retrace_store::{
 };
 use sled::Tree;
 
-use committer::{Committer, Trees, Write};
-use wal::Op;
+use index::Index;
+use layout::{Loc, Pos, Record};
+use segments::Segments;
+
+/// Segment bytes written since the last checkpoint that trigger the next one. Bounds the
+/// index held in memory and what opening after a crash scans.
+const CHECKPOINT_BYTES: u64 = 2 << 20;
 
 /// One lock per run, holding the run's ref once loaded. Writes to a run are serialised under
 /// it (that is what makes the head check a compare-and-swap), and since this process is the
@@ -77,17 +83,20 @@ fn lock(slot: &RunSlot) -> MutexGuard<'_, Option<RunInfo>> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A [`Store`] in a sled database on disk.
+/// A [`Store`] in segment files indexed by a sled database, on disk.
 #[derive(Debug)]
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
-    log: Tree,
-    blobs: Tree,
+    index: Index,
     runs: Tree,
     snapshots: Tree,
+    meta: Tree,
+    segments: Segments,
+    /// A checkpoint is under way (one at a time; writers do not wait for it).
+    checkpointing: AtomicBool,
+    replayed: usize,
     run_locks: RunLocks,
-    committer: Committer,
     watchers: Watchers,
 }
 
@@ -134,8 +143,7 @@ fn open_db(path: &Path) -> Result<sled::Db> {
 }
 
 /// Refuse a store of another format before reading it; stamp a new, empty one.
-fn check_format(path: &Path, db: &sled::Db, trees: &Trees) -> Result<()> {
-    let meta = db.open_tree(layout::META).map_err(backend("open tree"))?;
+fn check_format(path: &Path, db: &sled::Db, meta: &Tree) -> Result<()> {
     let found = meta
         .get(layout::FORMAT_KEY)
         .map_err(backend("read format"))?;
@@ -147,16 +155,31 @@ fn check_format(path: &Path, db: &sled::Db, trees: &Trees) -> Result<()> {
             found: String::from_utf8_lossy(&v).into_owned(),
             expected: retrace_events::FORMAT_VERSION,
         }),
-        None if trees.runs.is_empty() && trees.log.is_empty() && trees.blobs.is_empty() => {
+        None => {
+            let mut names = db.tree_names();
+            names.retain(|n| {
+                n.as_ref() != b"__sled__default" && n.as_ref() != layout::META.as_bytes()
+            });
+            for name in names {
+                let tree = db.open_tree(&name).map_err(backend("open tree"))?;
+                if !tree.is_empty() {
+                    return Err(Error::NotAStore {
+                        path: path.display().to_string(),
+                        reason: "its database has data but no retrace format recorded".to_owned(),
+                    });
+                }
+            }
+            if path.join(layout::SEGMENTS_DIR).is_dir() {
+                return Err(Error::NotAStore {
+                    path: path.display().to_string(),
+                    reason: "it has segment files but no retrace format recorded".to_owned(),
+                });
+            }
             meta.insert(layout::FORMAT_KEY, expected.as_bytes())
                 .map_err(backend("write format"))?;
             db.flush().map_err(backend("write format"))?;
             Ok(())
         }
-        None => Err(Error::NotAStore {
-            path: path.display().to_string(),
-            reason: "its database has data but no retrace format recorded".to_owned(),
-        }),
     }
 }
 
@@ -172,27 +195,90 @@ impl SledStore {
         layout::check_dir(&path)?;
         let db = open_db(&path.join(layout::SLED_DIR))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
-        let trees = Trees {
-            db: db.clone(),
-            log: tree(layout::LOG)?,
-            blobs: tree(layout::BLOBS)?,
+        let meta = tree(layout::META)?;
+        // The format guard runs before anything touches the data.
+        check_format(&path, &db, &meta)?;
+        let checkpoint = meta
+            .get(layout::CHECKPOINT_KEY)
+            .map_err(backend("read checkpoint"))?
+            .map(|v| Pos::decode(&v))
+            .transpose()?
+            .unwrap_or_default();
+        let (segments, scanned) = Segments::open(&path.join(layout::SEGMENTS_DIR), checkpoint)?;
+        let store = Self {
+            index: Index::new(tree(layout::BLOBS)?, tree(layout::LOG)?),
             runs: tree(layout::RUNS)?,
             snapshots: tree(layout::SNAPSHOTS)?,
-        };
-        // The format guard runs before anything (the WAL replay included) touches the data.
-        check_format(&path, &db, &trees)?;
-        let committer = Committer::start(trees.clone(), &path.join(layout::WAL_FILE))?;
-        Ok(Self {
-            log: trees.log,
-            blobs: trees.blobs,
-            runs: trees.runs,
-            snapshots: trees.snapshots,
+            meta,
+            segments,
+            checkpointing: AtomicBool::new(false),
+            replayed: scanned.len(),
             run_locks: RunLocks::default(),
-            committer,
             watchers: Watchers::default(),
             path,
             db,
-        })
+        };
+        // Rebuild what the index lacks from the records past the checkpoint.
+        for record in scanned {
+            store.index_record(record.body_at, &record.body)?;
+        }
+        Ok(store)
+    }
+
+    /// Index one record whose body starts at `body_at` (when written, and when read back on
+    /// open), and apply a run ref to the `runs` tree.
+    fn index_record(&self, body_at: Pos, body: &[u8]) -> Result<()> {
+        let (record, offsets) = Record::decode(body).ok_or_else(|| Error::Corrupt {
+            what: format!(
+                "segment {} record at offset {} passes its check but does not decode",
+                body_at.segment, body_at.offset
+            ),
+        })?;
+        let size = (segments::HEADER + body.len()) as u64;
+        let at = |i: usize| Pos {
+            segment: body_at.segment,
+            offset: body_at.offset + u64::from(offsets[i]),
+        };
+        match record {
+            Record::Blob { id, len, value } => {
+                let loc = Loc {
+                    at: at(0),
+                    len: u32::try_from(value.len()).expect("records are below 4 GiB"),
+                    count: len,
+                };
+                self.index.add_blob(BlobId::from_bytes(id), loc, size);
+            }
+            Record::Events { run, first, chunks } => {
+                let run = RunId::from_bytes(run);
+                let mut seq = first;
+                let mut entries = Vec::with_capacity(chunks.len());
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let count = u32::try_from(layout::chunk_len(chunk)).unwrap_or(u32::MAX);
+                    entries.push((
+                        layout::log_key(&run, seq),
+                        Loc {
+                            at: at(i),
+                            len: u32::try_from(chunk.len()).expect("records are below 4 GiB"),
+                            count,
+                        },
+                    ));
+                    seq += u64::from(count);
+                }
+                self.index.add_chunks(entries, size);
+            }
+            Record::CreateRun { run, value } => {
+                self.runs
+                    .compare_and_swap(run, None::<&[u8]>, Some(value))
+                    .map_err(backend("create run"))?
+                    .ok();
+                self.index.add_bytes(size);
+            }
+            Record::PutRun { run, value } => {
+                self.runs.insert(run, value).map_err(backend("write run"))?;
+                self.index.add_bytes(size);
+            }
+        }
+        Ok(())
     }
 
     /// Where the store lives.
@@ -200,25 +286,69 @@ impl SledStore {
         &self.path
     }
 
-    /// How many durable group writes (WAL fdatasyncs) the store has performed.
+    /// How many durable group writes (fdatasyncs) the store has performed.
     pub fn syncs(&self) -> u64 {
-        self.committer.syncs()
+        self.segments.syncs()
     }
 
-    /// Writes replayed from the write-ahead log when the store opened: non-zero after a
-    /// crash or kill.
+    /// Records read back past the last checkpoint when the store opened: non-zero after a
+    /// crash or kill (a clean close checkpoints).
     pub fn replayed_on_open(&self) -> usize {
-        self.committer.replayed()
+        self.replayed
     }
 
-    /// Bytes sled occupies on disk.
+    /// Bytes the store occupies on disk: segment files and the sled database.
     pub fn size_on_disk(&self) -> Result<u64> {
-        let wal = std::fs::metadata(self.path.join(layout::WAL_FILE)).map_or(0, |m| m.len());
-        Ok(self.db.size_on_disk().map_err(backend("size_on_disk"))? + wal)
+        Ok(self.db.size_on_disk().map_err(backend("size_on_disk"))? + self.segments.size_on_disk())
     }
 
-    fn durable(&self) -> Result<()> {
-        self.committer.submit(Write::Flush).map(drop)
+    /// Write `record` as one segment record and index it; the durability ticket.
+    fn write(&self, guard: &mut segments::WriteGuard<'_>, record: &Record<'_>) -> Result<u64> {
+        let (body, _) = record.encode();
+        let (body_at, ticket) = guard.append(&body)?;
+        self.index_record(body_at, &body)?;
+        Ok(ticket)
+    }
+
+    /// Move the in-memory index into sled if it has grown large (one checkpoint at a time;
+    /// writers meanwhile wait on the writer lock, readers do not).
+    fn maybe_checkpoint(&self) -> Result<()> {
+        if self.index.tail_bytes() < CHECKPOINT_BYTES
+            || self.checkpointing.swap(true, Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let result = self
+            .segments
+            .writer()
+            .and_then(|mut w| self.checkpoint(&mut w, false));
+        self.checkpointing.store(false, Ordering::Release);
+        result
+    }
+
+    /// Make the index in sled complete up to the end of the segments, durably. With
+    /// `close`, also give back the segment's preallocated space.
+    #[tracing::instrument(name = "store_checkpoint", level = "debug", skip_all)]
+    fn checkpoint(&self, w: &mut segments::WriteGuard<'_>, close: bool) -> Result<()> {
+        if close {
+            w.sync_and_trim()?;
+        } else {
+            w.sync()?;
+        }
+        self.index.save_tail()?;
+        self.meta
+            .insert(layout::CHECKPOINT_KEY, &w.end().encode()[..])
+            .map_err(backend("checkpoint"))?;
+        self.db.flush().map_err(backend("checkpoint"))?;
+        self.index.clear_tail();
+        Ok(())
+    }
+
+    /// A stored chunk of `run` whose first event has seq `first`.
+    fn read_chunk(&self, run: &RunId, key: &[u8; 24], loc: Loc) -> Result<Vec<StoredEvent>> {
+        let first = layout::log_key_seq(key)?;
+        let bytes = self.segments.read(loc.at, loc.len)?;
+        layout::decode_chunk(run, first, &bytes)
     }
 
     /// The run ref with its head, which is the last event of the run's last chunk (or the
@@ -228,29 +358,16 @@ impl SledStore {
             return Ok(None);
         };
         let mut info = layout::decode_run(id, &bytes)?;
-        let last_chunk = self
-            .log
-            .range(layout::log_key(id, 0)..=layout::log_key(id, u64::MAX))
-            .next_back()
-            .transpose()
-            .map_err(backend("read log"))?;
-        info.head = match last_chunk {
-            Some((key, chunk)) => {
-                let first = layout::log_key_seq(&key)?;
-                layout::decode_chunk(id, first, &chunk)?
-                    .last()
-                    .map(|e| Head {
-                        id: e.id,
-                        seq: e.seq,
-                    })
-            }
+        info.head = match self.index.chunk_at_or_before(id, u64::MAX)? {
+            Some((key, loc)) => self.read_chunk(id, &key, loc)?.last().map(|e| Head {
+                id: e.id,
+                seq: e.seq,
+            }),
             None => info.origin.map(|o| o.at),
         };
         Ok(Some(info))
     }
-}
 
-impl SledStore {
     /// The run ref held in a run's lock slot, loading it on first use.
     fn cached_run(&self, id: &RunId, cached: &mut Option<RunInfo>) -> Result<RunInfo> {
         if let Some(info) = cached {
@@ -260,6 +377,26 @@ impl SledStore {
         *cached = Some(info.clone());
         Ok(info)
     }
+
+    /// Write a run ref record and wait for it to be durable.
+    fn write_run(&self, record: &Record<'_>) -> Result<()> {
+        let mut guard = self.segments.writer()?;
+        let ticket = self.write(&mut guard, record)?;
+        drop(guard);
+        self.segments.wait_durable(ticket)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Closing: a checkpoint leaves nothing to scan on the next open, and the segment
+        // without its preallocated tail. If it fails, the next open rescans instead.
+        if let Ok(mut w) = self.segments.writer()
+            && let Err(e) = self.checkpoint(&mut w, true)
+        {
+            tracing::warn!(error = %e, "closing checkpoint failed; the next open rescans");
+        }
+    }
 }
 
 impl Store for SledStore {
@@ -268,14 +405,28 @@ impl Store for SledStore {
         let info = new.into_info();
         let slot = self.run_locks.get(&info.id);
         let mut cached = lock(&slot);
-        let created = self.committer.submit(Write::Op(Op::CreateRun {
-            key: *info.id.as_bytes(),
-            value: layout::encode_run(&info),
-        }))?;
-        if !created {
+        let value = layout::encode_run(&info);
+        let mut guard = self.segments.writer()?;
+        // under the writer lock: no other create of this id can come between check and write
+        if self
+            .runs
+            .contains_key(info.id.as_bytes())
+            .map_err(backend("read run"))?
+        {
             return Err(Error::RunExists { run: info.id });
         }
+        let ticket = self.write(
+            &mut guard,
+            &Record::CreateRun {
+                run: *info.id.as_bytes(),
+                value: &value,
+            },
+        )?;
+        drop(guard);
+        self.segments.wait_durable(ticket)?;
         *cached = Some(info.clone());
+        drop(cached);
+        self.maybe_checkpoint()?;
         Ok(info)
     }
 
@@ -303,11 +454,13 @@ impl Store for SledStore {
             Some(v) => info.meta.insert(key.to_owned(), v.to_owned()),
             None => info.meta.remove(key),
         };
-        self.committer.submit(Write::Op(Op::PutRun {
-            key: *id.as_bytes(),
-            value: layout::encode_run(&info),
-        }))?;
+        self.write_run(&Record::PutRun {
+            run: *id.as_bytes(),
+            value: &layout::encode_run(&info),
+        })?;
         *cached = Some(info.clone());
+        drop(cached);
+        self.maybe_checkpoint()?;
         Ok(info)
     }
 
@@ -318,20 +471,22 @@ impl Store for SledStore {
         let mut info = self.cached_run(run, &mut cached)?;
         let (records, head) = prepare_append(&info, expected, events)?;
 
-        // One log entry per chunk of up to CHUNK_EVENTS events (atomic through the WAL).
-        let chunks = records
+        // One record for the whole append (atomic), its events in chunks of CHUNK_EVENTS.
+        let chunks: Vec<Vec<u8>> = records
             .chunks(layout::CHUNK_EVENTS)
-            .map(|chunk| {
-                let key = layout::log_key(run, chunk[0].seq);
-                (
-                    key,
-                    layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice()))),
-                )
-            })
+            .map(|chunk| layout::encode_chunk(chunk.iter().map(|r| (&r.id, r.bytes.as_slice()))))
             .collect();
-        // Durable when the committer answers; then tell subscribers, still under the run
-        // lock so they see appends in order.
-        self.committer.submit(Write::Op(Op::Log { chunks }))?;
+        let record = Record::Events {
+            run: *run.as_bytes(),
+            first: records[0].seq,
+            chunks: chunks.iter().map(Vec::as_slice).collect(),
+        };
+        let mut guard = self.segments.writer()?;
+        let ticket = self.write(&mut guard, &record)?;
+        drop(guard);
+        // Durable when this returns; then tell subscribers, still under the run lock so
+        // they see appends in order.
+        self.segments.wait_durable(ticket)?;
         info.head = Some(head);
         *cached = Some(info);
         self.watchers.publish(Appended {
@@ -342,6 +497,8 @@ impl Store for SledStore {
                 .map(|(r, e)| (r.id, e.clone()))
                 .collect(),
         });
+        drop(cached);
+        self.maybe_checkpoint()?;
         Ok(head)
     }
 
@@ -352,22 +509,13 @@ impl Store for SledStore {
         }
         // Start at the chunk holding `lo`: the last chunk of this run starting at or before it.
         let start = self
-            .log
-            .range(layout::log_key(run, 0)..=layout::log_key(run, lo))
-            .next_back()
-            .transpose()
-            .map_err(backend("read log"))?
-            .map_or(layout::log_key(run, lo), |(key, _)| {
-                let mut k = [0u8; 24];
-                k.copy_from_slice(&key);
-                k
-            });
+            .index
+            .chunk_at_or_before(run, lo)?
+            .map_or(layout::log_key(run, lo), |(key, _)| key);
         let mut out = Vec::new();
-        for entry in self.log.range(start..=layout::log_key(run, hi)) {
-            let (key, chunk) = entry.map_err(backend("read log"))?;
-            let first = layout::log_key_seq(&key)?;
+        for (key, loc) in self.index.chunks(start, layout::log_key(run, hi))? {
             out.extend(
-                layout::decode_chunk(run, first, &chunk)?
+                self.read_chunk(run, &key, loc)?
                     .into_iter()
                     .filter(|e| (lo..=hi).contains(&e.seq)),
             );
@@ -379,26 +527,42 @@ impl Store for SledStore {
         let id = BlobId::of(bytes);
         // Content-addressed: if the id is present, so are the bytes. Skipping the write keeps
         // a repeated payload from growing the store.
-        if !self
-            .blobs
-            .contains_key(id.as_bytes())
-            .map_err(backend("read blob"))?
-        {
-            committer::put_blob(&self.blobs, *id.as_bytes(), bytes)?;
-            self.committer.log_blob(*id.as_bytes(), bytes.to_vec())?;
+        if self.index.blob(&id)?.is_some() {
+            return Ok(id);
         }
+        let value = layout::encode_blob_value(bytes);
+        let mut guard = self.segments.writer()?;
+        if self.index.in_tail(&id) {
+            return Ok(id); // written meanwhile by another thread
+        }
+        // Not synced: durable with the next append or flush, as the trait says.
+        self.write(
+            &mut guard,
+            &Record::Blob {
+                id: *id.as_bytes(),
+                len: u32::try_from(bytes.len())
+                    .map_err(|_| Error::backend("write blob", "a blob of 4 GiB or more"))?,
+                value: &value,
+            },
+        )?;
+        drop(guard);
+        self.maybe_checkpoint()?;
         Ok(id)
     }
 
     fn blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
-        read_vec(&self.blobs, id.as_bytes(), "read blob")
+        let Some(loc) = self.index.blob(id)? else {
+            return Ok(None);
+        };
+        let value = self.segments.read(loc.at, loc.len)?;
+        layout::decode_blob_value(id, loc.count, &value).map(Some)
     }
 
     fn put_snapshot(&self, at: &EventId, bytes: &[u8]) -> Result<()> {
-        self.committer.submit(Write::Snapshot {
-            key: *at.as_bytes(),
-            bytes: bytes.to_vec(),
-        })?;
+        // A cache: into sled as is, durable at the next checkpoint.
+        self.snapshots
+            .insert(at.as_bytes(), bytes)
+            .map_err(backend("write snapshot"))?;
         Ok(())
     }
 
@@ -412,23 +576,16 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.durable()
+        self.segments.flush()
     }
 
     fn stats(&self) -> Result<StoreStats> {
-        let mut events = 0;
-        for chunk in self.log.iter().values() {
-            events += layout::chunk_len(&chunk.map_err(backend("stats"))?);
-        }
-        let mut blob_bytes = 0;
-        for blob in self.blobs.iter().values() {
-            blob_bytes += blob.map_err(backend("stats"))?.len() as u64;
-        }
+        let (events, log_entries, blobs, blob_bytes) = self.index.totals()?;
         Ok(StoreStats {
             runs: self.runs.len() as u64,
             events,
-            log_entries: self.log.len() as u64,
-            blobs: self.blobs.len() as u64,
+            log_entries,
+            blobs,
             blob_bytes,
             snapshots: self.snapshots.len() as u64,
         })

@@ -1,0 +1,608 @@
+//! Segment files: where every blob, event and run ref of the store is written, once, in
+//! order — and what makes an acknowledged write durable.
+//!
+//! A segment `segments/NNNNNNNN.seg` holds records `len: u32 LE | check | body`, where
+//! `check` is the first 8 bytes of BLAKE3(segment number | body) and `body` a
+//! [`Record`](crate::layout::Record). Writers append under one lock (a `pwrite`, no sync);
+//! [`Segments::wait_durable`] then makes everything written so far durable with one
+//! `fdatasync`, shared by every writer waiting meanwhile (group commit: the first waiter
+//! syncs for all). A segment grows to [`SEGMENT_LIMIT`], then is truncated to its records,
+//! synced, and never written again.
+//!
+//! The file is kept longer than its records, zero-filled ahead of them: an `fdatasync` that
+//! does not change the file's size need not write its metadata, which makes each durable
+//! write markedly cheaper (measured here: 0.16–0.27 ms instead of 0.30–0.40 ms for 1 KiB).
+//!
+//! Opening scans from the last checkpoint to the first record that is short, zero or fails
+//! its check — a crash can tear only writes that were never acknowledged, since every
+//! acknowledgement follows a sync of everything before it — and truncates the file there,
+//! so nothing after a torn write can ever be read back as a record.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+
+use retrace_store::{Error, Result};
+
+use crate::layout::Pos;
+
+/// A segment is closed once it holds this much (a single larger record gets one to itself).
+pub const SEGMENT_LIMIT: u64 = 256 << 20;
+
+/// Record header: length and check.
+pub const HEADER: usize = 4 + 8;
+
+/// Zero-filled space added ahead of the records at a time.
+const GROW: u64 = 2 << 20;
+
+fn check(segment: u32, body: &[u8]) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&segment.to_le_bytes());
+    hasher.update(body);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    out
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.display().to_string();
+    move |e| Error::backend(op, format!("{path}: {e}"))
+}
+
+/// The file of segment `n` in `dir`.
+pub fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+/// A record read back when opening: where its body starts, and the body.
+#[derive(Debug)]
+pub struct Scanned {
+    /// Position of the body's first byte.
+    pub body_at: Pos,
+    /// The record body.
+    pub body: Vec<u8>,
+}
+
+/// The segment being written.
+#[derive(Debug)]
+struct Writer {
+    segment: u32,
+    file: Arc<File>,
+    /// End of the records (where the next one goes).
+    end: u64,
+    /// File size; zeros past `end`.
+    capacity: u64,
+    /// Bytes written since opening, over all segments: what a durability ticket counts.
+    written: u64,
+    /// Set when a write or sync failed: later writes could sit on a torn log, so none are
+    /// accepted until the store is reopened (which rescans and truncates).
+    failed: Option<String>,
+}
+
+/// Durability so far.
+#[derive(Debug, Default)]
+struct Synced {
+    /// Every byte below this ticket is durable.
+    upto: u64,
+    /// A writer is syncing for everyone.
+    syncing: bool,
+}
+
+/// The open segment files.
+#[derive(Debug)]
+pub struct Segments {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    synced: Mutex<Synced>,
+    synced_changed: Condvar,
+    /// Read handles by segment number, opened on first use.
+    files: RwLock<BTreeMap<u32, Arc<File>>>,
+    syncs: AtomicU64,
+    /// Size at which a segment is closed.
+    limit: u64,
+}
+
+/// The writer lock: records appended through it go one after another.
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    segments: &'a Segments,
+    writer: MutexGuard<'a, Writer>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn stopped(why: &str) -> Error {
+    Error::backend(
+        "write",
+        format!("an earlier write to the store failed ({why}); reopen the store to recover"),
+    )
+}
+
+/// Scan `bytes` (segment `segment` from offset `from`) for valid records; where they end.
+fn scan(segment: u32, bytes: &[u8], from: u64, out: &mut Vec<Scanned>) -> usize {
+    let mut good = 0usize;
+    while let Some(header) = bytes.get(good..good + HEADER) {
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let Some(body) = bytes.get(good + HEADER..good + HEADER + len) else {
+            break;
+        };
+        if len == 0 || header[4..] != check(segment, body) {
+            break;
+        }
+        out.push(Scanned {
+            body_at: Pos {
+                segment,
+                offset: from + (good + HEADER) as u64,
+            },
+            body: body.to_vec(),
+        });
+        good += HEADER + len;
+    }
+    good
+}
+
+/// Segment numbers present in `dir`, in order.
+fn list(dir: &Path) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("list segments", dir))? {
+        let name = entry.map_err(io("list segments", dir))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync segments directory", dir))
+}
+
+impl Segments {
+    /// Open (or create) the segments in `dir`, returning them with every record written
+    /// after `checkpoint`, in order. A torn tail is cut off.
+    pub fn open(dir: &Path, checkpoint: Pos) -> Result<(Self, Vec<Scanned>)> {
+        Self::open_with_limit(dir, checkpoint, SEGMENT_LIMIT)
+    }
+
+    /// [`Self::open`] with segments closed at `limit` bytes.
+    pub fn open_with_limit(
+        dir: &Path,
+        checkpoint: Pos,
+        limit: u64,
+    ) -> Result<(Self, Vec<Scanned>)> {
+        std::fs::create_dir_all(dir).map_err(io("create segments directory", dir))?;
+        let present = list(dir)?;
+        let corrupt = |what: String| Error::Corrupt { what };
+        if present
+            .last()
+            .is_some_and(|&last| last < checkpoint.segment)
+            || (present.is_empty() && checkpoint != Pos::default())
+        {
+            return Err(corrupt(format!(
+                "segment {} named by the index checkpoint is missing from {}",
+                checkpoint.segment,
+                dir.display()
+            )));
+        }
+        let mut scanned = Vec::new();
+        let mut current = None;
+        let to_scan: Vec<u32> = present
+            .iter()
+            .copied()
+            .filter(|&n| n >= checkpoint.segment)
+            .collect();
+        for (i, &n) in to_scan.iter().enumerate() {
+            let path = segment_path(dir, n);
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io("open segment", &path))?;
+            let from = if n == checkpoint.segment {
+                checkpoint.offset
+            } else {
+                0
+            };
+            let size = file.metadata().map_err(io("open segment", &path))?.len();
+            if size < from {
+                return Err(corrupt(format!(
+                    "segment {} is {size} bytes, shorter than the index checkpoint at {from}",
+                    path.display()
+                )));
+            }
+            let mut bytes = Vec::new();
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))
+                .and_then(|_| file.read_to_end(&mut bytes))
+                .map_err(io("read segment", &path))?;
+            let end = from + scan(n, &bytes, from, &mut scanned) as u64;
+            let last = i + 1 == to_scan.len();
+            if end == size && !last {
+                continue; // a closed segment, read to its end
+            }
+            // The end of the records. Later segments were created after this one was closed
+            // and synced, so they can only be empty (a crash while starting one).
+            for &later in &to_scan[i + 1..] {
+                let later_path = segment_path(dir, later);
+                let len = std::fs::metadata(&later_path).map_or(0, |m| m.len());
+                if len > 0 {
+                    return Err(corrupt(format!(
+                        "segment {} ends in a damaged record at offset {end} but is followed \
+                         by segment {}; run `retrace verify` on each run",
+                        path.display(),
+                        later_path.display()
+                    )));
+                }
+                std::fs::remove_file(&later_path).map_err(io("remove segment", &later_path))?;
+            }
+            if size > end {
+                file.set_len(end).map_err(io("truncate segment", &path))?;
+                file.sync_all().map_err(io("truncate segment", &path))?;
+            }
+            current = Some((n, file, end));
+            break;
+        }
+        let (segment, file, end) = if let Some(current) = current {
+            current
+        } else {
+            let n = present.last().map_or(0, |&last| last + 1);
+            (n, create(dir, n)?, 0)
+        };
+        let file = Arc::new(file);
+        let mut files = BTreeMap::new();
+        files.insert(segment, Arc::clone(&file));
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                writer: Mutex::new(Writer {
+                    segment,
+                    file,
+                    end,
+                    capacity: end,
+                    written: 0,
+                    failed: None,
+                }),
+                synced: Mutex::new(Synced::default()),
+                synced_changed: Condvar::new(),
+                files: RwLock::new(files),
+                syncs: AtomicU64::new(0),
+                limit,
+            },
+            scanned,
+        ))
+    }
+
+    /// Take the writer lock.
+    pub fn writer(&self) -> Result<WriteGuard<'_>> {
+        let writer = locked(&self.writer);
+        if let Some(why) = &writer.failed {
+            return Err(stopped(why));
+        }
+        Ok(WriteGuard {
+            segments: self,
+            writer,
+        })
+    }
+
+    /// Wait until everything up to `ticket` (from [`WriteGuard::append`]) is durable,
+    /// syncing if no one else is.
+    pub fn wait_durable(&self, ticket: u64) -> Result<()> {
+        let mut synced = locked(&self.synced);
+        loop {
+            if synced.upto >= ticket {
+                return Ok(());
+            }
+            if synced.syncing {
+                synced = self
+                    .synced_changed
+                    .wait(synced)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            synced.syncing = true;
+            drop(synced);
+            let (file, target) = {
+                let writer = locked(&self.writer);
+                if let Some(why) = &writer.failed {
+                    let err = stopped(why);
+                    drop(writer);
+                    let mut synced = locked(&self.synced);
+                    synced.syncing = false;
+                    self.synced_changed.notify_all();
+                    return Err(err);
+                }
+                (Arc::clone(&writer.file), writer.written)
+            };
+            // Bytes below `target` are in this file or in closed segments, synced when closed.
+            let result = file.sync_data();
+            if let Err(e) = &result {
+                locked(&self.writer).failed = Some(e.to_string());
+            } else {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            synced = locked(&self.synced);
+            synced.syncing = false;
+            if result.is_ok() {
+                synced.upto = synced.upto.max(target);
+            }
+            self.synced_changed.notify_all();
+            if let Err(e) = result {
+                return Err(Error::backend("sync segment", e));
+            }
+        }
+    }
+
+    /// Make everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        let ticket = locked(&self.writer).written;
+        self.wait_durable(ticket)
+    }
+
+    /// `len` bytes at `at`.
+    pub fn read(&self, at: Pos, len: u32) -> Result<Vec<u8>> {
+        let file = self.file(at.segment)?;
+        let mut out = vec![0u8; len as usize];
+        file.read_exact_at(&mut out, at.offset).map_err(|e| {
+            Error::backend(
+                "read segment",
+                format!(
+                    "{}: {len} bytes at {}: {e}",
+                    segment_path(&self.dir, at.segment).display(),
+                    at.offset
+                ),
+            )
+        })?;
+        Ok(out)
+    }
+
+    fn file(&self, segment: u32) -> Result<Arc<File>> {
+        if let Some(f) = self
+            .files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&segment)
+        {
+            return Ok(Arc::clone(f));
+        }
+        let path = segment_path(&self.dir, segment);
+        let file = Arc::new(File::open(&path).map_err(io("open segment", &path))?);
+        self.files
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(segment, Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Durable writes (fdatasyncs) so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the segment files occupy.
+    pub fn size_on_disk(&self) -> u64 {
+        list(&self.dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| std::fs::metadata(segment_path(&self.dir, n)).map_or(0, |m| m.len()))
+            .sum()
+    }
+}
+
+/// Create segment `n`, durably (its directory entry synced).
+fn create(dir: &Path, n: u32) -> Result<File> {
+    let path = segment_path(dir, n);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io("create segment", &path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+impl WriteGuard<'_> {
+    /// Write one record with `body` after the last; where the body starts, and the ticket
+    /// to wait on for its durability.
+    pub fn append(&mut self, body: &[u8]) -> Result<(Pos, u64)> {
+        let result = self.try_append(body);
+        if let Err(e) = &result {
+            self.writer.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn try_append(&mut self, body: &[u8]) -> Result<(Pos, u64)> {
+        let len = u32::try_from(body.len())
+            .map_err(|_| Error::backend("write", "a single write of 4 GiB or more"))?;
+        let size = (HEADER + body.len()) as u64;
+        let w = &mut *self.writer;
+        if w.end > 0 && w.end + size > self.segments.limit {
+            self.roll()?;
+        }
+        let w = &mut *self.writer;
+        let path = || segment_path(&self.segments.dir, w.segment);
+        if w.end + size > w.capacity {
+            // zero-fill ahead, synced with the records (the size changes this once)
+            let grown = (w.end + size).div_ceil(GROW) * GROW;
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = w.capacity;
+            while at < grown {
+                let n = usize::try_from((grown - at).min(zeros.len() as u64)).expect("1 MiB");
+                w.file
+                    .write_all_at(&zeros[..n], at)
+                    .map_err(io("grow segment", &path()))?;
+                at += n as u64;
+            }
+            w.capacity = grown;
+        }
+        let mut record = Vec::with_capacity(HEADER + body.len());
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(&check(w.segment, body));
+        record.extend_from_slice(body);
+        w.file
+            .write_all_at(&record, w.end)
+            .map_err(io("write segment", &path()))?;
+        let body_at = Pos {
+            segment: w.segment,
+            offset: w.end + HEADER as u64,
+        };
+        w.end += size;
+        w.written += size;
+        Ok((body_at, w.written))
+    }
+
+    /// Close the current segment (truncated to its records and synced: everything written
+    /// so far becomes durable) and start the next.
+    fn roll(&mut self) -> Result<()> {
+        self.sync_and_trim()?;
+        let next = self.writer.segment + 1;
+        let file = create(&self.segments.dir, next)?;
+        let file = Arc::new(file);
+        self.segments
+            .files
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(next, Arc::clone(&file));
+        let w = &mut *self.writer;
+        w.segment = next;
+        w.file = file;
+        w.end = 0;
+        w.capacity = 0;
+        Ok(())
+    }
+
+    /// Truncate the current segment to its records and sync it: everything written so far
+    /// is durable when this returns.
+    pub fn sync_and_trim(&mut self) -> Result<()> {
+        let w = &mut *self.writer;
+        let path = segment_path(&self.segments.dir, w.segment);
+        if w.capacity > w.end {
+            w.file
+                .set_len(w.end)
+                .map_err(io("truncate segment", &path))?;
+            w.capacity = w.end;
+        }
+        w.file.sync_all().map_err(io("sync segment", &path))?;
+        self.mark_synced();
+        Ok(())
+    }
+
+    /// Sync the current segment: everything written so far is durable when this returns.
+    pub fn sync(&mut self) -> Result<()> {
+        let path = segment_path(&self.segments.dir, self.writer.segment);
+        let result = self
+            .writer
+            .file
+            .sync_data()
+            .map_err(io("sync segment", &path));
+        if let Err(e) = &result {
+            self.writer.failed = Some(e.to_string());
+        }
+        result?;
+        self.segments.syncs.fetch_add(1, Ordering::Relaxed);
+        self.mark_synced();
+        Ok(())
+    }
+
+    fn mark_synced(&self) {
+        let mut synced = locked(&self.segments.synced);
+        synced.upto = synced.upto.max(self.writer.written);
+        self.segments.synced_changed.notify_all();
+    }
+
+    /// Where the next record goes.
+    pub fn end(&self) -> Pos {
+        Pos {
+            segment: self.writer.segment,
+            offset: self.writer.end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(segments: &Segments, bodies: &[&[u8]]) -> Vec<Pos> {
+        let mut w = segments.writer().unwrap();
+        let out = bodies.iter().map(|b| w.append(b).unwrap().0).collect();
+        drop(w);
+        segments.flush().unwrap();
+        out
+    }
+
+    #[test]
+    fn records_survive_reopen_and_a_torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segments, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
+        assert!(scanned.is_empty());
+        let at = write(&segments, &[b"one", b"two"]);
+        assert_eq!(segments.read(at[1], 3).unwrap(), b"two");
+        let torn_at = segments.writer().unwrap().end();
+        drop(segments);
+        // a torn third record: a header claiming more than is there, then stray bytes
+        let path = segment_path(dir.path(), 0);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[9, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'], torn_at.offset)
+            .unwrap();
+        drop(file);
+
+        let (segments, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
+        let bodies: Vec<_> = scanned.iter().map(|s| s.body.as_slice()).collect();
+        assert_eq!(bodies, vec![&b"one"[..], b"two"]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), torn_at.offset);
+        // new records go where the torn one was, and only they are read back
+        write(&segments, &[b"three"]);
+        drop(segments);
+        let (_, scanned) = Segments::open(dir.path(), torn_at).unwrap();
+        let bodies: Vec<_> = scanned.iter().map(|s| s.body.as_slice()).collect();
+        assert_eq!(
+            bodies,
+            vec![&b"three"[..]],
+            "scanning starts at the checkpoint"
+        );
+    }
+
+    #[test]
+    fn a_record_failing_its_check_ends_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segments, _) = Segments::open(dir.path(), Pos::default()).unwrap();
+        let at = write(&segments, &[b"good", b"flipped", b"after"]);
+        drop(segments);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), 0))
+            .unwrap();
+        file.write_all_at(b"F", at[1].offset).unwrap();
+        drop(file);
+        let (_, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
+        assert_eq!(scanned.len(), 1);
+    }
+
+    #[test]
+    fn segments_roll_over_and_are_all_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segments, _) = Segments::open_with_limit(dir.path(), Pos::default(), 1000).unwrap();
+        let big = vec![5u8; 500];
+        let at = write(&segments, &[&big, &big, b"small"]);
+        assert_eq!(
+            at.iter().map(|p| p.segment).collect::<Vec<_>>(),
+            vec![0, 1, 1]
+        );
+        assert_eq!(segments.read(at[2], 5).unwrap(), b"small");
+        drop(segments);
+        let (_, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
+        assert_eq!(scanned.len(), 3);
+        assert_eq!(scanned[2].body_at, at[2]);
+    }
+}
