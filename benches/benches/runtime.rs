@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use retrace_benches::{Samples, bench_dir};
+use retrace_benches::{Samples, bench_dir, dir_size};
 use retrace_events::RunId;
 use retrace_providers::{Cassette, Scripted, ScriptedReply, ToolCall};
 use retrace_replay::{SnapshotPolicy, state_at_head};
@@ -219,20 +219,4 @@ fn prose(seed: u64, bytes: usize) -> String {
         out.push(if x.is_multiple_of(11) { '\n' } else { ' ' });
     }
     out
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .map(|e| {
-                let path = e.path();
-                if path.is_dir() {
-                    dir_size(&path)
-                } else {
-                    e.metadata().map_or(0, |m| m.len())
-                }
-            })
-            .sum()
-    })
 }

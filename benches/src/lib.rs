@@ -62,3 +62,20 @@ pub fn bench_dir() -> tempfile::TempDir {
         .tempdir_in(base)
         .expect("bench dir")
 }
+
+/// Bytes of every file under `dir` (a closed store's size on disk).
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    dir_size(&path)
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    })
+}

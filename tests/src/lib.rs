@@ -61,12 +61,12 @@ pub mod tamper {
     use std::time::Duration;
 
     use retrace_events::{BlobId, RunId};
-    use retrace_store_sled::layout::{self, Loc};
+    use retrace_store_sled::SledStore;
+    use retrace_store_sled::layout::{self, Pos};
     use retrace_store_sled::segments::segment_path;
 
     /// Open the sled database of the store in `dir` directly. Retries while sled's IO pool
-    /// still holds the lock of a store closed a moment ago. (A store closed cleanly has
-    /// checkpointed, so sled's index covers every record.)
+    /// still holds the lock of a store closed a moment ago.
     pub fn open_raw(dir: &Path) -> sled::Db {
         let db_dir = dir.join(layout::SLED_DIR);
         for _ in 0..100 {
@@ -80,8 +80,22 @@ pub mod tamper {
             .expect("open sled files")
     }
 
-    /// Flip one bit of the byte at `offset` of segment file `segment` of the store in `dir`.
-    fn flip(dir: &Path, at: layout::Pos) {
+    /// Ask the (closed) store in `dir` where something lies, then close it again.
+    fn locate<T>(dir: &Path, find: impl FnOnce(&SledStore) -> T) -> T {
+        for _ in 0..100 {
+            match SledStore::open(dir) {
+                Ok(store) => return find(&store),
+                Err(retrace_store::Error::Locked { .. }) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("open store to locate: {e}"),
+            }
+        }
+        panic!("store stayed locked");
+    }
+
+    /// Flip one bit of the byte at `at` in the segment files of the store in `dir`.
+    fn flip(dir: &Path, at: Pos) {
         let path = segment_path(&dir.join(layout::SEGMENTS_DIR), at.segment);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -98,61 +112,30 @@ pub mod tamper {
     /// Flip one bit of byte `at` (clamped) of the stored event at `seq` of `run`'s own log,
     /// in its segment file.
     pub fn flip_event_byte(dir: &Path, run: &RunId, seq: u64, at: usize) {
-        let (key, loc) = {
-            let db = open_raw(dir);
-            let log = db.open_tree(layout::LOG).expect("log tree");
-            let (key, value) = log
-                .range(layout::log_key(run, 0)..=layout::log_key(run, seq))
-                .next_back()
-                .expect("run has a chunk at or before seq")
-                .expect("read index");
-            (key, Loc::decode(&value, || "chunk".into()).expect("loc"))
-        };
-        let first = layout::log_key_seq(&key).expect("key");
-        let path = segment_path(&dir.join(layout::SEGMENTS_DIR), loc.at.segment);
-        let mut chunk = vec![0u8; loc.len as usize];
-        std::fs::File::open(path)
-            .expect("segment")
-            .read_exact_at(&mut chunk, loc.at.offset)
-            .expect("read chunk");
-        // walk the chunk (count, then id | len | bytes per event) to the event's bytes
-        let mut offset = 4u64;
-        for event in layout::decode_chunk(run, first, &chunk).expect("chunk decodes") {
-            offset += 32 + 4;
-            if event.seq == seq {
-                let at = at.min(event.bytes.len() - 1) as u64;
-                flip(
-                    dir,
-                    layout::Pos {
-                        segment: loc.at.segment,
-                        offset: loc.at.offset + offset + at,
-                    },
-                );
-                return;
-            }
-            offset += event.bytes.len() as u64;
-        }
-        panic!("seq {seq} is not in its chunk");
+        let (pos, len) = locate(dir, |s| s.locate_event(run, seq))
+            .expect("locate event")
+            .expect("event stored");
+        flip(
+            dir,
+            Pos {
+                offset: pos.offset + at.min(len - 1) as u64,
+                ..pos
+            },
+        );
     }
 
     /// Flip one bit of byte `at` (clamped) of a stored blob's value, in its segment file
     /// (after the codec byte: for a blob stored raw, a byte of the blob itself).
     pub fn flip_blob_byte(dir: &Path, blob: &BlobId, at: usize) {
-        let loc = {
-            let db = open_raw(dir);
-            let blobs = db.open_tree(layout::BLOBS).expect("blobs tree");
-            let value = blobs
-                .get(blob.as_bytes())
-                .expect("read")
-                .expect("blob stored");
-            Loc::decode(&value, || "blob".into()).expect("loc")
-        };
+        let loc = locate(dir, |s| s.locate_blob(blob))
+            .expect("locate blob")
+            .expect("blob stored");
         let at = at.min(loc.len as usize - 2) as u64;
         flip(
             dir,
-            layout::Pos {
-                segment: loc.at.segment,
+            Pos {
                 offset: loc.at.offset + 1 + at,
+                ..loc.at
             },
         );
     }

@@ -232,7 +232,7 @@ fn store_of_another_format_version_is_refused_untouched() {
         .unwrap()
         .unwrap();
     assert_eq!(&*format, b"retrace-sled-9/events-9");
-    assert_eq!(db.open_tree(layout::LOG).unwrap().len(), 1);
+    assert_eq!(db.open_tree(layout::RUNS).unwrap().len(), 1);
 }
 
 #[test]
@@ -299,6 +299,44 @@ fn acknowledged_appends_survive_reopening() {
             .unwrap()
             .is_ok()
     );
+}
+
+#[test]
+fn index_survives_many_checkpoints_and_merges_and_stays_a_few_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = retrace_store_sled::Options {
+        checkpoint_bytes: 16 << 10,
+    };
+    let run = run_id(1);
+    let (head, stats) = {
+        let store = SledStore::open_with(dir.path(), options).unwrap();
+        store.create_run(NewRun::new(run, Timestamp(0))).unwrap();
+        // append_n puts one small blob per event: about 200 checkpoints in all
+        let head = append_n(&store, run, 20_000, 7);
+        (head, store.stats().unwrap())
+    };
+    let tables = std::fs::read_dir(dir.path().join(layout::INDEX_DIR))
+        .unwrap()
+        .count();
+    assert!(
+        (1..=12).contains(&tables),
+        "{tables} index tables for ~200 checkpoints"
+    );
+    let store = SledStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        store.replayed_on_open(),
+        0,
+        "a clean close leaves nothing to scan"
+    );
+    assert_eq!(store.require_run(&run).unwrap().head, Some(head));
+    assert_eq!(store.stats().unwrap(), stats);
+    assert_eq!(stats.events, 20_000);
+    let report = verify_run(&store, &run, VerifyOptions::default()).unwrap();
+    assert!(report.is_ok(), "{}", report.problem.unwrap());
+    for seq in [0, 1, 6_999, 7_000, 7_001, 19_999] {
+        assert!(store.event_id_at(&run, seq).unwrap().is_some(), "seq {seq}");
+    }
+    assert_eq!(store.event_id_at(&run, 20_000).unwrap(), None);
 }
 
 #[test]

@@ -1,22 +1,25 @@
-//! The index from blob ids and `(run, seq)` to [`Loc`]s in the segment files.
+//! The index from blob ids and `(run, first seq)` to [`Loc`]s in the segment files.
 //!
 //! Entries for records written since the last checkpoint are held in memory (the *tail*);
-//! a checkpoint moves them into sled's `blobs` and `log` trees in one batch and records in
-//! `meta` the segment position up to which those trees are complete. Opening rebuilds the
-//! tail by scanning the segments from that position, so the tail is never lost.
+//! a checkpoint writes them as a new [index table](crate::tables), merges tables so that
+//! each is at least twice the size of the next newer one (so there are O(log n) of them),
+//! and the store records the table list with the segment position it covers. Opening
+//! rebuilds the tail by scanning the segments from that position, so the tail is never
+//! lost.
 //!
-//! Readers look in the tail first, then in sled: a checkpoint inserts into sled before it
-//! empties the tail, so an entry is always in at least one of the places a reader looks
-//! when it looks there.
+//! Readers look in the tail first, then in the tables, newest first: a checkpoint installs
+//! its tables before it empties the tail, under the tail's lock, so an entry is always in
+//! at least one of the places a reader looks when it looks there.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use retrace_events::{BlobId, RunId};
 use retrace_store::{Error, Result};
-use sled::Tree;
 
 use crate::layout::{self, Loc};
+use crate::tables::{self, Kind, Table};
 
 /// In-memory entries since the last checkpoint.
 #[derive(Debug, Default)]
@@ -27,30 +30,70 @@ struct Tail {
     bytes: u64,
 }
 
-/// Blob and log index: tail in memory, the rest in sled.
+type Tables = Arc<Vec<Arc<Table>>>;
+
+/// Blob and log index: the tail in memory, the rest in tables.
 #[derive(Debug)]
 pub struct Index {
+    dir: PathBuf,
     tail: Mutex<Tail>,
-    blobs: Tree,
-    log: Tree,
+    /// Newest first.
+    tables: RwLock<Tables>,
 }
 
-fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> Error {
-    move |e| Error::backend(op, e)
+/// Tables written by a checkpoint, not yet in use: the store records
+/// [`Self::numbers`] durably, then [`Index::install`]s them.
+#[derive(Debug)]
+pub struct Prepared {
+    tables: Vec<Arc<Table>>,
+    retired: Vec<Arc<Table>>,
+}
+
+impl Prepared {
+    /// The table numbers to record, newest first.
+    pub fn numbers(&self) -> Vec<u32> {
+        self.tables.iter().map(|t| t.number).collect()
+    }
+}
+
+fn loc_of_key(key: &[u8]) -> Result<[u8; 24]> {
+    key.try_into().map_err(|_| Error::Corrupt {
+        what: format!("log index key of {} bytes", key.len()),
+    })
 }
 
 impl Index {
-    /// The index over sled's `blobs` and `log` trees, with an empty tail.
-    pub fn new(blobs: Tree, log: Tree) -> Self {
-        Self {
-            tail: Mutex::new(Tail::default()),
-            blobs,
-            log,
+    /// Open the index tables `numbers` (newest first) in `dir`, with an empty tail; any
+    /// other table there is left over from an interrupted checkpoint and is removed.
+    pub fn open(dir: &Path, numbers: &[u32]) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::backend("create index directory", format!("{}: {e}", dir.display()))
+        })?;
+        for stale in tables::list(dir)? {
+            if !numbers.contains(&stale) {
+                let path = tables::table_path(dir, stale);
+                std::fs::remove_file(&path).map_err(|e| {
+                    Error::backend("remove index table", format!("{}: {e}", path.display()))
+                })?;
+            }
         }
+        let tables = numbers
+            .iter()
+            .map(|&n| Table::open(dir, n).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tail: Mutex::new(Tail::default()),
+            tables: RwLock::new(Arc::new(tables)),
+        })
     }
 
     fn tail(&self) -> MutexGuard<'_, Tail> {
         self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tables(&self) -> Tables {
+        Arc::clone(&self.tables.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Where blob `id` is stored.
@@ -58,11 +101,12 @@ impl Index {
         if let Some(loc) = self.tail().blobs.get(id) {
             return Ok(Some(*loc));
         }
-        self.blobs
-            .get(id.as_bytes())
-            .map_err(backend("read blob index"))?
-            .map(|v| Loc::decode(&v, || format!("blob {id}")))
-            .transpose()
+        for table in self.tables().iter() {
+            if let Some(loc) = table.get(Kind::Blobs, id.as_bytes())? {
+                return Ok(Some(loc));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether blob `id` was written since the last checkpoint.
@@ -94,7 +138,7 @@ impl Index {
         self.tail().bytes
     }
 
-    /// The chunks of `run` with keys in `from..=to`, in order.
+    /// The chunks with keys in `from..=to`, in order.
     pub fn chunks(&self, from: [u8; 24], to: [u8; 24]) -> Result<Vec<([u8; 24], Loc)>> {
         let mut out: BTreeMap<[u8; 24], Loc> = self
             .tail()
@@ -102,13 +146,10 @@ impl Index {
             .range(from..=to)
             .map(|(k, v)| (*k, *v))
             .collect();
-        for entry in self.log.range(from..=to) {
-            let (key, value) = entry.map_err(backend("read log index"))?;
-            let key: [u8; 24] = key.as_ref().try_into().map_err(|_| Error::Corrupt {
-                what: format!("log index key of {} bytes", key.len()),
-            })?;
-            out.entry(key)
-                .or_insert(Loc::decode(&value, || log_entry_name(&key))?);
+        for table in self.tables().iter() {
+            for (key, loc) in table.range(Kind::Log, &from, &to)? {
+                out.entry(loc_of_key(&key)?).or_insert(loc);
+            }
         }
         Ok(out.into_iter().collect())
     }
@@ -116,103 +157,101 @@ impl Index {
     /// The last chunk of `run` starting at or before `seq`.
     pub fn chunk_at_or_before(&self, run: &RunId, seq: u64) -> Result<Option<([u8; 24], Loc)>> {
         let (from, to) = (layout::log_key(run, 0), layout::log_key(run, seq));
-        let in_tail = self
+        let mut best = self
             .tail()
             .log
             .range(from..=to)
             .next_back()
             .map(|(k, v)| (*k, *v));
-        let in_sled = self
-            .log
-            .range(from..=to)
-            .next_back()
-            .transpose()
-            .map_err(backend("read log index"))?;
-        let in_sled = match in_sled {
-            Some((key, value)) => {
-                let key: [u8; 24] = key.as_ref().try_into().map_err(|_| Error::Corrupt {
-                    what: format!("log index key of {} bytes", key.len()),
-                })?;
-                Some((key, Loc::decode(&value, || log_entry_name(&key))?))
+        for table in self.tables().iter() {
+            if let Some((key, loc)) = table.last_at_or_below(Kind::Log, &to)? {
+                let key = loc_of_key(&key)?;
+                if key >= from && best.is_none_or(|(b, _)| key > b) {
+                    best = Some((key, loc));
+                }
             }
-            None => None,
-        };
-        Ok(match (in_tail, in_sled) {
-            (Some(t), Some(s)) => Some(if t.0 >= s.0 { t } else { s }),
-            (t, s) => t.or(s),
-        })
+        }
+        Ok(best)
     }
 
-    /// Move the tail into sled (the caller holds the writer lock, has synced the segments,
-    /// and flushes sled afterwards with the new checkpoint position).
-    pub fn save_tail(&self) -> Result<()> {
+    /// Write the tail as a table and merge (the caller holds the writer lock and has
+    /// synced the segments), numbering new tables from `next`.
+    pub fn prepare_checkpoint(&self) -> Result<Prepared> {
         let (blobs, log) = {
             let tail = self.tail();
-            (
-                tail.blobs.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
-                tail.log.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
-            )
+            let mut blobs: Vec<([u8; 32], Loc)> = tail
+                .blobs
+                .iter()
+                .map(|(k, v)| (*k.as_bytes(), *v))
+                .collect();
+            blobs.sort_unstable_by_key(|(k, _)| *k);
+            let log: Vec<([u8; 24], Loc)> = tail.log.iter().map(|(k, v)| (*k, *v)).collect();
+            (blobs, log)
         };
-        let mut batch = sled::Batch::default();
-        for (id, loc) in blobs {
-            batch.insert(id.as_bytes(), &loc.encode()[..]);
+        let mut tables: Vec<Arc<Table>> = self.tables().iter().cloned().collect();
+        let mut next = tables::list(&self.dir)?.last().map_or(0, |n| n + 1);
+        let mut retired = Vec::new();
+        if !blobs.is_empty() || !log.is_empty() {
+            tables.insert(0, Arc::new(Table::write(&self.dir, next, &blobs, &log)?));
+            next += 1;
         }
-        self.blobs
-            .apply_batch(batch)
-            .map_err(backend("checkpoint blob index"))?;
-        let mut batch = sled::Batch::default();
-        for (key, loc) in log {
-            batch.insert(&key[..], &loc.encode()[..]);
+        // keep each table at least twice the size of the next newer one
+        while tables.len() >= 2 && tables[0].len() * 2 >= tables[1].len() {
+            let (newer, older) = (tables.remove(0), tables.remove(0));
+            let (blobs, log) = tables::merge(&[&newer, &older])?;
+            tables.insert(0, Arc::new(Table::write(&self.dir, next, &blobs, &log)?));
+            next += 1;
+            for table in [newer, older] {
+                retired.push(table);
+            }
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(backend("checkpoint log index"))
+        Ok(Prepared { tables, retired })
     }
 
-    /// Forget the tail, once [`Self::save_tail`] is flushed.
-    pub fn clear_tail(&self) {
-        *self.tail() = Tail::default();
+    /// Start using a checkpoint's tables (once recorded) and forget the tail they hold.
+    pub fn install(&self, prepared: Prepared) {
+        {
+            let mut tail = self.tail();
+            *self.tables.write().unwrap_or_else(PoisonError::into_inner) =
+                Arc::new(prepared.tables);
+            *tail = Tail::default();
+        }
+        for table in prepared.retired {
+            // a table merged by this very checkpoint was never recorded; either way it is
+            // unused now, and a leftover file is removed at the next open
+            if let Err(e) = table.remove() {
+                tracing::warn!(error = %e, "could not remove a merged index table");
+            }
+        }
     }
 
     /// Every chunk and blob entry: `(events, chunks, blobs, blob bytes)`.
     pub fn totals(&self) -> Result<(u64, u64, u64, u64)> {
-        let (mut events, mut chunks, mut blobs, mut blob_bytes) = (0, 0, 0, 0);
-        let (tail_blobs, tail_log) = {
+        let (mut blobs, mut log): (HashMap<[u8; 32], Loc>, HashMap<[u8; 24], Loc>) = {
             let tail = self.tail();
-            (tail.blobs.clone(), tail.log.clone())
+            (
+                tail.blobs
+                    .iter()
+                    .map(|(k, v)| (*k.as_bytes(), *v))
+                    .collect(),
+                tail.log.iter().map(|(k, v)| (*k, *v)).collect(),
+            )
         };
-        for entry in &self.log {
-            let (key, value) = entry.map_err(backend("stats"))?;
-            let loc = Loc::decode(&value, || "a log chunk".to_owned())?;
-            if <[u8; 24]>::try_from(key.as_ref()).is_ok_and(|k| tail_log.contains_key(&k)) {
-                continue; // also in the tail, counted below
+        for table in self.tables().iter() {
+            for (key, loc) in table.all(Kind::Blobs)? {
+                if let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) {
+                    blobs.entry(key).or_insert(loc);
+                }
             }
-            events += u64::from(loc.count);
-            chunks += 1;
-        }
-        for entry in &self.blobs {
-            let (key, value) = entry.map_err(backend("stats"))?;
-            let loc = Loc::decode(&value, || "a blob".to_owned())?;
-            if BlobId::from_slice(&key).is_some_and(|id| tail_blobs.contains_key(&id)) {
-                continue;
+            for (key, loc) in table.all(Kind::Log)? {
+                log.entry(loc_of_key(&key)?).or_insert(loc);
             }
-            blobs += 1;
-            blob_bytes += u64::from(loc.count);
         }
-        for loc in tail_log.values() {
-            events += u64::from(loc.count);
-            chunks += 1;
-        }
-        for loc in tail_blobs.values() {
-            blobs += 1;
-            blob_bytes += u64::from(loc.count);
-        }
-        Ok((events, chunks, blobs, blob_bytes))
+        Ok((
+            log.values().map(|l| u64::from(l.count)).sum(),
+            log.len() as u64,
+            blobs.len() as u64,
+            blobs.values().map(|l| u64::from(l.count)).sum(),
+        ))
     }
-}
-
-fn log_entry_name(key: &[u8; 24]) -> String {
-    let run = RunId::from_slice(&key[..16]).map_or_else(|| "?".to_owned(), |r| r.to_string());
-    let seq = u64::from_be_bytes(key[16..].try_into().expect("8 bytes"));
-    format!("run {run} chunk at seq {seq}")
 }

@@ -1,21 +1,23 @@
-//! On-disk layout of a store directory: `segments/` (append-only files holding every blob,
-//! event and run ref, see the `segments` module) and `sled/` (a sled database indexing
-//! them). In the database, these trees:
+//! On-disk layout of a store directory:
+//!
+//! - `segments/`: append-only files holding every blob, event and run ref (see the
+//!   `segments` module), one [`Record`] per write;
+//! - `index/`: immutable tables mapping blob ids and `(run, first seq)` to [`Loc`]s in the
+//!   segments (see the `tables` module);
+//! - `sled/`: a sled database with these trees:
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `log` | RunId ++ first seq (big-endian u64) | [`Loc`] of a [chunk](encode_chunk) of events |
-//! | `blobs` | BlobId (32 bytes) | [`Loc`] of the stored blob |
 //! | `runs` | RunId (16 bytes) | run ref: bincode of `RunInfo`, head left out |
 //! | `snapshots` | EventId | snapshot bytes (a cache; may be dropped) |
 //! | `meta` | `format` | [`format_value`] |
-//! | `meta` | `checkpoint` | [`Pos`] up to which the index trees are complete |
+//! | `meta` | `checkpoint` | [`Checkpoint`]: the index tables in use and the segment position they cover |
 //!
-//! Why payloads live outside sled: sled costs about 17 µs per written entry and rewrites
-//! what it holds as it compacts, which made the store use 4–5 KB of disk per agent step
-//! holding ~1.2 KB of data (measured on the reference machine). Segment files are written
-//! once, in order, and only indexes go into sled, in batches at checkpoints
-//! (WiscKey-style: keys in the tree, values in a log).
+//! Why payloads and indexes live outside sled: sled costs about 17 µs per written entry,
+//! and spends 220–300 bytes of disk per small index entry as it rewrites pages, which made
+//! the store use 4–5 KB per agent step holding ~1.5 KB of data (measured on the reference
+//! machine). Segment files are written once, in order; index entries are batched into
+//! tables at checkpoints (WiscKey-style: values in a log, keys in a sorted index).
 //!
 //! A record in a segment (see [`Record`]) is one write: an append's events are a single
 //! record, however many chunks they fill, so a crash leaves an append wholly present or
@@ -30,9 +32,11 @@ use retrace_store::{Error, Result, RunInfo, StoredEvent};
 pub const SLED_DIR: &str = "sled";
 /// Subdirectory holding the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
+/// Subdirectory holding the index tables.
+pub const INDEX_DIR: &str = "index";
 
 /// sled's segment (and IO buffer) size. Opening reads back up to a segment of sled's log,
-/// so smaller opens faster, while small segments waste space; sled now holds only indexes.
+/// so smaller opens faster; sled holds only run refs, snapshots and metadata.
 /// sled refuses to reopen a database with another value.
 pub const SLED_SEGMENT_BYTES: usize = 1 << 20;
 
@@ -68,10 +72,6 @@ pub fn check_dir(dir: &std::path::Path) -> Result<()> {
     }
 }
 
-/// Tree indexing run logs (chunks of events by run and first seq).
-pub const LOG: &str = "log";
-/// Tree indexing blobs by id.
-pub const BLOBS: &str = "blobs";
 /// Tree of run refs by run id.
 pub const RUNS: &str = "runs";
 /// Tree of snapshots by event id.
@@ -80,7 +80,7 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const META: &str = "meta";
 /// Key in [`META`] holding the format.
 pub const FORMAT_KEY: &str = "format";
-/// Key in [`META`] holding the checkpoint [`Pos`].
+/// Key in [`META`] holding the [`Checkpoint`].
 pub const CHECKPOINT_KEY: &str = "checkpoint";
 /// Most events in one chunk; bounds what a single-seq lookup reads.
 pub const CHUNK_EVENTS: usize = 256;
@@ -116,6 +116,44 @@ impl Pos {
         Ok(Self {
             segment: u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")),
             offset: u64::from_le_bytes(bytes[4..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// What the last checkpoint made durable: the index tables in use (newest first), complete
+/// for every record before `pos` in the segments.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// Where the records not in the tables start.
+    pub pos: Pos,
+    /// Index table numbers, newest first.
+    pub tables: Vec<u32>,
+}
+
+impl Checkpoint {
+    /// `pos` (12 bytes), then each table number (u32 LE).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.pos.encode().to_vec();
+        for n in &self.tables {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out
+    }
+
+    /// Inverse of [`Self::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let corrupt = || Error::Corrupt {
+            what: format!("checkpoint record of {} bytes", bytes.len()),
+        };
+        if bytes.len() < 12 || !(bytes.len() - 12).is_multiple_of(4) {
+            return Err(corrupt());
+        }
+        Ok(Self {
+            pos: Pos::decode(&bytes[..12])?,
+            tables: bytes[12..]
+                .chunks_exact(4)
+                .map(|n| u32::from_le_bytes(n.try_into().expect("4 bytes")))
+                .collect(),
         })
     }
 }

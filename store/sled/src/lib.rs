@@ -39,6 +39,7 @@
 mod index;
 pub mod layout;
 pub mod segments;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -55,12 +56,24 @@ use retrace_store::{
 use sled::Tree;
 
 use index::Index;
-use layout::{Loc, Pos, Record};
+use layout::{Checkpoint, Loc, Pos, Record};
 use segments::Segments;
 
-/// Segment bytes written since the last checkpoint that trigger the next one. Bounds the
-/// index held in memory and what opening after a crash scans.
-const CHECKPOINT_BYTES: u64 = 2 << 20;
+/// Settings of an open store (none of them change what is on disk).
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Segment bytes written since the last checkpoint that trigger the next one. Bounds
+    /// the index held in memory and what opening after a crash scans.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            checkpoint_bytes: 2 << 20,
+        }
+    }
+}
 
 /// One lock per run, holding the run's ref once loaded. Writes to a run are serialised under
 /// it (that is what makes the head check a compare-and-swap), and since this process is the
@@ -95,6 +108,7 @@ pub struct SledStore {
     segments: Segments,
     /// A checkpoint is under way (one at a time; writers do not wait for it).
     checkpointing: AtomicBool,
+    options: Options,
     replayed: usize,
     run_locks: RunLocks,
     watchers: Watchers,
@@ -191,6 +205,11 @@ impl SledStore {
     /// Open (or create) the store in `path`. Fails with [`Error::Locked`] if another process
     /// holds it and [`Error::FormatVersion`] if it was written by another format version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// [`Self::open`] with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         layout::check_dir(&path)?;
         let db = open_db(&path.join(layout::SLED_DIR))?;
@@ -201,17 +220,19 @@ impl SledStore {
         let checkpoint = meta
             .get(layout::CHECKPOINT_KEY)
             .map_err(backend("read checkpoint"))?
-            .map(|v| Pos::decode(&v))
+            .map(|v| Checkpoint::decode(&v))
             .transpose()?
             .unwrap_or_default();
-        let (segments, scanned) = Segments::open(&path.join(layout::SEGMENTS_DIR), checkpoint)?;
+        let index = Index::open(&path.join(layout::INDEX_DIR), &checkpoint.tables)?;
+        let (segments, scanned) = Segments::open(&path.join(layout::SEGMENTS_DIR), checkpoint.pos)?;
         let store = Self {
-            index: Index::new(tree(layout::BLOBS)?, tree(layout::LOG)?),
+            index,
             runs: tree(layout::RUNS)?,
             snapshots: tree(layout::SNAPSHOTS)?,
             meta,
             segments,
             checkpointing: AtomicBool::new(false),
+            options,
             replayed: scanned.len(),
             run_locks: RunLocks::default(),
             watchers: Watchers::default(),
@@ -297,9 +318,45 @@ impl SledStore {
         self.replayed
     }
 
-    /// Bytes the store occupies on disk: segment files and the sled database.
+    /// Bytes the store occupies on disk: segment files, index tables and the sled
+    /// database.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk().map_err(backend("size_on_disk"))? + self.segments.size_on_disk())
+        let index = std::fs::read_dir(self.path.join(layout::INDEX_DIR))
+            .map_err(|e| Error::backend("size_on_disk", e))?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum::<u64>();
+        Ok(self.db.size_on_disk().map_err(backend("size_on_disk"))?
+            + self.segments.size_on_disk()
+            + index)
+    }
+
+    /// Where blob `id` is stored in the segment files (for tools and tests that inspect
+    /// the files themselves).
+    pub fn locate_blob(&self, id: &BlobId) -> Result<Option<Loc>> {
+        self.index.blob(id)
+    }
+
+    /// Where the bytes of the event at `seq` of `run`'s own log are stored, and their
+    /// length.
+    pub fn locate_event(&self, run: &RunId, seq: u64) -> Result<Option<(Pos, usize)>> {
+        let Some((key, loc)) = self.index.chunk_at_or_before(run, seq)? else {
+            return Ok(None);
+        };
+        // walk the chunk: count, then id | len | bytes per event
+        let mut offset = 4u64;
+        for event in self.read_chunk(run, &key, loc)? {
+            offset += 32 + 4;
+            if event.seq == seq {
+                let at = Pos {
+                    segment: loc.at.segment,
+                    offset: loc.at.offset + offset,
+                };
+                return Ok(Some((at, event.bytes.len())));
+            }
+            offset += event.bytes.len() as u64;
+        }
+        Ok(None)
     }
 
     /// Write `record` as one segment record and index it; the durability ticket.
@@ -313,7 +370,7 @@ impl SledStore {
     /// Move the in-memory index into sled if it has grown large (one checkpoint at a time;
     /// writers meanwhile wait on the writer lock, readers do not).
     fn maybe_checkpoint(&self) -> Result<()> {
-        if self.index.tail_bytes() < CHECKPOINT_BYTES
+        if self.index.tail_bytes() < self.options.checkpoint_bytes
             || self.checkpointing.swap(true, Ordering::AcqRel)
         {
             return Ok(());
@@ -335,12 +392,16 @@ impl SledStore {
         } else {
             w.sync()?;
         }
-        self.index.save_tail()?;
+        let prepared = self.index.prepare_checkpoint()?;
+        let checkpoint = Checkpoint {
+            pos: w.end(),
+            tables: prepared.numbers(),
+        };
         self.meta
-            .insert(layout::CHECKPOINT_KEY, &w.end().encode()[..])
+            .insert(layout::CHECKPOINT_KEY, checkpoint.encode())
             .map_err(backend("checkpoint"))?;
         self.db.flush().map_err(backend("checkpoint"))?;
-        self.index.clear_tail();
+        self.index.install(prepared);
         Ok(())
     }
 

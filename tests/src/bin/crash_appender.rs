@@ -9,14 +9,19 @@ use std::sync::Mutex;
 use anyhow::Context;
 use retrace_events::{Event, EventKind, Timestamp};
 use retrace_store::{NewRun, Store};
-use retrace_store_sled::SledStore;
+use retrace_store_sled::{Options, SledStore};
 use retrace_tests::{LARGE_APPEND, crash_runs, payload};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::args()
         .nth(1)
         .context("usage: crash_appender STORE_DIR")?;
-    let store = SledStore::open(&dir).with_context(|| format!("opening {dir}"))?;
+    // Checkpoints (index tables written and merged) every few appends, so kills also land
+    // in the middle of them.
+    let options = Options {
+        checkpoint_bytes: 32 << 10,
+    };
+    let store = SledStore::open_with(&dir, options).with_context(|| format!("opening {dir}"))?;
     for run in crash_runs() {
         if store.run(&run)?.is_none() {
             store.create_run(NewRun::new(run, Timestamp(0)))?;
