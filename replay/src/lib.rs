@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod apply;
+pub mod describe;
 mod diff;
 mod fold;
 mod fork;

@@ -128,6 +128,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         edit: Option<PathBuf>,
     },
+    /// Open the inspector: a window to travel through runs, event by event, with the state
+    /// at each.
+    Inspect {
+        /// RUN or RUN@SEQ to show first (default: the run list).
+        at: Option<String>,
+    },
     /// Recompute every event and blob hash of a run (or of all runs) and the parent chain;
     /// report the first mismatch. Exits non-zero if anything is wrong.
     Verify {

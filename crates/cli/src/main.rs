@@ -3,7 +3,7 @@
 
 mod cli;
 mod commands;
-mod output;
+use retrace_replay::describe as output;
 mod store_access;
 mod target;
 

@@ -3,6 +3,7 @@
 mod approve;
 mod diff;
 mod fork;
+mod inspect;
 mod log;
 mod resolve;
 mod run;
@@ -65,5 +66,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { at, json } => show::run(&cli.store, &at, json),
         Command::Diff { a, b, json } => diff::run(&cli.store, &a, &b, json),
         Command::Fork { at, edit } => fork::run(&cli.store, &at, edit.as_deref()),
+        Command::Inspect { at } => inspect::run(&cli.store, at.as_deref()),
     }
 }

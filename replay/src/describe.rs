@@ -1,9 +1,11 @@
-//! Formatting shared by commands: times, ids and one-line event summaries.
+//! How events, statuses, amounts and times read to a person: one wording for the CLI and
+//! the inspector. (Formatting a recorded timestamp reads no clock.)
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use retrace_events::{Decision, Event, EventKind, Outcome, Timestamp};
-use retrace_replay::Status;
+
+use crate::Status;
 
 /// RFC 3339 UTC with milliseconds.
 pub fn time(at: Timestamp) -> String {

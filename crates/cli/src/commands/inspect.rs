@@ -1,0 +1,35 @@
+//! `retrace inspect [RUN[@SEQ]]`: the inspector window over the store.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use retrace_inspector::Target;
+use retrace_store::Store;
+
+use crate::{store_access, target};
+
+pub fn run(dir: &Path, at: Option<&str>) -> anyhow::Result<ExitCode> {
+    let store = store_access::open_existing(dir)?;
+    // A bad RUN[@SEQ] is an error here, before a window opens; `RUN` alone starts at the
+    // head, `RUN@SEQ` at that event.
+    let target = match at {
+        Some(text) => {
+            let resolved = target::resolve(&store, text)?;
+            Target {
+                run: Some(resolved.run),
+                seq: Some(resolved.seq),
+            }
+        }
+        None => Target::default(),
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    retrace_inspector::run(store, &dir.display().to_string(), target)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context(
+            "could not open the inspector window (is there a display? set DISPLAY, or run \
+             under Xvfb)",
+        )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,278 @@
+//! The inspector: what it holds between frames, the frame itself, and how commands change
+//! it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use retrace_events::RunId;
+use retrace_store::Store;
+
+use crate::command::{Command, stepped};
+use crate::panels;
+use crate::source::{Detail, PAGE, Reply, Request, Row, RunRow, Source};
+
+/// What to show first: a run, and optionally an event of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Target {
+    /// The run.
+    pub run: Option<RunId>,
+    /// The event (seq); the newest if not given.
+    pub seq: Option<u64>,
+}
+
+/// The inspector's state between frames.
+#[derive(Debug)]
+pub struct Inspector {
+    pub(crate) source: Source,
+    pub(crate) runs: Vec<RunRow>,
+    pub(crate) runs_loaded: bool,
+    pub(crate) error: Option<String>,
+    pub(crate) filter: String,
+    /// The run shown, its length, and the cursor in it.
+    pub(crate) selected: Option<RunId>,
+    pub(crate) len: u64,
+    pub(crate) cursor: u64,
+    pub(crate) follow_head: bool,
+    /// Timeline rows by page start.
+    pub(crate) pages: BTreeMap<u64, Vec<Row>>,
+    requested: BTreeSet<u64>,
+    pub(crate) detail: Option<Detail>,
+    /// Scroll the timeline to the cursor on the next frame.
+    pub(crate) scroll_to_cursor: bool,
+    /// What to show once the run list arrives.
+    pending_target: Target,
+    commands: Vec<Command>,
+    /// When the run list was last asked for again (seconds of UI time).
+    last_poll: f64,
+}
+
+impl Inspector {
+    /// An inspector over `store`, showing `target` once loaded; `wake` repaints the UI when
+    /// data arrives from the background.
+    pub fn new(store: Arc<dyn Store>, target: Target, wake: impl Fn() + Send + 'static) -> Self {
+        let mut source = Source::spawn(store, wake);
+        source.request(Request::Runs);
+        Self {
+            source,
+            runs: Vec::new(),
+            runs_loaded: false,
+            error: None,
+            filter: String::new(),
+            selected: None,
+            len: 0,
+            cursor: 0,
+            follow_head: false,
+            pages: BTreeMap::new(),
+            requested: BTreeSet::new(),
+            detail: None,
+            scroll_to_cursor: false,
+            pending_target: target,
+            commands: Vec::new(),
+            last_poll: 0.0,
+        }
+    }
+
+    /// Whether data is still on its way (tests wait for this to settle).
+    pub fn busy(&self) -> bool {
+        self.source.busy()
+    }
+
+    /// The run shown and the cursor's seq.
+    pub fn position(&self) -> Option<(RunId, u64)> {
+        self.selected.map(|r| (r, self.cursor))
+    }
+
+    /// Queue a command (panels call this while drawing).
+    pub(crate) fn command(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    /// Draw one frame into `ui`, then apply what it asked for.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.take_replies();
+        panels::keyboard(self, ui);
+        panels::top_bar(self, ui);
+        egui::Panel::left("runs")
+            .resizable(true)
+            .default_size(300.0)
+            .show(ui, |ui| panels::runs(self, ui));
+        egui::Panel::right("detail")
+            .resizable(true)
+            .default_size(520.0)
+            .show(ui, |ui| panels::detail(self, ui));
+        egui::CentralPanel::default().show(ui, |ui| panels::timeline(self, ui));
+        let commands = std::mem::take(&mut self.commands);
+        for command in commands {
+            self.apply(command);
+        }
+    }
+
+    fn take_replies(&mut self) {
+        for reply in self.source.poll() {
+            match reply {
+                Reply::Runs(Ok(runs)) => {
+                    self.runs = runs;
+                    self.runs_loaded = true;
+                    self.on_runs_loaded();
+                }
+                Reply::Runs(Err(e)) => self.error = Some(format!("could not list runs: {e}")),
+                Reply::Page { run, from, rows } => {
+                    self.requested.remove(&from);
+                    if Some(run) != self.selected {
+                        continue;
+                    }
+                    match rows {
+                        Ok(rows) => {
+                            self.pages.insert(from, rows);
+                        }
+                        Err(e) => self.error = Some(format!("could not read events: {e}")),
+                    }
+                }
+                Reply::Detail(detail) => match *detail {
+                    Ok(d) if Some(d.run) == self.selected && d.seq == self.cursor => {
+                        self.detail = Some(d);
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.error = Some(e),
+                },
+                Reply::Found { run, seq } => {
+                    if Some(run) == self.selected {
+                        match seq {
+                            Some(seq) => self.move_to(seq),
+                            None => self.error = Some("no such event in that direction".into()),
+                        }
+                    }
+                }
+                Reply::Skipped => {}
+            }
+        }
+    }
+
+    /// The run list arrived: keep the selection current, or apply the start target.
+    fn on_runs_loaded(&mut self) {
+        if let Some(run) = self.pending_target.run.take() {
+            if self.runs.iter().any(|r| r.id == run) {
+                let seq = self.pending_target.seq.take();
+                self.select(run);
+                if let Some(seq) = seq {
+                    self.move_to(seq);
+                }
+            } else {
+                self.error = Some(format!("run {run} not found in this store"));
+            }
+            return;
+        }
+        if let Some(run) = self.selected {
+            let len = self.runs.iter().find(|r| r.id == run).map_or(0, |r| r.len);
+            if len != self.len {
+                self.len = len;
+                // the last page may have grown
+                let last_page = len.saturating_sub(1) / PAGE * PAGE;
+                self.pages.remove(&last_page);
+                if self.follow_head {
+                    self.move_to(len.saturating_sub(1));
+                }
+            }
+        }
+    }
+
+    /// Apply one command.
+    pub fn apply(&mut self, command: Command) {
+        match command {
+            Command::SelectRun(run) => self.select(run),
+            Command::MoveTo(seq) => self.move_to(seq),
+            Command::Step(n) => self.move_to(stepped(self.cursor, n, self.len)),
+            Command::Home => self.move_to(0),
+            Command::End => self.move_to(self.len.saturating_sub(1)),
+            Command::Jump { class, forward } => {
+                if let Some(run) = self.selected {
+                    self.source.request(Request::Find {
+                        run,
+                        from: self.cursor,
+                        class,
+                        forward,
+                    });
+                }
+            }
+            Command::FollowHead(on) => {
+                self.follow_head = on;
+                if on {
+                    self.move_to(self.len.saturating_sub(1));
+                }
+            }
+            Command::Refresh => self.source.request(Request::Runs),
+        }
+    }
+
+    fn select(&mut self, run: RunId) {
+        self.selected = Some(run);
+        self.len = self.runs.iter().find(|r| r.id == run).map_or(0, |r| r.len);
+        self.pages.clear();
+        self.requested.clear();
+        self.detail = None;
+        self.error = None;
+        self.cursor = 0;
+        self.scroll_to_cursor = true;
+        self.request_detail();
+    }
+
+    fn move_to(&mut self, seq: u64) {
+        if self.selected.is_none() || self.len == 0 {
+            return;
+        }
+        let seq = seq.min(self.len - 1);
+        if seq != self.cursor || self.detail.is_none() {
+            self.cursor = seq;
+            self.request_detail();
+        }
+        self.scroll_to_cursor = true;
+    }
+
+    fn request_detail(&mut self) {
+        if let Some(run) = self.selected
+            && self.len > 0
+        {
+            self.source.request(Request::Detail {
+                run,
+                seq: self.cursor,
+            });
+        }
+    }
+
+    /// The row at `seq`, asking for its page if it has not arrived.
+    pub(crate) fn row(&mut self, seq: u64) -> Option<&Row> {
+        let from = seq / PAGE * PAGE;
+        if !self.pages.contains_key(&from)
+            && let Some(run) = self.selected
+            && self.requested.insert(from)
+        {
+            self.source.request(Request::Page { run, from });
+        }
+        self.pages
+            .get(&from)
+            .and_then(|rows| rows.get(usize::try_from(seq - from).ok()?))
+    }
+}
+
+impl eframe::App for Inspector {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        Inspector::ui(self, ui);
+        // a run written by another process shows up on the next poll
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(500));
+        if self.runs_loaded && !self.busy() {
+            self.poll_for_growth(ui.ctx());
+        }
+    }
+}
+
+impl Inspector {
+    /// Ask for the run list again at most twice a second, so runs that grow show it.
+    fn poll_for_growth(&mut self, ctx: &egui::Context) {
+        let now = ctx.input(|i| i.time);
+        if now - self.last_poll >= 0.5 {
+            self.last_poll = now;
+            self.source.request(Request::Runs);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! What the panels ask for. Panels only emit [`Command`]s while drawing; the inspector
+//! applies them after the frame (conventions: "UI sends commands"), so a frame draws one
+//! consistent state and every change goes through one place.
+
+use retrace_events::RunId;
+
+use crate::source::Class;
+
+/// One thing a user did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Command {
+    /// Show this run.
+    SelectRun(RunId),
+    /// Put the cursor on this seq.
+    MoveTo(u64),
+    /// Move the cursor by this many events.
+    Step(i64),
+    /// Cursor to the first event.
+    Home,
+    /// Cursor to the newest event.
+    End,
+    /// Cursor to the next (or previous) event of a class.
+    Jump {
+        /// What to find.
+        class: Class,
+        /// Direction.
+        forward: bool,
+    },
+    /// Keep the cursor on the newest event as the run grows.
+    FollowHead(bool),
+    /// Reload the run list and the selected run.
+    Refresh,
+}
+
+/// Where `cursor` goes in a run of `len` events after `step` (clamped to the run).
+pub fn stepped(cursor: u64, step: i64, len: u64) -> u64 {
+    let last = len.saturating_sub(1);
+    if step < 0 {
+        cursor.saturating_sub(step.unsigned_abs())
+    } else {
+        cursor.saturating_add(step.unsigned_abs()).min(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_clamped_to_the_run() {
+        assert_eq!(stepped(5, -10, 20), 0);
+        assert_eq!(stepped(5, 100, 20), 19);
+        assert_eq!(stepped(5, 1, 20), 6);
+        assert_eq!(stepped(0, 1, 0), 0);
+    }
+}

@@ -1,0 +1,325 @@
+//! The panels: each draws part of the [`Inspector`] and emits [`Command`]s; none changes
+//! what it shows directly.
+
+use egui::{Color32, RichText};
+use retrace_replay::describe;
+use serde_json::Value;
+
+use crate::app::Inspector;
+use crate::command::Command;
+use crate::source::Class;
+
+/// Rows a page-up or page-down moves.
+const PAGE_STEP: i64 = 20;
+
+/// The colour of a class of event.
+pub fn colour(class: Class) -> Color32 {
+    match class {
+        Class::Model => Color32::from_rgb(90, 150, 230),
+        Class::Tool => Color32::from_rgb(90, 180, 110),
+        Class::Approval => Color32::from_rgb(230, 160, 60),
+        Class::Error => Color32::from_rgb(220, 80, 80),
+        Class::Run => Color32::GRAY,
+    }
+}
+
+/// Arrows step, Page Up/Down move a screenful, Home/End go to the ends — unless a text
+/// field has the keyboard.
+pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
+    if ui.ctx().egui_wants_keyboard_input() || app.selected.is_none() {
+        return;
+    }
+    let keys = [
+        (egui::Key::ArrowDown, Command::Step(1)),
+        (egui::Key::ArrowUp, Command::Step(-1)),
+        (egui::Key::PageDown, Command::Step(PAGE_STEP)),
+        (egui::Key::PageUp, Command::Step(-PAGE_STEP)),
+        (egui::Key::Home, Command::Home),
+        (egui::Key::End, Command::End),
+    ];
+    for (key, command) in keys {
+        let presses = ui.input(|i| i.num_presses(key));
+        for _ in 0..presses {
+            app.command(command);
+        }
+    }
+}
+
+/// The bar above everything: the position, jumps, follow, refresh, and the last error.
+pub fn top_bar(app: &mut Inspector, ui: &mut egui::Ui) {
+    egui::Panel::top("bar").show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            ui.strong("retrace inspector");
+            match app.position() {
+                Some((run, seq)) => {
+                    ui.monospace(format!("{}@{seq} of {}", run.short(), app.len));
+                }
+                None => {
+                    ui.label("no run selected");
+                }
+            }
+            ui.separator();
+            for (class, name) in [
+                (Class::Model, "model call"),
+                (Class::Tool, "tool call"),
+                (Class::Approval, "approval"),
+                (Class::Error, "error"),
+            ] {
+                if ui
+                    .small_button(format!("< {name}"))
+                    .on_hover_text(format!("previous {name}"))
+                    .clicked()
+                {
+                    app.command(Command::Jump {
+                        class,
+                        forward: false,
+                    });
+                }
+                if ui
+                    .small_button(format!("{name} >"))
+                    .on_hover_text(format!("next {name}"))
+                    .clicked()
+                {
+                    app.command(Command::Jump {
+                        class,
+                        forward: true,
+                    });
+                }
+            }
+            ui.separator();
+            let mut follow = app.follow_head;
+            if ui.checkbox(&mut follow, "follow head").changed() {
+                app.command(Command::FollowHead(follow));
+            }
+            if ui.button("refresh").clicked() {
+                app.command(Command::Refresh);
+            }
+        });
+        if let Some(error) = &app.error {
+            ui.colored_label(colour(Class::Error), error);
+        }
+    });
+}
+
+/// The runs panel: every run with status, age, steps, tokens and cost; forks under their
+/// parent; a text filter.
+pub fn runs(app: &mut Inspector, ui: &mut egui::Ui) {
+    ui.heading("Runs");
+    ui.add(egui::TextEdit::singleline(&mut app.filter).hint_text("filter by name, id or status"));
+    if !app.runs_loaded {
+        ui.label("loading runs...");
+        return;
+    }
+    if app.runs.is_empty() {
+        ui.label("This store has no runs yet. Start one with `retrace run SPEC`.");
+        return;
+    }
+    let filter = app.filter.to_lowercase();
+    let visible: Vec<_> = app
+        .runs
+        .iter()
+        .filter(|r| {
+            filter.is_empty()
+                || r.name.to_lowercase().contains(&filter)
+                || r.id.to_string().contains(&filter)
+                || r.status.contains(&filter)
+        })
+        .cloned()
+        .collect();
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        // roots first, each followed by its forks (indented by depth)
+        let mut order = Vec::new();
+        let ids: Vec<_> = visible.iter().map(|r| r.id).collect();
+        for root in visible
+            .iter()
+            .filter(|r| r.parent.is_none_or(|(p, _)| !ids.contains(&p)))
+        {
+            push_tree(&visible, root, 0, &mut order);
+        }
+        for (run, depth) in order {
+            let selected = app.selected == Some(run.id);
+            let name = if run.name.is_empty() {
+                "run"
+            } else {
+                &run.name
+            };
+            let fork = run
+                .parent
+                .map(|(p, seq)| format!(" fork of {}@{seq}", p.short()))
+                .unwrap_or_default();
+            let text = format!(
+                "{}{name} {}{fork}\n{} · {} events · {} steps · {} tokens · {}",
+                "   ".repeat(depth),
+                run.id.short(),
+                run.status,
+                run.len,
+                run.steps,
+                run.tokens,
+                describe::usd(run.cost_micro_usd),
+            );
+            let response = ui
+                .selectable_label(selected, text)
+                .on_hover_text(format!("created {}", describe::time(run.created_at)));
+            if response.clicked() {
+                app.command(Command::SelectRun(run.id));
+            }
+        }
+    });
+}
+
+fn push_tree(
+    runs: &[crate::source::RunRow],
+    run: &crate::source::RunRow,
+    depth: usize,
+    out: &mut Vec<(crate::source::RunRow, usize)>,
+) {
+    out.push((run.clone(), depth));
+    for child in runs
+        .iter()
+        .filter(|r| r.parent.map(|(p, _)| p) == Some(run.id))
+    {
+        push_tree(runs, child, depth + 1, out);
+    }
+}
+
+/// The timeline: a scrubber over the whole run and one row per event, only the visible
+/// rows drawn (and loaded).
+pub fn timeline(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(run) = app.selected else {
+        ui.centered_and_justified(|ui| ui.label("Select a run on the left."));
+        return;
+    };
+    if app.len == 0 {
+        ui.label(format!("Run {run} has no events yet."));
+        return;
+    }
+    let mut cursor = app.cursor;
+    // the scrubber spans the panel: drag or click anywhere on it, or type a seq
+    ui.spacing_mut().slider_width = (ui.available_width() - 110.0).max(100.0);
+    let scrubber = egui::Slider::new(&mut cursor, 0..=app.len - 1)
+        .text("seq")
+        .clamping(egui::SliderClamping::Always);
+    if ui.add(scrubber).changed() {
+        app.command(Command::MoveTo(cursor));
+    }
+    ui.separator();
+    // one line per row, whatever the width: the virtual list needs a fixed row height
+    ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+    let row_height = ui.text_style_height(&egui::TextStyle::Monospace);
+    let total = usize::try_from(app.len).unwrap_or(usize::MAX);
+    let scroll_to = std::mem::take(&mut app.scroll_to_cursor);
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show_rows(ui, row_height, total, |ui, range| {
+            for i in range {
+                let seq = i as u64;
+                let selected = seq == app.cursor;
+                let (text, class) = match app.row(seq) {
+                    Some(row) => (
+                        format!("#{seq:<7} {:<20} {}", row.kind, row.summary),
+                        row.class,
+                    ),
+                    None => (format!("#{seq:<7} ..."), Class::Run),
+                };
+                let label = RichText::new(text).monospace().color(colour(class));
+                let response = ui.selectable_label(selected, label);
+                if response.clicked() {
+                    app.command(Command::MoveTo(seq));
+                }
+                if selected && scroll_to {
+                    response.scroll_to_me(Some(egui::Align::Center));
+                }
+            }
+        });
+    if scroll_to && !app.pages.is_empty() {
+        // the cursor's row may be outside the drawn range: scroll by offset next frame
+        ui.ctx().request_repaint();
+    }
+}
+
+/// The event at the cursor in full and the state after it.
+pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(detail) = &app.detail else {
+        if app.selected.is_some() {
+            ui.label("loading...");
+        }
+        return;
+    };
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        ui.heading(format!("seq {} · {}", detail.seq, detail.kind));
+        ui.label(&detail.summary);
+        ui.small(format!(
+            "{} · event {}",
+            describe::time(detail.at),
+            &detail.id[..16.min(detail.id.len())]
+        ));
+        egui::CollapsingHeader::new("Event and payloads")
+            .default_open(true)
+            .show(ui, |ui| json_tree(ui, "event", &detail.event, 0));
+        ui.separator();
+        ui.strong(format!(
+            "state at seq {}: {} · hash {}",
+            detail.seq,
+            detail.status,
+            &detail.state_hash[..16.min(detail.state_hash.len())]
+        ));
+        egui::CollapsingHeader::new(format!(
+            "Conversation ({} messages)",
+            detail.conversation.len()
+        ))
+        .default_open(true)
+        .show(ui, |ui| {
+            for (role, text) in &detail.conversation {
+                ui.horizontal_wrapped(|ui| {
+                    ui.strong(format!("{role}:"));
+                    ui.label(text);
+                });
+            }
+        });
+        egui::CollapsingHeader::new("State")
+            .default_open(false)
+            .show(ui, |ui| json_tree(ui, "state", &detail.state, 0));
+    });
+}
+
+/// A JSON value as an expandable tree; objects and arrays open to the first level.
+fn json_tree(ui: &mut egui::Ui, path: &str, value: &Value, depth: usize) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                leaf_or_branch(ui, &format!("{path}.{key}"), key, v, depth);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaf_or_branch(ui, &format!("{path}[{i}]"), &format!("[{i}]"), v, depth);
+            }
+        }
+        other => {
+            ui.monospace(other.to_string());
+        }
+    }
+}
+
+fn leaf_or_branch(ui: &mut egui::Ui, path: &str, key: &str, value: &Value, depth: usize) {
+    match value {
+        Value::Object(m) if !m.is_empty() => branch(ui, path, key, value, depth, m.len()),
+        Value::Array(a) if !a.is_empty() => branch(ui, path, key, value, depth, a.len()),
+        Value::String(s) => {
+            ui.horizontal_wrapped(|ui| {
+                ui.monospace(format!("{key}:"));
+                ui.label(s);
+            });
+        }
+        other => {
+            ui.monospace(format!("{key}: {other}"));
+        }
+    }
+}
+
+fn branch(ui: &mut egui::Ui, path: &str, key: &str, value: &Value, depth: usize, n: usize) {
+    egui::CollapsingHeader::new(format!("{key} ({n})"))
+        .id_salt(path)
+        .default_open(depth == 0)
+        .show(ui, |ui| json_tree(ui, path, value, depth + 1));
+}

@@ -1,0 +1,450 @@
+//! Where the inspector's data comes from: a background thread that owns the store and
+//! answers requests (the run list, a page of timeline rows, the detail at one event, a
+//! search for the next event of a kind). The UI thread never reads the store; it sends
+//! [`Request`]s and picks up [`Reply`]s each frame.
+
+use std::sync::Arc;
+
+use retrace_events::{EventKind, RunId, Timestamp};
+use retrace_replay::{SnapshotPolicy, State, describe, state_at, state_at_head};
+use retrace_store::{MAX_RANGE, Store};
+use serde_json::Value;
+
+/// Timeline rows per page.
+pub const PAGE: u64 = 256;
+
+/// One run in the runs panel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// Run id.
+    pub id: RunId,
+    /// The agent's name, if recorded.
+    pub name: String,
+    /// Status in a few words.
+    pub status: String,
+    /// Whether the run has finished.
+    pub finished: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Events in the run.
+    pub len: u64,
+    /// Agent steps.
+    pub steps: u64,
+    /// Tokens in and out.
+    pub tokens: u64,
+    /// Cost in millionths of a dollar.
+    pub cost_micro_usd: u64,
+    /// The run it was forked from, and the last shared seq.
+    pub parent: Option<(RunId, u64)>,
+}
+
+/// One row of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Seq.
+    pub seq: u64,
+    /// Kind name (`tool_returned`, …).
+    pub kind: &'static str,
+    /// What kind of step it is, for colour and jumps.
+    pub class: Class,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// One-line summary.
+    pub summary: String,
+}
+
+/// Event classes the timeline colours and jumps by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Model requests and replies.
+    Model,
+    /// Tool requests and results.
+    Tool,
+    /// Approval requests and decisions.
+    Approval,
+    /// Failures: a failed model call, a tool error, an unknown outcome.
+    Error,
+    /// Run start, finish, forks, signals.
+    Run,
+}
+
+impl Class {
+    /// The class of an event.
+    pub fn of(kind: &EventKind) -> Self {
+        match kind {
+            EventKind::ModelFailed { .. }
+            | EventKind::ToolOutcomeUnknown { .. }
+            | EventKind::ToolReturned { is_error: true, .. } => Class::Error,
+            EventKind::ModelRequested { .. }
+            | EventKind::ModelResponded { .. }
+            | EventKind::ToolCallsProposed { .. } => Class::Model,
+            EventKind::ToolRequested { .. } | EventKind::ToolReturned { .. } => Class::Tool,
+            EventKind::ApprovalRequested { .. } | EventKind::ApprovalDecided { .. } => {
+                Class::Approval
+            }
+            _ => Class::Run,
+        }
+    }
+}
+
+/// Everything the detail panel shows for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detail {
+    /// Run.
+    pub run: RunId,
+    /// Seq.
+    pub seq: u64,
+    /// Event id (hex).
+    pub id: String,
+    /// Kind name.
+    pub kind: &'static str,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// One-line summary.
+    pub summary: String,
+    /// The event as JSON, with its payload blobs resolved under `payloads`.
+    pub event: Value,
+    /// The conversation at this event, readable: `(role, text)`.
+    pub conversation: Vec<(String, String)>,
+    /// The state after this event, as JSON.
+    pub state: Value,
+    /// Status in a few words.
+    pub status: String,
+    /// The state's hash (hex).
+    pub state_hash: String,
+}
+
+/// A request to the background thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Request {
+    /// The run list.
+    Runs,
+    /// Timeline rows of `run` from `from` (a multiple of [`PAGE`]).
+    Page {
+        /// Run.
+        run: RunId,
+        /// First seq.
+        from: u64,
+    },
+    /// The detail at `seq` of `run`.
+    Detail {
+        /// Run.
+        run: RunId,
+        /// Seq.
+        seq: u64,
+    },
+    /// The nearest event of `class` after (or before) `from`.
+    Find {
+        /// Run.
+        run: RunId,
+        /// Start (excluded).
+        from: u64,
+        /// What to find.
+        class: Class,
+        /// Direction.
+        forward: bool,
+    },
+}
+
+/// An answer from the background thread. Errors are messages for the UI to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The run list.
+    Runs(Result<Vec<RunRow>, String>),
+    /// A page of rows.
+    Page {
+        /// Run.
+        run: RunId,
+        /// First seq.
+        from: u64,
+        /// The rows.
+        rows: Result<Vec<Row>, String>,
+    },
+    /// The detail at one event.
+    Detail(Box<Result<Detail, String>>),
+    /// Where a search ended: `None` if there is no such event.
+    Found {
+        /// Run.
+        run: RunId,
+        /// The seq found.
+        seq: Option<u64>,
+    },
+    /// A request made stale by a newer one of the same kind, not answered.
+    Skipped,
+}
+
+/// The background thread's handle.
+#[derive(Debug)]
+pub struct Source {
+    tx: Option<flume::Sender<Request>>,
+    rx: flume::Receiver<Reply>,
+    in_flight: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Source {
+    /// Start the thread over `store`; `wake` is called after each reply (to repaint).
+    pub fn spawn(store: Arc<dyn Store>, wake: impl Fn() + Send + 'static) -> Self {
+        let (tx, requests) = flume::unbounded::<Request>();
+        let (replies, rx) = flume::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("retrace-inspector-source".into())
+            .spawn(move || {
+                while let Ok(first) = requests.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(requests.try_iter());
+                    // only the newest detail request matters (the cursor moved on)
+                    let last_detail = batch
+                        .iter()
+                        .rposition(|r| matches!(r, Request::Detail { .. }));
+                    for (i, request) in batch.into_iter().enumerate() {
+                        let reply = match request {
+                            Request::Detail { .. } if Some(i) != last_detail => Reply::Skipped,
+                            request => answer(store.as_ref(), request),
+                        };
+                        if replies.send(reply).is_err() {
+                            return;
+                        }
+                        wake();
+                    }
+                }
+            })
+            .expect("spawn the inspector's source thread");
+        Self {
+            tx: Some(tx),
+            rx,
+            in_flight: 0,
+            thread: Some(thread),
+        }
+    }
+
+    /// Ask for something; the reply comes through [`Self::poll`].
+    pub fn request(&mut self, request: Request) {
+        if let Some(tx) = &self.tx
+            && tx.send(request).is_ok()
+        {
+            self.in_flight += 1;
+        }
+    }
+
+    /// Replies that have arrived.
+    pub fn poll(&mut self) -> Vec<Reply> {
+        let replies: Vec<Reply> = self.rx.try_iter().collect();
+        self.in_flight = self.in_flight.saturating_sub(replies.len());
+        replies
+    }
+
+    /// Whether requests are still being answered.
+    pub fn busy(&self) -> bool {
+        self.in_flight > 0
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.tx = None; // ends the thread's loop
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answer one request from the store.
+pub fn answer(store: &dyn Store, request: Request) -> Reply {
+    match request {
+        Request::Runs => Reply::Runs(runs(store).map_err(|e| e.to_string())),
+        Request::Page { run, from } => Reply::Page {
+            run,
+            from,
+            rows: page(store, &run, from).map_err(|e| e.to_string()),
+        },
+        Request::Detail { run, seq } => Reply::Detail(Box::new(
+            detail(store, &run, seq).map_err(|e| e.to_string()),
+        )),
+        Request::Find {
+            run,
+            from,
+            class,
+            forward,
+        } => Reply::Found {
+            run,
+            seq: find(store, &run, from, class, forward).unwrap_or(None),
+        },
+    }
+}
+
+/// Reading never writes snapshots: the inspector may look at a store another tool owns.
+const READ_ONLY: SnapshotPolicy = SnapshotPolicy {
+    every: 1_000,
+    write: false,
+};
+
+fn runs(store: &dyn Store) -> Result<Vec<RunRow>, retrace_replay::Error> {
+    let mut out = Vec::new();
+    for info in store.runs()? {
+        let state = state_at_head(store, &info.id, READ_ONLY)?.state;
+        out.push(RunRow {
+            id: info.id,
+            name: info.meta.get("name").cloned().unwrap_or_default(),
+            status: describe::status(&state.status),
+            finished: state.is_finished(),
+            created_at: info.created_at,
+            len: info.len(),
+            steps: state.totals.steps,
+            tokens: state.totals.input_tokens + state.totals.output_tokens,
+            cost_micro_usd: state.totals.cost_micro_usd,
+            parent: info.origin.map(|o| (o.run, o.at.seq)),
+        });
+    }
+    out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    Ok(out)
+}
+
+fn page(store: &dyn Store, run: &RunId, from: u64) -> Result<Vec<Row>, retrace_store::Error> {
+    Ok(store
+        .events(run, from..=from + PAGE - 1)?
+        .into_iter()
+        .map(|(_, e)| Row {
+            seq: e.seq,
+            kind: e.kind.name(),
+            class: Class::of(&e.kind),
+            at: e.at,
+            summary: describe::summary(&e),
+        })
+        .collect())
+}
+
+fn find(
+    store: &dyn Store,
+    run: &RunId,
+    from: u64,
+    class: Class,
+    forward: bool,
+) -> Result<Option<u64>, retrace_store::Error> {
+    let len = store.require_run(run)?.len();
+    let step = MAX_RANGE.min(4_096);
+    if forward {
+        let mut next = from + 1;
+        while next < len {
+            let end = (next + step - 1).min(len - 1);
+            if let Some((_, e)) = store
+                .events(run, next..=end)?
+                .into_iter()
+                .find(|(_, e)| Class::of(&e.kind) == class)
+            {
+                return Ok(Some(e.seq));
+            }
+            next = end + 1;
+        }
+    } else {
+        let mut end = from;
+        while end > 0 {
+            let start = end.saturating_sub(step);
+            if let Some((_, e)) = store
+                .events(run, start..=end - 1)?
+                .into_iter()
+                .rev()
+                .find(|(_, e)| Class::of(&e.kind) == class)
+            {
+                return Ok(Some(e.seq));
+            }
+            end = start;
+        }
+    }
+    Ok(None)
+}
+
+/// A blob as JSON: parsed if it is JSON, else its text, else a note of its size.
+fn blob_value(store: &dyn Store, blob: &retrace_events::BlobId) -> Value {
+    match store.blob(blob) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            String::from_utf8(bytes.clone()).map_or_else(
+                |_| Value::String(format!("({} bytes of binary data)", bytes.len())),
+                Value::String,
+            )
+        }),
+        Ok(None) => Value::String(format!("(blob {blob} is missing)")),
+        Err(e) => Value::String(format!("(blob {blob} could not be read: {e})")),
+    }
+}
+
+/// Readable text of a message's content blob.
+fn message_text(store: &dyn Store, message: &retrace_replay::Message) -> String {
+    let value = blob_value(store, &message.content);
+    match &value {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => {
+            let mut text = o
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(calls) = o.get("tool_calls").and_then(Value::as_array) {
+                for call in calls {
+                    let name = call.get("name").and_then(Value::as_str).unwrap_or("?");
+                    let args = call
+                        .get("arguments")
+                        .map(Value::to_string)
+                        .unwrap_or_default();
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str("-> ");
+                    text.push_str(name);
+                    text.push(' ');
+                    text.push_str(&args);
+                }
+            }
+            if text.is_empty() {
+                value.to_string()
+            } else {
+                text
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_replay::Error> {
+    let (id, event) = store
+        .event_at(run, seq)?
+        .ok_or(retrace_replay::Error::NoSuchSeq {
+            run: *run,
+            seq,
+            len: store.require_run(run)?.len(),
+        })?;
+    let mut json = serde_json::to_value(&event).unwrap_or(Value::Null);
+    let payloads: serde_json::Map<String, Value> = event
+        .kind
+        .blobs()
+        .iter()
+        .map(|b| (b.to_string(), blob_value(store, b)))
+        .collect();
+    if let Value::Object(o) = &mut json {
+        o.insert("payloads".into(), Value::Object(payloads));
+    }
+    let state: State = state_at(store, run, seq, READ_ONLY)?.state;
+    let conversation = state
+        .conversation
+        .iter()
+        .map(|m| {
+            (
+                format!("{:?}", m.role).to_lowercase(),
+                message_text(store, m),
+            )
+        })
+        .collect();
+    Ok(Detail {
+        run: *run,
+        seq,
+        id: id.to_string(),
+        kind: event.kind.name(),
+        at: event.at,
+        summary: describe::summary(&event),
+        event: json,
+        conversation,
+        status: describe::status(&state.status),
+        state_hash: state.hash().to_string(),
+        state: state.to_json(),
+    })
+}
