@@ -9,7 +9,7 @@ use retrace_store::Store;
 
 use crate::command::{Command, stepped};
 use crate::panels;
-use crate::source::{Detail, PAGE, Reply, Request, Row, RunRow, Source};
+use crate::source::{Detail, DiffView, Host, PAGE, Reply, Request, Row, RunRow, Source};
 
 /// What to show first: a run, and optionally an event of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,8 +24,8 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Inspector {
     pub(crate) source: Source,
-    pub(crate) runs: Vec<RunRow>,
-    pub(crate) runs_loaded: bool,
+    /// The run list (`None` until it first arrives).
+    pub(crate) runs: Option<Vec<RunRow>>,
     pub(crate) error: Option<String>,
     pub(crate) filter: String,
     /// The run shown, its length, and the cursor in it.
@@ -44,18 +44,36 @@ pub struct Inspector {
     commands: Vec<Command>,
     /// When the run list was last asked for again (seconds of UI time).
     last_poll: f64,
+    /// Those polls not answered yet (they do not make the inspector busy).
+    polls: usize,
+    /// Point A of a diff.
+    pub(crate) mark: Option<(RunId, u64)>,
+    /// The diff shown.
+    pub(crate) diff: Option<DiffView>,
+    /// The edit being made for a fork (`None`: not editing).
+    pub(crate) edit: Option<String>,
+    /// Continue a fork or a decided run with the runtime at once.
+    pub(crate) continue_runs: bool,
+    /// The note that goes with an approval decision.
+    pub(crate) note: String,
+    /// What the last action did.
+    pub(crate) notice: Option<String>,
 }
 
 impl Inspector {
     /// An inspector over `store`, showing `target` once loaded; `wake` repaints the UI when
     /// data arrives from the background.
-    pub fn new(store: Arc<dyn Store>, target: Target, wake: impl Fn() + Send + 'static) -> Self {
-        let mut source = Source::spawn(store, wake);
+    pub fn new(
+        store: Arc<dyn Store>,
+        host: Arc<dyn Host>,
+        target: Target,
+        wake: impl Fn() + Send + 'static,
+    ) -> Self {
+        let mut source = Source::spawn(store, host, wake);
         source.request(Request::Runs);
         Self {
             source,
-            runs: Vec::new(),
-            runs_loaded: false,
+            runs: None,
             error: None,
             filter: String::new(),
             selected: None,
@@ -69,17 +87,29 @@ impl Inspector {
             pending_target: target,
             commands: Vec::new(),
             last_poll: 0.0,
+            polls: 0,
+            mark: None,
+            diff: None,
+            edit: None,
+            continue_runs: true,
+            note: String::new(),
+            notice: None,
         }
     }
 
-    /// Whether data is still on its way (tests wait for this to settle).
+    /// Whether data asked for is still on its way (tests wait for this to settle);
+    /// background polls for growth do not count.
     pub fn busy(&self) -> bool {
-        self.source.busy()
+        self.source.in_flight() > self.polls
     }
 
     /// The run shown and the cursor's seq.
     pub fn position(&self) -> Option<(RunId, u64)> {
         self.selected.map(|r| (r, self.cursor))
+    }
+
+    fn run_row(&self, run: RunId) -> Option<&RunRow> {
+        self.runs.as_deref()?.iter().find(|r| r.id == run)
     }
 
     /// Queue a command (panels call this while drawing).
@@ -105,17 +135,26 @@ impl Inspector {
         for command in commands {
             self.apply(command);
         }
+        // a growing run shows up on the next poll
+        if self.runs.is_some() {
+            self.poll_for_growth(ui.ctx());
+        }
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(500));
     }
 
     fn take_replies(&mut self) {
         for reply in self.source.poll() {
             match reply {
                 Reply::Runs(Ok(runs)) => {
-                    self.runs = runs;
-                    self.runs_loaded = true;
+                    self.polls = self.polls.saturating_sub(1);
+                    self.runs = Some(runs);
                     self.on_runs_loaded();
                 }
-                Reply::Runs(Err(e)) => self.error = Some(format!("could not list runs: {e}")),
+                Reply::Runs(Err(e)) => {
+                    self.polls = self.polls.saturating_sub(1);
+                    self.error = Some(format!("could not list runs: {e}"));
+                }
                 Reply::Page { run, from, rows } => {
                     self.requested.remove(&from);
                     if Some(run) != self.selected {
@@ -143,6 +182,28 @@ impl Inspector {
                         }
                     }
                 }
+                Reply::Diff(diff) => match *diff {
+                    Ok(diff) => self.diff = Some(diff),
+                    Err(e) => self.error = Some(format!("could not compare: {e}")),
+                },
+                Reply::Forked(Ok(run)) => {
+                    self.edit = None;
+                    self.notice = Some(format!("forked run {}", run.short()));
+                    // show the fork once the run list has it
+                    self.pending_target = Target {
+                        run: Some(run),
+                        seq: Some(self.cursor),
+                    };
+                    self.source.request(Request::Runs);
+                }
+                Reply::Forked(Err(e)) => self.error = Some(format!("fork refused: {e}")),
+                Reply::Decided(Ok(call)) => {
+                    self.notice = Some(format!("decision on {call} recorded"));
+                    self.note.clear();
+                    self.follow_head = true;
+                    self.source.request(Request::Runs);
+                }
+                Reply::Decided(Err(e)) => self.error = Some(format!("decision refused: {e}")),
                 Reply::Skipped => {}
             }
         }
@@ -151,19 +212,17 @@ impl Inspector {
     /// The run list arrived: keep the selection current, or apply the start target.
     fn on_runs_loaded(&mut self) {
         if let Some(run) = self.pending_target.run.take() {
-            if self.runs.iter().any(|r| r.id == run) {
+            if self.run_row(run).is_some() {
                 let seq = self.pending_target.seq.take();
                 self.select(run);
-                if let Some(seq) = seq {
-                    self.move_to(seq);
-                }
+                self.move_to(seq.unwrap_or(u64::MAX)); // newest if not given
             } else {
                 self.error = Some(format!("run {run} not found in this store"));
             }
             return;
         }
         if let Some(run) = self.selected {
-            let len = self.runs.iter().find(|r| r.id == run).map_or(0, |r| r.len);
+            let len = self.run_row(run).map_or(0, |r| r.len);
             if len != self.len {
                 self.len = len;
                 // the last page may have grown
@@ -201,12 +260,50 @@ impl Inspector {
                 }
             }
             Command::Refresh => self.source.request(Request::Runs),
+            Command::MarkA => self.mark = self.position(),
+            Command::DiffWithA => {
+                if let (Some(a), Some(b)) = (self.mark, self.position()) {
+                    self.source.request(Request::Diff { a, b });
+                }
+            }
+            Command::CloseDiff => self.diff = None,
+            Command::StartEdit => {
+                self.edit = self.detail.as_ref().map(|d| d.edit_template.clone());
+            }
+            Command::CancelEdit => self.edit = None,
+            Command::Fork { edited } => {
+                if let Some((run, seq)) = self.position() {
+                    self.error = None;
+                    self.source.request(Request::Fork {
+                        run,
+                        seq,
+                        edit: if edited { self.edit.clone() } else { None },
+                        resume: self.continue_runs,
+                    });
+                }
+            }
+            Command::Decide { call, approve } => {
+                if let Some(run) = self.selected {
+                    self.error = None;
+                    self.source.request(Request::Decide {
+                        run,
+                        call,
+                        decision: if approve {
+                            retrace_events::Decision::Approved
+                        } else {
+                            retrace_events::Decision::Denied
+                        },
+                        note: (!self.note.trim().is_empty()).then(|| self.note.trim().to_owned()),
+                        resume: self.continue_runs,
+                    });
+                }
+            }
         }
     }
 
     fn select(&mut self, run: RunId) {
         self.selected = Some(run);
-        self.len = self.runs.iter().find(|r| r.id == run).map_or(0, |r| r.len);
+        self.len = self.run_row(run).map_or(0, |r| r.len);
         self.pages.clear();
         self.requested.clear();
         self.detail = None;
@@ -257,21 +354,16 @@ impl Inspector {
 impl eframe::App for Inspector {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         Inspector::ui(self, ui);
-        // a run written by another process shows up on the next poll
-        ui.ctx()
-            .request_repaint_after(std::time::Duration::from_millis(500));
-        if self.runs_loaded && !self.busy() {
-            self.poll_for_growth(ui.ctx());
-        }
     }
 }
 
 impl Inspector {
-    /// Ask for the run list again at most twice a second, so runs that grow show it.
+    /// Ask for the run list again every half second, so runs that grow show it.
     fn poll_for_growth(&mut self, ctx: &egui::Context) {
         let now = ctx.input(|i| i.time);
-        if now - self.last_poll >= 0.5 {
+        if now - self.last_poll >= 0.5 && self.polls == 0 {
             self.last_poll = now;
+            self.polls += 1;
             self.source.request(Request::Runs);
         }
     }

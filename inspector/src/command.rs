@@ -7,7 +7,7 @@ use retrace_events::RunId;
 use crate::source::Class;
 
 /// One thing a user did.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Show this run.
     SelectRun(RunId),
@@ -30,6 +30,28 @@ pub enum Command {
     FollowHead(bool),
     /// Reload the run list and the selected run.
     Refresh,
+    /// Remember the cursor as point A of a diff.
+    MarkA,
+    /// Compare point A with the cursor.
+    DiffWithA,
+    /// Close the diff.
+    CloseDiff,
+    /// Start editing the event at the cursor for a fork.
+    StartEdit,
+    /// Stop editing.
+    CancelEdit,
+    /// Fork at the cursor: as is, or with the edited content.
+    Fork {
+        /// Use the edited content.
+        edited: bool,
+    },
+    /// Approve or deny a pending approval of the run shown.
+    Decide {
+        /// The call.
+        call: String,
+        /// Approve (else deny).
+        approve: bool,
+    },
 }
 
 /// Where `cursor` goes in a run of `len` events after `step` (clamped to the run).

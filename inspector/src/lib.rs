@@ -23,10 +23,16 @@ use std::sync::Arc;
 pub use app::{Inspector, Target};
 pub use command::Command;
 use retrace_store::Store;
+pub use source::Host;
 
 /// Open the inspector in a native window over `store` (titled with `label`, e.g. the
-/// store's path) until the window is closed.
-pub fn run(store: Arc<dyn Store>, label: &str, target: Target) -> Result<(), eframe::Error> {
+/// store's path) until the window is closed; `host` forks, decides and resumes runs.
+pub fn run(
+    store: Arc<dyn Store>,
+    host: Arc<dyn Host>,
+    label: &str,
+    target: Target,
+) -> Result<(), eframe::Error> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(format!("retrace inspector — {label}"))
@@ -38,7 +44,7 @@ pub fn run(store: Arc<dyn Store>, label: &str, target: Target) -> Result<(), efr
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
-            Ok(Box::new(Inspector::new(store, target, move || {
+            Ok(Box::new(Inspector::new(store, host, target, move || {
                 ctx.request_repaint();
             })))
         }),

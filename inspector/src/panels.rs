@@ -40,7 +40,7 @@ pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
     for (key, command) in keys {
         let presses = ui.input(|i| i.num_presses(key));
         for _ in 0..presses {
-            app.command(command);
+            app.command(command.clone());
         }
     }
 }
@@ -97,6 +97,8 @@ pub fn top_bar(app: &mut Inspector, ui: &mut egui::Ui) {
         });
         if let Some(error) = &app.error {
             ui.colored_label(colour(Class::Error), error);
+        } else if let Some(notice) = &app.notice {
+            ui.label(notice);
         }
     });
 }
@@ -106,17 +108,16 @@ pub fn top_bar(app: &mut Inspector, ui: &mut egui::Ui) {
 pub fn runs(app: &mut Inspector, ui: &mut egui::Ui) {
     ui.heading("Runs");
     ui.add(egui::TextEdit::singleline(&mut app.filter).hint_text("filter by name, id or status"));
-    if !app.runs_loaded {
+    let Some(runs) = &app.runs else {
         ui.label("loading runs...");
         return;
-    }
-    if app.runs.is_empty() {
+    };
+    if runs.is_empty() {
         ui.label("This store has no runs yet. Start one with `retrace run SPEC`.");
         return;
     }
     let filter = app.filter.to_lowercase();
-    let visible: Vec<_> = app
-        .runs
+    let visible: Vec<_> = runs
         .iter()
         .filter(|r| {
             filter.is_empty()
@@ -245,7 +246,10 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
         }
         return;
     };
+    let detail = detail.clone();
     egui::ScrollArea::vertical().show(ui, |ui| {
+        diff_view(app, ui);
+        actions(app, ui, &detail);
         ui.heading(format!("seq {} · {}", detail.seq, detail.kind));
         ui.label(&detail.summary);
         ui.small(format!(
@@ -280,6 +284,135 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             .default_open(false)
             .show(ui, |ui| json_tree(ui, "state", &detail.state, 0));
     });
+}
+
+/// Diff marks, fork (as is or edited), and the approvals pending at the cursor.
+fn actions(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detail) {
+    ui.horizontal_wrapped(|ui| {
+        if ui
+            .button("mark as A")
+            .on_hover_text("remember this point to diff against")
+            .clicked()
+        {
+            app.command(Command::MarkA);
+        }
+        let diff_label = match app.mark {
+            Some((run, seq)) => format!("diff A ({}@{seq}) -> here", run.short()),
+            None => "diff A -> here".to_owned(),
+        };
+        if ui
+            .add_enabled(app.mark.is_some(), egui::Button::new(diff_label))
+            .clicked()
+        {
+            app.command(Command::DiffWithA);
+        }
+        if ui
+            .button("fork here")
+            .on_hover_text("a new run sharing every event up to here")
+            .clicked()
+        {
+            app.command(Command::Fork { edited: false });
+        }
+        if detail.editable
+            && app.edit.is_none()
+            && ui
+                .button("edit and fork")
+                .on_hover_text("a new run with this event's content changed")
+                .clicked()
+        {
+            app.command(Command::StartEdit);
+        }
+        ui.checkbox(&mut app.continue_runs, "continue with the runtime");
+    });
+    if let Some(edit) = &mut app.edit {
+        let label = ui.label("edited content (JSON)");
+        ui.add(
+            egui::TextEdit::multiline(edit)
+                .code_editor()
+                .desired_rows(6)
+                .desired_width(f32::INFINITY),
+        )
+        .labelled_by(label.id);
+        let valid = serde_json::from_str::<Value>(edit);
+        ui.horizontal(|ui| {
+            match &valid {
+                Ok(_) => ui.label("valid JSON"),
+                Err(e) => ui.colored_label(colour(Class::Error), format!("not JSON: {e}")),
+            };
+            if ui
+                .add_enabled(valid.is_ok(), egui::Button::new("fork with edit"))
+                .clicked()
+            {
+                app.command(Command::Fork { edited: true });
+            }
+            if ui.button("cancel").clicked() {
+                app.command(Command::CancelEdit);
+            }
+        });
+    }
+    if !detail.approvals.is_empty() {
+        ui.separator();
+        ui.strong("Pending approvals");
+        let label = ui.label("note for the model");
+        ui.text_edit_singleline(&mut app.note).labelled_by(label.id);
+        for (call, request) in &detail.approvals {
+            ui.horizontal_wrapped(|ui| {
+                ui.monospace(format!("{call}: {request}"));
+                if ui.button(format!("approve {call}")).clicked() {
+                    app.command(Command::Decide {
+                        call: call.clone(),
+                        approve: true,
+                    });
+                }
+                if ui.button(format!("deny {call}")).clicked() {
+                    app.command(Command::Decide {
+                        call: call.clone(),
+                        approve: false,
+                    });
+                }
+            });
+        }
+    }
+    ui.separator();
+}
+
+/// The diff of two points, if one was asked for.
+fn diff_view(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(diff) = &app.diff else {
+        return;
+    };
+    let mut close = false;
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.horizontal(|ui| {
+            ui.strong(format!(
+                "diff {}@{} -> {}@{}",
+                diff.a.0.short(),
+                diff.a.1,
+                diff.b.0.short(),
+                diff.b.1
+            ));
+            close = ui.button("close diff").clicked();
+        });
+        match diff.first_divergence {
+            Some(seq) => ui.label(format!("first divergent event: #{seq}")),
+            None => ui.label("the runs do not diverge (one is a prefix of the other)"),
+        };
+        ui.label(format!("{} state changes", diff.changes.len()));
+        for (kind, path, old, new) in &diff.changes {
+            let show = |v: &Option<Value>| v.as_ref().map_or("-".to_owned(), Value::to_string);
+            let text = match kind {
+                retrace_replay::ChangeKind::Added => format!("added {path}: {}", show(new)),
+                retrace_replay::ChangeKind::Removed => format!("removed {path}: {}", show(old)),
+                retrace_replay::ChangeKind::Changed => {
+                    format!("changed {path}: {} -> {}", show(old), show(new))
+                }
+            };
+            ui.monospace(text);
+        }
+    });
+    if close {
+        app.command(Command::CloseDiff);
+    }
 }
 
 /// A JSON value as an expandable tree; objects and arrays open to the first level.

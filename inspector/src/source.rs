@@ -5,10 +5,25 @@
 
 use std::sync::Arc;
 
-use retrace_events::{EventKind, RunId, Timestamp};
-use retrace_replay::{SnapshotPolicy, State, describe, state_at, state_at_head};
+use retrace_events::{Decision, EventKind, RunId, Timestamp};
+use retrace_replay::{
+    ChangeKind, ForkAt, SnapshotPolicy, State, compare_runs, decide_approval, describe,
+    diff_states, edited_kind, fork, state_at, state_at_head,
+};
 use retrace_store::{MAX_RANGE, Store};
 use serde_json::Value;
+
+/// What the inspector cannot do itself: read the clock, make fresh run ids (the runtime is
+/// their only source) and run an agent. The `retrace` binary provides it.
+pub trait Host: Send + Sync + 'static {
+    /// The time now.
+    fn now(&self) -> Timestamp;
+    /// A fresh run id.
+    fn new_run_id(&self) -> RunId;
+    /// Continue `run` with the runtime in the background; what it appends shows up as the
+    /// run grows. `Err` says why it could not start.
+    fn resume(&self, run: RunId) -> Result<(), String>;
+}
 
 /// Timeline rows per page.
 pub const PAGE: u64 = 256;
@@ -112,10 +127,29 @@ pub struct Detail {
     pub status: String,
     /// The state's hash (hex).
     pub state_hash: String,
+    /// Pending approvals at this event: `(call id, tool and arguments)`.
+    pub approvals: Vec<(String, String)>,
+    /// Whether the event's content can be edited in a fork.
+    pub editable: bool,
+    /// The content an edit starts from (the reply, output or decision), as JSON text.
+    pub edit_template: String,
+}
+
+/// Two points compared: where the runs part and how the states differ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffView {
+    /// First point.
+    pub a: (RunId, u64),
+    /// Second point.
+    pub b: (RunId, u64),
+    /// The first seq where the two runs' logs differ (`None`: one is a prefix of the other).
+    pub first_divergence: Option<u64>,
+    /// State changes from a to b: `(kind, path, old, new)`.
+    pub changes: Vec<(ChangeKind, String, Option<Value>, Option<Value>)>,
 }
 
 /// A request to the background thread.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// The run list.
     Runs,
@@ -144,6 +178,38 @@ pub enum Request {
         /// Direction.
         forward: bool,
     },
+    /// Compare two points.
+    Diff {
+        /// First point.
+        a: (RunId, u64),
+        /// Second point.
+        b: (RunId, u64),
+    },
+    /// Fork `run` at `seq`: continuing after it, or with its content replaced by `edit`
+    /// (JSON); then continue the fork with the runtime if `resume`.
+    Fork {
+        /// Run.
+        run: RunId,
+        /// Seq.
+        seq: u64,
+        /// New content for the event at `seq`.
+        edit: Option<String>,
+        /// Continue the fork at once.
+        resume: bool,
+    },
+    /// Decide a pending approval, then continue the run if `resume`.
+    Decide {
+        /// Run.
+        run: RunId,
+        /// The call.
+        call: String,
+        /// Approve or deny.
+        decision: Decision,
+        /// A note for the model.
+        note: Option<String>,
+        /// Continue the run at once.
+        resume: bool,
+    },
 }
 
 /// An answer from the background thread. Errors are messages for the UI to show.
@@ -169,6 +235,12 @@ pub enum Reply {
         /// The seq found.
         seq: Option<u64>,
     },
+    /// Two points compared.
+    Diff(Box<Result<DiffView, String>>),
+    /// A fork made (its id), or why not.
+    Forked(Result<RunId, String>),
+    /// A decision recorded (the call), or why not.
+    Decided(Result<String, String>),
     /// A request made stale by a newer one of the same kind, not answered.
     Skipped,
 }
@@ -184,7 +256,11 @@ pub struct Source {
 
 impl Source {
     /// Start the thread over `store`; `wake` is called after each reply (to repaint).
-    pub fn spawn(store: Arc<dyn Store>, wake: impl Fn() + Send + 'static) -> Self {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        host: Arc<dyn Host>,
+        wake: impl Fn() + Send + 'static,
+    ) -> Self {
         let (tx, requests) = flume::unbounded::<Request>();
         let (replies, rx) = flume::unbounded();
         let thread = std::thread::Builder::new()
@@ -200,7 +276,7 @@ impl Source {
                     for (i, request) in batch.into_iter().enumerate() {
                         let reply = match request {
                             Request::Detail { .. } if Some(i) != last_detail => Reply::Skipped,
-                            request => answer(store.as_ref(), request),
+                            request => answer(store.as_ref(), host.as_ref(), &request),
                         };
                         if replies.send(reply).is_err() {
                             return;
@@ -234,9 +310,9 @@ impl Source {
         replies
     }
 
-    /// Whether requests are still being answered.
-    pub fn busy(&self) -> bool {
-        self.in_flight > 0
+    /// Requests not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 }
 
@@ -250,18 +326,18 @@ impl Drop for Source {
 }
 
 /// Answer one request from the store.
-pub fn answer(store: &dyn Store, request: Request) -> Reply {
+pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
     match request {
         Request::Runs => Reply::Runs(runs(store).map_err(|e| e.to_string())),
-        Request::Page { run, from } => Reply::Page {
+        &Request::Page { run, from } => Reply::Page {
             run,
             from,
             rows: page(store, &run, from).map_err(|e| e.to_string()),
         },
-        Request::Detail { run, seq } => Reply::Detail(Box::new(
+        &Request::Detail { run, seq } => Reply::Detail(Box::new(
             detail(store, &run, seq).map_err(|e| e.to_string()),
         )),
-        Request::Find {
+        &Request::Find {
             run,
             from,
             class,
@@ -270,7 +346,96 @@ pub fn answer(store: &dyn Store, request: Request) -> Reply {
             run,
             seq: find(store, &run, from, class, forward).unwrap_or(None),
         },
+        &Request::Diff { a, b } => {
+            Reply::Diff(Box::new(diff(store, a, b).map_err(|e| e.to_string())))
+        }
+        Request::Fork {
+            run,
+            seq,
+            edit,
+            resume,
+        } => Reply::Forked(
+            fork_at(store, host, *run, *seq, edit.as_deref()).and_then(|id| {
+                if *resume {
+                    host.resume(id)?;
+                }
+                Ok(id)
+            }),
+        ),
+        Request::Decide {
+            run,
+            call,
+            decision,
+            note,
+            resume,
+        } => Reply::Decided(
+            decide_approval(
+                store,
+                run,
+                Some(call),
+                *decision,
+                "inspector",
+                note.as_deref(),
+                host.now(),
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|(call, _)| {
+                if *resume {
+                    host.resume(*run)?;
+                }
+                Ok(call)
+            }),
+        ),
     }
+}
+
+fn diff(
+    store: &dyn Store,
+    a: (RunId, u64),
+    b: (RunId, u64),
+) -> Result<DiffView, retrace_replay::Error> {
+    let state_a = state_at(store, &a.0, a.1, READ_ONLY)?.state;
+    let state_b = state_at(store, &b.0, b.1, READ_ONLY)?.state;
+    let first_divergence = compare_runs(store, &a.0, &b.0)?
+        .first_divergence
+        .map(|d| d.seq);
+    Ok(DiffView {
+        a,
+        b,
+        first_divergence,
+        changes: diff_states(&state_a, &state_b)
+            .into_iter()
+            .map(|c| (c.kind, c.path, c.old, c.new))
+            .collect(),
+    })
+}
+
+fn fork_at(
+    store: &dyn Store,
+    host: &dyn Host,
+    run: RunId,
+    seq: u64,
+    edit: Option<&str>,
+) -> Result<RunId, String> {
+    let at = match edit {
+        None => ForkAt::After(seq),
+        Some(text) => {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| format!("the edit is not valid JSON: {e}"))?;
+            let (_, original) = store
+                .event_at(&run, seq)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("run {run} has no seq {seq}"))?;
+            ForkAt::Replace {
+                seq,
+                kind: edited_kind(store, original.kind, &value, "inspector")
+                    .map_err(|e| e.to_string())?,
+            }
+        }
+    };
+    fork(store, &run, at, host.new_run_id(), host.now())
+        .map(|info| info.id)
+        .map_err(|e| e.to_string())
 }
 
 /// Reading never writes snapshots: the inspector may look at a store another tool owns.
@@ -424,6 +589,23 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         o.insert("payloads".into(), Value::Object(payloads));
     }
     let state: State = state_at(store, run, seq, READ_ONLY)?.state;
+    let approvals = state
+        .approvals_pending
+        .values()
+        .map(|a| (a.call_id.clone(), blob_value(store, &a.request).to_string()))
+        .collect();
+    let (editable, edit_template) = match &event.kind {
+        EventKind::ModelResponded { response, .. } => (true, pretty(&blob_value(store, response))),
+        EventKind::ToolReturned { output, .. } => (true, pretty(&blob_value(store, output))),
+        EventKind::ApprovalDecided { decision, .. } => (
+            true,
+            pretty(&serde_json::json!({
+                "decision": match decision { Decision::Approved => "approved", Decision::Denied => "denied" },
+                "note": ""
+            })),
+        ),
+        _ => (false, String::new()),
+    };
     let conversation = state
         .conversation
         .iter()
@@ -446,5 +628,12 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         status: describe::status(&state.status),
         state_hash: state.hash().to_string(),
         state: state.to_json(),
+        approvals,
+        editable,
+        edit_template,
     })
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use retrace_events::RunId;
-use retrace_inspector::{Inspector, Target};
-use retrace_replay::{SnapshotPolicy, state_at};
+use std::sync::Mutex;
+
+use retrace_events::{Decision, Event, EventKind, RunId, Timestamp};
+use retrace_inspector::{Host, Inspector, Target};
+use retrace_replay::{SnapshotPolicy, compare_runs, diff_states, state_at};
 use retrace_store::Store;
 use retrace_store_sled::SledStore;
 
@@ -37,28 +39,88 @@ const CASSETTE: &str = r#"{"replies": [
   {"text": "Done: README tidied."}
 ]}"#;
 
-/// A store with one finished run of the scripted agent above.
-fn recorded_run(dir: &Path) -> RunId {
-    std::fs::create_dir_all(dir.join("agent/ws")).expect("fixture");
-    std::fs::write(dir.join("agent/agent.toml"), AGENT).expect("fixture");
-    std::fs::write(dir.join("agent/cassette.json"), CASSETTE).expect("fixture");
-    std::fs::write(dir.join("agent/ws/README.md"), "# demo\nTODO: describe\n").expect("fixture");
+/// An agent whose writes need approval: it writes a note, then says it is done.
+const ASKING_AGENT: &str = r#"
+name = "noter"
+system = "You keep notes."
+workspace = "ws"
+[model]
+provider = "scripted"
+name = "demo"
+cassette = "cassette.json"
+[tools]
+allow = ["fs.write"]
+"#;
+
+const ASKING_CASSETTE: &str = r#"{"replies": [
+  {"tool_calls": [{"id": "w1", "name": "fs.write", "arguments": {"path": "note.md", "content": "hello"}}]},
+  {"text": "Noted."}
+]}"#;
+
+type Stop = retrace_runtime::executor::Stop;
+
+/// Write an agent directory under `dir/name` and drive a run of it to its stop.
+fn drive_agent(dir: &Path, name: &str, agent: &str, cassette: &str, run: RunId) -> Stop {
+    let agent_dir = dir.join(name);
+    std::fs::create_dir_all(agent_dir.join("ws")).expect("fixture");
+    std::fs::write(agent_dir.join("agent.toml"), agent).expect("fixture");
+    std::fs::write(agent_dir.join("cassette.json"), cassette).expect("fixture");
+    std::fs::write(agent_dir.join("ws/README.md"), "# demo\nTODO: describe\n").expect("fixture");
     let store = SledStore::open(dir.join("store")).expect("fixture");
-    let spec = retrace_runtime::spec::Spec::load(&dir.join("agent/agent.toml")).expect("fixture");
-    let provider =
-        retrace_providers::Scripted::load(spec.model.cassette.as_deref().expect("fixture")).expect("fixture");
-    let runner = retrace_runtime::executor::Runner::new(&store, spec, Box::new(provider)).expect("fixture");
-    let run = RunId::from_bytes([7; 16]);
-    runner.start(run, "tidy the readme").expect("fixture");
-    let stop = tokio::runtime::Runtime::new()
+    drive(&store, &agent_dir, run, true)
+}
+
+/// Drive `run` of the agent in `agent_dir` on `store` (starting it first if `start`).
+fn drive(store: &dyn Store, agent_dir: &Path, run: RunId, start: bool) -> Stop {
+    let spec = retrace_runtime::spec::Spec::load(&agent_dir.join("agent.toml")).expect("fixture");
+    let cassette = spec.model.cassette.as_deref().expect("fixture");
+    let provider = retrace_providers::Scripted::load(cassette).expect("fixture");
+    let runner =
+        retrace_runtime::executor::Runner::new(store, spec, Box::new(provider)).expect("fixture");
+    if start {
+        runner.start(run, "do the task").expect("fixture");
+    }
+    tokio::runtime::Runtime::new()
         .expect("fixture")
         .block_on(runner.drive(run, &mut |_| {}))
-        .expect("fixture");
-    assert!(
-        matches!(stop, retrace_runtime::executor::Stop::Finished(_)),
-        "{stop:?}"
-    );
+        .expect("fixture")
+}
+
+/// A store with one finished run of the scripted agent above.
+fn recorded_run(dir: &Path) -> RunId {
+    let run = RunId::from_bytes([7; 16]);
+    let stop = drive_agent(dir, "agent", AGENT, CASSETTE, run);
+    assert!(matches!(stop, Stop::Finished(_)), "{stop:?}");
     run
+}
+
+/// The binary's part, as the tests play it: a real clock, counted run ids, and resume
+/// requests written down (the test drives the run itself).
+#[derive(Default)]
+struct TestHost {
+    resumed: Mutex<Vec<RunId>>,
+    ids: Mutex<u8>,
+}
+
+impl Host for TestHost {
+    fn now(&self) -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis();
+        Timestamp(u64::try_from(ms).expect("ms"))
+    }
+
+    fn new_run_id(&self) -> RunId {
+        let mut n = self.ids.lock().expect("ids");
+        *n += 1;
+        RunId::from_bytes([0xf0 | *n; 16])
+    }
+
+    fn resume(&self, run: RunId) -> Result<(), String> {
+        self.resumed.lock().expect("resumed").push(run);
+        Ok(())
+    }
 }
 
 /// Frames until the background data has arrived and the UI is still.
@@ -78,7 +140,15 @@ fn settle(harness: &mut Harness<'_, Inspector>) {
 }
 
 fn harness(store: Arc<dyn Store>, target: Target) -> Harness<'static, Inspector> {
-    let inspector = Inspector::new(store, target, || {});
+    harness_with(store, Arc::new(TestHost::default()), target)
+}
+
+fn harness_with(
+    store: Arc<dyn Store>,
+    host: Arc<dyn Host>,
+    target: Target,
+) -> Harness<'static, Inspector> {
+    let inspector = Inspector::new(store, host, target, || {});
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1360.0, 820.0))
         .build_ui_state(|ui, app: &mut Inspector| app.ui(ui), inspector);
@@ -208,4 +278,186 @@ fn harness_for_missing(store: Arc<dyn Store>) -> Harness<'static, Inspector> {
             seq: None,
         },
     )
+}
+
+#[test]
+fn fork_with_an_edit_from_the_ui_diverges_at_the_edit_and_the_diff_shows_only_that_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = recorded_run(dir.path());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    // the first tool result: fs.list's output
+    let k = (0..store.require_run(&run).unwrap().len())
+        .find(|&s| {
+            matches!(
+                store.event_at(&run, s).unwrap().unwrap().1.kind,
+                EventKind::ToolReturned { .. }
+            )
+        })
+        .unwrap();
+    let host = Arc::new(TestHost::default());
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Target {
+            run: Some(run),
+            seq: Some(k),
+        },
+    );
+    assert_shows(&harness, store.as_ref(), &run, k);
+    harness.get_by_label("mark as A").click();
+    settle(&mut harness); // the diff button grows: the buttons after it move
+    harness.get_by_label("edit and fork").click();
+    settle(&mut harness);
+    // replace the output with our own: select all, type
+    let editor = harness.get_by_label("edited content (JSON)");
+    editor.focus();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness
+        .get_by_label("edited content (JSON)")
+        .type_text(r#"{"entries": [], "truncated": false}"#);
+    settle(&mut harness);
+    harness.get_by_label("valid JSON");
+    harness.get_by_label("fork with edit").click();
+    settle(&mut harness);
+
+    // the inspector now shows the fork at the edited event
+    let (fork, at) = harness.state().position().unwrap();
+    assert_ne!(fork, run, "{:?}", harness.state().position());
+    assert_eq!(at, k);
+    assert_eq!(
+        host.resumed.lock().unwrap().as_slice(),
+        &[fork],
+        "the fork was continued"
+    );
+    let comparison = compare_runs(store.as_ref(), &run, &fork).unwrap();
+    assert_eq!(comparison.first_divergence.map(|d| d.seq), Some(k));
+    let (_, edited) = store.event_at(&fork, k).unwrap().unwrap();
+    let EventKind::ToolReturned { output, .. } = edited.kind else {
+        panic!("the edit is a tool result");
+    };
+    assert_eq!(
+        store.blob(&output).unwrap().unwrap(),
+        br#"{"entries":[],"truncated":false}"#
+    );
+
+    // diff A (the original at k) with here (the fork at k): exactly the edited path
+    harness.get_by_label_contains("diff A (").click();
+    settle(&mut harness);
+    harness.get_by_label(&format!("first divergent event: #{k}"));
+    let a = state_at(store.as_ref(), &run, k, SnapshotPolicy::default())
+        .unwrap()
+        .state;
+    let b = state_at(store.as_ref(), &fork, k, SnapshotPolicy::default())
+        .unwrap()
+        .state;
+    let changes = diff_states(&a, &b);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(changes[0].path.ends_with("/content"), "{changes:?}");
+    harness.get_by_label("1 state changes");
+    harness.get_by_label_contains(&format!("changed {}:", changes[0].path));
+}
+
+#[test]
+fn approving_from_the_ui_appends_the_decision_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([8; 16]);
+    let stop = drive_agent(dir.path(), "noter", ASKING_AGENT, ASKING_CASSETTE, run);
+    assert!(matches!(stop, Stop::Parked(_)), "{stop:?}");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let before = store.require_run(&run).unwrap().len();
+    let host = Arc::new(TestHost::default());
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Target {
+            run: Some(run),
+            seq: None,
+        },
+    );
+    harness.get_by_label("Pending approvals");
+    let note = harness.get_by_label("note for the model");
+    note.focus();
+    note.type_text("fine by me");
+    settle(&mut harness);
+    harness.get_by_label("approve w1").click();
+    settle(&mut harness);
+
+    let (_, decided) = store.event_at(&run, before).unwrap().unwrap();
+    match decided.kind {
+        EventKind::ApprovalDecided {
+            call_id,
+            decision,
+            by,
+            note,
+        } => {
+            assert_eq!(
+                (call_id.as_str(), decision, by.as_str()),
+                ("w1", Decision::Approved, "inspector")
+            );
+            let note = store.blob(&note.unwrap()).unwrap().unwrap();
+            assert_eq!(note, br#""fine by me""#);
+        }
+        other => panic!("expected the decision, found {other:?}"),
+    }
+    assert_eq!(host.resumed.lock().unwrap().as_slice(), &[run]);
+    // the host continues it: here, the test
+    let stop = drive(store.as_ref(), &dir.path().join("noter"), run, false);
+    assert!(matches!(stop, Stop::Finished(_)), "{stop:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("noter/ws/note.md")).unwrap(),
+        "hello"
+    );
+}
+
+#[test]
+fn follow_head_picks_up_events_appended_by_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([8; 16]);
+    drive_agent(dir.path(), "noter", ASKING_AGENT, ASKING_CASSETTE, run);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: Some(0),
+        },
+    );
+    harness.get_by_label("follow head").click();
+    settle(&mut harness);
+    let len = store.require_run(&run).unwrap().len();
+    assert_eq!(harness.state().position(), Some((run, len - 1)));
+
+    // another writer appends three signals while the inspector is open
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for i in 0..3u64 {
+                let head = store.require_run(&run).unwrap().head;
+                let payload = store.put_blob(format!("\"ping {i}\"").as_bytes()).unwrap();
+                let event = Event::after(
+                    head,
+                    Timestamp(1),
+                    EventKind::SignalReceived {
+                        name: "ping".into(),
+                        payload,
+                    },
+                );
+                store.append(&run, head.map(|h| h.id), &[event]).unwrap();
+            }
+        })
+    };
+    writer.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while harness.state().position() != Some((run, len + 2)) {
+        assert!(
+            Instant::now() < deadline,
+            "cursor stayed at {:?}",
+            harness.state().position()
+        );
+        harness.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    settle(&mut harness);
+    assert_shows(&harness, store.as_ref(), &run, len + 2);
+    assert!(harness.query_all_by_label_contains("signal ping").count() >= 1);
 }

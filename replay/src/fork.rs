@@ -2,8 +2,9 @@
 //! edited event. Constant work in the prefix length: the prefix is shared, not copied, and
 //! the edit is checked against the state at k − 1 (a snapshot plus a short tail).
 
-use retrace_events::{Event, EventKind, Head, RunId, Timestamp};
+use retrace_events::{Decision, Event, EventKind, Head, RunId, Timestamp, canonical_json};
 use retrace_store::{ForkOrigin, NewRun, RunInfo, Store};
+use serde_json::Value;
 
 use crate::apply::apply;
 use crate::fold::Error;
@@ -48,9 +49,77 @@ pub enum ForkError {
         #[source]
         source: crate::ApplyError,
     },
+    /// The edit's content does not say what the edited kind needs.
+    #[error("{0}")]
+    BadContent(String),
     /// Reading or writing the store, or deriving the state, failed.
     #[error(transparent)]
     Replay(#[from] Error),
+}
+
+/// `original` with its content replaced by `value` (blobs stored as needed), for a
+/// [`ForkAt::Replace`]:
+/// - a model reply (`model_responded`): `value` is the new reply;
+/// - a tool result (`tool_returned`): `value` is the new output (`"is_error": true` in it
+///   marks an error);
+/// - an approval decision (`approval_decided`): `{"decision": "approved"|"denied", "note": …}`,
+///   recorded as decided `by`.
+pub fn edited_kind(
+    store: &(impl Store + ?Sized),
+    original: EventKind,
+    value: &Value,
+    by: &str,
+) -> Result<EventKind, ForkError> {
+    Ok(match original {
+        EventKind::ModelResponded {
+            request_seq, usage, ..
+        } => EventKind::ModelResponded {
+            request_seq,
+            response: store.put_blob(&canonical_json(value))?,
+            usage,
+        },
+        EventKind::ToolReturned {
+            call_id,
+            duration_ms,
+            ..
+        } => EventKind::ToolReturned {
+            is_error: value
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            output: store.put_blob(&canonical_json(value))?,
+            call_id,
+            duration_ms,
+        },
+        EventKind::ApprovalDecided { call_id, .. } => {
+            let decision = match value.get("decision").and_then(Value::as_str) {
+                Some("approved") => Decision::Approved,
+                Some("denied") => Decision::Denied,
+                other => {
+                    return Err(ForkError::BadContent(format!(
+                        "`decision` must be \"approved\" or \"denied\", found {other:?}"
+                    )));
+                }
+            };
+            let note = match value.get("note") {
+                Some(note) => Some(store.put_blob(&canonical_json(note))?),
+                None => None,
+            };
+            EventKind::ApprovalDecided {
+                call_id,
+                decision,
+                by: by.to_owned(),
+                note,
+            }
+        }
+        other => {
+            return Err(ForkError::BadContent(format!(
+                "the event there is a {} event; only a model reply, a tool result or an \
+                 approval decision can be edited",
+                other.name()
+            )));
+        }
+    })
 }
 
 impl From<retrace_store::Error> for ForkError {

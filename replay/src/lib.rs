@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod approval;
 pub mod describe;
 mod diff;
 mod fold;
@@ -30,9 +31,10 @@ pub mod testkit;
 mod timeline;
 
 pub use apply::{ApplyError, MODEL_CALL, apply};
+pub use approval::{DecideError, decide_approval};
 pub use diff::{Change, ChangeKind, Comparison, Divergence, compare_runs, diff_json, diff_states};
 pub use fold::{Error, fold, fold_into, fold_stored};
-pub use fork::{ForkAt, ForkError, fork};
+pub use fork::{ForkAt, ForkError, edited_kind, fork};
 pub use snapshot::{
     Bypassed, REPLAY_VERSION, SnapshotPolicy, StateAt, decode_snapshot, encode_snapshot,
     snapshot_now, state_at, state_at_head,

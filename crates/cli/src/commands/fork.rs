@@ -11,8 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use retrace_events::{Decision, EventKind, canonical_json};
-use retrace_replay::{ForkAt, fork};
+use retrace_replay::{ForkAt, edited_kind, fork};
 use retrace_runtime::entropy::{new_run_id, now};
 use retrace_store::Store;
 use serde_json::Value;
@@ -37,7 +36,7 @@ pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode
                 .with_context(|| format!("run {} has no seq {}", at.run, at.seq))?;
             ForkAt::Replace {
                 seq: at.seq,
-                kind: edited(&store, original.kind, &value)
+                kind: edited_kind(&store, original.kind, &value, "retrace fork --edit")
                     .with_context(|| format!("edit file {}", file.display()))?,
             }
         }
@@ -56,51 +55,4 @@ pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode
         }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The original event's kind with its content replaced by `value`.
-fn edited(store: &dyn Store, original: EventKind, value: &Value) -> anyhow::Result<EventKind> {
-    Ok(match original {
-        EventKind::ModelResponded {
-            request_seq, usage, ..
-        } => EventKind::ModelResponded {
-            request_seq,
-            response: store.put_blob(&canonical_json(value))?,
-            usage,
-        },
-        EventKind::ToolReturned {
-            call_id,
-            duration_ms,
-            ..
-        } => EventKind::ToolReturned {
-            is_error: value
-                .get("is_error")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            output: store.put_blob(&canonical_json(value))?,
-            call_id,
-            duration_ms,
-        },
-        EventKind::ApprovalDecided { call_id, .. } => {
-            let decision = match value.get("decision").and_then(Value::as_str) {
-                Some("approved") => Decision::Approved,
-                Some("denied") => Decision::Denied,
-                other => bail!("`decision` must be \"approved\" or \"denied\", found {other:?}"),
-            };
-            let note = match value.get("note") {
-                Some(note) => Some(store.put_blob(&canonical_json(note))?),
-                None => None,
-            };
-            EventKind::ApprovalDecided {
-                call_id,
-                decision,
-                by: "retrace fork --edit".into(),
-                note,
-            }
-        }
-        other => bail!(
-            "the event there is a {} event; only a model reply, a tool result or an approval decision can be edited",
-            other.name()
-        ),
-    })
 }

@@ -25,11 +25,33 @@ pub fn run(dir: &Path, at: Option<&str>) -> anyhow::Result<ExitCode> {
         None => Target::default(),
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    retrace_inspector::run(store, &dir.display().to_string(), target)
+    let host = Arc::new(Host {
+        store: Arc::clone(&store),
+    });
+    retrace_inspector::run(store, host, &dir.display().to_string(), target)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context(
             "could not open the inspector window (is there a display? set DISPLAY, or run \
              under Xvfb)",
         )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the inspector asks of the binary: the clock, fresh ids, and running an agent.
+struct Host {
+    store: Arc<dyn Store>,
+}
+
+impl retrace_inspector::Host for Host {
+    fn now(&self) -> retrace_events::Timestamp {
+        retrace_runtime::entropy::now()
+    }
+
+    fn new_run_id(&self) -> retrace_events::RunId {
+        retrace_runtime::entropy::new_run_id()
+    }
+
+    fn resume(&self, run: retrace_events::RunId) -> Result<(), String> {
+        super::run::resume_in_background(Arc::clone(&self.store), run).map_err(|e| format!("{e:#}"))
+    }
 }

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use retrace_events::{EventKind, Outcome, RunId};
@@ -138,6 +139,30 @@ pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
     let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
     println!("run {run} ({}) resumed", spec.name);
     drive(&store, &runner, run)
+}
+
+/// Continue `run` on a thread of its own (for the inspector): the spec it was started with
+/// and its provider are loaded now, so a run that cannot continue says so at once; what
+/// the drive appends shows up in the store.
+pub fn resume_in_background(store: Arc<dyn Store>, run: RunId) -> anyhow::Result<()> {
+    let spec = recorded_spec(store.as_ref(), &run)?;
+    let provider = provider(&spec)?;
+    std::thread::Builder::new()
+        .name(format!("retrace-run-{}", run.short()))
+        .spawn(move || {
+            let result = (|| -> anyhow::Result<()> {
+                let runner = Runner::new(store.as_ref(), spec, provider)?;
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(runner.drive(run, &mut |_| {}))?;
+                Ok(())
+            })();
+            if let Err(e) = result {
+                tracing::warn!(run = %run.short(), error = %format!("{e:#}"), "continuing the run failed");
+            }
+        })?;
+    Ok(())
 }
 
 /// The spec a run was started with (its canonical form, recorded with the first event).
