@@ -11,27 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use retrace_benches::{Samples, bench_dir, env_u64};
-use retrace_events::{RunId, Timestamp, decode_verified};
-use retrace_replay::testkit::valid_run;
+use retrace_benches::{Samples, bench_dir, env_u64, write_run};
+use retrace_events::{RunId, decode_verified};
 use retrace_replay::{SnapshotPolicy, State, apply, fold_stored, state_at, state_at_head};
-use retrace_store::{MAX_RANGE, NewRun, Store};
+use retrace_store::{MAX_RANGE, Store};
 use retrace_store_sled::SledStore;
-
-fn write_run(store: &SledStore, run: RunId, len: u64) {
-    store
-        .create_run(NewRun::new(run, Timestamp(0)))
-        .expect("create");
-    let events = valid_run(7, run, len, false);
-    let mut head = None;
-    for batch in events.chunks(10_000) {
-        head = Some(
-            store
-                .append(&run, head.map(|h: retrace_events::Head| h.id), batch)
-                .expect("append"),
-        );
-    }
-}
 
 fn fold_plain(store: &SledStore, run: &RunId, upto: u64) -> (State, Duration) {
     let t = Instant::now();

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use retrace_events::{RunId, Timestamp};
+use retrace_store::{NewRun, Store};
+
 /// Latency samples with percentiles.
 #[derive(Debug, Default, Clone)]
 pub struct Samples(Vec<Duration>);
@@ -31,6 +34,16 @@ impl Samples {
         )]
         let i = ((sorted.len() - 1) as f64 * q).round() as usize;
         sorted[i].as_secs_f64() * 1e3
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Median in milliseconds.
@@ -78,4 +91,21 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
             })
             .sum()
     })
+}
+
+/// Create `run` in `store` with `len` valid events (the replay test kit's random walk), in
+/// appends of 10,000.
+pub fn write_run(store: &dyn Store, run: RunId, len: u64) {
+    store
+        .create_run(NewRun::new(run, Timestamp(0)))
+        .expect("create");
+    let events = retrace_replay::testkit::valid_run(7, run, len, false);
+    let mut head = None;
+    for batch in events.chunks(10_000) {
+        head = Some(
+            store
+                .append(&run, head.map(|h: retrace_events::Head| h.id), batch)
+                .expect("append"),
+        );
+    }
 }

@@ -20,6 +20,19 @@ pub struct Target {
     pub seq: Option<u64>,
 }
 
+/// What the window remembers between sessions (panel sizes are kept by egui itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// The store last opened (its path, as shown in the title).
+    pub last_store: String,
+    /// The run last shown there.
+    pub last_run: Option<RunId>,
+    /// "follow head" was on.
+    pub follow_head: bool,
+    /// "continue with the runtime" was on.
+    pub continue_runs: bool,
+}
+
 /// The inspector's state between frames.
 #[derive(Debug)]
 pub struct Inspector {
@@ -58,6 +71,8 @@ pub struct Inspector {
     pub(crate) note: String,
     /// What the last action did.
     pub(crate) notice: Option<String>,
+    /// The run remembered from last time, opened if no target was given and it still exists.
+    remembered_run: Option<RunId>,
 }
 
 impl Inspector {
@@ -94,6 +109,27 @@ impl Inspector {
             continue_runs: true,
             note: String::new(),
             notice: None,
+            remembered_run: None,
+        }
+    }
+
+    /// Take up remembered settings: the toggles, and the last run if this is the store it
+    /// was in and no other target was given.
+    pub fn restore(&mut self, settings: &Settings, store_label: &str) {
+        self.follow_head = settings.follow_head;
+        self.continue_runs = settings.continue_runs;
+        if self.pending_target.run.is_none() && settings.last_store == store_label {
+            self.remembered_run = settings.last_run;
+        }
+    }
+
+    /// What to remember for next time.
+    pub fn settings(&self, store_label: &str) -> Settings {
+        Settings {
+            last_store: store_label.to_owned(),
+            last_run: self.selected,
+            follow_head: self.follow_head,
+            continue_runs: self.continue_runs,
         }
     }
 
@@ -218,6 +254,13 @@ impl Inspector {
                 self.move_to(seq.unwrap_or(u64::MAX)); // newest if not given
             } else {
                 self.error = Some(format!("run {run} not found in this store"));
+            }
+            return;
+        }
+        if let Some(run) = self.remembered_run.take() {
+            if self.run_row(run).is_some() {
+                self.select(run);
+                self.move_to(u64::MAX);
             }
             return;
         }
@@ -348,12 +391,6 @@ impl Inspector {
         self.pages
             .get(&from)
             .and_then(|rows| rows.get(usize::try_from(seq - from).ok()?))
-    }
-}
-
-impl eframe::App for Inspector {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        Inspector::ui(self, ui);
     }
 }
 

@@ -20,7 +20,7 @@ pub mod source;
 
 use std::sync::Arc;
 
-pub use app::{Inspector, Target};
+pub use app::{Inspector, Settings, Target};
 pub use command::Command;
 use retrace_store::Store;
 pub use source::Host;
@@ -33,6 +33,7 @@ pub fn run(
     label: &str,
     target: Target,
 ) -> Result<(), eframe::Error> {
+    let label = label.to_owned();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(format!("retrace inspector — {label}"))
@@ -44,9 +45,34 @@ pub fn run(
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
-            Ok(Box::new(Inspector::new(store, host, target, move || {
+            let mut inspector = Inspector::new(store, host, target, move || {
                 ctx.request_repaint();
-            })))
+            });
+            if let Some(settings) = cc
+                .storage
+                .and_then(|s| eframe::get_value::<Settings>(s, SETTINGS_KEY))
+            {
+                inspector.restore(&settings, &label);
+            }
+            Ok(Box::new(Window { inspector, label }))
         }),
     )
+}
+
+const SETTINGS_KEY: &str = "retrace-inspector";
+
+/// The inspector in an eframe window, remembering its settings.
+struct Window {
+    inspector: Inspector,
+    label: String,
+}
+
+impl eframe::App for Window {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.inspector.ui(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, SETTINGS_KEY, &self.inspector.settings(&self.label));
+    }
 }

@@ -461,3 +461,45 @@ fn follow_head_picks_up_events_appended_by_another_writer() {
     assert_shows(&harness, store.as_ref(), &run, len + 2);
     assert!(harness.query_all_by_label_contains("signal ping").count() >= 1);
 }
+
+#[test]
+fn remembered_settings_reopen_the_last_run_of_the_same_store_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = recorded_run(dir.path());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let settings = retrace_inspector::Settings {
+        last_store: "/stores/a".into(),
+        last_run: Some(run),
+        follow_head: true,
+        continue_runs: false,
+    };
+    let mut inspector = Inspector::new(
+        Arc::clone(&store),
+        Arc::new(TestHost::default()),
+        Target::default(),
+        || {},
+    );
+    inspector.restore(&settings, "/stores/a");
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1360.0, 820.0))
+        .build_ui_state(|ui, app: &mut Inspector| app.ui(ui), inspector);
+    settle(&mut harness);
+    let len = store.require_run(&run).unwrap().len();
+    assert_eq!(harness.state().position(), Some((run, len - 1)));
+    assert_eq!(harness.state().settings("/stores/a"), settings);
+
+    // another store: the toggles come back, the run is not looked for
+    let mut inspector = Inspector::new(
+        Arc::clone(&store),
+        Arc::new(TestHost::default()),
+        Target::default(),
+        || {},
+    );
+    inspector.restore(&settings, "/stores/b");
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1360.0, 820.0))
+        .build_ui_state(|ui, app: &mut Inspector| app.ui(ui), inspector);
+    settle(&mut harness);
+    assert_eq!(harness.state().position(), None);
+    assert!(harness.state().settings("/stores/b").follow_head);
+}
