@@ -90,7 +90,10 @@ fn main() {
     let mut frames = settle(&mut harness);
     while harness.query_by_label_contains(&heading).is_none() {
         frames += settle(&mut harness);
-        assert!(t.elapsed() < Duration::from_mins(2), "the head never showed");
+        assert!(
+            t.elapsed() < Duration::from_mins(2),
+            "the head never showed"
+        );
     }
     let shown = t.elapsed();
     assert_eq!(harness.state().position(), Some((run, events - 1)));

@@ -165,6 +165,7 @@ impl Inspector {
         egui::Panel::right("detail")
             .resizable(true)
             .default_size(520.0)
+            .min_size(380.0)
             .show(ui, |ui| panels::detail(self, ui));
         egui::CentralPanel::default().show(ui, |ui| panels::timeline(self, ui));
         let commands = std::mem::take(&mut self.commands);

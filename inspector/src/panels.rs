@@ -206,36 +206,43 @@ pub fn timeline(app: &mut Inspector, ui: &mut egui::Ui) {
     ui.separator();
     // one line per row, whatever the width: the virtual list needs a fixed row height
     ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
-    let row_height = ui.text_style_height(&egui::TextStyle::Monospace);
+    // every row exactly this tall, so the virtual list knows where each one is
+    let row_height = (ui.text_style_height(&egui::TextStyle::Monospace)
+        + 2.0 * ui.spacing().button_padding.y)
+        .max(ui.spacing().interact_size.y);
     let total = usize::try_from(app.len).unwrap_or(usize::MAX);
-    let scroll_to = std::mem::take(&mut app.scroll_to_cursor);
-    egui::ScrollArea::vertical()
-        .auto_shrink([false, false])
-        .show_rows(ui, row_height, total, |ui, range| {
-            for i in range {
-                let seq = i as u64;
-                let selected = seq == app.cursor;
-                let (text, class) = match app.row(seq) {
-                    Some(row) => (
-                        format!("#{seq:<7} {:<20} {}", row.kind, row.summary),
-                        row.class,
-                    ),
-                    None => (format!("#{seq:<7} ..."), Class::Run),
-                };
-                let label = RichText::new(text).monospace().color(colour(class));
-                let response = ui.selectable_label(selected, label);
-                if response.clicked() {
-                    app.command(Command::MoveTo(seq));
-                }
-                if selected && scroll_to {
-                    response.scroll_to_me(Some(egui::Align::Center));
-                }
-            }
-        });
-    if scroll_to && !app.pages.is_empty() {
-        // the cursor's row may be outside the drawn range: scroll by offset next frame
-        ui.ctx().request_repaint();
+    let mut area = egui::ScrollArea::vertical().auto_shrink([false, false]);
+    if std::mem::take(&mut app.scroll_to_cursor) {
+        // put the cursor's row mid-view, whether or not it is drawn now
+        #[allow(clippy::cast_precision_loss)] // row offsets of runs far below 2^24 rows
+        let top = app.cursor as f32 * (row_height + ui.spacing().item_spacing.y);
+        let offset = top - (ui.available_height() - row_height) / 2.0;
+        area = area.vertical_scroll_offset(offset.max(0.0));
     }
+    area.show_rows(ui, row_height, total, |ui, range| {
+        for i in range {
+            let seq = i as u64;
+            let selected = seq == app.cursor;
+            let (text, class) = match app.row(seq) {
+                Some(row) => (
+                    format!("#{seq:<7} {:<20} {}", row.kind, row.summary),
+                    row.class,
+                ),
+                None => (format!("#{seq:<7} ..."), Class::Run),
+            };
+            let label = RichText::new(text).monospace().color(colour(class));
+            let clicked = ui
+                .allocate_ui_with_layout(
+                    egui::vec2(ui.available_width(), row_height),
+                    egui::Layout::left_to_right(egui::Align::Center),
+                    |ui| ui.add(egui::Button::selectable(selected, label)).clicked(),
+                )
+                .inner;
+            if clicked {
+                app.command(Command::MoveTo(seq));
+            }
+        }
+    });
 }
 
 /// The event at the cursor in full and the state after it.

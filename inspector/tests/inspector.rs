@@ -503,3 +503,78 @@ fn remembered_settings_reopen_the_last_run_of_the_same_store_only() {
     assert_eq!(harness.state().position(), None);
     assert!(harness.state().settings("/stores/b").follow_head);
 }
+
+/// A store whose every byte is fixed (ids, times, payloads): a 300-event run and a fork of
+/// it with one tool result edited, for image snapshots.
+fn fixed_store(dir: &Path) -> (Arc<dyn Store>, RunId, RunId, u64) {
+    let store = SledStore::open(dir).expect("fixture");
+    let run = RunId::from_bytes([3; 16]);
+    let mut new = retrace_store::NewRun::new(run, Timestamp(1_795_000_000_000));
+    new.meta.insert("name".into(), "snapshot".into());
+    store.create_run(new).expect("fixture");
+    let events = retrace_replay::testkit::valid_run(11, run, 300, false);
+    let mut head = None;
+    for event in &events {
+        head = Some(
+            store
+                .append(
+                    &run,
+                    head.map(|h: retrace_events::Head| h.id),
+                    std::slice::from_ref(event),
+                )
+                .expect("fixture"),
+        );
+    }
+    let k = events
+        .iter()
+        .find(|e| e.seq > 100 && matches!(e.kind, EventKind::ToolReturned { .. }))
+        .expect("fixture")
+        .seq;
+    let (_, original) = store.event_at(&run, k).expect("fixture").expect("fixture");
+    let kind = retrace_replay::edited_kind(
+        &store,
+        original.kind,
+        &serde_json::json!({"edited": true}),
+        "snapshot",
+    )
+    .expect("fixture");
+    let fork = retrace_replay::fork(
+        &store,
+        &run,
+        retrace_replay::ForkAt::Replace { seq: k, kind },
+        RunId::from_bytes([4; 16]),
+        Timestamp(1_795_000_100_000),
+    )
+    .expect("fixture")
+    .id;
+    (Arc::new(store), run, fork, k)
+}
+
+#[test]
+fn image_snapshots_of_the_main_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run, fork, k) = fixed_store(dir.path());
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: Some(k),
+        },
+    );
+    assert_shows(&harness, store.as_ref(), &run, k);
+    harness.snapshot("runs_timeline_state");
+
+    harness.get_by_label("mark as A").click();
+    settle(&mut harness);
+    harness.get_by_label_contains("run 040404040404").click();
+    settle(&mut harness);
+    harness
+        .state_mut()
+        .apply(retrace_inspector::Command::MoveTo(k));
+    settle(&mut harness);
+    harness.get_by_label_contains("diff A (").click();
+    settle(&mut harness);
+    harness.get_by_label(&format!("first divergent event: #{k}"));
+    assert_eq!(harness.state().position(), Some((fork, k)));
+    harness.snapshot("diff");
+}
