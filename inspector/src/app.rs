@@ -71,6 +71,8 @@ pub struct Inspector {
     pub(crate) note: String,
     /// What the last action did.
     pub(crate) notice: Option<String>,
+    /// Where events of each class fall in the selected run: `(len counted, bins)`.
+    pub(crate) density: Option<(u64, Vec<[u32; 5]>)>,
     /// The run remembered from last time, opened if no target was given and it still exists.
     remembered_run: Option<RunId>,
 }
@@ -110,6 +112,7 @@ impl Inspector {
             note: String::new(),
             notice: None,
             remembered_run: None,
+            density: None,
         }
     }
 
@@ -219,6 +222,11 @@ impl Inspector {
                         }
                     }
                 }
+                Reply::Density { run, len, bins } => {
+                    if Some(run) == self.selected {
+                        self.density = Some((len, bins));
+                    }
+                }
                 Reply::Diff(diff) => match *diff {
                     Ok(diff) => self.diff = Some(diff),
                     Err(e) => self.error = Some(format!("could not compare: {e}")),
@@ -274,6 +282,10 @@ impl Inspector {
                 self.pages.remove(&last_page);
                 if self.follow_head {
                     self.move_to(len.saturating_sub(1));
+                }
+                let counted = self.density.as_ref().map_or(0, |(n, _)| *n);
+                if len > counted + counted / 100 {
+                    self.request_density();
                 }
             }
         }
@@ -354,7 +366,21 @@ impl Inspector {
         self.error = None;
         self.cursor = 0;
         self.scroll_to_cursor = true;
+        self.density = None;
         self.request_detail();
+        self.request_density();
+    }
+
+    /// Bins in the density strip.
+    const DENSITY_BINS: usize = 400;
+
+    fn request_density(&mut self) {
+        if let Some(run) = self.selected {
+            self.source.request(Request::Density {
+                run,
+                bins: Self::DENSITY_BINS,
+            });
+        }
     }
 
     fn move_to(&mut self, seq: u64) {

@@ -203,6 +203,7 @@ pub fn timeline(app: &mut Inspector, ui: &mut egui::Ui) {
     if ui.add(scrubber).changed() {
         app.command(Command::MoveTo(cursor));
     }
+    density_strip(app, ui);
     ui.separator();
     // one line per row, whatever the width: the virtual list needs a fixed row height
     ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
@@ -243,6 +244,54 @@ pub fn timeline(app: &mut Inspector, ui: &mut egui::Ui) {
             }
         }
     });
+}
+
+/// Where model calls, tool calls, approvals and errors fall over the whole run: one row
+/// per class, a mark where a bin holds any; the cursor as a line. Click to go there.
+fn density_strip(app: &mut Inspector, ui: &mut egui::Ui) {
+    let width = ui.spacing().slider_width;
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(width, 14.0), egui::Sense::click());
+    let Some((len, bins)) = &app.density else {
+        return;
+    };
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
+    #[allow(clippy::cast_precision_loss)] // bins and seqs of runs far below 2^24
+    {
+        let bin_width = rect.width() / bins.len() as f32;
+        let row_height = rect.height() / 4.0;
+        for (i, counts) in bins.iter().enumerate() {
+            let x = rect.left() + i as f32 * bin_width;
+            for (row, class) in [Class::Model, Class::Tool, Class::Approval, Class::Error]
+                .into_iter()
+                .enumerate()
+            {
+                if counts[class.index()] > 0 {
+                    let y = rect.top() + row as f32 * row_height;
+                    painter.rect_filled(
+                        egui::Rect::from_min_size(
+                            egui::pos2(x, y),
+                            egui::vec2(bin_width.max(1.0), row_height - 0.5),
+                        ),
+                        0.0,
+                        colour(class),
+                    );
+                }
+            }
+        }
+        if *len > 0 {
+            let x = rect.left() + rect.width() * app.cursor as f32 / *len as f32;
+            painter.vline(x, rect.y_range(), (1.5, ui.visuals().strong_text_color()));
+            if response.clicked()
+                && let Some(pos) = response.interact_pointer_pos()
+            {
+                let fraction = ((pos.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let seq = (fraction * *len as f32) as u64;
+                app.command(Command::MoveTo(seq.min(len - 1)));
+            }
+        }
+    }
 }
 
 /// The event at the cursor in full and the state after it.

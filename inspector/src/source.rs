@@ -178,6 +178,13 @@ pub enum Request {
         /// Direction.
         forward: bool,
     },
+    /// Where events of each class fall over the whole run, in `bins` bins.
+    Density {
+        /// Run.
+        run: RunId,
+        /// Number of bins.
+        bins: usize,
+    },
     /// Compare two points.
     Diff {
         /// First point.
@@ -234,6 +241,16 @@ pub enum Reply {
         run: RunId,
         /// The seq found.
         seq: Option<u64>,
+    },
+    /// Per bin, events of each class (model, tool, approval, error, run), and the run length
+    /// they cover.
+    Density {
+        /// Run.
+        run: RunId,
+        /// Events counted.
+        len: u64,
+        /// Counts per bin.
+        bins: Vec<[u32; 5]>,
     },
     /// Two points compared.
     Diff(Box<Result<DiffView, String>>),
@@ -346,6 +363,10 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
             run,
             seq: find(store, &run, from, class, forward).unwrap_or(None),
         },
+        &Request::Density { run, bins } => match density(store, &run, bins) {
+            Ok((len, bins)) => Reply::Density { run, len, bins },
+            Err(_) => Reply::Skipped,
+        },
         &Request::Diff { a, b } => {
             Reply::Diff(Box::new(diff(store, a, b).map_err(|e| e.to_string())))
         }
@@ -387,6 +408,41 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
             }),
         ),
     }
+}
+
+impl Class {
+    /// Index in a density bin.
+    pub fn index(self) -> usize {
+        match self {
+            Class::Model => 0,
+            Class::Tool => 1,
+            Class::Approval => 2,
+            Class::Error => 3,
+            Class::Run => 4,
+        }
+    }
+}
+
+fn density(
+    store: &dyn Store,
+    run: &RunId,
+    bins: usize,
+) -> Result<(u64, Vec<[u32; 5]>), retrace_store::Error> {
+    let len = store.require_run(run)?.len();
+    let mut out = vec![[0u32; 5]; bins.max(1)];
+    let last_bin = out.len() - 1;
+    let n = out.len() as u64;
+    let mut next = 0;
+    while next < len {
+        let end = (next + MAX_RANGE - 1).min(len - 1);
+        for (_, event) in store.events(run, next..=end)? {
+            let bin = usize::try_from(event.seq * n / len).unwrap_or(last_bin);
+            let counts = &mut out[bin.min(last_bin)];
+            counts[Class::of(&event.kind).index()] += 1;
+        }
+        next = end + 1;
+    }
+    Ok((len, out))
 }
 
 fn diff(

@@ -578,3 +578,32 @@ fn image_snapshots_of_the_main_views() {
     assert_eq!(harness.state().position(), Some((fork, k)));
     harness.snapshot("diff");
 }
+
+#[test]
+fn the_density_strip_counts_every_event_in_its_class_and_bin() {
+    use retrace_inspector::source::{Class, Reply, Request, answer};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run, _, _) = fixed_store(dir.path());
+    let len = store.require_run(&run).unwrap().len();
+    let Reply::Density {
+        len: counted, bins, ..
+    } = answer(
+        store.as_ref(),
+        &TestHost::default(),
+        &Request::Density { run, bins: 7 },
+    )
+    else {
+        panic!("no density");
+    };
+    assert_eq!((counted, bins.len()), (len, 7));
+    let mut expected = vec![[0u32; 5]; 7];
+    for (_, event) in store.events(&run, 0..=len - 1).unwrap() {
+        let bin = usize::try_from(event.seq * 7 / len).unwrap();
+        expected[bin][Class::of(&event.kind).index()] += 1;
+    }
+    assert_eq!(bins, expected);
+    assert!(
+        expected.iter().all(|b| b[0] > 0),
+        "model calls all over the run"
+    );
+}
