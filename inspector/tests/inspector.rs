@@ -215,7 +215,19 @@ fn select_a_run_then_travel_by_keyboard_and_by_click() {
     settle(&mut harness);
     assert_shows(&harness, store.as_ref(), &run, 0);
 
+    // click the middle of the scrubber: the cursor goes to the middle of the run
+    harness.get_by_role(egui::Role::Slider).click();
+    settle(&mut harness);
+    let (_, mid) = harness.state().position().unwrap();
+    assert!(
+        (len / 3..=len * 2 / 3).contains(&mid),
+        "clicked the middle of the scrubber, went to {mid} of {len}"
+    );
+    assert_shows(&harness, store.as_ref(), &run, mid);
+
     // click a row of the timeline
+    harness.key_press(egui::Key::Home);
+    settle(&mut harness);
     harness.get_by_label_contains("#5 ").click();
     settle(&mut harness);
     assert_shows(&harness, store.as_ref(), &run, 5);
