@@ -43,6 +43,22 @@ pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
             app.command(command.clone());
         }
     }
+    // M, T, A, E: next model call, tool call, approval, error; with Shift, the previous
+    let jumps = [
+        (egui::Key::M, Class::Model),
+        (egui::Key::T, Class::Tool),
+        (egui::Key::A, Class::Approval),
+        (egui::Key::E, Class::Error),
+    ];
+    for (key, class) in jumps {
+        let (pressed, shift) = ui.input(|i| (i.key_pressed(key), i.modifiers.shift));
+        if pressed {
+            app.command(Command::Jump {
+                class,
+                forward: !shift,
+            });
+        }
+    }
 }
 
 /// The bar above everything: the position, jumps, follow, refresh, and the last error.
