@@ -84,7 +84,7 @@ impl Inspector {
         store: Arc<dyn Store>,
         host: Arc<dyn Host>,
         target: Target,
-        wake: impl Fn() + Send + 'static,
+        wake: impl Fn() + Send + Sync + 'static,
     ) -> Self {
         let mut source = Source::spawn(store, host, wake);
         source.request(Request::Runs);

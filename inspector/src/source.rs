@@ -262,58 +262,59 @@ pub enum Reply {
     Skipped,
 }
 
-/// The background thread's handle.
+/// The background threads' handle: one answers everything the UI waits on; a second one
+/// counts density over whole runs, which takes most of a second on a million events and so
+/// must not hold up the rows and detail asked for in the same frame.
 #[derive(Debug)]
 pub struct Source {
     tx: Option<flume::Sender<Request>>,
+    slow_tx: Option<flume::Sender<Request>>,
     rx: flume::Receiver<Reply>,
     in_flight: usize,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Source {
-    /// Start the thread over `store`; `wake` is called after each reply (to repaint).
+    /// Start the threads over `store`; `wake` is called after each reply (to repaint).
     pub fn spawn(
         store: Arc<dyn Store>,
         host: Arc<dyn Host>,
-        wake: impl Fn() + Send + 'static,
+        wake: impl Fn() + Send + Sync + 'static,
     ) -> Self {
         let (tx, requests) = flume::unbounded::<Request>();
+        let (slow_tx, slow_requests) = flume::unbounded::<Request>();
         let (replies, rx) = flume::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("retrace-inspector-source".into())
-            .spawn(move || {
-                while let Ok(first) = requests.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(requests.try_iter());
-                    // only the newest detail request matters (the cursor moved on)
-                    let last_detail = batch
-                        .iter()
-                        .rposition(|r| matches!(r, Request::Detail { .. }));
-                    for (i, request) in batch.into_iter().enumerate() {
-                        let reply = match request {
-                            Request::Detail { .. } if Some(i) != last_detail => Reply::Skipped,
-                            request => answer(store.as_ref(), host.as_ref(), &request),
-                        };
-                        if replies.send(reply).is_err() {
-                            return;
-                        }
-                        wake();
-                    }
-                }
-            })
-            .expect("spawn the inspector's source thread");
+        let wake: Wake = Arc::new(wake);
+        let threads = vec![
+            worker(
+                "retrace-inspector-source",
+                requests,
+                replies.clone(),
+                (store.clone(), host.clone(), wake.clone()),
+            ),
+            worker(
+                "retrace-inspector-density",
+                slow_requests,
+                replies,
+                (store, host, wake),
+            ),
+        ];
         Self {
             tx: Some(tx),
+            slow_tx: Some(slow_tx),
             rx,
             in_flight: 0,
-            thread: Some(thread),
+            threads,
         }
     }
 
     /// Ask for something; the reply comes through [`Self::poll`].
     pub fn request(&mut self, request: Request) {
-        if let Some(tx) = &self.tx
+        let tx = match request {
+            Request::Density { .. } => &self.slow_tx,
+            _ => &self.tx,
+        };
+        if let Some(tx) = tx
             && tx.send(request).is_ok()
         {
             self.in_flight += 1;
@@ -335,11 +336,52 @@ impl Source {
 
 impl Drop for Source {
     fn drop(&mut self) {
-        self.tx = None; // ends the thread's loop
-        if let Some(thread) = self.thread.take() {
+        // closing the channels ends the threads' loops
+        self.tx = None;
+        self.slow_tx = None;
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
+}
+
+/// Repaints the UI.
+type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// A thread answering `requests` in order. Of the requests waiting together, only the newest
+/// detail and the newest density are answered: the cursor or the run has moved on since.
+fn worker(
+    name: &str,
+    requests: flume::Receiver<Request>,
+    replies: flume::Sender<Reply>,
+    (store, host, wake): (Arc<dyn Store>, Arc<dyn Host>, Wake),
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while let Ok(first) = requests.recv() {
+                let mut batch = vec![first];
+                batch.extend(requests.try_iter());
+                let last_detail = batch
+                    .iter()
+                    .rposition(|r| matches!(r, Request::Detail { .. }));
+                let last_density = batch
+                    .iter()
+                    .rposition(|r| matches!(r, Request::Density { .. }));
+                for (i, request) in batch.into_iter().enumerate() {
+                    let reply = match request {
+                        Request::Detail { .. } if Some(i) != last_detail => Reply::Skipped,
+                        Request::Density { .. } if Some(i) != last_density => Reply::Skipped,
+                        request => answer(store.as_ref(), host.as_ref(), &request),
+                    };
+                    if replies.send(reply).is_err() {
+                        return;
+                    }
+                    wake();
+                }
+            }
+        })
+        .expect("spawn an inspector background thread")
 }
 
 /// Answer one request from the store.
