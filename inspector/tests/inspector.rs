@@ -578,7 +578,9 @@ fn image_snapshots_of_the_main_views() {
 
     harness.get_by_label("mark as A").click();
     settle(&mut harness);
-    harness.get_by_label_contains("run 040404040404").click();
+    harness
+        .get_by_label_contains("snapshot 040404040404")
+        .click();
     settle(&mut harness);
     harness
         .state_mut()

@@ -209,6 +209,10 @@ pub fn fork(
         }
         None => NewRun::new(new_id, now),
     };
+    // the fork is the same agent: keep its name so listings read "tidy", not "run"
+    if let Some(name) = info.meta.get("name") {
+        new.meta.insert("name".into(), name.clone());
+    }
     new.meta
         .insert("forked_from".into(), format!("{from}@{last}"));
     new.meta

@@ -18,9 +18,9 @@ fn run_id(n: u8) -> RunId {
 fn store_with_run(len: u64) -> (MemoryStore, Vec<retrace_events::Event>) {
     let events = valid_run(11, RUN, len, false);
     let store = MemoryStore::new();
-    store
-        .create_run(NewRun::new(RUN, Timestamp(0)))
-        .expect("create");
+    let mut new = NewRun::new(RUN, Timestamp(0));
+    new.meta.insert("name".into(), "tidy".into());
+    store.create_run(new).expect("create");
     for chunk in events.chunks(5_000) {
         let head = store.run(&RUN).expect("run").expect("exists").head;
         store
@@ -42,6 +42,7 @@ fn fork_of_a_long_run_copies_no_prefix_and_shares_its_state() {
     assert_eq!(after.runs, before.runs + 1);
     assert_eq!(forked.head.map(|h| h.seq), Some(k));
     assert_eq!(forked.meta.get("forked_from"), Some(&format!("{RUN}@{k}")));
+    assert_eq!(forked.meta.get("name").map(String::as_str), Some("tidy"));
     let original = state_at(&store, &RUN, k, policy).expect("state").state;
     let shared = state_at(&store, &run_id(2), k, policy)
         .expect("state")
