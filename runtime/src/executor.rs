@@ -111,14 +111,14 @@ impl<'a> Runner<'a> {
     ) -> Result<Self, Error> {
         let workspace = Workspace::new(&spec.workspace).map_err(|e| Error::Setup(e.to_string()))?;
         let toolbox =
-            Toolbox::builtin(&workspace, &spec.tools).map_err(|e| Error::Setup(e.to_string()))?;
+            Toolbox::for_spec(&spec, &workspace).map_err(|e| Error::Setup(e.to_string()))?;
         let policy = Policy::new(&spec.policy).map_err(|e| Error::Setup(e.to_string()))?;
         let tools = toolbox
             .infos()
             .into_iter()
             .map(|i| {
                 (
-                    i.name.to_owned(),
+                    i.name.clone(),
                     ToolMeta {
                         tier: i.tier,
                         idempotent: i.idempotent,
@@ -430,16 +430,16 @@ impl<'a> Runner<'a> {
     ) -> Result<EventKind, Error> {
         let args: Value = self.blob_json(run, args)?;
         let started = Instant::now();
-        let result = match self.toolbox.get(tool) {
-            Some(t) => call_blocking(t, args).await,
-            None => Err(crate::tools::ToolError::Failed {
-                message: format!("there is no tool `{tool}`"),
-            }),
-        };
+        let result = self.toolbox.call(tool, args).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(duration_ms, ok = result.is_ok(), "tool returned");
         let (output, is_error) = match result {
-            Ok(value) => (value, false),
+            Ok(output) => {
+                for whole in &output.attachments {
+                    self.store.put_blob(whole)?;
+                }
+                (output.value, false)
+            }
             Err(e) => (json!({"error": e.to_string()}), true),
         };
         Ok(EventKind::ToolReturned {
@@ -596,8 +596,8 @@ impl<'a> Runner<'a> {
                 .infos()
                 .into_iter()
                 .map(|i| ToolDef {
-                    name: i.name.into(),
-                    description: i.description.into(),
+                    name: i.name,
+                    description: i.description,
                     parameters: i.schema,
                 })
                 .collect(),
@@ -685,39 +685,6 @@ impl Journal {
     }
 }
 
-/// Run a tool, which does blocking IO, without stalling other tasks. On a multi-thread
-/// runtime it runs right here, tokio moving this worker's other tasks elsewhere
-/// (`block_in_place`): handing it to the blocking pool and back costs two thread wake-ups,
-/// which measured as much as the tool itself. Elsewhere it goes to the blocking pool.
-async fn call_blocking(
-    tool: Arc<dyn crate::tools::Tool>,
-    args: Value,
-) -> Result<Value, crate::tools::ToolError> {
-    let crashed = |why: String| crate::tools::ToolError::Failed {
-        message: format!("the tool crashed: {why}"),
-    };
-    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread;
-    if multi_thread {
-        tokio::task::block_in_place(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tool.call(&args)))
-                .unwrap_or_else(|panic| Err(crashed(panic_message(&*panic))))
-        })
-    } else {
-        tokio::task::spawn_blocking(move || tool.call(&args))
-            .await
-            .unwrap_or_else(|e| Err(crashed(e.to_string())))
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panicked".to_owned())
-}
-
 fn payload(run: RunId, e: &serde_json::Error) -> Error {
     Error::Payload {
         run,
@@ -738,13 +705,9 @@ fn preview(output: &Value, blob: &BlobId) -> String {
     if text.len() <= PREVIEW_BYTES {
         return text;
     }
-    let mut cut = PREVIEW_BYTES;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
     format!(
         "{}… [{} bytes in all; the full output is blob {}]",
-        &text[..cut],
+        crate::tools::cut(&text, PREVIEW_BYTES),
         text.len(),
         blob.short()
     )

@@ -25,6 +25,7 @@
 //!
 //! [tools]
 //! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append"]
+//! wasm = ["tools/count.toml"]            # WASM tool manifests (see `tools::wasm`)
 //!
 //! [[policy]]                              # first match wins; defaults after the rules:
 //! tool = "fs.write"                       #   read allow, write ask, destructive deny
@@ -67,8 +68,11 @@ pub struct Spec {
     pub workspace: PathBuf,
     /// Which model, how.
     pub model: Model,
-    /// Tools the agent may call, sorted.
+    /// Built-in tools the agent may call, sorted.
     pub tools: Vec<String>,
+    /// WASM tools, as their manifests declared them (with each component's BLAKE3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wasm: Vec<crate::tools::wasm::Manifest>,
     /// Policy rules, in order.
     pub policy: Vec<Rule>,
     /// Limits.
@@ -224,7 +228,10 @@ struct RawModel {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTools {
+    #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    wasm: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -263,8 +270,9 @@ impl Spec {
         let base = path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let (allow, wasm_paths) = raw.tools.map(|t| (t.allow, t.wasm)).unwrap_or_default();
         let mut tools = Vec::new();
-        for tool in raw.tools.map(|t| t.allow).unwrap_or_default() {
+        for tool in allow {
             if !BUILTIN_TOOLS.contains(&tool.get_ref().as_str()) {
                 return Err(at(
                     Some(tool.span()),
@@ -279,12 +287,25 @@ impl Spec {
         }
         tools.sort();
         tools.dedup();
+        let mut wasm: Vec<crate::tools::wasm::Manifest> = Vec::new();
+        for manifest in wasm_paths {
+            let loaded = crate::tools::wasm::Manifest::load(&base.join(manifest.get_ref()))?;
+            if wasm.iter().any(|m| m.name == loaded.name) {
+                return Err(at(
+                    Some(manifest.span()),
+                    format!("two WASM tools are named `{}`", loaded.name),
+                ));
+            }
+            wasm.push(loaded);
+        }
+        let known =
+            |name: &str| BUILTIN_TOOLS.contains(&name) || wasm.iter().any(|m| m.name == name);
         let mut policy = Vec::new();
         let mut rule_spans = Vec::new();
         for rule in raw.policy {
             rule_spans.push(rule.tool.span());
             let name = rule.tool.get_ref();
-            if name != "*" && !BUILTIN_TOOLS.contains(&name.as_str()) {
+            if name != "*" && !known(name) {
                 return Err(at(
                     Some(rule.tool.span()),
                     format!("policy rule for unknown tool `{name}`"),
@@ -321,6 +342,7 @@ impl Spec {
                 params: raw.model.params,
             },
             tools,
+            wasm,
             policy,
             budgets: raw.budgets,
         })
@@ -332,7 +354,8 @@ impl Spec {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column of byte `offset` in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

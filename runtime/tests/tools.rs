@@ -218,7 +218,7 @@ fn tools_declare_schema_tier_and_idempotence() {
     let (_root, _outside, tools) = setup();
     let infos = tools.infos();
     assert_eq!(
-        infos.iter().map(|i| i.name).collect::<Vec<_>>(),
+        infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         [
             "fs.append",
             "fs.edit",
@@ -231,7 +231,7 @@ fn tools_declare_schema_tier_and_idempotence() {
     for info in &infos {
         assert_eq!(info.schema["type"], "object", "{}", info.name);
         assert_eq!(info.schema["additionalProperties"], false, "{}", info.name);
-        let expected = if ["fs.write", "fs.edit", "fs.append"].contains(&info.name) {
+        let expected = if ["fs.write", "fs.edit", "fs.append"].contains(&info.name.as_str()) {
             Tier::Write
         } else {
             Tier::Read

@@ -140,3 +140,33 @@ pub mod tamper {
         );
     }
 }
+
+/// The repository's WASM tools (`wasm/`), built for `wasm32-wasip2` once per test process;
+/// the directory holding `wordcount.wasm`, `jsonx.wasm` and `misbehave.wasm`. Cargo's lock
+/// on `target/wasm` serialises test processes that build at once.
+pub fn wasm_tools() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("the workspace root")
+                .to_path_buf();
+            let target = root.join("target/wasm");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--release", "--locked", "--quiet"])
+                .args(["--target", "wasm32-wasip2", "--manifest-path"])
+                .arg(root.join("wasm/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .expect("run cargo to build the WASM tools");
+            assert!(
+                status.success(),
+                "building the WASM tools failed; is the target installed? `rustup target add wasm32-wasip2`"
+            );
+            target.join("wasm32-wasip2/release")
+        })
+        .clone()
+}

@@ -79,6 +79,15 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
+    /// List every tool an agent would see (built-in and WASM) with its tier, what the
+    /// policy does with a call, where it comes from and its argument schema.
+    Tools {
+        /// The agent spec (TOML).
+        spec: PathBuf,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the runs in the store.
     Runs {
         /// Print JSON lines instead of a table.

@@ -506,3 +506,99 @@ fn secrets_in_the_environment_reach_no_event_blob_store_file_or_log() {
         "a secret reached the store"
     );
 }
+
+/// The `wasm` example, copied into `dir` with its manifests pointing at the built tools.
+fn wasm_example(dir: &Path) -> std::path::PathBuf {
+    let spec = example("wasm", dir);
+    let built = retrace_tests::wasm_tools();
+    for manifest in ["count", "transform"] {
+        let path = spec
+            .parent()
+            .expect("example dir")
+            .join(format!("tools/{manifest}.toml"));
+        let text = std::fs::read_to_string(&path).expect("manifest");
+        let text = text.replace(
+            "../../../target/wasm/wasm32-wasip2/release",
+            built.to_str().expect("utf-8"),
+        );
+        std::fs::write(&path, text).expect("manifest");
+    }
+    spec
+}
+
+#[test]
+fn the_wasm_example_runs_offline_and_tools_lists_what_the_agent_sees() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = wasm_example(dir.path());
+    let store = dir.path().join("store");
+    let spec_arg = spec.to_str().expect("utf-8");
+
+    let out = retrace(&store, &["tools", spec_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = text(&out);
+    for expected in [
+        "text.count",
+        "json.transform",
+        "fs.write",
+        "wasm ",
+        "built-in",
+        "\"required\":[\"path\"]",
+    ] {
+        assert!(listing.contains(expected), "{expected}: {listing}");
+    }
+    let out = retrace(&store, &["tools", spec_arg, "--json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let count = lines
+        .iter()
+        .find(|l| l["name"] == "text.count")
+        .expect("listed");
+    assert_eq!(count["tier"], "read");
+    assert_eq!(count["policy"]["action"], "allow");
+    let write = lines
+        .iter()
+        .find(|l| l["name"] == "fs.write")
+        .expect("listed");
+    assert_eq!(write["policy"]["action"], "ask");
+
+    let out = run_agent(&store, &spec, "Report on the docs");
+    assert!(out.status.success(), "{}", text(&out));
+    let report = std::fs::read_to_string(dir.path().join("wasm/workspace/out/REPORT.md"))
+        .expect("report written");
+    assert!(report.contains("86 words"), "{report}");
+    let out = retrace(&store, &["runs", "--json"]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(line["status"]["outcome"], "succeeded");
+    assert_eq!(line["totals"]["tool_calls"], 3);
+    let run = line["run"].as_str().expect("run id").to_owned();
+    // the sandboxed count is what the guest computed over the real files
+    let out = retrace(&store, &["show", &format!("{run}@5"), "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"words\": 86"), "{}", text(&out));
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn tools_of_a_spec_with_a_bad_manifest_fails_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = wasm_example(dir.path());
+    let manifest = spec.parent().expect("dir").join("tools/count.toml");
+    let text_before = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(
+        &manifest,
+        text_before.replace("tier = \"read\"", "tier = \"reed\""),
+    )
+    .expect("write");
+    let out = retrace(
+        &dir.path().join("store"),
+        &["tools", spec.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(message.contains("tools/count.toml:5:"), "{message}");
+    assert!(message.contains("unknown variant `reed`"), "{message}");
+}

@@ -1,6 +1,27 @@
 //! # retrace-sandbox
 //!
-//! wasmtime host for untrusted tools: fuel and epoch limits, memory caps, WASI preopens,
-//! no network.
+//! The wasmtime host that runs untrusted tools. A tool is a WASI preview 2 command component
+//! (Rust: `--target wasm32-wasip2`): it reads its JSON arguments on stdin, writes its JSON
+//! result on stdout, and says why it failed on stderr with a non-zero exit. The host holds
+//! every limit:
 //!
-//! Status: placeholder until the sandbox issue (wasmtime 48 is added then).
+//! - **CPU**: fuel (instructions, deterministic) and an epoch deadline (wall time), checked
+//!   every 10 ms; at each check the guest yields to tokio, so a busy guest never holds an
+//!   executor thread for longer than that;
+//! - **memory**: a cap on linear memory; growing past it traps;
+//! - **output**: stdout beyond a hard ceiling traps (the caller cuts what it keeps further);
+//! - **filesystem**: only the preopened directories, read-only or read-write;
+//! - **network**: none — TCP, UDP and name lookup are all refused;
+//! - **environment**: empty except the variables passed in.
+//!
+//! Components are compiled once per content hash and kept pre-linked, so a repeated call
+//! only instantiates (tens of microseconds); with a cache directory, compiled code also
+//! survives the process. This crate does no policy and knows nothing of the log: the runtime
+//! turns a tool's manifest into a [`Call`] and the [`Output`] or [`Error`] into a recorded
+//! tool result.
+
+mod error;
+mod host;
+
+pub use error::{Error, Limit};
+pub use host::{Call, Limits, Module, Output, Preopen, Sandbox};

@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 
 use super::{Tier, Tool, ToolError, ToolInfo, Workspace};
 
+/// The origin of every built-in tool.
+const BUILT_IN: &str = "built-in";
+
 /// Largest file `fs.read` returns whole; larger files need a line range.
 pub const MAX_READ_BYTES: u64 = 1 << 20;
 /// Files larger than this are skipped by `fs.search`.
@@ -91,8 +94,8 @@ const fn thousand() -> usize {
 impl Tool for List {
     fn info(&self) -> ToolInfo {
         ToolInfo {
-            name: "fs.list",
-            description: "List files and directories under a directory of the workspace.",
+            name: "fs.list".into(),
+            description: "List files and directories under a directory of the workspace.".into(),
             schema: json!({
                 "type": "object",
                 "properties": {
@@ -104,6 +107,7 @@ impl Tool for List {
             }),
             tier: Tier::Read,
             idempotent: true,
+            origin: BUILT_IN.into(),
         }
     }
 
@@ -156,8 +160,10 @@ struct ReadArgs {
 impl Tool for Read {
     fn info(&self) -> ToolInfo {
         ToolInfo {
-            name: "fs.read",
-            description: "Read a text file of the workspace, whole or a range of lines (1-based, inclusive).",
+            name: "fs.read".into(),
+            description:
+                "Read a text file of the workspace, whole or a range of lines (1-based, inclusive)."
+                    .into(),
             schema: json!({
                 "type": "object",
                 "properties": {
@@ -170,6 +176,7 @@ impl Tool for Read {
             }),
             tier: Tier::Read,
             idempotent: true,
+            origin: BUILT_IN.into(),
         }
     }
 
@@ -233,8 +240,8 @@ const fn two_hundred() -> usize {
 impl Tool for Search {
     fn info(&self) -> ToolInfo {
         ToolInfo {
-            name: "fs.search",
-            description: "Find lines containing a substring (or matching a regex) in the workspace's text files.",
+            name: "fs.search".into(),
+            description: "Find lines containing a substring (or matching a regex) in the workspace's text files.".into(),
             schema: json!({
                 "type": "object",
                 "properties": {
@@ -248,6 +255,7 @@ impl Tool for Search {
             }),
             tier: Tier::Read,
             idempotent: true,
+            origin: BUILT_IN.into(),
         }
     }
 
@@ -310,8 +318,10 @@ struct WriteArgs {
 impl Tool for Write {
     fn info(&self) -> ToolInfo {
         ToolInfo {
-            name: "fs.write",
-            description: "Create or overwrite a text file of the workspace (parent directories are created).",
+            name: "fs.write".into(),
+            description:
+                "Create or overwrite a text file of the workspace (parent directories are created)."
+                    .into(),
             schema: json!({
                 "type": "object",
                 "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
@@ -320,6 +330,7 @@ impl Tool for Write {
             }),
             tier: Tier::Write,
             idempotent: true,
+            origin: BUILT_IN.into(),
         }
     }
 
@@ -356,8 +367,8 @@ const fn one() -> usize {
 impl Tool for Edit {
     fn info(&self) -> ToolInfo {
         ToolInfo {
-            name: "fs.edit",
-            description: "Replace an exact snippet of a workspace file. `old` must occur exactly `count` times (default 1).",
+            name: "fs.edit".into(),
+            description: "Replace an exact snippet of a workspace file. `old` must occur exactly `count` times (default 1).".into(),
             schema: json!({
                 "type": "object",
                 "properties": {
@@ -371,6 +382,7 @@ impl Tool for Edit {
             }),
             tier: Tier::Write,
             idempotent: false,
+            origin: BUILT_IN.into(),
         }
     }
 
@@ -410,8 +422,8 @@ struct AppendArgs {
 impl Tool for Append {
     fn info(&self) -> ToolInfo {
         ToolInfo {
-            name: "fs.append",
-            description: "Add text at the end of a workspace file (created if missing, with its directories).",
+            name: "fs.append".into(),
+            description: "Add text at the end of a workspace file (created if missing, with its directories).".into(),
             schema: json!({
                 "type": "object",
                 "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
@@ -420,6 +432,7 @@ impl Tool for Append {
             }),
             tier: Tier::Write,
             idempotent: false,
+            origin: BUILT_IN.into(),
         }
     }
 

@@ -1,22 +1,26 @@
 //! Tools: what an agent can do besides talking. Each tool declares its name, a JSON schema
 //! for its arguments, a policy tier and whether running it twice is safe, and takes JSON
 //! arguments to a JSON result. The built-ins are the `fs.*` tools in [`fs`], all confined to
-//! one [`Workspace`].
+//! one [`Workspace`]; WASM tools ([`wasm`]) run untrusted code in the sandbox. The executor
+//! calls every kind the same way, through [`Toolbox::call`].
 
 pub mod fs;
+pub mod wasm;
 mod workspace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use workspace::Workspace;
 
+use crate::spec::Spec;
+
 /// Policy tier of a tool: what kind of harm it could do. Defaults: read allowed, write ask,
 /// network ask, destructive deny.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// Looks, changes nothing.
@@ -33,15 +37,36 @@ pub enum Tier {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ToolInfo {
     /// Namespaced name, e.g. `fs.read`.
-    pub name: &'static str,
+    pub name: String,
     /// What it does (shown to the model).
-    pub description: &'static str,
+    pub description: String,
     /// JSON schema of the arguments.
     pub schema: Value,
     /// Policy tier.
     pub tier: Tier,
     /// Whether re-running it after a crash is safe (same arguments, same effect).
     pub idempotent: bool,
+    /// Where it comes from: `built-in`, or `wasm <component> <blake3 prefix>`.
+    pub origin: String,
+}
+
+/// What a tool returned: its result, and whole outputs the result refers to by blob id
+/// (stored before the result is recorded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// The result (what the model sees, and the recorded outcome).
+    pub value: Value,
+    /// Bytes the result names by their [`retrace_events::BlobId`].
+    pub attachments: Vec<Vec<u8>>,
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Why a tool call failed. The message is shown to the model (and recorded), so it says
@@ -70,17 +95,24 @@ pub enum ToolError {
     },
 }
 
-/// A tool the runtime can call.
+/// A built-in tool: runs in the runtime's process, blocking (the toolbox keeps it off the
+/// async threads).
 pub trait Tool: Send + Sync {
     /// Its declaration.
     fn info(&self) -> ToolInfo;
-    /// Run it. Blocking; the executor runs tools off the async threads.
+    /// Run it.
     fn call(&self, args: &Value) -> Result<Value, ToolError>;
+}
+
+#[derive(Clone)]
+enum Entry {
+    Builtin(Arc<dyn Tool>),
+    Wasm(Arc<wasm::WasmTool>),
 }
 
 /// The tools an agent has, by name.
 pub struct Toolbox {
-    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+    tools: BTreeMap<String, (ToolInfo, Entry)>,
 }
 
 impl std::fmt::Debug for Toolbox {
@@ -92,23 +124,97 @@ impl std::fmt::Debug for Toolbox {
 impl Toolbox {
     /// The built-in tools named in `allow`, over `workspace`. Unknown names are an error.
     pub fn builtin(workspace: &Workspace, allow: &[String]) -> Result<Self, ToolError> {
-        let mut tools: BTreeMap<&'static str, Arc<dyn Tool>> = BTreeMap::new();
+        let mut tools = BTreeMap::new();
         for name in allow {
             let tool = fs::builtin(workspace, name).ok_or_else(|| ToolError::Invalid {
                 message: format!("unknown tool `{name}`"),
             })?;
-            tools.insert(tool.info().name, Arc::from(tool));
+            let info = tool.info();
+            tools.insert(info.name.clone(), (info, Entry::Builtin(Arc::from(tool))));
         }
         Ok(Self { tools })
     }
 
-    /// A tool by name (shared, so it can run on a blocking thread).
+    /// Every tool `spec` declares: its built-ins and its WASM tools (compiled now, so a
+    /// component that does not load stops the run before it starts).
+    pub fn for_spec(spec: &Spec, workspace: &Workspace) -> Result<Self, ToolError> {
+        let mut toolbox = Self::builtin(workspace, &spec.tools)?;
+        for manifest in &spec.wasm {
+            let tool = wasm::WasmTool::new(manifest.clone(), workspace)?;
+            let info = ToolInfo {
+                name: manifest.name.clone(),
+                description: manifest.description.clone(),
+                schema: manifest.schema.clone(),
+                tier: manifest.tier,
+                idempotent: manifest.idempotent,
+                origin: format!(
+                    "wasm {} {}",
+                    manifest.module.display(),
+                    &manifest.module_blake3[..12]
+                ),
+            };
+            toolbox
+                .tools
+                .insert(info.name.clone(), (info, Entry::Wasm(Arc::new(tool))));
+        }
+        Ok(toolbox)
+    }
+
+    /// A built-in tool by name.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
-        self.tools.get(name).cloned()
+        match self.tools.get(name) {
+            Some((_, Entry::Builtin(tool))) => Some(Arc::clone(tool)),
+            _ => None,
+        }
     }
 
     /// Every tool's declaration, by name.
     pub fn infos(&self) -> Vec<ToolInfo> {
-        self.tools.values().map(|t| t.info()).collect()
+        self.tools.values().map(|(info, _)| info.clone()).collect()
     }
+
+    /// Run tool `name` on `args`, whatever kind it is, without stalling other tasks.
+    pub async fn call(&self, name: &str, args: Value) -> Result<Output, ToolError> {
+        match self.tools.get(name).map(|(_, entry)| entry.clone()) {
+            Some(Entry::Builtin(tool)) => call_blocking(tool, args).await.map(|value| Output {
+                value,
+                attachments: Vec::new(),
+            }),
+            Some(Entry::Wasm(tool)) => tool.call(&args).await,
+            None => Err(ToolError::Failed {
+                message: format!("there is no tool `{name}`"),
+            }),
+        }
+    }
+}
+
+/// Run a built-in tool, which does blocking IO, without stalling other tasks. On a
+/// multi-thread runtime it runs right here, tokio moving this worker's other tasks
+/// elsewhere (`block_in_place`): handing it to the blocking pool and back costs two thread
+/// wake-ups, which measured as much as the tool itself. Elsewhere it goes to the blocking
+/// pool.
+async fn call_blocking(tool: Arc<dyn Tool>, args: Value) -> Result<Value, ToolError> {
+    let crashed = |why: String| ToolError::Failed {
+        message: format!("the tool crashed: {why}"),
+    };
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    if multi_thread {
+        tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tool.call(&args)))
+                .unwrap_or_else(|panic| Err(crashed(panic_message(&*panic))))
+        })
+    } else {
+        tokio::task::spawn_blocking(move || tool.call(&args))
+            .await
+            .unwrap_or_else(|e| Err(crashed(e.to_string())))
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_owned())
 }

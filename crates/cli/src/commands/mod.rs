@@ -9,6 +9,7 @@ mod resolve;
 mod run;
 mod runs;
 mod show;
+mod tools;
 mod verify;
 
 use std::process::ExitCode;
@@ -67,5 +68,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff { a, b, json } => diff::run(&cli.store, &a, &b, json),
         Command::Fork { at, edit } => fork::run(&cli.store, &at, edit.as_deref()),
         Command::Inspect { at } => inspect::run(&cli.store, at.as_deref()),
+        Command::Tools { spec, json } => tools::run(&spec, json),
     }
 }

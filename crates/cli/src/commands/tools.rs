@@ -1,0 +1,58 @@
+//! `retrace tools SPEC`: every tool the agent would see — built-in and WASM — with its tier,
+//! what the policy does with a call (when the call names no path), where it comes from, and
+//! its argument schema. WASM components are loaded as a run would load them, so a tool that
+//! would fail to start fails here.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use retrace_runtime::policy::Policy;
+use retrace_runtime::spec::Spec;
+use retrace_runtime::tools::{Toolbox, Workspace};
+
+pub fn run(spec_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let spec = Spec::load(spec_path)?;
+    let workspace = Workspace::new(&spec.workspace)?;
+    let toolbox = Toolbox::for_spec(&spec, &workspace)
+        .with_context(|| format!("setting up the tools of {}", spec_path.display()))?;
+    let policy = Policy::new(&spec.policy)?;
+    let infos = toolbox.infos();
+    if json {
+        for info in &infos {
+            let verdict = policy.check(&info.name, info.tier, None);
+            let mut line = serde_json::to_value(info)?;
+            line["policy"] = serde_json::to_value(&verdict)?;
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if infos.is_empty() {
+        println!(
+            "{} declares no tools: add `[tools] allow = [...]` or `wasm = [...]`",
+            spec_path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name_width = infos.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<name_width$}  {:<11}  {:<10}  {:<6}  ORIGIN",
+        "TOOL", "TIER", "IDEMPOTENT", "POLICY"
+    );
+    for info in &infos {
+        let verdict = policy.check(&info.name, info.tier, None);
+        println!(
+            "{:<name_width$}  {:<11}  {:<10}  {:<6}  {}",
+            info.name,
+            serde_json::to_value(info.tier)?.as_str().unwrap_or("?"),
+            if info.idempotent { "yes" } else { "no" },
+            serde_json::to_value(verdict.action)?
+                .as_str()
+                .unwrap_or("?"),
+            info.origin
+        );
+        println!("{:name_width$}  {}", "", info.description);
+        println!("{:name_width$}  args: {}", "", info.schema);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,361 @@
+//! WASM tools: untrusted code run in the [`retrace_sandbox`] host. A tool is a manifest
+//! (TOML) next to a WASI preview 2 component:
+//!
+//! ```toml
+//! name = "text.count"                  # namespaced; not fs.* or mcp.*
+//! description = "Count lines and words of the files under a path."
+//! module = "wordcount.wasm"            # relative to this manifest
+//! tier = "read"                        # read | write | network | destructive
+//! idempotent = true
+//! env = ["LANG"]                       # host variables the guest may see (default none)
+//!
+//! [args]                               # JSON schema of the arguments, shown to the model
+//! type = "object"
+//! properties.path = { type = "string" }
+//!
+//! [limits]                             # all optional; these are the defaults
+//! fuel = 5_000_000_000                 # ~ instructions
+//! wall_ms = 10_000
+//! memory_mb = 128
+//! output_kb = 64                       # result kept inline; longer output is cut, the whole
+//!                                      # of it kept as a blob the result names
+//! max_output_mb = 16                   # writing more stops the tool
+//!
+//! [[preopen]]                          # directories the guest sees; nothing else
+//! dir = "."                            # inside the agent's workspace
+//! guest = "/data"
+//! writable = false
+//! ```
+//!
+//! The manifest, with the component's BLAKE3, becomes part of the spec a run records, so a
+//! resumed run refuses a component that changed since the run started.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use retrace_events::BlobId;
+use retrace_sandbox::{Call, Module, Preopen, Sandbox};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Output, Tier, ToolError, Workspace, cut};
+use crate::spec::{self, line_col};
+
+/// A WASM tool as declared, resolved and checked: what a run records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Tool name.
+    pub name: String,
+    /// What it does (shown to the model).
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub schema: Value,
+    /// Policy tier.
+    pub tier: Tier,
+    /// Whether re-running it after a crash is safe.
+    pub idempotent: bool,
+    /// The component file (absolute).
+    pub module: PathBuf,
+    /// BLAKE3 of the component, hex.
+    pub module_blake3: String,
+    /// Limits.
+    pub limits: Limits,
+    /// Directories the guest sees.
+    pub preopens: Vec<PreopenDir>,
+    /// Host environment variables the guest sees.
+    pub env: Vec<String>,
+}
+
+/// A WASM tool's limits, as written in its manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Fuel (about one unit per instruction).
+    pub fuel: Option<u64>,
+    /// Wall time, milliseconds.
+    pub wall_ms: u64,
+    /// Linear memory, MiB.
+    pub memory_mb: u64,
+    /// Output kept inline in the result, KiB.
+    pub output_kb: u64,
+    /// Output at which the tool is stopped, MiB.
+    pub max_output_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: Some(5_000_000_000),
+            wall_ms: 10_000,
+            memory_mb: 128,
+            output_kb: 64,
+            max_output_mb: 16,
+        }
+    }
+}
+
+/// A directory of the workspace the guest sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreopenDir {
+    /// Relative to the agent's workspace.
+    pub dir: String,
+    /// Its path inside the guest.
+    pub guest: String,
+    /// Whether the guest may change it.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: toml::Spanned<String>,
+    description: String,
+    module: toml::Spanned<String>,
+    tier: Tier,
+    #[serde(default)]
+    idempotent: bool,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default = "empty_object")]
+    args: Value,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    preopen: Vec<PreopenDir>,
+}
+
+fn empty_object() -> Value {
+    json!({"type": "object"})
+}
+
+impl Manifest {
+    /// Read and check the manifest at `path`: errors name the file, line and column.
+    pub fn load(path: &Path) -> Result<Self, spec::Error> {
+        let fail = |line, column, message: String| spec::Error {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(0, 0, format!("cannot read the tool manifest: {e}")))?;
+        let at = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = span.map_or((1, 1), |s| line_col(&text, s.start));
+            fail(line, column, message)
+        };
+        let raw: RawManifest =
+            toml::from_str(&text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+        let name = raw.name.get_ref();
+        if let Err(why) = check_name(name) {
+            return Err(at(Some(raw.name.span()), why));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let module = base.join(raw.module.get_ref());
+        let bytes = std::fs::read(&module).map_err(|e| {
+            at(
+                Some(raw.module.span()),
+                format!(
+                    "cannot read the component {}: {e} (build WASM tools with `cargo build --release --target wasm32-wasip2`)",
+                    module.display()
+                ),
+            )
+        })?;
+        for dir in &raw.preopen {
+            if !dir.guest.starts_with('/') {
+                return Err(at(
+                    None,
+                    format!(
+                        "preopen `{}`: `guest` must be an absolute path inside the guest, e.g. \"/data\"",
+                        dir.dir
+                    ),
+                ));
+            }
+        }
+        if raw.limits.output_kb == 0 || raw.limits.memory_mb == 0 || raw.limits.wall_ms == 0 {
+            return Err(at(
+                None,
+                "limits: wall_ms, memory_mb and output_kb must be above 0".into(),
+            ));
+        }
+        Ok(Self {
+            name: raw.name.into_inner(),
+            description: raw.description,
+            schema: raw.args,
+            tier: raw.tier,
+            idempotent: raw.idempotent,
+            module_blake3: blake3::hash(&bytes).to_hex().to_string(),
+            module,
+            limits: raw.limits,
+            preopens: raw.preopen,
+            env: raw.env,
+        })
+    }
+}
+
+/// Whether `name` may name a WASM tool.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = name.contains('.')
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if !valid {
+        return Err(format!(
+            "tool name `{name}` must be namespaced like `text.count` (lowercase letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    if name.starts_with("fs.") || name.starts_with("mcp.") {
+        return Err(format!(
+            "tool name `{name}`: the `fs.` and `mcp.` namespaces are reserved"
+        ));
+    }
+    Ok(())
+}
+
+/// The process's sandbox (one engine, one compiled-component cache). Compiled code is also
+/// cached on disk under `$RETRACE_WASM_CACHE` (default `~/.cache/retrace/wasmtime`; `off`
+/// disables it).
+fn sandbox() -> Result<&'static Sandbox, ToolError> {
+    static SANDBOX: OnceLock<Result<Sandbox, String>> = OnceLock::new();
+    SANDBOX
+        .get_or_init(|| {
+            let dir = match std::env::var_os("RETRACE_WASM_CACHE") {
+                Some(v) if v == "off" => None,
+                Some(v) => Some(PathBuf::from(v)),
+                None => std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+                    .map(|d| d.join("retrace/wasmtime")),
+            };
+            Sandbox::new(dir.as_deref()).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| ToolError::Failed { message: e.clone() })
+}
+
+/// A WASM tool ready to call.
+#[derive(Debug)]
+pub struct WasmTool {
+    manifest: Manifest,
+    module: Module,
+    preopens: Vec<Preopen>,
+    env: Vec<(String, String)>,
+}
+
+impl WasmTool {
+    /// Compile (or take from the cache) `manifest`'s component and resolve its preopens
+    /// inside `workspace`. The component must still be the one the manifest recorded.
+    pub fn new(manifest: Manifest, workspace: &Workspace) -> Result<Self, ToolError> {
+        let setup = |why: String| ToolError::Invalid {
+            message: format!("WASM tool `{}`: {why}", manifest.name),
+        };
+        let module = sandbox()?
+            .load(&manifest.module)
+            .map_err(|e| setup(e.to_string()))?;
+        if module.blake3() != manifest.module_blake3 {
+            return Err(setup(format!(
+                "{} changed since the spec was read (recorded BLAKE3 {}, now {}); a run continues only with the component it started with",
+                manifest.module.display(),
+                &manifest.module_blake3[..12],
+                &module.blake3()[..12]
+            )));
+        }
+        let mut preopens = Vec::new();
+        for dir in &manifest.preopens {
+            let host = workspace
+                .resolve(&dir.dir)
+                .map_err(|e| setup(e.to_string()))?;
+            if !host.is_dir() {
+                return Err(setup(format!(
+                    "preopen `{}` is not a directory of the workspace",
+                    dir.dir
+                )));
+            }
+            preopens.push(Preopen {
+                host,
+                guest: dir.guest.clone(),
+                writable: dir.writable,
+            });
+        }
+        let env = manifest
+            .env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+            .collect();
+        Ok(Self {
+            manifest,
+            module,
+            preopens,
+            env,
+        })
+    }
+
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Run it on `args`: JSON in on stdin, JSON out on stdout. Output longer than the
+    /// manifest's `output_kb` comes back cut, naming the blob that holds all of it.
+    pub async fn call(&self, args: &Value) -> Result<Output, ToolError> {
+        let limits = self.manifest.limits;
+        let stdin = serde_json::to_vec(args).map_err(|e| ToolError::Invalid {
+            message: e.to_string(),
+        })?;
+        let call = Call {
+            stdin: &stdin,
+            limits: retrace_sandbox::Limits {
+                fuel: limits.fuel,
+                wall: Duration::from_millis(limits.wall_ms),
+                memory_bytes: limits.memory_mb << 20,
+                output_bytes: usize::try_from(limits.max_output_mb << 20).unwrap_or(usize::MAX),
+            },
+            preopens: &self.preopens,
+            env: &self.env,
+        };
+        let out = sandbox()?
+            .run(&self.module, call)
+            .await
+            .map_err(|e| ToolError::Failed {
+                message: e.to_string(),
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.exit_code != 0 {
+            let why = if out.stderr.trim().is_empty() {
+                stdout.trim()
+            } else {
+                out.stderr.trim()
+            };
+            return Err(ToolError::Failed {
+                message: format!("exited with code {}: {}", out.exit_code, cut(why, 4096)),
+            });
+        }
+        let inline = usize::try_from(limits.output_kb << 10).unwrap_or(usize::MAX);
+        if out.stdout.len() > inline {
+            let blob = BlobId::of(&out.stdout);
+            return Ok(Output {
+                value: json!({
+                    "truncated": true,
+                    "bytes": out.stdout.len(),
+                    "preview": cut(&stdout, inline),
+                    "full_output": blob.to_string(),
+                }),
+                attachments: vec![out.stdout],
+            });
+        }
+        let value = serde_json::from_str(&stdout).map_err(|e| ToolError::Failed {
+            message: format!(
+                "the tool's output is not JSON ({e}): {}",
+                cut(stdout.trim(), 200)
+            ),
+        })?;
+        Ok(Output {
+            value,
+            attachments: Vec::new(),
+        })
+    }
+}
