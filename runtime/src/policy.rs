@@ -74,7 +74,13 @@ impl Policy {
     pub fn check(&self, tool: &str, tier: Tier, path: Option<&str>) -> Verdict {
         let path = path.map(|p| p.trim_start_matches("./"));
         for (index, (rule, glob)) in self.rules.iter().enumerate() {
-            let tool_matches = rule.tool == "*" || rule.tool == tool;
+            // `*` is every tool; `mcp.server.*` every tool of a namespace
+            let tool_matches = rule.tool == "*"
+                || rule.tool == tool
+                || rule
+                    .tool
+                    .strip_suffix('*')
+                    .is_some_and(|prefix| prefix.ends_with('.') && tool.starts_with(prefix));
             let path_matches = match (glob, path) {
                 (None, _) => true,
                 (Some(glob), Some(path)) => glob.is_match(path),

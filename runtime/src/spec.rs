@@ -27,6 +27,11 @@
 //! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append"]
 //! wasm = ["tools/count.toml"]            # WASM tool manifests (see `tools::wasm`)
 //!
+//! [[mcp]]                                 # MCP servers (see `tools::mcp`); tools are
+//! name = "everything"                     # named mcp.<name>.<tool>
+//! command = "npx"
+//! args = ["-y", "@modelcontextprotocol/server-everything"]
+//!
 //! [[policy]]                              # first match wins; defaults after the rules:
 //! tool = "fs.write"                       #   read allow, write ask, destructive deny
 //! path = "notes/**"
@@ -73,6 +78,9 @@ pub struct Spec {
     /// WASM tools, as their manifests declared them (with each component's BLAKE3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wasm: Vec<crate::tools::wasm::Manifest>,
+    /// MCP servers, each with the catalog discovered when the run started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<crate::tools::mcp::Server>,
     /// Policy rules, in order.
     pub policy: Vec<Rule>,
     /// Limits.
@@ -210,6 +218,8 @@ struct RawSpec {
     policy: Vec<RawRule>,
     #[serde(default)]
     budgets: Budgets,
+    #[serde(default)]
+    mcp: Vec<Spanned<crate::tools::mcp::Server>>,
 }
 
 #[derive(Deserialize)]
@@ -298,8 +308,16 @@ impl Spec {
             }
             wasm.push(loaded);
         }
-        let known =
-            |name: &str| BUILTIN_TOOLS.contains(&name) || wasm.iter().any(|m| m.name == name);
+        let mcp = mcp_servers(raw.mcp, &base, &at)?;
+        let known = |name: &str| {
+            BUILTIN_TOOLS.contains(&name)
+                || wasm.iter().any(|m| m.name == name)
+                // MCP tools are known once discovered: a rule may name any tool of a
+                // declared server, or all of them (`mcp.<server>.*`)
+                || mcp
+                    .iter()
+                    .any(|m| name.starts_with(&format!("mcp.{}.", m.name)))
+        };
         let mut policy = Vec::new();
         let mut rule_spans = Vec::new();
         for rule in raw.policy {
@@ -343,6 +361,7 @@ impl Spec {
             },
             tools,
             wasm,
+            mcp,
             policy,
             budgets: raw.budgets,
         })
@@ -352,6 +371,48 @@ impl Spec {
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         retrace_events::to_canonical_json(self).expect("a Spec always serialises")
     }
+}
+
+/// The declared MCP servers, checked, their working directories resolved against `base`.
+fn mcp_servers(
+    raw: Vec<Spanned<crate::tools::mcp::Server>>,
+    base: &Path,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Vec<crate::tools::mcp::Server>, Error> {
+    let mut mcp: Vec<crate::tools::mcp::Server> = Vec::new();
+    for server in raw {
+        let span = server.span();
+        let mut server = server.into_inner();
+        server.cwd = Some(base.join(server.cwd.as_deref().unwrap_or(Path::new("."))));
+        let valid = !server.name.is_empty()
+            && server
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid {
+            return Err(at(
+                Some(span),
+                format!(
+                    "MCP server name `{}`: use lowercase letters, digits, `_` and `-` (it becomes the tools' namespace mcp.<name>.)",
+                    server.name
+                ),
+            ));
+        }
+        if server.catalog.is_some() {
+            return Err(at(
+                Some(span),
+                "`catalog` is discovered from the server when a run starts, not written".into(),
+            ));
+        }
+        if mcp.iter().any(|m| m.name == server.name) {
+            return Err(at(
+                Some(span),
+                format!("two MCP servers are named `{}`", server.name),
+            ));
+        }
+        mcp.push(server);
+    }
+    Ok(mcp)
 }
 
 /// 1-based line and column of byte `offset` in `text`.

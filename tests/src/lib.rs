@@ -170,3 +170,53 @@ pub fn wasm_tools() -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// The reference MCP server `@modelcontextprotocol/server-everything`, installed under
+/// `tests/mcp` from its lock file (`npm ci`, once per test process when missing): the path of
+/// its entry script, to run as `node SCRIPT stdio`.
+pub fn mcp_server_everything() -> std::path::PathBuf {
+    static INSTALLED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp");
+            let script =
+                dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+            if !script.exists() {
+                let status = std::process::Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&dir)
+                    .status()
+                    .expect("run npm (Node.js is needed for the MCP tests)");
+                assert!(status.success(), "npm ci in {} failed", dir.display());
+            }
+            script
+        })
+        .clone()
+}
+
+/// Pids of live processes whose environment holds `marker` (e.g. `RETRACE_TEST_MARK=…`):
+/// how a test finds the servers it started, to kill them or to see they are gone.
+pub fn pids_with_env(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
+        if !zombie && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

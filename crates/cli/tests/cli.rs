@@ -602,3 +602,48 @@ fn tools_of_a_spec_with_a_bad_manifest_fails_naming_file_and_line() {
     assert!(message.contains("tools/count.toml:5:"), "{message}");
     assert!(message.contains("unknown variant `reed`"), "{message}");
 }
+
+#[test]
+fn the_toolbelt_example_runs_a_wasm_tool_and_an_mcp_tool_offline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    wasm_example(dir.path()); // the manifest toolbelt borrows, pointing at the built tools
+    let spec = example("toolbelt", dir.path());
+    let server = retrace_tests::mcp_server_everything();
+    let text_before = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        text_before.replace(
+            "../../tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+            server.to_str().expect("utf-8"),
+        ),
+    )
+    .expect("spec");
+    let store = dir.path().join("store");
+    let out = retrace(&store, &["tools", spec.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = text(&out);
+    for expected in [
+        "text.count",
+        "mcp.everything.get-sum",
+        "mcp everything (node)",
+        "network",
+    ] {
+        assert!(listing.contains(expected), "{expected}: {listing}");
+    }
+    let out = run_agent(&store, &spec, "Count the notes and add up");
+    assert!(out.status.success(), "{}", text(&out));
+    let report = std::fs::read_to_string(dir.path().join("toolbelt/workspace/out/REPORT.md"))
+        .expect("report written");
+    assert!(report.contains("28 words"), "{report}");
+    let out = retrace(&store, &["runs", "--json"]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(line["status"]["outcome"], "succeeded");
+    assert_eq!(line["totals"]["tool_calls"], 3);
+    let run = line["run"].as_str().expect("run id").to_owned();
+    // seq 10 is the MCP call's result: the server's own sum
+    let out = retrace(&store, &["show", &format!("{run}@10"), "--json"]);
+    assert!(text(&out).contains("tool_returned"), "{}", text(&out));
+    assert!(text(&out).contains("28"), "{}", text(&out));
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -292,3 +292,138 @@ fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
     assert_eq!(shown["totals"]["tool_calls"].as_u64(), Some(STEPS as u64));
     assert_same_state((&reference, &reference_run), (&store, &run));
 }
+
+/// An MCP run SIGKILLed while its second MCP call is in flight: the server goes away with
+/// it, and the resumed run neither calls the completed `echo` again nor rediscovers the
+/// catalog (the recorded one is used). The server's stdin is teed to a file, so the test
+/// counts what the server was really asked.
+#[test]
+fn a_killed_mcp_run_resumes_without_repeating_a_completed_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let calls = dir.path().join("calls.jsonl");
+    let marker = format!("RETRACE_TEST_MARK={}", uuid_like());
+    let spec = mcp_agent(dir.path(), &calls, &marker);
+    let asked = |what: &str| {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .matches(what)
+            .count()
+    };
+
+    let mut child = common::command(&store)
+        .arg("run")
+        .arg(&spec)
+        .args(["--input", "go"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn retrace run");
+    let started = Instant::now();
+    while asked("trigger-long-running-operation\"") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_mins(1),
+            "the long call never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    // the server is not left behind: its stdin closed with the runtime
+    let started = Instant::now();
+    while !retrace_tests::pids_with_env(&marker).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "MCP server left behind after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let run = the_run(&store).expect("the run exists")["run"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let out = common::retrace(&store, &["resume", &run]);
+    assert!(
+        common::text(&out).contains("outcome") || common::text(&out).contains("doubt"),
+        "{}",
+        common::text(&out)
+    );
+    let result = dir.path().join("result.json");
+    std::fs::write(&result, r#"{"note": "abandoned after the kill"}"#).expect("write");
+    output(
+        &store,
+        &[
+            "resolve",
+            &run,
+            "--skip-with",
+            result.to_str().expect("utf-8"),
+        ],
+    );
+    let out = output(&store, &["resume", &run]);
+    assert!(
+        common::text(&out).contains("succeeded"),
+        "{}",
+        common::text(&out)
+    );
+    assert_eq!(
+        asked("\"tools/list\""),
+        1,
+        "the catalog was discovered once"
+    );
+    assert_eq!(asked("\"name\":\"echo\""), 1, "echo ran once");
+    assert_eq!(asked("trigger-long-running-operation\""), 1);
+    output(&store, &["verify"]);
+}
+
+/// The MCP kill test's agent in `dir`: server-everything behind a `tee` into `calls`, its
+/// processes marked with `marker` in their environment.
+fn mcp_agent(dir: &Path, calls: &Path, marker: &str) -> PathBuf {
+    let (key, value) = marker.split_once('=').expect("k=v");
+    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
+    let spec = dir.join("agent.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "mcp-kill"
+system = "s"
+workspace = "ws"
+[model]
+provider = "scripted"
+name = "demo"
+cassette = "cassette.json"
+[[mcp]]
+name = "everything"
+command = "sh"
+args = ["-c", "tee -a '{}' | exec node '{}' stdio"]
+env = {{ {key} = "{value}" }}
+timeout_secs = 60
+[[policy]]
+tool = "mcp.everything.*"
+action = "allow"
+"#,
+            calls.display(),
+            retrace_tests::mcp_server_everything().display()
+        ),
+    )
+    .expect("spec");
+    let cassette = json!({"replies": [
+        {"tool_calls": [{"id": "c1", "name": "mcp.everything.echo", "arguments": {"message": "once"}}]},
+        {"tool_calls": [{"id": "c2", "name": "mcp.everything.trigger-long-running-operation",
+                         "arguments": {"duration": 60, "steps": 60}}]},
+        {"text": "done"}
+    ]});
+    std::fs::write(dir.join("cassette.json"), cassette.to_string()).expect("cassette");
+    spec
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    )
+}

@@ -1,10 +1,12 @@
 //! Tools: what an agent can do besides talking. Each tool declares its name, a JSON schema
 //! for its arguments, a policy tier and whether running it twice is safe, and takes JSON
 //! arguments to a JSON result. The built-ins are the `fs.*` tools in [`fs`], all confined to
-//! one [`Workspace`]; WASM tools ([`wasm`]) run untrusted code in the sandbox. The executor
+//! one [`Workspace`]; WASM tools ([`wasm`]) run untrusted code in the sandbox; MCP tools
+//! ([`mcp`]) come from MCP servers, their catalog recorded with the run. The executor
 //! calls every kind the same way, through [`Toolbox::call`].
 
 pub mod fs;
+pub mod mcp;
 pub mod wasm;
 mod workspace;
 
@@ -46,7 +48,8 @@ pub struct ToolInfo {
     pub tier: Tier,
     /// Whether re-running it after a crash is safe (same arguments, same effect).
     pub idempotent: bool,
-    /// Where it comes from: `built-in`, or `wasm <component> <blake3 prefix>`.
+    /// Where it comes from: `built-in`, `wasm <component> <blake3 prefix>`, or
+    /// `mcp <server> (<command>)`.
     pub origin: String,
 }
 
@@ -108,6 +111,7 @@ pub trait Tool: Send + Sync {
 enum Entry {
     Builtin(Arc<dyn Tool>),
     Wasm(Arc<wasm::WasmTool>),
+    Mcp(Arc<mcp::Connection>, String),
 }
 
 /// The tools an agent has, by name.
@@ -135,8 +139,9 @@ impl Toolbox {
         Ok(Self { tools })
     }
 
-    /// Every tool `spec` declares: its built-ins and its WASM tools (compiled now, so a
-    /// component that does not load stops the run before it starts).
+    /// Every tool `spec` declares: its built-ins, its WASM tools (compiled now, so a
+    /// component that does not load stops the run before it starts) and the tools of its MCP
+    /// servers' recorded catalogs (servers start on first call).
     pub fn for_spec(spec: &Spec, workspace: &Workspace) -> Result<Self, ToolError> {
         let mut toolbox = Self::builtin(workspace, &spec.tools)?;
         for manifest in &spec.wasm {
@@ -156,6 +161,27 @@ impl Toolbox {
             toolbox
                 .tools
                 .insert(info.name.clone(), (info, Entry::Wasm(Arc::new(tool))));
+        }
+        for server in &spec.mcp {
+            let catalog = server.catalog.as_ref().ok_or_else(|| ToolError::Invalid {
+                message: format!(
+                    "MCP server `{}`: its catalog was not discovered (tools::mcp::discover runs before a run starts)",
+                    server.name
+                ),
+            })?;
+            let connection = Arc::new(mcp::Connection::new(server.clone()));
+            for tool in catalog {
+                let info = ToolInfo {
+                    name: server.tool_name(&tool.name),
+                    description: tool.description.clone(),
+                    schema: tool.schema.clone(),
+                    tier: server.tier,
+                    idempotent: server.idempotent,
+                    origin: format!("mcp {} ({})", server.name, server.command),
+                };
+                let entry = Entry::Mcp(Arc::clone(&connection), tool.name.clone());
+                toolbox.tools.insert(info.name.clone(), (info, entry));
+            }
         }
         Ok(toolbox)
     }
@@ -181,6 +207,7 @@ impl Toolbox {
                 attachments: Vec::new(),
             }),
             Some(Entry::Wasm(tool)) => tool.call(&args).await,
+            Some(Entry::Mcp(connection, tool)) => connection.call(&tool, args).await,
             None => Err(ToolError::Failed {
                 message: format!("there is no tool `{name}`"),
             }),

@@ -28,7 +28,9 @@ pub fn run(
     record_cassette: Option<&Path>,
     new: bool,
 ) -> anyhow::Result<ExitCode> {
-    let spec = Spec::load(spec_path)?;
+    let mut spec = Spec::load(spec_path)?;
+    // the MCP servers' catalogs become part of the spec the run records
+    retrace_runtime::tools::mcp::discover_now(&mut spec.mcp)?;
     if let Some(file) = input_file {
         inputs.push(
             std::fs::read_to_string(file)

@@ -1,4 +1,5 @@
-//! `retrace tools SPEC`: every tool the agent would see — built-in and WASM — with its tier,
+//! `retrace tools SPEC`: every tool the agent would see — built-in, WASM and MCP (each
+//! server started to list its catalog) — with its tier,
 //! what the policy does with a call (when the call names no path), where it comes from, and
 //! its argument schema. WASM components are loaded as a run would load them, so a tool that
 //! would fail to start fails here.
@@ -12,7 +13,8 @@ use retrace_runtime::spec::Spec;
 use retrace_runtime::tools::{Toolbox, Workspace};
 
 pub fn run(spec_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let spec = Spec::load(spec_path)?;
+    let mut spec = Spec::load(spec_path)?;
+    retrace_runtime::tools::mcp::discover_now(&mut spec.mcp)?;
     let workspace = Workspace::new(&spec.workspace)?;
     let toolbox = Toolbox::for_spec(&spec, &workspace)
         .with_context(|| format!("setting up the tools of {}", spec_path.display()))?;
