@@ -302,6 +302,57 @@ fn acknowledged_appends_survive_reopening() {
 }
 
 #[test]
+fn a_sled_snapshot_torn_by_a_kill_is_cleared_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = {
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .create_run(NewRun::new(run_id(1), Timestamp(0)))
+            .unwrap();
+        append_n(&store, run_id(1), 300, 100)
+    };
+    // sled writes its snapshot when it opens a database with a log past the last one
+    drop(SledStore::open(dir.path()).unwrap());
+    // What a process SIGKILLed while sled writes its snapshot on open leaves: a newer
+    // `snap.<lsn>.generating`, cut short.
+    let sled_dir = dir.path().join(layout::SLED_DIR);
+    let snapshot = std::fs::read_dir(&sled_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+        })
+        .expect("sled wrote a snapshot");
+    let bytes = std::fs::read(&snapshot).unwrap();
+    let torn = sled_dir.join("snap.7FFFFFFFFFFFFFFF.generating");
+    std::fs::write(&torn, &bytes[..bytes.len() / 2]).unwrap();
+    // sled itself no longer opens it
+    let refused = loop {
+        match layout::sled_config(&sled_dir).open() {
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(refused, Err(sled::Error::Corruption { .. })),
+        "{refused:?}"
+    );
+    let store = SledStore::open(dir.path()).expect("opens");
+    assert!(!torn.exists(), "the torn snapshot is cleared");
+    assert_eq!(store.require_run(&run_id(1)).unwrap().head, Some(head));
+    assert!(
+        verify_run(&store, &run_id(1), VerifyOptions::default())
+            .unwrap()
+            .is_ok()
+    );
+}
+
+#[test]
 fn index_survives_many_checkpoints_and_merges_and_stays_a_few_tables() {
     let dir = tempfile::tempdir().unwrap();
     let options = retrace_store_sled::Options {

@@ -130,10 +130,23 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(1_500);
 
 fn open_db(path: &Path) -> Result<sled::Db> {
     let started = Instant::now();
+    let mut cleared = false;
     loop {
         let opened = layout::sled_config(path).open();
         match opened {
             Ok(db) => return Ok(db),
+            // sled 0.34 writes a snapshot of its page table on every open, to
+            // `snap.<lsn>.generating` before renaming it, but reads the newest `snap.*` file
+            // *including* one still generating: a process killed mid-write leaves a torn file
+            // that fails every later open. sled holds the store's lock by the time it reads
+            // snapshots, so such a file belongs to no live process; the log it summarises is
+            // intact, and without the file sled rebuilds from the last whole snapshot.
+            Err(corrupt @ sled::Error::Corruption { .. }) if !cleared => {
+                cleared = true;
+                if remove_torn_snapshots(path)? == 0 {
+                    return Err(Error::backend("open", corrupt));
+                }
+            }
             Err(sled::Error::Io(io)) if is_lock_error(&io) => {
                 if started.elapsed() > LOCK_PATIENCE {
                     return Err(Error::Locked {
@@ -154,6 +167,24 @@ fn open_db(path: &Path) -> Result<sled::Db> {
             Err(other) => return Err(Error::backend("open", other)),
         }
     }
+}
+
+/// Remove the `snap.*.generating` files in the sled directory `path` (see [`open_db`]);
+/// how many there were.
+fn remove_torn_snapshots(path: &Path) -> Result<usize> {
+    let io = |e: std::io::Error| Error::backend("clear a torn sled snapshot", e);
+    let mut removed = 0;
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path()).map_err(io)?;
+            tracing::warn!(file = %entry.path().display(), "removed a sled snapshot left half-written by a killed process");
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Refuse a store of another format before reading it; stamp a new, empty one.
