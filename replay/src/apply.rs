@@ -1,7 +1,7 @@
 //! [`apply`]: one event's effect on the state. Total: an event that makes no sense in the
 //! current state is an [`ApplyError`], never a panic, and leaves the state unchanged.
 
-use retrace_events::{Decision, Event, EventKind};
+use retrace_events::{BlobId, Decision, Event, EventKind};
 
 use crate::state::{
     Approval, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS, Role, State, Status,
@@ -236,13 +236,7 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             if retry {
                 state.retry_approved = None;
             } else {
-                if state.recent_calls.len() == RECENT_CALLS {
-                    state.recent_calls.pop_front();
-                }
-                state.recent_calls.push_back(CallSignature {
-                    tool: tool.clone(),
-                    args: *args,
-                });
+                remember_call(state, tool, *args);
             }
         }
         EventKind::ToolReturned {
@@ -251,7 +245,8 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             is_error,
             duration_ms,
         } => {
-            take_tool_call(state, kind, call_id)?;
+            let tool = take_tool_call(state, kind, call_id)?;
+            state.last_tool_error = is_error.then_some(tool);
             if matches!(&state.status, Status::OutcomeUnknown { call_id: c } if c == call_id) {
                 state.status = Status::Running;
             }
@@ -446,11 +441,28 @@ fn take_model_call(
     }
 }
 
-fn take_tool_call(state: &mut State, kind: &'static str, call_id: &str) -> Result<(), ApplyError> {
+/// Keep a call's signature for loop detection (the last [`RECENT_CALLS`]).
+fn remember_call(state: &mut State, tool: &str, args: BlobId) {
+    if state.recent_calls.len() == RECENT_CALLS {
+        state.recent_calls.pop_front();
+    }
+    state.recent_calls.push_back(CallSignature {
+        tool: tool.to_owned(),
+        args,
+    });
+}
+
+/// Remove the pending tool call `call_id`, giving its tool's name.
+fn take_tool_call(
+    state: &mut State,
+    kind: &'static str,
+    call_id: &str,
+) -> Result<String, ApplyError> {
     match state.pending.get(call_id) {
-        Some(Pending::Tool { .. }) => {
+        Some(Pending::Tool { tool, .. }) => {
+            let tool = tool.clone();
             state.pending.remove(call_id);
-            Ok(())
+            Ok(tool)
         }
         _ => Err(ApplyError::NotPending {
             kind,

@@ -228,6 +228,9 @@ pub struct State {
     pub totals: Totals,
     /// The most recent tool-call signatures, oldest first.
     pub recent_calls: VecDeque<CallSignature>,
+    /// The tool whose result was the last one recorded, if that result was an error (what
+    /// a tool's `on_error = "stop"` is decided from).
+    pub last_tool_error: Option<String>,
     /// The request blob of the run's last model call (the next request record chains to it).
     pub last_request: Option<BlobId>,
     /// The last model error, if the last model call failed.

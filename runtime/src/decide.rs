@@ -13,7 +13,7 @@ use retrace_replay::{MODEL_CALL, Pending, Role, State, Status};
 
 use crate::policy::Policy;
 use crate::spec::{Action, Budgets};
-use crate::tools::Tier;
+use crate::tools::{OnError, Tier};
 
 /// Consecutive transient model failures tolerated before the run fails.
 pub const MODEL_RETRIES: u32 = 3;
@@ -28,6 +28,8 @@ pub struct ToolMeta {
     pub tier: Tier,
     /// Safe to re-run after a crash.
     pub idempotent: bool,
+    /// What an error from it does to the run.
+    pub on_error: OnError,
 }
 
 /// The static parts of an agent that decisions depend on.
@@ -143,7 +145,7 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
     if let Some(next) = recover_in_flight(agent, state) {
         return next;
     }
-    if let Some(next) = model_gave_up(state) {
+    if let Some(next) = model_gave_up(state).or_else(|| tool_stopped(agent, state)) {
         return next;
     }
     if let Some(next) =
@@ -163,6 +165,16 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
             step: state.totals.steps + state.totals.model_failures,
         },
     }
+}
+
+/// The last tool result was an error from a tool whose errors end the run.
+fn tool_stopped(agent: &Agent, state: &State) -> Option<Next> {
+    let tool = state.last_tool_error.as_ref()?;
+    let meta = agent.tools.get(tool)?;
+    (meta.on_error == OnError::Stop).then(|| Next::Finish {
+        outcome: Outcome::Failed,
+        reason: format!("`{tool}` failed, and its errors stop the run (on_error = \"stop\")"),
+    })
 }
 
 /// Effects whose intent is logged but whose outcome is not: the process stopped mid-way.

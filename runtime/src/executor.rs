@@ -122,6 +122,7 @@ impl<'a> Runner<'a> {
                     ToolMeta {
                         tier: i.tier,
                         idempotent: i.idempotent,
+                        on_error: i.on_error,
                     },
                 )
             })

@@ -29,7 +29,7 @@
 //!
 //! [[mcp]]                                 # MCP servers (see `tools::mcp`); tools are
 //! name = "everything"                     # named mcp.<name>.<tool>
-//! command = "npx"
+//! command = "npx"                         # stdio, or `url = "http://…/mcp"`
 //! args = ["-y", "@modelcontextprotocol/server-everything"]
 //!
 //! [[policy]]                              # first match wins; defaults after the rules:
@@ -383,26 +383,9 @@ fn mcp_servers(
     for server in raw {
         let span = server.span();
         let mut server = server.into_inner();
-        server.cwd = Some(base.join(server.cwd.as_deref().unwrap_or(Path::new("."))));
-        let valid = !server.name.is_empty()
-            && server
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !valid {
-            return Err(at(
-                Some(span),
-                format!(
-                    "MCP server name `{}`: use lowercase letters, digits, `_` and `-` (it becomes the tools' namespace mcp.<name>.)",
-                    server.name
-                ),
-            ));
-        }
-        if server.catalog.is_some() {
-            return Err(at(
-                Some(span),
-                "`catalog` is discovered from the server when a run starts, not written".into(),
-            ));
+        server.check().map_err(|why| at(Some(span.clone()), why))?;
+        if server.command.is_some() {
+            server.cwd = Some(base.join(server.cwd.as_deref().unwrap_or(Path::new("."))));
         }
         if mcp.iter().any(|m| m.name == server.name) {
             return Err(at(

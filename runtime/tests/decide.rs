@@ -10,7 +10,7 @@ use retrace_replay::{State, apply};
 use retrace_runtime::decide::{Agent, LOOP_WARNING, Next, ToolMeta, decide};
 use retrace_runtime::policy::Policy;
 use retrace_runtime::spec::{Action, Budgets, Rule};
-use retrace_runtime::tools::Tier;
+use retrace_runtime::tools::{OnError, Tier};
 
 /// A run being written event by event, with its state kept up to date.
 struct Log {
@@ -77,6 +77,10 @@ impl Log {
     }
 
     fn run_tool(&mut self, id: &str, tool: &str, path: &str) {
+        self.tool_result(id, tool, path, false);
+    }
+
+    fn tool_result(&mut self, id: &str, tool: &str, path: &str, is_error: bool) {
         self.push(EventKind::ToolRequested {
             call_id: id.into(),
             tool: tool.into(),
@@ -86,7 +90,7 @@ impl Log {
         self.push(EventKind::ToolReturned {
             call_id: id.into(),
             output: BlobId::of(b"ok"),
-            is_error: false,
+            is_error,
             duration_ms: 1,
         });
     }
@@ -99,6 +103,7 @@ fn agent(budgets: Budgets, rules: &[Rule]) -> Agent {
             ToolMeta {
                 tier: Tier::Read,
                 idempotent: true,
+                on_error: OnError::Continue,
             },
         ),
         (
@@ -106,6 +111,7 @@ fn agent(budgets: Budgets, rules: &[Rule]) -> Agent {
             ToolMeta {
                 tier: Tier::Write,
                 idempotent: true,
+                on_error: OnError::Continue,
             },
         ),
         (
@@ -113,6 +119,15 @@ fn agent(budgets: Budgets, rules: &[Rule]) -> Agent {
             ToolMeta {
                 tier: Tier::Write,
                 idempotent: false,
+                on_error: OnError::Continue,
+            },
+        ),
+        (
+            "mcp.search.query".to_owned(),
+            ToolMeta {
+                tier: Tier::Read,
+                idempotent: false,
+                on_error: OnError::Stop,
             },
         ),
     ]);
@@ -457,4 +472,35 @@ fn transient_model_failures_are_retried_until_the_limit_and_a_permanent_one_fail
         decide(&plain(), &log.state),
         Next::Finish { outcome: Outcome::Failed, reason } if reason.contains("retrying will not help")
     ));
+}
+
+#[test]
+fn an_error_from_a_tool_whose_errors_stop_the_run_fails_it_before_the_next_call() {
+    let agent = plain();
+    let mut log = Log::start();
+    log.model_reply(&[
+        ("c1", "fs.read", Some("a.txt")),
+        ("c2", "mcp.search.query", None),
+        ("c3", "fs.read", Some("b.txt")),
+    ]);
+    // an error from a tool that continues: the next proposal is handled as usual
+    log.tool_result("c1", "fs.read", "a.txt", true);
+    assert_eq!(log.state.last_tool_error.as_deref(), Some("fs.read"));
+    assert!(matches!(decide(&agent, &log.state), Next::RunTool { call_id, .. } if call_id == "c2"));
+    // a success from the stopping tool changes nothing
+    let mut ok = Log::start();
+    ok.model_reply(&[("c2", "mcp.search.query", None)]);
+    ok.tool_result("c2", "mcp.search.query", "{}", false);
+    assert_eq!(ok.state.last_tool_error, None);
+    assert_eq!(decide(&agent, &ok.state), Next::CallModel { step: 1 });
+    // its error ends the run, the remaining proposal left alone
+    log.tool_result("c2", "mcp.search.query", "{}", true);
+    match decide(&agent, &log.state) {
+        Next::Finish { outcome, reason } => {
+            assert_eq!(outcome, Outcome::Failed);
+            assert!(reason.contains("`mcp.search.query` failed"), "{reason}");
+            assert!(reason.contains("on_error = \"stop\""), "{reason}");
+        }
+        other => panic!("expected the run to stop, got {other:?}"),
+    }
 }

@@ -30,9 +30,8 @@ pub fn payload(run: &RunId, seq: u64) -> Vec<u8> {
     out
 }
 
-/// Damage a closed sled store the way a bad disk or an attacker would: straight through the
-/// sled files, bypassing every retrace check.
 pub mod loopback;
+pub mod mcp_http;
 
 /// Every file under `dir`, raw bytes, searched for `needle`; the files that hold it.
 pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
@@ -55,6 +54,8 @@ pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::P
     out
 }
 
+/// Damage a closed sled store the way a bad disk or an attacker would: straight through the
+/// sled files, bypassing every retrace check.
 pub mod tamper {
     use std::os::unix::fs::FileExt;
     use std::path::Path;

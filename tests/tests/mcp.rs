@@ -1,8 +1,9 @@
 //! MCP tools against the reference server `@modelcontextprotocol/server-everything`, a real
-//! Node.js process speaking MCP over stdio: the catalog is discovered and recorded with the
-//! run; tools run through an agent run with the scripted provider; a server killed
-//! mid-call, one that cannot start, and one that times out are recorded tool errors after
-//! which the run goes on; servers are cleaned up.
+//! Node.js process speaking MCP over stdio and over streamable HTTP: the catalog is
+//! discovered and recorded with the run; tools run through an agent run with the scripted
+//! provider; a server killed mid-call, one that cannot start, and one that times out are
+//! recorded tool errors after which the run goes on, or fails when the server's errors stop
+//! it; servers are cleaned up.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use retrace_runtime::executor::{Runner, Stop};
 use retrace_runtime::spec::Spec;
 use retrace_store::{Store, VerifyOptions, verify_run};
 use retrace_store_sled::SledStore;
+use retrace_tests::mcp_http::{HttpServer, free_port};
 use retrace_tests::{mcp_server_everything, pids_with_env};
 use serde_json::{Value, json};
 
@@ -21,11 +23,25 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-/// An agent using server-everything as `everything`, with `extra` appended to the spec; the
-/// spec's path and the marker its server processes carry in their environment.
+/// A marker for the environment of the server processes a test starts.
+fn marker() -> String {
+    format!("RETRACE_TEST_MARK={}", uuid::Uuid::new_v4())
+}
+
+/// An agent using server-everything over stdio as `everything`, with `extra` appended to the
+/// spec; the spec's path and the marker its server processes carry in their environment.
 fn agent(dir: &Path, cassette: &Value, extra: &str) -> (PathBuf, String) {
-    let marker = format!("RETRACE_TEST_MARK={}", uuid::Uuid::new_v4());
+    let marker = marker();
     let (key, value) = marker.split_once('=').expect("k=v");
+    let server = format!(
+        "command = \"node\"\nargs = [\"{}\", \"stdio\"]\nenv = {{ {key} = \"{value}\" }}",
+        mcp_server_everything().display()
+    );
+    (agent_reaching(dir, cassette, &server, extra), marker)
+}
+
+/// An agent whose server `everything` is reached as `server` says (its TOML lines).
+fn agent_reaching(dir: &Path, cassette: &Value, server: &str, extra: &str) -> PathBuf {
     write(
         &dir.join("agent.toml"),
         &format!(
@@ -39,17 +55,14 @@ name = "demo"
 cassette = "cassette.json"
 [[mcp]]
 name = "everything"
-command = "node"
-args = ["{}", "stdio"]
-env = {{ {key} = "{value}" }}
+{server}
 {extra}
-"#,
-            mcp_server_everything().display()
+"#
         ),
     );
     write(&dir.join("cassette.json"), &cassette.to_string());
     std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
-    (dir.join("agent.toml"), marker)
+    dir.join("agent.toml")
 }
 
 const ALLOW: &str = "[[policy]]\ntool = \"mcp.everything.*\"\naction = \"allow\"";
@@ -174,8 +187,11 @@ async fn mcp_tools_ask_by_default() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_killed_mid_call_is_a_recorded_error_and_the_run_goes_on() {
+/// Run an agent (`extra` appended to its spec) whose first call, a long operation, loses its
+/// server to SIGKILL; its second is an echo. The store, the run and how the run stopped.
+async fn run_with_the_server_killed_mid_call(
+    extra: &str,
+) -> (tempfile::TempDir, SledStore, RunId, Stop) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cassette = json!({"replies": [
         {"tool_calls": [{"id": "c1", "name": "mcp.everything.trigger-long-running-operation",
@@ -183,7 +199,7 @@ async fn a_server_killed_mid_call_is_a_recorded_error_and_the_run_goes_on() {
         {"tool_calls": [{"id": "c2", "name": "mcp.everything.echo", "arguments": {"message": "again"}}]},
         {"text": "The long operation failed; echo worked after the restart."}
     ]});
-    let (path, marker) = agent(dir.path(), &cassette, ALLOW);
+    let (path, marker) = agent(dir.path(), &cassette, &format!("{extra}\n{ALLOW}"));
     let spec = spec_with_catalog(&path).await;
     wait_until_gone(&marker).await;
     let store_dir = tempfile::tempdir().expect("store");
@@ -221,6 +237,14 @@ async fn a_server_killed_mid_call_is_a_recorded_error_and_the_run_goes_on() {
         started.elapsed() < Duration::from_secs(15),
         "the call did not end with the server"
     );
+    drop(runner);
+    wait_until_gone(&marker).await;
+    (store_dir, store, run, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_call_is_a_recorded_error_and_the_run_goes_on() {
+    let (_dir, store, run, stop) = run_with_the_server_killed_mid_call("").await;
     assert_eq!(stop, Stop::Finished(Outcome::Succeeded));
     let results = results(&store, &run);
     let (long, is_error) = &results["c1"];
@@ -230,8 +254,87 @@ async fn a_server_killed_mid_call_is_a_recorded_error_and_the_run_goes_on() {
     let (echo, is_error) = &results["c2"];
     assert!(!is_error, "a fresh server answers: {echo}");
     assert!(echo.to_string().contains("again"));
-    drop(runner);
-    wait_until_gone(&marker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_call_fails_the_run_when_its_errors_stop_it() {
+    let (_dir, store, run, stop) = run_with_the_server_killed_mid_call("on_error = \"stop\"").await;
+    assert_eq!(stop, Stop::Finished(Outcome::Failed));
+    let results = results(&store, &run);
+    assert!(results["c1"].1, "the killed call is a recorded error");
+    assert!(!results.contains_key("c2"), "nothing runs after it");
+    let events = store.events(&run, 0..=u64::MAX).expect("events");
+    let (_, last) = events.last().expect("events");
+    let EventKind::RunFinished { detail, .. } = &last.kind else {
+        panic!("the run finished: {last:?}")
+    };
+    let reason =
+        String::from_utf8(store.blob(detail).expect("read").expect("blob")).expect("utf-8");
+    assert!(
+        reason.contains("`mcp.everything.trigger-long-running-operation` failed"),
+        "{reason}"
+    );
+    verify_run(&store, &run, VerifyOptions::default()).expect("verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_server_serves_the_run_and_a_killed_one_is_a_recorded_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = marker();
+    let port = free_port();
+    let mut server = HttpServer::start(port, &marker);
+    // c2 loses the server mid-call; while the model thinks (5 s) it comes back, so c3 opens
+    // a new session
+    let cassette = json!({"replies": [
+        {"tool_calls": [{"id": "c1", "name": "mcp.everything.echo", "arguments": {"message": "over http"}}]},
+        {"tool_calls": [{"id": "c2", "name": "mcp.everything.trigger-long-running-operation",
+                         "arguments": {"duration": 20, "steps": 20}}]},
+        {"tool_calls": [{"id": "c3", "name": "mcp.everything.get-sum", "arguments": {"a": 40, "b": 2}}],
+         "latency_ms": 5000},
+        {"text": "done"}
+    ]});
+    let path = agent_reaching(
+        dir.path(),
+        &cassette,
+        &format!("url = \"{}\"\ntimeout_secs = 10", server.url()),
+        ALLOW,
+    );
+    let spec = spec_with_catalog(&path).await;
+    let catalog = spec.mcp[0].catalog.as_ref().expect("catalog");
+    assert!(catalog.iter().any(|t| t.name == "get-sum"));
+    let store_dir = tempfile::tempdir().expect("store");
+    let store = SledStore::open(store_dir.path()).expect("store");
+    let provider = Scripted::load(&dir.path().join("cassette.json")).expect("cassette");
+    let runner = Runner::new(&store, spec, Box::new(provider)).expect("runner");
+    let run = RunId::from_bytes([14; 16]);
+    runner
+        .start(run, "echo, lose the server, sum")
+        .expect("start");
+    let restarter = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(2500));
+        server.kill();
+        HttpServer::start(port, &marker)
+    });
+    let started = Instant::now();
+    let stop = runner.drive(run, &mut |_| {}).await.expect("drive");
+    let _server = restarter.await.expect("restarted");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the call did not end with the server"
+    );
+    assert_eq!(stop, Stop::Finished(Outcome::Succeeded));
+    let results = results(&store, &run);
+    let (echo, is_error) = &results["c1"];
+    assert!(!is_error, "{echo}");
+    assert!(echo.to_string().contains("over http"), "{echo}");
+    let (lost, is_error) = &results["c2"];
+    assert!(is_error, "{lost}");
+    let message = lost["error"].as_str().expect("message");
+    assert!(message.contains("MCP server `everything`"), "{message}");
+    let (sum, is_error) = &results["c3"];
+    assert!(!is_error, "a new session answers: {sum}");
+    assert!(sum.to_string().contains("42"), "{sum}");
+    verify_run(&store, &run, VerifyOptions::default()).expect("verifies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +378,7 @@ async fn a_server_that_cannot_start_or_is_too_slow_is_a_recorded_error() {
     wait_until_gone(&marker).await;
 
     // a server whose command is gone: its calls are errors naming it, the run goes on
-    spec.mcp[0].command = "/nonexistent/mcp-server".into();
+    spec.mcp[0].command = Some("/nonexistent/mcp-server".into());
     let provider = Scripted::load(&dir.path().join("cassette.json")).expect("cassette");
     let runner = Runner::new(&store, spec, Box::new(provider)).expect("runner");
     let run = RunId::from_bytes([13; 16]);

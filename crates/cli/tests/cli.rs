@@ -647,3 +647,125 @@ fn the_toolbelt_example_runs_a_wasm_tool_and_an_mcp_tool_offline() {
     let out = retrace(&store, &["verify"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A spec whose MCP server `remote` is at `url` over streamable HTTP, with a bearer token and
+/// an API key from variables and a plain header; its cassette echoes once.
+fn remote_agent(dir: &Path, url: &str) -> std::path::PathBuf {
+    let spec = dir.join("remote.toml");
+    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
+    std::fs::write(
+        dir.join("remote.json"),
+        r#"{"replies": [
+            {"tool_calls": [{"id": "c1", "name": "mcp.remote.echo", "arguments": {"message": "hi"}}]},
+            {"text": "echoed"}]}"#,
+    )
+    .expect("cassette");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "remote"
+system = "You echo."
+workspace = "ws"
+[model]
+provider = "scripted"
+name = "demo"
+cassette = "remote.json"
+[[mcp]]
+name = "remote"
+url = "{url}"
+bearer_token_env = "RETRACE_TEST_MCP_TOKEN"
+headers = {{ X-Team = "agents" }}
+headers_env = {{ X-Api-Key = "RETRACE_TEST_MCP_KEY" }}
+[[policy]]
+tool = "mcp.remote.*"
+action = "allow"
+"#
+        ),
+    )
+    .expect("spec");
+    spec
+}
+
+#[test]
+fn an_http_mcp_server_gets_its_headers_and_the_secrets_stay_out_of_the_store() {
+    const TOKEN: &str = "tok-5ecret-0f-the-test";
+    const KEY: &str = "key-5ecret-0f-the-test";
+    use retrace_tests::mcp_http::{HttpServer, Tap, free_port};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = format!("RETRACE_TEST_MARK={}", dir.path().display());
+    let server = HttpServer::start(free_port(), &marker);
+    let tap = Tap::to(server.port);
+    let spec = remote_agent(dir.path(), &format!("http://127.0.0.1:{}/mcp", tap.port));
+    let spec_arg = spec.to_str().expect("utf-8");
+    let store = dir.path().join("store");
+
+    // without the token: a clear error naming the server and the variable, nothing run
+    let out = common::command(&store)
+        .args(["run", spec_arg, "--input", "echo"])
+        .env_remove("RETRACE_TEST_MCP_TOKEN")
+        .env("RETRACE_TEST_MCP_KEY", KEY)
+        .output()
+        .expect("run retrace");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(message.contains("MCP server `remote`"), "{message}");
+    assert!(
+        message.contains("`RETRACE_TEST_MCP_TOKEN`, which is not set"),
+        "{message}"
+    );
+    assert!(!message.contains(KEY), "{message}");
+
+    let out = common::command(&store)
+        .args(["run", spec_arg, "--input", "echo"])
+        .env("RETRACE_TEST_MCP_TOKEN", TOKEN)
+        .env("RETRACE_TEST_MCP_KEY", KEY)
+        .output()
+        .expect("run retrace");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(TOKEN) && !text(&out).contains(KEY));
+    let sent = tap.seen().to_ascii_lowercase();
+    for header in [
+        format!("authorization: bearer {TOKEN}"),
+        format!("x-api-key: {KEY}"),
+        "x-team: agents".to_owned(),
+    ] {
+        assert!(sent.contains(&header), "{header} not sent: {sent}");
+    }
+    drop(server);
+    for secret in [TOKEN, KEY] {
+        let holding = retrace_tests::files_containing(&store, secret);
+        assert!(holding.is_empty(), "{secret} is in {holding:?}");
+    }
+    let out = retrace(&store, &["runs", "--json"]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(line["status"]["outcome"], "succeeded");
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_credential_header_written_into_an_mcp_server_is_refused_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = remote_agent(dir.path(), "http://127.0.0.1:9/mcp");
+    let text_before = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        text_before.replace(
+            "X-Team = \"agents\"",
+            "Authorization = \"Bearer zz-literal-5ecret\"",
+        ),
+    )
+    .expect("write");
+    let out = retrace(
+        &dir.path().join("store"),
+        &["tools", spec.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(message.contains("remote.toml:8:"), "{message}");
+    assert!(
+        message.contains("header `Authorization` would be recorded"),
+        "{message}"
+    );
+    assert!(!message.contains("zz-literal-5ecret"), "{message}");
+}

@@ -74,6 +74,18 @@ pub enum SetupError {
     Client(String),
 }
 
+/// A reqwest client builder for everything retrace sends over HTTP (model providers, MCP
+/// servers): TLS through rustls with the ring provider, retrace's user agent.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    static TLS: std::sync::Once = std::sync::Once::new();
+    // reqwest builds its TLS config from the process's default provider; an application
+    // that installed its own keeps it (`install_default` fails and changes nothing)
+    TLS.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder().user_agent(concat!("retrace/", env!("CARGO_PKG_VERSION")))
+}
+
 /// An HTTP client and what it talks to.
 #[derive(Clone, Debug)]
 pub struct Http {
@@ -93,10 +105,9 @@ impl Http {
             },
             None => None,
         };
-        let client = reqwest::Client::builder()
+        let client = client_builder()
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.idle_timeout)
-            .user_agent(concat!("retrace/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SetupError::Client(e.to_string()))?;
         Ok(Self {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{Tier, Tool, ToolError, ToolInfo, Workspace};
+use super::{OnError, Tier, Tool, ToolError, ToolInfo, Workspace};
 
 /// The origin of every built-in tool.
 const BUILT_IN: &str = "built-in";
@@ -107,6 +107,7 @@ impl Tool for List {
             }),
             tier: Tier::Read,
             idempotent: true,
+            on_error: OnError::Continue,
             origin: BUILT_IN.into(),
         }
     }
@@ -176,6 +177,7 @@ impl Tool for Read {
             }),
             tier: Tier::Read,
             idempotent: true,
+            on_error: OnError::Continue,
             origin: BUILT_IN.into(),
         }
     }
@@ -255,6 +257,7 @@ impl Tool for Search {
             }),
             tier: Tier::Read,
             idempotent: true,
+            on_error: OnError::Continue,
             origin: BUILT_IN.into(),
         }
     }
@@ -330,6 +333,7 @@ impl Tool for Write {
             }),
             tier: Tier::Write,
             idempotent: true,
+            on_error: OnError::Continue,
             origin: BUILT_IN.into(),
         }
     }
@@ -382,6 +386,7 @@ impl Tool for Edit {
             }),
             tier: Tier::Write,
             idempotent: false,
+            on_error: OnError::Continue,
             origin: BUILT_IN.into(),
         }
     }
@@ -432,6 +437,7 @@ impl Tool for Append {
             }),
             tier: Tier::Write,
             idempotent: false,
+            on_error: OnError::Continue,
             origin: BUILT_IN.into(),
         }
     }

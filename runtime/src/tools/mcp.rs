@@ -1,4 +1,5 @@
-//! Tools from MCP servers, through the official Rust SDK (`rmcp`). A spec declares servers:
+//! Tools from MCP servers, through the official Rust SDK (`rmcp`). A spec declares servers,
+//! each either a child process speaking MCP over stdio or a streamable HTTP endpoint:
 //!
 //! ```toml
 //! [[mcp]]
@@ -10,6 +11,15 @@
 //! tier = "network"                 # tier of its tools (default network: the policy asks)
 //! idempotent = false               # whether re-running its tools after a crash is safe
 //! timeout_secs = 30                # per call; a call past it is a recorded tool error
+//! on_error = "continue"            # continue (the model is told) | stop (the run fails)
+//!
+//! [[mcp]]
+//! name = "search"
+//! url = "https://mcp.example.com/mcp"   # streamable HTTP
+//! bearer_token_env = "SEARCH_TOKEN"     # sent as `Authorization: Bearer …`; the variable's
+//!                                       # name is recorded, never its value
+//! headers = { X-Team = "agents" }       # recorded with the spec: nothing secret here
+//! headers_env = { X-Api-Key = "SEARCH_KEY" }  # header values read from variables
 //! ```
 //!
 //! At the start of a run the catalog of every server is discovered ([`discover`]) and
@@ -18,46 +28,65 @@
 //! schemas come from a process we do not control: they are cut to a bounded size, marked as
 //! coming from the server, and names that do not fit `[A-Za-z0-9_-]` are left out.
 //!
-//! A server is started on the first call and kept for the run's other calls. If it fails to
-//! start, crashes mid-call or times out, the call is a recorded tool error naming the server;
-//! the process is killed and the next call starts a fresh one. Dropping the toolbox kills
-//! every server it started.
+//! A server is connected on the first call and kept for the run's other calls. If it fails
+//! to start, crashes mid-call or times out, the call is a recorded tool error naming the
+//! server; the connection (and a stdio server's process) is dropped and the next call
+//! connects afresh. Dropping the toolbox kills every server process it started.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
-use rmcp::service::RunningService;
-use rmcp::transport::TokioChildProcess;
+use rmcp::service::{ClientInitializeError, RunningService};
+use rmcp::transport::common::client_side_sse::ExponentialBackoff;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::{Output, Tier, ToolError, cut};
+use super::{OnError, Output, Tier, ToolError, cut};
 
 /// Longest tool description kept from a server.
 pub const MAX_DESCRIPTION: usize = 1024;
 
 /// An MCP server as a spec declares it, with the catalog discovered at run start.
+///
+/// Fields keep their order and defaults stay out of the serialised form, so a spec written
+/// before a field existed has the same canonical bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// Its namespace: tools are `mcp.<name>.<tool>`.
     pub name: String,
-    /// Program to start (found on `PATH`).
-    pub command: String,
-    /// Its arguments.
+    /// stdio: the program to start (found on `PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// stdio: its arguments.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Environment variables set for it (besides `PATH` and `HOME`).
+    /// stdio: environment variables set for it (besides `PATH` and `HOME`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Its working directory (relative paths: to the spec's directory, which is also the
-    /// default).
+    /// stdio: its working directory (relative paths: to the spec's directory, which is also
+    /// the default).
     #[serde(default)]
     pub cwd: Option<std::path::PathBuf>,
+    /// Streamable HTTP: the endpoint (`http://` or `https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Streamable HTTP: headers sent with every request (recorded: nothing secret).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Streamable HTTP: headers whose values are read from environment variables when
+    /// connecting (header name to variable name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_env: BTreeMap<String, String>,
+    /// Streamable HTTP: the variable holding a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
     /// Tier of its tools.
     #[serde(default = "network")]
     pub tier: Tier,
@@ -67,6 +96,9 @@ pub struct Server {
     /// Seconds allowed per call.
     #[serde(default = "thirty")]
     pub timeout_secs: u64,
+    /// What an error from one of its tools does to the run.
+    #[serde(default, skip_serializing_if = "OnError::is_continue")]
+    pub on_error: OnError,
     /// The tools it offered when the run started (filled by [`discover`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<Vec<CatalogTool>>,
@@ -103,13 +135,18 @@ pub struct Error {
 
 type Client = RunningService<RoleClient, ()>;
 
-/// Start `server` as a child process and complete the MCP handshake.
+/// Connect to `server` and complete the MCP handshake.
 async fn connect(server: &Server) -> Result<Client, Error> {
-    let fail = |why: String| Error {
-        server: server.name.clone(),
-        why,
-    };
-    let mut command = tokio::process::Command::new(&server.command);
+    match (&server.command, &server.url) {
+        (Some(command), _) => connect_stdio(server, command).await,
+        (None, Some(url)) => connect_http(server, url).await,
+        (None, None) => Err(server.error("it has neither `command` nor `url`".into())),
+    }
+}
+
+/// Start `server` as a child process speaking MCP on its stdin and stdout.
+async fn connect_stdio(server: &Server, program: &str) -> Result<Client, Error> {
+    let mut command = tokio::process::Command::new(program);
     command
         .args(&server.args)
         .env_clear()
@@ -126,17 +163,88 @@ async fn connect(server: &Server) -> Result<Client, Error> {
     let (transport, _) = TokioChildProcess::builder(command)
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| fail(format!("cannot start `{}`: {e}", server.command)))?;
-    let started = tokio::time::timeout(server.timeout(), ().serve(transport)).await;
-    match started {
+        .map_err(|e| server.error(format!("cannot start `{program}`: {e}")))?;
+    handshake(
+        server,
+        &format!("`{program}` started but"),
+        ().serve(transport),
+    )
+    .await
+}
+
+/// Open a streamable HTTP session with `server` at `url`. Secrets come from the environment
+/// now; they are marked sensitive, so they stay out of debug output, and never recorded.
+async fn connect_http(server: &Server, url: &str) -> Result<Client, Error> {
+    let secret = |var: &str, what: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| server.error(format!("{what} is read from `{var}`, which is not set")))
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    let named = server
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((k, v.clone(), false)))
+        .chain(
+            server
+                .headers_env
+                .iter()
+                .map(|(k, var)| secret(var, &format!("header `{k}`")).map(|v| (k, v, true))),
+        );
+    for header in named {
+        let (name, value, sensitive) = header?;
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| server.error(format!("header name `{name}`: {e}")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+            server.error(format!(
+                "header `{name}`: the value is not valid in a header"
+            ))
+        })?;
+        value.set_sensitive(sensitive);
+        headers.insert(name, value);
+    }
+    // A broken response stream is resumed a few times, quickly; a server that stays gone is
+    // then an error, not a wait for the call's timeout.
+    let mut retry = ExponentialBackoff::default();
+    retry.max_times = Some(3);
+    retry.base_duration = Duration::from_millis(250);
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    config.retry_config = std::sync::Arc::new(retry);
+    if let Some(var) = &server.bearer_token_env {
+        config = config.auth_header(secret(var, "the bearer token")?);
+    }
+    // No redirects: one would replay the session and headers to wherever it points.
+    let client = retrace_providers::http::client_builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .map_err(|e| server.error(format!("cannot set up an HTTP client: {e}")))?;
+    let transport = StreamableHttpClientTransport::with_client(client, config);
+    handshake(
+        server,
+        &format!("`{url}` answered but"),
+        ().serve(transport),
+    )
+    .await
+}
+
+/// Wait for the MCP handshake, at most the server's timeout.
+async fn handshake(
+    server: &Server,
+    who: &str,
+    serving: impl Future<Output = Result<Client, ClientInitializeError>>,
+) -> Result<Client, Error> {
+    match tokio::time::timeout(server.timeout(), serving).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(fail(format!(
-            "`{}` started but the MCP handshake failed: {e}",
-            server.command
-        ))),
-        Err(_) => Err(fail(format!(
-            "`{}` did not complete the MCP handshake within {} s",
-            server.command, server.timeout_secs
+        Ok(Err(e)) => Err(server.error(format!("{who} the MCP handshake failed: {e}"))),
+        Err(_) => Err(server.error(format!(
+            "{} did not complete the MCP handshake within {} s",
+            server.endpoint(),
+            server.timeout_secs
         ))),
     }
 }
@@ -144,6 +252,83 @@ async fn connect(server: &Server) -> Result<Client, Error> {
 impl Server {
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    fn error(&self, why: String) -> Error {
+        Error {
+            server: self.name.clone(),
+            why,
+        }
+    }
+
+    /// What it is reached by: its command or its URL.
+    pub fn endpoint(&self) -> &str {
+        self.command
+            .as_deref()
+            .or(self.url.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Check a server as declared: a valid name, and one way to reach it with only the
+    /// settings that way takes. Secrets stay out of the spec (which is recorded): credential
+    /// headers must come from variables.
+    pub fn check(&self) -> Result<(), String> {
+        let valid = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid {
+            return Err(format!(
+                "MCP server name `{}`: use lowercase letters, digits, `_` and `-` (it becomes the tools' namespace mcp.<name>.)",
+                self.name
+            ));
+        }
+        let name = &self.name;
+        if self.catalog.is_some() {
+            return Err(
+                "`catalog` is discovered from the server when a run starts, not written".into(),
+            );
+        }
+        match (&self.command, &self.url) {
+            (Some(_), Some(_)) | (None, None) => Err(format!(
+                "MCP server `{name}`: give either `command` (stdio) or `url` (streamable HTTP)"
+            )),
+            (Some(_), None) => {
+                let http_only = !self.headers.is_empty()
+                    || !self.headers_env.is_empty()
+                    || self.bearer_token_env.is_some();
+                if http_only {
+                    return Err(format!(
+                        "MCP server `{name}`: `headers`, `headers_env` and `bearer_token_env` are for `url` servers"
+                    ));
+                }
+                Ok(())
+            }
+            (None, Some(url)) => {
+                if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+                    return Err(format!(
+                        "MCP server `{name}`: `args`, `env` and `cwd` are for `command` servers"
+                    ));
+                }
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "MCP server `{name}`: url `{url}` must start with http:// or https://"
+                    ));
+                }
+                let credential = ["authorization", "proxy-authorization", "cookie"];
+                if let Some(h) = self
+                    .headers
+                    .keys()
+                    .find(|h| credential.contains(&h.to_ascii_lowercase().as_str()))
+                {
+                    return Err(format!(
+                        "MCP server `{name}`: header `{h}` would be recorded in the run's log; put a token in a variable and use `bearer_token_env` or `headers_env`"
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The full name of its tool `tool`.
@@ -161,17 +346,12 @@ pub async fn discover(servers: &mut [Server]) -> Result<(), Error> {
         let _ = client.cancel().await;
         let tools = match listed {
             Ok(Ok(tools)) => tools,
-            Ok(Err(e)) => {
-                return Err(Error {
-                    server: server.name.clone(),
-                    why: format!("listing its tools failed: {e}"),
-                });
-            }
+            Ok(Err(e)) => return Err(server.error(format!("listing its tools failed: {e}"))),
             Err(_) => {
-                return Err(Error {
-                    server: server.name.clone(),
-                    why: format!("listing its tools took over {} s", server.timeout_secs),
-                });
+                return Err(server.error(format!(
+                    "listing its tools took over {} s",
+                    server.timeout_secs
+                )));
             }
         };
         let mut catalog: Vec<CatalogTool> = tools

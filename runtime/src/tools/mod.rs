@@ -35,6 +35,24 @@ pub enum Tier {
     Destructive,
 }
 
+/// What an error from a tool does to the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The model is told, and the run goes on (the default).
+    #[default]
+    Continue,
+    /// The run fails at once (e.g. a server the agent cannot do without).
+    Stop,
+}
+
+impl OnError {
+    /// Whether this is the default (left out of canonical specs, which keeps their bytes).
+    pub fn is_continue(&self) -> bool {
+        *self == Self::Continue
+    }
+}
+
 /// What a tool declares about itself.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ToolInfo {
@@ -48,6 +66,8 @@ pub struct ToolInfo {
     pub tier: Tier,
     /// Whether re-running it after a crash is safe (same arguments, same effect).
     pub idempotent: bool,
+    /// What an error from it does to the run.
+    pub on_error: OnError,
     /// Where it comes from: `built-in`, `wasm <component> <blake3 prefix>`, or
     /// `mcp <server> (<command>)`.
     pub origin: String,
@@ -152,6 +172,7 @@ impl Toolbox {
                 schema: manifest.schema.clone(),
                 tier: manifest.tier,
                 idempotent: manifest.idempotent,
+                on_error: manifest.on_error,
                 origin: format!(
                     "wasm {} {}",
                     manifest.module.display(),
@@ -177,7 +198,8 @@ impl Toolbox {
                     schema: tool.schema.clone(),
                     tier: server.tier,
                     idempotent: server.idempotent,
-                    origin: format!("mcp {} ({})", server.name, server.command),
+                    on_error: server.on_error,
+                    origin: format!("mcp {} ({})", server.name, server.endpoint()),
                 };
                 let entry = Entry::Mcp(Arc::clone(&connection), tool.name.clone());
                 toolbox.tools.insert(info.name.clone(), (info, entry));

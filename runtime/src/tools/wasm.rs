@@ -7,6 +7,7 @@
 //! module = "wordcount.wasm"            # relative to this manifest
 //! tier = "read"                        # read | write | network | destructive
 //! idempotent = true
+//! on_error = "continue"                # continue (the model is told) | stop (the run fails)
 //! env = ["LANG"]                       # host variables the guest may see (default none)
 //!
 //! [args]                               # JSON schema of the arguments, shown to the model
@@ -39,7 +40,7 @@ use retrace_sandbox::{Call, Module, Preopen, Sandbox};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Output, Tier, ToolError, Workspace, cut};
+use super::{OnError, Output, Tier, ToolError, Workspace, cut};
 use crate::spec::{self, line_col};
 
 /// A WASM tool as declared, resolved and checked: what a run records.
@@ -55,6 +56,9 @@ pub struct Manifest {
     pub tier: Tier,
     /// Whether re-running it after a crash is safe.
     pub idempotent: bool,
+    /// What an error from it does to the run.
+    #[serde(default, skip_serializing_if = "OnError::is_continue")]
+    pub on_error: OnError,
     /// The component file (absolute).
     pub module: PathBuf,
     /// BLAKE3 of the component, hex.
@@ -117,6 +121,8 @@ struct RawManifest {
     tier: Tier,
     #[serde(default)]
     idempotent: bool,
+    #[serde(default)]
+    on_error: OnError,
     #[serde(default)]
     env: Vec<String>,
     #[serde(default = "empty_object")]
@@ -186,6 +192,7 @@ impl Manifest {
             schema: raw.args,
             tier: raw.tier,
             idempotent: raw.idempotent,
+            on_error: raw.on_error,
             module_blake3: blake3::hash(&bytes).to_hex().to_string(),
             module,
             limits: raw.limits,

@@ -1,7 +1,7 @@
 //! `retrace tools SPEC`: every tool the agent would see — built-in, WASM and MCP (each
 //! server started to list its catalog) — with its tier,
 //! what the policy does with a call (when the call names no path), where it comes from, and
-//! its argument schema. WASM components are loaded as a run would load them, so a tool that
+//! what an error from it does to the run, and its argument schema. WASM components are loaded as a run would load them, so a tool that
 //! would fail to start fails here.
 
 use std::path::Path;
@@ -38,19 +38,20 @@ pub fn run(spec_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     let name_width = infos.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
     println!(
-        "{:<name_width$}  {:<11}  {:<10}  {:<6}  ORIGIN",
-        "TOOL", "TIER", "IDEMPOTENT", "POLICY"
+        "{:<name_width$}  {:<11}  {:<10}  {:<6}  {:<8}  ORIGIN",
+        "TOOL", "TIER", "IDEMPOTENT", "POLICY", "ON ERROR"
     );
     for info in &infos {
         let verdict = policy.check(&info.name, info.tier, None);
         println!(
-            "{:<name_width$}  {:<11}  {:<10}  {:<6}  {}",
+            "{:<name_width$}  {:<11}  {:<10}  {:<6}  {:<8}  {}",
             info.name,
             serde_json::to_value(info.tier)?.as_str().unwrap_or("?"),
             if info.idempotent { "yes" } else { "no" },
             serde_json::to_value(verdict.action)?
                 .as_str()
                 .unwrap_or("?"),
+            serde_json::to_value(info.on_error)?.as_str().unwrap_or("?"),
             info.origin
         );
         println!("{:name_width$}  {}", "", info.description);
