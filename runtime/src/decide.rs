@@ -12,7 +12,7 @@ use retrace_events::{BlobId, Decision, Outcome, ProposedCall};
 use retrace_replay::{MODEL_CALL, Pending, Role, State, Status};
 
 use crate::policy::Policy;
-use crate::spec::{Action, Budgets};
+use crate::spec::{Action, Budgets, Spec};
 use crate::tools::{OnError, Tier};
 
 /// Consecutive transient model failures tolerated before the run fails.
@@ -41,6 +41,38 @@ pub struct Agent {
     pub policy: Policy,
     /// Tools available, by name.
     pub tools: BTreeMap<String, ToolMeta>,
+}
+
+impl Agent {
+    /// The agent `spec` declares, from the spec alone: its tools are not loaded or
+    /// connected, so a spec recorded on another machine (a bundle's) gives the same agent.
+    pub fn for_spec(spec: &Spec) -> Result<Self, crate::policy::Error> {
+        let meta = |tier, idempotent, on_error| ToolMeta {
+            tier,
+            idempotent,
+            on_error,
+        };
+        let mut tools: BTreeMap<String, ToolMeta> = crate::tools::fs::infos(&spec.tools)
+            .into_iter()
+            .map(|i| (i.name, meta(i.tier, i.idempotent, i.on_error)))
+            .collect();
+        for m in &spec.wasm {
+            tools.insert(m.name.clone(), meta(m.tier, m.idempotent, m.on_error));
+        }
+        for server in &spec.mcp {
+            for tool in server.catalog.iter().flatten() {
+                tools.insert(
+                    server.tool_name(&tool.name),
+                    meta(server.tier, server.idempotent, server.on_error),
+                );
+            }
+        }
+        Ok(Self {
+            budgets: spec.budgets.clone(),
+            policy: Policy::new(&spec.policy)?,
+            tools,
+        })
+    }
 }
 
 /// What to do next.

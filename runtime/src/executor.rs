@@ -21,9 +21,8 @@ use retrace_replay::{Role, SnapshotPolicy, State, apply, encode_snapshot, state_
 use retrace_store::{NewRun, Store};
 use serde_json::{Value, json};
 
-use crate::decide::{Agent, LOOP_WARNING, Next, ToolMeta, decide};
+use crate::decide::{Agent, LOOP_WARNING, Next, decide};
 use crate::entropy::now;
-use crate::policy::Policy;
 use crate::request;
 use crate::spec::Spec;
 use crate::tools::{Toolbox, Workspace};
@@ -112,28 +111,10 @@ impl<'a> Runner<'a> {
         let workspace = Workspace::new(&spec.workspace).map_err(|e| Error::Setup(e.to_string()))?;
         let toolbox =
             Toolbox::for_spec(&spec, &workspace).map_err(|e| Error::Setup(e.to_string()))?;
-        let policy = Policy::new(&spec.policy).map_err(|e| Error::Setup(e.to_string()))?;
-        let tools = toolbox
-            .infos()
-            .into_iter()
-            .map(|i| {
-                (
-                    i.name.clone(),
-                    ToolMeta {
-                        tier: i.tier,
-                        idempotent: i.idempotent,
-                        on_error: i.on_error,
-                    },
-                )
-            })
-            .collect();
+        let agent = Agent::for_spec(&spec).map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Self {
             store,
-            agent: Agent {
-                budgets: spec.budgets.clone(),
-                policy,
-                tools,
-            },
+            agent,
             spec,
             toolbox,
             provider,

@@ -143,6 +143,19 @@ pub enum Command {
         /// RUN or RUN@SEQ to show first (default: the run list).
         at: Option<String>,
     },
+    /// The determinism check: run today's decision logic on the state before every decision
+    /// a run recorded and compare with what the run did. Reports the first decision per run
+    /// that comes out otherwise, expected against actual. Exits 2 if any run diverges.
+    Check {
+        /// Run ids or unambiguous prefixes.
+        runs: Vec<String>,
+        /// Check every run in the store.
+        #[arg(long, conflicts_with = "runs")]
+        all: bool,
+        /// One JSON object per run, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recompute every event and blob hash of a run (or of all runs) and the parent chain;
     /// report the first mismatch. Exits non-zero if anything is wrong.
     Verify {

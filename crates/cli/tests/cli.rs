@@ -769,3 +769,136 @@ fn a_credential_header_written_into_an_mcp_server_is_refused_naming_file_and_lin
     );
     assert!(!message.contains("zz-literal-5ecret"), "{message}");
 }
+
+/// A run whose log an older `decide` wrote: it ran `fs.write` without asking, which today's
+/// default policy (writes ask) would not. Built event by event into a real store.
+fn run_written_by_an_older_decide(dir: &Path) -> std::path::PathBuf {
+    use retrace_events::{Event, EventKind, Outcome, ProposedCall, RunId, Timestamp, Usage};
+    use retrace_store::{NewRun, Store};
+    let spec_path = dir.join("agent.toml");
+    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
+    std::fs::write(dir.join("c.json"), r#"{"replies": []}"#).expect("cassette");
+    std::fs::write(
+        &spec_path,
+        "name = \"old\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\nname = \"d\"\ncassette = \"c.json\"\n[tools]\nallow = [\"fs.write\"]\n",
+    )
+    .expect("spec");
+    let spec = retrace_runtime::spec::Spec::load(&spec_path).expect("spec");
+    let store_dir = dir.join("store");
+    let store = retrace_store_sled::SledStore::open(&store_dir).expect("store");
+    let blob = |v: serde_json::Value| {
+        store
+            .put_blob(&retrace_events::canonical_json(&v))
+            .expect("blob")
+    };
+    let run = RunId::from_bytes([7; 16]);
+    store
+        .create_run(NewRun::new(run, Timestamp(1)))
+        .expect("create");
+    let usage = Usage {
+        input_tokens: 10,
+        output_tokens: 5,
+        cost_micro_usd: 0,
+        latency_ms: 1,
+    };
+    let kinds = vec![
+        EventKind::RunStarted {
+            run,
+            spec: store.put_blob(&spec.to_canonical_bytes()).expect("spec"),
+            input: blob(serde_json::json!("write a note")),
+        },
+        EventKind::ModelRequested {
+            request: blob(serde_json::json!({"step": 0})),
+            attempt: 1,
+        },
+        EventKind::ModelResponded {
+            request_seq: 1,
+            response: blob(serde_json::json!({"text": "", "tool_calls": []})),
+            usage,
+        },
+        EventKind::ToolCallsProposed {
+            response_seq: 2,
+            calls: vec![ProposedCall {
+                call_id: "w1".into(),
+                tool: "fs.write".into(),
+                args: blob(serde_json::json!({"path": "notes.md", "content": "hi"})),
+                path: Some("notes.md".into()),
+            }],
+        },
+        EventKind::ToolRequested {
+            call_id: "w1".into(),
+            tool: "fs.write".into(),
+            args: blob(serde_json::json!({"path": "notes.md", "content": "hi"})),
+            idempotent: true,
+        },
+        EventKind::ToolReturned {
+            call_id: "w1".into(),
+            output: blob(serde_json::json!({"written": 2})),
+            is_error: false,
+            duration_ms: 1,
+        },
+        EventKind::ModelRequested {
+            request: blob(serde_json::json!({"step": 1})),
+            attempt: 1,
+        },
+        EventKind::ModelResponded {
+            request_seq: 6,
+            response: blob(serde_json::json!({"text": "noted", "tool_calls": []})),
+            usage,
+        },
+        EventKind::RunFinished {
+            outcome: Outcome::Succeeded,
+            detail: blob(serde_json::json!({"output": "noted"})),
+        },
+    ];
+    let mut head = None;
+    let mut events = Vec::new();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let event = Event::after(head, Timestamp(10 + i as u64), kind);
+        head = Some(event.head());
+        events.push(event);
+    }
+    store.append(&run, None, &events).expect("append");
+    store_dir
+}
+
+#[test]
+fn check_reports_a_run_whose_log_today_s_decide_would_not_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, run) = tidy_run(dir.path());
+    let out = retrace(&store, &["check", &run[..8]]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("decisions the same"), "{}", text(&out));
+
+    let old = tempfile::tempdir().expect("temp dir");
+    let store = run_written_by_an_older_decide(old.path());
+    let out = retrace(&store, &["check", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("at seq 4 comes out otherwise"), "{report}");
+    assert!(
+        report.contains(r#"expected (today): {"action":"ask_approval","call_id":"w1"}"#),
+        "{report}"
+    );
+    assert!(report.contains("because"), "{report}");
+    assert!(
+        report.contains(r#"actual (the run): {"action":"run_tool""#),
+        "{report}"
+    );
+    assert!(report.contains("1 diverged"), "{report}");
+
+    let out = retrace(&store, &["check", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines[0]["divergence"]["seq"], 4);
+    assert_eq!(lines[0]["divergence"]["expected"]["action"], "ask_approval");
+    assert_eq!(lines[0]["divergence"]["actual"]["tool"], "fs.write");
+    assert_eq!(lines[1]["summary"]["diverged"], 1);
+
+    let out = retrace(&store, &["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--all"), "{}", text(&out));
+}

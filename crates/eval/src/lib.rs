@@ -1,5 +1,7 @@
 //! # retrace-eval
 //!
-//! Replay-based regression evals: recorded runs replayed against new code, prompts or models.
-//!
-//! Status: placeholder until the evals issue.
+//! Replay-based regression checks over recorded runs: [`check`] runs today's `decide` on
+//! every decision a run recorded and reports the first one that comes out otherwise.
+#![deny(missing_docs)]
+
+pub mod check;

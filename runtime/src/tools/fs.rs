@@ -42,6 +42,17 @@ pub fn builtin(workspace: &Workspace, name: &str) -> Option<Box<dyn Tool>> {
     })
 }
 
+/// The declarations of the built-in tools named in `names` (unknown names left out), without
+/// a workspace: what a tool declares does not depend on where it works.
+pub fn infos(names: &[String]) -> Vec<ToolInfo> {
+    let nowhere = Workspace::detached();
+    names
+        .iter()
+        .filter_map(|name| builtin(&nowhere, name))
+        .map(|tool| tool.info())
+        .collect()
+}
+
 fn parse<T: DeserializeOwned>(args: &Value) -> Result<T, ToolError> {
     serde_json::from_value(args.clone()).map_err(|e| ToolError::Invalid {
         message: e.to_string(),

@@ -25,6 +25,14 @@ impl Workspace {
         Ok(Self { root })
     }
 
+    /// A workspace for declarations only: its root is empty, so every path resolves to a
+    /// place no tool call would be allowed to touch.
+    pub(crate) fn detached() -> Self {
+        Self {
+            root: PathBuf::new(),
+        }
+    }
+
     /// The root (canonical).
     pub fn root(&self) -> &Path {
         &self.root

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod approve;
+mod check;
 mod diff;
 mod fork;
 mod inspect;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             note,
         } => approve::run(&cli.store, &run, call.as_deref(), deny, note.as_deref()),
         Command::Runs { json } => runs::run(&cli.store, json),
+        Command::Check { runs, all, json } => check::run(&cli.store, &runs, all, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Log {
             run,
