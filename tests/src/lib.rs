@@ -221,3 +221,13 @@ pub fn pids_with_env(marker: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// `bytes` decompressed (zstd), for tests that open a bundle to damage it.
+pub fn zstd_decode(bytes: &[u8]) -> Vec<u8> {
+    zstd::decode_all(bytes).expect("zstd data")
+}
+
+/// `bytes` compressed (zstd).
+pub fn zstd_encode(bytes: &[u8]) -> Vec<u8> {
+    zstd::encode_all(bytes, 3).expect("compress")
+}

@@ -156,6 +156,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write runs to a bundle: one compressed, verifiable file with their events and every
+    /// blob they refer to (and the runs they were forked from), to import elsewhere.
+    Export {
+        /// Run ids or unambiguous prefixes.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// Include every fork made of these runs (and forks of those).
+        #[arg(long)]
+        with_forks: bool,
+        /// The bundle file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Load a bundle into the store. Every event and blob is checked against its hash first;
+    /// a damaged or tampered bundle is refused with the first bad item named, and nothing is
+    /// written. Runs the store already holds are skipped, so importing twice changes nothing.
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
     /// Recompute every event and blob hash of a run (or of all runs) and the parent chain;
     /// report the first mismatch. Exits non-zero if anything is wrong.
     Verify {

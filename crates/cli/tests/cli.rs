@@ -902,3 +902,71 @@ fn check_reports_a_run_whose_log_today_s_decide_would_not_write() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--all"), "{}", text(&out));
 }
+
+#[test]
+fn export_then_import_into_an_empty_store_verifies_and_checks_and_a_tampered_bundle_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, run) = tidy_run(dir.path());
+    let out = retrace(&store, &["fork", &format!("{}@5", &run[..8])]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file = dir.path().join("tidy.bundle");
+    let out = retrace(
+        &store,
+        &[
+            "export",
+            &run[..8],
+            "--with-forks",
+            "-o",
+            file.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("2 runs"), "{}", text(&out));
+
+    let other = dir.path().join("other");
+    let import =
+        |store: &Path, file: &Path| retrace(store, &["import", file.to_str().expect("utf-8")]);
+    let out = import(&other, &file);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("imported 2 runs"), "{}", text(&out));
+    let out = import(&other, &file);
+    assert!(
+        text(&out).contains("imported 0 runs (0 events)"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("2 already in the store"),
+        "{}",
+        text(&out)
+    );
+    for command in [&["verify"][..], &["check", "--all"][..]] {
+        let out = retrace(&other, command);
+        assert!(out.status.success(), "{command:?}: {}", text(&out));
+    }
+    let hash = |store: &Path| {
+        let out = retrace(store, &["show", &run, "--json"]);
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        shown["state_hash"].as_str().expect("hash").to_owned()
+    };
+    assert_eq!(hash(&store), hash(&other));
+
+    // one byte of the task changed inside the bundle
+    let plain = retrace_tests::zstd_decode(&std::fs::read(&file).expect("bundle"));
+    let at = plain
+        .windows(b"Summarise this project".len())
+        .position(|w| w == b"Summarise this project")
+        .expect("the task is in the bundle");
+    let mut bad = plain.clone();
+    bad[at] = b's';
+    let bad_file = dir.path().join("bad.bundle");
+    std::fs::write(&bad_file, retrace_tests::zstd_encode(&bad)).expect("write");
+    let fresh = dir.path().join("fresh");
+    let out = import(&fresh, &bad_file);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(message.contains("refusing"), "{message}");
+    assert!(message.contains("item "), "{message}");
+    assert!(message.contains("nothing was imported"), "{message}");
+    assert!(!fresh.exists(), "no store was created for a refused bundle");
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod approve;
+mod bundle;
 mod check;
 mod diff;
 mod fork;
@@ -58,6 +59,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             note,
         } => approve::run(&cli.store, &run, call.as_deref(), deny, note.as_deref()),
         Command::Runs { json } => runs::run(&cli.store, json),
+        Command::Export {
+            runs,
+            with_forks,
+            output,
+        } => bundle::export(&cli.store, &runs, with_forks, &output),
+        Command::Import { file } => bundle::import(&cli.store, &file),
         Command::Check { runs, all, json } => check::run(&cli.store, &runs, all, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Log {

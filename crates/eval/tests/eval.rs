@@ -1,11 +1,18 @@
-//! The determinism check over runs the runtime recorded on a real sled store: every kind of
-//! decision (model calls with a transient failure and its retry, allowed tools, an approval
-//! asked and granted, a policy denial, a denied approval, the loop guard's warning, finishes)
-//! comes out the same under today's `decide`; a deliberately changed `decide` is caught at
-//! the right seq with expected and actual spelled out.
+//! Checks and bundles over runs the runtime recorded on a real sled store.
+//!
+//! The determinism check: every kind of decision (model calls with a transient failure and
+//! its retry, allowed tools, an approval asked and granted, a policy denial, a denied
+//! approval, the loop guard's warning, finishes) comes out the same under today's `decide`;
+//! a deliberately changed `decide` is caught at the right seq with expected and actual
+//! spelled out.
+//!
+//! Bundles: a run with its forks exported and imported into an empty store verifies, checks
+//! and has the same state hashes; importing twice changes nothing; a tampered, truncated or
+//! conflicting bundle is refused naming what is wrong, with nothing written.
 
 use std::path::Path;
 
+use retrace_eval::bundle;
 use retrace_eval::check::{Action, check_run};
 use retrace_events::{Decision, EventKind, Outcome, RunId, Timestamp};
 use retrace_providers::Scripted;
@@ -13,7 +20,7 @@ use retrace_replay::{State, decide_approval};
 use retrace_runtime::decide::{Agent, Next, decide};
 use retrace_runtime::executor::{Runner, Stop};
 use retrace_runtime::spec::Spec;
-use retrace_store::Store;
+use retrace_store::{Store, VerifyOptions, verify_run};
 use retrace_store_sled::SledStore;
 
 fn write(path: &Path, text: &str) {
@@ -195,4 +202,155 @@ async fn a_changed_decide_is_caught_at_the_first_decision_it_changes() {
         }
     );
     assert_eq!(d.expected_reason.as_deref(), Some("enough"));
+}
+
+/// A store with the recorded run, a fork of it with an edited tool result, and a plain fork
+/// of that fork; the store and the three runs.
+async fn family(dir: &Path) -> (SledStore, [RunId; 3]) {
+    let (store, run) = recorded(dir, true).await;
+    let events = store.events(&run, 0..=u64::MAX).expect("events");
+    let (seq, original) = events
+        .iter()
+        .find(|(_, e)| matches!(e.kind, EventKind::ToolReturned { .. }))
+        .map(|(_, e)| (e.seq, e.kind.clone()))
+        .expect("a tool result");
+    let edit = retrace_replay::edited_kind(
+        &store,
+        original,
+        &serde_json::json!({"content": "edited"}),
+        "tester",
+    )
+    .expect("edit");
+    let fork = RunId::from_bytes([3; 16]);
+    retrace_replay::fork(
+        &store,
+        &run,
+        retrace_replay::ForkAt::Replace { seq, kind: edit },
+        fork,
+        Timestamp(5),
+    )
+    .expect("fork");
+    let grandchild = RunId::from_bytes([4; 16]);
+    retrace_replay::fork(
+        &store,
+        &fork,
+        retrace_replay::ForkAt::After(seq),
+        grandchild,
+        Timestamp(6),
+    )
+    .expect("fork of the fork");
+    (store, [run, fork, grandchild])
+}
+
+fn export_bytes(store: &SledStore, runs: &[RunId], with_forks: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    bundle::export(store, runs, with_forks, &mut out).expect("export");
+    out
+}
+
+fn head_hash(store: &SledStore, run: &RunId) -> retrace_replay::StateHash {
+    retrace_replay::state_at_head(store, run, retrace_replay::SnapshotPolicy::default())
+        .expect("state")
+        .state
+        .hash()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_carries_runs_and_forks_whole_and_importing_twice_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, runs) = family(dir.path()).await;
+    let bytes = export_bytes(&store, &runs[..1], true);
+
+    let target_dir = tempfile::tempdir().expect("temp dir");
+    let target = SledStore::open(target_dir.path()).expect("store");
+    let checked = bundle::read(bytes.as_slice()).expect("a sound bundle");
+    assert_eq!(checked.runs().map(|r| r.id).collect::<Vec<_>>(), runs);
+    let summary = bundle::import(&target, &checked).expect("import");
+    assert_eq!(summary.runs, runs);
+    for run in &runs {
+        let report = verify_run(&target, run, VerifyOptions::default()).expect("verify");
+        assert!(report.is_ok(), "{run}: {:?}", report.problem);
+        assert_eq!(head_hash(&target, run), head_hash(&store, run), "{run}");
+        assert!(check_run(&target, run, &decide).expect("check").passed());
+        assert_eq!(
+            target.require_run(run).expect("run").origin,
+            store.require_run(run).expect("run").origin
+        );
+    }
+    let again = bundle::import(&target, &bundle::read(bytes.as_slice()).expect("read"))
+        .expect("import again");
+    assert!(again.runs.is_empty() && again.events == 0, "{again:?}");
+    assert_eq!(again.skipped, runs);
+
+    // the grandchild alone brings its ancestors, and nothing else
+    let only = bundle::read(export_bytes(&store, &runs[2..], false).as_slice()).expect("read");
+    assert_eq!(only.runs().map(|r| r.id).collect::<Vec<_>>(), runs);
+    let parent_only =
+        bundle::read(export_bytes(&store, &runs[..1], false).as_slice()).expect("read");
+    assert_eq!(parent_only.runs().count(), 1);
+}
+
+/// `bytes` decompressed, changed by `change`, compressed again: what an attacker would do.
+fn tampered(bytes: &[u8], change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut plain = retrace_tests::zstd_decode(bytes);
+    change(&mut plain);
+    retrace_tests::zstd_encode(&plain)
+}
+
+fn position(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("present")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_tampered_bundle_is_refused_naming_the_first_bad_item() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, runs) = family(dir.path()).await;
+    let bytes = export_bytes(&store, &runs[..1], true);
+    let refuse = |bytes: &[u8]| match bundle::read(bytes) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a bad bundle was accepted"),
+    };
+
+    // an event's bytes: a tool name changed (events come before blobs)
+    let event = tampered(&bytes, |plain| {
+        let at = position(plain, b"fs.search");
+        plain[at + 8] = b'X';
+    });
+    let why = refuse(&event);
+    assert!(why.starts_with("item "), "{why}");
+    assert!(why.contains("seq"), "{why}");
+    assert!(why.contains("hash to"), "{why}");
+    assert!(why.contains("nothing was imported"), "{why}");
+
+    // a blob's bytes: the task text
+    let blob = tampered(&bytes, |plain| {
+        let at = position(plain, b"check the readme");
+        plain[at] = b'C';
+    });
+    let why = refuse(&blob);
+    assert!(
+        why.contains("blob") && why.contains("its bytes hash to"),
+        "{why}"
+    );
+
+    // cut short
+    let cut = tampered(&bytes, |plain| plain.truncate(plain.len() / 2));
+    assert!(refuse(&cut).contains("cut short"), "{}", refuse(&cut));
+
+    // not a bundle at all
+    assert!(refuse(b"hello").contains("not a retrace bundle"));
+
+    // a store holding one of the runs with other events: a conflict, and nothing written
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let other = SledStore::open(other_dir.path()).expect("store");
+    other
+        .create_run(retrace_store::NewRun::new(runs[0], Timestamp(0)))
+        .expect("run");
+    let checked = bundle::read(bytes.as_slice()).expect("sound");
+    let err = bundle::import(&other, &checked).expect_err("conflict");
+    assert!(err.to_string().contains("other events"), "{err}");
+    assert_eq!(other.runs().expect("runs").len(), 1);
 }
