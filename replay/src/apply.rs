@@ -402,6 +402,8 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     seq,
                 }),
                 "cancel" => state.cancel_requested = true,
+                // from here on the run follows another spec (an eval case's overrides)
+                SPEC_SIGNAL => state.spec = Some(*payload),
                 _ => {}
             }
         }
@@ -440,6 +442,9 @@ fn take_model_call(
         }),
     }
 }
+
+/// Name of the signal whose payload is the spec the run follows from then on.
+pub const SPEC_SIGNAL: &str = "spec";
 
 /// Keep a call's signature for loop detection (the last [`RECENT_CALLS`]).
 fn remember_call(state: &mut State, tool: &str, args: BlobId) {

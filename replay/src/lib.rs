@@ -30,7 +30,7 @@ mod state;
 pub mod testkit;
 mod timeline;
 
-pub use apply::{ApplyError, MODEL_CALL, apply};
+pub use apply::{ApplyError, MODEL_CALL, SPEC_SIGNAL, apply};
 pub use approval::{DecideError, decide_approval};
 pub use diff::{Change, ChangeKind, Comparison, Divergence, compare_runs, diff_json, diff_states};
 pub use fold::{Error, fold, fold_into, fold_stored};

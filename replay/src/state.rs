@@ -202,7 +202,8 @@ pub struct State {
     pub run: Option<RunId>,
     /// Where it stands.
     pub status: Status,
-    /// Canonical spec the run executes.
+    /// Canonical spec the run executes: the one it started with, or the last a `spec`
+    /// signal gave it.
     pub spec: Option<BlobId>,
     /// The task input.
     pub input: Option<BlobId>,

@@ -51,6 +51,41 @@ pub enum Error {
     /// The agent's tools or policy could not be set up.
     #[error("cannot set up the agent: {0}")]
     Setup(String),
+    /// The tool source refused a call (an eval case whose call has no recorded match);
+    /// nothing of the call was recorded.
+    #[error("tool call {call_id} ({tool}) refused: {why}")]
+    ToolRefused {
+        /// The call.
+        call_id: String,
+        /// Its tool.
+        tool: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Where a tool call's result comes from when not (only) from the tool: an eval serves
+/// calls from a recording.
+pub trait ToolSource: Send + Sync {
+    /// What to do with a call of `tool` with the arguments blob `args`, asked once per call
+    /// before its intent is recorded.
+    fn serve(&self, tool: &str, args: &BlobId) -> Served;
+}
+
+/// A [`ToolSource`]'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Record this result without running the tool.
+    Recorded {
+        /// The output blob.
+        output: BlobId,
+        /// Whether it is an error.
+        is_error: bool,
+    },
+    /// Run the tool.
+    Live,
+    /// Stop the drive before the call ([`Error::ToolRefused`]).
+    Refuse(String),
 }
 
 /// How a drive ended.
@@ -78,6 +113,8 @@ pub struct Runner<'a> {
     agent: Agent,
     toolbox: Toolbox,
     provider: Box<dyn Provider>,
+    /// Results served instead of running tools (evals).
+    source: Option<Box<dyn ToolSource>>,
     /// Messages as sent, by reference: blobs never change, so each message is read and
     /// parsed once instead of at every model call (a window holds up to 256), and a
     /// request shares them instead of copying.
@@ -118,10 +155,23 @@ impl<'a> Runner<'a> {
             spec,
             toolbox,
             provider,
+            source: None,
             messages: std::sync::Mutex::default(),
             header_blobs: std::sync::OnceLock::new(),
             tips: std::sync::Mutex::default(),
         })
+    }
+
+    /// Serve tool calls from `source` (which may still send them to the tools).
+    #[must_use]
+    pub fn with_tool_source(mut self, source: Box<dyn ToolSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The spec it runs.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
     }
 
     /// Create run `run` with `input` as its task (records the spec it runs with).
@@ -235,6 +285,14 @@ impl<'a> Runner<'a> {
                     args,
                     rerun,
                 } => {
+                    let served = match &self.source {
+                        Some(source) => source.serve(&tool, &args),
+                        None => Served::Live,
+                    };
+                    if let Served::Refuse(why) = served {
+                        journal.flush(self.store, progress)?;
+                        return Err(Error::ToolRefused { call_id, tool, why });
+                    }
                     if !rerun {
                         let idempotent = self.agent.tools.get(&tool).is_some_and(|t| t.idempotent);
                         let intent = EventKind::ToolRequested {
@@ -246,7 +304,15 @@ impl<'a> Runner<'a> {
                         journal.record(&mut state, vec![intent])?;
                     }
                     journal.flush(self.store, progress)?;
-                    vec![self.run_tool(run, &call_id, &tool, &args).await?]
+                    match served {
+                        Served::Recorded { output, is_error } => vec![EventKind::ToolReturned {
+                            call_id,
+                            output,
+                            is_error,
+                            duration_ms: 0,
+                        }],
+                        _ => vec![self.run_tool(run, &call_id, &tool, &args).await?],
+                    }
                 }
                 Next::AskApproval { call, reason } => {
                     let args: Value = self.blob_json(run, &call.args)?;
@@ -262,32 +328,40 @@ impl<'a> Runner<'a> {
                     let reason = self.put_json(&json!({"reason": "the process stopped while this non-idempotent tool ran; it may or may not have taken effect"}))?;
                     vec![EventKind::ToolOutcomeUnknown { call_id, reason }]
                 }
-                Next::WarnLoop { message } => {
-                    let payload = self.put_json(&json!(message))?;
-                    vec![EventKind::SignalReceived {
-                        name: LOOP_WARNING.into(),
-                        payload,
-                    }]
-                }
-                Next::Finish { outcome, reason } => {
-                    let detail = match (outcome, state.conversation.back()) {
-                        (Outcome::Succeeded, Some(last)) if last.role == Role::Assistant => {
-                            let reply: ModelReply = self.blob_json(run, &last.content)?;
-                            self.put_json(&json!({"output": reply.text}))?
-                        }
-                        // a run the model gave up on says what the model said last
-                        _ => match state.last_model_error {
-                            Some(error) if outcome == Outcome::Failed => {
-                                let error: Value = self.blob_json(run, &error)?;
-                                self.put_json(&json!({"reason": reason, "model_error": error}))?
-                            }
-                            _ => self.put_json(&json!({"reason": reason}))?,
-                        },
-                    };
-                    vec![EventKind::RunFinished { outcome, detail }]
-                }
+                Next::WarnLoop { message } => vec![EventKind::SignalReceived {
+                    name: LOOP_WARNING.into(),
+                    payload: self.put_json(&json!(message))?,
+                }],
+                Next::Finish { outcome, reason } => vec![EventKind::RunFinished {
+                    outcome,
+                    detail: self.finish_detail(run, &state, outcome, &reason)?,
+                }],
             };
             journal.record(&mut state, kinds)?;
+        }
+    }
+
+    /// What a finished run's detail blob says: the final answer, or why it ended (with the
+    /// model's last error when the model gave up).
+    fn finish_detail(
+        &self,
+        run: RunId,
+        state: &State,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<BlobId, Error> {
+        match (outcome, state.conversation.back()) {
+            (Outcome::Succeeded, Some(last)) if last.role == Role::Assistant => {
+                let reply: ModelReply = self.blob_json(run, &last.content)?;
+                self.put_json(&json!({"output": reply.text}))
+            }
+            _ => match state.last_model_error {
+                Some(error) if outcome == Outcome::Failed => {
+                    let error: Value = self.blob_json(run, &error)?;
+                    self.put_json(&json!({"reason": reason, "model_error": error}))
+                }
+                _ => self.put_json(&json!({"reason": reason})),
+            },
         }
     }
 

@@ -156,6 +156,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run an eval suite: each case replays a recorded run as a fork with today's code (and
+    /// the case's overrides), tool calls served from the recording, then judges it. Prints a
+    /// table; exits 2 if any case fails.
+    Eval {
+        /// The suite file (TOML).
+        suite: PathBuf,
+        /// Cases run at once (default: the suite's `jobs`).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Also write the report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Also write the report as JUnit XML to FILE (for CI).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Write runs to a bundle: one compressed, verifiable file with their events and every
     /// blob they refer to (and the runs they were forked from), to import elsewhere.
     Export {

@@ -14,6 +14,8 @@ use std::path::Path;
 
 use retrace_eval::bundle;
 use retrace_eval::check::{Action, check_run};
+use retrace_eval::report::{SuiteReport, junit, prepare, run_suite, table};
+use retrace_eval::suite::Suite;
 use retrace_events::{Decision, EventKind, Outcome, RunId, Timestamp};
 use retrace_providers::Scripted;
 use retrace_replay::{State, decide_approval};
@@ -353,4 +355,279 @@ async fn a_damaged_or_tampered_bundle_is_refused_naming_the_first_bad_item() {
     let err = bundle::import(&other, &checked).expect_err("conflict");
     assert!(err.to_string().contains("other events"), "{err}");
     assert_eq!(other.runs().expect("runs").len(), 1);
+}
+
+/// Run the suite `text` (written into `dir`) over `store`.
+async fn suite_report(store: &SledStore, dir: &Path, text: &str) -> SuiteReport {
+    let path = dir.join("suite.toml");
+    write(&path, text);
+    let suite = Suite::load(&path).expect("a sound suite");
+    let recordings = prepare(store, &suite).expect("recordings found");
+    run_suite(store, &suite, &recordings, &mut |_| {}).await
+}
+
+fn seq_where(store: &SledStore, run: &RunId, want: impl Fn(&EventKind) -> bool, after: u64) -> u64 {
+    store
+        .events(run, 0..=u64::MAX)
+        .expect("events")
+        .into_iter()
+        .find(|(_, e)| e.seq > after && want(&e.kind))
+        .map(|(_, e)| e.seq)
+        .expect("such an event")
+}
+
+/// Two recordings (write approved, in the store; write denied, in a bundle) run through a
+/// suite of four cases: both unchanged, a new prompt from seq 3 on, a changed reply.
+async fn corpus(dir: &Path) -> (SledStore, RunId, SuiteReport) {
+    let (store, approved) = recorded(dir, true).await;
+    // the second recording (write denied) in the same store
+    let denied_dir = tempfile::tempdir().expect("temp dir");
+    let (other, denied) = recorded(denied_dir.path(), false).await;
+    let mut bundle_bytes = Vec::new();
+    bundle::export(&other, &[denied], false, &mut bundle_bytes).expect("export");
+    drop(other);
+    write(&dir.join("denied.bundle"), "");
+    std::fs::write(dir.join("denied.bundle"), &bundle_bytes).expect("bundle");
+    // the tools must not run again: their effect is gone and must stay gone
+    std::fs::remove_file(dir.join("ws/notes.md")).expect("the approved write happened");
+
+    // a reply changed: the 4th (the second search) asks for another pattern
+    let mut script: serde_json::Value = serde_json::from_str(SCRIPT).expect("json");
+    script["replies"][4]["tool_calls"][0]["arguments"]["pattern"] = "FIXME".into();
+    write(&dir.join("changed.json"), &script.to_string());
+    let approved_id = approved.to_string();
+    let report = suite_report(
+        &store,
+        dir,
+        &format!(
+            r#"
+name = "corpus"
+jobs = 3
+
+[[case]]
+name = "approved, unchanged"
+run = "{approved_id}"
+[case.expect]
+must_call = ["fs.write"]
+no_denied_approvals = true
+
+[[case]]
+name = "denied, from its bundle"
+bundle = "denied.bundle"
+[case.expect]
+must_not_call = ["fs.edit_does_not_exist"]
+
+[[case]]
+name = "new prompt"
+run = "{approved_id}"
+fork_at = 3
+[case.override]
+system = "Be brief."
+
+[[case]]
+name = "new cassette"
+run = "{approved_id}"
+[case.override]
+cassette = "changed.json"
+"#
+        ),
+    )
+    .await;
+    (store, approved, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_corpus_passes_its_suite_and_changes_fail_at_the_right_seq() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, approved, report) = corpus(dir.path()).await;
+    let case = |name: &str| {
+        report
+            .cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("case {name}"))
+    };
+    for name in ["approved, unchanged", "denied, from its bundle"] {
+        let c = case(name);
+        assert!(c.passed, "{name}: {:?}", c.failures);
+        assert_eq!(c.first_divergence, None, "{name}");
+        assert_eq!(c.delta, retrace_eval::case::Delta::default(), "{name}");
+    }
+    assert!(
+        !dir.path().join("ws/notes.md").exists(),
+        "fs.write was served from the recording, not run"
+    );
+    // the prompt shows in the first model request after the fork point
+    let prompt = case("new prompt");
+    assert!(!prompt.passed);
+    assert_eq!(
+        prompt.first_divergence,
+        Some(seq_where(
+            &store,
+            &approved,
+            |k| matches!(k, EventKind::ModelRequested { .. }),
+            3
+        ))
+    );
+    // the changed reply is the 5th model reply
+    let cassette = case("new cassette");
+    assert!(!cassette.passed);
+    let fifth_reply = store
+        .events(&approved, 0..=u64::MAX)
+        .expect("events")
+        .into_iter()
+        .filter(|(_, e)| matches!(e.kind, EventKind::ModelResponded { .. }))
+        .nth(3)
+        .map(|(_, e)| e.seq)
+        .expect("reply");
+    assert_eq!(cassette.first_divergence, Some(fifth_reply));
+    assert!(
+        cassette
+            .failures
+            .iter()
+            .any(|f| f.contains("the run stopped")),
+        "the changed call has no recorded match: {:?}",
+        cassette.failures
+    );
+    assert_eq!((report.passed, report.failed), (2, 2));
+
+    // every case is a fork recording what it ran with, and it checks clean
+    let prompt_fork = prompt.fork.expect("fork");
+    let state = retrace_replay::state_at_head(
+        &store,
+        &prompt_fork,
+        retrace_replay::SnapshotPolicy::default(),
+    )
+    .expect("state")
+    .state;
+    let spec: Spec = serde_json::from_slice(
+        &store
+            .blob(&state.spec.expect("spec"))
+            .expect("read")
+            .expect("blob"),
+    )
+    .expect("spec");
+    assert_eq!(spec.system, "Be brief.");
+    assert!(
+        check_run(&store, &prompt_fork, &decide)
+            .expect("check")
+            .passed()
+    );
+
+    let xml = junit(&report);
+    assert!(xml.contains(r#"failures="2""#), "{xml}");
+    assert!(xml.contains("new cassette"), "{xml}");
+    assert!(table(&report).contains("corpus: 2 passed, 2 failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_tool_calls_fail_the_case_or_run_live_as_the_case_says() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, run) = recorded(dir.path(), true).await;
+    // the first read asks for another file now
+    let mut script: serde_json::Value = serde_json::from_str(SCRIPT).expect("json");
+    script["replies"][1]["tool_calls"][0]["arguments"]["path"] = "LATER.md".into();
+    write(&dir.path().join("moved.json"), &script.to_string());
+    let report = suite_report(
+        &store,
+        dir.path(),
+        &format!(
+            r#"
+[[case]]
+name = "fail"
+run = "{run}"
+[case.override]
+cassette = "moved.json"
+
+[[case]]
+name = "live"
+run = "{run}"
+unmatched_tools = "live"
+[case.override]
+cassette = "moved.json"
+[case.expect]
+identical = false
+"#
+        ),
+    )
+    .await;
+    let fail = &report.cases[0];
+    assert!(!fail.passed);
+    assert!(
+        fail.failures
+            .iter()
+            .any(|f| f.contains("refused") && f.contains("fs.read")),
+        "{:?}",
+        fail.failures
+    );
+    let fork = fail.fork.expect("fork");
+    let kinds = names(&store, &fork);
+    assert!(
+        !kinds.iter().any(|k| k == "tool_requested"),
+        "nothing of the refused call is recorded: {kinds:?}"
+    );
+
+    let live = &report.cases[1];
+    assert!(live.passed, "{:?}", live.failures);
+    let results: Vec<String> = store
+        .events(&live.fork.expect("fork"), 0..=u64::MAX)
+        .expect("events")
+        .into_iter()
+        .filter_map(|(_, e)| match e.kind {
+            EventKind::ToolReturned { output, .. } => Some(
+                String::from_utf8(store.blob(&output).expect("read").expect("blob"))
+                    .expect("utf-8"),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        results[0].contains("LATER.md"),
+        "the read ran for real and found no such file: {}",
+        results[0]
+    );
+}
+
+#[test]
+fn bad_suite_files_are_rejected_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("suite.toml");
+    for (text, line, says) in [
+        (
+            "[[case]]\nname = \"a\"\nrun = \"1\"\nfork = 2\n",
+            4,
+            "unknown field `fork`",
+        ),
+        (
+            "jobs = 0\n[[case]]\nname = \"a\"\nrun = \"1\"\n",
+            1,
+            "jobs must be at least 1",
+        ),
+        (
+            "[[case]]\nname = \"a\"\nrun = \"1\"\n[[case]]\nname = \"a\"\nrun = \"2\"\n",
+            4,
+            "two cases are named `a`",
+        ),
+        ("\n[[case]]\nname = \"a\"\n", 2, "names no recording"),
+        (
+            "[[case]]\nname = \"a\"\nrun = \"1\"\n[case.expect]\noutput_regex = \"(\"\n",
+            5,
+            "output_regex",
+        ),
+        (
+            "[[case]]\nname = \"a\"\nrun = \"1\"\n[case.override]\npolicy = []\n",
+            5,
+            "unknown field `policy`",
+        ),
+        ("name = \"empty\"\n", 1, "no cases"),
+    ] {
+        write(&path, text);
+        let err = Suite::load(&path).expect_err(text);
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("{}:{line}:", path.display())),
+            "{shown}"
+        );
+        assert!(shown.contains(says), "{shown}");
+    }
 }

@@ -4,6 +4,7 @@ mod approve;
 mod bundle;
 mod check;
 mod diff;
+mod eval;
 mod fork;
 mod inspect;
 mod log;
@@ -59,6 +60,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             note,
         } => approve::run(&cli.store, &run, call.as_deref(), deny, note.as_deref()),
         Command::Runs { json } => runs::run(&cli.store, json),
+        Command::Eval {
+            suite,
+            jobs,
+            json,
+            junit,
+        } => eval::run(&cli.store, &suite, jobs, json.as_deref(), junit.as_deref()),
         Command::Export {
             runs,
             with_forks,

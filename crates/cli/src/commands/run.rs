@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use retrace_events::{EventKind, Outcome, RunId};
+use retrace_events::{Outcome, RunId};
 use retrace_replay::{SnapshotPolicy, state_at_head};
 use retrace_runtime::entropy::new_run_id;
 use retrace_runtime::executor::{Progress, Runner, Stop};
@@ -167,13 +167,12 @@ pub fn resume_in_background(store: Arc<dyn Store>, run: RunId) -> anyhow::Result
     Ok(())
 }
 
-/// The spec a run was started with (its canonical form, recorded with the first event).
+/// The spec a run follows: the one it was started with, or the last a `spec` signal gave
+/// it (an eval case's overrides), as recorded.
 fn recorded_spec(store: &dyn Store, run: &RunId) -> anyhow::Result<Spec> {
-    let Some((_, first)) = store.event_at(run, 0)? else {
+    let state = state_at_head(store, run, SnapshotPolicy::default())?.state;
+    let Some(spec) = state.spec else {
         bail!("run {run} has no events");
-    };
-    let EventKind::RunStarted { spec, .. } = first.kind else {
-        bail!("run {run} does not start with run_started");
     };
     let bytes = store
         .blob(&spec)?
