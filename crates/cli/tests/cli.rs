@@ -970,3 +970,50 @@ fn export_then_import_into_an_empty_store_verifies_and_checks_and_a_tampered_bun
     assert!(message.contains("nothing was imported"), "{message}");
     assert!(!fresh.exists(), "no store was created for a refused bundle");
 }
+
+#[test]
+fn the_example_eval_suite_passes_offline_with_junit_and_json_reports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/evals/suite.toml");
+    let store = dir.path().join("store");
+    let (junit, json) = (dir.path().join("evals.xml"), dir.path().join("evals.json"));
+    let out = retrace(
+        &store,
+        &[
+            "eval",
+            suite.to_str().expect("utf-8"),
+            "--junit",
+            junit.to_str().expect("utf-8"),
+            "--json",
+            json.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("examples: 3 passed, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        xml.contains(r#"tests="3""#) && xml.contains(r#"failures="0""#),
+        "{xml}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    assert_eq!(report["passed"], 3);
+    assert_eq!(report["cases"][2]["first_divergence"], 13);
+    // the recordings came in with the bundle, and every case is a fork that verifies
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).lines().filter(|l| l.starts_with("ok")).count() == 5,
+        "{}",
+        text(&out)
+    );
+    let out = retrace(&store, &["check", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // a second time: the bundle is already in, the cases run again as new forks
+    let out = retrace(&store, &["eval", suite.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -17,6 +17,8 @@
 //! provider = "scripted"               # scripted | openai | anthropic
 //! model = "demo"
 //! cassette = "replies.json"           # relative to this file
+//! workspace = "workspace"             # relative to this file (a bundle from another
+//!                                     # machine names that machine's directories)
 //! base_url = "http://localhost:11434/v1"
 //! params = { temperature = 0 }
 //! budgets = { max_steps = 10 }
@@ -108,6 +110,9 @@ pub struct Overrides {
     pub model: Option<String>,
     /// Cassette (scripted provider).
     pub cassette: Option<PathBuf>,
+    /// The agent's workspace (a bundle recorded elsewhere names a directory of that
+    /// machine).
+    pub workspace: Option<PathBuf>,
     /// API base URL.
     pub base_url: Option<String>,
     /// Variable holding the API key.
@@ -120,18 +125,6 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// Whether it changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.system.is_none()
-            && self.provider.is_none()
-            && self.model.is_none()
-            && self.cassette.is_none()
-            && self.base_url.is_none()
-            && self.api_key_env.is_none()
-            && self.params.is_empty()
-            && self.budgets.is_none()
-    }
-
     /// `spec` with these changes.
     pub fn apply(&self, spec: &retrace_runtime::spec::Spec) -> retrace_runtime::spec::Spec {
         let mut spec = spec.clone();
@@ -146,6 +139,9 @@ impl Overrides {
         }
         if let Some(cassette) = &self.cassette {
             spec.model.cassette = Some(cassette.clone());
+        }
+        if let Some(workspace) = &self.workspace {
+            spec.workspace.clone_from(workspace);
         }
         if let Some(url) = &self.base_url {
             spec.model.base_url = Some(url.clone());
@@ -319,6 +315,7 @@ impl Suite {
             }
             let mut overrides = case.overrides;
             overrides.cassette = overrides.cassette.map(|c| base.join(c));
+            overrides.workspace = overrides.workspace.map(|w| base.join(w));
             cases.push(Case {
                 name: case.name,
                 line,
