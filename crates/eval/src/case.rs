@@ -119,15 +119,22 @@ async fn drive_case(
         )?;
     }
     let provider = retrace_runtime::model::provider(&spec_now).map_err(|e| text(&e))?;
-    let source = Recorded::after(&recorded, case.fork_at, case.unmatched_tools);
+    let source = Recorded::after(store, &recorded, case.fork_at, case.unmatched_tools)?;
     let runner = Runner::new(store, spec_now, provider)
         .map_err(|e| text(&e))?
         .with_tool_source(Box::new(source));
+    // each recorded decision can be replayed once at most
+    let mut replays_left = recorded
+        .iter()
+        .filter(|(_, e)| matches!(e.kind, EventKind::ApprovalDecided { .. }))
+        .count();
     loop {
         match runner.drive(fork_id, &mut |_| {}).await {
             Ok(Stop::Finished(_)) => break,
             Ok(Stop::Parked(reason)) => {
-                if !replay_decision(store, &fork_id, &recorded)? {
+                let replayed = replays_left > 0 && replay_decision(store, &fork_id, &recorded)?;
+                replays_left = replays_left.saturating_sub(1);
+                if !replayed {
                     report.failures.push(format!(
                         "the run parked ({reason}) and the recording has no decision for it"
                     ));
@@ -295,10 +302,11 @@ struct Recorded {
 
 impl Recorded {
     fn after(
+        store: &dyn Store,
         recorded: &[(retrace_events::EventId, Event)],
         fork_at: u64,
         unmatched: Unmatched,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut requested: Vec<(String, String, BlobId)> = Vec::new();
         let mut calls = Vec::new();
         for (_, event) in recorded.iter().filter(|(_, e)| e.seq > fork_at) {
@@ -318,7 +326,10 @@ impl Recorded {
                 } => {
                     if let Some(i) = requested.iter().position(|(c, ..)| c == call_id) {
                         let (_, tool, args) = requested.remove(i);
-                        let denied = *is_error && *duration_ms == 0;
+                        let denied = *is_error
+                            && *duration_ms == 0
+                            && crate::check::says_not_run(store, output)
+                                .map_err(|e| e.to_string())?;
                         if !denied {
                             calls.push((tool, args, *output, *is_error));
                         }
@@ -327,11 +338,11 @@ impl Recorded {
                 _ => {}
             }
         }
-        Self {
+        Ok(Self {
             calls,
             next: Mutex::new(0),
             unmatched,
-        }
+        })
     }
 }
 

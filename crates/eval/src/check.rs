@@ -341,6 +341,15 @@ fn is_denial(
     if answered != call_id {
         return Ok(false);
     }
+    Ok(says_not_run(store, output)?)
+}
+
+/// Whether the tool result `output` is the executor's record of a call it did not run (a
+/// denial): an error whose text starts with `not run: `.
+pub(crate) fn says_not_run(
+    store: &(impl Store + ?Sized),
+    output: &BlobId,
+) -> Result<bool, retrace_store::Error> {
     let Some(bytes) = store.blob(output)? else {
         return Ok(false);
     };
