@@ -148,6 +148,7 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     what: "a model call".into(),
                 });
             }
+            state.deliver_deferred();
             state.last_request = Some(*request);
             state.pending.insert(
                 MODEL_CALL.into(),
@@ -393,15 +394,23 @@ fn lifecycle(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         EventKind::SignalReceived { name, payload } => {
             *state.signals.entry(name.clone()).or_default() += 1;
             match name.as_str() {
-                // a user's message, or the runtime's corrective note (the loop guard)
-                "user_message" | "loop_warning" => state.push_message(Message {
+                // a user's message joins the conversation with the next model call
+                "user_message" => state.deferred_messages.push_back(Message {
                     role: Role::User,
                     content: *payload,
                     call_id: None,
                     is_error: false,
                     seq,
                 }),
-                "cancel" => state.cancel_requested = true,
+                // the runtime's corrective note (the loop guard), as recorded runs had it
+                "loop_warning" => state.push_message(Message {
+                    role: Role::User,
+                    content: *payload,
+                    call_id: None,
+                    is_error: false,
+                    seq,
+                }),
+                "cancel" => state.cancel_requested = Some(*payload),
                 // from here on the run follows another spec (an eval case's overrides)
                 SPEC_SIGNAL => state.spec = Some(*payload),
                 _ => {}

@@ -240,8 +240,13 @@ pub struct State {
     pub model_failure_streak: u32,
     /// Whether the last failure was permanent (retrying will not help).
     pub last_failure_permanent: bool,
-    /// Set by a `cancel` signal; the runtime finishes the run as cancelled.
-    pub cancel_requested: bool,
+    /// Set by a `cancel` signal (its payload: who and why); the runtime finishes the run
+    /// as cancelled.
+    pub cancel_requested: Option<BlobId>,
+    /// Users' messages that arrived while an effect was in flight or calls were waiting:
+    /// they join the conversation once nothing is (a message between a tool call and its
+    /// result would break the exchange the model sees).
+    pub deferred_messages: VecDeque<Message>,
     /// Signals received, by name.
     pub signals: BTreeMap<String, u64>,
     /// For a fork: the run and seq it branched from (from its `forked` marker).
@@ -311,6 +316,14 @@ impl State {
     /// Whether no event has been applied.
     pub fn is_empty(&self) -> bool {
         self.seq.is_none()
+    }
+
+    /// Move users' deferred messages into the conversation: what recording the next model
+    /// call does, so the request for it is built from the state after this.
+    pub fn deliver_deferred(&mut self) {
+        while let Some(message) = self.deferred_messages.pop_front() {
+            self.push_message(message);
+        }
     }
 
     pub(crate) fn push_message(&mut self, message: Message) {

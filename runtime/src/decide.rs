@@ -154,7 +154,7 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
                 reason: "the run has not started".into(),
             };
         }
-        _ if state.cancel_requested => {
+        _ if state.cancel_requested.is_some() => {
             return Next::Finish {
                 outcome: Outcome::Cancelled,
                 reason: "cancelled by a signal".into(),
@@ -189,10 +189,13 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
         return handle_proposal(agent, state, call);
     }
     match state.conversation.back() {
-        Some(last) if last.role == Role::Assistant => Next::Finish {
-            outcome: Outcome::Succeeded,
-            reason: "the model gave its final answer".into(),
-        },
+        // a user's message that came after the final answer asks for another reply
+        Some(last) if last.role == Role::Assistant && state.deferred_messages.is_empty() => {
+            Next::Finish {
+                outcome: Outcome::Succeeded,
+                reason: "the model gave its final answer".into(),
+            }
+        }
         _ => Next::CallModel {
             step: state.totals.steps + state.totals.model_failures,
         },

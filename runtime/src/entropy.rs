@@ -21,6 +21,15 @@ pub fn new_run_id() -> RunId {
     RunId::from_bytes(uuid::Uuid::new_v4().into_bytes())
 }
 
+/// A fresh secret (an API token): 244 random bits from the OS, as 64 hex digits.
+pub fn secret_token() -> String {
+    format!(
+        "{:032x}{:032x}",
+        uuid::Uuid::new_v4().as_u128(),
+        uuid::Uuid::new_v4().as_u128()
+    )
+}
+
 /// A number in [0, 1) for retry jitter (from a fresh UUID's random bits).
 pub fn jitter() -> f64 {
     let bits = uuid::Uuid::new_v4().as_u128() >> 75; // 53 random bits

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::decide::{Agent, LOOP_WARNING, Next, decide};
 use crate::entropy::now;
+use crate::inbox::Inbox;
 use crate::request;
 use crate::spec::Spec;
 use crate::tools::{Toolbox, Workspace};
@@ -95,6 +96,9 @@ pub enum Stop {
     Finished(Outcome),
     /// The run waits for a human: an approval, or an unknown outcome to resolve.
     Parked(String),
+    /// The host asked the drive to stop (it is shutting down); the run is unfinished and
+    /// continues when resumed.
+    Interrupted,
 }
 
 /// Something worth showing while a run progresses.
@@ -213,11 +217,22 @@ impl<'a> Runner<'a> {
 
     /// Drive `run` until it finishes or parks. `progress` sees every appended event and
     /// streamed text.
-    #[tracing::instrument(name = "run", skip_all, fields(run = %run.short(), agent = %self.spec.name))]
     pub async fn drive(
         &self,
         run: RunId,
         progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Stop, Error> {
+        self.drive_with(run, progress, None).await
+    }
+
+    /// [`Runner::drive`], taking signals from `inbox` (appended at the top of each step) and
+    /// stopping early when it asks ([`Stop::Interrupted`]).
+    #[tracing::instrument(name = "run", skip_all, fields(run = %run.short(), agent = %self.spec.name))]
+    pub async fn drive_with(
+        &self,
+        run: RunId,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&Inbox>,
     ) -> Result<Stop, Error> {
         let state = state_at_head(self.store, &run, SnapshotPolicy::default())?.state;
         let mut journal = Journal {
@@ -226,7 +241,7 @@ impl<'a> Runner<'a> {
             batch: Vec::new(),
             snapshots: Vec::new(),
         };
-        let result = self.steps(state, &mut journal, progress).await;
+        let result = self.steps(state, &mut journal, progress, inbox).await;
         if result.is_err() {
             // An outcome already decided (a tool that ran) is worth keeping even when the
             // drive cannot go on; if the store itself failed this fails too.
@@ -241,9 +256,14 @@ impl<'a> Runner<'a> {
         mut state: State,
         journal: &mut Journal,
         progress: &mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&Inbox>,
     ) -> Result<Stop, Error> {
         let run = journal.run;
         loop {
+            if Self::read_inbox(inbox, &mut state, journal)? {
+                journal.flush(self.store, progress)?;
+                return Ok(Stop::Interrupted);
+            }
             let next = decide(&self.agent, &state);
             tracing::debug!(seq = ?state.seq, next = ?next, "decided");
             let kinds = match next {
@@ -260,24 +280,17 @@ impl<'a> Runner<'a> {
                     return Ok(Stop::Parked(reason));
                 }
                 Next::CallModel { step } => {
-                    if state.model_failure_streak > 0 {
-                        // the failure is durable; wait before asking again
-                        journal.flush(self.store, progress)?;
-                        tokio::time::sleep(self.backoff(run, &state)?).await;
-                    }
-                    let (request, blob) = self.new_request(run, &state, step)?;
-                    let intent = EventKind::ModelRequested {
-                        request: blob,
-                        attempt: 1,
-                    };
-                    journal.record(&mut state, vec![intent])?;
-                    journal.flush(self.store, progress)?;
-                    self.call_model(run, &request, &state, progress).await?
+                    self.ask_model(&mut state, journal, progress, inbox, step)
+                        .await?
                 }
                 Next::ReissueModel { request, .. } => {
                     let request = self.recorded_request(run, &request)?;
                     journal.flush(self.store, progress)?;
-                    self.call_model(run, &request, &state, progress).await?
+                    let call = self.call_model(run, &request, &state, progress);
+                    until_interrupted(inbox, call)
+                        .await
+                        .transpose()?
+                        .unwrap_or_default()
                 }
                 Next::RunTool {
                     call_id,
@@ -341,6 +354,63 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Record the inbox's letters; whether the drive should stop here.
+    fn read_inbox(
+        inbox: Option<&Inbox>,
+        state: &mut State,
+        journal: &mut Journal,
+    ) -> Result<bool, Error> {
+        let Some(inbox) = inbox else {
+            return Ok(false);
+        };
+        let letters = inbox.take();
+        if !letters.is_empty() && !state.is_finished() {
+            journal.record(state, letters)?;
+        }
+        Ok(inbox.is_stopping() && !state.is_finished())
+    }
+
+    /// Record a new model call's intent and make it (after the backoff a failure asks
+    /// for); the outcome events, or none if the inbox interrupted it.
+    async fn ask_model(
+        &self,
+        state: &mut State,
+        journal: &mut Journal,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&Inbox>,
+        step: u64,
+    ) -> Result<Vec<EventKind>, Error> {
+        let run = journal.run;
+        if state.model_failure_streak > 0 {
+            // the failure is durable; wait before asking again
+            journal.flush(self.store, progress)?;
+            let wait = tokio::time::sleep(self.backoff(run, state)?);
+            if until_interrupted(inbox, wait).await.is_none() {
+                return Ok(Vec::new());
+            }
+        }
+        let (request, blob) = if state.deferred_messages.is_empty() {
+            self.new_request(run, state, step)?
+        } else {
+            // recording the call delivers users' waiting messages: ask with them
+            let mut delivered = state.clone();
+            delivered.deliver_deferred();
+            self.new_request(run, &delivered, step)?
+        };
+        let intent = EventKind::ModelRequested {
+            request: blob,
+            attempt: 1,
+        };
+        journal.record(state, vec![intent])?;
+        journal.flush(self.store, progress)?;
+        let call = self.call_model(run, &request, state, progress);
+        // interrupted: the intent is durable, a resumed run asks again
+        Ok(until_interrupted(inbox, call)
+            .await
+            .transpose()?
+            .unwrap_or_default())
+    }
+
     /// What a finished run's detail blob says: the final answer, or why it ended (with the
     /// model's last error when the model gave up).
     fn finish_detail(
@@ -354,6 +424,19 @@ impl<'a> Runner<'a> {
             (Outcome::Succeeded, Some(last)) if last.role == Role::Assistant => {
                 let reply: ModelReply = self.blob_json(run, &last.content)?;
                 self.put_json(&json!({"output": reply.text}))
+            }
+            (Outcome::Cancelled, _) if state.cancel_requested.is_some() => {
+                let cancel = state.cancel_requested.unwrap_or(BlobId::of(b""));
+                let cancel: Value = self.blob_json(run, &cancel)?;
+                let by = cancel
+                    .get("by")
+                    .and_then(Value::as_str)
+                    .unwrap_or("someone");
+                let reason = match cancel.get("reason").and_then(Value::as_str) {
+                    Some(why) => format!("cancelled by {by}: {why}"),
+                    None => format!("cancelled by {by}"),
+                };
+                self.put_json(&json!({"reason": reason, "cancel": cancel}))
             }
             _ => match state.last_model_error {
                 Some(error) if outcome == Outcome::Failed => {
@@ -738,6 +821,35 @@ impl Journal {
             store.put_snapshot(&id, &snapshot)?;
         }
         Ok(())
+    }
+}
+
+/// The spec `run` follows: the one it was started with, or the last a `spec` signal gave
+/// it (an eval case's overrides), as recorded.
+pub fn recorded_spec(store: &dyn Store, run: &RunId) -> Result<Spec, Error> {
+    let state = state_at_head(store, run, SnapshotPolicy::default())?.state;
+    let spec = state.spec.ok_or_else(|| Error::Payload {
+        run: *run,
+        what: "the run has no events, so no spec".into(),
+    })?;
+    let bytes = store.blob(&spec)?.ok_or_else(|| Error::Payload {
+        run: *run,
+        what: format!("the spec blob {spec} is missing"),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Payload {
+        run: *run,
+        what: format!("the recorded spec does not decode: {e}"),
+    })
+}
+
+/// `work`'s output, or `None` if `inbox` is interrupted first (a cancel or a stop).
+async fn until_interrupted<T>(inbox: Option<&Inbox>, work: impl Future<Output = T>) -> Option<T> {
+    match inbox {
+        None => Some(work.await),
+        Some(inbox) => tokio::select! {
+            out = work => Some(out),
+            () = inbox.interrupted() => None,
+        },
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod decide;
 pub mod entropy;
 pub mod executor;
+pub mod inbox;
 pub mod model;
 pub mod policy;
 pub mod request;

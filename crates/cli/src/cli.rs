@@ -39,6 +39,49 @@ pub enum Command {
         /// start the job over).
         #[arg(long)]
         new: bool,
+        /// Hand the run to the `retrace serve` holding the store and print its id at once
+        /// (stdout, one per line); follow it later with `retrace log`, `retrace inspect`.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Own the store and drive its runs in the background: a worker pool, a local API on
+    /// `serve.sock` in the store directory (and optionally loopback HTTP), unfinished runs
+    /// taken up on start. Other `retrace` commands then go through it. Stops on
+    /// SIGTERM/SIGINT after drives reach a step boundary.
+    Serve {
+        /// Runs driven at once, at most.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// Also serve the API over HTTP on this loopback address (e.g. 127.0.0.1:7414),
+        /// with a bearer token (RETRACE_API_TOKEN, or a fresh one written to serve.token).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// Seconds a shutdown waits for drives to reach a step boundary.
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
+    },
+    /// Cancel a run: a recorded `cancel` signal; the run finishes as cancelled (a tool
+    /// call in flight finishes first, a model call in flight is dropped).
+    Cancel {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// Why (recorded, and in the run's finish reason).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a signal into a run: `--message TEXT` adds a user's message to the
+    /// conversation at its next model call; NAME with `--payload JSON` records any other.
+    Signal {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// The signal's name (default with --message: user_message).
+        name: Option<String>,
+        /// A user's message for the agent.
+        #[arg(long, conflicts_with = "payload")]
+        message: Option<String>,
+        /// The signal's payload, JSON.
+        #[arg(long)]
+        payload: Option<String>,
     },
     /// Continue a run from its log (after a park, a crash or a kill), with the spec it was
     /// started with.

@@ -130,7 +130,8 @@ async fn drive_case(
         .count();
     loop {
         match runner.drive(fork_id, &mut |_| {}).await {
-            Ok(Stop::Finished(_)) => break,
+            // drive takes no inbox, so nothing interrupts it
+            Ok(Stop::Finished(_) | Stop::Interrupted) => break,
             Ok(Stop::Parked(reason)) => {
                 let replayed = replays_left > 0 && replay_decision(store, &fork_id, &recorded)?;
                 replays_left = replays_left.saturating_sub(1);

@@ -220,3 +220,46 @@ pub fn check_fork_origin(store: &(impl Store + ?Sized), new: &NewRun) -> Result<
         None => Err(bad(format!("the run has only {} events", parent.len()))),
     }
 }
+
+/// A shared store is a store (so `&Arc<dyn Store>` goes wherever a store is taken).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn create_run(&self, new: NewRun) -> Result<RunInfo> {
+        (**self).create_run(new)
+    }
+    fn run(&self, id: &RunId) -> Result<Option<RunInfo>> {
+        (**self).run(id)
+    }
+    fn runs(&self) -> Result<Vec<RunInfo>> {
+        (**self).runs()
+    }
+    fn set_run_meta(&self, id: &RunId, key: &str, value: Option<&str>) -> Result<RunInfo> {
+        (**self).set_run_meta(id, key, value)
+    }
+    fn append(&self, run: &RunId, expected: Option<EventId>, events: &[Event]) -> Result<Head> {
+        (**self).append(run, expected, events)
+    }
+    fn own_events(&self, run: &RunId, seqs: RangeInclusive<u64>) -> Result<Vec<StoredEvent>> {
+        (**self).own_events(run, seqs)
+    }
+    fn put_blob(&self, bytes: &[u8]) -> Result<BlobId> {
+        (**self).put_blob(bytes)
+    }
+    fn blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        (**self).blob(id)
+    }
+    fn put_snapshot(&self, at: &EventId, bytes: &[u8]) -> Result<()> {
+        (**self).put_snapshot(at, bytes)
+    }
+    fn snapshot(&self, at: &EventId) -> Result<Option<Vec<u8>>> {
+        (**self).snapshot(at)
+    }
+    fn subscribe(&self, run: &RunId) -> Result<Subscription> {
+        (**self).subscribe(run)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn stats(&self) -> Result<StoreStats> {
+        (**self).stats()
+    }
+}

@@ -59,6 +59,16 @@ impl Watchers {
         Subscription { rx }
     }
 
+    /// Whether anyone still listens to `run` (a subscriber that hung up counts until the
+    /// next publish notices).
+    pub fn is_watched(&self, run: &RunId) -> bool {
+        self.subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(run)
+            .is_some_and(|list| list.iter().any(|tx| !tx.is_disconnected()))
+    }
+
     /// Deliver an append to the run's subscribers, forgetting the ones that hung up. Call it
     /// only after the append is durable.
     pub fn publish(&self, appended: Appended) {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use retrace_events::Decision;
 use retrace_replay::decide_approval;
 use retrace_runtime::entropy::now;
+use retrace_serve::api::Approve;
 use retrace_store::Store;
 
 use crate::store_access;
@@ -18,9 +19,28 @@ pub fn run(
     deny: bool,
     note: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
     let run = store.resolve_run(run)?;
     let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    if let Some(client) = access.daemon() {
+        let decided = client.approve(
+            &run.to_string(),
+            &Approve {
+                call: call.map(str::to_owned),
+                deny,
+                note: note.map(str::to_owned),
+                by: Some(by),
+            },
+        )?;
+        println!(
+            "{} {} of run {}; retrace serve continues it",
+            decided.decision,
+            decided.call_id,
+            run.short()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let decision = if deny {
         Decision::Denied
     } else {

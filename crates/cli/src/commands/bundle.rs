@@ -16,7 +16,7 @@ pub fn export(
     with_forks: bool,
     file: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let ids = runs
         .iter()
         .map(|r| store.resolve_run(r))
@@ -54,7 +54,7 @@ pub fn import(dir: &Path, file: &Path) -> anyhow::Result<ExitCode> {
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let checked = bundle::read(std::io::BufReader::new(input))
         .with_context(|| format!("refusing {}", file.display()))?;
-    let store = store_access::open_or_create(dir)?;
+    let store = store_access::open_or_create(dir)?.store();
     let summary = bundle::import(&store, &checked)
         .with_context(|| format!("importing {}", file.display()))?;
     store.flush()?;

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::store_access;
 
 pub fn run(dir: &Path, runs: &[String], all: bool, as_json: bool) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let ids = if all {
         store.runs()?.into_iter().map(|r| r.id).collect()
     } else if runs.is_empty() {

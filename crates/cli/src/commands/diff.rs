@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{store_access, target};
 
 pub fn run(dir: &Path, a: &str, b: &str, json_out: bool) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let (a, b) = (target::resolve(&store, a)?, target::resolve(&store, b)?);
     let policy = SnapshotPolicy::default();
     let (sa, sb) = (

@@ -25,7 +25,7 @@ pub fn run(
     if let Some(jobs) = jobs {
         suite.jobs = jobs.max(1);
     }
-    let store = store_access::open_or_create(dir)?;
+    let store = store_access::open_or_create(dir)?.store();
     let recordings = prepare(&store, &suite)?;
     // hidden when stderr is not a terminal (CI logs get the table only)
     let bar = ProgressBar::new(suite.cases.len() as u64);

@@ -22,7 +22,7 @@ pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode
     if !at.contains('@') {
         bail!("`{at}`: say where to fork, as RUN@SEQ");
     }
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let at = target::resolve(&store, at)?;
     let fork_at = match edit {
         None => ForkAt::After(at.seq),

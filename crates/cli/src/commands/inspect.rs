@@ -11,7 +11,8 @@ use retrace_store::Store;
 use crate::{store_access, target};
 
 pub fn run(dir: &Path, at: Option<&str>) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
     // A bad RUN[@SEQ] is an error here, before a window opens; `RUN` alone starts at the
     // head, `RUN@SEQ` at that event.
     let target = match at {
@@ -24,9 +25,9 @@ pub fn run(dir: &Path, at: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         None => Target::default(),
     };
-    let store: Arc<dyn Store> = Arc::new(store);
     let host = Arc::new(Host {
         store: Arc::clone(&store),
+        daemon: access.daemon().cloned(),
     });
     retrace_inspector::run(store, host, &dir.display().to_string(), target)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -40,6 +41,8 @@ pub fn run(dir: &Path, at: Option<&str>) -> anyhow::Result<ExitCode> {
 /// What the inspector asks of the binary: the clock, fresh ids, and running an agent.
 struct Host {
     store: Arc<dyn Store>,
+    /// The daemon holding the store, which then drives resumed runs.
+    daemon: Option<retrace_serve::Client>,
 }
 
 impl retrace_inspector::Host for Host {
@@ -52,6 +55,12 @@ impl retrace_inspector::Host for Host {
     }
 
     fn resume(&self, run: retrace_events::RunId) -> Result<(), String> {
+        if let Some(client) = &self.daemon {
+            return client
+                .resume(&run.to_string())
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
         super::run::resume_in_background(Arc::clone(&self.store), run).map_err(|e| format!("{e:#}"))
     }
 }

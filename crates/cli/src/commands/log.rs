@@ -14,7 +14,7 @@ pub fn run(
     to: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let head = target::resolve(&store, run)?;
     let (from, to) = (from.unwrap_or(0), to.unwrap_or(head.seq).min(head.seq));
     if from > to {

@@ -3,6 +3,7 @@
 mod approve;
 mod bundle;
 mod check;
+mod daemon;
 mod diff;
 mod eval;
 mod fork;
@@ -11,7 +12,9 @@ mod log;
 mod resolve;
 mod run;
 mod runs;
+mod serve;
 mod show;
+mod signal;
 mod tools;
 mod verify;
 
@@ -28,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input_file,
             record_cassette,
             new,
+            detach,
         } => run::run(
             &cli.store,
             &spec,
@@ -35,6 +39,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input_file.as_deref(),
             record_cassette.as_deref(),
             new,
+            detach,
+        ),
+        Command::Serve {
+            workers,
+            http,
+            grace,
+        } => serve::run(&cli.store, workers, http, grace),
+        Command::Cancel { run, reason } => signal::cancel(&cli.store, &run, reason.as_deref()),
+        Command::Signal {
+            run,
+            name,
+            message,
+            payload,
+        } => signal::run(
+            &cli.store,
+            &run,
+            name.as_deref(),
+            message.as_deref(),
+            payload.as_deref(),
         ),
         Command::Resume { run } => run::resume(&cli.store, &run),
         Command::Resolve {

@@ -34,7 +34,7 @@ pub fn run(
     how: How<'_>,
     note: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let run = store.resolve_run(run)?;
     let state = state_at_head(&store, &run, SnapshotPolicy::default())?.state;
     let Status::OutcomeUnknown { call_id } = &state.status else {

@@ -13,10 +13,13 @@ use anyhow::{Context, bail};
 use retrace_events::{Outcome, RunId};
 use retrace_replay::{SnapshotPolicy, state_at_head};
 use retrace_runtime::entropy::new_run_id;
-use retrace_runtime::executor::{Progress, Runner, Stop};
+use retrace_runtime::executor::{Progress, Runner, Stop, recorded_spec};
 use retrace_runtime::model::provider;
 use retrace_runtime::spec::Spec;
+use retrace_serve::api::RunView;
 use retrace_store::Store;
+
+use super::daemon;
 
 use crate::{output, store_access};
 
@@ -27,6 +30,7 @@ pub fn run(
     input_file: Option<&Path>,
     record_cassette: Option<&Path>,
     new: bool,
+    detach: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut spec = Spec::load(spec_path)?;
     // the MCP servers' catalogs become part of the spec the run records
@@ -40,27 +44,44 @@ pub fn run(
     if inputs.is_empty() {
         bail!("say what the agent should do: --input TEXT or --input-file FILE");
     }
-    let store = store_access::open_or_create(dir)?;
+    let access = store_access::open_or_create(dir)?;
+    if let Some(client) = access.daemon() {
+        if record_cassette.is_some() {
+            bail!(
+                "--record-cassette records in this process, but retrace serve holds {} and drives its runs; stop it to record, or record into another --store",
+                dir.display()
+            );
+        }
+        return daemon::submit(client, &spec, &inputs, new, detach);
+    }
+    if detach {
+        bail!(
+            "--detach hands the run to retrace serve, and none holds {}; start one with `retrace serve --store {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let store = access.store();
     let mut model = provider(&spec)?;
     if let Some(cassette) = record_cassette {
         model = Box::new(retrace_providers::Recorder::new(model, cassette)?);
         println!("recording the model's replies to {}", cassette.display());
     }
-    let runner = Runner::new(&store, spec.clone(), model)?;
+    let runner = Runner::new(store.as_ref(), spec.clone(), model)?;
     if let [input] = inputs.as_slice() {
         if !new && let Some(run) = runner.unfinished_run(input)? {
             println!(
                 "run {run} ({}) of this spec and input is unfinished: resuming it (--new starts another)",
                 spec.name
             );
-            return drive(&store, &runner, run);
+            return drive(store.as_ref(), &runner, run);
         }
         let run = new_run_id();
         runner.start(run, input)?;
         println!("run {run} ({}) started in {}", spec.name, dir.display());
-        return drive(&store, &runner, run);
+        return drive(store.as_ref(), &runner, run);
     }
-    drive_many(&store, &runner, &inputs, new)
+    drive_many(store.as_ref(), &runner, &inputs, new)
 }
 
 /// Several inputs: one run each, driven concurrently; events printed with their run.
@@ -135,12 +156,16 @@ fn drive_many(
 }
 
 pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
     let run = store.resolve_run(run)?;
-    let spec = recorded_spec(&store, &run)?;
-    let runner = Runner::new(&store, spec.clone(), provider(&spec)?)?;
+    if let Some(client) = access.daemon() {
+        return daemon::resume(client, run);
+    }
+    let spec = recorded_spec(store.as_ref(), &run)?;
+    let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
     println!("run {run} ({}) resumed", spec.name);
-    drive(&store, &runner, run)
+    drive(store.as_ref(), &runner, run)
 }
 
 /// Continue `run` on a thread of its own (for the inspector): the spec it was started with
@@ -165,20 +190,6 @@ pub fn resume_in_background(store: Arc<dyn Store>, run: RunId) -> anyhow::Result
             }
         })?;
     Ok(())
-}
-
-/// The spec a run follows: the one it was started with, or the last a `spec` signal gave
-/// it (an eval case's overrides), as recorded.
-fn recorded_spec(store: &dyn Store, run: &RunId) -> anyhow::Result<Spec> {
-    let state = state_at_head(store, run, SnapshotPolicy::default())?.state;
-    let Some(spec) = state.spec else {
-        bail!("run {run} has no events");
-    };
-    let bytes = store
-        .blob(&spec)?
-        .with_context(|| format!("run {run}: spec blob {spec} is missing"))?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("run {run}: the recorded spec does not decode"))
 }
 
 fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<ExitCode> {
@@ -208,35 +219,53 @@ fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<E
             );
         }
     }))?;
+    let info = store.require_run(&run)?;
     let state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
-    let t = &state.totals;
-    let short = run.short();
+    let view = RunView::from_state(&info, &state);
+    Ok(report(&view, &stop, false))
+}
+
+/// The lines that end a drive (the same whether it ran here or in retrace serve), and the
+/// exit status: 0 when the run succeeded or parked, 2 when it failed or was cancelled.
+pub fn report(view: &RunView, stop: &Stop, served: bool) -> ExitCode {
+    let short = &view.id[..8.min(view.id.len())];
+    let run = &view.id;
     println!(
         "usage: {} steps, {} tool calls, {} in / {} out tokens, {}",
-        t.steps,
-        t.tool_calls,
-        t.input_tokens,
-        t.output_tokens,
-        output::usd(t.cost_micro_usd)
+        view.steps,
+        view.tool_calls,
+        view.input_tokens,
+        view.output_tokens,
+        output::usd(view.cost_micro_usd)
     );
     match stop {
         Stop::Finished(outcome) => {
-            println!("run {run}: {}", output::status(&state.status));
+            println!("run {run}: {}", view.status);
             println!(
                 "inspect: retrace log {short} · retrace show {short} · retrace verify {short}"
             );
-            Ok(if outcome == Outcome::Succeeded {
+            if *outcome == Outcome::Succeeded {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)
-            })
+            }
         }
         Stop::Parked(reason) => {
             println!("run {run} is parked: {reason}");
-            println!(
-                "decide: retrace approve {short} [--deny] [--note TEXT], then: retrace resume {short}"
-            );
-            Ok(ExitCode::SUCCESS)
+            if served {
+                println!(
+                    "decide: retrace approve {short} [--deny] [--note TEXT]; retrace serve continues it"
+                );
+            } else {
+                println!(
+                    "decide: retrace approve {short} [--deny] [--note TEXT], then: retrace resume {short}"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Stop::Interrupted => {
+            println!("run {run} was stopped before its end; continue with: retrace resume {short}");
+            ExitCode::SUCCESS
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::output;
 use crate::store_access;
 
 pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let mut runs = store.runs()?;
     runs.sort_by_key(|r| (r.created_at, r.id));
     if json {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::{output, store_access, target};
 
 pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let at = target::resolve(&store, what)?;
     let (id, event) = store
         .event_at(&at.run, at.seq)?

@@ -9,7 +9,7 @@ use retrace_store::{Store, VerifyOptions, verify_run};
 use crate::store_access;
 
 pub fn run(dir: &Path, run: Option<&str>, blobs: bool) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?;
+    let store = store_access::open_existing(dir)?.store();
     let runs = match run {
         Some(prefix) => vec![store.resolve_run(prefix)?],
         None => store.runs()?.into_iter().map(|r| r.id).collect(),

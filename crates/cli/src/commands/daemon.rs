@@ -1,0 +1,116 @@
+//! Commands that hand work to `retrace serve` when it holds the store: submit runs, resume,
+//! and follow a run's events, printed as a drive in this process prints them.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use retrace_events::{Outcome, RunId};
+use retrace_runtime::executor::Stop;
+use retrace_runtime::spec::Spec;
+use retrace_serve::Client;
+use retrace_serve::api::{RunView, Submit};
+use retrace_serve::client::StreamItem;
+
+use super::run::report;
+
+/// Submit one run per input; with `detach`, print their ids (stdout, one per line) and
+/// return, else follow them to their end or park.
+pub fn submit(
+    client: &Client,
+    spec: &Spec,
+    inputs: &[String],
+    new: bool,
+    detach: bool,
+) -> anyhow::Result<ExitCode> {
+    let spec_json: serde_json::Value = serde_json::from_slice(&spec.to_canonical_bytes())
+        .context("the spec does not serialise")?;
+    let mut runs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let submitted = client.submit(&Submit {
+            spec: Some(spec_json.clone()),
+            spec_path: None,
+            input: input.clone(),
+            new,
+        })?;
+        let run: RunId = submitted
+            .run
+            .parse()
+            .with_context(|| format!("retrace serve answered a bad run id {}", submitted.run))?;
+        let how = if submitted.resumed {
+            "is unfinished: retrace serve resumes it (--new starts another)"
+        } else {
+            "started by retrace serve"
+        };
+        if detach {
+            eprintln!("run {run} ({}) {how}", spec.name);
+            println!("{run}");
+        } else {
+            println!("run {run} ({}) {how}", spec.name);
+        }
+        runs.push((run, submitted.resumed));
+    }
+    if detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut worst = ExitCode::SUCCESS;
+    let prefix = runs.len() > 1;
+    for (run, resumed) in runs {
+        let from = if resumed {
+            client.run(&run.to_string())?.events
+        } else {
+            1 // run_started is not printed by a drive either
+        };
+        let code = follow(client, run, from, prefix)?;
+        if code != ExitCode::SUCCESS {
+            worst = code;
+        }
+    }
+    Ok(worst)
+}
+
+/// Ask the daemon to continue `run`, and follow it.
+pub fn resume(client: &Client, run: RunId) -> anyhow::Result<ExitCode> {
+    let view = client.run(&run.to_string())?;
+    if view.finished {
+        bail!("run {run} has finished ({})", view.status);
+    }
+    client.resume(&run.to_string())?;
+    println!("run {run} ({}) resumed by retrace serve", view.name);
+    follow(client, run, view.events, false)
+}
+
+/// Print `run`'s events from seq `from` until it finishes or the daemon stops driving it.
+fn follow(client: &Client, run: RunId, from: u64, prefix: bool) -> anyhow::Result<ExitCode> {
+    let short = run.short();
+    for item in client.events(&run.to_string(), from, true)? {
+        let view = match item? {
+            StreamItem::Event(e) => {
+                if prefix {
+                    println!("{short} {:>6}  {:<20}  {}", e.seq, e.kind, e.summary);
+                } else {
+                    println!("{:>6}  {:<20}  {}", e.seq, e.kind, e.summary);
+                }
+                continue;
+            }
+            StreamItem::Idle(view) | StreamItem::End(view) => view,
+        };
+        if let Some(error) = &view.drive_error {
+            bail!("retrace serve could not drive run {run}: {error}");
+        }
+        return Ok(report(&view, &stop_of(&view), true));
+    }
+    bail!("retrace serve closed the event stream of run {run} before it stopped")
+}
+
+/// How a drive stopped, as its view tells.
+fn stop_of(view: &RunView) -> Stop {
+    match view.outcome.as_deref() {
+        Some("succeeded") => Stop::Finished(Outcome::Succeeded),
+        Some("cancelled") => Stop::Finished(Outcome::Cancelled),
+        Some(_) => Stop::Finished(Outcome::Failed),
+        None if view.awaiting_approval.is_empty() && !view.status.contains("unknown") => {
+            Stop::Interrupted
+        }
+        None => Stop::Parked(view.status.clone()),
+    }
+}

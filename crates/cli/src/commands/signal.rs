@@ -1,0 +1,94 @@
+//! `retrace cancel RUN` and `retrace signal RUN`: recorded signals. Through `retrace serve`
+//! when it holds the store (the drive that holds the run appends them); otherwise appended
+//! here, and a cancelled run is driven to its end at once.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use retrace_events::canonical_json;
+use retrace_runtime::executor::{Runner, recorded_spec};
+use retrace_runtime::inbox::{CANCEL, USER_MESSAGE};
+use retrace_runtime::model::provider;
+use retrace_serve::api::{Cancel, RunView, Signal};
+use retrace_serve::scheduler::append_signal;
+use retrace_store::Store;
+use serde_json::{Value, json};
+
+use crate::store_access;
+
+fn user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".into())
+}
+
+pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
+    let run = store.resolve_run(run)?;
+    if let Some(client) = access.daemon() {
+        let accepted = client.cancel(
+            &run.to_string(),
+            &Cancel {
+                reason: reason.map(str::to_owned),
+                by: Some(user()),
+            },
+        )?;
+        println!(
+            "cancel of run {} {}; retrace serve finishes it",
+            run.short(),
+            accepted.status
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let payload = store.put_blob(&canonical_json(&json!({"by": user(), "reason": reason})))?;
+    append_signal(store.as_ref(), run, CANCEL, payload)?;
+    let spec = recorded_spec(store.as_ref(), &run)?;
+    let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(runner.drive(run, &mut |_| {}))?;
+    let view = RunView::of(store.as_ref(), &store.require_run(&run)?)?;
+    println!("run {}: {}", run.short(), view.status);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(
+    dir: &Path,
+    run: &str,
+    name: Option<&str>,
+    message: Option<&str>,
+    payload: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (name, payload) = match (name, message, payload) {
+        (None | Some(USER_MESSAGE), Some(text), None) => (USER_MESSAGE, json!(text)),
+        (Some(name), None, Some(text)) => (
+            name,
+            serde_json::from_str::<Value>(text)
+                .with_context(|| format!("--payload is not valid JSON: {text}"))?,
+        ),
+        (Some(name), None, None) => (name, Value::Null),
+        _ => bail!("say what to send: --message TEXT, or NAME [--payload JSON]"),
+    };
+    retrace_serve::api::check_signal(name, &payload).map_err(anyhow::Error::msg)?;
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
+    let run = store.resolve_run(run)?;
+    let status = if let Some(client) = access.daemon() {
+        client
+            .signal(
+                &run.to_string(),
+                &Signal {
+                    name: name.to_owned(),
+                    payload,
+                },
+            )?
+            .status
+    } else {
+        let payload = store.put_blob(&canonical_json(&payload))?;
+        append_signal(store.as_ref(), run, name, payload)?;
+        "recorded".to_owned()
+    };
+    println!("signal `{name}` to run {} {status}", run.short());
+    Ok(ExitCode::SUCCESS)
+}

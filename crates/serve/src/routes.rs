@@ -1,0 +1,701 @@
+//! The API's routes (see `docs/guide/serve.md`): runs, their live events (SSE), approvals,
+//! signals, cancel, resume, fork, and the store itself for [`RemoteStore`](crate::RemoteStore).
+//! Every error answers `{"error": {"code", "message"}}` with a 4xx or 5xx status.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use retrace_events::{Decision, RunId, canonical_json};
+use retrace_replay::{DecideError, ForkAt, ForkError, decide_approval, edited_kind, fork};
+use retrace_runtime::entropy::{new_run_id, now};
+use retrace_runtime::executor::Runner;
+use retrace_runtime::inbox::CANCEL;
+use retrace_runtime::model::provider;
+use retrace_runtime::spec::Spec;
+use retrace_store::Store;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{
+    Accepted, Approve, Cancel, Decided, ErrorBody, ErrorDetail, EventView, Fork, Forked, Health,
+    RunView, Signal, Submit, Submitted,
+};
+use crate::scheduler::{DeliverError, Delivery, Scheduler};
+use crate::wire::{self, Call, Reply, WireError, chain};
+
+/// Largest JSON body the API takes.
+pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+
+/// What every handler shares.
+pub struct Daemon {
+    /// The store it owns.
+    pub store: Arc<dyn Store>,
+    /// Its workers.
+    pub scheduler: Arc<Scheduler>,
+    /// The store directory.
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("dir", &self.dir)
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+type Shared = State<Arc<Daemon>>;
+
+/// The API; with `token`, every request must carry `Authorization: Bearer <token>`.
+pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
+    let api = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/runs", get(list).post(submit))
+        .route("/v1/runs/{run}", get(show))
+        .route("/v1/runs/{run}/events", get(events))
+        .route("/v1/runs/{run}/approve", post(approve))
+        .route("/v1/runs/{run}/signal", post(signal))
+        .route("/v1/runs/{run}/cancel", post(cancel))
+        .route("/v1/runs/{run}/resume", post(resume))
+        .route("/v1/runs/{run}/fork", post(fork_run))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .route(
+            "/v1/store",
+            post(store_call).layer(DefaultBodyLimit::max(wire::MAX_STORE_BODY)),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route; the API lives under /v1 (see docs/guide/serve.md)",
+            )
+        })
+        .with_state(daemon);
+    match token {
+        Some(token) => {
+            let expected = Arc::new(blake3::hash(format!("Bearer {token}").as_bytes()));
+            api.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let expected = Arc::clone(&expected);
+                async move {
+                    let given = req
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .map(|v| blake3::hash(v.as_bytes()));
+                    // hashes compare in constant time
+                    if given.is_some_and(|g| g == *expected) {
+                        next.run(req).await
+                    } else {
+                        ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "send `Authorization: Bearer <token>`; the token is in serve.token in the store directory",
+                        )
+                        .into_response()
+                    }
+                }
+            }))
+        }
+        None => api,
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    fn internal(e: &dyn std::error::Error) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, chain(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = match self.status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "bad_request",
+            _ => "internal",
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<retrace_store::Error> for ApiError {
+    fn from(e: retrace_store::Error) -> Self {
+        use retrace_store::Error as E;
+        match &e {
+            E::RunNotFound { .. } | E::Id(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
+            E::Conflict { .. } | E::RunExists { .. } => Self::conflict(e.to_string()),
+            _ => Self::internal(&e),
+        }
+    }
+}
+
+impl From<retrace_replay::Error> for ApiError {
+    fn from(e: retrace_replay::Error) -> Self {
+        match e {
+            retrace_replay::Error::Store(e) => e.into(),
+            retrace_replay::Error::NoSuchSeq { .. } => {
+                Self::new(StatusCode::NOT_FOUND, e.to_string())
+            }
+            other @ retrace_replay::Error::Apply { .. } => Self::internal(&other),
+        }
+    }
+}
+
+/// A JSON body, or a 4xx naming what is wrong with it.
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) => {
+            let status = match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let message = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => format!(
+                    "the request body is larger than {} MiB",
+                    MAX_JSON_BODY / (1024 * 1024)
+                ),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                    "send the body as JSON with `Content-Type: application/json`".into()
+                }
+                _ => format!(
+                    "the request body is not what this route takes: {}",
+                    rejection.body_text()
+                ),
+            };
+            Err(ApiError::new(status, message))
+        }
+    }
+}
+
+/// Run blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
+fn run_id(d: &Daemon, text: &str) -> Result<RunId, ApiError> {
+    Ok(d.store.resolve_run(text)?)
+}
+
+fn view(d: &Daemon, run: &RunId) -> Result<RunView, ApiError> {
+    let info = d.store.require_run(run)?;
+    let mut view = RunView::of(d.store.as_ref(), &info)?;
+    view.active = d.scheduler.is_active(run);
+    view.drive_error = d.scheduler.drive_error(run);
+    Ok(view)
+}
+
+async fn health(State(d): Shared) -> Json<Health> {
+    Json(Health {
+        version: env!("CARGO_PKG_VERSION").into(),
+        store: d.dir.display().to_string(),
+        pid: std::process::id(),
+        workers: d.scheduler.workers(),
+        active: d.scheduler.active(),
+    })
+}
+
+async fn list(State(d): Shared) -> Result<Json<Vec<RunView>>, ApiError> {
+    blocking(move || {
+        let runs = d.store.runs()?;
+        runs.iter()
+            .map(|info| view(&d, &info.id))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Json)
+    })
+    .await
+}
+
+async fn show(State(d): Shared, Path(run): Path<String>) -> Result<Json<RunView>, ApiError> {
+    blocking(move || view(&d, &run_id(&d, &run)?).map(Json)).await
+}
+
+async fn submit(
+    State(d): Shared,
+    req: Result<Json<Submit>, JsonRejection>,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let req = body(req)?;
+    if req.input.trim().is_empty() {
+        return Err(ApiError::bad(
+            "`input` is empty: say what the agent should do",
+        ));
+    }
+    let spec = match (req.spec, req.spec_path) {
+        (Some(value), None) => serde_json::from_value::<Spec>(value)
+            .map_err(|e| ApiError::bad(format!("`spec` is not an agent spec: {e}")))?,
+        (None, Some(path)) => {
+            blocking(move || {
+                let mut spec = Spec::load(&path).map_err(|e| ApiError::bad(chain(&e)))?;
+                retrace_runtime::tools::mcp::discover_now(&mut spec.mcp)
+                    .map_err(|e| ApiError::bad(chain(&e)))?;
+                Ok(spec)
+            })
+            .await?
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "give exactly one of `spec` (the spec as JSON) and `spec_path` (a TOML file)",
+            ));
+        }
+    };
+    let (run, resumed) = blocking(move || {
+        let model = provider(&spec).map_err(|e| ApiError::bad(chain(&e)))?;
+        let runner =
+            Runner::new(d.store.as_ref(), spec, model).map_err(|e| ApiError::bad(chain(&e)))?;
+        let unfinished = if req.new {
+            None
+        } else {
+            runner
+                .unfinished_run(&req.input)
+                .map_err(|e| ApiError::internal(&e))?
+        };
+        let (run, resumed) = if let Some(run) = unfinished {
+            (run, true)
+        } else {
+            let run = new_run_id();
+            runner
+                .start(run, &req.input)
+                .map_err(|e| ApiError::internal(&e))?;
+            (run, false)
+        };
+        if !d.scheduler.schedule(run) {
+            return Err(shutting_down());
+        }
+        Ok((run, resumed))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Submitted {
+            run: run.to_string(),
+            resumed,
+        }),
+    ))
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the daemon is shutting down; the run continues when it is started again",
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// First seq to send (default 0).
+    from: Option<u64>,
+    /// Keep the stream open for live events (default true).
+    follow: Option<bool>,
+}
+
+async fn events(
+    State(d): Shared,
+    Path(run): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let run = run_id(&d, &run)?;
+    // subscribe before reading the backlog: what is appended in between comes twice and is
+    // sent once
+    let sub = d.store.subscribe(&run)?;
+    let mut stops = d.scheduler.stops();
+    let stopping = d.scheduler.stopping();
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    let follow = query.follow.unwrap_or(true);
+    let mut next = query.from.unwrap_or(0);
+    tokio::spawn(async move {
+        let send_events = |events: Vec<(retrace_events::EventId, retrace_events::Event)>,
+                           next: &mut u64|
+         -> (Vec<SseEvent>, bool) {
+            let mut out = Vec::new();
+            let mut finished = false;
+            for (id, event) in events {
+                if event.seq < *next {
+                    continue;
+                }
+                *next = event.seq + 1;
+                finished |= matches!(event.kind, retrace_events::EventKind::RunFinished { .. });
+                out.push(sse("event", &EventView::of(id, event)));
+            }
+            (out, finished)
+        };
+        // the backlog, in pages
+        let mut finished = false;
+        loop {
+            let Ok(Some(info)) = d.store.run(&run) else {
+                return;
+            };
+            let Some(head) = info.head.filter(|h| h.seq >= next) else {
+                break;
+            };
+            let to = head.seq.min(next + 999);
+            let Ok(page) = d.store.events(&run, next..=to) else {
+                return;
+            };
+            let (out, done) = send_events(page, &mut next);
+            finished |= done;
+            for e in out {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let state_event = |name: &str| view(&d, &run).ok().map(|v| sse(name, &v));
+        if finished || !follow {
+            if let Some(e) = state_event(if finished { "end" } else { "idle" }) {
+                let _ = tx.send(e).await;
+            }
+            return;
+        }
+        if !d.scheduler.is_active(&run)
+            && let Some(e) = state_event("idle")
+            && tx.send(e).await.is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                appended = sub.recv_async() => {
+                    let Some(appended) = appended else { return };
+                    let (out, done) = send_events(appended.events.clone(), &mut next);
+                    for e in out {
+                        if tx.send(e).await.is_err() { return; }
+                    }
+                    if done {
+                        if let Some(e) = state_event("end") { let _ = tx.send(e).await; }
+                        return;
+                    }
+                }
+                stopped = stops.recv() => {
+                    if matches!(stopped, Ok(r) if r == run) {
+                        while let Some(appended) = sub.try_recv() {
+                            let (out, _) = send_events(appended.events.clone(), &mut next);
+                            for e in out {
+                                if tx.send(e).await.is_err() { return; }
+                            }
+                        }
+                        if !d.scheduler.is_active(&run)
+                            && let Some(e) = state_event("idle")
+                            && tx.send(e).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                () = stopping.cancelled() => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn sse(name: &str, data: &impl serde::Serialize) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| SseEvent::default().event(name))
+}
+
+async fn approve(
+    State(d): Shared,
+    Path(run): Path<String>,
+    req: Result<Json<Approve>, JsonRejection>,
+) -> Result<Json<Decided>, ApiError> {
+    let req = body(req)?;
+    let run = run_id(&d, &run)?;
+    let decision = if req.deny {
+        Decision::Denied
+    } else {
+        Decision::Approved
+    };
+    // a run that just parked may still be leaving its worker: wait for it briefly
+    for _ in 0..100 {
+        let d2 = Arc::clone(&d);
+        let req = req.clone();
+        let decided = blocking(move || {
+            let by = req.by.as_deref().unwrap_or("api");
+            Ok(d2.scheduler.with_idle(&run, || {
+                decide_approval(
+                    d2.store.as_ref(),
+                    &run,
+                    req.call.as_deref(),
+                    decision,
+                    by,
+                    req.note.as_deref(),
+                    now(),
+                )
+            }))
+        })
+        .await?;
+        match decided {
+            Some(Ok((call_id, _))) => {
+                d.scheduler.schedule(run);
+                return Ok(Json(Decided {
+                    call_id,
+                    decision: if req.deny { "denied" } else { "approved" }.into(),
+                }));
+            }
+            Some(Err(DecideError::Replay(e))) => return Err(e.into()),
+            Some(Err(e)) => return Err(ApiError::conflict(e.to_string())),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "run {run} is being driven and has no approval to decide yet; try again when it parks"
+    )))
+}
+
+async fn deliver(
+    d: Arc<Daemon>,
+    run: RunId,
+    name: String,
+    payload: Value,
+) -> Result<Json<Accepted>, ApiError> {
+    blocking(move || {
+        let blob = d.store.put_blob(&canonical_json(&payload))?;
+        let delivery = d.scheduler.deliver(run, &name, blob).map_err(|e| match e {
+            DeliverError::Store(e) => e.into(),
+            DeliverError::Replay(e) => e.into(),
+            e @ DeliverError::Refused { .. } => ApiError::conflict(e.to_string()),
+        })?;
+        Ok(Json(Accepted {
+            run: run.to_string(),
+            status: match delivery {
+                Delivery::Recorded => "recorded",
+                Delivery::Queued => "queued",
+            }
+            .into(),
+        }))
+    })
+    .await
+}
+
+async fn signal(
+    State(d): Shared,
+    Path(run): Path<String>,
+    req: Result<Json<Signal>, JsonRejection>,
+) -> Result<Json<Accepted>, ApiError> {
+    let req = body(req)?;
+    crate::api::check_signal(&req.name, &req.payload).map_err(ApiError::bad)?;
+    let run = run_id(&d, &run)?;
+    deliver(d, run, req.name, req.payload).await
+}
+
+async fn cancel(
+    State(d): Shared,
+    Path(run): Path<String>,
+    req: Result<Json<Cancel>, JsonRejection>,
+) -> Result<Json<Accepted>, ApiError> {
+    let req = body(req)?;
+    let run = run_id(&d, &run)?;
+    let payload = json!({"by": req.by.as_deref().unwrap_or("api"), "reason": req.reason});
+    deliver(d, run, CANCEL.into(), payload).await
+}
+
+async fn resume(State(d): Shared, Path(run): Path<String>) -> Result<Json<Accepted>, ApiError> {
+    let run = run_id(&d, &run)?;
+    let v = blocking({
+        let d = Arc::clone(&d);
+        move || view(&d, &run)
+    })
+    .await?;
+    if v.finished {
+        return Err(ApiError::conflict(format!(
+            "run {run} has finished ({})",
+            v.status
+        )));
+    }
+    if !d.scheduler.schedule(run) {
+        return Err(shutting_down());
+    }
+    Ok(Json(Accepted {
+        run: run.to_string(),
+        status: "queued".into(),
+    }))
+}
+
+async fn fork_run(
+    State(d): Shared,
+    Path(run): Path<String>,
+    req: Result<Json<Fork>, JsonRejection>,
+) -> Result<(StatusCode, Json<Forked>), ApiError> {
+    let req = body(req)?;
+    let from = run_id(&d, &run)?;
+    let forked = blocking({
+        let d = Arc::clone(&d);
+        move || {
+            let store = d.store.as_ref();
+            let at = match &req.edit {
+                None => ForkAt::After(req.at),
+                Some(value) => {
+                    let (_, original) = store.event_at(&from, req.at)?.ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            format!("run {from} has no seq {}", req.at),
+                        )
+                    })?;
+                    ForkAt::Replace {
+                        seq: req.at,
+                        kind: edited_kind(store, original.kind, value, "api")
+                            .map_err(fork_error)?,
+                    }
+                }
+            };
+            fork(store, &from, at, new_run_id(), now()).map_err(fork_error)
+        }
+    })
+    .await?;
+    if req.continue_run {
+        d.scheduler.schedule(forked.id);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(Forked {
+            run: forked.id.to_string(),
+        }),
+    ))
+}
+
+fn fork_error(e: ForkError) -> ApiError {
+    match e {
+        ForkError::Replay(e) => e.into(),
+        other => ApiError::bad(other.to_string()),
+    }
+}
+
+async fn store_call(State(d): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let octets = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
+    if !octets {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the store route takes a bincode call as application/octet-stream (RemoteStore speaks it)",
+        )
+        .into_response();
+    }
+    let call = match bincode::decode_from_slice::<Call, _>(&bytes, wire::config()) {
+        Ok((call, _)) => call,
+        Err(e) => return ApiError::bad(format!("not a store call: {e}")).into_response(),
+    };
+    let result = blocking(move || Ok(execute(&d, call))).await;
+    match result {
+        Ok(reply) => match bincode::encode_to_vec(&reply, wire::config()) {
+            Ok(bytes) => {
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+            }
+            Err(e) => ApiError::internal(&e).into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+fn execute(d: &Daemon, call: Call) -> Result<Reply, WireError> {
+    let store = d.store.as_ref();
+    Ok(match call {
+        Call::CreateRun {
+            id,
+            created_at,
+            origin,
+            meta,
+        } => Reply::Info(store.create_run(wire::new_run(id, created_at, origin, meta))?),
+        Call::Run(id) => Reply::Run(store.run(&id)?),
+        Call::Runs => Reply::Runs(store.runs()?),
+        Call::SetRunMeta { run, key, value } => {
+            Reply::Info(store.set_run_meta(&run, &key, value.as_deref())?)
+        }
+        Call::Append {
+            run,
+            expected,
+            events,
+        } => {
+            let events = events
+                .iter()
+                .map(|bytes| retrace_events::decode_event(bytes))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| WireError::Other(format!("an appended event does not decode: {e}")))?;
+            let head = d
+                .scheduler
+                .with_idle(&run, || store.append(&run, expected, &events))
+                .ok_or_else(|| {
+                    WireError::Other(format!(
+                        "retrace serve is driving run {run}; send it signals through the API (retrace approve, POST /v1/runs/{run}/signal) rather than appending"
+                    ))
+                })??;
+            Reply::Head(head)
+        }
+        Call::OwnEvents { run, from, to } => Reply::Events(
+            store
+                .own_events(&run, from..=to)?
+                .into_iter()
+                .map(|e| (e.seq, e.id, e.bytes))
+                .collect(),
+        ),
+        Call::PutBlob(bytes) => Reply::Blob(store.put_blob(&bytes)?),
+        Call::Blob(id) => Reply::Bytes(store.blob(&id)?),
+        Call::PutSnapshot { at, bytes } => {
+            store.put_snapshot(&at, &bytes)?;
+            Reply::Done
+        }
+        Call::Snapshot(at) => Reply::Bytes(store.snapshot(&at)?),
+        Call::Flush => {
+            store.flush()?;
+            Reply::Done
+        }
+        Call::Stats => Reply::Stats(wire::stats_to_wire(store.stats()?)),
+    })
+}

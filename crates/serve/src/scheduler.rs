@@ -1,0 +1,297 @@
+//! The daemon's worker pool: which runs are being driven, the bound on how many at once,
+//! and the one-writer rule — while a drive holds a run, signals reach it through its
+//! [`Inbox`] and nothing else appends to it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use retrace_events::{BlobId, Event, EventKind, RunId};
+use retrace_replay::{SnapshotPolicy, Status, apply, state_at_head};
+use retrace_runtime::executor::{Runner, Stop, recorded_spec};
+use retrace_runtime::inbox::Inbox;
+use retrace_runtime::model::provider;
+use retrace_store::Store;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::wire::chain;
+
+/// A run being driven, or waiting for a worker.
+#[derive(Debug, Default)]
+struct Slot {
+    inbox: Inbox,
+    /// Drive it again once this drive ends (something arrived that it may act on).
+    again: AtomicBool,
+}
+
+/// Why a signal could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The store failed, or the run does not exist.
+    #[error(transparent)]
+    Store(#[from] retrace_store::Error),
+    /// Its state does not fold.
+    #[error(transparent)]
+    Replay(#[from] retrace_replay::Error),
+    /// The signal does not fit the run's state (it has finished).
+    #[error("run {run} cannot take signal `{name}`: {why}")]
+    Refused {
+        /// The run.
+        run: RunId,
+        /// The signal.
+        name: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Append signal `name` to `run`, which nobody is driving, if its state takes it (not
+/// once it has finished).
+pub fn append_signal(
+    store: &dyn Store,
+    run: RunId,
+    name: &str,
+    payload: BlobId,
+) -> Result<retrace_events::Head, DeliverError> {
+    let info = store.require_run(&run)?;
+    let mut state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
+    let event = Event::after(
+        info.head,
+        retrace_runtime::entropy::now(),
+        EventKind::SignalReceived {
+            name: name.to_owned(),
+            payload,
+        },
+    );
+    apply(&mut state, &event).map_err(|e| DeliverError::Refused {
+        run,
+        name: name.to_owned(),
+        why: e.to_string(),
+    })?;
+    Ok(store.append(&run, info.head.map(|h| h.id), std::slice::from_ref(&event))?)
+}
+
+/// How a signal was delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Appended before returning.
+    Recorded,
+    /// Queued for the drive that holds the run.
+    Queued,
+}
+
+/// The worker pool.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    workers: usize,
+    permits: Arc<Semaphore>,
+    slots: Mutex<HashMap<RunId, Arc<Slot>>>,
+    errors: Mutex<HashMap<RunId, String>>,
+    tasks: TaskTracker,
+    stopping: CancellationToken,
+    stops: broadcast::Sender<RunId>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("workers", &self.workers)
+            .field("active", &self.active())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A pool driving at most `workers` runs of `store` at once.
+    pub fn new(store: Arc<dyn Store>, workers: usize) -> Arc<Self> {
+        let workers = workers.max(1);
+        Arc::new(Self {
+            store,
+            workers,
+            permits: Arc::new(Semaphore::new(workers)),
+            slots: Mutex::default(),
+            errors: Mutex::default(),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            stops: broadcast::channel(1024).0,
+        })
+    }
+
+    /// Runs driven at once, at most.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Runs being driven or waiting for a worker.
+    pub fn active(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether `run` is being driven or waits for a worker.
+    pub fn is_active(&self, run: &RunId) -> bool {
+        self.lock().contains_key(run)
+    }
+
+    /// Why the last drive of `run` failed, if it did.
+    pub fn drive_error(&self, run: &RunId) -> Option<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(run)
+            .cloned()
+    }
+
+    /// Told the id of every run whose drive ends (finished, parked, stopped or failed).
+    pub fn stops(&self) -> broadcast::Receiver<RunId> {
+        self.stops.subscribe()
+    }
+
+    /// Cancelled when the daemon begins to shut down.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
+    /// Drive `run` until it finishes or parks (again, if a drive is under way and something
+    /// new arrived). Returns `false` when shutting down.
+    pub fn schedule(self: &Arc<Self>, run: RunId) -> bool {
+        if self.stopping.is_cancelled() {
+            return false;
+        }
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get(&run) {
+            slot.again.store(true, Ordering::SeqCst);
+            return true;
+        }
+        let slot = Arc::new(Slot::default());
+        slots.insert(run, Arc::clone(&slot));
+        drop(slots);
+        self.tasks.spawn(Arc::clone(self).drive_loop(run, slot));
+        true
+    }
+
+    /// Run `f` (which appends to `run`) while no drive holds it; `None` if one does.
+    pub fn with_idle<T>(&self, run: &RunId, f: impl FnOnce() -> T) -> Option<T> {
+        let slots = self.lock();
+        if slots.contains_key(run) {
+            return None;
+        }
+        let out = f();
+        drop(slots);
+        Some(out)
+    }
+
+    /// Deliver signal `name` (payload stored as `payload`) to `run`: queued for the drive
+    /// that holds it, or appended now. A cancel also schedules the run, so it finishes.
+    pub fn deliver(
+        self: &Arc<Self>,
+        run: RunId,
+        name: &str,
+        payload: BlobId,
+    ) -> Result<Delivery, DeliverError> {
+        let slots = self.lock();
+        if let Some(slot) = slots.get(&run) {
+            slot.inbox.post(name, payload);
+            return Ok(Delivery::Queued);
+        }
+        append_signal(self.store.as_ref(), run, name, payload)?;
+        drop(slots);
+        if name == retrace_runtime::inbox::CANCEL {
+            self.schedule(run);
+        }
+        Ok(Delivery::Recorded)
+    }
+
+    /// Schedule every run a daemon should take up on start: unfinished, not parked for a
+    /// human (unless cancelled), not an eval case, and not a fork nobody continued.
+    pub fn resume_unfinished(self: &Arc<Self>) -> Result<Vec<RunId>, retrace_replay::Error> {
+        let mut taken = Vec::new();
+        for info in self.store.runs()? {
+            let own = info.len().saturating_sub(info.own_from());
+            let edited = u64::from(info.meta.get("edited").is_some_and(|e| e == "true"));
+            if info.is_empty()
+                || info.meta.contains_key("eval")
+                || (info.origin.is_some() && own <= edited)
+            {
+                continue;
+            }
+            let state =
+                state_at_head(self.store.as_ref(), &info.id, SnapshotPolicy::default())?.state;
+            let parked = matches!(
+                state.status,
+                Status::AwaitingApproval { .. } | Status::OutcomeUnknown { .. }
+            );
+            if state.is_finished() || (parked && state.cancel_requested.is_none()) {
+                continue;
+            }
+            if self.schedule(info.id) {
+                taken.push(info.id);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Stop: queued runs are not started, drives stop at their next step (a tool call in
+    /// flight finishes and is recorded; a model call in flight is dropped and asked again on
+    /// resume). `true` if every drive ended within `grace`.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.stopping.cancel();
+        for slot in self.lock().values() {
+            slot.inbox.stop();
+        }
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn drive_loop(self: Arc<Self>, run: RunId, slot: Arc<Slot>) {
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
+                () = self.stopping.cancelled() => None,
+            };
+            let mut go_on = false;
+            if let Some(permit) = permit {
+                slot.again.store(false, Ordering::SeqCst);
+                let result = self.drive_once(run, &slot.inbox).await;
+                drop(permit);
+                let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+                match result {
+                    Ok(stop) => {
+                        errors.remove(&run);
+                        tracing::info!(run = %run.short(), ?stop, "drive ended");
+                        go_on = !matches!(stop, Stop::Finished(_) | Stop::Interrupted);
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %run.short(), error = %e, "drive failed");
+                        errors.insert(run, e);
+                    }
+                }
+            }
+            let mut slots = self.lock();
+            go_on &= !self.stopping.is_cancelled()
+                && (slot.again.swap(false, Ordering::SeqCst) || slot.inbox.has_letters());
+            if !go_on {
+                slots.remove(&run);
+                break;
+            }
+        }
+        let _ = self.stops.send(run);
+    }
+
+    async fn drive_once(&self, run: RunId, inbox: &Inbox) -> Result<Stop, String> {
+        let store = self.store.as_ref();
+        let spec = recorded_spec(store, &run).map_err(|e| chain(&e))?;
+        let model = provider(&spec).map_err(|e| chain(&e))?;
+        let runner = Runner::new(store, spec, model).map_err(|e| chain(&e))?;
+        runner
+            .drive_with(run, &mut |_| {}, Some(inbox))
+            .await
+            .map_err(|e| chain(&e))
+    }
+}
