@@ -474,6 +474,95 @@ fn follow_head_picks_up_events_appended_by_another_writer() {
     assert!(harness.query_all_by_label_contains("signal ping").count() >= 1);
 }
 
+/// The inspector's resume, as the binary's is when a daemon holds the store.
+struct DaemonHost(retrace_serve::Client);
+
+impl Host for DaemonHost {
+    fn now(&self) -> Timestamp {
+        TestHost::default().now()
+    }
+
+    fn new_run_id(&self) -> RunId {
+        retrace_runtime::entropy::new_run_id()
+    }
+
+    fn resume(&self, run: RunId) -> Result<(), String> {
+        self.0
+            .resume(&run.to_string())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn follow_head_works_against_a_store_held_by_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([9; 16]);
+    let parked = drive_agent(dir.path(), "noter", ASKING_AGENT, ASKING_CASSETTE, run);
+    assert!(matches!(parked, Stop::Parked(_)), "{parked:?}");
+    // the daemon owns the store now: the inspector reaches it only through its API
+    let daemon = retrace_tests::daemon::Served::start(&dir.path().join("store"), 2);
+    assert!(
+        SledStore::open(dir.path().join("store")).is_err(),
+        "the store is held"
+    );
+    let access = retrace_serve::Access::open(&dir.path().join("store"), false).unwrap();
+    let client = access.daemon().expect("a daemon holds the store").clone();
+    let store = access.store();
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::new(DaemonHost(client)),
+        Target {
+            run: Some(run),
+            seq: Some(0),
+        },
+    );
+    harness.get_by_label("follow head").click();
+    settle(&mut harness);
+    let parked_len = store.require_run(&run).unwrap().len();
+    assert_eq!(harness.state().position(), Some((run, parked_len - 1)));
+    harness.get_by_label("Pending approvals");
+
+    // approve in the UI: the decision goes through the daemon's store, the resume to the
+    // daemon, which drives the run to its end while the inspector follows
+    harness.get_by_label("approve w1").click();
+    settle(&mut harness);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        harness.step();
+        let head = store.require_run(&run).unwrap().len() - 1;
+        let finished = matches!(
+            store.event_at(&run, head).unwrap(),
+            Some((
+                _,
+                Event {
+                    kind: EventKind::RunFinished { .. },
+                    ..
+                }
+            ))
+        );
+        if finished && harness.state().position() == Some((run, head)) {
+            settle(&mut harness);
+            assert_shows(&harness, store.as_ref(), &run, head);
+            harness.get_by_label(&format!("seq {head} · run_finished"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cursor stayed at {:?}",
+            harness.state().position()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(store.require_run(&run).unwrap().len() > parked_len);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("noter/ws/note.md")).unwrap(),
+        "hello"
+    );
+    drop(harness);
+    drop(daemon);
+}
+
 #[test]
 fn remembered_settings_reopen_the_last_run_of_the_same_store_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ pub fn payload(run: &RunId, seq: u64) -> Vec<u8> {
     out
 }
 
+pub mod daemon;
 pub mod loopback;
 pub mod mcp_http;
 

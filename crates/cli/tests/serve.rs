@@ -1,0 +1,650 @@
+//! `retrace serve` with the real binary: runs submitted to a daemon, inspected and approved
+//! from the CLI while it holds the store, a SIGKILL of the daemon mid-way, a SIGTERM, the
+//! API's answers to malformed requests, signals and cancel, and the loopback listener's
+//! token. Every agent appends lines to a file of its own, so a repeated effect shows.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{command, retrace, text};
+use serde_json::{Value, json};
+
+/// A running `retrace serve`; killed (SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(store: &Path, extra: &[&str]) -> Self {
+        let mut child = command(store)
+            .args(["serve", "--workers", "8"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn retrace serve");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, stdout) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(out);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+                let _ = tx.send(std::mem::take(&mut line));
+            }
+        });
+        let socket = store.join("serve.sock");
+        let daemon = Self {
+            child,
+            socket,
+            stdout,
+        };
+        let began = Instant::now();
+        loop {
+            let line = daemon
+                .stdout
+                .recv_timeout(Duration::from_mins(1))
+                .expect("retrace serve says where it listens");
+            if line.starts_with("listening on") {
+                break;
+            }
+            assert!(began.elapsed() < Duration::from_mins(1));
+        }
+        daemon
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// SIGTERM, then wait: the exit status and how long it took.
+    fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let began = Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, began.elapsed());
+            }
+            assert!(
+                began.elapsed() < Duration::from_mins(1),
+                "retrace serve did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn line(i: usize) -> String {
+    format!("line {i:04}\n")
+}
+
+/// Agent `n` in `dir/agents/n`: `steps` model replies, each appending one line to its own
+/// `log.txt` (allowed), then (with `approval`) a write of `done.md` that asks a human,
+/// then a final answer.
+fn agent(dir: &Path, n: usize, steps: usize, latency_ms: u64, approval: bool) -> PathBuf {
+    let home = dir.join("agents").join(n.to_string());
+    std::fs::create_dir_all(home.join("ws")).expect("mkdir");
+    let spec = home.join("agent.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"appender-{n}\"\nsystem = \"append the lines\"\nworkspace = \"ws\"\n\
+             [model]\nprovider = \"scripted\"\nname = \"demo\"\ncassette = \"cassette.json\"\n\
+             [tools]\nallow = [\"fs.append\", \"fs.write\"]\n\
+             [[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n\
+             [budgets]\nmax_steps = {}\n",
+            steps + 10
+        ),
+    )
+    .expect("write spec");
+    let mut replies: Vec<Value> = (0..steps)
+        .map(|i| {
+            json!({"text": format!("step {i}"), "latency_ms": latency_ms, "tool_calls": [{
+                "id": format!("call-{i}"), "name": "fs.append",
+                "arguments": {"path": "log.txt", "text": line(i)}}]})
+        })
+        .collect();
+    if approval {
+        replies.push(json!({"text": "marking it done", "tool_calls": [{
+            "id": "done", "name": "fs.write",
+            "arguments": {"path": "done.md", "content": "done\n"}}]}));
+    }
+    replies.push(json!({"text": "all lines appended"}));
+    std::fs::write(
+        home.join("cassette.json"),
+        json!({ "replies": replies }).to_string(),
+    )
+    .expect("write cassette");
+    spec
+}
+
+/// `retrace runs --json`, through whoever holds the store.
+fn runs(store: &Path) -> Vec<Value> {
+    let out = retrace(store, &["runs", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn status(run: &Value) -> &str {
+    run["status"]["status"].as_str().unwrap_or("")
+}
+
+/// Settle a call in doubt as an operator would: the line is in the file or it is not.
+fn resolve(store: &Path, ws: &Path, run: &str, call_id: &str) {
+    let i: usize = call_id
+        .strip_prefix("call-")
+        .and_then(|n| n.parse().ok())
+        .expect("an append's call id");
+    let written = std::fs::read_to_string(ws.join("log.txt")).unwrap_or_default();
+    let out = if written.ends_with(&line(i)) {
+        let result = ws.join("../result.json");
+        std::fs::write(
+            &result,
+            json!({"path": "log.txt", "bytes_appended": line(i).len()}).to_string(),
+        )
+        .expect("write result");
+        retrace(
+            store,
+            &[
+                "resolve",
+                run,
+                call_id,
+                "--skip-with",
+                result.to_str().expect("utf-8"),
+            ],
+        )
+    } else {
+        retrace(store, &["resolve", run, call_id, "--retry"])
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    let out = retrace(store, &["resume", run]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn submit(store: &Path, spec: &Path) -> String {
+    let out = retrace(
+        store,
+        &[
+            "run",
+            spec.to_str().expect("utf-8"),
+            "--input",
+            "append the lines",
+            "--detach",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8(out.stdout).expect("utf-8");
+    let id = id.trim();
+    assert_eq!(id.len(), 32, "--detach prints the run id alone: {id:?}");
+    id.to_owned()
+}
+
+/// What `log`, `show --json` and `diff` print for runs `a` and `b`.
+fn outputs(store: &Path, a: &str, b: &str) -> Vec<String> {
+    [
+        vec!["log", a],
+        vec!["show", b, "--json"],
+        vec!["diff", a, b],
+    ]
+    .iter()
+    .map(|args| text(&retrace(store, args)))
+    .collect()
+}
+
+/// Until every run has finished: approve the parked ones and settle calls in doubt, from
+/// the CLI. How many approvals and resolutions it took.
+fn settle_all(store: &Path, dir: &Path, ids: &[(String, usize)]) -> (usize, usize) {
+    let (mut approvals, mut resolutions) = (0, 0);
+    let began = Instant::now();
+    loop {
+        let now = runs(store);
+        let unfinished: Vec<&Value> = now.iter().filter(|r| status(r) != "finished").collect();
+        if unfinished.is_empty() {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_mins(3),
+            "runs still unfinished: {unfinished:?}"
+        );
+        for run in unfinished {
+            let id = run["run"].as_str().expect("run id");
+            let n = ids
+                .iter()
+                .find(|(r, _)| r == id)
+                .expect("a submitted run")
+                .1;
+            match status(run) {
+                "awaiting_approval" => {
+                    let out = retrace(store, &["approve", id, "--note", "fine"]);
+                    assert!(out.status.success(), "{}", text(&out));
+                    assert!(text(&out).contains("retrace serve continues it"));
+                    approvals += 1;
+                }
+                "outcome_unknown" => {
+                    let call = run["status"]["call_id"].as_str().expect("call id");
+                    let ws = dir.join("agents").join(n.to_string()).join("ws");
+                    resolve(store, &ws, id, call);
+                    resolutions += 1;
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (approvals, resolutions)
+}
+
+#[test]
+fn fifty_runs_with_approvals_finish_once_across_a_daemon_sigkill() {
+    const RUNS: usize = 50;
+    const STEPS: usize = 6;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let first = Daemon::start(&store, &[]);
+    // one in five asks a human before its last write
+    let mut ids = Vec::new();
+    for n in 0..RUNS {
+        let spec = agent(dir.path(), n, STEPS, 15, n % 5 == 0);
+        ids.push((submit(&store, &spec), n));
+    }
+    // the CLI reads the store through the daemon while it runs them
+    let listed = runs(&store);
+    assert_eq!(listed.len(), RUNS);
+    let out = retrace(&store, &["log", &ids[RUNS - 1].0]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("run_started"), "{}", text(&out));
+
+    // SIGKILL once a third has finished or parked
+    let began = Instant::now();
+    loop {
+        let settled = runs(&store)
+            .iter()
+            .filter(|r| matches!(status(r), "finished" | "awaiting_approval"))
+            .count();
+        if settled >= RUNS / 3 {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_mins(2), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(first);
+    assert!(
+        !store.join("serve.sock").exists()
+            || UnixStream::connect(store.join("serve.sock")).is_err(),
+        "the killed daemon no longer answers"
+    );
+
+    // a new daemon takes the unfinished runs up; the CLI approves the parked ones
+    let second = Daemon::start(&store, &[]);
+    let (approvals, resolutions) = settle_all(&store, dir.path(), &ids);
+    assert_eq!(approvals, RUNS / 5, "each parked run was approved once");
+    eprintln!("approved {approvals}, resolved {resolutions} calls in doubt after the kill");
+
+    // every run succeeded, its log verifies, and each effect happened exactly once
+    let expected: String = (0..STEPS).map(line).collect();
+    for (id, n) in &ids {
+        let ws = dir.path().join("agents").join(n.to_string()).join("ws");
+        let written = std::fs::read_to_string(ws.join("log.txt")).expect("log.txt");
+        assert_eq!(
+            written, expected,
+            "run {id} (agent {n}) appended exactly once each"
+        );
+        assert_eq!(ws.join("done.md").exists(), n % 5 == 0);
+        let out = retrace(&store, &["verify", id]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(
+        runs(&store)
+            .iter()
+            .all(|r| r["status"]["outcome"] == "succeeded")
+    );
+
+    // the same output through the daemon and from the files
+    let served = outputs(&store, &ids[0].0, &ids[1].0);
+    let (exit, took) = second.terminate();
+    assert!(exit.success(), "{exit:?}");
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
+    assert!(!store.join("serve.sock").exists(), "the socket is removed");
+    let direct = outputs(&store, &ids[0].0, &ids[1].0);
+    assert_eq!(served, direct);
+}
+
+#[test]
+fn sigterm_stops_drives_at_a_step_boundary_and_a_restart_finishes_them() {
+    const STEPS: usize = 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let daemon = Daemon::start(&store, &[]);
+    let ids: Vec<(String, usize)> = (0..4)
+        .map(|n| {
+            let spec = agent(dir.path(), n, STEPS, 150, false);
+            (submit(&store, &spec), n)
+        })
+        .collect();
+    // a few steps in, each run is mid-way: most likely waiting for its model
+    let began = Instant::now();
+    while runs(&store)
+        .iter()
+        .any(|r| r["totals"]["steps"].as_u64().unwrap_or(0) < 2)
+    {
+        assert!(began.elapsed() < Duration::from_mins(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (exit, took) = daemon.terminate();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM should stop drives at their next step, took {took:?}"
+    );
+    // the runs stopped unfinished and clean: nothing in doubt, every log verifies
+    for run in runs(&store) {
+        assert_eq!(status(&run), "running", "{run}");
+        let out = retrace(&store, &["verify", run["run"].as_str().expect("id")]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let daemon = Daemon::start(&store, &[]);
+    let began = Instant::now();
+    while runs(&store).iter().any(|r| status(r) != "finished") {
+        assert!(began.elapsed() < Duration::from_mins(2), "not finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected: String = (0..STEPS).map(line).collect();
+    for (id, n) in &ids {
+        let ws = dir.path().join("agents").join(n.to_string()).join("ws");
+        let written = std::fs::read_to_string(ws.join("log.txt")).expect("log.txt");
+        assert_eq!(written, expected, "run {id}");
+    }
+    drop(daemon);
+}
+
+/// A raw HTTP/1.1 request over the daemon's socket: the status and the JSON body.
+fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
+    let stream = UnixStream::connect(socket).expect("connect");
+    let headers: Vec<String> = content_type
+        .map(|ct| format!("Content-Type: {ct}"))
+        .into_iter()
+        .collect();
+    exchange(stream, method, path, &headers, body)
+}
+
+/// One request on `stream` (closed after the answer).
+fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: retrace\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("send");
+    // the daemon may answer (413) before taking a large body in
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status: u16 = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or("")
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Submissions the daemon refuses, each with a 4xx naming what is wrong.
+fn bad_submissions(socket: &Path, dir: &Path) {
+    let json = Some("application/json");
+    let (s, b) = http(socket, "POST", "/v1/runs", json, b"{\"input\": ");
+    assert_eq!((s, code(&b)), (400, "bad_request"), "{b}");
+    assert!(message(&b).contains("JSON"), "{b}");
+
+    let (s, b) = http(
+        socket,
+        "POST",
+        "/v1/runs",
+        json,
+        br#"{"input": "x", "bogus": 1}"#,
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(message(&b).contains("bogus"), "{b}");
+
+    let (s, b) = http(socket, "POST", "/v1/runs", json, br#"{"input": "x"}"#);
+    assert_eq!(s, 400, "{b}");
+    assert!(message(&b).contains("spec_path"), "{b}");
+
+    let missing = format!(
+        r#"{{"input": "x", "spec_path": "{}/nope.toml"}}"#,
+        dir.display()
+    );
+    let (s, b) = http(socket, "POST", "/v1/runs", json, missing.as_bytes());
+    assert_eq!(s, 400, "{b}");
+    assert!(message(&b).contains("nope.toml"), "{b}");
+}
+
+#[test]
+fn malformed_requests_get_clear_errors_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let daemon = Daemon::start(&store, &[]);
+    let spec = agent(dir.path(), 0, 1, 1, false);
+    let run = submit(&store, &spec);
+    let socket = &daemon.socket;
+    let json = Some("application/json");
+
+    bad_submissions(socket, dir.path());
+
+    let (s, b) = http(
+        socket,
+        "GET",
+        "/v1/runs/0123456789abcdef0123456789abcdef",
+        None,
+        b"",
+    );
+    assert_eq!((s, code(&b)), (404, "not_found"), "{b}");
+
+    let (s, b) = http(
+        socket,
+        "POST",
+        "/v1/runs/abc/approve",
+        Some("text/plain"),
+        b"{}",
+    );
+    assert_eq!(s, 415, "{b}");
+
+    let big = vec![b' '; 5 * 1024 * 1024];
+    let (s, b) = http(socket, "POST", "/v1/runs", json, &big);
+    assert_eq!((s, code(&b)), (413, "too_large"), "{b}");
+
+    let (s, b) = http(socket, "GET", "/v2/everything", None, b"");
+    assert_eq!((s, code(&b)), (404, "not_found"), "{b}");
+
+    let path = format!("/v1/runs/{run}/signal");
+    let (s, b) = http(socket, "POST", &path, json, br#"{"name": "Bad Name!"}"#);
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = http(
+        socket,
+        "POST",
+        &path,
+        json,
+        br#"{"name": "user_message", "payload": 3}"#,
+    );
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = http(socket, "POST", &path, json, br#"{"name": "spec"}"#);
+    assert_eq!(s, 400, "{b}");
+
+    let (s, b) = http(
+        socket,
+        "POST",
+        "/v1/store",
+        Some("application/octet-stream"),
+        b"\xff\xff\xff",
+    );
+    assert_eq!(s, 400, "{b}");
+
+    // once the run has finished, a signal to it is a conflict
+    let began = Instant::now();
+    while status(&runs(&store)[0]) != "finished" {
+        assert!(began.elapsed() < Duration::from_mins(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, b) = http(socket, "POST", &path, json, br#"{"name": "nudge"}"#);
+    assert_eq!((s, code(&b)), (409, "conflict"), "{b}");
+    let (s, b) = http(
+        socket,
+        "POST",
+        &format!("/v1/runs/{run}/approve"),
+        json,
+        b"{}",
+    );
+    assert_eq!((s, code(&b)), (409, "conflict"), "{b}");
+
+    // still serving, and nothing was written by the bad requests
+    let (s, b) = http(socket, "GET", "/v1/health", None, b"");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(runs(&store).len(), 1);
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_user_message_joins_a_running_run_and_a_cancel_ends_one_mid_model_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let _daemon = Daemon::start(&store, &[]);
+    let talker = submit(&store, &agent(dir.path(), 0, 4, 300, false));
+    let slow = submit(&store, &agent(dir.path(), 1, 3, 60_000, false));
+
+    let out = retrace(
+        &store,
+        &["signal", &talker, "--message", "please also say hello"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // a minute-long model call: the cancel interrupts it
+    let began = Instant::now();
+    let out = retrace(&store, &["cancel", &slow, "--reason", "taking too long"]);
+    assert!(out.status.success(), "{}", text(&out));
+    loop {
+        let shown = retrace(&store, &["show", &slow, "--json"]);
+        let shown: Value = serde_json::from_slice(&shown.stdout).expect("show --json");
+        if shown["state"]["status"]["status"] == "finished" {
+            assert_eq!(shown["state"]["status"]["outcome"], "cancelled");
+            let detail = serde_json::to_string(&shown["payloads"]).expect("json");
+            assert!(
+                detail.contains("cancelled by") && detail.contains("taking too long"),
+                "{detail}"
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the cancel was not acted on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(began.elapsed() < Duration::from_secs(30));
+
+    let began = Instant::now();
+    while runs(&store)
+        .iter()
+        .any(|r| r["run"] == talker.as_str() && status(r) != "finished")
+    {
+        assert!(began.elapsed() < Duration::from_mins(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shown = text(&retrace(&store, &["show", &talker]));
+    assert!(shown.contains("succeeded"), "{shown}");
+    assert!(
+        shown.contains("user      please also say hello"),
+        "the message is in the conversation: {shown}"
+    );
+    let out = retrace(&store, &["log", &talker]);
+    let log = text(&out);
+    assert!(log.contains("signal_received"), "{log}");
+}
+
+#[test]
+fn the_loopback_listener_wants_its_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let daemon = Daemon::start(&store, &["--http", "127.0.0.1:0"]);
+    let line = daemon
+        .stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the loopback address");
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let token = std::fs::read_to_string(store.join("serve.token")).expect("serve.token");
+    assert_eq!(token.len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(store.join("serve.token"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner reads the token");
+    }
+    let tcp = || std::net::TcpStream::connect(addr).expect("connect");
+    let (s, b) = exchange(tcp(), "GET", "/v1/runs", &[], b"");
+    assert_eq!((s, code(&b)), (401, "unauthorized"), "{b}");
+    let wrong = vec!["Authorization: Bearer 0000".to_owned()];
+    let (s, _) = exchange(tcp(), "GET", "/v1/runs", &wrong, b"");
+    assert_eq!(s, 401);
+    let right = vec![format!("Authorization: Bearer {token}")];
+    let (s, b) = exchange(tcp(), "GET", "/v1/health", &right, b"");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["store"], store.display().to_string());
+
+    // anything but loopback is refused
+    let (exit, _) = daemon.terminate();
+    assert!(exit.success());
+    let out = retrace(&store, &["serve", "--http", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("only loopback"), "{}", text(&out));
+}
