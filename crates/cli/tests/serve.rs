@@ -19,6 +19,8 @@ struct Daemon {
     child: Child,
     socket: PathBuf,
     stdout: std::sync::mpsc::Receiver<String>,
+    /// Unfinished runs it took up on start, as it said.
+    taken_up: usize,
 }
 
 impl Daemon {
@@ -40,10 +42,11 @@ impl Daemon {
             }
         });
         let socket = store.join("serve.sock");
-        let daemon = Self {
+        let mut daemon = Self {
             child,
             socket,
             stdout,
+            taken_up: 0,
         };
         let began = Instant::now();
         loop {
@@ -51,6 +54,14 @@ impl Daemon {
                 .stdout
                 .recv_timeout(Duration::from_mins(1))
                 .expect("retrace serve says where it listens");
+            if let Some(n) = line
+                .split(" workers, ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+            {
+                daemon.taken_up = n;
+            }
             if line.starts_with("listening on") {
                 break;
             }
@@ -265,7 +276,7 @@ fn fifty_runs_with_approvals_finish_once_across_a_daemon_sigkill() {
     // one in five asks a human before its last write
     let mut ids = Vec::new();
     for n in 0..RUNS {
-        let spec = agent(dir.path(), n, STEPS, 15, n % 5 == 0);
+        let spec = agent(dir.path(), n, STEPS, 150, n % 5 == 0);
         ids.push((submit(&store, &spec), n));
     }
     // the CLI reads the store through the daemon while it runs them
@@ -297,6 +308,11 @@ fn fifty_runs_with_approvals_finish_once_across_a_daemon_sigkill() {
 
     // a new daemon takes the unfinished runs up; the CLI approves the parked ones
     let second = Daemon::start(&store, &[]);
+    assert!(
+        second.taken_up > 0,
+        "the kill left unfinished runs for the new daemon to take up"
+    );
+    eprintln!("the new daemon took up {} unfinished runs", second.taken_up);
     let (approvals, resolutions) = settle_all(&store, dir.path(), &ids);
     assert_eq!(approvals, RUNS / 5, "each parked run was approved once");
     eprintln!("approved {approvals}, resolved {resolutions} calls in doubt after the kill");
@@ -364,6 +380,7 @@ fn sigterm_stops_drives_at_a_step_boundary_and_a_restart_finishes_them() {
         assert!(out.status.success(), "{}", text(&out));
     }
     let daemon = Daemon::start(&store, &[]);
+    assert_eq!(daemon.taken_up, ids.len(), "every stopped run is taken up");
     let began = Instant::now();
     while runs(&store).iter().any(|r| status(r) != "finished") {
         assert!(began.elapsed() < Duration::from_mins(2), "not finished");

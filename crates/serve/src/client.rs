@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use retrace_events::{BlobId, Event, EventId, Head, RunId, decode_event, encode_event};
+use retrace_events::{BlobId, Event, EventId, Head, RunId};
 use retrace_store::{
     Appended, NewRun, RunInfo, Store, StoreStats, StoredEvent, Subscription, Watchers,
 };
@@ -408,11 +408,27 @@ fn parse_item(event: &str, data: &str) -> Result<Option<StreamItem>, String> {
 
 /// The [`Store`] trait through a daemon's API: every primitive is one request; a
 /// subscription is the run's event stream.
+///
+/// Blobs are buffered: `put_blob` returns the id at once and the bytes go with the next
+/// other call (or once 4 MiB wait), as the trait allows — a blob is durable once a later
+/// append or flush returns. A run's events and their blobs then cost one round trip each
+/// way, not one per blob.
 #[derive(Debug, Clone)]
 pub struct RemoteStore {
     client: Client,
     watchers: Arc<Watchers>,
+    buffered: Arc<std::sync::Mutex<Buffered>>,
 }
+
+/// Blobs not yet sent.
+#[derive(Debug, Default)]
+struct Buffered {
+    blobs: Vec<(BlobId, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// Buffered blob bytes that make `put_blob` send them at once.
+const BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 impl RemoteStore {
     /// The store behind `client`'s daemon.
@@ -420,6 +436,7 @@ impl RemoteStore {
         Self {
             client,
             watchers: Arc::default(),
+            buffered: Arc::default(),
         }
     }
 
@@ -429,7 +446,28 @@ impl RemoteStore {
     }
 
     fn call(&self, call: &Call) -> retrace_store::Result<Reply> {
+        self.send_buffered()?;
         self.client.store(call)
+    }
+
+    /// Send the buffered blobs (in one call).
+    fn send_buffered(&self) -> retrace_store::Result<()> {
+        let blobs = {
+            let mut buffered = self
+                .buffered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            buffered.bytes = 0;
+            std::mem::take(&mut buffered.blobs)
+        };
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let bytes = blobs.into_iter().map(|(_, bytes)| bytes).collect();
+        match self.client.store(&Call::PutBlobs(bytes))? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 
@@ -492,7 +530,7 @@ impl Store for RemoteStore {
         match self.call(&Call::Append {
             run: *run,
             expected,
-            events: events.iter().map(encode_event).collect(),
+            events: events.to_vec(),
         })? {
             Reply::Head(head) => Ok(head),
             other => Err(unexpected(&other)),
@@ -518,13 +556,34 @@ impl Store for RemoteStore {
     }
 
     fn put_blob(&self, bytes: &[u8]) -> retrace_store::Result<BlobId> {
-        match self.call(&Call::PutBlob(bytes.to_vec()))? {
-            Reply::Blob(id) => Ok(id),
-            other => Err(unexpected(&other)),
+        let id = BlobId::of(bytes);
+        let full = {
+            let mut buffered = self
+                .buffered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            buffered.bytes += bytes.len();
+            buffered.blobs.push((id, bytes.to_vec()));
+            buffered.bytes >= BUFFER_BYTES
+        };
+        if full {
+            self.send_buffered()?;
         }
+        Ok(id)
     }
 
     fn blob(&self, id: &BlobId) -> retrace_store::Result<Option<Vec<u8>>> {
+        let waiting = self
+            .buffered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .blobs
+            .iter()
+            .find(|(b, _)| b == id)
+            .map(|(_, bytes)| bytes.clone());
+        if let Some(bytes) = waiting {
+            return Ok(Some(bytes));
+        }
         match self.call(&Call::Blob(*id))? {
             Reply::Bytes(bytes) => Ok(bytes),
             other => Err(unexpected(&other)),
@@ -563,13 +622,11 @@ impl Store for RemoteStore {
                 for item in stream {
                     match item {
                         Ok(StreamItem::Event(view)) => {
-                            let decoded = decode_event(&encode_event(&view.event));
-                            if let Ok(event) = decoded {
-                                watchers.publish(Appended {
-                                    run,
-                                    events: vec![(view.id, event)],
-                                });
-                            }
+                            let EventView { id, event, .. } = *view;
+                            watchers.publish(Appended {
+                                run,
+                                events: vec![(id, event)],
+                            });
                         }
                         Ok(StreamItem::Idle(_)) => {}
                         Ok(StreamItem::End(_)) | Err(_) => break,

@@ -663,11 +663,6 @@ fn execute(d: &Daemon, call: Call) -> Result<Reply, WireError> {
             expected,
             events,
         } => {
-            let events = events
-                .iter()
-                .map(|bytes| retrace_events::decode_event(bytes))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| WireError::Other(format!("an appended event does not decode: {e}")))?;
             let head = d
                 .scheduler
                 .with_idle(&run, || store.append(&run, expected, &events))
@@ -686,6 +681,12 @@ fn execute(d: &Daemon, call: Call) -> Result<Reply, WireError> {
                 .collect(),
         ),
         Call::PutBlob(bytes) => Reply::Blob(store.put_blob(&bytes)?),
+        Call::PutBlobs(blobs) => {
+            for bytes in blobs {
+                store.put_blob(&bytes)?;
+            }
+            Reply::Done
+        }
         Call::Blob(id) => Reply::Bytes(store.blob(&id)?),
         Call::PutSnapshot { at, bytes } => {
             store.put_snapshot(&at, &bytes)?;

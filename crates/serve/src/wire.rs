@@ -1,11 +1,11 @@
 //! The store over the API: one `POST /v1/store` route taking a bincode [`Call`] and
 //! answering a bincode `Result<Reply, WireError>`, so a process that does not hold the store
 //! reads and writes it through the daemon with the same [`Store`] trait
-//! ([`RemoteStore`](crate::RemoteStore)). Events travel as their canonical bytes.
+//! ([`RemoteStore`](crate::RemoteStore)). Events travel in the canonical bincode encoding.
 
 use std::collections::BTreeMap;
 
-use retrace_events::{BlobId, EventId, Head, RunId, Timestamp};
+use retrace_events::{BlobId, Event, EventId, Head, RunId, Timestamp};
 use retrace_store::{Error, ForkOrigin, NewRun, RunInfo, StoreStats};
 
 /// Largest body the store route takes (a blob is at most this big through the daemon).
@@ -28,11 +28,10 @@ pub enum Call {
         key: String,
         value: Option<String>,
     },
-    /// Events as canonical bytes.
     Append {
         run: RunId,
         expected: Option<EventId>,
-        events: Vec<Vec<u8>>,
+        events: Vec<Event>,
     },
     OwnEvents {
         run: RunId,
@@ -40,6 +39,8 @@ pub enum Call {
         to: u64,
     },
     PutBlob(Vec<u8>),
+    /// Blobs a client buffered (see [`RemoteStore`](crate::RemoteStore)).
+    PutBlobs(Vec<Vec<u8>>),
     Blob(BlobId),
     PutSnapshot {
         at: EventId,
@@ -135,7 +136,7 @@ impl From<WireError> for Error {
                 Self::BadForkOrigin { run, seq, reason }
             }
             WireError::Corrupt(what) => Self::Corrupt { what },
-            WireError::Other(message) => Self::backend("a call to retrace serve", message),
+            WireError::Other(message) => Self::Remote { message },
         }
     }
 }

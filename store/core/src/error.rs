@@ -96,6 +96,12 @@ pub enum Error {
         /// Where the store is.
         path: String,
     },
+    /// The daemon holding the store (`retrace serve`) refused or failed a call; its message.
+    #[error("{message} (from retrace serve, which holds the store)")]
+    Remote {
+        /// What it said.
+        message: String,
+    },
     /// The storage engine failed (IO error, disk full, ...). The engine's message is the
     /// error's source (printed after this one by error reporters).
     #[error("storage backend failed during {op}")]
