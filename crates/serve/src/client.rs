@@ -60,6 +60,11 @@ pub enum Error {
     },
 }
 
+/// How long a call may take (the slowest: a submit that discovers MCP catalogs).
+const CALL_TIMEOUT: Duration = Duration::from_mins(2);
+/// How long the daemon may take to say it is there.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The client's runtime; shut down without blocking, so a client may be dropped anywhere.
 #[derive(Debug)]
 struct Rt(Option<tokio::runtime::Runtime>);
@@ -211,7 +216,13 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, Error> {
-        let mut req = self.request(method, path);
+        // a daemon that hangs is an error, not a hang of every command
+        let wait = if path == "/v1/health" {
+            HEALTH_TIMEOUT
+        } else {
+            CALL_TIMEOUT
+        };
+        let mut req = self.request(method, path).timeout(wait);
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -352,6 +363,7 @@ impl Client {
             .map_err(|e| retrace_store::Error::backend("encoding a store call", e))?;
         let req = self
             .request(reqwest::Method::POST, "/v1/store")
+            .timeout(CALL_TIMEOUT)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
         let at = self.inner.at.clone();

@@ -277,11 +277,24 @@ impl Scheduler {
             go_on &= !self.stopping.is_cancelled()
                 && (slot.again.swap(false, Ordering::SeqCst) || slot.inbox.has_letters());
             if !go_on {
+                // letters no drive will append (it failed, or the daemon stops): record
+                // them now, while the slot still keeps other writers out
+                self.record_left_over(run, &slot.inbox);
                 slots.remove(&run);
                 break;
             }
         }
         let _ = self.stops.send(run);
+    }
+
+    fn record_left_over(&self, run: RunId, inbox: &Inbox) {
+        for letter in inbox.take() {
+            if let EventKind::SignalReceived { name, payload } = letter
+                && let Err(e) = append_signal(self.store.as_ref(), run, &name, payload)
+            {
+                tracing::warn!(run = %run.short(), signal = %name, error = %e, "signal not recorded");
+            }
+        }
     }
 
     async fn drive_once(&self, run: RunId, inbox: &Inbox) -> Result<Stop, String> {

@@ -99,7 +99,9 @@ fn follow(client: &Client, run: RunId, from: u64, prefix: bool) -> anyhow::Resul
         }
         return Ok(report(&view, &stop_of(&view), true));
     }
-    bail!("retrace serve closed the event stream of run {run} before it stopped")
+    bail!(
+        "retrace serve stopped before run {run} did; the run continues from its log when the daemon starts again (or with `retrace resume {short}` without it)"
+    )
 }
 
 /// How a drive stopped, as its view tells.
