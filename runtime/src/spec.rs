@@ -205,6 +205,30 @@ pub struct Error {
     pub message: String,
 }
 
+impl Error {
+    /// The problem `message` at byte range `span` of `text`, the contents of `file` (line 1,
+    /// column 1 when no span is known). Every TOML file retrace reads reports this way.
+    pub fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: String) -> Self {
+        let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
+        Self {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// `file` (a `what`: "spec", "suite", "tool manifest") could not be read.
+    pub fn unreadable(file: &Path, what: &str, e: &std::io::Error) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the {what}: {e}"),
+        }
+    }
+}
+
 // The file as written: spans kept for error messages, unknown keys refused.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,26 +279,14 @@ struct RawRule {
 impl Spec {
     /// Read and check the spec at `path`.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the spec: {e}"),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::unreadable(path, "spec", &e))?;
         Self::parse(path, &text)
     }
 
     /// Check `text` as the spec file `path` (which anchors relative paths and names errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
-        let at = |span: Option<Range<usize>>, message: String| {
-            let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
-            Error {
-                file: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        };
+        let at = |span: Option<Range<usize>>, message: String| Error::at(path, text, span, message);
         let raw: RawSpec =
             toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
         let base = path

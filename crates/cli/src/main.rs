@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `retrace runs | head`: a closed pipe ends the process quietly, as for any Unix tool,
+    // instead of a panic on the next print
+    sigpipe::reset();
     // Diagnostics go to stderr, filtered by RUST_LOG (default: warnings only).
     tracing_subscriber::fmt()
         .with_env_filter(

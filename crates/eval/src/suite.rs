@@ -255,26 +255,14 @@ struct RawCase {
 impl Suite {
     /// Read and check the suite at `path`.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the suite: {e}"),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::unreadable(path, "suite", &e))?;
         Self::parse(path, &text)
     }
 
     /// Check `text` as the suite file `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
-        let at = |span: Option<Range<usize>>, message: String| {
-            let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
-            Error {
-                file: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        };
+        let at = |span: Option<Range<usize>>, message: String| Error::at(path, text, span, message);
         let raw: RawSuite =
             toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
         let base = path

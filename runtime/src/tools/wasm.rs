@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{OnError, Output, Tier, ToolError, Workspace, cut};
-use crate::spec::{self, line_col};
+use crate::spec;
 
 /// A WASM tool as declared, resolved and checked: what a run records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,17 +140,10 @@ fn empty_object() -> Value {
 impl Manifest {
     /// Read and check the manifest at `path`: errors name the file, line and column.
     pub fn load(path: &Path) -> Result<Self, spec::Error> {
-        let fail = |line, column, message: String| spec::Error {
-            file: path.to_path_buf(),
-            line,
-            column,
-            message,
-        };
         let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(0, 0, format!("cannot read the tool manifest: {e}")))?;
+            .map_err(|e| spec::Error::unreadable(path, "tool manifest", &e))?;
         let at = |span: Option<std::ops::Range<usize>>, message: String| {
-            let (line, column) = span.map_or((1, 1), |s| line_col(&text, s.start));
-            fail(line, column, message)
+            spec::Error::at(path, &text, span, message)
         };
         let raw: RawManifest =
             toml::from_str(&text).map_err(|e| at(e.span(), e.message().to_owned()))?;
