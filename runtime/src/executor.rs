@@ -420,23 +420,22 @@ impl<'a> Runner<'a> {
         outcome: Outcome,
         reason: &str,
     ) -> Result<BlobId, Error> {
+        if let (Outcome::Cancelled, Some(cancel)) = (outcome, state.cancel_requested) {
+            let cancel: Value = self.blob_json(run, &cancel)?;
+            let by = cancel
+                .get("by")
+                .and_then(Value::as_str)
+                .unwrap_or("someone");
+            let reason = match cancel.get("reason").and_then(Value::as_str) {
+                Some(why) => format!("cancelled by {by}: {why}"),
+                None => format!("cancelled by {by}"),
+            };
+            return self.put_json(&json!({"reason": reason, "cancel": cancel}));
+        }
         match (outcome, state.conversation.back()) {
             (Outcome::Succeeded, Some(last)) if last.role == Role::Assistant => {
                 let reply: ModelReply = self.blob_json(run, &last.content)?;
                 self.put_json(&json!({"output": reply.text}))
-            }
-            (Outcome::Cancelled, _) if state.cancel_requested.is_some() => {
-                let cancel = state.cancel_requested.unwrap_or(BlobId::of(b""));
-                let cancel: Value = self.blob_json(run, &cancel)?;
-                let by = cancel
-                    .get("by")
-                    .and_then(Value::as_str)
-                    .unwrap_or("someone");
-                let reason = match cancel.get("reason").and_then(Value::as_str) {
-                    Some(why) => format!("cancelled by {by}: {why}"),
-                    None => format!("cancelled by {by}"),
-                };
-                self.put_json(&json!({"reason": reason, "cancel": cancel}))
             }
             _ => match state.last_model_error {
                 Some(error) if outcome == Outcome::Failed => {

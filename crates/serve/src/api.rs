@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use retrace_events::{Event, EventId};
+use retrace_events::{Event, EventId, Outcome};
 use retrace_replay::{SnapshotPolicy, State, describe, state_at_head};
 use retrace_store::{RunInfo, Store};
 use serde::{Deserialize, Serialize};
@@ -145,7 +145,9 @@ pub struct RunView {
     pub finished: bool,
     /// `succeeded`, `failed` or `cancelled` once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Whether it waits for a human: an approval, or a call whose outcome is unknown.
+    pub parked: bool,
     /// Calls awaiting approval.
     pub awaiting_approval: Vec<String>,
     /// Whether the daemon is driving it (or it waits for a worker).
@@ -182,14 +184,14 @@ impl RunView {
     /// The view of `info` whose state at head is `state`.
     pub fn from_state(info: &RunInfo, state: &State) -> Self {
         let outcome = match &state.status {
-            retrace_replay::Status::Finished { outcome, .. } => Some(
-                serde_json::to_value(outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-            ),
+            retrace_replay::Status::Finished { outcome, .. } => Some(*outcome),
             _ => None,
         };
+        let parked = matches!(
+            state.status,
+            retrace_replay::Status::AwaitingApproval { .. }
+                | retrace_replay::Status::OutcomeUnknown { .. }
+        );
         let t = &state.totals;
         Self {
             id: info.id.to_string(),
@@ -197,6 +199,7 @@ impl RunView {
             status: describe::status(&state.status),
             finished: state.is_finished(),
             outcome,
+            parked,
             awaiting_approval: state.approvals_pending.keys().cloned().collect(),
             active: false,
             drive_error: None,

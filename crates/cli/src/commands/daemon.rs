@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use retrace_events::{Outcome, RunId};
+use retrace_events::RunId;
 use retrace_runtime::executor::Stop;
 use retrace_runtime::spec::Spec;
 use retrace_serve::Client;
@@ -106,13 +106,9 @@ fn follow(client: &Client, run: RunId, from: u64, prefix: bool) -> anyhow::Resul
 
 /// How a drive stopped, as its view tells.
 fn stop_of(view: &RunView) -> Stop {
-    match view.outcome.as_deref() {
-        Some("succeeded") => Stop::Finished(Outcome::Succeeded),
-        Some("cancelled") => Stop::Finished(Outcome::Cancelled),
-        Some(_) => Stop::Finished(Outcome::Failed),
-        None if view.awaiting_approval.is_empty() && !view.status.contains("unknown") => {
-            Stop::Interrupted
-        }
-        None => Stop::Parked(view.status.clone()),
+    match view.outcome {
+        Some(outcome) => Stop::Finished(outcome),
+        None if view.parked => Stop::Parked(view.status.clone()),
+        None => Stop::Interrupted,
     }
 }
