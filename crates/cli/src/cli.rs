@@ -122,7 +122,7 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// List every tool an agent would see (built-in and WASM) with its tier, what the
+    /// List every tool an agent would see (built-in, WASM and MCP) with its tier, what the
     /// policy does with a call, where it comes from and its argument schema.
     Tools {
         /// The agent spec (TOML).
