@@ -32,7 +32,17 @@ pub trait HexId: Copy + Ord + fmt::Display {
 /// Why an id could not be parsed or a prefix not resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    /// Not hex, or the wrong length for a full id.
+    /// Not made of hex digits (or empty): neither an id nor a prefix of one.
+    #[error(
+        "`{text}` is not a valid {noun} id or prefix: {noun} ids are hex digits (0-9, a-f), e.g. as `retrace runs` prints them"
+    )]
+    NotHex {
+        /// What kind of id was expected.
+        noun: &'static str,
+        /// The offending text.
+        text: String,
+    },
+    /// Hex, but the wrong length for a full id.
     #[error("`{text}` is not a valid {noun} id: expected {expected} hex digits")]
     Malformed {
         /// What kind of id was expected.
@@ -67,11 +77,10 @@ pub fn resolve_prefix<I: HexId>(
     prefix: &str,
     candidates: impl IntoIterator<Item = I>,
 ) -> Result<I, IdError> {
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(IdError::Malformed {
+    if !is_hex(prefix) {
+        return Err(IdError::NotHex {
             noun: I::NOUN,
             text: prefix.to_owned(),
-            expected: 0,
         });
     }
     let mut matches: Vec<I> = candidates
@@ -99,6 +108,11 @@ pub fn resolve_prefix<I: HexId>(
             })
         }
     }
+}
+
+/// Whether `text` is one or more hex digits.
+fn is_hex(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Smallest number of hex digits (at least [`SHORT_HEX_LEN`], capped at the full length)
@@ -181,6 +195,12 @@ macro_rules! define_id {
         impl FromStr for $name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
+                if !is_hex(s) {
+                    return Err(IdError::NotHex {
+                        noun: $noun,
+                        text: s.to_owned(),
+                    });
+                }
                 let malformed = || IdError::Malformed {
                     noun: $noun,
                     text: s.to_owned(),
@@ -256,9 +276,12 @@ mod tests {
         assert_eq!(id.to_string().parse::<BlobId>().unwrap(), id);
         assert!(matches!(
             "zz".parse::<BlobId>(),
+            Err(IdError::NotHex { .. })
+        ));
+        assert!(matches!(
+            "abcd".parse::<BlobId>(),
             Err(IdError::Malformed { expected: 64, .. })
         ));
-        assert!("abcd".parse::<BlobId>().is_err());
     }
 
     #[test]
@@ -282,9 +305,15 @@ mod tests {
             resolve_prefix("ff", ids),
             Err(IdError::NotFound { .. })
         ));
+        // not hex: said plainly, never "expected 0 hex digits"
+        let msg = resolve_prefix("zzzz", ids).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "`zzzz` is not a valid run id or prefix: run ids are hex digits (0-9, a-f), e.g. as `retrace runs` prints them"
+        );
         assert!(matches!(
-            resolve_prefix("x", ids),
-            Err(IdError::Malformed { .. })
+            resolve_prefix("", ids),
+            Err(IdError::NotHex { .. })
         ));
         let msg = resolve_prefix("a", ids).unwrap_err().to_string();
         assert!(msg.contains("ambiguous") && msg.contains("ab000"), "{msg}");
