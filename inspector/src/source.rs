@@ -8,7 +8,7 @@ use std::sync::Arc;
 use retrace_events::{Decision, EventKind, RunId, Timestamp};
 use retrace_replay::{
     ChangeKind, ForkAt, SnapshotPolicy, State, compare_runs, decide_approval, describe,
-    diff_states, edited_kind, fork, state_at, state_at_head,
+    diff_states, fork, state_at, state_at_head,
 };
 use retrace_store::{MAX_RANGE, Store};
 use serde_json::Value;
@@ -520,15 +520,7 @@ fn fork_at(
         Some(text) => {
             let value: Value = serde_json::from_str(text)
                 .map_err(|e| format!("the edit is not valid JSON: {e}"))?;
-            let (_, original) = store
-                .event_at(&run, seq)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("run {run} has no seq {seq}"))?;
-            ForkAt::Replace {
-                seq,
-                kind: edited_kind(store, original.kind, &value, "inspector")
-                    .map_err(|e| e.to_string())?,
-            }
+            ForkAt::edit(store, &run, seq, &value, "inspector").map_err(|e| e.to_string())?
         }
     };
     fork(store, &run, at, host.new_run_id(), host.now())

@@ -370,6 +370,84 @@ fn fork_with_an_edit_from_the_ui_diverges_at_the_edit_and_the_diff_shows_only_th
 }
 
 #[test]
+fn a_reply_edited_in_the_ui_to_call_a_tool_is_followed_by_that_call_when_the_fork_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = recorded_run(dir.path());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    // the final answer: the last model reply
+    let k = (0..store.require_run(&run).unwrap().len())
+        .rev()
+        .find(|&s| {
+            matches!(
+                store.event_at(&run, s).unwrap().unwrap().1.kind,
+                EventKind::ModelResponded { .. }
+            )
+        })
+        .unwrap();
+    let host = Arc::new(TestHost::default());
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Target {
+            run: Some(run),
+            seq: Some(k),
+        },
+    );
+    harness.get_by_label("edit and fork").click();
+    settle(&mut harness);
+    let editor = harness.get_by_label("edited content (JSON)");
+    editor.focus();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness.get_by_label("edited content (JSON)").type_text(
+        r#"{"text": "One more look.", "tool_calls": [{"id": "c9", "name": "fs.read", "arguments": {"path": "README.md"}}]}"#,
+    );
+    settle(&mut harness);
+    harness.get_by_label("fork with edit").click();
+    settle(&mut harness);
+    let (fork, at) = harness.state().position().unwrap();
+    assert_ne!(fork, run);
+    assert_eq!(at, k);
+    assert_eq!(host.resumed.lock().unwrap().as_slice(), &[fork]);
+    drop(harness);
+
+    // the host continues the fork (as the binary does); the model has one more reply
+    let agent_dir = dir.path().join("agent");
+    let mut cassette: serde_json::Value = serde_json::from_str(CASSETTE).unwrap();
+    cassette["replies"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"text": "Done, after a second look."}));
+    std::fs::write(agent_dir.join("cassette.json"), cassette.to_string()).unwrap();
+    let stop = drive(store.as_ref(), &agent_dir, fork, false);
+    assert_eq!(
+        stop,
+        Stop::Finished(retrace_events::Outcome::Succeeded),
+        "{stop:?}"
+    );
+    let kinds: Vec<EventKind> = store
+        .events(&fork, k + 1..=k + 3)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.kind)
+        .collect();
+    let [
+        EventKind::ToolCallsProposed { calls, .. },
+        EventKind::ToolRequested { call_id, tool, .. },
+        EventKind::ToolReturned {
+            call_id: answered,
+            is_error: false,
+            ..
+        },
+    ] = kinds.as_slice()
+    else {
+        panic!("the edited reply's call was not proposed and run: {kinds:?}");
+    };
+    assert_eq!((calls.len(), calls[0].tool.as_str()), (1, "fs.read"));
+    assert_eq!((call_id.as_str(), tool.as_str()), ("c9", "fs.read"));
+    assert_eq!(answered, "c9");
+}
+
+#[test]
 fn approving_from_the_ui_appends_the_decision_and_the_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let run = RunId::from_bytes([8; 16]);

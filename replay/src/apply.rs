@@ -319,6 +319,7 @@ fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     requested_seq: seq,
                     decision: None,
                     by: None,
+                    note: None,
                 },
             );
             state.status = Status::AwaitingApproval {
@@ -329,7 +330,7 @@ fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             call_id,
             decision,
             by,
-            ..
+            note,
         } => {
             if matches!(&state.status, Status::OutcomeUnknown { call_id: c } if c == call_id) {
                 // Resolving an unknown outcome: approved means "run it again".
@@ -351,6 +352,7 @@ fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             };
             approval.decision = Some(*decision);
             approval.by = Some(by.clone());
+            approval.note = *note;
             if *decision == Decision::Denied {
                 state.denials += 1;
             }

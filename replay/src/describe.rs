@@ -28,6 +28,20 @@ pub fn status(status: &Status) -> String {
     }
 }
 
+/// Where a run stands, for a person deciding what to do about it: `running` (`driven`: a
+/// process or `retrace serve` works on it now), `parked: approval of C` or `parked: outcome
+/// of C unknown` (a human must act), `needs resume` (unfinished, and nobody drives it: a
+/// fresh fork, an approval given without a resume, a stopped process), or how it finished.
+pub fn standing(status: &Status, driven: bool) -> String {
+    match status {
+        Status::Running if driven => "running".to_owned(),
+        Status::Running => "needs resume".to_owned(),
+        Status::AwaitingApproval { call_id } => format!("parked: approval of {call_id}"),
+        Status::OutcomeUnknown { call_id } => format!("parked: outcome of {call_id} unknown"),
+        Status::NotStarted | Status::Finished { .. } => self::status(status),
+    }
+}
+
 /// Millionths of a dollar as `$D.DDDDDD` (integer arithmetic: exact).
 pub fn usd(micro: u64) -> String {
     format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000)

@@ -2,6 +2,7 @@
 //! edited event. Constant work in the prefix length: the prefix is shared, not copied, and
 //! the edit is checked against the state at k − 1 (a snapshot plus a short tail).
 
+use retrace_events::reply::ModelReply;
 use retrace_events::{Decision, Event, EventKind, Head, RunId, Timestamp, canonical_json};
 use retrace_store::{ForkOrigin, NewRun, RunInfo, Store};
 use serde_json::Value;
@@ -13,10 +14,13 @@ use crate::snapshot::{SnapshotPolicy, state_at};
 /// Where and how to fork.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ForkAt {
-    /// Share events `0..=seq` and continue from there.
+    /// Share events `0..=seq` and continue from there (a reply at `seq` keeps the calls it
+    /// proposed: its `tool_calls_proposed` is shared too).
     After(u64),
     /// Share events `0..seq` and put `kind` at `seq` instead of the original. Only a model
-    /// reply, a tool result or an approval decision can be edited, into the same kind.
+    /// reply, a tool result or an approval decision can be edited, into the same kind. An
+    /// edited reply's calls are proposed right after it (`tool_calls_proposed` at `seq + 1`),
+    /// so the fork continues as a run that had received that reply.
     Replace {
         /// The event replaced.
         seq: u64,
@@ -58,12 +62,16 @@ pub enum ForkError {
 }
 
 /// `original` with its content replaced by `value` (blobs stored as needed), for a
-/// [`ForkAt::Replace`]:
-/// - a model reply (`model_responded`): `value` is the new reply;
-/// - a tool result (`tool_returned`): `value` is the new output (`"is_error": true` in it
-///   marks an error);
-/// - an approval decision (`approval_decided`): `{"decision": "approved"|"denied", "note": …}`,
-///   recorded as decided `by`.
+/// [`ForkAt::Replace`]. `value` is checked against the kind's shape before anything is
+/// stored; unknown fields are refused:
+/// - a model reply (`model_responded`): `value` is the new reply,
+///   `{"text": "…", "tool_calls": [{"id", "name", "arguments": {…}}], "stop_reason": …}`
+///   (see [`ModelReply::from_edit`]); it is stored as a recorded reply is, and its calls
+///   are proposed by the fork exactly as a recorded reply's are;
+/// - a tool result (`tool_returned`): `value` is the new output, any JSON a tool could
+///   return (`"is_error": true` in an object marks an error; `is_error` must be a boolean);
+/// - an approval decision (`approval_decided`): `{"decision": "approved"|"denied",
+///   "note": "…"}` (`note` optional, a string), recorded as decided `by`.
 pub fn edited_kind(
     store: &(impl Store + ?Sized),
     original: EventKind,
@@ -73,41 +81,52 @@ pub fn edited_kind(
     Ok(match original {
         EventKind::ModelResponded {
             request_seq, usage, ..
-        } => EventKind::ModelResponded {
-            request_seq,
-            response: store.put_blob(&canonical_json(value))?,
-            usage,
-        },
+        } => {
+            let reply =
+                ModelReply::from_edit(value).map_err(|e| ForkError::BadContent(e.to_string()))?;
+            let reply = serde_json::to_value(&reply)
+                .map_err(|e| ForkError::BadContent(format!("the reply does not serialise: {e}")))?;
+            EventKind::ModelResponded {
+                request_seq,
+                response: store.put_blob(&canonical_json(&reply))?,
+                usage,
+            }
+        }
         EventKind::ToolReturned {
             call_id,
             duration_ms,
             ..
-        } => EventKind::ToolReturned {
-            is_error: value
-                .get("is_error")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            output: store.put_blob(&canonical_json(value))?,
-            call_id,
-            duration_ms,
-        },
-        EventKind::ApprovalDecided { call_id, .. } => {
-            let decision = match value.get("decision").and_then(Value::as_str) {
-                Some("approved") => Decision::Approved,
-                Some("denied") => Decision::Denied,
-                other => {
+        } => {
+            let is_error = match value.get("is_error") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
                     return Err(ForkError::BadContent(format!(
-                        "`decision` must be \"approved\" or \"denied\", found {other:?}"
+                        "a tool result's `is_error` must be true or false, found {other}"
                     )));
                 }
             };
-            let note = match value.get("note") {
-                Some(note) => Some(store.put_blob(&canonical_json(note))?),
+            EventKind::ToolReturned {
+                is_error,
+                output: store.put_blob(&canonical_json(value))?,
+                call_id,
+                duration_ms,
+            }
+        }
+        EventKind::ApprovalDecided { call_id, .. } => {
+            let edit: DecisionEdit = serde_json::from_value(value.clone()).map_err(|e| {
+                ForkError::BadContent(format!(
+                    "not an approval decision: {e}; a decision is \
+                     {{\"decision\": \"approved\"|\"denied\", \"note\": \"…\"}} (note optional)"
+                ))
+            })?;
+            let note = match &edit.note {
+                Some(note) => Some(store.put_blob(&canonical_json(&Value::String(note.clone())))?),
                 None => None,
             };
             EventKind::ApprovalDecided {
                 call_id,
-                decision,
+                decision: edit.decision,
                 by: by.to_owned(),
                 note,
             }
@@ -120,6 +139,61 @@ pub fn edited_kind(
             )));
         }
     })
+}
+
+impl ForkAt {
+    /// Replace the event at `seq` of `run` with the edit `value` (checked and stored by
+    /// [`edited_kind`], decided `by`): the one way the CLI, the daemon's API and the
+    /// inspector turn a person's edit into a fork point.
+    pub fn edit(
+        store: &(impl Store + ?Sized),
+        run: &RunId,
+        seq: u64,
+        value: &Value,
+        by: &str,
+    ) -> Result<Self, ForkError> {
+        let len = store.require_run(run)?.len();
+        let (_, original) = store
+            .event_at(run, seq)?
+            .ok_or(Error::NoSuchSeq { run: *run, seq, len })?;
+        Ok(Self::Replace {
+            seq,
+            kind: edited_kind(store, original.kind, value, by)?,
+        })
+    }
+}
+
+/// An approval decision as an edit gives it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionEdit {
+    decision: Decision,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// The `tool_calls_proposed` that follows the reply `event` (at `seq`) of `run`, as the
+/// executor records it after a reply: none when the reply calls no tool.
+fn proposals_after(
+    store: &(impl Store + ?Sized),
+    run: &RunId,
+    seq: u64,
+    event: &EventKind,
+) -> Result<Option<EventKind>, ForkError> {
+    let EventKind::ModelResponded { response, .. } = event else {
+        return Ok(None);
+    };
+    let bytes = store.blob(response)?.ok_or_else(|| {
+        ForkError::BadContent(format!("run {run}: the reply blob {response} is missing"))
+    })?;
+    let reply: ModelReply = serde_json::from_slice(&bytes).map_err(|e| {
+        ForkError::BadContent(format!("run {run}: the reply blob {response} is not a reply: {e}"))
+    })?;
+    let calls = reply.proposed_calls(|args| store.put_blob(&canonical_json(args)))?;
+    Ok((!calls.is_empty()).then_some(EventKind::ToolCallsProposed {
+        response_seq: seq,
+        calls,
+    }))
 }
 
 impl From<retrace_store::Error> for ForkError {
@@ -139,7 +213,7 @@ pub fn fork(
 ) -> Result<RunInfo, ForkError> {
     let info = store.require_run(from)?;
     let (share_upto, edit) = match at {
-        ForkAt::After(seq) => (Some(seq), None),
+        ForkAt::After(seq) => (Some(after_reply(store, from, seq)?), None),
         ForkAt::Replace { seq, kind } => (seq.checked_sub(1), Some((seq, kind))),
     };
     let last = share_upto.or(edit.as_ref().map(|(s, _)| *s)).unwrap_or(0);
@@ -151,8 +225,9 @@ pub fn fork(
         }
         .into());
     }
-    // Validate the edit before creating anything.
-    let edited_event = match (&edit, share_upto) {
+    // Validate the edit (and the proposals that follow an edited reply) before creating
+    // anything.
+    let edited_events = match (&edit, share_upto) {
         (Some((seq, kind)), Some(prev)) => {
             let (original_at, original) = store
                 .event_at(from, *seq)?
@@ -176,7 +251,18 @@ pub fn fork(
             let event = Event::after(Some(head), original_at, kind.clone());
             apply(&mut state, &event)
                 .map_err(|source| ForkError::EditDoesNotApply { seq: *seq, source })?;
-            Some(event)
+            let mut events = vec![event];
+            // An edited reply is followed as a recorded one is: its calls are proposed in the
+            // same append.
+            if let Some(proposed) = proposals_after(store, from, *seq, kind)? {
+                let event = Event::after(Some(events[0].head()), original_at, proposed);
+                apply(&mut state, &event).map_err(|source| ForkError::EditDoesNotApply {
+                    seq: *seq + 1,
+                    source,
+                })?;
+                events.push(event);
+            }
+            events
         }
         (Some((seq, kind)), None) => {
             let original = store
@@ -189,7 +275,7 @@ pub fn fork(
                 why: "the first event cannot be edited; start a new run with another task",
             });
         }
-        (None, _) => None,
+        (None, _) => Vec::new(),
     };
     let mut new = match share_upto {
         Some(seq) => {
@@ -216,11 +302,11 @@ pub fn fork(
     new.meta
         .insert("forked_from".into(), format!("{from}@{last}"));
     new.meta
-        .insert("edited".into(), edited_event.is_some().to_string());
+        .insert("edited".into(), (!edited_events.is_empty()).to_string());
     let created = store.create_run(new)?;
-    match edited_event {
-        Some(event) => {
-            let head = store.append(&new_id, event.parent, std::slice::from_ref(&event))?;
+    match edited_events.first() {
+        Some(first) => {
+            let head = store.append(&new_id, first.parent, &edited_events)?;
             Ok(RunInfo {
                 head: Some(head),
                 ..created
@@ -228,6 +314,27 @@ pub fn fork(
         }
         None => Ok(created),
     }
+}
+
+/// Where a fork "after `seq`" ends its shared prefix: at `seq`, or one further when `seq` is
+/// a reply whose calls were proposed right after it (a reply and its proposals are recorded
+/// in one append, and a fork never separates them: the calls would be lost).
+fn after_reply(store: &(impl Store + ?Sized), run: &RunId, seq: u64) -> Result<u64, ForkError> {
+    let is_reply = matches!(
+        store.event_at(run, seq)?,
+        Some((_, Event { kind: EventKind::ModelResponded { .. }, .. }))
+    );
+    if !is_reply {
+        return Ok(seq);
+    }
+    Ok(match store.event_at(run, seq + 1)? {
+        Some((_, Event { kind: EventKind::ToolCallsProposed { response_seq, .. }, .. }))
+            if response_seq == seq =>
+        {
+            seq + 1
+        }
+        _ => seq,
+    })
 }
 
 fn check_edit_kind(seq: u64, original: &EventKind, edited: &EventKind) -> Result<(), ForkError> {

@@ -127,6 +127,8 @@ pub struct Approval {
     pub decision: Option<Decision>,
     /// Who decided.
     pub by: Option<String>,
+    /// The decider's note (a JSON string blob): a denial's note is told to the model.
+    pub note: Option<BlobId>,
 }
 
 /// Totals over the run so far.

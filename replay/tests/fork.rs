@@ -1,7 +1,7 @@
 //! Forks, diffs and run comparison on a store: forks copy no prefix, share state up to the
 //! fork point, reflect an edit exactly, and comparisons find the edit's seq.
 
-use retrace_events::{BlobId, EventKind, RunId, Timestamp};
+use retrace_events::{EventKind, RunId, Timestamp};
 use retrace_replay::testkit::valid_run;
 use retrace_replay::{
     ChangeKind, ForkAt, ForkError, SnapshotPolicy, compare_runs, diff_states, fork, kind_counts,
@@ -82,7 +82,7 @@ fn an_edited_fork_reflects_exactly_the_edit() {
     else {
         unreachable!()
     };
-    let edited_reply = BlobId::of(br#"{"text":"edited"}"#);
+    let edited_reply = store.put_blob(br#"{"text":"edited"}"#).expect("blob");
     let edit = EventKind::ModelResponded {
         request_seq,
         response: edited_reply,
@@ -120,6 +120,94 @@ fn an_edited_fork_reflects_exactly_the_edit() {
     assert_eq!(cmp.first_divergence.map(|d| d.seq), Some(k));
     // the original is untouched
     assert_eq!(store.run(&RUN).expect("run").expect("exists").len(), 600);
+}
+
+#[test]
+fn an_edited_reply_s_calls_are_proposed_and_a_fork_after_a_reply_keeps_its_calls() {
+    let (store, events) = store_with_run(600);
+    let policy = SnapshotPolicy::default();
+    // a reply that proposed calls, and one that did not
+    let proposed_after = |seq: u64| {
+        matches!(
+            events.get(usize::try_from(seq + 1).expect("seq")).map(|e| &e.kind),
+            Some(EventKind::ToolCallsProposed { response_seq, .. }) if *response_seq == seq
+        )
+    };
+    let replies: Vec<u64> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ModelResponded { .. }))
+        .map(|e| e.seq)
+        .collect();
+    let with_calls = *replies.iter().find(|&&s| proposed_after(s)).expect("a reply with calls");
+    let without = *replies.iter().find(|&&s| !proposed_after(s)).expect("a reply without");
+
+    // forking "after" a reply with calls shares its proposals: the calls are not lost
+    let plain = fork(&store, &RUN, ForkAt::After(with_calls), run_id(5), Timestamp(1))
+        .expect("fork");
+    assert_eq!(plain.head.map(|h| h.seq), Some(with_calls + 1));
+    let state = state_at(&store, &run_id(5), with_calls + 1, policy)
+        .expect("state")
+        .state;
+    assert!(!state.proposed.is_empty(), "the reply's calls are pending");
+
+    // an edit that adds calls to a reply that had none: proposed in the same append
+    let reply = retrace_events::reply::ModelReply::from_edit(&serde_json::json!({
+        "text": "one more look",
+        "tool_calls": [
+            {"id": "e1", "name": "fs.read", "arguments": {"path": "a.txt"}},
+            {"id": "e2", "name": "fs.list"}
+        ]
+    }))
+    .expect("a reply");
+    let Some(EventKind::ModelResponded {
+        request_seq, usage, ..
+    }) = events.get(usize::try_from(without).expect("seq")).map(|e| e.kind.clone())
+    else {
+        unreachable!()
+    };
+    let response = store
+        .put_blob(&retrace_events::to_canonical_json(&reply).expect("json"))
+        .expect("blob");
+    let edit = EventKind::ModelResponded {
+        request_seq,
+        response,
+        usage,
+    };
+    let forked = fork(
+        &store,
+        &RUN,
+        ForkAt::Replace {
+            seq: without,
+            kind: edit,
+        },
+        run_id(6),
+        Timestamp(2),
+    )
+    .expect("fork");
+    assert_eq!(forked.head.map(|h| h.seq), Some(without + 1));
+    let (_, proposed) = store
+        .event_at(&run_id(6), without + 1)
+        .expect("read")
+        .expect("the proposals");
+    let EventKind::ToolCallsProposed {
+        response_seq,
+        calls,
+    } = proposed.kind
+    else {
+        panic!("not proposals: {proposed:?}");
+    };
+    assert_eq!(response_seq, without);
+    let ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(ids, ["e1", "e2"]);
+    assert_eq!(calls[0].path.as_deref(), Some("a.txt"));
+    assert_eq!(
+        store.blob(&calls[1].args).expect("read").expect("stored"),
+        b"{}"
+    );
+    let state = state_at(&store, &run_id(6), without + 1, policy)
+        .expect("state")
+        .state;
+    assert_eq!(state.proposed.len(), 2);
 }
 
 #[test]

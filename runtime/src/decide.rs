@@ -118,6 +118,9 @@ pub enum Next {
         call: ProposedCall,
         /// Why.
         reason: String,
+        /// The human's note on a denial (a JSON string blob), told to the model after the
+        /// reason.
+        note: Option<BlobId>,
     },
     /// A non-idempotent tool was in flight at a crash: record that its outcome is unknown.
     MarkOutcomeUnknown {
@@ -374,6 +377,7 @@ fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
     let deny = |reason: String| Next::Deny {
         call: call.clone(),
         reason,
+        note: None,
     };
     let Some(meta) = agent.tools.get(&call.tool) else {
         return deny(format!(
@@ -390,10 +394,11 @@ fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
     {
         return match decided.decision {
             Some(Decision::Approved) => run(call),
-            _ => deny(format!(
-                "denied by {}",
-                decided.by.as_deref().unwrap_or("a human")
-            )),
+            _ => Next::Deny {
+                call: call.clone(),
+                reason: format!("denied by {}", decided.by.as_deref().unwrap_or("a human")),
+                note: decided.note,
+            },
         };
     }
     let verdict = agent

@@ -149,6 +149,14 @@ impl<'a> Runner<'a> {
         spec: Spec,
         provider: Box<dyn Provider>,
     ) -> Result<Self, Error> {
+        if !spec.workspace.is_dir() {
+            return Err(Error::Setup(format!(
+                "the workspace {} does not exist (or is not a directory); retrace never creates \
+                 one in its place: restore it, or start a new run with a spec whose `workspace` \
+                 exists",
+                spec.workspace.display()
+            )));
+        }
         let workspace = Workspace::new(&spec.workspace).map_err(|e| Error::Setup(e.to_string()))?;
         let toolbox =
             Toolbox::for_spec(&spec, &workspace).map_err(|e| Error::Setup(e.to_string()))?;
@@ -336,7 +344,15 @@ impl<'a> Runner<'a> {
                         request,
                     }]
                 }
-                Next::Deny { call, reason } => self.denial(&call, &reason)?,
+                Next::Deny { call, reason, note } => {
+                    let reason = match note {
+                        Some(note) => {
+                            format!("{reason}: {}", text_of(&self.blob_json(run, &note)?))
+                        }
+                        None => reason,
+                    };
+                    self.denial(&call, &reason)?
+                }
                 Next::MarkOutcomeUnknown { call_id } => {
                     let reason = self.put_json(&json!({"reason": "the process stopped while this non-idempotent tool ran; it may or may not have taken effect"}))?;
                     vec![EventKind::ToolOutcomeUnknown { call_id, reason }]
@@ -497,20 +513,8 @@ impl<'a> Runner<'a> {
                     response,
                     usage,
                 }];
-                if !reply.tool_calls.is_empty() {
-                    let mut calls = Vec::with_capacity(reply.tool_calls.len());
-                    for call in &reply.tool_calls {
-                        calls.push(ProposedCall {
-                            call_id: call.id.clone(),
-                            tool: call.name.clone(),
-                            args: self.put_json(&call.arguments)?,
-                            path: call
-                                .arguments
-                                .get("path")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned),
-                        });
-                    }
+                let calls = reply.proposed_calls(|args| self.put_json(args))?;
+                if !calls.is_empty() {
                     kinds.push(EventKind::ToolCallsProposed {
                         response_seq,
                         calls,
@@ -835,10 +839,22 @@ pub fn recorded_spec(store: &dyn Store, run: &RunId) -> Result<Spec, Error> {
         run: *run,
         what: format!("the spec blob {spec} is missing"),
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Payload {
+    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| Error::Payload {
         run: *run,
         what: format!("the recorded spec does not decode: {e}"),
-    })
+    })?;
+    if let Some((what, path)) = spec.relative_paths().into_iter().next() {
+        return Err(Error::Payload {
+            run: *run,
+            what: format!(
+                "the run recorded its {what} as the relative path `{}` (it was started by an \
+                 older retrace), so where it lives depends on who resumes it; retrace will not \
+                 guess and act in another directory. Start the task again with `retrace run`",
+                path.display()
+            ),
+        });
+    }
+    Ok(spec)
 }
 
 /// `work`'s output, or `None` if `inbox` is interrupted first (a cancel or a stop).

@@ -14,6 +14,8 @@
 //! cassette = "summarise.cassette.json"    # scripted only, relative to this file
 //! temperature = 0.2                       # optional parameters, passed through
 //! max_tokens = 1024
+//! # [model.params]                        # parameters passed through unchecked (below)
+//! # repetition_penalty = 1.1
 //! # HTTP providers (openai: any OpenAI-compatible server):
 //! # base_url = "http://localhost:11434/v1" # default: the provider's public API
 //! # api_key_env = "OPENAI_API_KEY"        # the variable holding the key, never the key;
@@ -44,6 +46,13 @@
 //! max_wall_secs = 3600
 //! loop_limit = 3                          # same tool call this many times in a row: stop
 //! ```
+//!
+//! Keys of `[model]` that retrace does not read are the provider's parameters and go to it
+//! as they are. A misspelt key of retrace's own (`cassete`, `api_key_evn`) or of a well-known
+//! parameter (`temprature`) would then go to the server silently, so a key that is neither
+//! [`MODEL_KEYS`] nor [`KNOWN_PARAMS`] but within a small edit distance of one is refused
+//! with its line and column and a "did you mean". A parameter that really has such a name
+//! goes under `[model.params]`, whose keys are passed through unchecked.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -61,6 +70,100 @@ pub const BUILTIN_TOOLS: [&str; 6] = [
     "fs.edit",
     "fs.append",
 ];
+
+/// The keys of `[model]` that retrace reads itself.
+pub const MODEL_KEYS: [&str; 8] = [
+    "provider",
+    "name",
+    "cassette",
+    "base_url",
+    "api_key_env",
+    "timeout_secs",
+    "price",
+    "params",
+];
+
+/// Well-known parameters of OpenAI-compatible and Anthropic chat APIs (and of common
+/// OpenAI-compatible servers). Passed through like any other parameter; listed so that a
+/// near miss of one is caught and a parameter close to another one is not mistaken for a
+/// typo.
+pub const KNOWN_PARAMS: [&str; 28] = [
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "min_tokens",
+    "top_p",
+    "top_k",
+    "top_a",
+    "min_p",
+    "typical_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "stop",
+    "stop_sequences",
+    "seed",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "response_format",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+    "metadata",
+    "reasoning_effort",
+    "service_tier",
+    "thinking",
+    "store",
+];
+
+/// The word of `dictionary` that `word` is most likely a misspelling of: within a
+/// Damerau-Levenshtein distance of 1 (words of 4 to 7 characters) or 2 (longer ones),
+/// ignoring case and `-` for `_`. `None` when `word` is in `dictionary` or near none of it
+/// (words under 4 characters are never taken for misspellings).
+pub fn did_you_mean<'a>(
+    word: &str,
+    dictionary: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let len = word.chars().count();
+    let limit = match len {
+        0..4 => return None,
+        4..8 => 1,
+        _ => 2,
+    };
+    let fold = |w: &str| w.to_lowercase().replace('-', "_");
+    let folded = fold(word);
+    let mut best: Option<(usize, &str)> = None;
+    for candidate in dictionary {
+        if candidate == word {
+            return None;
+        }
+        let distance = strsim::damerau_levenshtein(&folded, &fold(candidate));
+        if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    best.map(|(_, w)| w)
+}
+
+/// A serde message naming an unknown field or variant with the ones expected ("unknown
+/// field `max_stepz`, expected one of `max_steps`, ...") with "; did you mean `max_steps`?"
+/// added when one of those is close; any other message as it is.
+fn with_suggestion(message: String) -> String {
+    if !(message.starts_with("unknown field `") || message.starts_with("unknown variant `")) {
+        return message;
+    }
+    // backquoted words: the unknown one first, then the expected ones
+    let mut quoted = message.split('`').skip(1).step_by(2);
+    let Some(word) = quoted.next() else {
+        return message;
+    };
+    match did_you_mean(word, quoted) {
+        Some(near) => format!("{message}; did you mean `{near}`?"),
+        None => message,
+    }
+}
 
 /// A checked agent spec. Paths are absolute (resolved against the spec file's directory).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,13 +311,15 @@ pub struct Error {
 impl Error {
     /// The problem `message` at byte range `span` of `text`, the contents of `file` (line 1,
     /// column 1 when no span is known). Every TOML file retrace reads reports this way.
+    /// A serde "unknown field/variant" message gains a "did you mean" when a name it
+    /// expects is close to the one given.
     pub fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: String) -> Self {
         let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
         Self {
             file: file.to_path_buf(),
             line,
             column,
-            message,
+            message: with_suggestion(message),
         }
     }
 
@@ -255,8 +360,59 @@ struct RawModel {
     api_key_env: Option<String>,
     timeout_secs: Option<u64>,
     price: Option<Price>,
-    #[serde(flatten)]
+    /// `[model.params]`: passed through unchecked.
+    #[serde(default)]
     params: BTreeMap<String, serde_json::Value>,
+    /// Every other key: passed through once checked for near misses ([`model_keys`]).
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+// Only the keys of `[model]`, with where they are (and where the table is).
+#[derive(Deserialize)]
+#[allow(
+    clippy::zero_sized_map_values,
+    reason = "a TOML table's keys; its values are skipped, not read"
+)]
+struct ModelKeys {
+    model: Option<Spanned<BTreeMap<Spanned<String>, serde::de::IgnoredAny>>>,
+}
+
+/// Refuse a key of `[model]` that is a near miss of one of retrace's or of a well-known
+/// parameter ([`did_you_mean`]) at the key's position. Returns the span of the `[model]`
+/// table, if the text has one. A text that does not parse is left to the full parse to
+/// report.
+fn model_keys(
+    text: &str,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Option<Range<usize>>, Error> {
+    let Ok(ModelKeys { model: Some(model) }) = toml::from_str::<ModelKeys>(text) else {
+        return Ok(None);
+    };
+    let table = model.span();
+    for key in model.into_inner().into_keys() {
+        let name = key.get_ref();
+        if MODEL_KEYS.contains(&name.as_str()) || KNOWN_PARAMS.contains(&name.as_str()) {
+            continue;
+        }
+        let dictionary = MODEL_KEYS.iter().chain(KNOWN_PARAMS.iter()).copied();
+        if let Some(near) = did_you_mean(name, dictionary) {
+            let what = if MODEL_KEYS.contains(&near) {
+                "a key of retrace's"
+            } else {
+                "a well-known provider parameter"
+            };
+            return Err(at(
+                Some(key.span()),
+                format!(
+                    "unknown key `{name}` in [model]; did you mean `{near}` ({what})? Other \
+                     keys are passed to the provider as parameters; if `{name}` really is \
+                     one, put it under [model.params], which is passed through unchecked"
+                ),
+            ));
+        }
+    }
+    Ok(Some(table))
 }
 
 #[derive(Deserialize)]
@@ -287,11 +443,12 @@ impl Spec {
     /// Check `text` as the spec file `path` (which anchors relative paths and names errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
         let at = |span: Option<Range<usize>>, message: String| Error::at(path, text, span, message);
+        let model_span = model_keys(text, &at)?;
         let raw: RawSpec =
             toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
-        let base = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        // Every path the run records is absolute, so a resume from any directory (or a
+        // daemon started elsewhere) acts where the run started, never relative to itself.
+        let base = absolute_dir_of(path);
         let (allow, wasm_paths) = raw.tools.map(|t| (t.allow, t.wasm)).unwrap_or_default();
         let mut tools = Vec::new();
         for tool in allow {
@@ -350,17 +507,27 @@ impl Spec {
         if let Err(e) = crate::policy::Policy::new(&policy) {
             return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
         }
-        let cassette = raw.model.cassette.map(|c| base.join(c));
+        let cassette = raw.model.cassette.map(|c| normalised(&base.join(c)));
         if raw.model.provider == Provider::Scripted && cassette.is_none() {
             return Err(at(
-                None,
+                model_span,
                 "the scripted provider needs `cassette = \"FILE\"` in [model]".to_owned(),
             ));
+        }
+        let mut params = raw.model.other;
+        for (key, value) in raw.model.params {
+            if params.contains_key(&key) {
+                return Err(at(
+                    model_span,
+                    format!("parameter `{key}` is given both in [model] and in [model.params]; keep one"),
+                ));
+            }
+            params.insert(key, value);
         }
         Ok(Self {
             name: raw.name,
             system: raw.system,
-            workspace: base.join(raw.workspace.as_deref().unwrap_or(".")),
+            workspace: normalised(&base.join(raw.workspace.as_deref().unwrap_or("."))),
             model: Model {
                 provider: raw.model.provider,
                 name: raw.model.name,
@@ -369,7 +536,7 @@ impl Spec {
                 api_key_env: raw.model.api_key_env,
                 timeout_secs: raw.model.timeout_secs,
                 price: raw.model.price,
-                params: raw.model.params,
+                params,
             },
             tools,
             wasm,
@@ -377,6 +544,32 @@ impl Spec {
             policy,
             budgets: raw.budgets,
         })
+    }
+
+    /// The paths this spec holds that are relative, by what they are (`workspace`,
+    /// `cassette`, an MCP server's `cwd`, a WASM tool's `module`): none for a spec loaded by
+    /// [`Spec::load`]. A relative path in a recorded spec (from an older retrace, or a spec
+    /// sent as JSON) would be taken relative to whoever resumes the run, so it is refused.
+    pub fn relative_paths(&self) -> Vec<(String, PathBuf)> {
+        let mut found = Vec::new();
+        let mut check = |what: String, path: &Path| {
+            if !path.is_absolute() {
+                found.push((what, path.to_path_buf()));
+            }
+        };
+        check("workspace".into(), &self.workspace);
+        if let Some(cassette) = &self.model.cassette {
+            check("[model] cassette".into(), cassette);
+        }
+        for server in &self.mcp {
+            if let Some(cwd) = &server.cwd {
+                check(format!("[[mcp]] {} cwd", server.name), cwd);
+            }
+        }
+        for tool in &self.wasm {
+            check(format!("WASM tool {} module", tool.name), &tool.module);
+        }
+        found
     }
 
     /// Canonical bytes (canonical JSON): what the run's `run_started` refers to.
@@ -397,7 +590,9 @@ fn mcp_servers(
         let mut server = server.into_inner();
         server.check().map_err(|why| at(Some(span.clone()), why))?;
         if server.command.is_some() {
-            server.cwd = Some(base.join(server.cwd.as_deref().unwrap_or(Path::new("."))));
+            server.cwd = Some(normalised(
+                &base.join(server.cwd.as_deref().unwrap_or(Path::new("."))),
+            ));
         }
         if mcp.iter().any(|m| m.name == server.name) {
             return Err(at(
@@ -408,6 +603,30 @@ fn mcp_servers(
         mcp.push(server);
     }
     Ok(mcp)
+}
+
+/// The directory of the file `path`, absolute (against the current directory), without
+/// `.` components.
+fn absolute_dir_of(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    // `absolute` fails only on an empty path or an unreadable current directory; the path
+    // as given is then the best there is (and `relative_paths` reports it)
+    normalised(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
+}
+
+/// `path` without `.` components (`..` is kept: it may cross a symlink).
+fn normalised(path: &Path) -> PathBuf {
+    let clean: PathBuf = path.components().collect();
+    if clean.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        clean
+    }
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -452,7 +671,8 @@ max_steps = 10
     fn a_good_spec_parses_with_paths_resolved() {
         let spec = parse(GOOD).unwrap();
         assert_eq!(spec.tools, vec!["fs.read", "fs.write"]);
-        assert_eq!(spec.workspace, PathBuf::from("/agents/."));
+        assert_eq!(spec.workspace, PathBuf::from("/agents"));
+        assert!(spec.relative_paths().is_empty());
         assert_eq!(
             spec.model.cassette,
             Some(PathBuf::from("/agents/demo.cassette.json"))
@@ -517,8 +737,159 @@ max_steps = 10
     }
 
     #[test]
+    fn a_spec_given_by_a_relative_path_records_absolute_paths() {
+        let spec = Spec::parse(Path::new("agents/demo.toml"), GOOD).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(spec.workspace, here.join("agents"));
+        assert_eq!(
+            spec.model.cassette,
+            Some(here.join("agents/demo.cassette.json"))
+        );
+        assert!(spec.relative_paths().is_empty());
+        let bare = Spec::parse(Path::new("demo.toml"), GOOD).unwrap();
+        assert_eq!(bare.workspace, here);
+        // a recorded spec from before paths were made absolute is told apart
+        let mut old = spec;
+        old.workspace = PathBuf::from("approval/workspace");
+        assert_eq!(
+            old.relative_paths(),
+            vec![("workspace".to_owned(), PathBuf::from("approval/workspace"))]
+        );
+    }
+
+    #[test]
     fn the_scripted_provider_needs_a_cassette() {
         let err = parse(&GOOD.replace("cassette = \"demo.cassette.json\"\n", "")).unwrap_err();
         assert!(err.message.contains("cassette"), "{err}");
+        // pointed at the [model] table, not at 1:1
+        assert_eq!((err.line, err.column), (5, 1), "{err}");
+    }
+
+    const HTTP: &str = r#"name = "remote"
+system = "You are careful."
+
+[model]
+provider = "openai"
+name = "gpt-4o-mini"
+base_url = "http://localhost:11434/v1"
+api_key_env = "LOCAL_KEY"
+temperature = 0.2
+"#;
+
+    #[test]
+    fn near_misses_of_model_keys_are_refused_at_the_key_with_a_suggestion() {
+        let cases = [
+            // (text, line, column, suggestion)
+            (
+                GOOD.replace("cassette = ", "cassete = "),
+                8,
+                1,
+                "`cassette`",
+            ),
+            (
+                HTTP.replace("api_key_env = ", "api_key_evn = "),
+                8,
+                1,
+                "`api_key_env`",
+            ),
+            (
+                HTTP.replace("temperature = ", "temprature = "),
+                9,
+                1,
+                "`temperature`",
+            ),
+            (HTTP.replace("temperature = ", "Temperature = "), 9, 1, "`temperature`"),
+            (
+                format!("{HTTP}max-tokens = 100\n"),
+                10,
+                1,
+                "`max_tokens`",
+            ),
+            (
+                HTTP.replace("base_url = ", "  base_ur = "),
+                7,
+                3,
+                "`base_url`",
+            ),
+            (
+                HTTP.replace("provider = ", "provder = "),
+                5,
+                1,
+                "`provider`",
+            ),
+            (
+                format!("{HTTP}timeout_sec = 30\n"),
+                10,
+                1,
+                "`timeout_secs`",
+            ),
+        ];
+        for (text, line, column, suggestion) in cases {
+            let err = parse(&text).unwrap_err();
+            assert_eq!((err.line, err.column), (line, column), "{err}");
+            assert!(
+                err.message
+                    .contains(&format!("did you mean {suggestion}")),
+                "{err}"
+            );
+            assert!(err.message.contains("[model.params]"), "{err}");
+        }
+    }
+
+    #[test]
+    fn provider_parameters_pass_through_and_model_params_are_unchecked() {
+        let text = format!(
+            "{HTTP}max_tokens = 512\ntop_p = 0.9\ntop_k = 40\nseed = 7\nstop = [\"END\"]\n\
+             repetition_penalty = 1.1\nnum_ctx = 8192\nx = 1\n\
+             [model.params]\ntemprature_scale = 2\ntemprature = 3\n"
+        );
+        let spec = parse(&text).unwrap();
+        let keys: Vec<&str> = spec.model.params.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "max_tokens",
+                "num_ctx",
+                "repetition_penalty",
+                "seed",
+                "stop",
+                "temperature",
+                "temprature",
+                "temprature_scale",
+                "top_k",
+                "top_p",
+                "x"
+            ]
+        );
+        assert_eq!(spec.model.api_key_env.as_deref(), Some("LOCAL_KEY"));
+        // one parameter given twice is refused
+        let twice = format!("{HTTP}[model.params]\ntemperature = 0.5\n");
+        let err = parse(&twice).unwrap_err();
+        assert!(err.message.contains("both in [model] and in [model.params]"), "{err}");
+    }
+
+    #[test]
+    fn did_you_mean_takes_close_words_only() {
+        let words = ["cassette", "temperature", "top_p", "top_k", "name"];
+        assert_eq!(did_you_mean("casette", words), Some("cassette"));
+        assert_eq!(did_you_mean("tempreature", words), Some("temperature"));
+        assert_eq!(did_you_mean("nmae", words), Some("name"));
+        assert_eq!(did_you_mean("top_k", words), None);
+        assert_eq!(did_you_mean("top", words), None);
+        assert_eq!(did_you_mean("num_ctx", words), None);
+        assert_eq!(did_you_mean("casino", words), None);
+    }
+
+    #[test]
+    fn unknown_keys_elsewhere_in_the_spec_get_a_suggestion() {
+        let err = parse(&GOOD.replace("system = ", "sytem = ")).unwrap_err();
+        assert_eq!((err.line, err.column), (3, 1), "{err}");
+        assert!(err.message.contains("unknown field `sytem`"), "{err}");
+        assert!(err.message.ends_with("did you mean `system`?"), "{err}");
+        let err = parse(&GOOD.replace("action = \"allow\"", "action = \"alow\"")).unwrap_err();
+        assert!(err.message.ends_with("did you mean `allow`?"), "{err}");
+        // nothing close: no suggestion
+        let err = parse(&GOOD.replace("max_steps = 10", "colour = 10")).unwrap_err();
+        assert!(!err.message.contains("did you mean"), "{err}");
     }
 }

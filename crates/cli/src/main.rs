@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit status of a command line retrace cannot parse (sysexits' `EX_USAGE`): apart from 2,
+/// which says a run failed, an eval case failed or `check` found a divergence, so that a typo
+/// in CI is never read as a regression.
+const USAGE: u8 = 64;
+
 fn main() -> ExitCode {
     // `retrace runs | head`: a closed pipe ends the process quietly, as for any Unix tool,
     // instead of a panic on the next print
@@ -24,7 +29,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are answers, not errors
+            let code = if e.use_stderr() { USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

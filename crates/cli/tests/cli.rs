@@ -4,24 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 
-use common::{retrace, text};
-
-/// Run the `tidy` example (copied into `dir`) into `dir/store`; the store and the run id.
-fn tidy_run(dir: &Path) -> (std::path::PathBuf, String) {
-    let spec = example("tidy", dir);
-    let store = dir.join("store");
-    let out = run_agent(&store, &spec, "Summarise this project");
-    assert!(out.status.success(), "{}", text(&out));
-    let run = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .and_then(|rest| rest.split(' ').next())
-        .expect("run prints the run id")
-        .to_owned();
-    (store, run)
-}
+use common::{example, retrace, run_agent, text, tidy_run};
 
 #[test]
 fn verify_exits_non_zero_and_names_run_and_seq_of_a_tampered_event() {
@@ -142,43 +126,6 @@ fn log_show_fork_with_edit_and_diff_work_end_to_end() {
     assert!(text(&out).contains("RUN@SEQ"), "{}", text(&out));
 }
 
-/// Copy an example agent into a temp dir, so runs write there, not into the repository.
-fn example(name: &str, into: &Path) -> std::path::PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name);
-    let to = into.join(name);
-    for entry in walk(&from) {
-        let target = to.join(entry.strip_prefix(&from).expect("inside"));
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-        std::fs::copy(&entry, &target).expect("copy");
-    }
-    to.join("agent.toml")
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "out") {
-                out.extend(walk(&path));
-            }
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// `retrace run SPEC --input INPUT` against `store`.
-fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
-    retrace(
-        store,
-        &["run", spec.to_str().expect("utf-8"), "--input", input],
-    )
-}
-
 #[test]
 fn the_unattended_example_runs_to_success_and_verifies() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -209,7 +156,7 @@ fn approval_parks_the_run_across_processes_and_a_denial_reaches_the_model() {
         let out = run_agent(&store, &spec, "Note the release date");
         assert!(out.status.success(), "{}", text(&out));
         assert!(
-            text(&out).contains("is parked: awaiting approval of call_1"),
+            text(&out).contains("is parked: approval of call_1"),
             "{}",
             text(&out)
         );
@@ -399,10 +346,20 @@ fn an_unknown_outcome_parks_the_run_until_resolved_by_retry_or_skip() {
             text(&out)
         );
         assert!(
-            text(&out).contains("outcome of a1 is unknown"),
+            text(&out).contains("is parked: outcome of a1 unknown"),
             "{}",
             text(&out)
         );
+        // what to do next: resolve it (an approval would not help)
+        assert!(
+            text(&out).contains(&format!(
+                "resolve: retrace resolve {} (--retry | --skip-with FILE | --fail)",
+                &run[..8]
+            )),
+            "{}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("retrace approve"), "{}", text(&out));
         let log = dir.path().join("agent/ws/log.txt");
         assert!(!log.exists());
 

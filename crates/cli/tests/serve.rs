@@ -25,7 +25,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(store: &Path, extra: &[&str]) -> Self {
+        Self::start_in(store, extra, Path::new("."))
+    }
+
+    /// [`Daemon::start`] with `cwd` as the daemon's working directory.
+    fn start_in(store: &Path, extra: &[&str], cwd: &Path) -> Self {
         let mut child = command(store)
+            .current_dir(cwd)
             .args(["serve", "--workers", "8"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -479,6 +485,17 @@ fn bad_submissions(socket: &Path, dir: &Path) {
     let (s, b) = http(socket, "POST", "/v1/runs", json, missing.as_bytes());
     assert_eq!(s, 400, "{b}");
     assert!(message(&b).contains("nope.toml"), "{b}");
+
+    // the daemon does not know the client's directory: relative paths are refused by name
+    let (s, b) = http(
+        socket,
+        "POST",
+        "/v1/runs",
+        json,
+        br#"{"input": "x", "spec_path": "agents/0/agent.toml"}"#,
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(message(&b).contains("is relative"), "{b}");
 }
 
 #[test]
@@ -664,4 +681,265 @@ fn the_loopback_listener_wants_its_token() {
     let out = retrace(&store, &["serve", "--http", "0.0.0.0:0"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("only loopback"), "{}", text(&out));
+}
+
+/// Wait until `run` has finished (as `runs --json` says).
+fn finished(store: &Path, run: &str) -> Value {
+    let began = Instant::now();
+    loop {
+        if let Some(line) = runs(store).into_iter().find(|r| r["run"] == run)
+            && status(&line) == "finished"
+        {
+            return line;
+        }
+        assert!(began.elapsed() < Duration::from_mins(1), "{run} never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The examples under `dir` (the test's copy), the daemon started in another directory.
+fn examples_in(dir: &Path) -> (PathBuf, PathBuf) {
+    let root = dir.join("project");
+    common::example("tidy", &root);
+    common::example("approval", &root);
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("approval/workspace")).expect("mkdir");
+    (root, elsewhere)
+}
+
+#[test]
+fn through_the_daemon_an_edited_reply_s_calls_run_bad_edits_are_refused_and_paths_hold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let (root, elsewhere) = examples_in(dir.path());
+    let daemon = Daemon::start_in(&store, &[], &elsewhere);
+    let socket = &daemon.socket;
+    let json_type = Some("application/json");
+
+    // submitted with a relative spec path from the project: the daemon runs it there
+    let out = command(&store)
+        .current_dir(&root)
+        .args(["run", "tidy/agent.toml", "--input", "Summarise this project"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    let run = runs(&store)[0]["run"].as_str().expect("id").to_owned();
+    finished(&store, &run);
+    assert!(root.join("tidy/workspace/out/SUMMARY.md").exists());
+    let last_reply = {
+        let out = retrace(&store, &["log", &run, "--json"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+            .filter(|e| e["kind"] == "model_responded")
+            .last()
+            .expect("a reply")["seq"]
+            .as_u64()
+            .expect("seq")
+    };
+
+    // edits that are not a reply: 400, and no run
+    let path = format!("/v1/runs/{run}/fork");
+    for bad in [json!("just a string"), json!({"txt": "I am done"}), json!({"entries": []})] {
+        let body = json!({"at": last_reply, "edit": bad, "continue": true}).to_string();
+        let (s, b) = http(socket, "POST", &path, json_type, body.as_bytes());
+        assert_eq!((s, code(&b)), (400, "bad_request"), "{bad}: {b}");
+        assert!(message(&b).contains("not a model reply"), "{b}");
+    }
+    assert_eq!(runs(&store).len(), 1, "a refused edit created a run");
+
+    // an edited reply that calls a tool: the continued fork proposes and runs it
+    let body = json!({
+        "at": last_reply,
+        "edit": {"text": "Let me read the calc.",
+                 "tool_calls": [{"id": "c9", "name": "fs.read", "arguments": {"path": "src/calc.txt"}}]},
+        "continue": true
+    })
+    .to_string();
+    let (s, b) = http(socket, "POST", &path, json_type, body.as_bytes());
+    assert_eq!(s, 201, "{b}");
+    let fork = b["run"].as_str().expect("the fork").to_owned();
+    finished(&store, &fork);
+    let out = retrace(&store, &["log", &fork, "--json"]);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let after: Vec<&str> = events
+        .iter()
+        .skip(usize::try_from(last_reply).expect("seq") + 1)
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        after[..3],
+        ["tool_calls_proposed", "tool_requested", "tool_returned"],
+        "{after:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "tool_requested" && e["call_id"] == "c9" && e["tool"] == "fs.read"),
+        "{events:?}"
+    );
+
+    // an approval given from yet another directory: the write lands in the run's workspace
+    let out = command(&store)
+        .current_dir(&root)
+        .args(["run", "approval/agent.toml", "--input", "Note the release date"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    let parked = runs(&store)
+        .into_iter()
+        .find(|r| r["status"]["status"] == "awaiting_approval")
+        .expect("the parked run")["run"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let out = command(&store)
+        .current_dir(&elsewhere)
+        .args(["approve", &parked])
+        .output()
+        .expect("approve");
+    assert!(out.status.success(), "{}", text(&out));
+    finished(&store, &parked);
+    assert!(root.join("approval/workspace/out/NOTES.md").exists());
+    assert!(!elsewhere.join("approval/workspace/out").exists());
+}
+
+
+/// The tidy example (spec, cassette, workspace) copied to `dir/name`; its spec.
+fn tidy(dir: &Path, name: &str) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tidy");
+    copy(&example, &dir.join(name));
+    dir.join(name).join("agent.toml")
+}
+
+/// `retrace run SPEC --input …` to its end: the run's id, its stdout and exit code.
+fn run_to_end(store: &Path, spec: &Path, input: &str) -> (String, String, Option<i32>) {
+    let out = retrace(
+        store,
+        &["run", spec.to_str().expect("utf-8"), "--input", input],
+    );
+    let stdout = String::from_utf8(out.stdout.clone()).expect("utf-8");
+    let id = stdout
+        .split_whitespace()
+        .nth(1)
+        .filter(|id| id.len() == 32)
+        .unwrap_or_else(|| panic!("no run id first: {}", text(&out)))
+        .to_owned();
+    (id, stdout, out.status.code())
+}
+
+/// `out` with run `id` (and its short form) as `RUN` and durations as `N ms`.
+fn normalise(out: &str, id: &str) -> String {
+    let out = out.replace(id, "RUN").replace(&id[..8], "RUN");
+    let words: Vec<&str> = out.split(' ').collect();
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, word)| {
+            let timed = words.get(i + 1).is_some_and(|w| w.starts_with("ms"));
+            if timed && !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+                "N"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn a_run_prints_the_same_timeline_and_streamed_text_through_the_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = "Summarise this project";
+    let direct_store = dir.path().join("direct");
+    let (direct_id, direct, code) = run_to_end(&direct_store, &tidy(dir.path(), "a"), input);
+    assert_eq!(code, Some(0), "{direct}");
+
+    let served_store = dir.path().join("served");
+    let _daemon = Daemon::start(&served_store, &[]);
+    let (served_id, served, code) = run_to_end(&served_store, &tidy(dir.path(), "b"), input);
+    assert_eq!(code, Some(0), "{served}");
+
+    // the first line says who drives the run; every line after it is the same
+    let (direct_head, direct) = direct.split_once('\n').expect("lines");
+    let (served_head, served) = served.split_once('\n').expect("lines");
+    assert_eq!(
+        direct_head,
+        format!(
+            "run {direct_id} (tidy) started in {}",
+            direct_store.display()
+        )
+    );
+    assert_eq!(
+        served_head,
+        format!("run {served_id} (tidy) started by retrace serve")
+    );
+    assert_eq!(
+        normalise(served, &served_id),
+        normalise(direct, &direct_id),
+        "through the daemon:\n{served}\nwithout it:\n{direct}"
+    );
+    // the model's text streamed between the events, whole
+    for line in [
+        "     1  model_requested       model call (attempt 1)\n        │ Let me see what is in the project.\n     2  model_responded",
+        "        │ Done. The summary is in out/SUMMARY.md: a tiny calculator library with one open TODO.\n    19  model_responded",
+    ] {
+        assert!(served.contains(line), "{line:?} in:\n{served}");
+    }
+}
+
+#[test]
+fn resuming_a_finished_run_prints_its_report_the_same_with_and_without_the_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let (succeeded, _, code) = run_to_end(&store, &tidy(dir.path(), "a"), "Summarise it");
+    assert_eq!(code, Some(0));
+    let failing = tidy(dir.path(), "b");
+    std::fs::write(
+        failing.with_file_name("cassette.json"),
+        json!({"replies": [{"error": {"transient": false, "message": "the model is gone"}}]})
+            .to_string(),
+    )
+    .expect("write cassette");
+    let (failed, out, code) = run_to_end(&store, &failing, "Summarise it");
+    assert_eq!(code, Some(2), "{out}");
+
+    let resume = |id: &str| {
+        let out = retrace(&store, &["resume", id]);
+        (text(&out), out.status.code())
+    };
+    let direct = [resume(&succeeded), resume(&failed)];
+    assert_eq!(direct[0].1, Some(0), "{}", direct[0].0);
+    assert_eq!(direct[1].1, Some(2), "{}", direct[1].0);
+    for ((out, _), (id, outcome)) in direct
+        .iter()
+        .zip([(&succeeded, "succeeded"), (&failed, "failed")])
+    {
+        assert!(
+            out.starts_with(&format!(
+                "run {id} (tidy) has already finished: nothing to resume\nusage: "
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!("run {id}: {outcome}\n")), "{out}");
+    }
+
+    let _daemon = Daemon::start(&store, &[]);
+    let served = [resume(&succeeded), resume(&failed)];
+    assert_eq!(served, direct, "through the daemon, then without it");
 }

@@ -34,6 +34,7 @@ mod codec;
 mod event;
 mod id;
 mod json;
+pub mod reply;
 
 pub use codec::{
     DecodeError, FORMAT_VERSION, MAX_EVENT_BYTES, VerifyError, check_size, decode_event,

@@ -1,11 +1,14 @@
 //! Provider-neutral request and reply types. Both are stored as canonical-JSON blobs (the
-//! request before a call, the reply after), so their serde form is part of the log.
+//! request before a call, the reply after), so their serde form is part of the log. The
+//! reply's types live in `retrace_events::reply`, beside the events that record them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use retrace_events::reply::{ModelReply, TokenUsage, ToolCall};
 
 /// What is sent to a model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -65,44 +68,6 @@ pub struct ToolDef {
     pub description: String,
     /// JSON schema of its arguments.
     pub parameters: Value,
-}
-
-/// A tool call in a model reply.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// The model's id for the call.
-    pub id: String,
-    /// Tool name.
-    pub name: String,
-    /// Arguments.
-    #[serde(default)]
-    pub arguments: Value,
-}
-
-/// Tokens billed for one call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenUsage {
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-}
-
-/// A model's assembled reply.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelReply {
-    /// Text.
-    #[serde(default)]
-    pub text: String,
-    /// Tool calls, in order.
-    #[serde(default)]
-    pub tool_calls: Vec<ToolCall>,
-    /// Tokens.
-    #[serde(default)]
-    pub usage: TokenUsage,
-    /// Why the model stopped, as the provider said it.
-    #[serde(default)]
-    pub stop_reason: Option<String>,
 }
 
 /// A piece of a reply as it streams in.

@@ -39,8 +39,9 @@ pub enum Error {
     },
     /// The bytes are not a component this host can run.
     #[error(
-        "{} is not a WASI command component ({why}); build tools with `--target wasm32-wasip2`",
-        path.display()
+        "{} is not a WASI command component ({why}); {}",
+        path.display(),
+        crate::BUILD_HINT
     )]
     NotACommand {
         /// The file.

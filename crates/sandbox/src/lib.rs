@@ -25,3 +25,11 @@ mod host;
 
 pub use error::{Error, Limit};
 pub use host::{Call, Limits, Module, Output, Preopen, Sandbox};
+
+/// How to build WASM tools, as errors about a missing or unusable component say it: the
+/// commands for retrace's own tools (`wasm/`, where the examples' manifests look for them),
+/// run from the project root, and what a tool of one's own must be.
+pub const BUILD_HINT: &str = "build retrace's WASM tools from the project root with `rustup target add \
+     wasm32-wasip2` then `cargo build --release --target wasm32-wasip2 --manifest-path \
+     wasm/Cargo.toml --target-dir target/wasm`; a tool of your own must be a WASI preview 2 \
+     command component (Rust: `--target wasm32-wasip2`)";

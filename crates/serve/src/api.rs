@@ -139,8 +139,14 @@ pub struct RunView {
     pub id: String,
     /// The agent's name.
     pub name: String,
-    /// Status in words (`running`, `awaiting approval of c1`, `succeeded`, …).
+    /// Where it stands, in words (`running` while driven, `parked: approval of c1`,
+    /// `parked: outcome of c1 unknown`, `needs resume`, `succeeded`, `failed`, `cancelled`;
+    /// see `retrace_replay::describe::standing`).
     pub status: String,
+    /// Why it ended, for a finished run (the `reason` of its finish detail: a budget, a
+    /// provider's error, a cancel, or the final answer's note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Whether it has finished.
     pub finished: bool,
     /// `succeeded`, `failed` or `cancelled` once finished.
@@ -150,6 +156,9 @@ pub struct RunView {
     pub parked: bool,
     /// Calls awaiting approval.
     pub awaiting_approval: Vec<String>,
+    /// The call whose outcome is unknown (after a crash), which `retrace resolve` settles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_unknown: Option<String>,
     /// Whether the daemon is driving it (or it waits for a worker).
     pub active: bool,
     /// Why the daemon's last drive of it failed, if it did.
@@ -175,14 +184,19 @@ pub struct RunView {
 }
 
 impl RunView {
-    /// The view of `info` from its state at head.
-    pub fn of(store: &dyn Store, info: &RunInfo) -> Result<Self, retrace_replay::Error> {
+    /// The view of `info` from its state at head; `active`: whether it is being driven now.
+    pub fn of(
+        store: &dyn Store,
+        info: &RunInfo,
+        active: bool,
+    ) -> Result<Self, retrace_replay::Error> {
         let state = state_at_head(store, &info.id, SnapshotPolicy::default())?.state;
-        Ok(Self::from_state(info, &state))
+        Ok(Self::from_state(store, info, &state, active))
     }
 
-    /// The view of `info` whose state at head is `state`.
-    pub fn from_state(info: &RunInfo, state: &State) -> Self {
+    /// The view of `info` whose state at head is `state` (`store` gives a finished run's
+    /// reason); `active`: whether it is being driven now.
+    pub fn from_state(store: &dyn Store, info: &RunInfo, state: &State, active: bool) -> Self {
         let outcome = match &state.status {
             retrace_replay::Status::Finished { outcome, .. } => Some(*outcome),
             _ => None,
@@ -196,12 +210,17 @@ impl RunView {
         Self {
             id: info.id.to_string(),
             name: info.meta.get("name").cloned().unwrap_or_default(),
-            status: describe::status(&state.status),
+            status: describe::standing(&state.status, active),
+            reason: finish_reason(store, &state.status),
             finished: state.is_finished(),
             outcome,
             parked,
             awaiting_approval: state.approvals_pending.keys().cloned().collect(),
-            active: false,
+            outcome_unknown: match &state.status {
+                retrace_replay::Status::OutcomeUnknown { call_id } => Some(call_id.clone()),
+                _ => None,
+            },
+            active,
             drive_error: None,
             events: info.len(),
             steps: t.steps,
@@ -213,6 +232,17 @@ impl RunView {
             forked_from: info.origin.map(|o| format!("{}@{}", o.run, o.at.seq)),
         }
     }
+}
+
+/// The `reason` a finished run's detail blob gives (`None` while unfinished, or when the
+/// blob is unreadable: a view never fails for it).
+fn finish_reason(store: &dyn Store, status: &retrace_replay::Status) -> Option<String> {
+    let retrace_replay::Status::Finished { detail, .. } = status else {
+        return None;
+    };
+    let bytes = store.blob(detail).ok()??;
+    let detail: Value = serde_json::from_slice(&bytes).ok()?;
+    detail.get("reason").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// One event of `GET /v1/runs/{run}/events` (an SSE `event` message's data).

@@ -97,6 +97,9 @@ pub struct Client {
 pub enum StreamItem {
     /// An event.
     Event(Box<EventView>),
+    /// Text the run's model streamed, just before the event it came before (live only:
+    /// never recorded; the reply event holds the whole text).
+    Text(String),
     /// The daemon is not driving the run (it parked, stopped or never started): its view.
     Idle(Box<RunView>),
     /// The run finished: its view. The stream ends.
@@ -412,6 +415,13 @@ fn parse_item(event: &str, data: &str) -> Result<Option<StreamItem>, String> {
     let bad = |e: serde_json::Error| format!("a `{event}` message does not decode: {e}");
     Ok(Some(match event {
         "event" => StreamItem::Event(Box::new(serde_json::from_str(data).map_err(bad)?)),
+        "text" => {
+            #[derive(serde::Deserialize)]
+            struct Text {
+                text: String,
+            }
+            StreamItem::Text(serde_json::from_str::<Text>(data).map_err(bad)?.text)
+        }
         "idle" => StreamItem::Idle(Box::new(serde_json::from_str(data).map_err(bad)?)),
         "end" => StreamItem::End(Box::new(serde_json::from_str(data).map_err(bad)?)),
         _ => return Ok(None),
@@ -640,7 +650,7 @@ impl Store for RemoteStore {
                                 events: vec![(id, event)],
                             });
                         }
-                        Ok(StreamItem::Idle(_)) => {}
+                        Ok(StreamItem::Idle(_) | StreamItem::Text(_)) => {}
                         Ok(StreamItem::End(_)) | Err(_) => break,
                     }
                     if !watchers.is_watched(&run) {
@@ -678,9 +688,10 @@ pub enum Access {
 
 impl Access {
     /// Reach the store in `dir`: through the daemon listening in it, or by opening it
-    /// (creating it when `create`). A store held by a process that is not a daemon (a
-    /// `retrace run` in another terminal) is an error saying so; a daemon that is starting
-    /// is waited for, briefly.
+    /// (creating it when `create`). A store held by another process that is not a daemon (a
+    /// `retrace run` in another terminal) is an error at once, naming that process (pid and
+    /// command line); a daemon that is starting, or a holder that cannot be named, is waited
+    /// for, briefly.
     pub fn open(dir: &Path, create: bool) -> Result<Self, AccessError> {
         if let Some(client) = daemon_at(dir) {
             return Ok(Self::Daemon(RemoteStore::new(client)));
@@ -692,8 +703,9 @@ impl Access {
         loop {
             match SledStore::open(dir) {
                 Ok(store) => return Ok(Self::Direct(Arc::new(store))),
-                Err(retrace_store::Error::Locked { .. })
-                    if std::time::Instant::now() < deadline =>
+                Err(retrace_store::Error::Locked { holder, .. })
+                    if holder.as_ref().is_none_or(may_become_a_daemon)
+                        && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(100));
                     if let Some(client) = daemon_at(dir) {
@@ -745,6 +757,13 @@ pub enum AccessError {
         #[source]
         source: Box<retrace_store::Error>,
     },
+}
+
+/// Whether the process holding a store may be a daemon that will answer on its socket
+/// soon: `retrace serve` starting (its arguments include `serve`), or this very process (a
+/// daemon in-process, or a store this process closed a moment ago).
+fn may_become_a_daemon(holder: &retrace_store::Holder) -> bool {
+    holder.pid == std::process::id() || holder.command.split(' ').skip(1).any(|a| a == "serve")
 }
 
 /// A client of the daemon serving `dir`, if one answers there.

@@ -6,7 +6,8 @@
 //! on loopback TCP behind a bearer token).
 //!
 //! - [`server`]: start, take up unfinished runs, serve, shut down gracefully.
-//! - [`scheduler`]: the worker pool and the one-writer rule.
+//! - [`scheduler`]: the worker pool and the one-writer rule; [`streamed`]: the text models
+//!   stream as it drives them, for followers.
 //! - [`routes`]: the API; [`api`]: its JSON shapes; [`wire`]: the store over the API.
 //! - [`client`]: the API's client, and [`RemoteStore`], the [`Store`](retrace_store::Store)
 //!   that goes through it. [`Access`] is the one way a command reaches a store: the
@@ -17,6 +18,7 @@ pub mod client;
 pub mod routes;
 pub mod scheduler;
 pub mod server;
+pub mod streamed;
 pub mod wire;
 
 pub use client::{Access, Client, RemoteStore};

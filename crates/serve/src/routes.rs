@@ -1,7 +1,8 @@
-//! The API's routes (see `docs/guide/serve.md`): runs, their live events (SSE), approvals,
-//! signals, cancel, resume, fork, and the store itself for [`RemoteStore`](crate::RemoteStore).
+//! The API's routes (see `docs/guide/serve.md`): runs, their live events and the text their
+//! models stream (SSE), approvals, signals, cancel, resume, fork, and the store itself for [`RemoteStore`](crate::RemoteStore).
 //! Every error answers `{"error": {"code", "message"}}` with a 4xx or 5xx status.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use retrace_events::{Decision, RunId, canonical_json};
-use retrace_replay::{DecideError, ForkAt, ForkError, decide_approval, edited_kind, fork};
+use retrace_replay::{DecideError, ForkAt, ForkError, decide_approval, fork};
 use retrace_runtime::entropy::{new_run_id, now};
 use retrace_runtime::executor::Runner;
 use retrace_runtime::inbox::CANCEL;
@@ -33,6 +34,7 @@ use crate::api::{
     RunView, Signal, Submit, Submitted,
 };
 use crate::scheduler::{DeliverError, Delivery, Scheduler};
+use crate::streamed::Streamed;
 use crate::wire::{self, Call, Reply, WireError, chain};
 
 /// Largest JSON body the API takes.
@@ -225,8 +227,7 @@ fn run_id(d: &Daemon, text: &str) -> Result<RunId, ApiError> {
 
 fn view(d: &Daemon, run: &RunId) -> Result<RunView, ApiError> {
     let info = d.store.require_run(run)?;
-    let mut view = RunView::of(d.store.as_ref(), &info)?;
-    view.active = d.scheduler.is_active(run);
+    let mut view = RunView::of(d.store.as_ref(), &info, d.scheduler.is_active(run))?;
     view.drive_error = d.scheduler.drive_error(run);
     Ok(view)
 }
@@ -267,8 +268,26 @@ async fn submit(
         ));
     }
     let spec = match (req.spec, req.spec_path) {
-        (Some(value), None) => serde_json::from_value::<Spec>(value)
-            .map_err(|e| ApiError::bad(format!("`spec` is not an agent spec: {e}")))?,
+        (Some(value), None) => {
+            let spec = serde_json::from_value::<Spec>(value)
+                .map_err(|e| ApiError::bad(format!("`spec` is not an agent spec: {e}")))?;
+            if let Some((what, path)) = spec.relative_paths().into_iter().next() {
+                return Err(ApiError::bad(format!(
+                    "`spec`: its {what} `{}` is relative; the daemon does not know your working \
+                     directory, so every path in a spec must be absolute (`retrace run` sends \
+                     them so)",
+                    path.display()
+                )));
+            }
+            spec
+        }
+        (None, Some(path)) if path.is_relative() => {
+            return Err(ApiError::bad(format!(
+                "`spec_path` `{}` is relative; the daemon does not know your working directory: \
+                 give an absolute path",
+                path.display()
+            )));
+        }
         (None, Some(path)) => {
             blocking(move || {
                 let mut spec = Spec::load(&path).map_err(|e| ApiError::bad(chain(&e)))?;
@@ -343,16 +362,19 @@ async fn events(
     let Query(query) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let run = run_id(&d, &run)?;
     // subscribe before reading the backlog: what is appended in between comes twice and is
-    // sent once
+    // sent once; streamed text goes between the events it came between
     let sub = d.store.subscribe(&run)?;
+    let mut streamed = d.scheduler.streamed(run);
     let mut stops = d.scheduler.stops();
     let stopping = d.scheduler.stopping();
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     let follow = query.follow.unwrap_or(true);
     let mut next = query.from.unwrap_or(0);
     tokio::spawn(async move {
+        let mut texts = streamed.take_kept();
         let send_events = |events: Vec<(retrace_events::EventId, retrace_events::Event)>,
-                           next: &mut u64|
+                           next: &mut u64,
+                           texts: &mut VecDeque<Streamed>|
          -> (Vec<SseEvent>, bool) {
             let mut out = Vec::new();
             let mut finished = false;
@@ -360,6 +382,7 @@ async fn events(
                 if event.seq < *next {
                     continue;
                 }
+                texts_before(texts, event.seq, &mut out);
                 *next = event.seq + 1;
                 finished |= matches!(event.kind, retrace_events::EventKind::RunFinished { .. });
                 out.push(sse("event", &EventView::of(id, event)));
@@ -379,7 +402,8 @@ async fn events(
             let Ok(page) = d.store.events(&run, next..=to) else {
                 return;
             };
-            let (out, done) = send_events(page, &mut next);
+            streamed.take_published(&mut texts);
+            let (out, done) = send_events(page, &mut next, &mut texts);
             finished |= done;
             for e in out {
                 if tx.send(e).await.is_err() {
@@ -394,6 +418,15 @@ async fn events(
             }
             return;
         }
+        // text of a model call under way
+        streamed.take_published(&mut texts);
+        let mut out = Vec::new();
+        texts_before(&mut texts, next, &mut out);
+        for e in out {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
         if !d.scheduler.is_active(&run)
             && let Some(e) = state_event("idle")
             && tx.send(e).await.is_err()
@@ -405,7 +438,28 @@ async fn events(
                 biased;
                 appended = sub.recv_async() => {
                     let Some(appended) = appended else { return };
-                    let (out, done) = send_events(appended.events.clone(), &mut next);
+                    streamed.take_published(&mut texts);
+                    let (out, done) = send_events(appended.events.clone(), &mut next, &mut texts);
+                    for e in out {
+                        if tx.send(e).await.is_err() { return; }
+                    }
+                    if done {
+                        if let Some(e) = state_event("end") { let _ = tx.send(e).await; }
+                        return;
+                    }
+                }
+                text = streamed.recv() => {
+                    // the events it came after were published before it: they go first
+                    texts.push_back(text);
+                    let (mut out, mut done) = (Vec::new(), false);
+                    while texts.back().is_some_and(|t| t.before > next) {
+                        let Some(appended) = sub.try_recv() else { break };
+                        let (sent, finished) =
+                            send_events(appended.events.clone(), &mut next, &mut texts);
+                        out.extend(sent);
+                        done |= finished;
+                    }
+                    texts_before(&mut texts, next, &mut out);
                     for e in out {
                         if tx.send(e).await.is_err() { return; }
                     }
@@ -417,7 +471,9 @@ async fn events(
                 stopped = stops.recv() => {
                     if matches!(stopped, Ok(r) if r == run) {
                         while let Some(appended) = sub.try_recv() {
-                            let (out, _) = send_events(appended.events.clone(), &mut next);
+                            streamed.take_published(&mut texts);
+                            let (out, _) =
+                                send_events(appended.events.clone(), &mut next, &mut texts);
                             for e in out {
                                 if tx.send(e).await.is_err() { return; }
                             }
@@ -441,6 +497,20 @@ async fn events(
             |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
         );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Move the streamed text that comes before event `seq` (not yet sent) into `out` as
+/// `text` messages; older text, whose event was sent already, is dropped.
+fn texts_before(texts: &mut VecDeque<Streamed>, seq: u64, out: &mut Vec<SseEvent>) {
+    while let Some(text) = texts.pop_front() {
+        if text.before > seq {
+            texts.push_front(text);
+            break;
+        }
+        if text.before == seq {
+            out.push(sse("text", &json!({"text": &*text.text})));
+        }
+    }
 }
 
 fn sse(name: &str, data: &impl serde::Serialize) -> SseEvent {
@@ -582,17 +652,7 @@ async fn fork_run(
             let at = match &req.edit {
                 None => ForkAt::After(req.at),
                 Some(value) => {
-                    let (_, original) = store.event_at(&from, req.at)?.ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::NOT_FOUND,
-                            format!("run {from} has no seq {}", req.at),
-                        )
-                    })?;
-                    ForkAt::Replace {
-                        seq: req.at,
-                        kind: edited_kind(store, original.kind, value, "api")
-                            .map_err(fork_error)?,
-                    }
+                    ForkAt::edit(store, &from, req.at, value, "api").map_err(fork_error)?
                 }
             };
             fork(store, &from, at, new_run_id(), now()).map_err(fork_error)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use retrace_events::{BlobId, Event, EventKind, RunId};
 use retrace_replay::{SnapshotPolicy, Status, apply, state_at_head};
-use retrace_runtime::executor::{Runner, Stop, recorded_spec};
+use retrace_runtime::executor::{Progress, Runner, Stop, recorded_spec};
 use retrace_runtime::inbox::Inbox;
 use retrace_runtime::model::provider;
 use retrace_store::Store;
@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::streamed::{Feed, Streams};
 use crate::wire::chain;
 
 /// A run being driven, or waiting for a worker.
@@ -93,6 +94,7 @@ pub struct Scheduler {
     tasks: TaskTracker,
     stopping: CancellationToken,
     stops: broadcast::Sender<RunId>,
+    streams: Arc<Streams>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -117,6 +119,7 @@ impl Scheduler {
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             stops: broadcast::channel(1024).0,
+            streams: Arc::default(),
         })
     }
 
@@ -147,6 +150,11 @@ impl Scheduler {
     /// Told the id of every run whose drive ends (finished, parked, stopped or failed).
     pub fn stops(&self) -> broadcast::Receiver<RunId> {
         self.stops.subscribe()
+    }
+
+    /// The text `run`'s model streams as the daemon drives it (the last deltas, then live).
+    pub fn streamed(&self, run: RunId) -> Feed {
+        self.streams.follow(run)
     }
 
     /// Cancelled when the daemon begins to shut down.
@@ -302,8 +310,14 @@ impl Scheduler {
         let spec = recorded_spec(store, &run).map_err(|e| chain(&e))?;
         let model = provider(&spec).map_err(|e| chain(&e))?;
         let runner = Runner::new(store, spec, model).map_err(|e| chain(&e))?;
+        let len = store.require_run(&run).map_err(|e| chain(&e))?.len();
+        let mut streamed = self.streams.publisher(run, len);
+        let mut progress = |progress: Progress| match progress {
+            Progress::Appended(event) => streamed.appended(event.seq),
+            Progress::Text(text) => streamed.text(text),
+        };
         runner
-            .drive_with(run, &mut |_| {}, Some(inbox))
+            .drive_with(run, &mut progress, Some(inbox))
             .await
             .map_err(|e| chain(&e))
     }

@@ -32,9 +32,17 @@
 //! to start, crashes mid-call or times out, the call is a recorded tool error naming the
 //! server; the connection (and a stdio server's process) is dropped and the next call
 //! connects afresh. Dropping the toolbox kills every server process it started.
+//!
+//! A stdio server's stderr is read as it writes it, and the last lines of it (at most
+//! [`STDERR_LINES`] lines, [`STDERR_BYTES`] bytes) end the error when the server fails to
+//! start, to complete the handshake, or to answer: its own words say why (a missing
+//! module, a bad flag). The server's environment is `PATH`, `HOME` and its declared `env`,
+//! never retrace's own, so its stderr cannot carry a secret of retrace's environment; the
+//! lines are shown as written, control characters removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
@@ -45,12 +53,23 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Mutex, watch};
 
 use super::{OnError, Output, Tier, ToolError, cut};
 
 /// Longest tool description kept from a server.
 pub const MAX_DESCRIPTION: usize = 1024;
+
+/// Most lines of a stdio server's stderr an error quotes (its last ones).
+pub const STDERR_LINES: usize = 20;
+
+/// Most bytes of a stdio server's stderr an error quotes (its last ones).
+pub const STDERR_BYTES: usize = 2048;
+
+/// How long a failure waits for a server's stderr to end (it usually has exited) before
+/// quoting what was read.
+const STDERR_WAIT: Duration = Duration::from_millis(500);
 
 /// An MCP server as a spec declares it, with the catalog discovered at run start.
 ///
@@ -135,17 +154,113 @@ pub struct Error {
 
 type Client = RunningService<RoleClient, ()>;
 
-/// Connect to `server` and complete the MCP handshake.
-async fn connect(server: &Server) -> Result<Client, Error> {
+/// The last lines a child process wrote to its stderr, read as it writes them (so the pipe
+/// never fills), keeping at most [`STDERR_LINES`] lines and [`STDERR_BYTES`] bytes.
+#[derive(Debug, Clone)]
+struct StderrTail {
+    lines: Arc<std::sync::Mutex<VecDeque<String>>>,
+    /// Becomes `true` when the stream ends.
+    ended: watch::Receiver<bool>,
+}
+
+impl StderrTail {
+    /// Start reading `stderr` on a task of the current tokio runtime.
+    fn read(stderr: tokio::process::ChildStderr, server: &str) -> Self {
+        let lines = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+        let (done, ended) = watch::channel(false);
+        let tail = Self { lines, ended };
+        let writer = tail.clone();
+        let server = server.to_owned();
+        tokio::spawn(async move {
+            let mut stderr = stderr;
+            let mut buf = [0u8; 4096];
+            let mut line = Vec::new();
+            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                for &byte in &buf[..n] {
+                    if byte == b'\n' {
+                        writer.push(&server, &std::mem::take(&mut line));
+                    } else if line.len() < STDERR_BYTES {
+                        line.push(byte);
+                    }
+                }
+            }
+            if !line.is_empty() {
+                writer.push(&server, &line);
+            }
+            let _ = done.send(true);
+        });
+        tail
+    }
+
+    fn push(&self, server: &str, line: &[u8]) {
+        let line: String = String::from_utf8_lossy(line)
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+            .collect();
+        let line = line.trim_end().to_owned();
+        tracing::debug!(server, line, "MCP server stderr");
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lines.push_back(line);
+        while lines.len() > STDERR_LINES
+            || (lines.len() > 1 && lines.iter().map(String::len).sum::<usize>() > STDERR_BYTES)
+        {
+            lines.pop_front();
+        }
+    }
+
+    /// What the server said last, to end an error: waits (at most [`STDERR_WAIT`]) for the
+    /// stream to end, then quotes its last lines, or says it wrote nothing.
+    async fn report(&self) -> String {
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(STDERR_WAIT, ended.wait_for(|&done| done)).await;
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last: Vec<&str> = lines.iter().map(String::as_str).collect();
+        while last.first().is_some_and(|l| l.trim().is_empty()) {
+            last.remove(0);
+        }
+        if last.is_empty() {
+            return "; it wrote nothing on stderr".to_owned();
+        }
+        let mut text = last.join("\n    ");
+        if text.len() > STDERR_BYTES {
+            let mut cut = text.len() - STDERR_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text = format!("…{}", &text[cut..]);
+        }
+        format!("; the end of its stderr:\n    {text}")
+    }
+}
+
+/// Connect to `server` and complete the MCP handshake; a stdio server's stderr comes along.
+async fn connect(server: &Server) -> Result<(Client, Option<StderrTail>), Error> {
     match (&server.command, &server.url) {
-        (Some(command), _) => connect_stdio(server, command).await,
-        (None, Some(url)) => connect_http(server, url).await,
+        (Some(command), _) => connect_stdio(server, command)
+            .await
+            .map(|(client, tail)| (client, Some(tail))),
+        (None, Some(url)) => connect_http(server, url).await.map(|c| (c, None)),
         (None, None) => Err(server.error("it has neither `command` nor `url`".into())),
     }
 }
 
-/// Start `server` as a child process speaking MCP on its stdin and stdout.
-async fn connect_stdio(server: &Server, program: &str) -> Result<Client, Error> {
+/// `why`, ended by what a stdio server last wrote on stderr (if it is one).
+async fn with_stderr(why: String, tail: Option<&StderrTail>) -> String {
+    match tail {
+        Some(tail) => format!("{why}{}", tail.report().await),
+        None => why,
+    }
+}
+
+/// Start `server` as a child process speaking MCP on its stdin and stdout, reading its
+/// stderr ([`StderrTail`]).
+async fn connect_stdio(server: &Server, program: &str) -> Result<(Client, StderrTail), Error> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(&server.args)
@@ -160,16 +275,34 @@ async fn connect_stdio(server: &Server, program: &str) -> Result<Client, Error> 
     if let Some(cwd) = &server.cwd {
         command.current_dir(cwd);
     }
-    let (transport, _) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
+    let (transport, stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| server.error(format!("cannot start `{program}`: {e}")))?;
-    handshake(
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (is it installed, and on PATH?)"
+            } else {
+                ""
+            };
+            server.error(format!("cannot start `{program}`: {e}{hint}"))
+        })?;
+    let tail = StderrTail::read(
+        stderr.expect("stderr is piped, so the child has one"),
+        &server.name,
+    );
+    match handshake(
         server,
         &format!("`{program}` started but"),
         ().serve(transport),
     )
     .await
+    {
+        Ok(client) => Ok((client, tail)),
+        Err(mut e) => {
+            e.why = with_stderr(e.why, Some(&tail)).await;
+            Err(e)
+        }
+    }
 }
 
 /// Open a streamable HTTP session with `server` at `url`. Secrets come from the environment
@@ -211,7 +344,7 @@ async fn connect_http(server: &Server, url: &str) -> Result<Client, Error> {
     retry.max_times = Some(3);
     retry.base_duration = Duration::from_millis(250);
     let mut config = StreamableHttpClientTransportConfig::with_uri(url);
-    config.retry_config = std::sync::Arc::new(retry);
+    config.retry_config = Arc::new(retry);
     if let Some(var) = &server.bearer_token_env {
         config = config.auth_header(secret(var, "the bearer token")?);
     }
@@ -341,12 +474,15 @@ impl Server {
 /// stop it. Run before a run starts, so the catalog is recorded with the spec.
 pub async fn discover(servers: &mut [Server]) -> Result<(), Error> {
     for server in servers.iter_mut().filter(|s| s.catalog.is_none()) {
-        let client = connect(server).await?;
+        let (client, tail) = connect(server).await?;
         let listed = tokio::time::timeout(server.timeout(), client.list_all_tools()).await;
         let _ = client.cancel().await;
         let tools = match listed {
             Ok(Ok(tools)) => tools,
-            Ok(Err(e)) => return Err(server.error(format!("listing its tools failed: {e}"))),
+            Ok(Err(e)) => {
+                let why = format!("listing its tools failed: {e}");
+                return Err(server.error(with_stderr(why, tail.as_ref()).await));
+            }
             Err(_) => {
                 return Err(server.error(format!(
                     "listing its tools took over {} s",
@@ -390,7 +526,7 @@ fn untrusted(description: &str) -> String {
 #[derive(Debug)]
 pub struct Connection {
     server: Server,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<(Client, Option<StderrTail>)>>,
 }
 
 impl Connection {
@@ -420,14 +556,19 @@ impl Connection {
                 message: e.to_string(),
             })?);
         }
-        let client = slot.as_ref().expect("connected just above");
+        let (client, tail) = slot.as_ref().expect("connected just above");
         let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         let result = tokio::time::timeout(server.timeout(), client.call_tool(request)).await;
         let result = match result {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => {
+                let why = with_stderr(
+                    format!("the call of `{tool}` failed: {e}"),
+                    tail.as_ref(),
+                )
+                .await;
                 *slot = None;
-                return Err(failed(format!("the call of `{tool}` failed: {e}")));
+                return Err(failed(why));
             }
             Err(_) => {
                 *slot = None;
@@ -455,7 +596,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // rmcp stops its child from a tokio task; outside a runtime, give it one so the
         // server is killed rather than left behind.
-        let Some(client) = self.client.get_mut().take() else {
+        let Some((client, _)) = self.client.get_mut().take() else {
             return;
         };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -484,4 +625,65 @@ pub fn discover_now(servers: &mut [Server]) -> Result<(), Error> {
             why: format!("cannot start an async runtime: {e}"),
         })?;
     runtime.block_on(discover(servers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stdio server declared as `sh -c SCRIPT`.
+    fn sh(script: &str) -> Server {
+        let server: Server = toml::from_str(&format!(
+            "name = \"broken\"\ncommand = \"sh\"\nargs = [\"-c\", {script:?}]\ntimeout_secs = 20\n"
+        ))
+        .expect("server");
+        server.check().expect("valid");
+        server
+    }
+
+    #[tokio::test]
+    async fn a_server_that_fails_to_start_ends_the_error_with_its_last_stderr_lines() {
+        let mut servers = vec![sh(
+            "echo 'node: starting' >&2; i=1; while [ $i -le 30 ]; do \
+             echo \"Error: Cannot find module '@acme/mcp' (line $i)\" >&2; i=$((i+1)); done; exit 3",
+        )];
+        let err = discover(&mut servers).await.expect_err("fails").to_string();
+        assert!(err.starts_with("MCP server `broken`: `sh` started but"), "{err}");
+        assert!(err.contains("the end of its stderr:"), "{err}");
+        assert!(
+            err.ends_with("Error: Cannot find module '@acme/mcp' (line 30)"),
+            "{err}"
+        );
+        // the last STDERR_LINES lines, no more
+        assert!(err.contains("(line 11)"), "{err}");
+        assert!(!err.contains("(line 10)"), "{err}");
+        assert!(!err.contains("node: starting"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_long_stderr_is_cut_to_its_last_bytes_and_a_silent_server_is_said_to_be() {
+        let mut servers = vec![sh(
+            "i=1; while [ $i -le 5 ]; do printf '%01000d\\n' $i >&2; i=$((i+1)); done; exit 1",
+        )];
+        let err = discover(&mut servers).await.expect_err("fails").to_string();
+        let (_, tail) = err.split_once("the end of its stderr:").expect("quoted");
+        assert!(tail.len() <= STDERR_BYTES + 16, "{} bytes", tail.len());
+        assert!(tail.trim_end().ends_with("0005"), "{tail}");
+
+        let mut servers = vec![sh("exit 1")];
+        let err = discover(&mut servers).await.expect_err("fails").to_string();
+        assert!(err.ends_with("it wrote nothing on stderr"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named_with_a_hint() {
+        let mut server = sh("true");
+        server.command = Some("retrace-no-such-mcp-server".into());
+        let err = discover(&mut [server]).await.expect_err("fails").to_string();
+        assert!(
+            err.contains("cannot start `retrace-no-such-mcp-server`"),
+            "{err}"
+        );
+        assert!(err.contains("on PATH"), "{err}");
+    }
 }

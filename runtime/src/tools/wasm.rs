@@ -157,8 +157,9 @@ impl Manifest {
             at(
                 Some(raw.module.span()),
                 format!(
-                    "cannot read the component {}: {e} (build WASM tools with `cargo build --release --target wasm32-wasip2`)",
-                    module.display()
+                    "cannot read the component {}: {e} ({})",
+                    module.display(),
+                    retrace_sandbox::BUILD_HINT
                 ),
             )
         })?;

@@ -2,6 +2,23 @@
 
 use retrace_events::{EventId, Head, IdError, RunId};
 
+/// A process holding a store (see [`Error::Locked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its process id.
+    pub pid: u32,
+    /// Its command line, arguments separated by spaces (empty when unreadable).
+    pub command: String,
+}
+
+fn fmt_holder(holder: Option<&Holder>) -> String {
+    match holder {
+        None => "another process".to_owned(),
+        Some(Holder { pid, command }) if command.is_empty() => format!("process {pid}"),
+        Some(Holder { pid, command }) => format!("process {pid} (`{command}`)"),
+    }
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -89,12 +106,15 @@ pub enum Error {
     },
     /// Another process holds the store (sled allows one process per store).
     #[error(
-        "store at {path} is in use by another process; stop it, or go through the process that \
-         holds the store (e.g. `retrace serve`)"
+        "store at {path} is in use by {}; wait for it to finish or stop it, or go through the \
+         process that holds the store (e.g. `retrace serve`)",
+        fmt_holder(.holder.as_ref())
     )]
     Locked {
         /// Where the store is.
         path: String,
+        /// The process holding it, when the system tells.
+        holder: Option<Holder>,
     },
     /// The daemon holding the store (`retrace serve`) refused or failed a call; its message.
     #[error("{message} (from retrace serve, which holds the store)")]

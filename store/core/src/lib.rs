@@ -36,7 +36,7 @@ mod verify;
 mod watch;
 
 pub use chain::{Record, prepare_append};
-pub use error::{Error, Result};
+pub use error::{Error, Holder, Result};
 pub use memory::MemoryStore;
 pub use run::{ForkOrigin, NewRun, RunInfo, StoreStats};
 pub use store::{MAX_RANGE, Store, StoredEvent, check_fork_origin};

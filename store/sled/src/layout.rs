@@ -30,6 +30,9 @@ use retrace_store::{Error, Result, RunInfo, StoredEvent};
 
 /// Subdirectory holding the sled database.
 pub const SLED_DIR: &str = "sled";
+/// The file in [`SLED_DIR`] that sled holds an exclusive `flock` on while the store is open
+/// (see the `holder` module).
+pub const SLED_LOCK_FILE: &str = "db";
 /// Subdirectory holding the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
 /// Subdirectory holding the index tables.

@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod holder;
 mod index;
 pub mod layout;
 pub mod segments;
@@ -123,10 +124,15 @@ fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> Error {
     move |e| Error::backend(op, e)
 }
 
-/// How long `open` keeps retrying a held lock. sled releases its file lock from its IO
-/// thread pool shortly after the last handle drops, so a store closed a moment ago by this
-/// or another process can still look held.
+/// How long `open` keeps retrying a lock held by this process, or by a process it cannot
+/// name. sled releases its file lock from its IO thread pool shortly after the last handle
+/// drops, so a store closed a moment ago can still look held.
 const LOCK_PATIENCE: Duration = Duration::from_millis(1_500);
+
+/// How long `open` keeps retrying a lock held by another process it can name ([`holder`]):
+/// long enough for one that is just closing the store to let go, short enough that a user
+/// is told at once who holds it.
+const OTHER_HOLDER_PATIENCE: Duration = Duration::from_millis(200);
 
 fn open_db(path: &Path) -> Result<sled::Db> {
     let started = Instant::now();
@@ -148,9 +154,16 @@ fn open_db(path: &Path) -> Result<sled::Db> {
                 }
             }
             Err(sled::Error::Io(io)) if is_lock_error(&io) => {
-                if started.elapsed() > LOCK_PATIENCE {
+                let holder = holder::of(&path.join(layout::SLED_LOCK_FILE));
+                let patience = match &holder {
+                    Some(h) if h.pid != std::process::id() => OTHER_HOLDER_PATIENCE,
+                    _ => LOCK_PATIENCE,
+                };
+                if started.elapsed() > patience {
                     return Err(Error::Locked {
-                        path: path.display().to_string(),
+                        // the store's directory, not its `sled/` inside
+                        path: path.parent().unwrap_or(path).display().to_string(),
+                        holder,
                     });
                 }
                 std::thread::sleep(Duration::from_millis(1));

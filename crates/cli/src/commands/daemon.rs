@@ -11,7 +11,8 @@ use retrace_serve::Client;
 use retrace_serve::api::{RunView, Submit};
 use retrace_serve::client::StreamItem;
 
-use super::run::report;
+use super::run::{already_finished, report};
+use super::timeline::Timeline;
 
 /// Submit one run per input; with `detach`, print their ids (stdout, one per line) and
 /// return, else follow them to their end or park.
@@ -71,29 +72,40 @@ pub fn submit(
 /// Ask the daemon to continue `run`, and follow it.
 pub fn resume(client: &Client, run: RunId) -> anyhow::Result<ExitCode> {
     let view = client.run(&run.to_string())?;
-    if view.finished {
-        bail!("run {run} has finished ({})", view.status);
+    if let Some(code) = already_finished(&view) {
+        return Ok(code);
     }
     client.resume(&run.to_string())?;
     println!("run {run} ({}) resumed by retrace serve", view.name);
     follow(client, run, view.events, false)
 }
 
-/// Print `run`'s events from seq `from` until it finishes or the daemon stops driving it.
+/// Print `run`'s events from seq `from`, and the text its model streams, until it finishes
+/// or the daemon stops driving it: as a drive in this process prints them. With `prefix`
+/// (one of several runs) each event line starts with the run's short id and streamed text
+/// is left out, as for several runs driven here.
 fn follow(client: &Client, run: RunId, from: u64, prefix: bool) -> anyhow::Result<ExitCode> {
     let short = run.short();
+    let mut timeline = Timeline::default();
     for item in client.events(&run.to_string(), from, true)? {
         let view = match item? {
+            StreamItem::Event(e) if prefix => {
+                println!("{short} {:>6}  {:<20}  {}", e.seq, e.kind, e.summary);
+                continue;
+            }
             StreamItem::Event(e) => {
-                if prefix {
-                    println!("{short} {:>6}  {:<20}  {}", e.seq, e.kind, e.summary);
-                } else {
-                    println!("{:>6}  {:<20}  {}", e.seq, e.kind, e.summary);
+                timeline.event(e.seq, &e.kind, &e.summary);
+                continue;
+            }
+            StreamItem::Text(text) => {
+                if !prefix {
+                    timeline.text(&text);
                 }
                 continue;
             }
             StreamItem::Idle(view) | StreamItem::End(view) => view,
         };
+        timeline.end_text();
         if let Some(error) = &view.drive_error {
             bail!("retrace serve could not drive run {run}: {error}");
         }

@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use retrace_replay::{ForkAt, edited_kind, fork};
+use retrace_replay::{ForkAt, fork};
 use retrace_runtime::entropy::{new_run_id, now};
-use retrace_store::Store;
 use serde_json::Value;
 
 use crate::{store_access, target};
@@ -31,14 +30,8 @@ pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode
                 .with_context(|| format!("cannot read edit file {}", file.display()))?;
             let value: Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not valid JSON", file.display()))?;
-            let (_, original) = store
-                .event_at(&at.run, at.seq)?
-                .with_context(|| format!("run {} has no seq {}", at.run, at.seq))?;
-            ForkAt::Replace {
-                seq: at.seq,
-                kind: edited_kind(&store, original.kind, &value, "retrace fork --edit")
-                    .with_context(|| format!("edit file {}", file.display()))?,
-            }
+            ForkAt::edit(&store, &at.run, at.seq, &value, "retrace fork --edit")
+                .with_context(|| format!("edit file {}", file.display()))?
         }
     };
     let edited = matches!(fork_at, ForkAt::Replace { .. });

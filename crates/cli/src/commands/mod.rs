@@ -15,6 +15,7 @@ mod runs;
 mod serve;
 mod show;
 mod signal;
+mod timeline;
 mod tools;
 mod verify;
 

@@ -34,7 +34,8 @@ pub fn run(
     how: How<'_>,
     note: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?.store();
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
     let run = store.resolve_run(run)?;
     let state = state_at_head(&store, &run, SnapshotPolicy::default())?.state;
     let Status::OutcomeUnknown { call_id } = &state.status else {
@@ -93,7 +94,14 @@ pub fn run(
     };
     println!("{call_id} of run {} {what}", run.short());
     if !matches!(how, How::Fail) {
-        println!("continue with: retrace resume {}", run.short());
+        // as after an approval: a daemon that holds the store continues the run itself
+        match access.daemon() {
+            Some(client) => {
+                client.resume(&run.to_string())?;
+                println!("retrace serve continues it");
+            }
+            None => println!("continue with: retrace resume {}", run.short()),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

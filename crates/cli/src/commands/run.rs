@@ -4,7 +4,6 @@
 //! Exit status: 0 when the run succeeded or parked for a human, 2 when it failed or was
 //! cancelled, 1 on an error of retrace itself.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use retrace_serve::api::RunView;
 use retrace_store::Store;
 
 use super::daemon;
+use super::timeline::Timeline;
 
 use crate::{output, store_access};
 
@@ -159,6 +159,10 @@ pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
     let access = store_access::open_existing(dir)?;
     let store = access.store();
     let run = store.resolve_run(run)?;
+    let info = store.require_run(&run)?;
+    if let Some(code) = already_finished(&RunView::of(store.as_ref(), &info, false)?) {
+        return Ok(code);
+    }
     if let Some(client) = access.daemon() {
         return daemon::resume(client, run);
     }
@@ -166,6 +170,17 @@ pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
     let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
     println!("run {run} ({}) resumed", spec.name);
     drive(store.as_ref(), &runner, run)
+}
+
+/// A finished run has nothing to resume: say so and print its report, with or without
+/// retrace serve; the exit status is its outcome's. `None` while it is unfinished.
+pub fn already_finished(view: &RunView) -> Option<ExitCode> {
+    let outcome = view.outcome?;
+    println!(
+        "run {} ({}) has already finished: nothing to resume",
+        view.id, view.name
+    );
+    Some(report(view, &Stop::Finished(outcome), false))
 }
 
 /// Continue `run` on a thread of its own (for the inspector): the spec it was started with
@@ -196,32 +211,17 @@ fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<E
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut streaming = false;
+    let mut timeline = Timeline::default();
     let stop = runtime.block_on(runner.drive(run, &mut |progress| match progress {
-        Progress::Text(text) => {
-            if !streaming {
-                print!("        │ ");
-                streaming = true;
-            }
-            print!("{}", text.replace('\n', "\n        │ "));
-            let _ = std::io::stdout().flush();
-        }
+        Progress::Text(text) => timeline.text(&text),
         Progress::Appended(event) => {
-            if streaming {
-                println!();
-                streaming = false;
-            }
-            println!(
-                "{:>6}  {:<20}  {}",
-                event.seq,
-                event.kind.name(),
-                output::summary(&event)
-            );
+            timeline.event(event.seq, event.kind.name(), &output::summary(&event));
         }
     }))?;
+    timeline.end_text();
     let info = store.require_run(&run)?;
     let state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
-    let view = RunView::from_state(&info, &state);
+    let view = RunView::from_state(store, &info, &state, false);
     Ok(report(&view, &stop, false))
 }
 
@@ -241,6 +241,11 @@ pub fn report(view: &RunView, stop: &Stop, served: bool) -> ExitCode {
     match stop {
         Stop::Finished(outcome) => {
             println!("run {run}: {}", view.status);
+            if *outcome != Outcome::Succeeded
+                && let Some(reason) = &view.reason
+            {
+                println!("reason: {reason}");
+            }
             println!(
                 "inspect: retrace log {short} · retrace show {short} · retrace verify {short}"
             );
@@ -250,16 +255,20 @@ pub fn report(view: &RunView, stop: &Stop, served: bool) -> ExitCode {
                 ExitCode::from(2)
             }
         }
-        Stop::Parked(reason) => {
-            println!("run {run} is parked: {reason}");
-            if served {
+        Stop::Parked(_) => {
+            // the view's words, so a drive here and one in retrace serve print the same
+            println!("run {run} is {}", view.status);
+            let then = if served {
+                "; retrace serve continues it".to_owned()
+            } else {
+                format!(", then: retrace resume {short}")
+            };
+            if view.outcome_unknown.is_some() {
                 println!(
-                    "decide: retrace approve {short} [--deny] [--note TEXT]; retrace serve continues it"
+                    "resolve: retrace resolve {short} (--retry | --skip-with FILE | --fail){then}"
                 );
             } else {
-                println!(
-                    "decide: retrace approve {short} [--deny] [--note TEXT], then: retrace resume {short}"
-                );
+                println!("decide: retrace approve {short} [--deny] [--note TEXT]{then}");
             }
             ExitCode::SUCCESS
         }

@@ -1,24 +1,47 @@
-//! `retrace runs`: the runs in a store, newest last.
+//! `retrace runs`: the runs in a store, newest last, with where each stands: `running` (a
+//! daemon drives it now), `parked: …` (what a human must decide), `needs resume`, or how it
+//! finished.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use retrace_events::{RunId, unique_prefix_len};
 use retrace_replay::{SnapshotPolicy, state_at_head};
+use retrace_serve::api::RunView;
 use retrace_store::Store;
 
 use crate::output;
 use crate::store_access;
 
 pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let store = store_access::open_existing(dir)?.store();
+    let access = store_access::open_existing(dir)?;
+    let store = access.store();
     let mut runs = store.runs()?;
     runs.sort_by_key(|r| (r.created_at, r.id));
+    // Only a daemon drives runs while others read the store (a process driving one holds
+    // the store's lock), so without one no run is being driven.
+    let driven: Vec<RunId> = match access.daemon() {
+        Some(client) => client
+            .runs()?
+            .into_iter()
+            .filter(|v| v.active)
+            .filter_map(|v| v.id.parse().ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut views = Vec::with_capacity(runs.len());
+    for r in &runs {
+        let state = state_at_head(&store, &r.id, SnapshotPolicy::default())?.state;
+        let view = RunView::from_state(store.as_ref(), r, &state, driven.contains(&r.id));
+        views.push((r, state, view));
+    }
     if json {
-        for r in &runs {
-            let state = state_at_head(&store, &r.id, SnapshotPolicy::default())?.state;
+        for (r, state, view) in &views {
             let line = serde_json::json!({
                 "run": r.id,
+                "name": view.name,
+                "standing": view.status,
+                "reason": view.reason,
                 "status": state.status,
                 "totals": state.totals,
                 "created_at": r.created_at,
@@ -40,11 +63,23 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
     let width = unique_prefix_len(&ids);
+    let name_width = views
+        .iter()
+        .map(|(_, _, v)| v.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let status_width = views
+        .iter()
+        .map(|(_, _, v)| v.status.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     println!(
-        "{:<width$}  {:<24}  {:>8}  {:<18}  {:>6}  {:>9}  {:>11}  FORKED FROM",
-        "RUN", "CREATED", "EVENTS", "STATUS", "STEPS", "TOKENS", "COST"
+        "{:<width$}  {:<name_width$}  {:<24}  {:>6}  {:<status_width$}  {:>5}  {:>9}  {:>11}  FORKED FROM",
+        "RUN", "NAME", "CREATED", "EVENTS", "STATUS", "STEPS", "TOKENS", "COST"
     );
-    for r in &runs {
+    for (r, state, view) in &views {
         let edited = r.meta.get("edited").is_some_and(|e| e == "true");
         let origin = r
             .origin
@@ -57,14 +92,14 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 }
             })
             .unwrap_or_default();
-        let state = state_at_head(&store, &r.id, SnapshotPolicy::default())?.state;
         let t = &state.totals;
         println!(
-            "{:<width$}  {:<24}  {:>8}  {:<18}  {:>6}  {:>9}  {:>11}  {origin}",
+            "{:<width$}  {:<name_width$}  {:<24}  {:>6}  {:<status_width$}  {:>5}  {:>9}  {:>11}  {origin}",
             &r.id.to_hex()[..width],
+            view.name,
             output::time(r.created_at),
             r.len(),
-            output::status(&state.status),
+            view.status,
             t.steps,
             t.input_tokens + t.output_tokens,
             output::usd(t.cost_micro_usd),

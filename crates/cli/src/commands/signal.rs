@@ -48,7 +48,7 @@ pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<Exi
         .enable_all()
         .build()?;
     runtime.block_on(runner.drive(run, &mut |_| {}))?;
-    let view = RunView::of(store.as_ref(), &store.require_run(&run)?)?;
+    let view = RunView::of(store.as_ref(), &store.require_run(&run)?, false)?;
     println!("run {}: {}", run.short(), view.status);
     Ok(ExitCode::SUCCESS)
 }

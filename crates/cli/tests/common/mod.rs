@@ -28,3 +28,56 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Run the `tidy` example (copied into `dir`) into `dir/store`; the store and the run id.
+pub fn tidy_run(dir: &Path) -> (std::path::PathBuf, String) {
+    let spec = example("tidy", dir);
+    let store = dir.join("store");
+    let out = run_agent(&store, &spec, "Summarise this project");
+    assert!(out.status.success(), "{}", text(&out));
+    let run = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("run prints the run id")
+        .to_owned();
+    (store, run)
+}
+
+/// Copy an example agent into a temp dir, so runs write there, not into the repository.
+pub fn example(name: &str, into: &Path) -> std::path::PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let to = into.join(name);
+    for entry in walk(&from) {
+        let target = to.join(entry.strip_prefix(&from).expect("inside"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&entry, &target).expect("copy");
+    }
+    to.join("agent.toml")
+}
+
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "out") {
+                out.extend(walk(&path));
+            }
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// `retrace run SPEC --input INPUT` against `store`.
+pub fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
+    retrace(
+        store,
+        &["run", spec.to_str().expect("utf-8"), "--input", input],
+    )
+}
+

@@ -1,0 +1,210 @@
+//! The recorded form of a model's reply: what a `model_responded` event's `response` blob
+//! holds (canonical JSON), and the tool calls it proposes.
+//!
+//! Providers assemble a [`ModelReply`]; the executor records it and turns its calls into a
+//! `tool_calls_proposed` event with [`ModelReply::proposed_calls`]. A fork whose edited reply
+//! replaces a recorded one goes through the same function, so an edited reply is followed
+//! exactly as a recorded one would be. Edits written by people are checked first with
+//! [`ModelReply::from_edit`], which refuses what a reply cannot be.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::ProposedCall;
+use crate::id::BlobId;
+
+/// A tool call in a model reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    /// The model's id for the call (unique within the reply).
+    pub id: String,
+    /// Tool name, e.g. `fs.read`.
+    pub name: String,
+    /// Arguments: a JSON object (`{}` when the tool takes none).
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+/// Tokens billed for one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+}
+
+/// A model's assembled reply.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelReply {
+    /// Text.
+    #[serde(default)]
+    pub text: String,
+    /// Tool calls, in order.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tokens.
+    #[serde(default)]
+    pub usage: TokenUsage,
+    /// Why the model stopped, as the provider said it.
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+}
+
+/// Why an edited reply was refused: the JSON path of the fault and what is wrong there.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a model reply: {0}; a reply is {{\"text\": \"…\", \"tool_calls\": [{{\"id\": \"…\", \"name\": \"…\", \"arguments\": {{…}}}}]}} (both optional, at least one given; also `usage` and `stop_reason`)")]
+pub struct ReplyError(pub String);
+
+impl ModelReply {
+    /// Check `value`, written by a person (a fork's edit), as a reply: an object with only
+    /// the reply's fields (`text`, `tool_calls`, `usage`, `stop_reason`), some text or at
+    /// least one call, each call with a non-empty `id` (unique in the reply) and `name`, and
+    /// `arguments` a JSON object (absent means `{}`).
+    pub fn from_edit(value: &Value) -> Result<Self, ReplyError> {
+        if !value.is_object() {
+            return Err(ReplyError(format!(
+                "it must be a JSON object, found {}",
+                kind_of(value)
+            )));
+        }
+        let mut reply: Self =
+            serde_json::from_value(value.clone()).map_err(|e| ReplyError(e.to_string()))?;
+        if reply.text.is_empty() && reply.tool_calls.is_empty() {
+            return Err(ReplyError(
+                "it has neither `text` nor `tool_calls`: the model would have said nothing"
+                    .to_owned(),
+            ));
+        }
+        for (i, call) in reply.tool_calls.iter_mut().enumerate() {
+            if call.id.trim().is_empty() {
+                return Err(ReplyError(format!("tool_calls[{i}].id is empty")));
+            }
+            if call.name.trim().is_empty() {
+                return Err(ReplyError(format!("tool_calls[{i}].name is empty")));
+            }
+            match &call.arguments {
+                Value::Null => call.arguments = Value::Object(serde_json::Map::new()),
+                Value::Object(_) => {}
+                other => {
+                    return Err(ReplyError(format!(
+                        "tool_calls[{i}].arguments must be a JSON object, found {}",
+                        kind_of(other)
+                    )));
+                }
+            }
+        }
+        for (i, call) in reply.tool_calls.iter().enumerate() {
+            if reply.tool_calls[..i].iter().any(|c| c.id == call.id) {
+                return Err(ReplyError(format!(
+                    "tool_calls[{i}].id `{}` is used twice",
+                    call.id
+                )));
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The calls this reply proposes, in order, each with its arguments stored by `put`
+    /// (which stores canonical JSON and returns its blob id). What `tool_calls_proposed`
+    /// records after the reply; empty when the reply calls no tool.
+    pub fn proposed_calls<E>(
+        &self,
+        mut put: impl FnMut(&Value) -> Result<BlobId, E>,
+    ) -> Result<Vec<ProposedCall>, E> {
+        self.tool_calls
+            .iter()
+            .map(|call| {
+                Ok(ProposedCall {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    args: put(&call.arguments)?,
+                    path: call
+                        .arguments
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                })
+            })
+            .collect()
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn edits_that_are_not_replies_are_refused_with_what_is_wrong() {
+        let cases = [
+            (json!("just a string"), "must be a JSON object, found a string"),
+            (json!({"txt": "I am done"}), "unknown field `txt`"),
+            (json!({"entries": []}), "unknown field `entries`"),
+            (json!({}), "neither `text` nor `tool_calls`"),
+            (
+                json!({"tool_calls": [{"id": "", "name": "fs.read"}]}),
+                "tool_calls[0].id is empty",
+            ),
+            (
+                json!({"tool_calls": [{"id": "a", "name": "fs.read", "arguments": "x"}]}),
+                "tool_calls[0].arguments must be a JSON object, found a string",
+            ),
+            (
+                json!({"tool_calls": [{"id": "a", "name": "x"}, {"id": "a", "name": "y"}]}),
+                "tool_calls[1].id `a` is used twice",
+            ),
+            (
+                json!({"text": "hi", "tool_calls": [{"id": "a", "name": "x", "args": {}}]}),
+                "unknown field `args`",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = ModelReply::from_edit(&value).expect_err(&value.to_string());
+            assert!(err.to_string().contains(expected), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_good_edit_is_a_reply_and_proposes_its_calls_in_order() {
+        let reply = ModelReply::from_edit(&json!({
+            "text": "Let me read the calc.",
+            "tool_calls": [
+                {"id": "c9", "name": "fs.read", "arguments": {"path": "src/calc.txt"}},
+                {"id": "c10", "name": "fs.list"}
+            ],
+            "stop_reason": "tool_use"
+        }))
+        .expect("a reply");
+        assert_eq!(reply.tool_calls[1].arguments, json!({}));
+        let mut stored = Vec::new();
+        let calls = reply
+            .proposed_calls(|v| {
+                stored.push(v.clone());
+                Ok::<_, ()>(crate::json_blob_id(v))
+            })
+            .expect("no store error");
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].call_id, "c9");
+        assert_eq!(calls[0].tool, "fs.read");
+        assert_eq!(calls[0].path.as_deref(), Some("src/calc.txt"));
+        assert_eq!(calls[0].args, crate::json_blob_id(&json!({"path": "src/calc.txt"})));
+        assert_eq!(calls[1].path, None);
+        assert_eq!(stored, vec![json!({"path": "src/calc.txt"}), json!({})]);
+    }
+}
