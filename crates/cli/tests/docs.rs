@@ -23,7 +23,6 @@
 //!   Any other program fails the test, as does a transcript with `$ ` lines in a block that
 //!   is not ` ```console `: a new command in the docs is either run or explicitly set aside.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,7 +49,7 @@ const NOT_RUN_PROGRAMS: [(&str, &str); 4] = [
 ];
 
 /// A command may take this long.
-const TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_mins(1);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -105,8 +104,14 @@ fn guide_tools() {
 fn every_guide_is_checked() {
     let mut found: Vec<String> = std::fs::read_dir(repo().join("docs/guide"))
         .expect("docs/guide")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".md"))
+        .map(|e| e.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .map(|path| {
+            path.file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     found.sort();
     assert_eq!(
@@ -131,20 +136,19 @@ fn blocks(text: &str) -> Vec<Block> {
     let mut last_text: Option<&str> = None;
     for (i, line) in text.lines().enumerate() {
         if let Some(fence) = line.strip_prefix("```") {
-            match open.take() {
-                Some(block) => out.push(block),
-                None => {
-                    let marker = last_text
-                        .and_then(|l| l.trim().strip_prefix("<!--"))
-                        .and_then(|l| l.strip_suffix("-->"))
-                        .map(|m| m.trim().to_owned());
-                    open = Some(Block {
-                        line: i + 1,
-                        lang: fence.trim().to_owned(),
-                        marker,
-                        lines: Vec::new(),
-                    });
-                }
+            if let Some(block) = open.take() {
+                out.push(block);
+            } else {
+                let marker = last_text
+                    .and_then(|l| l.trim().strip_prefix("<!--"))
+                    .and_then(|l| l.strip_suffix("-->"))
+                    .map(|m| m.trim().to_owned());
+                open = Some(Block {
+                    line: i + 1,
+                    lang: fence.trim().to_owned(),
+                    marker,
+                    lines: Vec::new(),
+                });
             }
             last_text = None;
             continue;
@@ -192,8 +196,8 @@ struct Session {
     bin: PathBuf,
     /// The id the last `retrace run` printed.
     run: Option<String>,
-    /// What was run and what was not, for the test's output.
-    log: String,
+    /// What was run and what was not, one line each, for the test's output.
+    log: Vec<String>,
     /// Commands run, and commands set aside.
     ran: usize,
     not_run: usize,
@@ -212,7 +216,7 @@ impl Session {
             dir,
             bin,
             run: None,
-            log: String::new(),
+            log: Vec::new(),
             ran: 0,
             not_run: 0,
         }
@@ -238,7 +242,8 @@ impl Session {
         if program != "retrace"
             && let Some((_, why)) = NOT_RUN_PROGRAMS.iter().find(|(p, _)| *p == program)
         {
-            writeln!(self.log, "  not run  {at}: {command}  ({why})").unwrap();
+            self.log
+                .push(format!("  not run  {at}: {command}  ({why})"));
             self.not_run += 1;
             return;
         }
@@ -285,7 +290,8 @@ impl Session {
         {
             self.run = Some(run);
         }
-        writeln!(self.log, "  ran      {at}: {command}  (exit {expected})").unwrap();
+        self.log
+            .push(format!("  ran      {at}: {command}  (exit {expected})"));
         self.ran += 1;
     }
 }
@@ -300,7 +306,9 @@ fn check(doc: &str) {
         if let Some(path) = marker.strip_prefix("save as:") {
             let path = session.dir.path().join(path.trim());
             std::fs::write(&path, block.lines.join("\n") + "\n").expect("save the block");
-            writeln!(session.log, "  saved    {at} as {}", path.display()).unwrap();
+            session
+                .log
+                .push(format!("  saved    {at} as {}", path.display()));
             continue;
         }
         if !matches!(block.lang.as_str(), "sh" | "console") {
@@ -314,12 +322,10 @@ fn check(doc: &str) {
         }
         if let Some(reason) = marker.strip_prefix("not run:") {
             let skipped = commands(&block).len();
-            writeln!(
-                session.log,
+            session.log.push(format!(
                 "  not run  {at}: {skipped} command(s)  ({})",
                 reason.trim()
-            )
-            .unwrap();
+            ));
             session.not_run += skipped;
             continue;
         }
@@ -330,7 +336,9 @@ fn check(doc: &str) {
     }
     eprintln!(
         "{doc}: {} command(s) run, {} not run\n{}",
-        session.ran, session.not_run, session.log
+        session.ran,
+        session.not_run,
+        session.log.join("\n")
     );
 }
 
