@@ -153,9 +153,11 @@ impl ForkAt {
         by: &str,
     ) -> Result<Self, ForkError> {
         let len = store.require_run(run)?.len();
-        let (_, original) = store
-            .event_at(run, seq)?
-            .ok_or(Error::NoSuchSeq { run: *run, seq, len })?;
+        let (_, original) = store.event_at(run, seq)?.ok_or(Error::NoSuchSeq {
+            run: *run,
+            seq,
+            len,
+        })?;
         Ok(Self::Replace {
             seq,
             kind: edited_kind(store, original.kind, value, by)?,
@@ -187,7 +189,9 @@ fn proposals_after(
         ForkError::BadContent(format!("run {run}: the reply blob {response} is missing"))
     })?;
     let reply: ModelReply = serde_json::from_slice(&bytes).map_err(|e| {
-        ForkError::BadContent(format!("run {run}: the reply blob {response} is not a reply: {e}"))
+        ForkError::BadContent(format!(
+            "run {run}: the reply blob {response} is not a reply: {e}"
+        ))
     })?;
     let calls = reply.proposed_calls(|args| store.put_blob(&canonical_json(args)))?;
     Ok((!calls.is_empty()).then_some(EventKind::ToolCallsProposed {
@@ -322,17 +326,25 @@ pub fn fork(
 fn after_reply(store: &(impl Store + ?Sized), run: &RunId, seq: u64) -> Result<u64, ForkError> {
     let is_reply = matches!(
         store.event_at(run, seq)?,
-        Some((_, Event { kind: EventKind::ModelResponded { .. }, .. }))
+        Some((
+            _,
+            Event {
+                kind: EventKind::ModelResponded { .. },
+                ..
+            }
+        ))
     );
     if !is_reply {
         return Ok(seq);
     }
     Ok(match store.event_at(run, seq + 1)? {
-        Some((_, Event { kind: EventKind::ToolCallsProposed { response_seq, .. }, .. }))
-            if response_seq == seq =>
-        {
-            seq + 1
-        }
+        Some((
+            _,
+            Event {
+                kind: EventKind::ToolCallsProposed { response_seq, .. },
+                ..
+            },
+        )) if response_seq == seq => seq + 1,
         _ => seq,
     })
 }

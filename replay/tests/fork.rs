@@ -138,12 +138,24 @@ fn an_edited_reply_s_calls_are_proposed_and_a_fork_after_a_reply_keeps_its_calls
         .filter(|e| matches!(e.kind, EventKind::ModelResponded { .. }))
         .map(|e| e.seq)
         .collect();
-    let with_calls = *replies.iter().find(|&&s| proposed_after(s)).expect("a reply with calls");
-    let without = *replies.iter().find(|&&s| !proposed_after(s)).expect("a reply without");
+    let with_calls = *replies
+        .iter()
+        .find(|&&s| proposed_after(s))
+        .expect("a reply with calls");
+    let without = *replies
+        .iter()
+        .find(|&&s| !proposed_after(s))
+        .expect("a reply without");
 
     // forking "after" a reply with calls shares its proposals: the calls are not lost
-    let plain = fork(&store, &RUN, ForkAt::After(with_calls), run_id(5), Timestamp(1))
-        .expect("fork");
+    let plain = fork(
+        &store,
+        &RUN,
+        ForkAt::After(with_calls),
+        run_id(5),
+        Timestamp(1),
+    )
+    .expect("fork");
     assert_eq!(plain.head.map(|h| h.seq), Some(with_calls + 1));
     let state = state_at(&store, &run_id(5), with_calls + 1, policy)
         .expect("state")
@@ -161,7 +173,9 @@ fn an_edited_reply_s_calls_are_proposed_and_a_fork_after_a_reply_keeps_its_calls
     .expect("a reply");
     let Some(EventKind::ModelResponded {
         request_seq, usage, ..
-    }) = events.get(usize::try_from(without).expect("seq")).map(|e| e.kind.clone())
+    }) = events
+        .get(usize::try_from(without).expect("seq"))
+        .map(|e| e.kind.clone())
     else {
         unreachable!()
     };

@@ -344,15 +344,7 @@ impl<'a> Runner<'a> {
                         request,
                     }]
                 }
-                Next::Deny { call, reason, note } => {
-                    let reason = match note {
-                        Some(note) => {
-                            format!("{reason}: {}", text_of(&self.blob_json(run, &note)?))
-                        }
-                        None => reason,
-                    };
-                    self.denial(&call, &reason)?
-                }
+                Next::Deny { call, reason, note } => self.denial(run, &call, &reason, note)?,
                 Next::MarkOutcomeUnknown { call_id } => {
                     let reason = self.put_json(&json!({"reason": "the process stopped while this non-idempotent tool ran; it may or may not have taken effect"}))?;
                     vec![EventKind::ToolOutcomeUnknown { call_id, reason }]
@@ -592,9 +584,23 @@ impl<'a> Runner<'a> {
         })
     }
 
-    /// A refused call, recorded as requested-then-failed so the model is told.
-    fn denial(&self, call: &ProposedCall, reason: &str) -> Result<Vec<EventKind>, Error> {
-        let output = self.put_json(&json!({"error": format!("not run: {reason}")}))?;
+    /// A refused call, recorded as requested-then-failed so the model is told why, with the
+    /// decider's `note` (a JSON string blob) after the reason.
+    fn denial(
+        &self,
+        run: RunId,
+        call: &ProposedCall,
+        reason: &str,
+        note: Option<BlobId>,
+    ) -> Result<Vec<EventKind>, Error> {
+        let told = match note {
+            Some(note) => format!(
+                "not run: {reason}: {}",
+                text_of(&self.blob_json(run, &note)?)
+            ),
+            None => format!("not run: {reason}"),
+        };
+        let output = self.put_json(&json!({ "error": told }))?;
         Ok(vec![
             EventKind::ToolRequested {
                 call_id: call.call_id.clone(),

@@ -519,7 +519,9 @@ impl Spec {
             if params.contains_key(&key) {
                 return Err(at(
                     model_span,
-                    format!("parameter `{key}` is given both in [model] and in [model.params]; keep one"),
+                    format!(
+                        "parameter `{key}` is given both in [model] and in [model.params]; keep one"
+                    ),
                 ));
             }
             params.insert(key, value);
@@ -798,13 +800,13 @@ temperature = 0.2
                 1,
                 "`temperature`",
             ),
-            (HTTP.replace("temperature = ", "Temperature = "), 9, 1, "`temperature`"),
             (
-                format!("{HTTP}max-tokens = 100\n"),
-                10,
+                HTTP.replace("temperature = ", "Temperature = "),
+                9,
                 1,
-                "`max_tokens`",
+                "`temperature`",
             ),
+            (format!("{HTTP}max-tokens = 100\n"), 10, 1, "`max_tokens`"),
             (
                 HTTP.replace("base_url = ", "  base_ur = "),
                 7,
@@ -817,19 +819,13 @@ temperature = 0.2
                 1,
                 "`provider`",
             ),
-            (
-                format!("{HTTP}timeout_sec = 30\n"),
-                10,
-                1,
-                "`timeout_secs`",
-            ),
+            (format!("{HTTP}timeout_sec = 30\n"), 10, 1, "`timeout_secs`"),
         ];
         for (text, line, column, suggestion) in cases {
             let err = parse(&text).unwrap_err();
             assert_eq!((err.line, err.column), (line, column), "{err}");
             assert!(
-                err.message
-                    .contains(&format!("did you mean {suggestion}")),
+                err.message.contains(&format!("did you mean {suggestion}")),
                 "{err}"
             );
             assert!(err.message.contains("[model.params]"), "{err}");
@@ -865,7 +861,11 @@ temperature = 0.2
         // one parameter given twice is refused
         let twice = format!("{HTTP}[model.params]\ntemperature = 0.5\n");
         let err = parse(&twice).unwrap_err();
-        assert!(err.message.contains("both in [model] and in [model.params]"), "{err}");
+        assert!(
+            err.message
+                .contains("both in [model] and in [model.params]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -218,7 +218,8 @@ fn policy_rules_and_unknown_tools_deny() {
         ("w1", "fs.write", Some("secrets/key")),
         ("x1", "net.fetch", None),
     ]);
-    let Next::Deny { call, reason, .. } = decide(&agent(Budgets::default(), &rules), &log.state) else {
+    let Next::Deny { call, reason, .. } = decide(&agent(Budgets::default(), &rules), &log.state)
+    else {
         panic!("expected deny")
     };
     assert_eq!(call.call_id, "w1");

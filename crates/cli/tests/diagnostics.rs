@@ -151,7 +151,12 @@ fn the_wasm_build_hint_is_a_command_that_works_from_the_project_root() {
     let dir = tempfile::tempdir().expect("temp dir");
     let example = root().join("examples/wasm");
     let copy = dir.path().join("wasm");
-    for name in ["agent.toml", "cassette.json", "tools/count.toml", "tools/transform.toml"] {
+    for name in [
+        "agent.toml",
+        "cassette.json",
+        "tools/count.toml",
+        "tools/transform.toml",
+    ] {
         std::fs::create_dir_all(copy.join(name).parent().expect("dir")).expect("mkdir");
         let text = std::fs::read_to_string(example.join(name)).expect("read");
         let text = text.replace("../../../target/wasm", "../../not-built");

@@ -683,6 +683,16 @@ fn the_loopback_listener_wants_its_token() {
     assert!(text(&out).contains("only loopback"), "{}", text(&out));
 }
 
+/// The events of `run` (`retrace log --json`).
+fn log_json(store: &Path, run: &str) -> Vec<Value> {
+    let out = retrace(store, &["log", run, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
 /// Wait until `run` has finished (as `runs --json` says).
 fn finished(store: &Path, run: &str) -> Value {
     let began = Instant::now();
@@ -692,7 +702,10 @@ fn finished(store: &Path, run: &str) -> Value {
         {
             return line;
         }
-        assert!(began.elapsed() < Duration::from_mins(1), "{run} never finished");
+        assert!(
+            began.elapsed() < Duration::from_mins(1),
+            "{run} never finished"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -719,28 +732,32 @@ fn through_the_daemon_an_edited_reply_s_calls_run_bad_edits_are_refused_and_path
     // submitted with a relative spec path from the project: the daemon runs it there
     let out = command(&store)
         .current_dir(&root)
-        .args(["run", "tidy/agent.toml", "--input", "Summarise this project"])
+        .args([
+            "run",
+            "tidy/agent.toml",
+            "--input",
+            "Summarise this project",
+        ])
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
     let run = runs(&store)[0]["run"].as_str().expect("id").to_owned();
     finished(&store, &run);
     assert!(root.join("tidy/workspace/out/SUMMARY.md").exists());
-    let last_reply = {
-        let out = retrace(&store, &["log", &run, "--json"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
-            .filter(|e| e["kind"] == "model_responded")
-            .last()
-            .expect("a reply")["seq"]
-            .as_u64()
-            .expect("seq")
-    };
+    let last_reply = log_json(&store, &run)
+        .into_iter()
+        .rfind(|e| e["kind"] == "model_responded")
+        .expect("a reply")["seq"]
+        .as_u64()
+        .expect("seq");
 
     // edits that are not a reply: 400, and no run
     let path = format!("/v1/runs/{run}/fork");
-    for bad in [json!("just a string"), json!({"txt": "I am done"}), json!({"entries": []})] {
+    for bad in [
+        json!("just a string"),
+        json!({"txt": "I am done"}),
+        json!({"entries": []}),
+    ] {
         let body = json!({"at": last_reply, "edit": bad, "continue": true}).to_string();
         let (s, b) = http(socket, "POST", &path, json_type, body.as_bytes());
         assert_eq!((s, code(&b)), (400, "bad_request"), "{bad}: {b}");
@@ -760,11 +777,7 @@ fn through_the_daemon_an_edited_reply_s_calls_run_bad_edits_are_refused_and_path
     assert_eq!(s, 201, "{b}");
     let fork = b["run"].as_str().expect("the fork").to_owned();
     finished(&store, &fork);
-    let out = retrace(&store, &["log", &fork, "--json"]);
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let events = log_json(&store, &fork);
     let after: Vec<&str> = events
         .iter()
         .skip(usize::try_from(last_reply).expect("seq") + 1)
@@ -776,37 +789,50 @@ fn through_the_daemon_an_edited_reply_s_calls_run_bad_edits_are_refused_and_path
         "{after:?}"
     );
     assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "tool_requested" && e["call_id"] == "c9" && e["tool"] == "fs.read"),
+        events.iter().any(|e| e["kind"] == "tool_requested"
+            && e["call_id"] == "c9"
+            && e["tool"] == "fs.read"),
         "{events:?}"
     );
 
-    // an approval given from yet another directory: the write lands in the run's workspace
-    let out = command(&store)
-        .current_dir(&root)
-        .args(["run", "approval/agent.toml", "--input", "Note the release date"])
+    an_approval_from_another_directory_writes_in_the_run_s_workspace(&store, &root, &elsewhere);
+}
+
+/// The approval example submitted from `root`, approved from `elsewhere` (which has an
+/// `approval/workspace` of its own): the write lands in the run's workspace only.
+fn an_approval_from_another_directory_writes_in_the_run_s_workspace(
+    store: &Path,
+    root: &Path,
+    elsewhere: &Path,
+) {
+    let out = command(store)
+        .current_dir(root)
+        .args([
+            "run",
+            "approval/agent.toml",
+            "--input",
+            "Note the release date",
+        ])
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
-    let parked = runs(&store)
+    let parked = runs(store)
         .into_iter()
         .find(|r| r["status"]["status"] == "awaiting_approval")
         .expect("the parked run")["run"]
         .as_str()
         .expect("id")
         .to_owned();
-    let out = command(&store)
-        .current_dir(&elsewhere)
+    let out = command(store)
+        .current_dir(elsewhere)
         .args(["approve", &parked])
         .output()
         .expect("approve");
     assert!(out.status.success(), "{}", text(&out));
-    finished(&store, &parked);
+    finished(store, &parked);
     assert!(root.join("approval/workspace/out/NOTES.md").exists());
     assert!(!elsewhere.join("approval/workspace/out").exists());
 }
-
 
 /// The tidy example (spec, cassette, workspace) copied to `dir/name`; its spec.
 fn tidy(dir: &Path, name: &str) -> PathBuf {

@@ -103,7 +103,11 @@ fn fork_matches_a_run_that_got_that_reply(step: usize, edited: &Value, after: &[
     // the original run: its cassette goes on with `after` past the replies it played
     let mut a = original[..=step].to_vec();
     a.extend_from_slice(after);
-    let out = run_agent(&store, &tidy_with(dir.path(), "a", &a), "Summarise this project");
+    let out = run_agent(
+        &store,
+        &tidy_with(dir.path(), "a", &a),
+        "Summarise this project",
+    );
     let run = run_id_of(&out);
     let events = log(&store, &run);
     let at = events
@@ -144,11 +148,19 @@ fn fork_matches_a_run_that_got_that_reply(step: usize, edited: &Value, after: &[
     let mut b = original[..step].to_vec();
     b.push(edited.clone());
     b.extend_from_slice(after);
-    let out = run_agent(&store, &tidy_with(dir.path(), "b", &b), "Summarise this project");
+    let out = run_agent(
+        &store,
+        &tidy_with(dir.path(), "b", &b),
+        "Summarise this project",
+    );
     assert!(out.status.success(), "{}", text(&out));
     let direct = run_id_of(&out);
 
-    let forked: Vec<Value> = log(&store, &fork).into_iter().skip(1).map(normalised).collect();
+    let forked: Vec<Value> = log(&store, &fork)
+        .into_iter()
+        .skip(1)
+        .map(normalised)
+        .collect();
     let direct: Vec<Value> = log(&store, &direct)
         .into_iter()
         .skip(1)
@@ -252,10 +264,13 @@ fn edits_that_are_not_of_the_event_s_kind_are_refused_and_nothing_is_written() {
     let runs_before = retrace(&store, &["runs", "--json"]).stdout;
     let edit = dir.path().join("edit.json");
     for (value, expected) in [
-        (r#""just a string""#, "must be a JSON object, found a string"),
+        (
+            r#""just a string""#,
+            "must be a JSON object, found a string",
+        ),
         (r#"{"txt": "I am done"}"#, "unknown field `txt`"),
         (r#"{"entries": []}"#, "unknown field `entries`"),
-        (r#"{}"#, "neither `text` nor `tool_calls`"),
+        ("{}", "neither `text` nor `tool_calls`"),
         (
             r#"{"tool_calls": [{"id": "x", "name": "fs.read", "arguments": "README.md"}]}"#,
             "arguments must be a JSON object",
@@ -290,7 +305,12 @@ fn a_run_resumed_from_another_directory_writes_only_in_its_own_workspace() {
     // started with a relative spec path from the example's parent directory
     let out = common::command(&store)
         .current_dir(dir.path())
-        .args(["run", "approval/agent.toml", "--input", "Note the release date"])
+        .args([
+            "run",
+            "approval/agent.toml",
+            "--input",
+            "Note the release date",
+        ])
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
@@ -323,7 +343,10 @@ fn a_run_resumed_from_another_directory_writes_only_in_its_own_workspace() {
             .expect("run");
         assert!(out.status.success(), "{args:?}: {}", text(&out));
     }
-    assert!(workspace.join("out/NOTES.md").exists(), "written in the run's workspace");
+    assert!(
+        workspace.join("out/NOTES.md").exists(),
+        "written in the run's workspace"
+    );
     assert!(
         !elsewhere.join("approval/workspace/out").exists(),
         "written in another directory"
@@ -385,7 +408,13 @@ fn a_deny_note_reaches_the_model() {
     let run = run_id_of(&out);
     let out = retrace(
         &store,
-        &["approve", &run[..8], "--deny", "--note", "the date is not final"],
+        &[
+            "approve",
+            &run[..8],
+            "--deny",
+            "--note",
+            "the date is not final",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     let out = retrace(&store, &["resume", &run[..8]]);
@@ -447,13 +476,25 @@ fn runs_says_what_a_person_must_know_and_a_failed_run_says_why() {
             .unwrap_or_else(|| panic!("no row for {run}:\n{table}"))
             .to_owned()
     };
-    assert!(table.lines().next().expect("header").contains("NAME"), "{table}");
-    assert!(row(&parked).contains("parked: approval of call_1"), "{table}");
+    assert!(
+        table.lines().next().expect("header").contains("NAME"),
+        "{table}"
+    );
+    assert!(
+        row(&parked).contains("parked: approval of call_1"),
+        "{table}"
+    );
     assert!(row(&parked).contains("notes"), "{table}");
-    assert!(row(&done).contains("succeeded") && row(&done).contains("tidy"), "{table}");
+    assert!(
+        row(&done).contains("succeeded") && row(&done).contains("tidy"),
+        "{table}"
+    );
     assert!(row(&fork).contains("needs resume"), "{table}");
     assert!(row(&failed).contains("failed"), "{table}");
-    assert!(!table.contains("running"), "nobody drives a run here:\n{table}");
+    assert!(
+        !table.contains("running"),
+        "nobody drives a run here:\n{table}"
+    );
     let out = retrace(&store, &["runs", "--json"]);
     let failed_line: Value = String::from_utf8_lossy(&out.stdout)
         .lines()

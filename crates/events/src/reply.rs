@@ -56,7 +56,9 @@ pub struct ModelReply {
 
 /// Why an edited reply was refused: the JSON path of the fault and what is wrong there.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not a model reply: {0}; a reply is {{\"text\": \"…\", \"tool_calls\": [{{\"id\": \"…\", \"name\": \"…\", \"arguments\": {{…}}}}]}} (both optional, at least one given; also `usage` and `stop_reason`)")]
+#[error(
+    "not a model reply: {0}; a reply is {{\"text\": \"…\", \"tool_calls\": [{{\"id\": \"…\", \"name\": \"…\", \"arguments\": {{…}}}}]}} (both optional, at least one given; also `usage` and `stop_reason`)"
+)]
 pub struct ReplyError(pub String);
 
 impl ModelReply {
@@ -153,7 +155,10 @@ mod tests {
     #[test]
     fn edits_that_are_not_replies_are_refused_with_what_is_wrong() {
         let cases = [
-            (json!("just a string"), "must be a JSON object, found a string"),
+            (
+                json!("just a string"),
+                "must be a JSON object, found a string",
+            ),
             (json!({"txt": "I am done"}), "unknown field `txt`"),
             (json!({"entries": []}), "unknown field `entries`"),
             (json!({}), "neither `text` nor `tool_calls`"),
@@ -203,7 +208,10 @@ mod tests {
         assert_eq!(calls[0].call_id, "c9");
         assert_eq!(calls[0].tool, "fs.read");
         assert_eq!(calls[0].path.as_deref(), Some("src/calc.txt"));
-        assert_eq!(calls[0].args, crate::json_blob_id(&json!({"path": "src/calc.txt"})));
+        assert_eq!(
+            calls[0].args,
+            crate::json_blob_id(&json!({"path": "src/calc.txt"}))
+        );
         assert_eq!(calls[1].path, None);
         assert_eq!(stored, vec![json!({"path": "src/calc.txt"}), json!({})]);
     }

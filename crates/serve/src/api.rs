@@ -242,7 +242,10 @@ fn finish_reason(store: &dyn Store, status: &retrace_replay::Status) -> Option<S
     };
     let bytes = store.blob(detail).ok()??;
     let detail: Value = serde_json::from_slice(&bytes).ok()?;
-    detail.get("reason").and_then(Value::as_str).map(str::to_owned)
+    detail
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// One event of `GET /v1/runs/{run}/events` (an SSE `event` message's data).

@@ -365,138 +365,177 @@ async fn events(
     // sent once; streamed text goes between the events it came between
     let sub = d.store.subscribe(&run)?;
     let mut streamed = d.scheduler.streamed(run);
-    let mut stops = d.scheduler.stops();
-    let stopping = d.scheduler.stopping();
+    let stops = d.scheduler.stops();
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
-    let follow = query.follow.unwrap_or(true);
-    let mut next = query.from.unwrap_or(0);
-    tokio::spawn(async move {
-        let mut texts = streamed.take_kept();
-        let send_events = |events: Vec<(retrace_events::EventId, retrace_events::Event)>,
-                           next: &mut u64,
-                           texts: &mut VecDeque<Streamed>|
-         -> (Vec<SseEvent>, bool) {
-            let mut out = Vec::new();
-            let mut finished = false;
-            for (id, event) in events {
-                if event.seq < *next {
-                    continue;
-                }
-                texts_before(texts, event.seq, &mut out);
-                *next = event.seq + 1;
-                finished |= matches!(event.kind, retrace_events::EventKind::RunFinished { .. });
-                out.push(sse("event", &EventView::of(id, event)));
-            }
-            (out, finished)
-        };
-        // the backlog, in pages
-        let mut finished = false;
-        loop {
-            let Ok(Some(info)) = d.store.run(&run) else {
-                return;
-            };
-            let Some(head) = info.head.filter(|h| h.seq >= next) else {
-                break;
-            };
-            let to = head.seq.min(next + 999);
-            let Ok(page) = d.store.events(&run, next..=to) else {
-                return;
-            };
-            streamed.take_published(&mut texts);
-            let (out, done) = send_events(page, &mut next, &mut texts);
-            finished |= done;
-            for e in out {
-                if tx.send(e).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let state_event = |name: &str| view(&d, &run).ok().map(|v| sse(name, &v));
-        if finished || !follow {
-            if let Some(e) = state_event(if finished { "end" } else { "idle" }) {
-                let _ = tx.send(e).await;
-            }
-            return;
-        }
-        // text of a model call under way
-        streamed.take_published(&mut texts);
-        let mut out = Vec::new();
-        texts_before(&mut texts, next, &mut out);
-        for e in out {
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
-        if !d.scheduler.is_active(&run)
-            && let Some(e) = state_event("idle")
-            && tx.send(e).await.is_err()
-        {
-            return;
-        }
-        loop {
-            tokio::select! {
-                biased;
-                appended = sub.recv_async() => {
-                    let Some(appended) = appended else { return };
-                    streamed.take_published(&mut texts);
-                    let (out, done) = send_events(appended.events.clone(), &mut next, &mut texts);
-                    for e in out {
-                        if tx.send(e).await.is_err() { return; }
-                    }
-                    if done {
-                        if let Some(e) = state_event("end") { let _ = tx.send(e).await; }
-                        return;
-                    }
-                }
-                text = streamed.recv() => {
-                    // the events it came after were published before it: they go first
-                    texts.push_back(text);
-                    let (mut out, mut done) = (Vec::new(), false);
-                    while texts.back().is_some_and(|t| t.before > next) {
-                        let Some(appended) = sub.try_recv() else { break };
-                        let (sent, finished) =
-                            send_events(appended.events.clone(), &mut next, &mut texts);
-                        out.extend(sent);
-                        done |= finished;
-                    }
-                    texts_before(&mut texts, next, &mut out);
-                    for e in out {
-                        if tx.send(e).await.is_err() { return; }
-                    }
-                    if done {
-                        if let Some(e) = state_event("end") { let _ = tx.send(e).await; }
-                        return;
-                    }
-                }
-                stopped = stops.recv() => {
-                    if matches!(stopped, Ok(r) if r == run) {
-                        while let Some(appended) = sub.try_recv() {
-                            streamed.take_published(&mut texts);
-                            let (out, _) =
-                                send_events(appended.events.clone(), &mut next, &mut texts);
-                            for e in out {
-                                if tx.send(e).await.is_err() { return; }
-                            }
-                        }
-                        if !d.scheduler.is_active(&run)
-                            && let Some(e) = state_event("idle")
-                            && tx.send(e).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-                () = stopping.cancelled() => return,
-                () = tx.closed() => return,
-            }
-        }
-    });
+    let feed = RunFeed {
+        texts: streamed.take_kept(),
+        d,
+        run,
+        sub,
+        streamed,
+        next: query.from.unwrap_or(0),
+        tx,
+    };
+    tokio::spawn(feed.send_all(query.follow.unwrap_or(true), stops));
     let stream =
         futures::stream::unfold(
             rx,
             |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
         );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One event stream of a run: what it listens to and how far it has sent.
+struct RunFeed {
+    d: Arc<Daemon>,
+    run: RunId,
+    sub: retrace_store::Subscription,
+    streamed: crate::streamed::Feed,
+    /// Streamed text not sent yet, oldest first.
+    texts: VecDeque<Streamed>,
+    /// The next seq to send.
+    next: u64,
+    tx: tokio::sync::mpsc::Sender<SseEvent>,
+}
+
+impl RunFeed {
+    /// The stored events from `next`, then (with `follow`) live events and streamed text,
+    /// `idle` when no drive holds the run, `end` when it finishes.
+    async fn send_all(mut self, follow: bool, stops: tokio::sync::broadcast::Receiver<RunId>) {
+        let Some(finished) = self.backlog().await else {
+            return;
+        };
+        if finished || !follow {
+            if let Some(e) = self.state_event(if finished { "end" } else { "idle" }) {
+                let _ = self.tx.send(e).await;
+            }
+            return;
+        }
+        // text of a model call under way
+        self.streamed.take_published(&mut self.texts);
+        let mut out = Vec::new();
+        texts_before(&mut self.texts, self.next, &mut out);
+        if !self.send(out).await {
+            return;
+        }
+        if !self.d.scheduler.is_active(&self.run)
+            && let Some(e) = self.state_event("idle")
+            && self.tx.send(e).await.is_err()
+        {
+            return;
+        }
+        self.live(stops).await;
+    }
+
+    /// The stored events, in pages: whether the run has finished (`None`: the client left
+    /// or the store failed).
+    async fn backlog(&mut self) -> Option<bool> {
+        let mut finished = false;
+        loop {
+            let info = self.d.store.run(&self.run).ok()??;
+            let Some(head) = info.head.filter(|h| h.seq >= self.next) else {
+                return Some(finished);
+            };
+            let to = head.seq.min(self.next + 999);
+            let page = self.d.store.events(&self.run, self.next..=to).ok()?;
+            let (out, done) = self.events(page);
+            finished |= done;
+            if !self.send(out).await {
+                return None;
+            }
+        }
+    }
+
+    /// Live: events as they become durable, streamed text between them, `idle` when a drive
+    /// parks or stops, until the run finishes, the client leaves or the daemon stops.
+    async fn live(&mut self, mut stops: tokio::sync::broadcast::Receiver<RunId>) {
+        let stopping = self.d.scheduler.stopping();
+        loop {
+            let (out, done) = tokio::select! {
+                biased;
+                appended = self.sub.recv_async() => {
+                    let Some(appended) = appended else { return };
+                    self.events(appended.events.clone())
+                }
+                text = self.streamed.recv() => {
+                    // the events it came after were published before it: they go first
+                    self.texts.push_back(text);
+                    let (mut out, mut done) = (Vec::new(), false);
+                    while self.texts.back().is_some_and(|t| t.before > self.next) {
+                        let Some(appended) = self.sub.try_recv() else { break };
+                        let (sent, finished) = self.events(appended.events.clone());
+                        out.extend(sent);
+                        done |= finished;
+                    }
+                    texts_before(&mut self.texts, self.next, &mut out);
+                    (out, done)
+                }
+                stopped = stops.recv() => {
+                    if !matches!(stopped, Ok(r) if r == self.run) {
+                        continue;
+                    }
+                    let (mut out, mut done) = (Vec::new(), false);
+                    while let Some(appended) = self.sub.try_recv() {
+                        let (sent, finished) = self.events(appended.events.clone());
+                        out.extend(sent);
+                        done |= finished;
+                    }
+                    if !done && !self.d.scheduler.is_active(&self.run) {
+                        out.extend(self.state_event("idle"));
+                    }
+                    (out, done)
+                }
+                () = stopping.cancelled() => return,
+                () = self.tx.closed() => return,
+            };
+            if !self.send(out).await {
+                return;
+            }
+            if done {
+                if let Some(e) = self.state_event("end") {
+                    let _ = self.tx.send(e).await;
+                }
+                return;
+            }
+        }
+    }
+
+    /// `events` not sent yet as messages, each after the text streamed before it; whether
+    /// one finished the run.
+    fn events(
+        &mut self,
+        events: Vec<(retrace_events::EventId, retrace_events::Event)>,
+    ) -> (Vec<SseEvent>, bool) {
+        // an event's text was published before it
+        self.streamed.take_published(&mut self.texts);
+        let mut out = Vec::new();
+        let mut finished = false;
+        for (id, event) in events {
+            if event.seq < self.next {
+                continue;
+            }
+            texts_before(&mut self.texts, event.seq, &mut out);
+            self.next = event.seq + 1;
+            finished |= matches!(event.kind, retrace_events::EventKind::RunFinished { .. });
+            out.push(sse("event", &EventView::of(id, event)));
+        }
+        (out, finished)
+    }
+
+    /// The run's view as message `name`.
+    fn state_event(&self, name: &str) -> Option<SseEvent> {
+        view(&self.d, &self.run).ok().map(|v| sse(name, &v))
+    }
+
+    /// Send `out`; `false` once the client has left.
+    async fn send(&self, out: Vec<SseEvent>) -> bool {
+        for e in out {
+            if self.tx.send(e).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// Move the streamed text that comes before event `seq` (not yet sent) into `out` as

@@ -562,11 +562,8 @@ impl Connection {
         let result = match result {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => {
-                let why = with_stderr(
-                    format!("the call of `{tool}` failed: {e}"),
-                    tail.as_ref(),
-                )
-                .await;
+                let why =
+                    with_stderr(format!("the call of `{tool}` failed: {e}"), tail.as_ref()).await;
                 *slot = None;
                 return Err(failed(why));
             }
@@ -648,7 +645,10 @@ mod tests {
              echo \"Error: Cannot find module '@acme/mcp' (line $i)\" >&2; i=$((i+1)); done; exit 3",
         )];
         let err = discover(&mut servers).await.expect_err("fails").to_string();
-        assert!(err.starts_with("MCP server `broken`: `sh` started but"), "{err}");
+        assert!(
+            err.starts_with("MCP server `broken`: `sh` started but"),
+            "{err}"
+        );
         assert!(err.contains("the end of its stderr:"), "{err}");
         assert!(
             err.ends_with("Error: Cannot find module '@acme/mcp' (line 30)"),
@@ -679,7 +679,10 @@ mod tests {
     async fn a_missing_program_is_named_with_a_hint() {
         let mut server = sh("true");
         server.command = Some("retrace-no-such-mcp-server".into());
-        let err = discover(&mut [server]).await.expect_err("fails").to_string();
+        let err = discover(&mut [server])
+            .await
+            .expect_err("fails")
+            .to_string();
         assert!(
             err.contains("cannot start `retrace-no-such-mcp-server`"),
             "{err}"

@@ -80,4 +80,3 @@ pub fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
         &["run", spec.to_str().expect("utf-8"), "--input", input],
     )
 }
-
