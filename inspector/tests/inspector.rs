@@ -292,6 +292,23 @@ fn harness_for_missing(store: Arc<dyn Store>) -> Harness<'static, Inspector> {
     )
 }
 
+/// Open "edit and fork" on the event under the cursor, replace the content with `json` (select
+/// all, type), check it reads as valid JSON, and fork.
+fn fork_with_edit_typed(harness: &mut Harness<'_, Inspector>, json: &str) {
+    harness.get_by_label("edit and fork").click();
+    settle(harness);
+    let editor = harness.get_by_label("edited content (JSON)");
+    editor.focus();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness
+        .get_by_label("edited content (JSON)")
+        .type_text(json);
+    settle(harness);
+    harness.get_by_label("valid JSON");
+    harness.get_by_label("fork with edit").click();
+    settle(harness);
+}
+
 #[test]
 fn fork_with_an_edit_from_the_ui_diverges_at_the_edit_and_the_diff_shows_only_that_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,19 +335,7 @@ fn fork_with_an_edit_from_the_ui_diverges_at_the_edit_and_the_diff_shows_only_th
     assert_shows(&harness, store.as_ref(), &run, k);
     harness.get_by_label("mark as A").click();
     settle(&mut harness); // the diff button grows: the buttons after it move
-    harness.get_by_label("edit and fork").click();
-    settle(&mut harness);
-    // replace the output with our own: select all, type
-    let editor = harness.get_by_label("edited content (JSON)");
-    editor.focus();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    harness
-        .get_by_label("edited content (JSON)")
-        .type_text(r#"{"entries": [], "truncated": false}"#);
-    settle(&mut harness);
-    harness.get_by_label("valid JSON");
-    harness.get_by_label("fork with edit").click();
-    settle(&mut harness);
+    fork_with_edit_typed(&mut harness, r#"{"entries": [], "truncated": false}"#);
 
     // the inspector now shows the fork at the edited event
     let (fork, at) = harness.state().position().unwrap();
@@ -393,17 +398,10 @@ fn a_reply_edited_in_the_ui_to_call_a_tool_is_followed_by_that_call_when_the_for
             seq: Some(k),
         },
     );
-    harness.get_by_label("edit and fork").click();
-    settle(&mut harness);
-    let editor = harness.get_by_label("edited content (JSON)");
-    editor.focus();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    harness.get_by_label("edited content (JSON)").type_text(
+    fork_with_edit_typed(
+        &mut harness,
         r#"{"text": "One more look.", "tool_calls": [{"id": "c9", "name": "fs.read", "arguments": {"path": "README.md"}}]}"#,
     );
-    settle(&mut harness);
-    harness.get_by_label("fork with edit").click();
-    settle(&mut harness);
     let (fork, at) = harness.state().position().unwrap();
     assert_ne!(fork, run);
     assert_eq!(at, k);

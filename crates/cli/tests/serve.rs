@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{command, retrace, text};
+use common::{command, log_json, retrace, text};
 use serde_json::{Value, json};
 
 /// A running `retrace serve`; killed (SIGKILL) when dropped.
@@ -681,16 +681,6 @@ fn the_loopback_listener_wants_its_token() {
     let out = retrace(&store, &["serve", "--http", "0.0.0.0:0"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("only loopback"), "{}", text(&out));
-}
-
-/// The events of `run` (`retrace log --json`).
-fn log_json(store: &Path, run: &str) -> Vec<Value> {
-    let out = retrace(store, &["log", run, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
 }
 
 /// Wait until `run` has finished (as `runs --json` says).

@@ -7,18 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{example, retrace, run_agent, text};
+use common::{example, example_run, log_json as log, retrace, run_agent, run_id_of, text};
 use serde_json::{Value, json};
-
-/// The events of `run` (`retrace log --json`).
-fn log(store: &Path, run: &str) -> Vec<Value> {
-    let out = retrace(store, &["log", run, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
 
 /// An event with what differs between two runs that did the same things removed: ids and
 /// parents (they chain to different first events), times and measured durations.
@@ -31,16 +21,6 @@ fn normalised(mut event: Value) -> Value {
         usage.remove("latency_ms");
     }
     event
-}
-
-/// The run id `retrace run` printed.
-fn run_id_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .and_then(|rest| rest.split(' ').next())
-        .expect("run prints the run id")
-        .to_owned()
 }
 
 /// The new run id `retrace fork` printed.
@@ -217,13 +197,7 @@ fn an_edited_reply_that_removes_or_changes_tool_calls_continues_as_a_run_with_th
 #[test]
 fn a_fork_after_a_reply_with_calls_runs_those_calls() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    let out = run_agent(
-        &store,
-        &example("tidy", dir.path()),
-        "Summarise this project",
-    );
-    let run = run_id_of(&out);
+    let (store, run) = example_run(dir.path(), "tidy", "Summarise this project");
     let events = log(&store, &run);
     let reply = events
         .iter()
@@ -244,13 +218,7 @@ fn a_fork_after_a_reply_with_calls_runs_those_calls() {
 #[test]
 fn edits_that_are_not_of_the_event_s_kind_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    let out = run_agent(
-        &store,
-        &example("approval", dir.path()),
-        "Note the release date",
-    );
-    let run = run_id_of(&out);
+    let (store, run) = example_run(dir.path(), "approval", "Note the release date");
     let events = log(&store, &run);
     let seq_of = |kind: &str| {
         events
@@ -399,13 +367,7 @@ fn usage_errors_exit_64_apart_from_a_failed_run_s_2() {
 #[test]
 fn a_deny_note_reaches_the_model() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("store");
-    let out = run_agent(
-        &store,
-        &example("approval", dir.path()),
-        "Note the release date",
-    );
-    let run = run_id_of(&out);
+    let (store, run) = example_run(dir.path(), "approval", "Note the release date");
     let out = retrace(
         &store,
         &[

@@ -31,17 +31,37 @@ pub fn text(out: &Output) -> String {
 
 /// Run the `tidy` example (copied into `dir`) into `dir/store`; the store and the run id.
 pub fn tidy_run(dir: &Path) -> (std::path::PathBuf, String) {
-    let spec = example("tidy", dir);
+    example_run(dir, "tidy", "Summarise this project")
+}
+
+/// Run example `name` (copied into `dir`) with `input` into `dir/store`, to success or a
+/// park; the store and the run id.
+pub fn example_run(dir: &Path, name: &str, input: &str) -> (std::path::PathBuf, String) {
+    let spec = example(name, dir);
     let store = dir.join("store");
-    let out = run_agent(&store, &spec, "Summarise this project");
+    let out = run_agent(&store, &spec, input);
     assert!(out.status.success(), "{}", text(&out));
-    let run = String::from_utf8_lossy(&out.stdout)
+    (store, run_id_of(&out))
+}
+
+/// The run id `retrace run` printed (`run <id> …`).
+pub fn run_id_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("run "))
         .and_then(|rest| rest.split(' ').next())
         .expect("run prints the run id")
-        .to_owned();
-    (store, run)
+        .to_owned()
+}
+
+/// The events of `run` (`retrace log RUN --json`), as JSON.
+pub fn log_json(store: &Path, run: &str) -> Vec<serde_json::Value> {
+    let out = retrace(store, &["log", run, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 /// Copy an example agent into a temp dir, so runs write there, not into the repository.
