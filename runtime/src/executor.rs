@@ -632,6 +632,7 @@ impl<'a> Runner<'a> {
                 ChatMessage::Assistant {
                     text: reply.text,
                     tool_calls: reply.tool_calls,
+                    reasoning: reply.reasoning,
                 }
             }
             Role::Tool => {

@@ -32,8 +32,36 @@ pub struct ToolCall {
 pub struct TokenUsage {
     /// Prompt tokens.
     pub input_tokens: u64,
-    /// Completion tokens.
+    /// Completion tokens (reasoning included, as providers bill them).
     pub output_tokens: u64,
+    /// Of the completion tokens, those spent reasoning, when the provider says (OpenAI
+    /// `completion_tokens_details.reasoning_tokens`); absent from the blob when 0, so replies
+    /// recorded before it existed keep their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One block of a model's reasoning, kept as the provider gave it so it can be shown apart
+/// from the answer and sent back unchanged where the API requires it (Anthropic: thinking
+/// blocks before `tool_use` in the assistant turn; DeepSeek thinking mode: the assistant
+/// turn's `reasoning_content`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reasoning {
+    /// The thinking text (empty for a redacted block).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    /// Anthropic's `signature` of a `thinking` block, returned verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Anthropic's `redacted_thinking` `data`: encrypted, returned verbatim, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
 }
 
 /// A model's assembled reply.
@@ -52,6 +80,10 @@ pub struct ModelReply {
     /// Why the model stopped, as the provider said it.
     #[serde(default)]
     pub stop_reason: Option<String>,
+    /// The model's reasoning, in order (absent from the blob when there is none, so replies
+    /// recorded before it existed keep their bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<Reasoning>,
 }
 
 /// Why an edited reply was refused: the JSON path of the fault and what is wrong there.

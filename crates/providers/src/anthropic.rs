@@ -51,7 +51,9 @@ pub fn body(request: &ModelRequest) -> Value {
     for message in &request.messages {
         match &**message {
             ChatMessage::User { content } => push("user", json!({"type": "text", "text": content})),
-            ChatMessage::Assistant { text, tool_calls } => {
+            ChatMessage::Assistant {
+                text, tool_calls, ..
+            } => {
                 if !text.is_empty() {
                     push("assistant", json!({"type": "text", "text": text}));
                 }
@@ -238,6 +240,7 @@ impl Assembly {
             tool_calls: self.calls.into_values().collect(),
             usage: self.usage,
             stop_reason: self.stop_reason,
+            reasoning: Vec::new(),
         }
     }
 }

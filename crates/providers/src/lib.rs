@@ -24,7 +24,9 @@ pub use http::{HttpSettings, SetupError};
 pub use openai::OpenAi;
 pub use record::Recorder;
 pub use scripted::{Cassette, CassetteError, Scripted, ScriptedError, ScriptedReply};
-pub use types::{ChatMessage, Delta, ModelReply, ModelRequest, TokenUsage, ToolCall, ToolDef};
+pub use types::{
+    ChatMessage, Delta, ModelReply, ModelRequest, Reasoning, TokenUsage, ToolCall, ToolDef,
+};
 
 /// A boxed future, so `Provider` can be used as `dyn Provider`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -40,7 +40,9 @@ pub fn body(request: &ModelRequest) -> Value {
     for message in &request.messages {
         messages.push(match &**message {
             ChatMessage::User { content } => json!({"role": "user", "content": content}),
-            ChatMessage::Assistant { text, tool_calls } => {
+            ChatMessage::Assistant {
+                text, tool_calls, ..
+            } => {
                 let mut m = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
                 if !tool_calls.is_empty() {
                     m["tool_calls"] = tool_calls
@@ -127,6 +129,10 @@ impl Assembly {
             self.usage = Some(TokenUsage {
                 input_tokens: tokens("prompt_tokens"),
                 output_tokens: tokens("completion_tokens"),
+                reasoning_tokens: usage
+                    .pointer("/completion_tokens_details/reasoning_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
             });
         }
         let Some(choice) = chunk.pointer("/choices/0") else {
@@ -193,6 +199,7 @@ impl Assembly {
             tool_calls,
             usage: self.usage.unwrap_or_default(),
             stop_reason: self.stop_reason,
+            reasoning: Vec::new(),
         })
     }
 }

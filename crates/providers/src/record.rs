@@ -76,6 +76,7 @@ impl<P: Provider> Provider for Recorder<P> {
                 Ok(reply) => ScriptedReply {
                     text: reply.text.clone(),
                     tool_calls: reply.tool_calls.clone(),
+                    reasoning: reply.reasoning.clone(),
                     usage: Some(reply.usage),
                     latency_ms,
                     error: None,

@@ -6,6 +6,7 @@
 //!
 //! ```json
 //! {"text": "…", "tool_calls": [{"id": "call_1", "name": "fs.read", "arguments": {"path": "README.md"}}],
+//!  "reasoning": [{"text": "The README says what it is.", "signature": "…"}],
 //!  "usage": {"input_tokens": 120, "output_tokens": 30},
 //!  "latency_ms": 40,
 //!  "error": {"transient": true, "message": "overloaded"}}
@@ -20,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::types::{ChatMessage, Delta, ModelReply, ModelRequest, TokenUsage, ToolCall};
+use crate::types::{ChatMessage, Delta, ModelReply, ModelRequest, Reasoning, TokenUsage, ToolCall};
 use crate::{BoxFuture, Provider};
 
 /// A cassette: the replies to play, in order.
@@ -41,6 +42,9 @@ pub struct ScriptedReply {
     /// Tool calls.
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
+    /// Reasoning blocks (as a thinking model's reply carries them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<Reasoning>,
     /// Tokens to report (estimated when absent).
     #[serde(default)]
     pub usage: Option<TokenUsage>,
@@ -158,6 +162,7 @@ impl Scripted {
             output_tokens: (scripted.text.len() as u64
                 + serde_json::to_string(&scripted.tool_calls).map_or(0, |s| s.len() as u64))
                 / 4,
+            reasoning_tokens: 0,
         });
         Ok((
             ModelReply {
@@ -172,6 +177,7 @@ impl Scripted {
                     }
                     .into(),
                 ),
+                reasoning: scripted.reasoning.clone(),
             },
             scripted.latency_ms,
         ))
@@ -186,7 +192,9 @@ fn estimate_tokens(request: &ModelRequest) -> u64 {
             .iter()
             .map(|m| match &**m {
                 ChatMessage::User { content } | ChatMessage::Tool { content, .. } => content.len(),
-                ChatMessage::Assistant { text, tool_calls } => {
+                ChatMessage::Assistant {
+                    text, tool_calls, ..
+                } => {
                     text.len()
                         + tool_calls
                             .iter()

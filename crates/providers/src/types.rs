@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use retrace_events::reply::{ModelReply, TokenUsage, ToolCall};
+pub use retrace_events::reply::{ModelReply, Reasoning, TokenUsage, ToolCall};
 
 /// What is sent to a model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,9 @@ pub enum ChatMessage {
         /// Tool calls.
         #[serde(default)]
         tool_calls: Vec<ToolCall>,
+        /// The reasoning the reply carried, sent back where the provider's API requires it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        reasoning: Vec<Reasoning>,
     },
     /// A tool result.
     Tool {

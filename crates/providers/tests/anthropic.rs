@@ -27,6 +27,7 @@ fn request() -> ModelRequest {
                     name: "fs.list".into(),
                     arguments: json!({}),
                 }],
+                reasoning: vec![],
             }),
             Arc::new(ChatMessage::Tool {
                 call_id: "toolu_0".into(),

@@ -26,6 +26,7 @@ fn request() -> ModelRequest {
                     name: "fs.list".into(),
                     arguments: json!({}),
                 }],
+                reasoning: vec![],
             }),
             Arc::new(ChatMessage::Tool {
                 call_id: "call_0".into(),
