@@ -4,6 +4,8 @@
 //! (`^[a-zA-Z0-9_-]{1,64}$`).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -200,14 +202,34 @@ impl Http {
     /// The server-sent events of `response`, each as `(event name, data)`, passed to
     /// `on_event` until it returns `Ok(true)` (done). Whether that happened before the
     /// stream ended; a stream that breaks is a transient error.
+    ///
+    /// Framing follows the SSE standard (WHATWG HTML, "Server-sent events"): comments,
+    /// `event:` lines, `data:` with or without its space, CR, LF or CRLF line ends. One
+    /// leniency: a last event the body ends without its blank line (servers that close
+    /// right after `data: [DONE]` or `message_stop`) is still read, if its data is whole
+    /// JSON or `[DONE]`; a last event cut in the middle is a stream that ended early.
     pub(crate) async fn events(
         &self,
         response: reqwest::Response,
         mut on_event: impl FnMut(&str, &str) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
-        let mut stream = response.bytes_stream().eventsource();
+        let ended = Arc::new(AtomicBool::new(false));
+        let at_end = Arc::clone(&ended);
+        let body = response.bytes_stream().map(|chunk| chunk.map(Piece::Body));
+        // at the body's end, a blank line dispatches an event left without one
+        let end = futures::stream::once(async move {
+            at_end.store(true, Ordering::Relaxed);
+            Ok(Piece::End)
+        });
+        let mut stream = std::pin::pin!(body.chain(end).eventsource());
         while let Some(event) = stream.next().await {
             let event = event.map_err(|e| self.transient(format!("the stream broke: {e}")))?;
+            if ended.load(Ordering::Relaxed)
+                && event.data.trim() != "[DONE]"
+                && serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err()
+            {
+                return Ok(false);
+            }
             if on_event(&event.event, &event.data)? {
                 return Ok(true);
             }
@@ -233,6 +255,22 @@ impl Http {
     /// The error for a stream that ended before its reply was complete.
     pub(crate) fn cut_short(&self) -> Error {
         self.transient("the stream ended before the reply was complete")
+    }
+}
+
+/// A piece of a response body as the SSE reader takes it: the bytes received, or the
+/// blank line added at the end.
+enum Piece<B> {
+    Body(B),
+    End,
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Piece<B> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Body(bytes) => bytes.as_ref(),
+            Self::End => b"\n\n",
+        }
     }
 }
 
@@ -326,6 +364,33 @@ pub(crate) fn parse_arguments(
             "malformed response: the arguments of the call to `{tool}` are not JSON ({e})"
         ))
     })
+}
+
+/// Tool-call arguments as an OpenAI-compatible server sent them, as the JSON value
+/// recorded in the call. The format's `function.arguments` is a string holding a JSON
+/// object (OpenAI chat completions reference); what servers really send, and what is kept:
+///
+/// - blank: `{}` (a call of a tool without parameters);
+/// - a JSON text: its value; a JSON string that itself holds a JSON object (arguments
+///   encoded twice) is that object;
+/// - anything else (`{"path": ` cut short, prose): the raw text as a JSON string, so the
+///   call is recorded as the model made it, and the tool refuses it with "arguments are not
+///   a JSON object", which the model reads as the call's result and can retry.
+///
+/// Arguments sent as a JSON object rather than a string (llama.cpp's server) are taken as
+/// they are by the caller and never reach here.
+pub(crate) fn decode_arguments(text: &str) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::String(inner)) => match serde_json::from_str(&inner) {
+            Ok(object @ serde_json::Value::Object(_)) => object,
+            _ => serde_json::Value::String(inner),
+        },
+        Ok(value) => value,
+        Err(_) => serde_json::Value::String(text.to_owned()),
+    }
 }
 
 #[cfg(test)]

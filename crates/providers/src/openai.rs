@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::http::{Http, HttpSettings, SetupError, parse_arguments, tool_name, wire_name};
+use crate::http::{Http, HttpSettings, SetupError, decode_arguments, tool_name, wire_name};
 use crate::{
-    BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, TokenUsage, ToolCall,
+    BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
+    TokenUsage, ToolCall,
 };
 
 /// An OpenAI-compatible provider.
@@ -41,9 +42,17 @@ pub fn body(request: &ModelRequest) -> Value {
         messages.push(match &**message {
             ChatMessage::User { content } => json!({"role": "user", "content": content}),
             ChatMessage::Assistant {
-                text, tool_calls, ..
+                text,
+                tool_calls,
+                reasoning,
             } => {
                 let mut m = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+                // DeepSeek's thinking mode refuses a turn with tool calls whose reasoning
+                // is not sent back; servers that never sent reasoning never get it
+                let thought: String = reasoning.iter().map(|r| r.text.as_str()).collect();
+                if !thought.is_empty() {
+                    m["reasoning_content"] = json!(thought);
+                }
                 if !tool_calls.is_empty() {
                     m["tool_calls"] = tool_calls
                         .iter()
@@ -92,20 +101,96 @@ pub fn body(request: &ModelRequest) -> Value {
 struct Partial {
     id: String,
     name: String,
+    /// The `arguments` string fragments, concatenated.
     arguments: String,
+    /// `arguments` sent as a JSON value instead of a string (llama.cpp's server).
+    value: Option<Value>,
+}
+
+impl Partial {
+    /// Whether its arguments already form a whole JSON value (cheap test first: only a
+    /// text ending in `}` or `]` is parsed).
+    fn is_whole(&self) -> bool {
+        let text = self.arguments.trim_end();
+        self.value.is_some()
+            || ((text.ends_with('}') || text.ends_with(']'))
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+    }
+
+    /// Whether a tool-call delta with these (non-blank) `id` and `name` and these
+    /// `arguments` continues this call rather than starting a new one. An id never
+    /// concatenates with itself: the same id continues, a different one starts a new call.
+    /// Without an id, a different name starts a new call, and so does the same name with
+    /// fresh arguments once this call's arguments are whole (servers that send every call
+    /// whole at one index, without ids).
+    fn continued_by(
+        &self,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&Value>,
+    ) -> bool {
+        if let Some(id) = id {
+            return if self.id.is_empty() {
+                !self.is_whole()
+            } else {
+                id == self.id
+            };
+        }
+        let fresh_arguments = arguments.is_some_and(|a| match a {
+            Value::String(s) => !s.is_empty(),
+            Value::Null => false,
+            _ => true,
+        });
+        match name {
+            Some(name) if !self.name.is_empty() && name != self.name => false,
+            Some(_) if fresh_arguments && self.is_whole() => false,
+            _ => true,
+        }
+    }
+
+    /// Fold a delta in: id and name are taken once (a repeat is not appended), argument
+    /// strings are concatenated, an argument object replaces them.
+    fn absorb(&mut self, id: Option<&str>, name: Option<&str>, arguments: Option<&Value>) {
+        if let (true, Some(id)) = (self.id.is_empty(), id) {
+            id.clone_into(&mut self.id);
+        }
+        if let (true, Some(name)) = (self.name.is_empty(), name) {
+            name.clone_into(&mut self.name);
+        }
+        match arguments {
+            Some(Value::String(text)) => self.arguments.push_str(text),
+            None | Some(Value::Null) => {}
+            Some(value) => self.value = Some(value.clone()),
+        }
+    }
 }
 
 /// The reply being assembled from the stream's chunks.
 #[derive(Default)]
 struct Assembly {
     text: String,
-    calls: BTreeMap<u64, Partial>,
+    /// `reasoning_content` / `reasoning` deltas and thinking parts, concatenated.
+    reasoning: String,
+    /// `refusal` deltas and refusal parts, concatenated.
+    refusal: String,
+    /// Calls in the order they started.
+    calls: Vec<Partial>,
+    /// For each wire `index`, the position in `calls` of the call streaming there now.
+    at_index: BTreeMap<u64, usize>,
     usage: Option<TokenUsage>,
     stop_reason: Option<String>,
 }
 
+/// A string field of `value` that is present and not blank.
+fn given<'v>(value: Option<&'v Value>, key: &str) -> Option<&'v str> {
+    value
+        .and_then(|v| v.get(key))
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
 impl Assembly {
-    /// Fold one chunk in; text deltas go to `on_delta`.
+    /// Fold one stream chunk (the `data` of an SSE event) in; text deltas go to `on_delta`.
     fn chunk(
         &mut self,
         http: &Http,
@@ -117,7 +202,44 @@ impl Assembly {
                 "malformed response: a stream chunk is not JSON ({e})"
             ))
         })?;
-        if let Some(error) = chunk.get("error") {
+        self.fold(http, &chunk, on_delta)
+    }
+
+    /// Fold a whole `chat.completion` object in, as one chunk whose choices' `delta` is
+    /// their `message` (a server that ignored `stream: true`).
+    fn whole(
+        &mut self,
+        http: &Http,
+        body: &str,
+        on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<(), Error> {
+        let mut reply: Value = serde_json::from_str(body).map_err(|e| {
+            http.permanent(format!(
+                "malformed response: a JSON reply (the server did not stream) is not JSON ({e})"
+            ))
+        })?;
+        for choice in reply
+            .get_mut("choices")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(message) = choice.get_mut("message").map(Value::take) {
+                choice["delta"] = message;
+            }
+        }
+        self.fold(http, &reply, on_delta)
+    }
+
+    /// Fold a parsed chunk in. Only choice `index` 0 is the reply (others, from `n` > 1,
+    /// are ignored); an empty `choices` (the usage chunk) is fine.
+    fn fold(
+        &mut self,
+        http: &Http,
+        chunk: &Value,
+        on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<(), Error> {
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
             let message = error
                 .get("message")
                 .and_then(Value::as_str)
@@ -135,7 +257,13 @@ impl Assembly {
                     .unwrap_or(0),
             });
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+        else {
             return Ok(());
         };
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -144,11 +272,24 @@ impl Assembly {
         let Some(delta) = choice.get("delta") else {
             return Ok(());
         };
-        if let Some(text) = delta.get("content").and_then(Value::as_str)
-            && !text.is_empty()
+        // DeepSeek, Qwen and vLLM send `reasoning_content`; OpenRouter and newer vLLM and
+        // Ollama `reasoning` (some both, with the same text: taken once)
+        if let Some(thought) =
+            given(Some(delta), "reasoning_content").or_else(|| given(Some(delta), "reasoning"))
         {
-            self.text.push_str(text);
-            on_delta(Delta::Text(text.to_owned()));
+            self.reasoning.push_str(thought);
+        }
+        if let Some(refusal) = delta.get("refusal").and_then(Value::as_str) {
+            self.refusal.push_str(refusal);
+        }
+        match delta.get("content") {
+            Some(Value::String(text)) => self.push_text(text, on_delta),
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    self.part(part, on_delta);
+                }
+            }
+            _ => {}
         }
         for call in delta
             .get("tool_calls")
@@ -156,52 +297,154 @@ impl Assembly {
             .into_iter()
             .flatten()
         {
-            let index = call
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(self.calls.len() as u64);
-            let partial = self.calls.entry(index).or_default();
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
-                partial.id.push_str(id);
-            }
-            if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
-                partial.name.push_str(name);
-            }
-            if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                partial.arguments.push_str(args);
-            }
+            self.tool_call(call);
         }
         Ok(())
     }
 
+    fn push_text(&mut self, text: &str, on_delta: &mut (dyn FnMut(Delta) + Send)) {
+        if !text.is_empty() {
+            self.text.push_str(text);
+            on_delta(Delta::Text(text.to_owned()));
+        }
+    }
+
+    /// One part of a `content` array: `{"type": "text", "text": …}` is answer text,
+    /// `{"type": "refusal", "refusal": …}` a refusal, and Mistral's
+    /// `{"type": "thinking", "thinking": [{"type": "text", "text": …}]}` (or a plain string)
+    /// reasoning. Other parts (images, audio) carry no text and are left out.
+    fn part(&mut self, part: &Value, on_delta: &mut (dyn FnMut(Delta) + Send)) {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    self.push_text(text, on_delta);
+                }
+            }
+            Some("refusal") => {
+                if let Some(refusal) = part.get("refusal").and_then(Value::as_str) {
+                    self.refusal.push_str(refusal);
+                }
+            }
+            Some("thinking" | "reasoning") => {
+                match part.get("thinking").or_else(|| part.get("text")) {
+                    Some(Value::String(thought)) => self.reasoning.push_str(thought),
+                    Some(Value::Array(pieces)) => {
+                        for piece in pieces {
+                            if let Some(thought) = piece.get("text").and_then(Value::as_str) {
+                                self.reasoning.push_str(thought);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One element of a delta's `tool_calls`. The call it belongs to: with an `index`, the
+    /// call streaming at that index, without one the last call, unless the delta starts a
+    /// new call ([`Partial::continued_by`]). Blank `id`, `type` and `name` are absent.
+    fn tool_call(&mut self, call: &Value) {
+        let id = given(Some(call), "id");
+        let function = call.get("function");
+        let name = given(function, "name");
+        let arguments = function.and_then(|f| f.get("arguments"));
+        let index = call.get("index").and_then(Value::as_u64);
+        let slot = match index {
+            Some(index) => self.at_index.get(&index).copied(),
+            None => self.calls.len().checked_sub(1),
+        };
+        let position = match slot {
+            Some(at) if self.calls[at].continued_by(id, name, arguments) => at,
+            _ => {
+                self.calls.push(Partial::default());
+                self.calls.len() - 1
+            }
+        };
+        if let Some(index) = index {
+            self.at_index.insert(index, position);
+        }
+        self.calls[position].absorb(id, name, arguments);
+    }
+
+    /// The reply, or why there is none: a refusal, a reply cut at the token limit
+    /// (`finish_reason` `length`, even in the middle of a call's arguments: no half call
+    /// is proposed), or a content filter that left nothing, are permanent errors carrying
+    /// what the model said.
     fn finish(self, http: &Http, request: &ModelRequest) -> Result<ModelReply, Error> {
-        let mut tool_calls = Vec::with_capacity(self.calls.len());
-        for (index, call) in self.calls {
-            if call.name.is_empty() {
+        if !self.refusal.trim().is_empty() {
+            return Err(http.permanent(format!("the model refused: {}", self.refusal.trim())));
+        }
+        match self.stop_reason.as_deref() {
+            Some("length") => {
+                let calls = if self.calls.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} tool call(s) in progress", self.calls.len())
+                };
                 return Err(http.permanent(format!(
-                    "malformed response: tool call {index} has no function name"
+                    "the reply was cut at the token limit (finish_reason \"length\"); raise max_tokens in the spec's [model]; it had {} characters of text{calls}: {}",
+                    self.text.chars().count(),
+                    shortened(&self.text)
                 )));
             }
-            let name = tool_name(&request.tools, &call.name);
-            let arguments = parse_arguments(http, &name, &call.arguments)?;
+            Some("content_filter") if self.text.is_empty() && self.calls.is_empty() => {
+                return Err(http.permanent(
+                    "the provider's content filter stopped the reply before any text (finish_reason \"content_filter\")",
+                ));
+            }
+            _ => {}
+        }
+        let mut tool_calls: Vec<ToolCall> = Vec::with_capacity(self.calls.len());
+        for (position, call) in self.calls.into_iter().enumerate() {
+            if call.name.is_empty() {
+                return Err(http.permanent(format!(
+                    "malformed response: tool call {position} has no function name"
+                )));
+            }
+            let mut id = if call.id.is_empty() {
+                format!("call_{position}")
+            } else {
+                call.id
+            };
+            // ids must tell the results apart; a server that repeats one gets it suffixed
+            while tool_calls.iter().any(|c| c.id == id) {
+                id.push_str(&format!("_{position}"));
+            }
             tool_calls.push(ToolCall {
-                id: if call.id.is_empty() {
-                    format!("call_{index}")
-                } else {
-                    call.id
-                },
-                name,
-                arguments,
+                id,
+                name: tool_name(&request.tools, &call.name),
+                arguments: call
+                    .value
+                    .unwrap_or_else(|| decode_arguments(&call.arguments)),
             });
         }
+        let reasoning = if self.reasoning.is_empty() {
+            Vec::new()
+        } else {
+            vec![Reasoning {
+                text: self.reasoning,
+                ..Reasoning::default()
+            }]
+        };
         Ok(ModelReply {
             text: self.text,
             tool_calls,
             usage: self.usage.unwrap_or_default(),
             stop_reason: self.stop_reason,
-            reasoning: Vec::new(),
+            reasoning,
         })
     }
+}
+
+/// At most 1000 characters of `text`, with `…` when cut.
+fn shortened(text: &str) -> String {
+    let mut short: String = text.chars().take(1000).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
 }
 
 impl Provider for OpenAi {
@@ -223,6 +466,14 @@ impl Provider for OpenAi {
                 }
                 let response = http.send(builder).await?;
                 let mut assembly = Assembly::default();
+                if is_json(&response) {
+                    // the server ignored `stream: true`: one `chat.completion` object
+                    let body = response.text().await.map_err(|e| {
+                        http.transient(format!("the reply broke off while being read: {e}"))
+                    })?;
+                    assembly.whole(http, &body, on_delta)?;
+                    return assembly.finish(http, request);
+                }
                 let done = http
                     .events(response, |_, data| {
                         if data.trim() == "[DONE]" {
@@ -241,4 +492,14 @@ impl Provider for OpenAi {
             http.within_total(call).await
         })
     }
+}
+
+/// Whether `response` is one JSON body (`Content-Type: application/json`) rather than an
+/// event stream.
+fn is_json(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json") && !v.contains("event-stream"))
 }

@@ -9,7 +9,7 @@ use retrace_providers::{
     ChatMessage, Delta, Error, HttpSettings, ModelRequest, OpenAi, Provider, ToolCall, ToolDef,
 };
 use retrace_tests::loopback::{self as support, Reply, Server, head, key, split, sse};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn request() -> ModelRequest {
     ModelRequest {
@@ -59,7 +59,7 @@ fn provider(server: &Server) -> OpenAi {
     OpenAi::new(settings).expect("provider")
 }
 
-fn chunk(delta: &serde_json::Value, finish: Option<&str>) -> String {
+fn chunk(delta: &Value, finish: Option<&str>) -> String {
     json!({"id": "c1", "object": "chat.completion.chunk", "choices": [
         {"index": 0, "delta": delta, "finish_reason": finish}]})
     .to_string()
@@ -309,13 +309,11 @@ async fn malformed_and_truncated_streams_are_clear_errors_not_panics() {
         ["The readme ", "says"],
         "what streamed was still shown"
     );
+    // arguments that are not JSON are kept as the raw text, for the tool to refuse and the
+    // model to read (kind 2 of issue 21)
     let (bad, _) = complete(&provider, &request()).await;
-    let e = bad.expect_err("bad arguments");
-    assert!(
-        e.to_string()
-            .contains("arguments of the call to `fs.read` are not JSON"),
-        "{e}"
-    );
+    let reply = bad.expect("a reply whose call carries its raw arguments");
+    assert_eq!(reply.tool_calls[0].arguments, json!("{\"path\": "));
 }
 
 #[tokio::test]
@@ -361,4 +359,504 @@ fn a_missing_key_variable_is_named_and_no_key_is_needed_without_one() {
         !shown.contains(&key()) && shown.contains("redacted"),
         "{shown}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 21: what real OpenAI-compatible servers send. The case files in
+// `../shared/cases/wire/` (beside the clone) and variants of each kind, every body served
+// whole and in 1-7 byte writes (lines, events and UTF-8 characters split).
+// ---------------------------------------------------------------------------------------
+
+/// The wire cases directory (`shared/cases/wire` beside the repository).
+fn cases() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/cases/wire");
+    assert!(
+        dir.is_dir(),
+        "the wire cases are missing: expected {} (the `shared/` directory beside the clone)",
+        dir.display()
+    );
+    dir
+}
+
+/// The case file `name`'s bytes.
+fn case(name: &str) -> Vec<u8> {
+    let path = cases().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// `bytes` cut into pieces of 1, 2, … 7, 1, 2, … bytes.
+fn small_writes(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut pieces = Vec::new();
+    let (mut at, mut size) = (0, 1);
+    while at < bytes.len() {
+        let end = (at + size).min(bytes.len());
+        pieces.push(bytes[at..end].to_vec());
+        at = end;
+        size = size % 7 + 1;
+    }
+    pieces
+}
+
+/// A `200` response of `content_type` with `body`.
+fn response(content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut bytes = head("200 OK", &[("content-type", content_type)]);
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// `body` answered (as `content_type`) whole, then in 1-7 byte writes: both replies, the
+/// streamed text of each, and the requests the server saw.
+async fn served(
+    content_type: &str,
+    body: &[u8],
+) -> Vec<(Result<retrace_providers::ModelReply, Error>, Vec<String>)> {
+    let bytes = response(content_type, body);
+    let server = Server::start(vec![
+        Reply::Pieces(vec![bytes.clone()], Duration::ZERO),
+        Reply::Pieces(small_writes(&bytes), Duration::ZERO),
+    ])
+    .await;
+    let provider = provider(&server);
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        results.push(complete(&provider, &request()).await);
+    }
+    results
+}
+
+/// `served` as an event stream, each reply required.
+async fn replies(body: &[u8]) -> Vec<(retrace_providers::ModelReply, Vec<String>)> {
+    served("text/event-stream", body)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, (r, d))| (r.unwrap_or_else(|e| panic!("serving {i}: {e}")), d))
+        .collect()
+}
+
+/// An SSE body (no head) of `data:` events.
+fn events(chunks: &[Value]) -> Vec<u8> {
+    let mut out = String::new();
+    for c in chunks {
+        out.push_str(&format!("data: {c}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out.into_bytes()
+}
+
+fn delta(delta: &Value, finish: Option<&str>) -> Value {
+    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
+    ToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments,
+    }
+}
+
+// kind 1: tool-call delta assembly
+
+#[tokio::test]
+async fn case_ollama_parallel_calls_at_one_index_are_two_calls_despite_finish_stop() {
+    for (reply, _) in replies(&case("openai-parallel-calls-same-index.sse")).await {
+        assert_eq!(
+            reply.tool_calls,
+            vec![
+                call(
+                    "call_repro02a",
+                    "file_write",
+                    json!({"filePath": "hello.py", "content": "print(\"hello\")"})
+                ),
+                call(
+                    "call_repro02b",
+                    "file_write",
+                    json!({"filePath": "world.py", "content": "print(\"world\")"})
+                ),
+            ]
+        );
+        assert_eq!(reply.stop_reason.as_deref(), Some("stop"));
+        assert_eq!(reply.text, "");
+    }
+}
+
+#[tokio::test]
+async fn calls_without_index_with_id_type_and_name_repeated_in_every_chunk_are_kept_whole() {
+    // no `index`, and every continuation repeats `id`, `type` and `name` (as some
+    // OpenAI-compatible proxies do); a new id starts the next call
+    let piece = |id: &str, args: &str| {
+        delta(
+            &json!({"tool_calls": [{"id": id, "type": "function", "function": {"name": "fs__read", "arguments": args}}]}),
+            None,
+        )
+    };
+    let body = events(&[
+        piece("call_x", "{\"path\""),
+        piece("call_x", ": \"a.txt\"}"),
+        piece("call_y", "{\"path\": "),
+        piece("call_y", "\"b.txt\"}"),
+        delta(&json!({}), Some("tool_calls")),
+    ]);
+    for (reply, _) in replies(&body).await {
+        assert_eq!(
+            reply.tool_calls,
+            vec![
+                call("call_x", "fs.read", json!({"path": "a.txt"})),
+                call("call_y", "fs.read", json!({"path": "b.txt"})),
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn blank_ids_and_names_in_continuations_continue_the_call() {
+    // continuations with `"id": ""`, `"type": ""` and `"name": ""` (vLLM and Mistral-style
+    // servers) continue the call streaming at their index
+    let body = events(&[
+        delta(
+            &json!({"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": {"name": "fs__read", "arguments": ""}}]}),
+            None,
+        ),
+        delta(
+            &json!({"tool_calls": [{"index": 0, "id": "", "type": "", "function": {"name": "", "arguments": "{\"path\": \"é.txt\"}"}}]}),
+            None,
+        ),
+        delta(
+            &json!({"tool_calls": [{"index": 0, "id": null, "function": {"name": null, "arguments": ""}}]}),
+            Some("tool_calls"),
+        ),
+    ]);
+    for (reply, _) in replies(&body).await {
+        assert_eq!(
+            reply.tool_calls,
+            vec![call("call_9", "fs.read", json!({"path": "é.txt"}))]
+        );
+    }
+}
+
+#[tokio::test]
+async fn whole_calls_at_index_0_without_ids_are_told_apart_by_name_and_whole_arguments() {
+    // each call whole in one chunk, all at index 0, no ids (older local servers): a new name,
+    // or the same name with fresh arguments after whole ones, is a new call; ids are made
+    let whole = |name: &str, args: &str| {
+        delta(
+            &json!({"tool_calls": [{"index": 0, "function": {"name": name, "arguments": args}}]}),
+            None,
+        )
+    };
+    let body = events(&[
+        whole("fs__read", "{\"path\": \"a\"}"),
+        whole("fs__read", "{\"path\": \"b\"}"),
+        whole("fs__list", ""),
+        delta(&json!({}), Some("stop")),
+    ]);
+    for (reply, _) in replies(&body).await {
+        assert_eq!(
+            reply.tool_calls,
+            vec![
+                call("call_0", "fs.read", json!({"path": "a"})),
+                call("call_1", "fs.read", json!({"path": "b"})),
+                call("call_2", "fs.list", json!({})),
+            ]
+        );
+    }
+}
+
+// kind 2: argument decoding
+
+#[tokio::test]
+async fn case_llama_cpp_arguments_as_an_object_are_taken_as_they_are() {
+    for (reply, _) in replies(&case("openai-arguments-as-object.sse")).await {
+        assert_eq!(
+            reply.tool_calls,
+            vec![call(
+                "call_repro03a",
+                "get_weather",
+                json!({"location": "Paris", "unit": "celsius"})
+            )]
+        );
+    }
+}
+
+#[tokio::test]
+async fn arguments_that_are_not_json_are_kept_raw_and_twice_encoded_ones_decoded() {
+    let whole = |index: u64, id: &str, args: &str| {
+        delta(
+            &json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": "fs__read", "arguments": args}}]}),
+            None,
+        )
+    };
+    let body = events(&[
+        // prose where JSON belongs: kept as the raw text (the tool refuses it, the model is told)
+        whole(0, "a", "path=README.md"),
+        // a JSON string holding the object (encoded twice)
+        whole(1, "b", &json!("{\"path\": \"b.txt\"}").to_string()),
+        // a JSON value that is not an object: kept, refused by the tool
+        whole(2, "c", "[\"README.md\"]"),
+        delta(&json!({}), Some("tool_calls")),
+    ]);
+    for (reply, _) in replies(&body).await {
+        assert_eq!(
+            reply.tool_calls,
+            vec![
+                call("a", "fs.read", json!("path=README.md")),
+                call("b", "fs.read", json!({"path": "b.txt"})),
+                call("c", "fs.read", json!(["README.md"])),
+            ]
+        );
+    }
+}
+
+// kind 3: reasoning
+
+fn thought(reply: &retrace_providers::ModelReply) -> String {
+    reply.reasoning.iter().map(|r| r.text.as_str()).collect()
+}
+
+#[tokio::test]
+async fn case_deepseek_reasoning_is_recorded_apart_and_sent_back_as_reasoning_content() {
+    for (reply, deltas) in replies(&case("openai-reasoning-content-tool-call.sse")).await {
+        assert_eq!(
+            thought(&reply),
+            "The user wants the weather in San Francisco."
+        );
+        assert!(reply.reasoning[0].signature.is_none() && reply.reasoning[0].redacted.is_none());
+        assert_eq!(reply.text, "", "reasoning is not the answer");
+        assert!(
+            deltas.is_empty(),
+            "reasoning is not streamed as text: {deltas:?}"
+        );
+        assert_eq!(
+            reply.tool_calls,
+            vec![call(
+                "call_00_repro09abc",
+                "weather",
+                json!({"location": "San Francisco"})
+            )]
+        );
+        assert_eq!(reply.usage.reasoning_tokens, 39);
+        assert_eq!(reply.usage.output_tokens, 83);
+
+        // the next request carries it on the assistant turn
+        let mut next = request();
+        next.messages = vec![
+            Arc::new(ChatMessage::User {
+                content: "weather?".into(),
+            }),
+            Arc::new(ChatMessage::Assistant {
+                text: reply.text.clone(),
+                tool_calls: reply.tool_calls.clone(),
+                reasoning: reply.reasoning.clone(),
+            }),
+        ];
+        let body = retrace_providers::openai::body(&next);
+        assert_eq!(
+            body["messages"][2]["reasoning_content"],
+            "The user wants the weather in San Francisco."
+        );
+        assert_eq!(
+            body["messages"][2]["tool_calls"][0]["id"],
+            "call_00_repro09abc"
+        );
+    }
+    // a turn without reasoning sends none
+    let body = retrace_providers::openai::body(&request());
+    assert!(body["messages"][2].get("reasoning_content").is_none());
+}
+
+#[tokio::test]
+async fn openrouter_reasoning_and_vllm_duplicate_fields_are_reasoning_once_never_text() {
+    // OpenRouter: `reasoning` (with `reasoning_details`); a vLLM build sending both
+    // `reasoning` and `reasoning_content` with the same piece: taken once
+    let body = events(&[
+        delta(
+            &json!({"role": "assistant", "content": "", "reasoning": "Two ", "reasoning_details": [{"type": "reasoning.text", "text": "Two "}]}),
+            None,
+        ),
+        delta(
+            &json!({"content": null, "reasoning": "plus two.", "reasoning_content": "plus two."}),
+            None,
+        ),
+        delta(
+            &json!({"content": "Four.", "reasoning": null}),
+            Some("stop"),
+        ),
+    ]);
+    for (reply, deltas) in replies(&body).await {
+        assert_eq!(thought(&reply), "Two plus two.");
+        assert_eq!(reply.text, "Four.");
+        assert_eq!(deltas.concat(), "Four.");
+    }
+}
+
+#[tokio::test]
+async fn mistral_thinking_parts_are_reasoning_and_text_parts_the_answer() {
+    // Magistral: `content` as typed parts, thinking parts holding text chunks
+    let body = events(&[
+        delta(
+            &json!({"role": "assistant", "content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Check the "}]}]}),
+            None,
+        ),
+        delta(
+            &json!({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "file."}]}, {"type": "text", "text": "Done"}]}),
+            None,
+        ),
+        delta(
+            &json!({"content": [{"type": "text", "text": ", all good."}]}),
+            Some("stop"),
+        ),
+    ]);
+    for (reply, deltas) in replies(&body).await {
+        assert_eq!(thought(&reply), "Check the file.");
+        assert_eq!(reply.text, "Done, all good.");
+        assert_eq!(deltas.concat(), "Done, all good.");
+    }
+}
+
+// kind 4: every field that carries the answer
+
+#[tokio::test]
+async fn case_openai_refusal_is_a_permanent_error_carrying_its_text() {
+    for (result, deltas) in served("text/event-stream", &case("openai-refusal.sse")).await {
+        let e = result.expect_err("a refusal is not an answer");
+        assert!(!e.is_transient(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the model refused: I'm sorry, but I can't help with that."),
+            "{e}"
+        );
+        assert!(deltas.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn other_choices_are_ignored_and_typed_text_parts_are_text() {
+    // `n` = 2: chunks of choice 1 (even listed first) are not the reply
+    let both = |a: &str, b: &str, finish: Option<&str>| {
+        json!({"id": "c1", "choices": [
+            {"index": 1, "delta": {"content": b}, "finish_reason": finish},
+            {"index": 0, "delta": {"content": [{"type": "text", "text": a}]}, "finish_reason": finish}]})
+    };
+    let body = events(&[
+        both("Hello", "Bonjour", None),
+        json!({"id": "c1", "choices": [{"index": 1, "delta": {"content": " le monde"}, "finish_reason": null}]}),
+        json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": " world"}, "finish_reason": null}]}),
+        both("", "", Some("stop")),
+    ]);
+    for (reply, deltas) in replies(&body).await {
+        assert_eq!(reply.text, "Hello world");
+        assert_eq!(deltas.concat(), "Hello world");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_cut_at_the_token_limit_is_an_error_with_the_cut_text_and_no_half_call() {
+    let text = events(&[
+        delta(&json!({"content": "The answer is"}), None),
+        delta(&json!({}), Some("length")),
+    ]);
+    let in_call = events(&[
+        delta(
+            &json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "fs__read", "arguments": "{\"path\": \"REA"}}]}),
+            None,
+        ),
+        delta(&json!({}), Some("length")),
+    ]);
+    let filtered = events(&[delta(&json!({}), Some("content_filter"))]);
+    for (result, _) in served("text/event-stream", &text).await {
+        let e = result.expect_err("cut");
+        assert!(!e.is_transient());
+        let e = e.to_string();
+        assert!(
+            e.contains("cut at the token limit (finish_reason \"length\")")
+                && e.contains("raise max_tokens")
+                && e.contains("The answer is"),
+            "{e}"
+        );
+    }
+    for (result, _) in served("text/event-stream", &in_call).await {
+        let e = result.expect_err("a half call is not proposed").to_string();
+        assert!(e.contains("1 tool call(s) in progress"), "{e}");
+    }
+    // Azure/OpenAI's content filter, with nothing said
+    for (result, _) in served("text/event-stream", &filtered).await {
+        let e = result.expect_err("filtered").to_string();
+        assert!(e.contains("content_filter"), "{e}");
+    }
+}
+
+// kind 5: framing
+
+#[tokio::test]
+async fn a_server_ignoring_stream_true_answers_one_json_body_which_is_a_normal_reply() {
+    // vLLM / Ollama / llama.cpp with streaming off: one `chat.completion`
+    let body = json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Reading.", "reasoning_content": "Need the file.",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "fs__read", "arguments": "{\"path\": \"README.md\"}"}}]}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}});
+    for (result, deltas) in served(
+        "application/json; charset=utf-8",
+        body.to_string().as_bytes(),
+    )
+    .await
+    {
+        let reply = result.expect("a reply");
+        assert_eq!(reply.text, "Reading.");
+        assert_eq!(deltas, ["Reading."]);
+        assert_eq!(thought(&reply), "Need the file.");
+        assert_eq!(
+            reply.tool_calls,
+            vec![call("call_1", "fs.read", json!({"path": "README.md"}))]
+        );
+        assert_eq!(
+            (reply.usage.input_tokens, reply.usage.output_tokens),
+            (12, 5)
+        );
+        assert_eq!(reply.stop_reason.as_deref(), Some("tool_calls"));
+    }
+}
+
+#[tokio::test]
+async fn a_last_event_without_its_blank_line_is_read_and_a_cut_one_is_a_short_stream() {
+    let chunks = [
+        delta(&json!({"content": "Hi"}), None),
+        delta(&json!({}), Some("stop")),
+    ];
+    // `[DONE]` with no line end at all, then a finish chunk ending the body with one `\n`
+    let mut done = events(&chunks);
+    done.truncate(done.len() - 2);
+    let last = format!("data: {}\n\ndata: {}\n", chunks[0], chunks[1]).into_bytes();
+    for body in [done, last] {
+        for (reply, _) in replies(&body).await {
+            assert_eq!(reply.text, "Hi");
+            assert_eq!(reply.stop_reason.as_deref(), Some("stop"));
+        }
+    }
+    // a last event cut in its middle is not read: the stream ended early (transient)
+    let cut = format!("data: {}\n\ndata: {{\"choices\": [{{\"ind", chunks[0]).into_bytes();
+    for (result, _) in served("text/event-stream", &cut).await {
+        let e = result.expect_err("cut");
+        assert!(
+            e.is_transient() && e.to_string().contains("ended before"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn comments_event_lines_data_without_space_crlf_and_empty_choices_keep_working() {
+    let body = format!(
+        ": OPENROUTER PROCESSING\r\n\r\nevent: message\r\ndata:{}\r\n\r\nid: 7\r\nretry: 100\r\ndata: {}\r\n\r\ndata: {}\r\n\r\n: keep-alive\n\ndata: {}\r\n\r\ndata: [DONE]\r\n\r\n",
+        delta(&json!({"role": "assistant", "content": "Grüße, "}), None),
+        json!({"id": "c1", "choices": []}),
+        delta(&json!({"content": "world"}), Some("stop")),
+        json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+    );
+    for (reply, _) in replies(body.as_bytes()).await {
+        assert_eq!(reply.text, "Grüße, world");
+        assert_eq!(reply.usage.output_tokens, 2);
+    }
 }

@@ -222,7 +222,28 @@ impl Toolbox {
     }
 
     /// Run tool `name` on `args`, whatever kind it is, without stalling other tasks.
+    ///
+    /// Arguments must be a JSON object (`null`, from a call recorded without any, is `{}`).
+    /// Anything else, such as the raw text of arguments a model server sent that were not
+    /// JSON (kept as a JSON string by the provider), is refused for every kind of tool with
+    /// "arguments are not a JSON object", which the model reads as the call's result.
     pub async fn call(&self, name: &str, args: Value) -> Result<Output, ToolError> {
+        let args = match args {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            Value::Object(_) => args,
+            other => {
+                let shown = match &other {
+                    Value::String(raw) => raw.clone(),
+                    other => other.to_string(),
+                };
+                return Err(ToolError::Invalid {
+                    message: format!(
+                        "arguments are not a JSON object: {}; send the arguments as one JSON object that fits the tool's schema",
+                        cut(&shown, 2000)
+                    ),
+                });
+            }
+        };
         match self.tools.get(name).map(|(_, entry)| entry.clone()) {
             Some(Entry::Builtin(tool)) => call_blocking(tool, args).await.map(|value| Output {
                 value,
