@@ -47,9 +47,9 @@ use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{ClientInitializeError, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -239,28 +239,52 @@ impl StderrTail {
     }
 }
 
-/// Connect to `server` and complete the MCP handshake; a stdio server's stderr comes along.
-async fn connect(server: &Server) -> Result<(Client, Option<StderrTail>), Error> {
+/// A stdio server's process, killed when this is dropped.
+#[derive(Debug)]
+struct Process {
+    /// The server (`kill_on_drop`).
+    _child: tokio::process::Child,
+    /// The read end of the server's stdin, kept open here too (see [`connect_stdio`]).
+    _stdin: std::io::PipeReader,
+    /// What it writes on stderr.
+    tail: StderrTail,
+}
+
+/// Connect to `server` and complete the MCP handshake; a stdio server's process comes
+/// along, to be kept as long as the client.
+async fn connect(server: &Server) -> Result<(Client, Option<Process>), Error> {
     match (&server.command, &server.url) {
         (Some(command), _) => connect_stdio(server, command)
             .await
-            .map(|(client, tail)| (client, Some(tail))),
+            .map(|(client, process)| (client, Some(process))),
         (None, Some(url)) => connect_http(server, url).await.map(|c| (c, None)),
         (None, None) => Err(server.error("it has neither `command` nor `url`".into())),
     }
 }
 
 /// `why`, ended by what a stdio server last wrote on stderr (if it is one).
-async fn with_stderr(why: String, tail: Option<&StderrTail>) -> String {
-    match tail {
-        Some(tail) => format!("{why}{}", tail.report().await),
+async fn with_stderr(why: String, process: Option<&Process>) -> String {
+    match process {
+        Some(process) => format!("{why}{}", process.tail.report().await),
         None => why,
     }
 }
 
 /// Start `server` as a child process speaking MCP on its stdin and stdout, reading its
 /// stderr ([`StderrTail`]).
-async fn connect_stdio(server: &Server, program: &str) -> Result<(Client, StderrTail), Error> {
+///
+/// The child's stdin is a pipe whose read end this process keeps open as well. A server
+/// that exits before reading what is sent to it (a missing module, a bad flag) would
+/// otherwise make that write raise SIGPIPE, which the `retrace` binary leaves at its default
+/// (so that `retrace runs | head` ends quietly): retrace would end with no message at all.
+/// With a reader left, the write just fills the pipe, and the server's end is seen on its
+/// stdout instead.
+async fn connect_stdio(server: &Server, program: &str) -> Result<(Client, Process), Error> {
+    let io = |what: &str, e: std::io::Error| {
+        server.error(format!("cannot set up {what} for `{program}`: {e}"))
+    };
+    let (stdin_read, stdin_write) = std::io::pipe().map_err(|e| io("a pipe", e))?;
+    let kept = stdin_read.try_clone().map_err(|e| io("a pipe", e))?;
     let mut command = tokio::process::Command::new(program);
     command
         .args(&server.args)
@@ -271,35 +295,41 @@ async fn connect_stdio(server: &Server, program: &str) -> Result<(Client, Stderr
                 .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v))),
         )
         .envs(&server.env)
+        .stdin(Stdio::from(stdin_read))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(cwd) = &server.cwd {
         command.current_dir(cwd);
     }
-    let (transport, stderr) = TokioChildProcess::builder(command)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (is it installed, and on PATH?)"
-            } else {
-                ""
-            };
-            server.error(format!("cannot start `{program}`: {e}{hint}"))
-        })?;
-    let tail = StderrTail::read(
-        stderr.expect("stderr is piped, so the child has one"),
-        &server.name,
-    );
+    let mut child = command.spawn().map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (is it installed, and on PATH?)"
+        } else {
+            ""
+        };
+        server.error(format!("cannot start `{program}`: {e}{hint}"))
+    })?;
+    // dropped on an error below: the child is killed
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let process = Process {
+        _child: child,
+        _stdin: kept,
+        tail: StderrTail::read(stderr, &server.name),
+    };
+    let stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write.into())
+        .map_err(|e| io("its stdin", e))?;
     match handshake(
         server,
         &format!("`{program}` started but"),
-        ().serve(transport),
+        ().serve((stdout, stdin)),
     )
     .await
     {
-        Ok(client) => Ok((client, tail)),
+        Ok(client) => Ok((client, process)),
         Err(mut e) => {
-            e.why = with_stderr(e.why, Some(&tail)).await;
+            e.why = with_stderr(e.why, Some(&process)).await;
             Err(e)
         }
     }
@@ -474,14 +504,14 @@ impl Server {
 /// stop it. Run before a run starts, so the catalog is recorded with the spec.
 pub async fn discover(servers: &mut [Server]) -> Result<(), Error> {
     for server in servers.iter_mut().filter(|s| s.catalog.is_none()) {
-        let (client, tail) = connect(server).await?;
+        let (client, process) = connect(server).await?;
         let listed = tokio::time::timeout(server.timeout(), client.list_all_tools()).await;
         let _ = client.cancel().await;
         let tools = match listed {
             Ok(Ok(tools)) => tools,
             Ok(Err(e)) => {
                 let why = format!("listing its tools failed: {e}");
-                return Err(server.error(with_stderr(why, tail.as_ref()).await));
+                return Err(server.error(with_stderr(why, process.as_ref()).await));
             }
             Err(_) => {
                 return Err(server.error(format!(
@@ -526,7 +556,7 @@ fn untrusted(description: &str) -> String {
 #[derive(Debug)]
 pub struct Connection {
     server: Server,
-    client: Mutex<Option<(Client, Option<StderrTail>)>>,
+    client: Mutex<Option<(Client, Option<Process>)>>,
 }
 
 impl Connection {
@@ -556,14 +586,17 @@ impl Connection {
                 message: e.to_string(),
             })?);
         }
-        let (client, tail) = slot.as_ref().expect("connected just above");
+        let (client, process) = slot.as_ref().expect("connected just above");
         let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         let result = tokio::time::timeout(server.timeout(), client.call_tool(request)).await;
         let result = match result {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => {
-                let why =
-                    with_stderr(format!("the call of `{tool}` failed: {e}"), tail.as_ref()).await;
+                let why = with_stderr(
+                    format!("the call of `{tool}` failed: {e}"),
+                    process.as_ref(),
+                )
+                .await;
                 *slot = None;
                 return Err(failed(why));
             }
@@ -591,9 +624,9 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // rmcp stops its child from a tokio task; outside a runtime, give it one so the
-        // server is killed rather than left behind.
-        let Some((client, _)) = self.client.get_mut().take() else {
+        // A stdio server's process is killed as its `Process` drops; the client's task is
+        // stopped from a tokio runtime (outside one, given one here).
+        let Some((client, _process)) = self.client.get_mut().take() else {
             return;
         };
         if tokio::runtime::Handle::try_current().is_ok() {
