@@ -410,7 +410,7 @@ impl Assembly {
             };
             // ids must tell the results apart; a server that repeats one gets it suffixed
             while tool_calls.iter().any(|c| c.id == id) {
-                id.push_str(&format!("_{position}"));
+                id = format!("{id}_{position}");
             }
             tool_calls.push(ToolCall {
                 id,

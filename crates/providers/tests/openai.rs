@@ -2,6 +2,7 @@
 //! for byte (SSE framing included): replies, tool calls split across chunks and writes,
 //! parallel calls, usage, and every failure typed as it should be.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -438,7 +439,7 @@ async fn replies(body: &[u8]) -> Vec<(retrace_providers::ModelReply, Vec<String>
 fn events(chunks: &[Value]) -> Vec<u8> {
     let mut out = String::new();
     for c in chunks {
-        out.push_str(&format!("data: {c}\n\n"));
+        let _ = write!(out, "data: {c}\n\n");
     }
     out.push_str("data: [DONE]\n\n");
     out.into_bytes()
