@@ -272,3 +272,33 @@ async fn failures_are_typed_and_never_panics() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_last_event_the_body_ends_without_its_blank_line_is_still_read() {
+    // `message_stop` with a single `\n` (or none) before the server closes: the reply is
+    // whole and must not be retried (and billed) again; the shared SSE reader reads it
+    let mut events = vec![start(10)];
+    events.extend(text_block(0, &["Done."]));
+    events.extend(stop("end_turn", 2));
+    let mut body = sse(&events);
+    body.truncate(body.len() - 1); // one `\n` left after `message_stop`
+    let mut bare = body.clone();
+    bare.truncate(bare.len() - 1); // none left
+    let server = Server::start(vec![
+        Reply::Pieces(vec![body], Duration::ZERO),
+        Reply::Pieces(split(&bare, 3), Duration::ZERO),
+    ])
+    .await;
+    let provider = provider(&server);
+    for _ in 0..2 {
+        let (reply, _) = complete(&provider).await;
+        let reply = reply.expect("a whole reply");
+        assert_eq!(reply.text, "Done.");
+        assert_eq!(reply.stop_reason.as_deref(), Some("end_turn"));
+    }
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "one request per reply, no retry"
+    );
+}
