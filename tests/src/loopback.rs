@@ -18,6 +18,10 @@ pub enum Reply {
     Pieces(Vec<Vec<u8>>, Duration),
     /// Read the request and never answer.
     Hang,
+    /// Check the request first, as a real API validates it: when the check returns a
+    /// response (a whole HTTP answer, e.g. a 400 with the API's message), send that instead
+    /// of the reply.
+    Gate(fn(&Request) -> Option<Vec<u8>>, Box<Reply>),
 }
 
 /// One request as received.
@@ -71,9 +75,17 @@ impl Server {
                 let seen = Arc::clone(&seen);
                 tokio::spawn(async move {
                     let request = read_request(&mut socket).await;
+                    let reply = match reply {
+                        Reply::Gate(check, reply) => match check(&request) {
+                            Some(refusal) => Reply::Pieces(vec![refusal], Duration::ZERO),
+                            None => *reply,
+                        },
+                        other => other,
+                    };
                     seen.lock().expect("lock").push(request);
                     match reply {
                         Reply::Hang => tokio::time::sleep(Duration::from_hours(1)).await,
+                        Reply::Gate(..) => unreachable!("a gate was opened above"),
                         Reply::Pieces(pieces, pause) => {
                             for piece in pieces {
                                 if socket.write_all(&piece).await.is_err() {
