@@ -157,6 +157,18 @@ impl<'a> Runner<'a> {
                 spec.workspace.display()
             )));
         }
+        // recorded resolved (`Spec::load`): a symlink swapped in since would move the run
+        if spec.workspace.is_absolute()
+            && let Ok(real) = spec.workspace.canonicalize()
+            && real != crate::spec::normalised(&spec.workspace)
+        {
+            return Err(Error::Setup(format!(
+                "the workspace {} now leads to {} (a symlink on the way); retrace will not act \
+                 anywhere but where the run was recorded: restore it, or start a new run",
+                spec.workspace.display(),
+                real.display()
+            )));
+        }
         let workspace = Workspace::new(&spec.workspace).map_err(|e| Error::Setup(e.to_string()))?;
         let toolbox =
             Toolbox::for_spec(&spec, &workspace).map_err(|e| Error::Setup(e.to_string()))?;
@@ -448,6 +460,11 @@ impl<'a> Runner<'a> {
             _ => match state.last_model_error {
                 Some(error) if outcome == Outcome::Failed => {
                     let error: Value = self.blob_json(run, &error)?;
+                    // the provider's own words belong in the reason a person reads first
+                    let reason = match error.get("error").and_then(Value::as_str) {
+                        Some(said) => format!("{reason}: {said}"),
+                        None => reason.to_owned(),
+                    };
                     self.put_json(&json!({"reason": reason, "model_error": error}))
                 }
                 _ => self.put_json(&json!({"reason": reason})),
@@ -593,12 +610,14 @@ impl<'a> Runner<'a> {
         reason: &str,
         note: Option<BlobId>,
     ) -> Result<Vec<EventKind>, Error> {
-        let told = match note {
-            Some(note) => format!(
-                "not run: {reason}: {}",
-                text_of(&self.blob_json(run, &note)?)
-            ),
-            None => format!("not run: {reason}"),
+        let note = match note {
+            Some(note) => text_of(&self.blob_json(run, &note)?),
+            None => String::new(),
+        };
+        let told = if note.trim().is_empty() {
+            format!("not run: {reason}")
+        } else {
+            format!("not run: {reason}: {note}")
         };
         let output = self.put_json(&json!({ "error": told }))?;
         Ok(vec![

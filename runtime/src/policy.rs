@@ -71,8 +71,25 @@ impl Policy {
     }
 
     /// Decide on a call of `tool` (of `tier`) whose `path` argument, if any, is `path`.
+    /// Rules see the path as the workspace jail will resolve it (`.` and `..` taken out
+    /// lexically), so `out/../README.md` is judged as `README.md`, not by an `out/**` rule;
+    /// a path whose `..` climbs above the workspace is denied.
     pub fn check(&self, tool: &str, tier: Tier, path: Option<&str>) -> Verdict {
-        let path = path.map(|p| p.trim_start_matches("./"));
+        let normal = match path.map(lexical) {
+            Some(None) => {
+                return Verdict {
+                    action: Action::Deny,
+                    rule: None,
+                    reason: format!(
+                        "the path `{}` leads outside the workspace",
+                        path.unwrap_or_default()
+                    ),
+                };
+            }
+            Some(Some(normal)) => Some(normal),
+            None => None,
+        };
+        let path = normal.as_deref();
         for (index, (rule, glob)) in self.rules.iter().enumerate() {
             // `*` is every tool; `mcp.server.*` every tool of a namespace
             let tool_matches = rule.tool == "*"
@@ -120,6 +137,32 @@ impl Policy {
     }
 }
 
+/// `path` with `.` and `..` resolved lexically (`a/./b/../c` → `a/c`; `.` for the root);
+/// `None` when a `..` climbs above the start. An absolute path is kept as written (the
+/// workspace jail refuses it).
+fn lexical(path: &str) -> Option<String> {
+    use std::path::Component;
+    let given = std::path::Path::new(path);
+    if given.has_root() {
+        return Some(path.to_owned());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for component in given.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    })
+}
+
 fn action_word(action: Action) -> &'static str {
     match action {
         Action::Allow => "allow",
@@ -147,6 +190,27 @@ mod tests {
             path: path.map(Into::into),
             action,
         }
+    }
+
+    #[test]
+    fn a_path_is_judged_where_it_leads_not_by_how_it_is_spelt() {
+        let policy = Policy::new(&[rule("fs.write", Some("out/**"), Action::Allow)]).unwrap();
+        let check = |path| policy.check("fs.write", Tier::Write, Some(path));
+        assert_eq!(check("out/SUMMARY.md").action, Action::Allow);
+        assert_eq!(check("./out/./a/../SUMMARY.md").action, Action::Allow);
+        // out/../README.md is README.md: not under out/, so the write asks
+        assert_eq!(check("out/../README.md").action, Action::Ask);
+        assert_eq!(check("out/./../src/calc.txt").action, Action::Ask);
+        let outside = check("out/../../etc/passwd");
+        assert_eq!(outside.action, Action::Deny);
+        assert!(
+            outside.reason.contains("leads outside the workspace"),
+            "{}",
+            outside.reason
+        );
+        assert_eq!(lexical("a/./b/../c").as_deref(), Some("a/c"));
+        assert_eq!(lexical("a/..").as_deref(), Some("."));
+        assert_eq!(lexical(".."), None);
     }
 
     #[test]

@@ -507,7 +507,7 @@ impl Spec {
         if let Err(e) = crate::policy::Policy::new(&policy) {
             return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
         }
-        let cassette = raw.model.cassette.map(|c| normalised(&base.join(c)));
+        let cassette = raw.model.cassette.map(|c| resolved(&base.join(c)));
         if raw.model.provider == Provider::Scripted && cassette.is_none() {
             return Err(at(
                 model_span,
@@ -529,7 +529,7 @@ impl Spec {
         Ok(Self {
             name: raw.name,
             system: raw.system,
-            workspace: normalised(&base.join(raw.workspace.as_deref().unwrap_or("."))),
+            workspace: resolved(&base.join(raw.workspace.as_deref().unwrap_or("."))),
             model: Model {
                 provider: raw.model.provider,
                 name: raw.model.name,
@@ -592,7 +592,7 @@ fn mcp_servers(
         let mut server = server.into_inner();
         server.check().map_err(|why| at(Some(span.clone()), why))?;
         if server.command.is_some() {
-            server.cwd = Some(normalised(
+            server.cwd = Some(resolved(
                 &base.join(server.cwd.as_deref().unwrap_or(Path::new("."))),
             ));
         }
@@ -618,12 +618,32 @@ fn absolute_dir_of(path: &Path) -> PathBuf {
     };
     // `absolute` fails only on an empty path or an unreadable current directory; the path
     // as given is then the best there is (and `relative_paths` reports it)
-    normalised(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
+    resolved(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
 }
 
-/// `path` without `.` components (`..` is kept: it may cross a symlink).
-fn normalised(path: &Path) -> PathBuf {
-    let clean: PathBuf = path.components().collect();
+/// `path` with its symlinks resolved when it exists (so the run records where it really
+/// acts, and a link changed later cannot move it), else without `.` components.
+fn resolved(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| normalised(path))
+}
+
+/// `path` with `.` and `..` taken out lexically (a leading `..` of a relative path stays).
+pub(crate) fn normalised(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::new();
+    for part in path.components() {
+        // `a/..` is `.` as written; through a symlink it may not be, which `resolved` and
+        // the executor's check against the real path catch
+        if part == std::path::Component::ParentDir
+            && clean
+                .components()
+                .next_back()
+                .is_some_and(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            clean.pop();
+        } else {
+            clean.push(part);
+        }
+    }
     if clean.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {

@@ -25,7 +25,7 @@ pub enum Command {
         /// The agent spec (TOML).
         spec: PathBuf,
         /// The task. Give it several times to start one run per input, driven concurrently.
-        #[arg(long)]
+        #[arg(long, required_unless_present = "input_file")]
         input: Vec<String>,
         /// The task, from a file.
         #[arg(long, value_name = "FILE")]
@@ -104,6 +104,9 @@ pub enum Command {
     },
     /// Settle a tool call whose outcome is unknown (a non-idempotent tool was running when
     /// the process stopped): run it again, take a given result, or fail the run.
+    #[command(group(
+        clap::ArgGroup::new("how").required(true).args(["retry", "skip_with", "fail"])
+    ))]
     Resolve {
         /// Run id or unambiguous prefix.
         run: String,
@@ -172,6 +175,7 @@ pub enum Command {
     /// Fork a new run sharing RUN's events up to SEQ (nothing is copied).
     Fork {
         /// Where: RUN@SEQ.
+        #[arg(value_parser = run_at)]
         at: String,
         /// Replace the event at SEQ with this content (JSON file; see `retrace fork --help`).
         ///
@@ -189,6 +193,7 @@ pub enum Command {
     /// The determinism check: run today's decision logic on the state before every decision
     /// a run recorded and compare with what the run did. Reports the first decision per run
     /// that comes out otherwise, expected against actual. Exits 2 if any run diverges.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["runs", "all"])))]
     Check {
         /// Run ids or unambiguous prefixes.
         runs: Vec<String>,
@@ -244,4 +249,14 @@ pub enum Command {
         #[arg(long)]
         no_blobs: bool,
     },
+}
+
+/// A `RUN@SEQ` argument: a run (id or prefix) and a seq, a number (a usage error otherwise).
+fn run_at(text: &str) -> Result<String, String> {
+    match text.split_once('@') {
+        Some((run, seq)) if !run.is_empty() && seq.parse::<u64>().is_ok() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "`{text}`: say where, as RUN@SEQ (a run id or prefix, `@`, an event's seq)"
+        )),
+    }
 }

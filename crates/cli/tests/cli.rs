@@ -122,7 +122,7 @@ fn log_show_fork_with_edit_and_diff_work_end_to_end() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("only a model reply"), "{}", text(&out));
     let out = retrace(&store, &["fork", short]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(64), "a usage error");
     assert!(text(&out).contains("RUN@SEQ"), "{}", text(&out));
 }
 
@@ -856,7 +856,7 @@ fn check_reports_a_run_whose_log_today_s_decide_would_not_write() {
     assert_eq!(lines[1]["summary"]["diverged"], 1);
 
     let out = retrace(&store, &["check"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(64), "a usage error: {}", text(&out));
     assert!(text(&out).contains("--all"), "{}", text(&out));
 }
 

@@ -466,3 +466,110 @@ async fn a_hang_and_a_cut_stream_are_retried_and_a_malformed_reply_fails_the_run
     assert!(shown(failures[2].1).contains("malformed response"));
     assert_eq!(listed["status"]["outcome"], "failed");
 }
+
+/// The thinking block's signature in `shared/cases/wire/anthropic-thinking-with-tool-use.sse`.
+const CASE_SIGNATURE: &str = "EpYBCkYIBRgCKkBREPROSIGNATUREPLACEHOLDER";
+
+/// As the Anthropic API does with thinking on: a 400 for a request whose assistant turn
+/// that called a tool does not start with the signed thinking block it was given.
+fn refuse_without_thinking(request: &retrace_tests::loopback::Request) -> Option<Vec<u8>> {
+    let body = request.json();
+    let turn = body["messages"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"] == "assistant")?
+        .clone();
+    let first = &turn["content"][0];
+    let signed = first["type"] == "thinking"
+        && first["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(CASE_SIGNATURE));
+    if signed {
+        return None;
+    }
+    let mut bytes = head("400 Bad Request", &[("content-type", "application/json")]);
+    bytes.extend_from_slice(
+        json!({"type": "error", "error": {"type": "invalid_request_error",
+            "message": "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks)."}})
+        .to_string()
+        .as_bytes(),
+    );
+    Some(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_thinking_is_recorded_shown_apart_and_sent_back_so_the_second_call_passes() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/cases/wire/anthropic-thinking-with-tool-use.sse");
+    let case = std::fs::read(&case).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+    let mut first = head("200 OK", &[("content-type", "text/event-stream")]);
+    first.extend_from_slice(&case);
+    let server = Server::start(vec![
+        Reply::Pieces(split(&first, 3), Duration::ZERO),
+        Reply::Gate(
+            refuse_without_thinking,
+            Box::new(anthropic_reply("It is noon.", None, (700, 5))),
+        ),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), "anthropic", &server.url(""));
+    let store = dir.path().join("store");
+    let out = run_agent(&store, &spec, "What time is it?").await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("It is noon."), "{}", text(&out));
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "no call was refused and retried"
+    );
+    drop(server);
+
+    // recorded: the reply holds the thinking apart from its (empty) text
+    let listed: Value =
+        serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id").to_owned();
+    assert_eq!(listed["totals"]["model_failures"], 0);
+    let log = common::log_json(&store, &run);
+    let reply_seq = log
+        .iter()
+        .find(|e| e["kind"] == "model_responded")
+        .expect("a reply")["seq"]
+        .as_u64()
+        .expect("seq");
+    let shown = retrace(&store, &["show", &format!("{run}@{reply_seq}"), "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("json");
+    let reply = shown["payloads"]
+        .as_object()
+        .expect("payloads")
+        .values()
+        .next()
+        .expect("the reply")
+        .clone();
+    assert_eq!(reply["text"], "");
+    assert_eq!(
+        reply["reasoning"][0]["text"],
+        "The user wants the current time. I should call the tool."
+    );
+    assert!(
+        reply["reasoning"][0]["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(CASE_SIGNATURE)),
+        "{reply}"
+    );
+    // shown to a person: reasoning apart from the answer
+    let shown = text(&retrace(&store, &["show", &format!("{run}@{reply_seq}")]));
+    let reasoning_at = shown.find("reasoning (signed):").expect("reasoning shown");
+    let thought_at = shown
+        .find("│ The user wants the current time.")
+        .expect("the thought");
+    let call_at = shown
+        .find("calls toolu_repro12a current_date_time")
+        .expect("the call");
+    assert!(reasoning_at < thought_at && thought_at < call_at, "{shown}");
+    // and the run replays offline with the same request rebuilt
+    for args in [vec!["verify", run.as_str()], vec!["check", run.as_str()]] {
+        let out = retrace(&store, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+}

@@ -322,6 +322,52 @@ fn a_run_resumed_from_another_directory_writes_only_in_its_own_workspace() {
 }
 
 #[test]
+fn a_symlink_changed_after_the_start_does_not_move_the_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let a = example("approval", &dir.path().join("a"));
+    example("approval", &dir.path().join("b"));
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path().join("a"), &link).expect("symlink");
+    let out = run_agent(
+        &store,
+        &link.join("approval/agent.toml"),
+        "Note the release date",
+    );
+    let run = run_id_of(&out);
+    // the link now leads to another copy: the run still acts where it started
+    std::fs::remove_file(&link).expect("rm link");
+    std::os::unix::fs::symlink(dir.path().join("b"), &link).expect("symlink");
+    for args in [vec!["approve", &run[..8]], vec!["resume", &run[..8]]] {
+        let out = retrace(&store, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let written = |copy: &str| {
+        dir.path()
+            .join(copy)
+            .join("approval/workspace/out/NOTES.md")
+            .exists()
+    };
+    assert!(
+        written("a") && !written("b"),
+        "the write moved with the link"
+    );
+
+    // a workspace replaced by a link to elsewhere is refused, not followed
+    let out = run_agent(&store, &a, "Note the release date again");
+    let second = run_id_of(&out);
+    let workspace = a.with_file_name("workspace");
+    std::fs::rename(&workspace, a.with_file_name("moved")).expect("mv");
+    std::os::unix::fs::symlink(dir.path().join("b/approval/workspace"), &workspace)
+        .expect("symlink");
+    assert!(retrace(&store, &["approve", &second[..8]]).status.success());
+    let out = retrace(&store, &["resume", &second[..8]]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("now leads to"), "{}", text(&out));
+    assert!(!written("b"), "written through the link");
+}
+
+#[test]
 fn a_deleted_workspace_is_a_clear_refusal_not_a_new_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = example("approval", dir.path());
@@ -349,6 +395,12 @@ fn usage_errors_exit_64_apart_from_a_failed_run_s_2() {
         vec!["runs", "--jsn"],
         vec!["fork"],
         vec!["run", "x.toml", "--input"],
+        vec!["run", "x.toml"],
+        vec!["fork", "abc"],
+        vec!["fork", "abc@x"],
+        vec!["resolve", "abc"],
+        vec!["resolve", "abc", "--retry", "--fail"],
+        vec!["check"],
     ] {
         let out = retrace(&store, &args);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out));

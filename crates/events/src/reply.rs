@@ -117,6 +117,19 @@ impl ModelReply {
             if call.id.trim().is_empty() {
                 return Err(ReplyError(format!("tool_calls[{i}].id is empty")));
             }
+            // what model APIs accept as a call id (Anthropic: `^[a-zA-Z0-9_-]+$`), so an
+            // edited call can be sent back, and prints as one word
+            let well_formed = call.id.len() <= 128
+                && call
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !well_formed {
+                return Err(ReplyError(format!(
+                    "tool_calls[{i}].id {:?}: use 1–128 of a-z, A-Z, 0-9, `_` and `-`",
+                    call.id
+                )));
+            }
             if call.name.trim().is_empty() {
                 return Err(ReplyError(format!("tool_calls[{i}].name is empty")));
             }
@@ -205,6 +218,10 @@ mod tests {
             (
                 json!({"tool_calls": [{"id": "a", "name": "x"}, {"id": "a", "name": "y"}]}),
                 "tool_calls[1].id `a` is used twice",
+            ),
+            (
+                json!({"tool_calls": [{"id": "x\ny\u{1b}[31m", "name": "fs.read"}]}),
+                "use 1–128 of a-z",
             ),
             (
                 json!({"text": "hi", "tool_calls": [{"id": "a", "name": "x", "args": {}}]}),

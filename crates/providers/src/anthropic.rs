@@ -6,6 +6,15 @@
 //! The stream's `content_block_*` events build the reply block by block: text deltas are
 //! passed on as they arrive, `input_json_delta` pieces are concatenated and parsed at the
 //! block's end. Usage comes from `message_start` (input) and `message_delta` (output).
+//!
+//! Extended thinking (<https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking>):
+//! `thinking` blocks (text from `thinking_delta`, `signature` from `signature_delta`) and
+//! `redacted_thinking` blocks (opaque `data`) are recorded as the reply's reasoning, never as
+//! its text. The API requires them back, unchanged and before the `tool_use` blocks, in the
+//! assistant turn that called tools, so each request puts a reply's signed or redacted
+//! blocks first in its turn. Reasoning without a signature (another provider's) is not sent:
+//! the API would refuse it. Turn thinking on with `thinking = { type = "enabled",
+//! budget_tokens = N }` in the spec's `[model]` (passed through).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +22,8 @@ use serde_json::{Value, json};
 
 use crate::http::{Http, HttpSettings, SetupError, parse_arguments, tool_name, wire_name};
 use crate::{
-    BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, TokenUsage, ToolCall,
+    BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
+    TokenUsage, ToolCall,
 };
 
 /// The API version sent in `anthropic-version`.
@@ -52,8 +62,25 @@ pub fn body(request: &ModelRequest) -> Value {
         match &**message {
             ChatMessage::User { content } => push("user", json!({"type": "text", "text": content})),
             ChatMessage::Assistant {
-                text, tool_calls, ..
+                text,
+                tool_calls,
+                reasoning,
             } => {
+                for block in reasoning {
+                    match (&block.redacted, &block.signature) {
+                        (Some(data), _) => {
+                            push(
+                                "assistant",
+                                json!({"type": "redacted_thinking", "data": data}),
+                            );
+                        }
+                        (None, Some(signature)) => push(
+                            "assistant",
+                            json!({"type": "thinking", "thinking": block.text, "signature": signature}),
+                        ),
+                        (None, None) => {} // unsigned: not Anthropic's, and it would be refused
+                    }
+                }
                 if !text.is_empty() {
                     push("assistant", json!({"type": "text", "text": text}));
                 }
@@ -109,6 +136,13 @@ pub fn body(request: &ModelRequest) -> Value {
 /// One content block being streamed.
 enum Block {
     Text,
+    Thinking {
+        text: String,
+        signature: String,
+    },
+    Redacted {
+        data: String,
+    },
     ToolUse {
         id: String,
         name: String,
@@ -123,11 +157,111 @@ struct Assembly {
     blocks: BTreeMap<u64, Block>,
     /// Finished tool calls by block index: the reply lists them in the model's order.
     calls: BTreeMap<u64, ToolCall>,
+    /// Finished thinking blocks by block index, in the model's order.
+    reasoning: BTreeMap<u64, Reasoning>,
     usage: TokenUsage,
     stop_reason: Option<String>,
 }
 
+impl Block {
+    /// The block a `content_block_start` opens.
+    fn started(block: &Value) -> Self {
+        let field = |k: &str| block[k].as_str().unwrap_or_default().to_owned();
+        match block.get("type").and_then(Value::as_str) {
+            Some("thinking") => Self::Thinking {
+                text: field("thinking"),
+                signature: field("signature"),
+            },
+            Some("redacted_thinking") => Self::Redacted {
+                data: field("data"),
+            },
+            Some("tool_use") => Self::ToolUse {
+                id: field("id"),
+                name: field("name"),
+                json: String::new(),
+            },
+            _ => Self::Text,
+        }
+    }
+}
+
 impl Assembly {
+    /// A `content_block_delta` for block `index`.
+    fn delta(
+        &mut self,
+        http: &Http,
+        index: u64,
+        delta: &Value,
+        on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<(), Error> {
+        let piece = |k: &str| delta[k].as_str().unwrap_or_default();
+        match (
+            self.blocks.get_mut(&index),
+            delta.get("type").and_then(Value::as_str),
+        ) {
+            (Some(Block::Text), Some("text_delta")) => {
+                self.text.push_str(piece("text"));
+                on_delta(Delta::Text(piece("text").to_owned()));
+            }
+            (Some(Block::ToolUse { json, .. }), Some("input_json_delta")) => {
+                json.push_str(piece("partial_json"));
+            }
+            (Some(Block::Thinking { text, .. }), Some("thinking_delta")) => {
+                text.push_str(piece("thinking"));
+            }
+            (Some(Block::Thinking { signature, .. }), Some("signature_delta")) => {
+                signature.push_str(piece("signature"));
+            }
+            (None, _) => {
+                return Err(http.permanent(format!(
+                    "malformed response: a delta for content block {index}, which never started"
+                )));
+            }
+            _ => {} // deltas added to the format later
+        }
+        Ok(())
+    }
+
+    /// A `content_block_stop`: block `index` is whole.
+    fn stop(&mut self, http: &Http, request: &ModelRequest, index: u64) -> Result<(), Error> {
+        match self.blocks.remove(&index) {
+            Some(Block::ToolUse { id, name, json }) => {
+                let name = tool_name(&request.tools, &name);
+                let arguments = parse_arguments(http, &name, &json)?;
+                self.calls.insert(
+                    index,
+                    ToolCall {
+                        id,
+                        name,
+                        arguments,
+                    },
+                );
+            }
+            Some(Block::Thinking { text, signature }) => {
+                let signature = (!signature.is_empty()).then_some(signature);
+                self.reasoning.insert(
+                    index,
+                    Reasoning {
+                        text,
+                        signature,
+                        redacted: None,
+                    },
+                );
+            }
+            Some(Block::Redacted { data }) => {
+                self.reasoning.insert(
+                    index,
+                    Reasoning {
+                        redacted: Some(data),
+                        ..Reasoning::default()
+                    },
+                );
+            }
+            Some(Block::Text) | None => {}
+        }
+        Ok(())
+    }
+
     /// Fold one event in; whether the message is complete.
     fn event(
         &mut self,
@@ -156,52 +290,13 @@ impl Assembly {
             }
             "content_block_start" => {
                 let block = event.get("content_block").unwrap_or(&Value::Null);
-                let started = match block.get("type").and_then(Value::as_str) {
-                    Some("tool_use") => Block::ToolUse {
-                        id: block["id"].as_str().unwrap_or_default().to_owned(),
-                        name: block["name"].as_str().unwrap_or_default().to_owned(),
-                        json: String::new(),
-                    },
-                    _ => Block::Text,
-                };
-                self.blocks.insert(index, started);
+                self.blocks.insert(index, Block::started(block));
             }
             "content_block_delta" => {
                 let delta = event.get("delta").unwrap_or(&Value::Null);
-                match (
-                    self.blocks.get_mut(&index),
-                    delta.get("type").and_then(Value::as_str),
-                ) {
-                    (Some(Block::Text), Some("text_delta")) => {
-                        let text = delta["text"].as_str().unwrap_or_default();
-                        self.text.push_str(text);
-                        on_delta(Delta::Text(text.to_owned()));
-                    }
-                    (Some(Block::ToolUse { json, .. }), Some("input_json_delta")) => {
-                        json.push_str(delta["partial_json"].as_str().unwrap_or_default());
-                    }
-                    (None, _) => {
-                        return Err(http.permanent(format!(
-                            "malformed response: a delta for content block {index}, which never started"
-                        )));
-                    }
-                    _ => {} // thinking, signatures and other deltas are not part of the reply
-                }
+                self.delta(http, index, delta, on_delta)?;
             }
-            "content_block_stop" => {
-                if let Some(Block::ToolUse { id, name, json }) = self.blocks.remove(&index) {
-                    let name = tool_name(&request.tools, &name);
-                    let arguments = parse_arguments(http, &name, &json)?;
-                    self.calls.insert(
-                        index,
-                        ToolCall {
-                            id,
-                            name,
-                            arguments,
-                        },
-                    );
-                }
-            }
+            "content_block_stop" => self.stop(http, request, index)?,
             "message_delta" => {
                 if let Some(reason) = event.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     self.stop_reason = Some(reason.to_owned());
@@ -240,7 +335,7 @@ impl Assembly {
             tool_calls: self.calls.into_values().collect(),
             usage: self.usage,
             stop_reason: self.stop_reason,
-            reasoning: Vec::new(),
+            reasoning: self.reasoning.into_values().collect(),
         }
     }
 }

@@ -273,6 +273,177 @@ async fn failures_are_typed_and_never_panics() {
     );
 }
 
+/// A recorded server output from `shared/cases/wire/` (beside the repository, as in CI).
+fn case(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/cases/wire")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the shared cases sit beside the repository)",
+            path.display()
+        )
+    })
+}
+
+/// `body` served whole, then in writes of 1 to 7 bytes (splitting lines, events and UTF-8
+/// characters): the same reply each time.
+async fn served_every_way(body: &[u8]) -> ModelReply {
+    let mut whole = head("200 OK", &[("content-type", "text/event-stream")]);
+    whole.extend_from_slice(body);
+    let mut replies = vec![Reply::Pieces(vec![whole.clone()], Duration::ZERO)];
+    for size in 1..=7 {
+        replies.push(Reply::Pieces(split(&whole, size), Duration::ZERO));
+    }
+    let count = replies.len();
+    let server = Server::start(replies).await;
+    let provider = provider(&server);
+    let mut first: Option<ModelReply> = None;
+    for _ in 0..count {
+        let (reply, _) = complete(&provider).await;
+        let reply = reply.expect("a reply");
+        match &first {
+            None => first = Some(reply),
+            Some(first) => assert_eq!(&reply, first, "a split changed the reply"),
+        }
+    }
+    first.expect("served")
+}
+
+#[tokio::test]
+async fn extended_thinking_is_recorded_with_its_signature_and_sent_back_before_tool_use() {
+    let reply = served_every_way(&case("anthropic-thinking-with-tool-use.sse")).await;
+    assert_eq!(reply.text, "", "thinking is not the answer");
+    assert_eq!(reply.reasoning.len(), 1);
+    assert_eq!(
+        reply.reasoning[0].text,
+        "The user wants the current time. I should call the tool."
+    );
+    let signature = reply.reasoning[0].signature.clone().expect("its signature");
+    assert!(
+        signature.starts_with("EpYBCkYIBRgCKkBREPROSIGNATURE"),
+        "{signature}"
+    );
+    assert_eq!(reply.tool_calls.len(), 1);
+    assert_eq!(reply.tool_calls[0].id, "toolu_repro12a");
+    assert_eq!(reply.tool_calls[0].arguments, json!({}));
+    assert_eq!(
+        (reply.usage.input_tokens, reply.usage.output_tokens),
+        (610, 71)
+    );
+
+    // the next request's assistant turn: the thinking block, unchanged, before the tool_use
+    let mut next = request();
+    next.messages = vec![
+        Arc::new(ChatMessage::User {
+            content: "what time is it?".into(),
+        }),
+        Arc::new(ChatMessage::Assistant {
+            text: reply.text.clone(),
+            tool_calls: reply.tool_calls.clone(),
+            reasoning: reply.reasoning.clone(),
+        }),
+        Arc::new(ChatMessage::Tool {
+            call_id: "toolu_repro12a".into(),
+            content: "12:00".into(),
+            is_error: false,
+        }),
+    ];
+    let body = retrace_providers::anthropic::body(&next);
+    let turn = &body["messages"][1];
+    assert_eq!(turn["role"], "assistant");
+    assert_eq!(
+        turn["content"][0],
+        json!({"type": "thinking",
+               "thinking": "The user wants the current time. I should call the tool.",
+               "signature": signature})
+    );
+    assert_eq!(turn["content"][1]["type"], "tool_use");
+}
+
+#[tokio::test]
+async fn redacted_and_several_thinking_blocks_keep_their_order_and_bytes() {
+    let mut events = vec![start(50)];
+    events.push(ev(
+        "content_block_start",
+        &json!({"index": 0, "content_block": {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"}}),
+    ));
+    events.push(ev("content_block_stop", &json!({"index": 0})));
+    events.push(ev(
+        "content_block_start",
+        &json!({"index": 1, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+    ));
+    for piece in ["Two files: ", "read a.txt first — ", "then decide."] {
+        events.push(ev(
+            "content_block_delta",
+            &json!({"index": 1, "delta": {"type": "thinking_delta", "thinking": piece}}),
+        ));
+    }
+    for piece in ["Sig", "Part2=="] {
+        events.push(ev(
+            "content_block_delta",
+            &json!({"index": 1, "delta": {"type": "signature_delta", "signature": piece}}),
+        ));
+    }
+    events.push(ev("content_block_stop", &json!({"index": 1})));
+    events.extend(text_block(2, &["Reading a.txt."]));
+    events.push(tool_start(3, "toolu_r"));
+    events.push(tool_json(3, "{\"path\": \"a.txt\"}"));
+    events.push(ev("content_block_stop", &json!({"index": 3})));
+    events.extend(stop("tool_use", 90));
+    let mut bytes = sse(&events);
+    // the body only, as a recorded file holds it
+    let body_at = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head")
+        + 4;
+    let reply = served_every_way(&bytes.split_off(body_at)).await;
+    assert_eq!(reply.text, "Reading a.txt.");
+    assert_eq!(reply.reasoning.len(), 2);
+    assert_eq!(
+        reply.reasoning[0].redacted.as_deref(),
+        Some("EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP")
+    );
+    assert_eq!(
+        reply.reasoning[0].text, "",
+        "a redacted block shows no text"
+    );
+    assert_eq!(
+        reply.reasoning[1].text,
+        "Two files: read a.txt first — then decide."
+    );
+    assert_eq!(reply.reasoning[1].signature.as_deref(), Some("SigPart2=="));
+    let mut next = request();
+    next.messages = vec![Arc::new(ChatMessage::Assistant {
+        text: reply.text.clone(),
+        tool_calls: reply.tool_calls.clone(),
+        reasoning: reply.reasoning.clone(),
+    })];
+    let body = retrace_providers::anthropic::body(&next);
+    let kinds: Vec<&str> = body["messages"][0]["content"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .map(|b| b["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(kinds, ["redacted_thinking", "thinking", "text", "tool_use"]);
+    // reasoning recorded from another provider carries no signature: never sent here
+    next.messages = vec![Arc::new(ChatMessage::Assistant {
+        text: "ok".into(),
+        tool_calls: vec![],
+        reasoning: vec![retrace_providers::Reasoning {
+            text: "deepseek thoughts".into(),
+            ..retrace_providers::Reasoning::default()
+        }],
+    })];
+    let body = retrace_providers::anthropic::body(&next);
+    assert_eq!(
+        body["messages"][0]["content"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
 #[tokio::test]
 async fn a_last_event_the_body_ends_without_its_blank_line_is_still_read() {
     // `message_stop` with a single `\n` (or none) before the server closes: the reply is

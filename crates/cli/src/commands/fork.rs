@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use retrace_replay::{ForkAt, fork};
 use retrace_runtime::entropy::{new_run_id, now};
 use serde_json::Value;
@@ -18,9 +18,6 @@ use serde_json::Value;
 use crate::{store_access, target};
 
 pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode> {
-    if !at.contains('@') {
-        bail!("`{at}`: say where to fork, as RUN@SEQ");
-    }
     let store = store_access::open_existing(dir)?.store();
     let at = target::resolve(&store, at)?;
     let fork_at = match edit {
@@ -36,16 +33,19 @@ pub fn run(dir: &Path, at: &str, edit: Option<&Path>) -> anyhow::Result<ExitCode
     };
     let edited = matches!(fork_at, ForkAt::Replace { .. });
     let new = fork(&store, &at.run, fork_at, new_run_id(), now())?;
+    let shared = new.origin.map(|o| o.at.seq);
+    let how = if edited {
+        " with that event edited".to_owned()
+    } else if shared == Some(at.seq + 1) {
+        format!(" (and the calls that reply proposed, @{})", at.seq + 1)
+    } else {
+        String::new()
+    };
     println!(
-        "forked run {} from {}@{}{}",
+        "forked run {} from {}@{}{how}",
         new.id,
         at.run.short(),
-        at.seq,
-        if edited {
-            " with that event edited"
-        } else {
-            ""
-        }
+        at.seq
     );
     Ok(ExitCode::SUCCESS)
 }

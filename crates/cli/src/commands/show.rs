@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use retrace_events::BlobId;
+use retrace_events::reply::ModelReply;
+use retrace_events::{BlobId, EventKind};
 use retrace_replay::{Role, SnapshotPolicy, state_at};
 use retrace_store::Store;
 use serde_json::{Value, json};
@@ -61,10 +62,60 @@ fn print_event(event: &retrace_events::Event, payloads: &serde_json::Map<String,
     );
     for (blob, value) in payloads {
         println!("  payload {}:", &blob[..12]);
-        for line in pretty(value).lines() {
-            println!("    {line}");
+        let reply = matches!(event.kind, EventKind::ModelResponded { .. })
+            .then(|| serde_json::from_value::<ModelReply>(value.clone()).ok())
+            .flatten();
+        match reply {
+            Some(reply) => print_reply(&reply),
+            None => {
+                for line in pretty(value).lines() {
+                    println!("    {line}");
+                }
+            }
         }
     }
+}
+
+/// A model reply as a person reads it: the reasoning apart from the answer, then the calls.
+fn print_reply(reply: &ModelReply) {
+    for block in &reply.reasoning {
+        match (&block.redacted, &block.signature) {
+            (Some(data), _) => println!(
+                "    reasoning (redacted by the provider, {} bytes)",
+                data.len()
+            ),
+            (None, signed) => {
+                println!(
+                    "    reasoning{}:",
+                    if signed.is_some() { " (signed)" } else { "" }
+                );
+                for line in block.text.lines() {
+                    println!("      │ {line}");
+                }
+            }
+        }
+    }
+    if !reply.text.is_empty() || reply.tool_calls.is_empty() {
+        println!("    answer:");
+        for line in reply.text.lines() {
+            println!("      {line}");
+        }
+    }
+    for call in &reply.tool_calls {
+        println!("    calls {} {} {}", call.id, call.name, call.arguments);
+    }
+    let usage = &reply.usage;
+    let reasoning = if usage.reasoning_tokens > 0 {
+        format!(" ({} reasoning)", usage.reasoning_tokens)
+    } else {
+        String::new()
+    };
+    println!(
+        "    usage {} in / {} out tokens{reasoning}, stop: {}",
+        usage.input_tokens,
+        usage.output_tokens,
+        reply.stop_reason.as_deref().unwrap_or("-")
+    );
 }
 
 fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> anyhow::Result<()> {
