@@ -270,3 +270,24 @@ fn append_adds_at_the_end_each_time() {
         "one\ntwo\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arguments_that_are_not_an_object_are_refused_with_what_was_sent() {
+    let (_ws, _out, tools) = setup();
+    // the raw text of arguments a model server sent that were not JSON
+    let e = tools
+        .call("fs.read", json!("path=README.md"))
+        .await
+        .expect_err("not an object");
+    assert_eq!(
+        e.to_string(),
+        "invalid arguments: arguments are not a JSON object: path=README.md; send the arguments as one JSON object that fits the tool's schema"
+    );
+    let e = tools
+        .call("fs.list", json!(["."]))
+        .await
+        .expect_err("not an object");
+    assert!(e.to_string().contains("not a JSON object: [\".\"]"), "{e}");
+    // `null` (a call recorded without arguments) is `{}`
+    assert!(tools.call("fs.list", Value::Null).await.is_ok());
+}
