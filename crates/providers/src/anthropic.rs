@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::http::{Http, HttpSettings, SetupError, parse_arguments, tool_name, wire_name};
+use crate::http::WireNames;
+use crate::http::{Http, HttpSettings, SetupError, parse_arguments, tool_name};
 use crate::{
     BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
     TokenUsage, ToolCall,
@@ -49,6 +50,8 @@ impl Anthropic {
 
 /// The request body for `request`.
 pub fn body(request: &ModelRequest) -> Value {
+    // one mapping for the tools offered and the calls sent back (http::WireNames)
+    let names = WireNames::new(&request.tools);
     let mut messages: Vec<Value> = Vec::new();
     let mut push = |role: &str, block: Value| match messages.last_mut() {
         Some(last) if last["role"] == role => {
@@ -92,7 +95,7 @@ pub fn body(request: &ModelRequest) -> Value {
                     };
                     push(
                         "assistant",
-                        json!({"type": "tool_use", "id": call.id, "name": wire_name(&call.name), "input": input}),
+                        json!({"type": "tool_use", "id": call.id, "name": names.wire(&call.name), "input": input}),
                     );
                 }
                 if text.is_empty() && tool_calls.is_empty() {
@@ -123,7 +126,7 @@ pub fn body(request: &ModelRequest) -> Value {
             .tools
             .iter()
             .map(|t| {
-                json!({"name": wire_name(&t.name), "description": t.description, "input_schema": t.parameters})
+                json!({"name": names.wire(&t.name), "description": t.description, "input_schema": t.parameters})
             })
             .collect();
     }

@@ -328,9 +328,17 @@ fn error_message(body: &str) -> String {
     }
 }
 
-/// A tool name as wire formats accept it: `.` becomes `__`, anything else outside
-/// `[a-zA-Z0-9_-]` becomes `_`.
-pub(crate) fn wire_name(name: &str) -> String {
+/// Longest tool name the model APIs accept (OpenAI and Anthropic: `^[a-zA-Z0-9_-]{1,64}$`).
+pub const MAX_WIRE_NAME: usize = 64;
+
+/// Hex digits of the name's hash a wire name ends with when sanitizing alone is not enough
+/// (grown for the few names that still collide, see [`WireNames::new`]).
+const HASH_HEX: usize = 8;
+
+/// A tool name sanitized for the wire, as retrace always has: `.` becomes `__`, anything
+/// else outside `[a-zA-Z0-9_-]` becomes `_` (`mcp.work.docs.getText` is
+/// `mcp__work__docs__getText`). Not always unique, and not bounded: [`WireNames`] makes it so.
+fn sanitize(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 2);
     for c in name.chars() {
         match c {
@@ -342,12 +350,126 @@ pub(crate) fn wire_name(name: &str) -> String {
     out
 }
 
-/// The tool a wire name stands for (by the request's tools), else the name as given.
+/// `sanitize(name)` cut so that `_` and `hex` digits of the BLAKE3 of `name` fit in
+/// [`MAX_WIRE_NAME`], then those appended: `mcp__work__docs__getText_1a2b3c4d`.
+fn hashed(name: &str, sanitized: &str, hex: usize) -> String {
+    let digest = blake3::hash(name.as_bytes()).to_hex();
+    let keep = MAX_WIRE_NAME - 1 - hex;
+    // `sanitize` writes ASCII only: any byte is a character boundary
+    format!(
+        "{}_{}",
+        &sanitized[..sanitized.len().min(keep)],
+        &digest[..hex]
+    )
+}
+
+/// The names the tools of one request go by on the wire, both ways.
+///
+/// Every model API refuses a tool name outside `^[a-zA-Z0-9_-]{1,64}$`; retrace's names are
+/// `fs.read`, `mcp.<server>.<tool as the server names it>` (the server's name may hold dots,
+/// spaces, any Unicode). A tool's wire name is its sanitized name ([`sanitize`]: what every
+/// retrace version sent, so old runs' requests are rebuilt byte for byte) unless that is
+/// longer than 64 characters or shared with another tool of the request
+/// (`docs.getText` → `docs__getText`, like a tool really named `docs__getText`); then it is the
+/// sanitized name cut, `_`, and the first 8 hex digits of the BLAKE3 of the full name. The
+/// rare hashed name still equal to another wire name gets more digits, and so does the other.
+///
+/// The mapping is a function of the set of the request's tool names only (not their
+/// order), and those come from the run's recorded spec (MCP catalogs included), so a
+/// resumed run, a replay and `retrace check` see the same wire names the run sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireNames {
+    to_wire: std::collections::BTreeMap<String, String>,
+    to_tool: std::collections::BTreeMap<String, String>,
+}
+
+impl WireNames {
+    /// The wire names of `tools`, each unique and within `^[a-zA-Z0-9_-]{1,64}$`.
+    pub fn new(tools: &[ToolDef]) -> Self {
+        use std::collections::{BTreeMap, BTreeSet};
+        let names: BTreeSet<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+        let sanitized: BTreeMap<&str, String> = names.iter().map(|n| (*n, sanitize(n))).collect();
+        let mut shared: BTreeMap<&str, usize> = BTreeMap::new();
+        for wire in sanitized.values() {
+            *shared.entry(wire.as_str()).or_default() += 1;
+        }
+        // how many hex digits each name's hash gets (0: none, the sanitized name as is)
+        let mut digits: BTreeMap<&str, usize> = sanitized
+            .iter()
+            .map(|(name, wire)| {
+                let plain =
+                    !wire.is_empty() && wire.len() <= MAX_WIRE_NAME && shared[wire.as_str()] == 1;
+                (*name, if plain { 0 } else { HASH_HEX })
+            })
+            .collect();
+        loop {
+            let wires: BTreeMap<&str, String> = digits
+                .iter()
+                .map(|(name, &hex)| {
+                    let wire = if hex == 0 {
+                        sanitized[name].clone()
+                    } else {
+                        hashed(name, &sanitized[name], hex)
+                    };
+                    (*name, wire)
+                })
+                .collect();
+            let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+            for wire in wires.values() {
+                *count.entry(wire.as_str()).or_default() += 1;
+            }
+            let clashing: Vec<&str> = wires
+                .iter()
+                .filter(|(_, wire)| count[wire.as_str()] > 1)
+                .map(|(name, _)| *name)
+                .collect();
+            // 62 digits leave one character of the name: past that, only a BLAKE3
+            // collision could clash
+            if clashing.is_empty() || clashing.iter().all(|n| digits[n] >= MAX_WIRE_NAME - 2) {
+                let to_tool = wires
+                    .iter()
+                    .map(|(name, wire)| (wire.clone(), (*name).to_owned()))
+                    .collect();
+                let to_wire = wires
+                    .into_iter()
+                    .map(|(name, wire)| (name.to_owned(), wire))
+                    .collect();
+                return Self { to_wire, to_tool };
+            }
+            for name in clashing {
+                let hex = digits.get_mut(name).expect("a name of the request");
+                *hex = (*hex * 2).clamp(HASH_HEX, MAX_WIRE_NAME - 2);
+            }
+        }
+    }
+
+    /// The wire name of tool `name`. A name not among the request's tools (a call in the
+    /// conversation to a tool no longer offered) gets its sanitized name, hashed if too long.
+    pub fn wire(&self, name: &str) -> String {
+        if let Some(wire) = self.to_wire.get(name) {
+            return wire.clone();
+        }
+        let wire = sanitize(name);
+        if wire.is_empty() || wire.len() > MAX_WIRE_NAME {
+            hashed(name, &wire, HASH_HEX)
+        } else {
+            wire
+        }
+    }
+
+    /// The tool a wire name stands for; a name that is none of them, as given (the call is
+    /// then to an unknown tool, which the model is told).
+    pub fn tool(&self, wire: &str) -> String {
+        self.to_tool
+            .get(wire)
+            .cloned()
+            .unwrap_or_else(|| wire.to_owned())
+    }
+}
+
+/// The tool a wire name stands for among the request's `tools` ([`WireNames::tool`]).
 pub(crate) fn tool_name(tools: &[ToolDef], wire: &str) -> String {
-    tools
-        .iter()
-        .find(|t| wire_name(&t.name) == wire)
-        .map_or_else(|| wire.to_owned(), |t| t.name.clone())
+    WireNames::new(tools).tool(wire)
 }
 
 /// Tool-call arguments as streamed (a JSON text, possibly empty) as a JSON value.
@@ -396,6 +518,109 @@ pub(crate) fn decode_arguments(text: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tools(names: &[&str]) -> Vec<ToolDef> {
+        names
+            .iter()
+            .map(|n| ToolDef {
+                name: (*n).to_owned(),
+                description: String::new(),
+                parameters: serde_json::json!({"type": "object"}),
+            })
+            .collect()
+    }
+
+    fn valid(wire: &str) -> bool {
+        (1..=MAX_WIRE_NAME).contains(&wire.len())
+            && wire
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    /// Every name maps to a valid wire name, no two alike, and back to itself.
+    fn round_trip(names: &[&str]) -> WireNames {
+        let wire = WireNames::new(&tools(names));
+        let mut seen = std::collections::BTreeSet::new();
+        for name in names {
+            let w = wire.wire(name);
+            assert!(valid(&w), "{name} -> {w}");
+            assert!(seen.insert(w.clone()), "{w} twice");
+            assert_eq!(wire.tool(&w), *name, "{w}");
+        }
+        wire
+    }
+
+    #[test]
+    fn names_that_needed_no_hash_keep_the_wire_names_they_always_had() {
+        let wire = round_trip(&[
+            "fs.read",
+            "fs.write",
+            "text.count",
+            "mcp.everything.get-sum",
+        ]);
+        assert_eq!(wire.wire("fs.read"), "fs__read");
+        assert_eq!(
+            wire.wire("mcp.everything.get-sum"),
+            "mcp__everything__get-sum"
+        );
+        assert_eq!(wire.tool("fs__read"), "fs.read");
+        assert_eq!(wire.tool("no_such_tool"), "no_such_tool");
+    }
+
+    #[test]
+    fn names_that_sanitize_alike_get_a_stable_hash_each() {
+        let names = [
+            "mcp.work.docs.getText",
+            "mcp.work.docs__getText",
+            "mcp.work.docs_getText",
+            "mcp.work.calendar.respondToEvent",
+        ];
+        let wire = round_trip(&names);
+        let a = wire.wire("mcp.work.docs.getText");
+        let b = wire.wire("mcp.work.docs__getText");
+        assert!(
+            a.starts_with("mcp__work__docs__getText_") && a.len() == 24 + 1 + 8,
+            "{a}"
+        );
+        assert!(b.starts_with("mcp__work__docs__getText_") && a != b, "{b}");
+        // fixed for good: runs record the requests these names are sent in
+        assert_eq!(a, "mcp__work__docs__getText_82923e3a");
+        // the others collide with nothing and keep their sanitized names
+        assert_eq!(
+            wire.wire("mcp.work.docs_getText"),
+            "mcp__work__docs_getText"
+        );
+        // the same set in another order: the same names
+        let mut reversed = names;
+        reversed.reverse();
+        assert_eq!(WireNames::new(&tools(&reversed)), wire);
+    }
+
+    #[test]
+    fn long_and_foreign_names_are_cut_and_hashed_into_the_wire_alphabet() {
+        let long = format!("mcp.work.{}", "a".repeat(80));
+        let longer = format!("{long}b");
+        let wire = round_trip(&[
+            &long,
+            &longer,
+            "mcp.work.send mail",
+            "mcp.work.send/mail",
+            "mcp.work.послать",
+            "mcp.work.送信",
+        ]);
+        assert_eq!(wire.wire(&long).len(), MAX_WIRE_NAME);
+        assert_ne!(wire.wire(&long), wire.wire(&longer));
+        // a name not offered in the request still gets a valid wire name
+        assert!(valid(&wire.wire(&format!("{long}c"))));
+    }
+
+    #[test]
+    fn a_name_equal_to_a_hashed_one_pushes_both_to_more_digits() {
+        let first = WireNames::new(&tools(&["a.b", "a__b"]));
+        let taken = first.wire("a.b");
+        let wire = round_trip(&["a.b", "a__b", &taken]);
+        assert_ne!(wire.wire(&taken), taken);
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::http::{Http, HttpSettings, SetupError, decode_arguments, tool_name, wire_name};
+use crate::http::WireNames;
+use crate::http::{Http, HttpSettings, SetupError, decode_arguments, tool_name};
 use crate::{
     BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
     TokenUsage, ToolCall,
@@ -34,6 +35,8 @@ impl OpenAi {
 
 /// The request body for `request`.
 pub fn body(request: &ModelRequest) -> Value {
+    // one mapping for the tools offered and the calls sent back (http::WireNames)
+    let names = WireNames::new(&request.tools);
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if !request.system.is_empty() {
         messages.push(json!({"role": "system", "content": request.system}));
@@ -58,7 +61,7 @@ pub fn body(request: &ModelRequest) -> Value {
                         .iter()
                         .map(|c| {
                             json!({"id": c.id, "type": "function", "function": {
-                                "name": wire_name(&c.name),
+                                "name": names.wire(&c.name),
                                 "arguments": c.arguments.to_string(),
                             }})
                         })
@@ -83,7 +86,7 @@ pub fn body(request: &ModelRequest) -> Value {
             .iter()
             .map(|t| {
                 json!({"type": "function", "function": {
-                    "name": wire_name(&t.name),
+                    "name": names.wire(&t.name),
                     "description": t.description,
                     "parameters": t.parameters,
                 }})
