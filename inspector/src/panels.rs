@@ -329,6 +329,9 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             describe::time(detail.at),
             &detail.id[..16.min(detail.id.len())]
         ));
+        if let Some(reply) = &detail.reply {
+            reply_view(ui, reply);
+        }
         egui::CollapsingHeader::new("Event and payloads")
             .default_open(true)
             .show(ui, |ui| json_tree(ui, "event", &detail.event, 0));
@@ -356,6 +359,33 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             .default_open(false)
             .show(ui, |ui| json_tree(ui, "state", &detail.state, 0));
     });
+}
+
+/// A model reply: its reasoning (folded away from the answer), the answer, the calls.
+fn reply_view(ui: &mut egui::Ui, reply: &crate::source::ReplyView) {
+    if !reply.reasoning.is_empty() {
+        egui::CollapsingHeader::new(format!("Reasoning ({} blocks)", reply.reasoning.len()))
+            .default_open(true)
+            .show(ui, |ui| {
+                for block in &reply.reasoning {
+                    ui.label(RichText::new(block).italics().weak());
+                }
+            });
+    }
+    ui.horizontal_wrapped(|ui| {
+        ui.strong("Answer:");
+        if reply.answer.is_empty() {
+            ui.weak("(no text)");
+        } else {
+            ui.label(&reply.answer);
+        }
+    });
+    for call in &reply.calls {
+        ui.horizontal_wrapped(|ui| {
+            ui.strong("Calls:");
+            ui.monospace(call);
+        });
+    }
 }
 
 /// Diff marks, fork (as is or edited), and the approvals pending at the cursor.

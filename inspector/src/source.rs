@@ -102,6 +102,38 @@ impl Class {
     }
 }
 
+/// A model reply as a person reads it: reasoning, answer, calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyView {
+    /// Each reasoning block's text (`(redacted by the provider)` for an encrypted one).
+    pub reasoning: Vec<String>,
+    /// The answer's text.
+    pub answer: String,
+    /// Each tool call as `id name arguments`.
+    pub calls: Vec<String>,
+}
+
+impl ReplyView {
+    fn of(reply: &retrace_events::reply::ModelReply) -> Self {
+        Self {
+            reasoning: reply
+                .reasoning
+                .iter()
+                .map(|r| match &r.redacted {
+                    Some(_) => "(redacted by the provider)".to_owned(),
+                    None => r.text.clone(),
+                })
+                .collect(),
+            answer: reply.text.clone(),
+            calls: reply
+                .tool_calls
+                .iter()
+                .map(|c| format!("{} {} {}", c.id, c.name, c.arguments))
+                .collect(),
+        }
+    }
+}
+
 /// Everything the detail panel shows for one event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detail {
@@ -133,6 +165,8 @@ pub struct Detail {
     pub editable: bool,
     /// The content an edit starts from (the reply, output or decision), as JSON text.
     pub edit_template: String,
+    /// For a model reply: its reasoning apart from its answer.
+    pub reply: Option<ReplyView>,
 }
 
 /// Two points compared: where the runs part and how the states differ.
@@ -696,6 +730,14 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         ),
         _ => (false, String::new()),
     };
+    let reply = match &event.kind {
+        EventKind::ModelResponded { response, .. } => {
+            serde_json::from_value(blob_value(store, response))
+                .ok()
+                .map(|reply| ReplyView::of(&reply))
+        }
+        _ => None,
+    };
     let conversation = state
         .conversation
         .iter()
@@ -721,6 +763,7 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         approvals,
         editable,
         edit_template,
+        reply,
     })
 }
 

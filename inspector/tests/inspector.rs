@@ -266,8 +266,14 @@ fn opening_at_run_and_seq_shows_that_event_and_the_conversation_so_far() {
         },
     );
     assert_shows(&harness, store.as_ref(), &run, len - 2);
-    // the final reply is in the conversation, the tool results before it too
-    harness.get_by_label_contains("Done: README tidied.");
+    // the final reply is the answer shown and in the conversation, the tool results before
+    // it too
+    assert_eq!(
+        harness
+            .query_all_by_label_contains("Done: README tidied.")
+            .count(),
+        2
+    );
     harness.get_by_label_contains("-> fs.read");
 }
 
@@ -443,6 +449,42 @@ fn a_reply_edited_in_the_ui_to_call_a_tool_is_followed_by_that_call_when_the_for
     assert_eq!((calls.len(), calls[0].tool.as_str()), (1, "fs.read"));
     assert_eq!((call_id.as_str(), tool.as_str()), ("c9", "fs.read"));
     assert_eq!(answered, "c9");
+}
+
+#[test]
+fn a_reply_s_reasoning_is_shown_apart_from_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([9; 16]);
+    let thinking = r#"{"replies": [
+      {"text": "README first.",
+       "reasoning": [{"text": "The task names no file; the README is the place to start.", "signature": "c2ln"},
+                     {"redacted": "ZW5jcnlwdGVk"}],
+       "tool_calls": [{"id": "c1", "name": "fs.read", "arguments": {"path": "README.md"}}]},
+      {"text": "Done."}
+    ]}"#;
+    let stop = drive_agent(dir.path(), "agent", AGENT, thinking, run);
+    assert!(matches!(stop, Stop::Finished(_)), "{stop:?}");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let k = (0..store.require_run(&run).unwrap().len())
+        .find(|&s| {
+            matches!(
+                store.event_at(&run, s).unwrap().unwrap().1.kind,
+                EventKind::ModelResponded { .. }
+            )
+        })
+        .unwrap();
+    let harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: Some(k),
+        },
+    );
+    harness.get_by_label("Reasoning (2 blocks)");
+    harness.get_by_label("The task names no file; the README is the place to start.");
+    harness.get_by_label("(redacted by the provider)");
+    harness.get_by_label("README first.");
+    harness.get_by_label(r#"c1 fs.read {"path":"README.md"}"#);
 }
 
 #[test]

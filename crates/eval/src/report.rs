@@ -124,7 +124,7 @@ pub async fn run_suite(
         futures::stream::iter(suite.cases.iter().zip(recordings).enumerate())
             .map(|(i, (case, recording))| async move {
                 let fork = retrace_runtime::entropy::new_run_id();
-                (i, run_case(store, case, *recording, fork).await)
+                (i, Box::pin(run_case(store, case, *recording, fork)).await)
             })
             .buffer_unordered(suite.jobs)
             .inspect(|(_, report)| done(report))

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::http::WireNames;
-use crate::http::{Http, HttpSettings, SetupError, parse_arguments, tool_name};
+use crate::http::{Http, HttpSettings, SetupError, decode_arguments, tool_name};
 use crate::{
     BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
     TokenUsage, ToolCall,
@@ -226,11 +226,12 @@ impl Assembly {
     }
 
     /// A `content_block_stop`: block `index` is whole.
-    fn stop(&mut self, http: &Http, request: &ModelRequest, index: u64) -> Result<(), Error> {
+    fn stop(&mut self, request: &ModelRequest, index: u64) {
         match self.blocks.remove(&index) {
             Some(Block::ToolUse { id, name, json }) => {
                 let name = tool_name(&request.tools, &name);
-                let arguments = parse_arguments(http, &name, &json)?;
+                // not JSON: kept raw, so the tool refuses it and the model is told
+                let arguments = decode_arguments(&json);
                 self.calls.insert(
                     index,
                     ToolCall {
@@ -262,7 +263,6 @@ impl Assembly {
             }
             Some(Block::Text) | None => {}
         }
-        Ok(())
     }
 
     /// Fold one event in; whether the message is complete.
@@ -299,7 +299,7 @@ impl Assembly {
                 let delta = event.get("delta").unwrap_or(&Value::Null);
                 self.delta(http, index, delta, on_delta)?;
             }
-            "content_block_stop" => self.stop(http, request, index)?,
+            "content_block_stop" => self.stop(request, index),
             "message_delta" => {
                 if let Some(reason) = event.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     self.stop_reason = Some(reason.to_owned());

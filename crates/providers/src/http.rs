@@ -472,22 +472,6 @@ pub(crate) fn tool_name(tools: &[ToolDef], wire: &str) -> String {
     WireNames::new(tools).tool(wire)
 }
 
-/// Tool-call arguments as streamed (a JSON text, possibly empty) as a JSON value.
-pub(crate) fn parse_arguments(
-    http: &Http,
-    tool: &str,
-    text: &str,
-) -> Result<serde_json::Value, Error> {
-    if text.trim().is_empty() {
-        return Ok(serde_json::json!({}));
-    }
-    serde_json::from_str(text).map_err(|e| {
-        http.permanent(format!(
-            "malformed response: the arguments of the call to `{tool}` are not JSON ({e})"
-        ))
-    })
-}
-
 /// Tool-call arguments as an OpenAI-compatible server sent them, as the JSON value
 /// recorded in the call. The format's `function.arguments` is a string holding a JSON
 /// object (OpenAI chat completions reference); what servers really send, and what is kept:

@@ -260,12 +260,12 @@ async fn failures_are_typed_and_never_panics() {
         e.is_transient() && e.to_string().contains("ended before"),
         "{e}"
     );
-    let e = complete(&provider).await.0.expect_err("bad tool input");
-    assert!(
-        e.to_string()
-            .contains("arguments of the call to `fs.read` are not JSON"),
-        "{e}"
-    );
+    // input that is not JSON is kept as written: the tool refuses it and the model is told
+    let reply = complete(&provider)
+        .await
+        .0
+        .expect("a call with its raw input");
+    assert_eq!(reply.tool_calls[0].arguments, json!("{\"path\": "));
     let e = complete(&provider).await.0.expect_err("malformed");
     assert!(
         !e.is_transient() && e.to_string().contains("malformed response"),
