@@ -25,8 +25,14 @@
 //! At the start of a run the catalog of every server is discovered ([`discover`]) and
 //! becomes part of the spec the run records, so a resumed run, a replay or an eval sees
 //! exactly the tools the run saw, even if the server changed since. Descriptions and
-//! schemas come from a process we do not control: they are cut to a bounded size, marked as
-//! coming from the server, and names that do not fit `[A-Za-z0-9_-]` are left out.
+//! schemas come from a process we do not control: they are cut to a bounded size and marked
+//! as coming from the server. Tool names are kept as the server gives them (dots, spaces,
+//! Unicode: `calendar.respondToEvent`); the name a model API is sent is derived from the
+//! full name `mcp.<server>.<tool>` by `retrace_providers::http::WireNames`. A `tools/list`
+//! whose `nextCursor` repeats ends with the tools gathered and a warning.
+//!
+//! A `tools/call` result is taken as the JSON the server sent where `rmcp` cannot type it
+//! (content blocks it does not know, see [`call_result`]): every block is recorded whole.
 //!
 //! A server is connected on the first call and kept for the run's other calls. If it fails
 //! to start, crashes mid-call or times out, the call is a recorded tool error naming the
@@ -45,7 +51,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, ClientRequest, PaginatedRequestParams, ServerResult,
+    Tool,
+};
 use rmcp::service::{ClientInitializeError, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::ExponentialBackoff;
@@ -494,7 +503,8 @@ impl Server {
         }
     }
 
-    /// The full name of its tool `tool`.
+    /// The full name of its tool `tool` (as the server names it, whatever its characters):
+    /// `mcp.<server>.<tool>`.
     pub fn tool_name(&self, tool: &str) -> String {
         format!("mcp.{}.{tool}", self.name)
     }
@@ -502,10 +512,16 @@ impl Server {
 
 /// Fill in the catalog of every server in `servers` that has none: start it, list its tools,
 /// stop it. Run before a run starts, so the catalog is recorded with the spec.
+///
+/// A tool keeps the name its server gives it, whatever its characters (`docs.getText`,
+/// `calendar.respondToEvent`, spaces, Unicode): it becomes `mcp.<server>.<name>`, and what a
+/// model API is sent for it is derived from that (`retrace_providers::http::WireNames`).
+/// Left out, with a warning: an empty name, one with control characters, and a second tool
+/// of the same name (the first is kept).
 pub async fn discover(servers: &mut [Server]) -> Result<(), Error> {
     for server in servers.iter_mut().filter(|s| s.catalog.is_none()) {
         let (client, process) = connect(server).await?;
-        let listed = tokio::time::timeout(server.timeout(), client.list_all_tools()).await;
+        let listed = tokio::time::timeout(server.timeout(), list_tools(server, &client)).await;
         let _ = client.cancel().await;
         let tools = match listed {
             Ok(Ok(tools)) => tools,
@@ -520,24 +536,64 @@ pub async fn discover(servers: &mut [Server]) -> Result<(), Error> {
                 )));
             }
         };
-        let mut catalog: Vec<CatalogTool> = tools
-            .into_iter()
-            .filter(|t| {
-                !t.name.is_empty()
-                    && t.name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            })
-            .map(|t| CatalogTool {
-                description: untrusted(t.description.as_deref().unwrap_or_default()),
-                schema: Value::Object((*t.input_schema).clone()),
-                name: t.name.into_owned(),
-            })
-            .collect();
-        catalog.sort_by(|a, b| a.name.cmp(&b.name));
-        server.catalog = Some(catalog);
+        let mut catalog: BTreeMap<String, CatalogTool> = BTreeMap::new();
+        for tool in tools {
+            let name = tool.name.into_owned();
+            if name.is_empty() || name.chars().any(char::is_control) {
+                tracing::warn!(
+                    server = server.name,
+                    name = name.escape_debug().to_string(),
+                    "MCP server offered a tool whose name is empty or holds control characters; it is left out"
+                );
+                continue;
+            }
+            if catalog.contains_key(&name) {
+                tracing::warn!(
+                    server = server.name,
+                    name,
+                    "MCP server offered two tools of one name; the first is kept"
+                );
+                continue;
+            }
+            let entry = CatalogTool {
+                description: untrusted(tool.description.as_deref().unwrap_or_default()),
+                schema: Value::Object((*tool.input_schema).clone()),
+                name: name.clone(),
+            };
+            catalog.insert(name, entry);
+        }
+        server.catalog = Some(catalog.into_values().collect());
     }
     Ok(())
+}
+
+/// Every page of `tools/list` (MCP 2025-06-18, "Tools: Listing Tools"; pagination by
+/// `nextCursor`). A server that sends a cursor it sent before would page forever: the
+/// listing stops there, with the tools gathered so far and a warning.
+async fn list_tools(server: &Server, client: &Client) -> Result<Vec<Tool>, rmcp::ServiceError> {
+    let mut tools = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = None;
+    loop {
+        let params = cursor
+            .clone()
+            .map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
+        let page = client.list_tools(params).await?;
+        tools.extend(page.tools);
+        match page.next_cursor {
+            None => return Ok(tools),
+            Some(next) if !seen.insert(next.clone()) => {
+                tracing::warn!(
+                    server = server.name,
+                    cursor = next,
+                    tools = tools.len(),
+                    "MCP server repeated a tools/list cursor; the listing stops with the tools gathered so far"
+                );
+                return Ok(tools);
+            }
+            Some(next) => cursor = Some(next),
+        }
+    }
 }
 
 /// A description from a server, cut, without control characters, and marked as such.
@@ -550,6 +606,45 @@ fn untrusted(description: &str) -> String {
         "(from an MCP server; untrusted) {}",
         cut(clean.trim(), MAX_DESCRIPTION)
     )
+}
+
+/// The JSON of a `tools/call` result, as the server sent it where `rmcp` could not type it.
+///
+/// `rmcp` types a result by trying each kind it knows (its `ServerResult` is untagged); a
+/// tool result with a content block it cannot represent (MCP 2025-06-18, "Tools: Tool
+/// Result": a `resource_link` without `name`, an `annotations.audience` other than
+/// `user`/`assistant`, a `priority` it cannot hold, a block type newer than it) matches no
+/// kind but the catch-all `CustomResult`, which holds the raw JSON: taken as is. A result it
+/// did type is turned back into JSON. A task or an input request (not MCP 2025-06-18) is
+/// refused, named.
+fn call_result(result: ServerResult) -> Result<Value, &'static str> {
+    match result {
+        ServerResult::CustomResult(raw) => Ok(raw.0),
+        ServerResult::CallToolResult(typed) => {
+            Ok(serde_json::to_value(typed).unwrap_or_else(|_| json!({})))
+        }
+        // `{}`: a result with no content
+        ServerResult::EmptyResult(_) => Ok(json!({})),
+        ServerResult::CreateTaskResult(_) => Err("a task"),
+        ServerResult::InputRequiredResult(_) => Err("a request for input"),
+        _ => Err("a result of another request"),
+    }
+}
+
+/// What is recorded of a `tools/call` result `value` (and shown to the model):
+/// `{"content": [<blocks, as the server sent them>], "structured": <structuredContent>}`,
+/// the second only when the server sent one. Blocks are kept whole, known or not: the text
+/// of `text` blocks reaches the model with the rest of the JSON.
+fn recorded(mut value: Value) -> Value {
+    let content = value
+        .get_mut("content")
+        .map_or_else(|| json!([]), Value::take);
+    let mut out = json!({ "content": content });
+    match value.get_mut("structuredContent").map(Value::take) {
+        None | Some(Value::Null) => {}
+        Some(structured) => out["structured"] = structured,
+    }
+    out
 }
 
 /// A server's connection, started on first use and restarted after a failure.
@@ -588,7 +683,8 @@ impl Connection {
         }
         let (client, process) = slot.as_ref().expect("connected just above");
         let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
-        let result = tokio::time::timeout(server.timeout(), client.call_tool(request)).await;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(request));
+        let result = tokio::time::timeout(server.timeout(), client.send_request(request)).await;
         let result = match result {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => {
@@ -608,13 +704,16 @@ impl Connection {
                 )));
             }
         };
-        let mut value = json!({"content": result.content});
-        if let Some(structured) = result.structured_content {
-            value["structured"] = structured;
-        }
-        if result.is_error == Some(true) {
+        let value = call_result(result).map_err(|what| {
+            failed(format!(
+                "`{tool}` answered tools/call with {what}, which retrace does not take (it needs a tool result: `content`)"
+            ))
+        })?;
+        if value.get("isError") == Some(&Value::Bool(true)) {
+            let value = recorded(value);
             return Err(failed(format!("`{tool}` returned an error: {value}")));
         }
+        let value = recorded(value);
         Ok(Output {
             value,
             attachments: Vec::new(),
@@ -669,6 +768,213 @@ mod tests {
         .expect("server");
         server.check().expect("valid");
         server
+    }
+
+    /// A case file of `shared/cases/wire/` (beside the clone).
+    fn case(name: &str) -> std::path::PathBuf {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cases/wire");
+        assert!(
+            dir.is_dir(),
+            "the wire cases are missing: expected {} (the `shared/` directory beside the clone)",
+            dir.display()
+        );
+        dir.join(name)
+    }
+
+    /// A stdio server replaying `jsonl` (tests/fake_mcp_server.py), logging what it is sent
+    /// to `log`.
+    fn fake(jsonl: &std::path::Path, log: &std::path::Path) -> Server {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fake_mcp_server.py");
+        let server = Server {
+            name: "work".into(),
+            command: Some("python3".into()),
+            args: vec![
+                script.display().to_string(),
+                jsonl.display().to_string(),
+                log.display().to_string(),
+            ],
+            env: BTreeMap::new(),
+            cwd: None,
+            url: None,
+            headers: BTreeMap::new(),
+            headers_env: BTreeMap::new(),
+            bearer_token_env: None,
+            tier: Tier::Network,
+            idempotent: false,
+            timeout_secs: 20,
+            on_error: OnError::Continue,
+            catalog: None,
+        };
+        server.check().expect("valid");
+        server
+    }
+
+    /// `lines` (one JSON-RPC response each) as a case file in `dir`.
+    fn variant(dir: &std::path::Path, lines: &[Value]) -> std::path::PathBuf {
+        let path = dir.join("variant.jsonl");
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn initialize() -> Value {
+        json!({"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "2025-06-18",
+            "capabilities": {"tools": {}}, "serverInfo": {"name": "variant", "version": "0"}}})
+    }
+
+    fn listing(names: &[&str], next: Option<&str>) -> Value {
+        let tools: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+            .collect();
+        let mut result = json!({"tools": tools});
+        if let Some(next) = next {
+            result["nextCursor"] = json!(next);
+        }
+        json!({"jsonrpc": "2.0", "id": 1, "result": result})
+    }
+
+    fn names(server: &Server) -> Vec<&str> {
+        let catalog = server.catalog.as_ref().expect("discovered");
+        catalog.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// What the fake server was sent by `method`, in order.
+    fn sent(log: &std::path::Path, method: &str) -> Vec<Value> {
+        std::fs::read_to_string(log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+            .filter(|r| r["method"] == method)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn case_dotted_tool_names_are_all_offered_and_called_by_their_own_names() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("log");
+        let mut servers = vec![fake(&case("mcp-dotted-tool-names.jsonl"), &log)];
+        discover(&mut servers).await.expect("discovered");
+        assert_eq!(
+            names(&servers[0]),
+            [
+                "calendar.respondToEvent",
+                "docs.getText",
+                "docs_getText",
+                "gmail.search",
+                "time.getCurrentTime"
+            ]
+        );
+        assert_eq!(
+            servers[0].tool_name("docs.getText"),
+            "mcp.work.docs.getText"
+        );
+        let connection = Connection::new(servers.remove(0));
+        for tool in ["time.getCurrentTime", "docs.getText", "docs_getText"] {
+            let out = connection
+                .call(tool, json!({"documentId": "d1"}))
+                .await
+                .expect("called");
+            assert_eq!(
+                out.value,
+                json!({"content": [{"type": "text", "text": "2025-12-17T10:00:00Z"}]})
+            );
+        }
+        let called: Vec<Value> = sent(&log, "tools/call")
+            .into_iter()
+            .map(|r| r["params"]["name"].clone())
+            .collect();
+        assert_eq!(
+            called,
+            [
+                json!("time.getCurrentTime"),
+                json!("docs.getText"),
+                json!("docs_getText")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn case_a_resource_link_without_name_is_kept_and_the_text_goes_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("log");
+        let mut servers = vec![fake(&case("mcp-resource-link-without-name.jsonl"), &log)];
+        discover(&mut servers).await.expect("discovered");
+        assert_eq!(names(&servers[0]), ["fetch"]);
+        let connection = Connection::new(servers.remove(0));
+        let out = connection
+            .call("fetch", json!({"url": "https://example.com"}))
+            .await
+            .expect("the result is taken");
+        assert_eq!(
+            out.value,
+            json!({"content": [
+                {"type": "text", "text": "result with a view"},
+                {"type": "resource_link", "uri": "ui://demo/view/v1", "mimeType": "text/html;profile=mcp-app"}
+            ]})
+        );
+    }
+
+    #[tokio::test]
+    async fn blocks_rmcp_cannot_type_are_kept_whole_and_an_error_result_names_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let content = json!([
+            {"type": "text", "text": "for people", "annotations": {"audience": ["robot"], "priority": 0.5}},
+            {"type": "text", "text": "urgent", "annotations": {"priority": "high"}},
+            {"type": "widget", "widget": {"kind": "chart", "series": [1, 2, 3]}},
+            {"type": "resource_link", "uri": "file:///r.txt", "name": "r.txt"}
+        ]);
+        let path = variant(
+            dir.path(),
+            &[
+                initialize(),
+                listing(&["render"], None),
+                json!({"jsonrpc": "2.0", "id": 2, "result": {"content": content,
+                    "structuredContent": {"rows": 3}, "isError": false}}),
+                json!({"jsonrpc": "2.0", "id": 3, "result": {"content": [
+                    {"type": "widget", "error": "no such chart"}], "isError": true}}),
+            ],
+        );
+        let mut servers = vec![fake(&path, &dir.path().join("log"))];
+        discover(&mut servers).await.expect("discovered");
+        let connection = Connection::new(servers.remove(0));
+        let out = connection.call("render", json!({})).await.expect("taken");
+        assert_eq!(
+            out.value,
+            json!({"content": content, "structured": {"rows": 3}})
+        );
+        let err = connection
+            .call("render", json!({}))
+            .await
+            .expect_err("an error result")
+            .to_string();
+        assert!(err.contains("`render` returned an error"), "{err}");
+        assert!(err.contains(r#""error":"no such chart""#), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_repeating_cursor_ends_the_listing_with_the_tools_gathered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // page 1 points at "p2"; page 2 points at "p2" again, forever
+        let path = variant(
+            dir.path(),
+            &[
+                initialize(),
+                listing(&["a.first", "b second"], Some("p2")),
+                listing(&["c/third", "a.first"], Some("p2")),
+            ],
+        );
+        let log = dir.path().join("log");
+        let mut servers = vec![fake(&path, &log)];
+        let started = std::time::Instant::now();
+        discover(&mut servers).await.expect("discovered");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // the second `a.first` is the same tool listed twice: kept once
+        assert_eq!(names(&servers[0]), ["a.first", "b second", "c/third"]);
+        // pages asked for: none, p2, and p2 again (which rmcp may answer from its cache)
+        let pages = sent(&log, "tools/list").len();
+        assert!((2..=3).contains(&pages), "{pages} pages");
     }
 
     #[tokio::test]
