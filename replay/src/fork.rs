@@ -67,7 +67,9 @@ pub enum ForkError {
 /// - a model reply (`model_responded`): `value` is the new reply,
 ///   `{"text": "…", "tool_calls": [{"id", "name", "arguments": {…}}], "stop_reason": …}`
 ///   (see [`ModelReply::from_edit`]); it is stored as a recorded reply is, and its calls
-///   are proposed by the fork exactly as a recorded reply's are;
+///   are proposed by the fork exactly as a recorded reply's are. Its `usage` tokens, when
+///   given, become the event's (budgets count them); otherwise the recorded call's are
+///   kept in both;
 /// - a tool result (`tool_returned`): `value` is the new output, any JSON a tool could
 ///   return (`"is_error": true` in an object marks an error; `is_error` must be a boolean);
 /// - an approval decision (`approval_decided`): `{"decision": "approved"|"denied",
@@ -80,10 +82,22 @@ pub fn edited_kind(
 ) -> Result<EventKind, ForkError> {
     Ok(match original {
         EventKind::ModelResponded {
-            request_seq, usage, ..
+            request_seq,
+            mut usage,
+            ..
         } => {
-            let reply =
+            let mut reply =
                 ModelReply::from_edit(value).map_err(|e| ForkError::BadContent(e.to_string()))?;
+            // the event and its reply say the same tokens: the edit's when it gives them
+            // (budgets count them), else the recorded call's; cost and latency stay the
+            // recorded call's
+            if value.get("usage").is_some() {
+                usage.input_tokens = reply.usage.input_tokens;
+                usage.output_tokens = reply.usage.output_tokens;
+            } else {
+                reply.usage.input_tokens = usage.input_tokens;
+                reply.usage.output_tokens = usage.output_tokens;
+            }
             let reply = serde_json::to_value(&reply)
                 .map_err(|e| ForkError::BadContent(format!("the reply does not serialise: {e}")))?;
             EventKind::ModelResponded {

@@ -216,6 +216,62 @@ fn a_fork_after_a_reply_with_calls_runs_those_calls() {
 }
 
 #[test]
+fn an_edited_reply_s_event_and_blob_agree_on_its_tokens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, run) = example_run(dir.path(), "tidy", "Summarise this project");
+    let last = log(&store, &run)
+        .into_iter()
+        .rfind(|e| e["kind"] == "model_responded")
+        .expect("a reply");
+    let at = format!("{run}@{}", last["seq"]);
+    let edit = dir.path().join("edit.json");
+    for (value, tokens) in [
+        (
+            json!({"text": "done", "usage": {"input_tokens": 1000, "output_tokens": 7}}),
+            (json!(1000), json!(7)),
+        ),
+        (
+            json!({"text": "done"}),
+            (
+                last["usage"]["input_tokens"].clone(),
+                last["usage"]["output_tokens"].clone(),
+            ),
+        ),
+    ] {
+        std::fs::write(&edit, value.to_string()).expect("write");
+        let fork = fork_id_of(&retrace(
+            &store,
+            &["fork", &at, "--edit", edit.to_str().expect("utf-8")],
+        ));
+        let shown = retrace(
+            &store,
+            &["show", &format!("{fork}@{}", last["seq"]), "--json"],
+        );
+        let shown: Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+        let usage = &shown["event"]["usage"];
+        let reply = shown["payloads"]
+            .as_object()
+            .expect("payloads")
+            .values()
+            .next()
+            .expect("reply");
+        assert_eq!(
+            (&usage["input_tokens"], &usage["output_tokens"]),
+            (&tokens.0, &tokens.1),
+            "{shown}"
+        );
+        assert_eq!(
+            (
+                &reply["usage"]["input_tokens"],
+                &reply["usage"]["output_tokens"]
+            ),
+            (&tokens.0, &tokens.1),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
 fn edits_that_are_not_of_the_event_s_kind_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, run) = example_run(dir.path(), "approval", "Note the release date");
