@@ -1,13 +1,16 @@
 //! `retrace tools SPEC`: every tool the agent would see — built-in, WASM and MCP (each
 //! server started to list its catalog) — with its tier,
 //! what the policy does with a call (when the call names no path), where it comes from, and
-//! what an error from it does to the run, and its argument schema. WASM components are loaded as a run would load them, so a tool that
+//! what an error from it does to the run, and its argument schema (with `--json`, also the
+//! name a model API is sent for it: `wire`). WASM components are loaded as a run would load them, so a tool that
 //! would fail to start fails here.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use retrace_providers::ToolDef;
+use retrace_providers::http::WireNames;
 use retrace_runtime::policy::Policy;
 use retrace_runtime::spec::Spec;
 use retrace_runtime::tools::{Toolbox, Workspace};
@@ -21,10 +24,21 @@ pub fn run(spec_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let policy = Policy::new(&spec.policy)?;
     let infos = toolbox.infos();
     if json {
+        // the name a model API is sent for each (every tool of the agent is offered at once)
+        let offered: Vec<ToolDef> = infos
+            .iter()
+            .map(|i| ToolDef {
+                name: i.name.clone(),
+                description: i.description.clone(),
+                parameters: i.schema.clone(),
+            })
+            .collect();
+        let wire = WireNames::new(&offered);
         for info in &infos {
             let verdict = policy.check(&info.name, info.tier, None);
             let mut line = serde_json::to_value(info)?;
             line["policy"] = serde_json::to_value(&verdict)?;
+            line["wire"] = serde_json::Value::String(wire.wire(&info.name));
             println!("{line}");
         }
         return Ok(ExitCode::SUCCESS);
