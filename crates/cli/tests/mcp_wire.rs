@@ -33,7 +33,7 @@ fn case(name: &str) -> PathBuf {
 /// `lines` (JSON-RPC responses, in the case files' format) as a case file in `dir`.
 fn variant(dir: &Path, lines: &[Value]) -> PathBuf {
     let path = dir.join("variant.jsonl");
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
     std::fs::write(&path, text).expect("write");
     path
 }

@@ -813,7 +813,7 @@ mod tests {
     /// `lines` (one JSON-RPC response each) as a case file in `dir`.
     fn variant(dir: &std::path::Path, lines: &[Value]) -> std::path::PathBuf {
         let path = dir.join("variant.jsonl");
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
         std::fs::write(&path, text).expect("write");
         path
     }
