@@ -467,6 +467,42 @@ async fn a_hang_and_a_cut_stream_are_retried_and_a_malformed_reply_fails_the_run
     assert_eq!(listed["status"]["outcome"], "failed");
 }
 
+/// Check the run in `store`: its first reply holds the case's thinking apart from its
+/// (empty) text, and no model call failed. The run and the reply's seq.
+fn the_thinking_reply_is_recorded(store: &Path) -> (String, u64) {
+    let listed: Value =
+        serde_json::from_slice(&retrace(store, &["runs", "--json"]).stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id").to_owned();
+    assert_eq!(listed["totals"]["model_failures"], 0);
+    let reply_seq = common::log_json(store, &run)
+        .iter()
+        .find(|e| e["kind"] == "model_responded")
+        .expect("a reply")["seq"]
+        .as_u64()
+        .expect("seq");
+    let shown = retrace(store, &["show", &format!("{run}@{reply_seq}"), "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("json");
+    let reply = shown["payloads"]
+        .as_object()
+        .expect("payloads")
+        .values()
+        .next()
+        .expect("the reply")
+        .clone();
+    assert_eq!(reply["text"], "");
+    assert_eq!(
+        reply["reasoning"][0]["text"],
+        "The user wants the current time. I should call the tool."
+    );
+    assert!(
+        reply["reasoning"][0]["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(CASE_SIGNATURE)),
+        "{reply}"
+    );
+    (run, reply_seq)
+}
+
 /// The thinking block's signature in `shared/cases/wire/anthropic-thinking-with-tool-use.sse`.
 const CASE_SIGNATURE: &str = "EpYBCkYIBRgCKkBREPROSIGNATUREPLACEHOLDER";
 
@@ -504,59 +540,33 @@ async fn anthropic_thinking_is_recorded_shown_apart_and_sent_back_so_the_second_
     let case = std::fs::read(&case).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
     let mut first = head("200 OK", &[("content-type", "text/event-stream")]);
     first.extend_from_slice(&case);
-    let server = Server::start(vec![
-        Reply::Pieces(split(&first, 3), Duration::ZERO),
-        Reply::Gate(
-            refuse_without_thinking,
-            Box::new(anthropic_reply("It is noon.", None, (700, 5))),
-        ),
-    ])
-    .await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = agent(dir.path(), "anthropic", &server.url(""));
-    let store = dir.path().join("store");
-    let out = run_agent(&store, &spec, "What time is it?").await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("It is noon."), "{}", text(&out));
-    assert_eq!(
-        server.requests().len(),
-        2,
-        "no call was refused and retried"
-    );
-    drop(server);
-
-    // recorded: the reply holds the thinking apart from its (empty) text
-    let listed: Value =
-        serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
-    let run = listed["run"].as_str().expect("run id").to_owned();
-    assert_eq!(listed["totals"]["model_failures"], 0);
-    let log = common::log_json(&store, &run);
-    let reply_seq = log
-        .iter()
-        .find(|e| e["kind"] == "model_responded")
-        .expect("a reply")["seq"]
-        .as_u64()
-        .expect("seq");
-    let shown = retrace(&store, &["show", &format!("{run}@{reply_seq}"), "--json"]);
-    let shown: Value = serde_json::from_slice(&shown.stdout).expect("json");
-    let reply = shown["payloads"]
-        .as_object()
-        .expect("payloads")
-        .values()
-        .next()
-        .expect("the reply")
-        .clone();
-    assert_eq!(reply["text"], "");
-    assert_eq!(
-        reply["reasoning"][0]["text"],
-        "The user wants the current time. I should call the tool."
-    );
-    assert!(
-        reply["reasoning"][0]["signature"]
-            .as_str()
-            .is_some_and(|s| s.starts_with(CASE_SIGNATURE)),
-        "{reply}"
-    );
+    // the case served whole, then in writes of 1 to 7 bytes
+    let mut last = None;
+    for size in [first.len(), 1, 2, 3, 4, 5, 6, 7] {
+        let server = Server::start(vec![
+            Reply::Pieces(split(&first, size), Duration::ZERO),
+            Reply::Gate(
+                refuse_without_thinking,
+                Box::new(anthropic_reply("It is noon.", None, (700, 5))),
+            ),
+        ])
+        .await;
+        let home = dir.path().join(size.to_string());
+        let spec = agent(&home, "anthropic", &server.url(""));
+        let store = home.join("store");
+        let out = run_agent(&store, &spec, "What time is it?").await;
+        assert!(out.status.success(), "{size}-byte writes: {}", text(&out));
+        assert!(text(&out).contains("It is noon."), "{}", text(&out));
+        assert_eq!(
+            server.requests().len(),
+            2,
+            "no call was refused and retried"
+        );
+        let recorded = the_thinking_reply_is_recorded(&store);
+        last = Some((store, recorded));
+    }
+    let (store, (run, reply_seq)) = last.expect("served");
     // shown to a person: reasoning apart from the answer
     let shown = text(&retrace(&store, &["show", &format!("{run}@{reply_seq}")]));
     let reasoning_at = shown.find("reasoning (signed):").expect("reasoning shown");
