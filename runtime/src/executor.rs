@@ -417,9 +417,10 @@ impl<'a> Runner<'a> {
             delivered.deliver_deferred();
             self.new_request(run, &delivered, step)?
         };
+        // a retry of the same step after failures is its next attempt
         let intent = EventKind::ModelRequested {
             request: blob,
-            attempt: 1,
+            attempt: state.model_failure_streak + 1,
         };
         journal.record(state, vec![intent])?;
         journal.flush(self.store, progress)?;

@@ -172,6 +172,12 @@ async fn an_agent_runs_against_an_openai_compatible_server_and_replays_without_i
     );
     assert_eq!(events[2]["transient"], true);
     assert_eq!(events[4]["transient"], true);
+    let attempts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "model_requested")
+        .map(|e| &e["attempt"])
+        .collect();
+    assert_eq!(attempts, [1, 2, 3, 1, 2], "each retry is the next attempt");
     let shown = retrace(&store, &["show", &format!("{run}@4"), "--json"]);
     assert!(
         text(&shown).contains("HTTP 500: the server had an error"),
