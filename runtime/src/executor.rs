@@ -612,7 +612,7 @@ impl<'a> Runner<'a> {
         note: Option<BlobId>,
     ) -> Result<Vec<EventKind>, Error> {
         let note = match note {
-            Some(note) => text_of(&self.blob_json(run, &note)?),
+            Some(note) => request::text_of(&self.blob_json(run, &note)?),
             None => String::new(),
         };
         let told = if note.trim().is_empty() {
@@ -635,35 +635,6 @@ impl<'a> Runner<'a> {
                 duration_ms: 0,
             },
         ])
-    }
-
-    /// One message as sent to the model, built from its blob.
-    fn build_message(
-        &self,
-        run: RunId,
-        message: &request::MessageRef,
-    ) -> Result<ChatMessage, Error> {
-        Ok(match message.role {
-            Role::User => ChatMessage::User {
-                content: text_of(&self.blob_json(run, &message.content)?),
-            },
-            Role::Assistant => {
-                let reply: ModelReply = self.blob_json(run, &message.content)?;
-                ChatMessage::Assistant {
-                    text: reply.text,
-                    tool_calls: reply.tool_calls,
-                    reasoning: reply.reasoning,
-                }
-            }
-            Role::Tool => {
-                let output: Value = self.blob_json(run, &message.content)?;
-                ChatMessage::Tool {
-                    call_id: message.call_id.clone().unwrap_or_default(),
-                    content: preview(&output, &message.content),
-                    is_error: message.is_error,
-                }
-            }
-        })
     }
 
     /// A request for the conversation in `state`, and its stored record.
@@ -716,50 +687,21 @@ impl<'a> Runner<'a> {
 
     /// Exactly the request recorded in `blob` (for re-issuing a call in flight at a crash).
     fn recorded_request(&self, run: RunId, blob: &BlobId) -> Result<ModelRequest, Error> {
-        let (record, refs) =
-            request::reconstruct(self.store, blob).map_err(|e| Error::Payload {
-                run,
-                what: e.to_string(),
-            })?;
-        let mut rebuilt = self.request_from(run, &refs, record.step)?;
-        rebuilt.model = record.model;
-        rebuilt.system = self.blob_json(run, &record.system)?;
-        rebuilt.tools = self.blob_json(run, &record.tools)?;
-        rebuilt.params = record.params;
-        Ok(rebuilt)
+        request::rebuild_record(self.store, blob, |refs| self.messages(refs))
+            .map_err(|e| request_error(run, &e))
     }
 
-    /// The model request for the messages `refs` (the one builder: fresh requests and
-    /// requests rebuilt from their records go through here).
+    /// The model request for the messages `refs` with this runner's spec and tools.
     fn request_from(
         &self,
         run: RunId,
         refs: &[request::MessageRef],
         step: u64,
     ) -> Result<ModelRequest, Error> {
-        let mut messages = Vec::with_capacity(refs.len());
-        let mut cache = self
-            .messages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for message in refs {
-            let built = if let Some(built) = cache.get(message) {
-                Arc::clone(built)
-            } else {
-                let built = Arc::new(self.build_message(run, message)?);
-                if cache.len() >= MESSAGE_CACHE {
-                    cache.clear();
-                }
-                cache.insert(message.clone(), Arc::clone(&built));
-                built
-            };
-            messages.push(built);
-        }
-        drop(cache);
         Ok(ModelRequest {
             model: self.spec.model.name.clone(),
             system: self.spec.system.clone(),
-            messages,
+            messages: self.messages(refs).map_err(|e| request_error(run, &e))?,
             tools: self
                 .toolbox
                 .infos()
@@ -773,6 +715,33 @@ impl<'a> Runner<'a> {
             params: self.spec.model.params.clone(),
             step,
         })
+    }
+
+    /// The messages `refs` as sent, each built once by [`request::message`] (the one
+    /// builder: fresh requests and requests rebuilt from their records go through here).
+    fn messages(
+        &self,
+        refs: &[request::MessageRef],
+    ) -> Result<Vec<Arc<ChatMessage>>, request::Error> {
+        let mut messages = Vec::with_capacity(refs.len());
+        let mut cache = self
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for message in refs {
+            let built = if let Some(built) = cache.get(message) {
+                Arc::clone(built)
+            } else {
+                let built = Arc::new(request::message(self.store, message)?);
+                if cache.len() >= MESSAGE_CACHE {
+                    cache.clear();
+                }
+                cache.insert(message.clone(), Arc::clone(&built));
+                built
+            };
+            messages.push(built);
+        }
+        Ok(messages)
     }
 
     fn put_json(&self, value: &Value) -> Result<BlobId, Error> {
@@ -902,23 +871,9 @@ fn payload(run: RunId, e: &serde_json::Error) -> Error {
     }
 }
 
-/// A JSON string as its text, anything else as JSON.
-fn text_of(value: &Value) -> String {
-    value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_owned)
-}
-
-/// Tool output for the model: whole if short, else a preview naming the stored blob.
-fn preview(output: &Value, blob: &BlobId) -> String {
-    let text = output.to_string();
-    if text.len() <= PREVIEW_BYTES {
-        return text;
+fn request_error(run: RunId, e: &request::Error) -> Error {
+    Error::Payload {
+        run,
+        what: e.to_string(),
     }
-    format!(
-        "{}… [{} bytes in all; the full output is blob {}]",
-        crate::tools::cut(&text, PREVIEW_BYTES),
-        text.len(),
-        blob.short()
-    )
 }

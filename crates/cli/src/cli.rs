@@ -158,9 +158,13 @@ pub enum Command {
     Show {
         /// RUN or RUN@SEQ (default: the run's last event).
         at: String,
-        /// JSON: event, payloads, state and state hash.
+        /// JSON: event, payloads, state and state hash (with --request: the request).
         #[arg(long)]
         json: bool,
+        /// The exact request of the model call at SEQ (its model_requested, model_responded
+        /// or model_failed), rebuilt from the log: system prompt, tools, messages as sent.
+        #[arg(long)]
+        request: bool,
     },
     /// Compare two points (same run or two runs): where the runs part, and the state diff.
     Diff {

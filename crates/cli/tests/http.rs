@@ -589,3 +589,132 @@ async fn anthropic_thinking_is_recorded_shown_apart_and_sent_back_so_the_second_
         assert!(out.status.success(), "{args:?}: {}", text(&out));
     }
 }
+
+/// A streamed OpenAI reply: `text`, then a call of `fs.read` on `read` if given.
+fn openai_reply(text: &str, read: Option<(&str, &str)>) -> Reply {
+    let mut events = vec![(None, chunk(&json!({"content": text}), None))];
+    if let Some((id, path)) = read {
+        let call = json!({"index": 0, "id": id, "type": "function",
+            "function": {"name": "fs__read", "arguments": json!({"path": path}).to_string()}});
+        events.push((None, chunk(&json!({"tool_calls": [call]}), None)));
+    }
+    let finish = if read.is_some() { "tool_calls" } else { "stop" };
+    events.push((None, chunk(&json!({}), Some(finish))));
+    events.push((None, "[DONE]".into()));
+    Reply::Pieces(vec![sse(&events)], Duration::ZERO)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_request_rebuilds_exactly_the_body_each_model_call_sent() {
+    // a failed attempt, two replies reading files (the second output too long to send
+    // whole), then the answer: four requests, three model calls that were answered
+    let server = Server::start(vec![
+        error("500 Internal Server Error", &[], "the server had an error"),
+        openai_reply("Let me read it.", Some(("call_1", "README.md"))),
+        openai_reply("And the big one.", Some(("call_2", "big.txt"))),
+        openai_reply("Done.", None),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), "openai", &server.url("/v1"));
+    std::fs::write(dir.path().join("ws/big.txt"), "x".repeat(20_000)).expect("write");
+    let store = dir.path().join("store");
+    let out = run_agent(&store, &spec, "Summarise the readme").await;
+    assert!(out.status.success(), "{}", text(&out));
+    let received = server.requests();
+    drop(server);
+    let run = common::run_id_of(&out);
+
+    let events = common::log_json(&store, &run);
+    let seq_of = |kind: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| format!("{run}@{}", e["seq"]))
+            .collect()
+    };
+    let asked = seq_of("model_requested");
+    assert_eq!((asked.len(), received.len()), (4, 4));
+    let rebuilt = |at: &str| -> (String, retrace_providers::ModelRequest) {
+        let out = retrace(&store, &["show", at, "--request", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let json = String::from_utf8(out.stdout).expect("utf-8");
+        let request = serde_json::from_str(&json).expect("a ModelRequest");
+        (json, request)
+    };
+    for (at, got) in asked.iter().zip(&received) {
+        let (_, request) = rebuilt(at);
+        let body = retrace_providers::openai::body(&request);
+        assert_eq!(body, got.json(), "{at}: the rebuilt request differs");
+        assert_eq!(body.to_string(), got.body, "{at}: not byte for byte");
+    }
+
+    // the last call: the task, both replies' calls, their results (the long one as the
+    // preview the model saw)
+    let (_, last) = rebuilt(&asked[3]);
+    assert_eq!(last.system, "Summarise.");
+    let roles: Vec<String> = last
+        .messages
+        .iter()
+        .map(|m| serde_json::to_value(&**m).expect("json")["role"].to_string())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "\"user\"",
+            "\"assistant\"",
+            "\"tool\"",
+            "\"assistant\"",
+            "\"tool\""
+        ]
+    );
+    let json = serde_json::to_string(&last).expect("json");
+    for needle in [
+        "Summarise the readme",
+        "call_1",
+        "call_2",
+        "# Hello",
+        "bytes in all; the full output is blob",
+    ] {
+        assert!(json.contains(needle), "{needle} missing from {json}");
+    }
+
+    // a reply or failure shows its call's request
+    let (failed, _) = rebuilt(&seq_of("model_failed")[0]);
+    assert_eq!(failed, rebuilt(&asked[0]).0);
+    let (answered, _) = rebuilt(&seq_of("model_responded")[2]);
+    assert_eq!(answered, rebuilt(&asked[3]).0);
+
+    // for people: system, tool names, and what is new since the call before marked +
+    let out = retrace(&store, &["show", &asked[3], "--request"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("tools   fs.read"), "{shown}");
+    assert!(shown.contains("│ Summarise."), "{shown}");
+    assert!(
+        shown.contains("2 new since the previous model call"),
+        "{shown}"
+    );
+    assert!(shown.contains("    3 tool [call_1]"), "{shown}");
+    assert!(shown.contains("+   4 assistant"), "{shown}");
+    assert!(shown.contains("+   5 tool [call_2]"), "{shown}");
+    assert!(shown.contains("calls call_2 fs.read"), "{shown}");
+    let out = retrace(&store, &["show", &asked[1], "--request"]);
+    assert!(
+        text(&out).contains("0 new since the previous model call"),
+        "a retry adds nothing: {}",
+        text(&out)
+    );
+
+    // any other event is an error naming it and the nearest model call
+    let returned = &seq_of("tool_returned")[0];
+    let out = retrace(&store, &["show", returned, "--request"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("is a tool_returned event, not a model call")
+            && said.contains("the nearest model call is at seq")
+            && said.contains("--request`"),
+        "{said}"
+    );
+}

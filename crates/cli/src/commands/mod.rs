@@ -104,7 +104,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             json,
         } => log::run(&cli.store, &run, from, to, json),
-        Command::Show { at, json } => show::run(&cli.store, &at, json),
+        Command::Show { at, json, request } => {
+            if request {
+                show::request(&cli.store, &at, json)
+            } else {
+                show::run(&cli.store, &at, json)
+            }
+        }
         Command::Diff { a, b, json } => diff::run(&cli.store, &a, &b, json),
         Command::Fork { at, edit } => fork::run(&cli.store, &at, edit.as_deref()),
         Command::Inspect { at } => inspect::run(&cli.store, at.as_deref()),

@@ -1,11 +1,13 @@
 //! `retrace show RUN[@SEQ] [--json]`: one event in full (payloads resolved) and the state of
-//! the run after it.
+//! the run after it; `retrace show RUN@SEQ --request [--json]`: the exact request of the
+//! model call at SEQ, rebuilt from the log by the runtime's one request builder.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use retrace_events::reply::ModelReply;
 use retrace_events::{BlobId, EventKind};
+use retrace_providers::ChatMessage;
 use retrace_replay::{Role, SnapshotPolicy, state_at};
 use retrace_store::Store;
 use serde_json::{Value, json};
@@ -51,6 +53,105 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     println!();
     print_state(&store, at.seq, state)?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn request(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
+    let store = store_access::open_existing(dir)?.store();
+    let at = target::resolve(&store, what)?;
+    let rebuilt = retrace_runtime::request::rebuild(&store, &at.run, at.seq)?;
+    let request = &rebuilt.request;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(request)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "run {}  seq {}  model_requested (step {}, attempt {})  record {}",
+        at.run,
+        rebuilt.seq,
+        request.step,
+        rebuilt.attempt,
+        rebuilt.record.short()
+    );
+    println!("model   {}", request.model);
+    if !request.params.is_empty() {
+        println!("params  {}", serde_json::to_string(&request.params)?);
+    }
+    println!("system:");
+    for line in request.system.lines() {
+        println!("  │ {line}");
+    }
+    let names: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
+    println!(
+        "tools   {}",
+        if names.is_empty() {
+            "(none)".to_owned()
+        } else {
+            names.join(", ")
+        }
+    );
+    let first_new = request.messages.len() - rebuilt.new;
+    println!(
+        "messages ({} as sent; {} new since the previous model call, marked +):",
+        request.messages.len(),
+        rebuilt.new
+    );
+    for (i, message) in request.messages.iter().enumerate() {
+        let mark = if i >= first_new { '+' } else { ' ' };
+        print_message(mark, i + 1, message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One message of a request, whole, as the provider was sent it.
+fn print_message(mark: char, n: usize, message: &ChatMessage) {
+    let body = |text: &str| {
+        for line in text.lines() {
+            println!("      │ {line}");
+        }
+    };
+    match message {
+        ChatMessage::User { content } => {
+            println!("{mark} {n:>3} user");
+            body(content);
+        }
+        ChatMessage::Assistant {
+            text,
+            tool_calls,
+            reasoning,
+        } => {
+            println!("{mark} {n:>3} assistant");
+            for block in reasoning {
+                match (&block.redacted, &block.signature) {
+                    (Some(data), _) => println!(
+                        "      reasoning (redacted by the provider, {} bytes)",
+                        data.len()
+                    ),
+                    (None, signed) => {
+                        println!(
+                            "      reasoning{}:",
+                            if signed.is_some() { " (signed)" } else { "" }
+                        );
+                        body(&block.text);
+                    }
+                }
+            }
+            body(text);
+            for call in tool_calls {
+                println!("      calls {} {} {}", call.id, call.name, call.arguments);
+            }
+        }
+        ChatMessage::Tool {
+            call_id,
+            content,
+            is_error,
+        } => {
+            println!(
+                "{mark} {n:>3} tool [{call_id}]{}",
+                if *is_error { " (error)" } else { "" }
+            );
+            body(content);
+        }
+    }
 }
 
 fn print_event(event: &retrace_events::Event, payloads: &serde_json::Map<String, Value>) {
