@@ -232,3 +232,24 @@ pub fn zstd_decode(bytes: &[u8]) -> Vec<u8> {
 pub fn zstd_encode(bytes: &[u8]) -> Vec<u8> {
     zstd::encode_all(bytes, 3).expect("compress")
 }
+
+/// The case file `name` of `shared/cases/wire/`: server outputs recorded from real model and
+/// MCP servers, kept beside the repository (as CI lays it out). Panics, saying where it
+/// looked, when the directory or the file is missing.
+pub fn wire_case(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cases/wire");
+    assert!(
+        dir.is_dir(),
+        "the wire cases are missing: expected {} (the `shared/` directory beside the clone)",
+        dir.display()
+    );
+    let path = dir.join(name);
+    assert!(path.is_file(), "missing case file {}", path.display());
+    path
+}
+
+/// The bytes of [`wire_case`] `name`.
+pub fn wire_case_bytes(name: &str) -> Vec<u8> {
+    let path = wire_case(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}

@@ -541,9 +541,7 @@ fn refuse_without_thinking(request: &retrace_tests::loopback::Request) -> Option
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anthropic_thinking_is_recorded_shown_apart_and_sent_back_so_the_second_call_passes() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/cases/wire/anthropic-thinking-with-tool-use.sse");
-    let case = std::fs::read(&case).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+    let case = retrace_tests::wire_case_bytes("anthropic-thinking-with-tool-use.sse");
     let mut first = head("200 OK", &[("content-type", "text/event-stream")]);
     first.extend_from_slice(&case);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -17,19 +17,6 @@ use retrace_providers::{ChatMessage, ModelRequest, ToolCall, ToolDef};
 use retrace_tests::loopback::{KEY_ENV, Reply, Server, sse};
 use serde_json::{Value, json};
 
-/// The case file `name` of `shared/cases/wire/`.
-fn case(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/cases/wire");
-    assert!(
-        dir.is_dir(),
-        "the wire cases are missing: expected {} (the `shared/` directory beside the clone)",
-        dir.display()
-    );
-    let path = dir.join(name);
-    assert!(path.is_file(), "missing case file {}", path.display());
-    path
-}
-
 /// `lines` (JSON-RPC responses, in the case files' format) as a case file in `dir`.
 fn variant(dir: &Path, lines: &[Value]) -> PathBuf {
     let path = dir.join("variant.jsonl");
@@ -305,7 +292,11 @@ fn case_dotted_tool_names_are_offered_recorded_and_callable() {
         dir.path(),
         &json!([{"tool_calls": calls}, {"text": "It is ten."}]),
     );
-    let spec = agent(dir.path(), &case("mcp-dotted-tool-names.jsonl"), &model);
+    let spec = agent(
+        dir.path(),
+        &retrace_tests::wire_case("mcp-dotted-tool-names.jsonl"),
+        &model,
+    );
     let store = dir.path().join("store");
     let expected: Vec<String> = tools.iter().map(|t| format!("mcp.work.{t}")).collect();
 
@@ -411,7 +402,7 @@ async fn a_model_calling_wire_names_reaches_the_right_dotted_tools() {
     // the names the request will carry, from the same spec with a scripted model
     let probe = agent(
         dir.path(),
-        &case("mcp-dotted-tool-names.jsonl"),
+        &retrace_tests::wire_case("mcp-dotted-tool-names.jsonl"),
         &scripted(dir.path(), &json!([])),
     );
     let (offered, reported) = offered(&store, &probe);
@@ -450,7 +441,11 @@ async fn a_model_calling_wire_names_reaches_the_right_dotted_tools() {
         "provider = \"openai\"\nname = \"test-model\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"",
         server.url("/v1")
     );
-    let spec = agent(dir.path(), &case("mcp-dotted-tool-names.jsonl"), &model);
+    let spec = agent(
+        dir.path(),
+        &retrace_tests::wire_case("mcp-dotted-tool-names.jsonl"),
+        &model,
+    );
     let (store2, spec2) = (store.clone(), spec.clone());
     let (out, run) = tokio::task::spawn_blocking(move || run(&store2, &spec2))
         .await
@@ -503,7 +498,7 @@ fn case_a_resource_link_without_name_is_kept_and_its_text_reaches_the_model() {
     );
     let spec = agent(
         dir.path(),
-        &case("mcp-resource-link-without-name.jsonl"),
+        &retrace_tests::wire_case("mcp-resource-link-without-name.jsonl"),
         &model,
     );
     let store = dir.path().join("store");

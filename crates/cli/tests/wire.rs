@@ -13,18 +13,6 @@ use common::{retrace, text};
 use retrace_tests::loopback::{KEY_ENV, Reply, Request, Server, head, key, sse};
 use serde_json::{Value, json};
 
-/// The case file `name` of `shared/cases/wire/`.
-fn case(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/cases/wire");
-    assert!(
-        dir.is_dir(),
-        "the wire cases are missing: expected {} (the `shared/` directory beside the clone)",
-        dir.display()
-    );
-    let path = dir.join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
 /// An event-stream response with `body`, in writes of 1, 2, … 7 bytes.
 fn small_writes(body: &[u8]) -> Reply {
     let mut bytes = head("200 OK", &[("content-type", "text/event-stream")]);
@@ -148,7 +136,9 @@ fn verifies(store: &Path, run: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn case_parallel_calls_at_one_index_are_recorded_as_two_calls() {
     let (_dir, store, run, out, requests) = run(vec![
-        small_writes(&case("openai-parallel-calls-same-index.sse")),
+        small_writes(&retrace_tests::wire_case_bytes(
+            "openai-parallel-calls-same-index.sse",
+        )),
         answer("Both written."),
     ])
     .await;
@@ -186,7 +176,9 @@ async fn case_parallel_calls_at_one_index_are_recorded_as_two_calls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn case_arguments_as_an_object_are_recorded_as_given() {
     let (_dir, store, run, out, _) = run(vec![
-        small_writes(&case("openai-arguments-as-object.sse")),
+        small_writes(&retrace_tests::wire_case_bytes(
+            "openai-arguments-as-object.sse",
+        )),
         answer("It is mild."),
     ])
     .await;
@@ -285,7 +277,9 @@ fn refuse_without_reasoning(request: &Request) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn case_deepseek_reasoning_is_recorded_and_sent_back_so_the_second_call_passes() {
     let (_dir, store, run, out, requests) = run(vec![
-        small_writes(&case("openai-reasoning-content-tool-call.sse")),
+        small_writes(&retrace_tests::wire_case_bytes(
+            "openai-reasoning-content-tool-call.sse",
+        )),
         Reply::Gate(refuse_without_reasoning, Box::new(answer("It is foggy."))),
     ])
     .await;
@@ -320,8 +314,10 @@ async fn case_deepseek_reasoning_is_recorded_and_sent_back_so_the_second_call_pa
 
 #[tokio::test(flavor = "multi_thread")]
 async fn case_refusal_fails_the_run_with_the_refusal_recorded() {
-    let (_dir, store, run, out, requests) =
-        run(vec![small_writes(&case("openai-refusal.sse"))]).await;
+    let (_dir, store, run, out, requests) = run(vec![small_writes(
+        &retrace_tests::wire_case_bytes("openai-refusal.sse"),
+    )])
+    .await;
     assert!(!out.status.success(), "{}", text(&out));
     assert_eq!(requests.len(), 1, "a refusal is not retried");
     let log = kinds(&store, &run);

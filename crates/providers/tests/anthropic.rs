@@ -273,19 +273,6 @@ async fn failures_are_typed_and_never_panics() {
     );
 }
 
-/// A recorded server output from `shared/cases/wire/` (beside the repository, as in CI).
-fn case(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/cases/wire")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the shared cases sit beside the repository)",
-            path.display()
-        )
-    })
-}
-
 /// `body` served whole, then in writes of 1 to 7 bytes (splitting lines, events and UTF-8
 /// characters): the same reply each time.
 async fn served_every_way(body: &[u8]) -> ModelReply {
@@ -312,7 +299,10 @@ async fn served_every_way(body: &[u8]) -> ModelReply {
 
 #[tokio::test]
 async fn extended_thinking_is_recorded_with_its_signature_and_sent_back_before_tool_use() {
-    let reply = served_every_way(&case("anthropic-thinking-with-tool-use.sse")).await;
+    let reply = served_every_way(&retrace_tests::wire_case_bytes(
+        "anthropic-thinking-with-tool-use.sse",
+    ))
+    .await;
     assert_eq!(reply.text, "", "thinking is not the answer");
     assert_eq!(reply.reasoning.len(), 1);
     assert_eq!(

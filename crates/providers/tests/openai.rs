@@ -368,23 +368,6 @@ fn a_missing_key_variable_is_named_and_no_key_is_needed_without_one() {
 // whole and in 1-7 byte writes (lines, events and UTF-8 characters split).
 // ---------------------------------------------------------------------------------------
 
-/// The wire cases directory (`shared/cases/wire` beside the repository).
-fn cases() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/cases/wire");
-    assert!(
-        dir.is_dir(),
-        "the wire cases are missing: expected {} (the `shared/` directory beside the clone)",
-        dir.display()
-    );
-    dir
-}
-
-/// The case file `name`'s bytes.
-fn case(name: &str) -> Vec<u8> {
-    let path = cases().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
 /// `bytes` cut into pieces of 1, 2, … 7, 1, 2, … bytes.
 fn small_writes(bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut pieces = Vec::new();
@@ -462,7 +445,11 @@ fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
 
 #[tokio::test]
 async fn case_ollama_parallel_calls_at_one_index_are_two_calls_despite_finish_stop() {
-    for (reply, _) in replies(&case("openai-parallel-calls-same-index.sse")).await {
+    for (reply, _) in replies(&retrace_tests::wire_case_bytes(
+        "openai-parallel-calls-same-index.sse",
+    ))
+    .await
+    {
         assert_eq!(
             reply.tool_calls,
             vec![
@@ -569,7 +556,11 @@ async fn whole_calls_at_index_0_without_ids_are_told_apart_by_name_and_whole_arg
 
 #[tokio::test]
 async fn case_llama_cpp_arguments_as_an_object_are_taken_as_they_are() {
-    for (reply, _) in replies(&case("openai-arguments-as-object.sse")).await {
+    for (reply, _) in replies(&retrace_tests::wire_case_bytes(
+        "openai-arguments-as-object.sse",
+    ))
+    .await
+    {
         assert_eq!(
             reply.tool_calls,
             vec![call(
@@ -618,7 +609,11 @@ fn thought(reply: &retrace_providers::ModelReply) -> String {
 
 #[tokio::test]
 async fn case_deepseek_reasoning_is_recorded_apart_and_sent_back_as_reasoning_content() {
-    for (reply, deltas) in replies(&case("openai-reasoning-content-tool-call.sse")).await {
+    for (reply, deltas) in replies(&retrace_tests::wire_case_bytes(
+        "openai-reasoning-content-tool-call.sse",
+    ))
+    .await
+    {
         assert_eq!(
             thought(&reply),
             "The user wants the weather in San Francisco."
@@ -720,7 +715,12 @@ async fn mistral_thinking_parts_are_reasoning_and_text_parts_the_answer() {
 
 #[tokio::test]
 async fn case_openai_refusal_is_a_permanent_error_carrying_its_text() {
-    for (result, deltas) in served("text/event-stream", &case("openai-refusal.sse")).await {
+    for (result, deltas) in served(
+        "text/event-stream",
+        &retrace_tests::wire_case_bytes("openai-refusal.sse"),
+    )
+    .await
+    {
         let e = result.expect_err("a refusal is not an answer");
         assert!(!e.is_transient(), "{e}");
         assert!(

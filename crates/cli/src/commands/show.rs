@@ -120,21 +120,7 @@ fn print_message(mark: char, n: usize, message: &ChatMessage) {
             reasoning,
         } => {
             println!("{mark} {n:>3} assistant");
-            for block in reasoning {
-                match (&block.redacted, &block.signature) {
-                    (Some(data), _) => println!(
-                        "      reasoning (redacted by the provider, {} bytes)",
-                        data.len()
-                    ),
-                    (None, signed) => {
-                        println!(
-                            "      reasoning{}:",
-                            if signed.is_some() { " (signed)" } else { "" }
-                        );
-                        body(&block.text);
-                    }
-                }
-            }
+            print_reasoning(reasoning, "      ");
             body(text);
             for call in tool_calls {
                 println!("      calls {} {} {}", call.id, call.name, call.arguments);
@@ -177,25 +163,30 @@ fn print_event(event: &retrace_events::Event, payloads: &serde_json::Map<String,
     }
 }
 
-/// A model reply as a person reads it: the reasoning apart from the answer, then the calls.
-fn print_reply(reply: &ModelReply) {
-    for block in &reply.reasoning {
+/// Reasoning blocks, each marked signed or redacted, their text under `│`, at `indent`.
+fn print_reasoning(reasoning: &[retrace_events::reply::Reasoning], indent: &str) {
+    for block in reasoning {
         match (&block.redacted, &block.signature) {
             (Some(data), _) => println!(
-                "    reasoning (redacted by the provider, {} bytes)",
+                "{indent}reasoning (redacted by the provider, {} bytes)",
                 data.len()
             ),
             (None, signed) => {
                 println!(
-                    "    reasoning{}:",
+                    "{indent}reasoning{}:",
                     if signed.is_some() { " (signed)" } else { "" }
                 );
                 for line in block.text.lines() {
-                    println!("      │ {line}");
+                    println!("{indent}  │ {line}");
                 }
             }
         }
     }
+}
+
+/// A model reply as a person reads it: the reasoning apart from the answer, then the calls.
+fn print_reply(reply: &ModelReply) {
+    print_reasoning(&reply.reasoning, "    ");
     if !reply.text.is_empty() || reply.tool_calls.is_empty() {
         println!("    answer:");
         for line in reply.text.lines() {
