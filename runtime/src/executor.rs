@@ -461,10 +461,17 @@ impl<'a> Runner<'a> {
             _ => match state.last_model_error {
                 Some(error) if outcome == Outcome::Failed => {
                     let error: Value = self.blob_json(run, &error)?;
+                    let reason = if state.last_failure_permanent
+                        && error.get("class").and_then(Value::as_str) == Some("context_overflow")
+                    {
+                        overflow_reason(&error)
+                    } else {
+                        reason.to_owned()
+                    };
                     // the provider's own words belong in the reason a person reads first
                     let reason = match error.get("error").and_then(Value::as_str) {
                         Some(said) => format!("{reason}: {said}"),
-                        None => reason.to_owned(),
+                        None => reason,
                     };
                     self.put_json(&json!({"reason": reason, "model_error": error}))
                 }
@@ -540,11 +547,21 @@ impl<'a> Runner<'a> {
                     } => Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
                     _ => None,
                 };
-                let error = self.put_json(&json!({
+                let mut error = json!({
                     "provider": self.provider.name(),
                     "error": e.to_string(),
                     "retry_after_ms": retry_after_ms,
-                }))?;
+                });
+                // until compaction exists (issue 20) the run still fails, saying why
+                if let retrace_providers::Error::ContextOverflow {
+                    limit, requested, ..
+                } = &e
+                {
+                    error["class"] = json!("context_overflow");
+                    error["limit"] = json!(limit);
+                    error["requested"] = json!(requested);
+                }
+                let error = self.put_json(&error)?;
                 vec![EventKind::ModelFailed {
                     request_seq,
                     error,
@@ -862,6 +879,20 @@ async fn until_interrupted<T>(inbox: Option<&Inbox>, work: impl Future<Output = 
             () = inbox.interrupted() => None,
         },
     }
+}
+
+/// Why a run whose request overflowed the model's context window failed, with the numbers
+/// the `model_failed` blob (`limit`, `requested`) has. Compaction (issue 20) will retry
+/// with less instead.
+fn overflow_reason(error: &Value) -> String {
+    let number = |key: &str| error.get(key).and_then(Value::as_u64);
+    let numbers = match (number("requested"), number("limit")) {
+        (Some(requested), Some(limit)) => format!(" ({requested} > {limit} tokens)"),
+        (None, Some(limit)) => format!(" (limit {limit} tokens)"),
+        (Some(requested), None) => format!(" ({requested} tokens)"),
+        (None, None) => String::new(),
+    };
+    format!("the request exceeded the model's context window{numbers}")
 }
 
 fn payload(run: RunId, e: &serde_json::Error) -> Error {

@@ -244,6 +244,51 @@ async fn a_rejected_key_fails_the_run_at_once_with_the_providers_message() {
     assert!(!shown.contains(&key()));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_context_window_overflow_fails_the_run_saying_so_and_is_recorded_as_such() {
+    let server = Server::start(vec![error(
+        "400 Bad Request",
+        &[],
+        "This model's maximum context length is 128000 tokens. However, your messages resulted in 130415 tokens. Please reduce the length of the messages.",
+    )])
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = agent(dir.path(), "openai", &server.url("/v1"));
+    let store = dir.path().join("store");
+    let out = run_agent(&store, &spec, "go").await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(server.requests().len(), 1, "not retried as it is");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(
+            "reason: the request exceeded the model's context window (130415 > 128000 tokens): openai: HTTP 400: This model's maximum context length"
+        )),
+        "{}",
+        text(&out)
+    );
+    let listed: Value =
+        serde_json::from_slice(&retrace(&store, &["runs", "--json"]).stdout).expect("json");
+    let run = listed["run"].as_str().expect("run id");
+    let log = retrace(&store, &["log", run, "--json"]);
+    let failed = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .find(|e| e["kind"] == "model_failed")
+        .expect("a model_failed event");
+    assert_eq!(failed["transient"], false);
+    let seq = failed["seq"].as_u64().expect("seq");
+    let shown: Value = serde_json::from_slice(
+        &retrace(&store, &["show", &format!("{run}@{seq}"), "--json"]).stdout,
+    )
+    .expect("json");
+    let blob = shown.to_string();
+    assert!(
+        blob.contains(r#""class":"context_overflow""#)
+            && blob.contains(r#""limit":128000"#)
+            && blob.contains(r#""requested":130415"#),
+        "{shown:#}"
+    );
+}
+
 /// The Anthropic messages stream of one reply: `text`, then a `tool_use` of `fs.read` if
 /// `read` names a file, with the input JSON in two deltas.
 fn anthropic_reply(text: &str, read: Option<&str>, usage: (u64, u64)) -> Reply {

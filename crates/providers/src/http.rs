@@ -194,6 +194,13 @@ impl Http {
                 message,
                 retry_after,
             })
+        } else if let Some(window) = crate::error::overflow(status.as_u16(), &body, &message) {
+            Err(Error::ContextOverflow {
+                provider: self.provider.to_owned(),
+                message,
+                limit: window.limit,
+                requested: window.requested,
+            })
         } else {
             Err(self.permanent(message))
         }

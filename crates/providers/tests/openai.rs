@@ -266,6 +266,46 @@ async fn http_failures_are_typed_transient_or_permanent_with_the_providers_messa
 }
 
 #[tokio::test]
+async fn a_context_window_overflow_is_its_own_permanent_error_with_the_numbers() {
+    let server = Server::start(vec![
+        error_reply(
+            "400 Bad Request",
+            &[],
+            r#"{"error": {"message": "This model's maximum context length is 128000 tokens. However, your messages resulted in 130415 tokens. Please reduce the length of the messages.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}"#,
+        ),
+        error_reply(
+            "400 Bad Request",
+            &[],
+            r#"{"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error", "param": null, "code": null}}"#,
+        ),
+    ])
+    .await;
+    let provider = provider(&server);
+    let (overflowed, _) = complete(&provider, &request()).await;
+    match overflowed {
+        Err(
+            ref e @ Error::ContextOverflow {
+                limit, requested, ..
+            },
+        ) => {
+            assert!(!e.is_transient());
+            assert_eq!((limit, requested), (Some(128_000), Some(130_415)));
+            assert!(
+                e.to_string()
+                    .contains("HTTP 400: This model's maximum context length"),
+                "{e}"
+            );
+        }
+        other => panic!("an overflow must be classified: {other:?}"),
+    }
+    let (bad, _) = complete(&provider, &request()).await;
+    assert!(
+        matches!(bad, Err(Error::Permanent { .. })),
+        "other 400s stay permanent: {bad:?}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_and_truncated_streams_are_clear_errors_not_panics() {
     let mut malformed = sse(&[(None, chunk(&json!({"content": "fine"}), None))]);
     malformed.extend_from_slice(b"data: {\"choices\": [{\"delta\": \n\n");
