@@ -176,6 +176,20 @@ pub fn sse(events: &[(Option<&str>, String)]) -> Vec<u8> {
     out
 }
 
+/// `bytes` cut into pieces of 1, 2, … 7, 1, 2, … bytes: lines, events and UTF-8 characters
+/// split every which way, as a slow or chunking server would write them.
+pub fn varied_split(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut pieces = Vec::new();
+    let (mut at, mut size) = (0, 1);
+    while at < bytes.len() {
+        let end = (at + size).min(bytes.len());
+        pieces.push(bytes[at..end].to_vec());
+        at = end;
+        size = size % 7 + 1;
+    }
+    pieces
+}
+
 /// `bytes` cut into pieces of `size` (to split events across writes).
 pub fn split(bytes: &[u8], size: usize) -> Vec<Vec<u8>> {
     bytes.chunks(size).map(<[u8]>::to_vec).collect()

@@ -10,22 +10,14 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{retrace, text};
-use retrace_tests::loopback::{KEY_ENV, Reply, Request, Server, head, key, sse};
+use retrace_tests::loopback::{KEY_ENV, Reply, Request, Server, head, key, sse, varied_split};
 use serde_json::{Value, json};
 
 /// An event-stream response with `body`, in writes of 1, 2, … 7 bytes.
 fn small_writes(body: &[u8]) -> Reply {
     let mut bytes = head("200 OK", &[("content-type", "text/event-stream")]);
     bytes.extend_from_slice(body);
-    let mut pieces = Vec::new();
-    let (mut at, mut size) = (0, 1);
-    while at < bytes.len() {
-        let end = (at + size).min(bytes.len());
-        pieces.push(bytes[at..end].to_vec());
-        at = end;
-        size = size % 7 + 1;
-    }
-    Reply::Pieces(pieces, Duration::ZERO)
+    Reply::Pieces(varied_split(&bytes), Duration::ZERO)
 }
 
 /// A final answer `text`, streamed.

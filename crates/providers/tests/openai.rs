@@ -408,19 +408,6 @@ fn a_missing_key_variable_is_named_and_no_key_is_needed_without_one() {
 // whole and in 1-7 byte writes (lines, events and UTF-8 characters split).
 // ---------------------------------------------------------------------------------------
 
-/// `bytes` cut into pieces of 1, 2, … 7, 1, 2, … bytes.
-fn small_writes(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut pieces = Vec::new();
-    let (mut at, mut size) = (0, 1);
-    while at < bytes.len() {
-        let end = (at + size).min(bytes.len());
-        pieces.push(bytes[at..end].to_vec());
-        at = end;
-        size = size % 7 + 1;
-    }
-    pieces
-}
-
 /// A `200` response of `content_type` with `body`.
 fn response(content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut bytes = head("200 OK", &[("content-type", content_type)]);
@@ -437,7 +424,7 @@ async fn served(
     let bytes = response(content_type, body);
     let server = Server::start(vec![
         Reply::Pieces(vec![bytes.clone()], Duration::ZERO),
-        Reply::Pieces(small_writes(&bytes), Duration::ZERO),
+        Reply::Pieces(support::varied_split(&bytes), Duration::ZERO),
     ])
     .await;
     let provider = provider(&server);
