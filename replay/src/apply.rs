@@ -107,7 +107,8 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         _ if seq == 0 => return Err(ApplyError::Start("the first event must be run_started")),
         EventKind::ModelRequested { .. }
         | EventKind::ModelResponded { .. }
-        | EventKind::ModelFailed { .. } => {
+        | EventKind::ModelFailed { .. }
+        | EventKind::ContextCompacted { .. } => {
             model(state, event)?;
         }
         EventKind::ToolRequested { .. }
@@ -169,10 +170,7 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             state.model_failure_streak = 0;
             state.last_failure_permanent = false;
             state.totals.steps += 1;
-            state.totals.input_tokens += usage.input_tokens;
-            state.totals.output_tokens += usage.output_tokens;
-            state.totals.cost_micro_usd += usage.cost_micro_usd;
-            state.timing.model_ms += usage.latency_ms;
+            count_usage(state, usage);
             state.push_message(Message {
                 role: Role::Assistant,
                 content: *response,
@@ -192,9 +190,49 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             state.last_failure_permanent = !transient;
             state.last_model_error = Some(*error);
         }
+        EventKind::ContextCompacted {
+            request_seq,
+            summary,
+            evicted,
+            usage,
+            ..
+        } => {
+            let evicted_len = usize::try_from(*evicted).unwrap_or(usize::MAX);
+            if evicted_len > state.conversation.len() {
+                return Err(ApplyError::NotPending {
+                    kind,
+                    what: format!(
+                        "{evicted} messages to evict (the conversation holds {})",
+                        state.conversation.len()
+                    ),
+                });
+            }
+            if let Some(request_seq) = request_seq {
+                take_model_call(state, kind, *request_seq)?;
+                state.last_model_error = None;
+                state.model_failure_streak = 0;
+                state.last_failure_permanent = false;
+            }
+            count_usage(state, usage);
+            state.conversation.drain(..evicted_len);
+            state.earlier_messages += evicted;
+            if summary.is_some() {
+                state.summary = *summary;
+            }
+            state.totals.compactions += 1;
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// A model call's tokens, cost and time, into the totals.
+fn count_usage(state: &mut State, usage: &retrace_events::Usage) {
+    state.totals.input_tokens += usage.input_tokens;
+    state.totals.output_tokens += usage.output_tokens;
+    state.totals.cost_micro_usd += usage.cost_micro_usd;
+    state.timing.model_ms += usage.latency_ms;
+    state.last_input_tokens = usage.input_tokens;
 }
 
 /// Tool calls: intent, result, outcome in doubt.

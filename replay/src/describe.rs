@@ -112,6 +112,14 @@ pub fn summary(event: &Event) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        EventKind::ContextCompacted {
+            request_seq,
+            evicted,
+            ..
+        } => match request_seq {
+            Some(seq) => format!("compacted: {evicted} messages summarized (call #{seq})"),
+            None => format!("compacted: {evicted} messages dropped"),
+        },
         EventKind::RunFinished { outcome, .. } => format!(
             "finished: {}",
             match outcome {

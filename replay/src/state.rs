@@ -157,6 +157,8 @@ pub struct Totals {
     pub output_tokens: u64,
     /// Cost in millionths of a US dollar.
     pub cost_micro_usd: u64,
+    /// Context compactions (`context_compacted` events).
+    pub compactions: u64,
 }
 
 /// Wall-clock facts of a run: recorded data like everything else, but left out of the state
@@ -213,6 +215,12 @@ pub struct State {
     pub conversation: VecDeque<Message>,
     /// Messages dropped from the front of the window.
     pub earlier_messages: u64,
+    /// The latest compaction's summary of the messages evicted so far (a JSON string
+    /// blob): what the model is shown after the pinned task in place of them.
+    pub summary: Option<BlobId>,
+    /// Prompt tokens the provider counted for the last model call (0: it reported none,
+    /// or the last compaction made none): what the context budget is calibrated against.
+    pub last_input_tokens: u64,
     /// Tool calls the last model reply asked for that the agent has not yet requested (or
     /// denied), in order.
     pub proposed: VecDeque<ProposedCall>,

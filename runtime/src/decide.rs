@@ -59,6 +59,10 @@ impl Agent {
         for m in &spec.wasm {
             tools.insert(m.name.clone(), meta(m.tier, m.idempotent, m.on_error));
         }
+        if spec.context.is_some() {
+            let info = crate::context::artifact::info();
+            tools.insert(info.name, meta(info.tier, info.idempotent, info.on_error));
+        }
         for server in &spec.mcp {
             for tool in server.catalog.iter().flatten() {
                 tools.insert(

@@ -21,6 +21,9 @@ use retrace_replay::{Role, SnapshotPolicy, State, apply, encode_snapshot, state_
 use retrace_store::{NewRun, Store};
 use serde_json::{Value, json};
 
+use crate::context::layout::{self, Measure, Plan};
+use crate::context::tokens::Tokenizer;
+use crate::context::{Compaction, artifact, compaction};
 use crate::decide::{Agent, LOOP_WARNING, Next, decide};
 use crate::entropy::now;
 use crate::inbox::Inbox;
@@ -119,12 +122,16 @@ pub struct Runner<'a> {
     provider: Box<dyn Provider>,
     /// Results served instead of running tools (evals).
     source: Option<Box<dyn ToolSource>>,
-    /// Messages as sent, by reference: blobs never change, so each message is read and
-    /// parsed once instead of at every model call (a window holds up to 256), and a
-    /// request shares them instead of copying.
-    messages: std::sync::Mutex<std::collections::HashMap<request::MessageRef, Arc<ChatMessage>>>,
-    /// The system prompt and tool definitions as stored blobs: the same for every request.
-    header_blobs: std::sync::OnceLock<(BlobId, BlobId)>,
+    /// Messages as sent, by reference and artifact limit, with their tokens (when the run
+    /// has a token budget): blobs never change, so each message is read, parsed and
+    /// counted once instead of at every model call, and a request shares them instead of
+    /// copying.
+    messages: std::sync::Mutex<std::collections::HashMap<CacheKey, (Arc<ChatMessage>, u64)>>,
+    /// The system prompt and tool definitions as stored blobs (the same for every
+    /// request), and their tokens.
+    header_blobs: std::sync::OnceLock<(BlobId, BlobId, u64)>,
+    /// How this run's model counts tokens (`None`: the run has no token budget).
+    tokenizer: Option<Tokenizer>,
     /// Tips of the request records this runner wrote, by blob, so the next record of a
     /// run chains to its predecessor without reading it back.
     tips: std::sync::Mutex<std::collections::HashMap<BlobId, request::Tip>>,
@@ -132,6 +139,27 @@ pub struct Runner<'a> {
 
 /// Entries kept in the message cache before it starts over.
 const MESSAGE_CACHE: usize = 4_096;
+
+/// A built message's cache key: its reference and the artifact limit it was built with.
+type CacheKey = (request::MessageRef, Option<u64>);
+
+/// The next model call, or what stands for it.
+enum Asked {
+    /// Make this request (its record stored), for this purpose.
+    Request(ModelRequest, BlobId, Purpose),
+    /// Record these instead.
+    Events(Vec<EventKind>),
+}
+
+/// What a model call is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// An agent step: the reply is recorded as `model_responded`.
+    Step,
+    /// A summary of the conversation's first `evict` messages: recorded as
+    /// `context_compacted`.
+    Summary { evict: u64 },
+}
 
 impl std::fmt::Debug for Runner<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,7 +201,12 @@ impl<'a> Runner<'a> {
         let toolbox =
             Toolbox::for_spec(&spec, &workspace).map_err(|e| Error::Setup(e.to_string()))?;
         let agent = Agent::for_spec(&spec).map_err(|e| Error::Setup(e.to_string()))?;
+        let tokenizer = spec
+            .context
+            .as_ref()
+            .map(|_| Tokenizer::for_model(spec.model.provider, &spec.model.name));
         Ok(Self {
+            tokenizer,
             store,
             agent,
             spec,
@@ -304,9 +337,9 @@ impl<'a> Runner<'a> {
                         .await?
                 }
                 Next::ReissueModel { request, .. } => {
-                    let request = self.recorded_request(run, &request)?;
+                    let (request, purpose) = self.recorded_request(run, &request)?;
                     journal.flush(self.store, progress)?;
-                    let call = self.call_model(run, &request, &state, progress);
+                    let call = self.call_model(run, &request, purpose, &state, progress);
                     until_interrupted(inbox, call)
                         .await
                         .transpose()?
@@ -391,7 +424,9 @@ impl<'a> Runner<'a> {
     }
 
     /// Record a new model call's intent and make it (after the backoff a failure asks
-    /// for); the outcome events, or none if the inbox interrupted it.
+    /// for); the outcome events, or none if the inbox interrupted it. With a token budget,
+    /// a request that would not fit is preceded by a compaction (a summary call, or a
+    /// drop), which is what this returns instead.
     async fn ask_model(
         &self,
         state: &mut State,
@@ -401,7 +436,7 @@ impl<'a> Runner<'a> {
         step: u64,
     ) -> Result<Vec<EventKind>, Error> {
         let run = journal.run;
-        if state.model_failure_streak > 0 {
+        if state.model_failure_streak > 0 && !self.overflowed(run, state)? {
             // the failure is durable; wait before asking again
             journal.flush(self.store, progress)?;
             let wait = tokio::time::sleep(self.backoff(run, state)?);
@@ -409,13 +444,18 @@ impl<'a> Runner<'a> {
                 return Ok(Vec::new());
             }
         }
-        let (request, blob) = if state.deferred_messages.is_empty() {
-            self.new_request(run, state, step)?
+        // recording the call delivers users' waiting messages: ask with them
+        let mut delivered;
+        let view = if state.deferred_messages.is_empty() {
+            &*state
         } else {
-            // recording the call delivers users' waiting messages: ask with them
-            let mut delivered = state.clone();
+            delivered = state.clone();
             delivered.deliver_deferred();
-            self.new_request(run, &delivered, step)?
+            &delivered
+        };
+        let (request, blob, purpose) = match self.new_request(run, view, step)? {
+            Asked::Request(request, blob, purpose) => (request, blob, purpose),
+            Asked::Events(kinds) => return Ok(kinds),
         };
         // a retry of the same step after failures is its next attempt
         let intent = EventKind::ModelRequested {
@@ -424,12 +464,26 @@ impl<'a> Runner<'a> {
         };
         journal.record(state, vec![intent])?;
         journal.flush(self.store, progress)?;
-        let call = self.call_model(run, &request, state, progress);
+        let call = self.call_model(run, &request, purpose, state, progress);
         // interrupted: the intent is durable, a resumed run asks again
         Ok(until_interrupted(inbox, call)
             .await
             .transpose()?
             .unwrap_or_default())
+    }
+
+    /// Whether the run's last model call failed because its request overflowed the
+    /// model's window (what compaction answers, at once).
+    fn overflowed(&self, run: RunId, state: &State) -> Result<bool, Error> {
+        Ok(match state.last_model_error {
+            Some(blob) if self.spec.context.is_some() => {
+                self.blob_json::<Value>(run, &blob)?
+                    .get("class")
+                    .and_then(Value::as_str)
+                    == Some("context_overflow")
+            }
+            _ => false,
+        })
     }
 
     /// What a finished run's detail blob says: the final answer, or why it ended (with the
@@ -486,6 +540,7 @@ impl<'a> Runner<'a> {
         &self,
         run: RunId,
         request: &ModelRequest,
+        purpose: Purpose,
         state: &State,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Vec<EventKind>, Error> {
@@ -520,11 +575,24 @@ impl<'a> Runner<'a> {
                 let usage = Usage {
                     input_tokens: reply.usage.input_tokens,
                     output_tokens: reply.usage.output_tokens,
-                    cost_micro_usd: self.spec.model.price.map_or(0, |p| {
-                        p.micro_usd(reply.usage.input_tokens, reply.usage.output_tokens)
-                    }),
+                    cost_micro_usd: self
+                        .spec
+                        .model
+                        .price
+                        .map_or(0, |p| p.micro_usd(&reply.usage)),
                     latency_ms,
                 };
+                if let Purpose::Summary { evict } = purpose {
+                    let total = state.earlier_messages + evict;
+                    let shown = compaction::summary_text(&reply, evict, total);
+                    return Ok(vec![EventKind::ContextCompacted {
+                        request_seq: Some(request_seq),
+                        summary: Some(self.put_json(&json!(shown))?),
+                        response: Some(response),
+                        evicted: evict,
+                        usage,
+                    }]);
+                }
                 let mut kinds = vec![EventKind::ModelResponded {
                     request_seq,
                     response,
@@ -552,7 +620,9 @@ impl<'a> Runner<'a> {
                     "error": e.to_string(),
                     "retry_after_ms": retry_after_ms,
                 });
-                // until compaction exists (issue 20) the run still fails, saying why
+                // with a token budget an overflow is answered by compacting and asking
+                // again (so it is worth retrying); without one the run fails, saying why
+                let mut transient = e.is_transient();
                 if let retrace_providers::Error::ContextOverflow {
                     limit, requested, ..
                 } = &e
@@ -560,12 +630,13 @@ impl<'a> Runner<'a> {
                     error["class"] = json!("context_overflow");
                     error["limit"] = json!(limit);
                     error["requested"] = json!(requested);
+                    transient = self.spec.context.is_some();
                 }
                 let error = self.put_json(&error)?;
                 vec![EventKind::ModelFailed {
                     request_seq,
                     error,
-                    transient: e.is_transient(),
+                    transient,
                 }]
             }
         })
@@ -599,7 +670,19 @@ impl<'a> Runner<'a> {
     ) -> Result<EventKind, Error> {
         let args: Value = self.blob_json(run, args)?;
         let started = Instant::now();
-        let result = self.toolbox.call(tool, args).await;
+        let result = match &self.spec.context {
+            // the built-in that pages through artifacts reads the store, not the workspace;
+            // its pages stay under half the inline limit, so they are never artifacts
+            Some(context) if tool == artifact::TOOL => {
+                artifact::read(self.store, &args, context.inline_bytes() / 2).map(|value| {
+                    crate::tools::Output {
+                        value,
+                        attachments: Vec::new(),
+                    }
+                })
+            }
+            _ => self.toolbox.call(tool, args).await,
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(duration_ms, ok = result.is_ok(), "tool returned");
         let (output, is_error) = match result {
@@ -654,31 +737,16 @@ impl<'a> Runner<'a> {
         ])
     }
 
-    /// A request for the conversation in `state`, and its stored record.
-    fn new_request(
-        &self,
-        run: RunId,
-        state: &State,
-        step: u64,
-    ) -> Result<(ModelRequest, BlobId), Error> {
-        let request = self.request_from(run, &request::window(state), step)?;
-        let (system, tools) = if let Some(blobs) = self.header_blobs.get() {
-            *blobs
-        } else {
-            let tools = serde_json::to_value(&request.tools).map_err(|e| payload(run, &e))?;
-            let blobs = (
-                self.put_json(&json!(request.system))?,
-                self.put_json(&tools)?,
-            );
-            *self.header_blobs.get_or_init(|| blobs)
-        };
-        let header = request::Header {
-            model: &request.model,
-            system,
-            tools,
-            params: &request.params,
-            step,
-        };
+    /// The next model call for the conversation in `state` (deferred messages delivered):
+    /// a request and its stored record — an agent step's, or, when the step's would not
+    /// fit the token budget, a summary request's — or the events that stand for it (a
+    /// compaction by dropping, or the end of a run that cannot fit at all).
+    fn new_request(&self, run: RunId, state: &State, step: u64) -> Result<Asked, Error> {
+        let pinned = request::pinned(state);
+        let conversation = request::window(state);
+        let context = self.spec.context.as_ref();
+        let artifacts = context.map(|c| c.inline_bytes() as u64);
+        let (system, tools, header_tokens) = self.header_blobs(run)?;
         let known = state.last_request.and_then(|blob| {
             self.tips
                 .lock()
@@ -686,11 +754,144 @@ impl<'a> Runner<'a> {
                 .get(&blob)
                 .copied()
         });
-        let (blob, tip) =
-            request::record(self.store, state, &header, known).map_err(|e| Error::Payload {
-                run,
-                what: e.to_string(),
-            })?;
+        let mut header = request::Header {
+            model: &self.spec.model.name,
+            system,
+            tools,
+            params: &self.spec.model.params,
+            step,
+            pinned,
+            artifacts,
+            budget: None,
+        };
+        let pinned_built = self.built(&header.pinned, artifacts).map_err(|e| request_error(run, &e))?;
+        let built = self.built(&conversation, artifacts).map_err(|e| request_error(run, &e))?;
+        let mut purpose = Purpose::Step;
+        let mut messages: Vec<Arc<ChatMessage>> =
+            pinned_built.iter().chain(&built).map(|(m, _)| Arc::clone(m)).collect();
+        if let (Some(context), Some(tokenizer)) = (context, self.tokenizer) {
+            let measure = Measure {
+                fixed: header_tokens + pinned_built.iter().map(|(_, t)| t).sum::<u64>(),
+                messages: conversation
+                    .iter()
+                    .zip(&built)
+                    .map(|(r, (_, t))| (r.role, *t))
+                    .collect(),
+            };
+            let scale = self.scale(run, state, known)?;
+            let limit = context.limit();
+            let summarize = context.compaction == Compaction::Summarize;
+            // the state keeps at most this many messages; compact before it would drop any
+            let cap = retrace_replay::CONTEXT_MESSAGES - 8;
+            let mut budget = request::Budget {
+                tokenizer: tokenizer.name().to_owned(),
+                measured: measure.total(),
+                scale,
+                limit,
+            };
+            match layout::plan(&measure, limit, scale, cap, summarize) {
+                Plan::Send => {}
+                Plan::TooLarge { fixed } => {
+                    let reason = format!(
+                        "the system prompt, tool catalog, task and summary take about {fixed} \
+                         tokens, more than a request may hold ({limit} = window_tokens {} - \
+                         reserve_tokens {}); compaction cannot help: shorten them, or raise \
+                         window_tokens if the model allows",
+                        context.window_tokens, context.reserve_tokens
+                    );
+                    return Ok(Asked::Events(vec![EventKind::RunFinished {
+                        outcome: Outcome::Failed,
+                        detail: self.put_json(&json!({ "reason": reason }))?,
+                    }]));
+                }
+                Plan::Compact { evict } if !summarize => {
+                    // the deferred messages are not in the state yet: evict only what it has
+                    let evict = evict.min(state.conversation.len() - state.deferred_messages.len().min(state.conversation.len()));
+                    return Ok(Asked::Events(vec![EventKind::ContextCompacted {
+                        request_seq: None,
+                        summary: None,
+                        response: None,
+                        evicted: evict as u64,
+                        usage: Usage::default(),
+                    }]));
+                }
+                Plan::Compact { evict } => {
+                    let instruction = self.put_json(&json!(compaction::INSTRUCTION))?;
+                    let summarized = &built[..evict];
+                    budget.measured = header_tokens
+                        + pinned_built.iter().map(|(_, t)| t).sum::<u64>()
+                        + summarized.iter().map(|(_, t)| t).sum::<u64>()
+                        + tokenizer.count(compaction::INSTRUCTION)
+                        + crate::context::tokens::PER_MESSAGE;
+                    header.budget = Some(budget);
+                    if let Some(model) = &context.compaction_model {
+                        header.model = model;
+                    }
+                    let (blob, tip) = request::record_compaction(
+                        self.store,
+                        state,
+                        &header,
+                        evict,
+                        instruction,
+                    )
+                    .map_err(|e| request_error(run, &e))?;
+                    self.remember_tip(blob, tip);
+                    messages = pinned_built
+                        .iter()
+                        .chain(summarized)
+                        .map(|(m, _)| Arc::clone(m))
+                        .collect();
+                    messages.push(Arc::new(ChatMessage::User {
+                        content: compaction::INSTRUCTION.to_owned(),
+                    }));
+                    purpose = Purpose::Summary {
+                        evict: evict as u64,
+                    };
+                    let request = self.request_of(header.model, messages, step, purpose);
+                    return Ok(Asked::Request(request, blob, purpose));
+                }
+            }
+            header.budget = Some(budget);
+        }
+        let (blob, tip) = request::record(self.store, state, &header, known)
+            .map_err(|e| request_error(run, &e))?;
+        self.remember_tip(blob, tip);
+        Ok(Asked::Request(
+            self.request_of(header.model, messages, step, purpose),
+            blob,
+            purpose,
+        ))
+    }
+
+    /// The scale (per mille) this request's counts take: from the previous request's
+    /// record and what the provider said of it — its reply's usage, or the numbers of the
+    /// overflow it was refused with ([`layout::calibrate`], [`layout::after_overflow`]).
+    fn scale(&self, run: RunId, state: &State, known: Option<request::Tip>) -> Result<u64, Error> {
+        let Some(last) = state.last_request else {
+            return Ok(layout::UNIT);
+        };
+        let tip = match known {
+            Some(tip) => Some(tip),
+            None => request::tip(self.store, &last).map_err(|e| request_error(run, &e))?,
+        };
+        let Some((scale, measured)) = tip.and_then(|t| t.measured) else {
+            return Ok(layout::UNIT);
+        };
+        Ok(match state.last_model_error {
+            Some(error) => {
+                let error: Value = self.blob_json(run, &error)?;
+                if error.get("class").and_then(Value::as_str) == Some("context_overflow") {
+                    let number = |key: &str| error.get(key).and_then(Value::as_u64);
+                    layout::after_overflow(scale, measured, number("requested"), number("limit"))
+                } else {
+                    scale
+                }
+            }
+            None => layout::calibrate(scale, measured, state.last_input_tokens),
+        })
+    }
+
+    fn remember_tip(&self, blob: BlobId, tip: request::Tip) {
         let mut tips = self
             .tips
             .lock()
@@ -699,62 +900,105 @@ impl<'a> Runner<'a> {
             tips.clear();
         }
         tips.insert(blob, tip);
-        Ok((request, blob))
     }
 
-    /// Exactly the request recorded in `blob` (for re-issuing a call in flight at a crash).
-    fn recorded_request(&self, run: RunId, blob: &BlobId) -> Result<ModelRequest, Error> {
-        request::rebuild_record(self.store, blob, |refs| self.messages(refs))
-            .map_err(|e| request_error(run, &e))
+    /// The system prompt and tool catalog as stored blobs, and their tokens.
+    fn header_blobs(&self, run: RunId) -> Result<(BlobId, BlobId, u64), Error> {
+        if let Some(blobs) = self.header_blobs.get() {
+            return Ok(*blobs);
+        }
+        let defs = self.tool_defs();
+        let tools = serde_json::to_value(&defs).map_err(|e| payload(run, &e))?;
+        let tokens = self
+            .tokenizer
+            .map_or(0, |t| t.header(&self.spec.system, &defs));
+        let blobs = (
+            self.put_json(&json!(self.spec.system))?,
+            self.put_json(&tools)?,
+            tokens,
+        );
+        Ok(*self.header_blobs.get_or_init(|| blobs))
     }
 
-    /// The model request for the messages `refs` with this runner's spec and tools.
-    fn request_from(
-        &self,
-        run: RunId,
-        refs: &[request::MessageRef],
-        step: u64,
-    ) -> Result<ModelRequest, Error> {
-        Ok(ModelRequest {
-            model: self.spec.model.name.clone(),
-            system: self.spec.system.clone(),
-            messages: self.messages(refs).map_err(|e| request_error(run, &e))?,
-            tools: self
-                .toolbox
-                .infos()
+    /// Exactly the request recorded in `blob` (for re-issuing a call in flight at a crash),
+    /// and what it was for.
+    fn recorded_request(&self, run: RunId, blob: &BlobId) -> Result<(ModelRequest, Purpose), Error> {
+        let (request, record) = request::rebuild_record(self.store, blob, |refs, artifacts| {
+            Ok(self
+                .built(refs, artifacts)?
                 .into_iter()
-                .map(|i| ToolDef {
-                    name: i.name,
-                    description: i.description,
-                    parameters: i.schema,
-                })
-                .collect(),
+                .map(|(m, _)| m)
+                .collect())
+        })
+        .map_err(|e| request_error(run, &e))?;
+        let purpose = match record.compacts {
+            Some(evict) => Purpose::Summary { evict },
+            None => Purpose::Step,
+        };
+        Ok((request, purpose))
+    }
+
+    /// The tools offered to the model: the toolbox's, and `artifact.read` when the run has
+    /// a token budget (its results can be artifacts).
+    fn tool_defs(&self) -> Vec<ToolDef> {
+        let mut infos = self.toolbox.infos();
+        if self.spec.context.is_some() {
+            infos.push(artifact::info());
+        }
+        infos
+            .into_iter()
+            .map(|i| ToolDef {
+                name: i.name,
+                description: i.description,
+                parameters: i.schema,
+            })
+            .collect()
+    }
+
+    /// A request of `model` with this runner's system prompt, tools and parameters.
+    fn request_of(
+        &self,
+        model: &str,
+        messages: Vec<Arc<ChatMessage>>,
+        step: u64,
+        purpose: Purpose,
+    ) -> ModelRequest {
+        ModelRequest {
+            model: model.to_owned(),
+            system: self.spec.system.clone(),
+            messages,
+            tools: self.tool_defs(),
             params: self.spec.model.params.clone(),
             step,
-        })
+            compaction: purpose != Purpose::Step,
+        }
     }
 
     /// The messages `refs` as sent, each built once by [`request::message`] (the one
-    /// builder: fresh requests and requests rebuilt from their records go through here).
-    fn messages(
+    /// builder: fresh requests and requests rebuilt from their records go through here),
+    /// with their tokens when the run has a token budget.
+    fn built(
         &self,
         refs: &[request::MessageRef],
-    ) -> Result<Vec<Arc<ChatMessage>>, request::Error> {
+        artifacts: Option<u64>,
+    ) -> Result<Vec<(Arc<ChatMessage>, u64)>, request::Error> {
         let mut messages = Vec::with_capacity(refs.len());
         let mut cache = self
             .messages
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for message in refs {
-            let built = if let Some(built) = cache.get(message) {
-                Arc::clone(built)
+            let key = (message.clone(), artifacts);
+            let built = if let Some((built, tokens)) = cache.get(&key) {
+                (Arc::clone(built), *tokens)
             } else {
-                let built = Arc::new(request::message(self.store, message)?);
+                let built = Arc::new(request::message(self.store, message, artifacts)?);
+                let tokens = self.tokenizer.map_or(0, |t| t.message(&built));
                 if cache.len() >= MESSAGE_CACHE {
                     cache.clear();
                 }
-                cache.insert(message.clone(), Arc::clone(&built));
-                built
+                cache.insert(key, (Arc::clone(&built), tokens));
+                (built, tokens)
             };
             messages.push(built);
         }

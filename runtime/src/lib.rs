@@ -9,6 +9,7 @@
 //! the one place where non-determinism enters retrace — the wall clock, fresh run ids and
 //! retry jitter ([`entropy`]) — so pure crates never need to touch them (brief, invariant 7).
 
+pub mod context;
 pub mod decide;
 pub mod entropy;
 pub mod executor;

@@ -21,7 +21,33 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Version of the record format and of the rule that turns message refs into messages.
-pub const FORMAT: u32 = 2;
+/// A record that uses none of the context engine's fields (`pinned`, `compacts`,
+/// `artifacts`, `budget`) is written as format 2, byte for byte what retrace wrote before
+/// them; one that does is format 3.
+pub const FORMAT: u32 = 3;
+
+/// The format of records without the context engine's fields.
+const FORMAT_PLAIN: u32 = 2;
+
+/// How a request was measured against the context budget (see [`crate::context`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// The tokenizer that counted (its [`crate::context::tokens::Tokenizer::name`]).
+    pub tokenizer: String,
+    /// Tokens of the whole request as that tokenizer counts them.
+    pub measured: u64,
+    /// The scale applied to counts (per mille), from what the provider reported before.
+    pub scale: u64,
+    /// Calibrated tokens the request could hold (`window_tokens - reserve_tokens`).
+    pub limit: u64,
+}
+
+impl Budget {
+    /// Calibrated tokens of the request: what the provider is expected to count.
+    pub fn tokens(&self) -> u64 {
+        crate::context::layout::scaled(self.measured, self.scale)
+    }
+}
 
 /// A full record every this many records.
 pub const FULL_EVERY: u32 = 128;
@@ -70,6 +96,30 @@ pub struct Record {
     pub params: BTreeMap<String, Value>,
     /// The step asked for.
     pub step: u64,
+    /// Messages sent before the conversation's: the pinned task and the latest compaction
+    /// summary, once the task has left the conversation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<MessageRef>,
+    /// A summary request: it asks for a summary of the first this-many messages of the
+    /// conversation (a full record: its `append` holds them, then the instruction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacts: Option<u64>,
+    /// Tool output longer than this many bytes is sent as an artifact preview
+    /// ([`crate::context::artifact::preview`]); `None`: the preview older runs sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<u64>,
+    /// How the request was measured against the context budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+impl Record {
+    fn plain(&self) -> bool {
+        self.pinned.is_empty()
+            && self.compacts.is_none()
+            && self.artifacts.is_none()
+            && self.budget.is_none()
+    }
 }
 
 /// Why a record could not be read or a request rebuilt.
@@ -153,10 +203,13 @@ fn read(store: &dyn Store, blob: &BlobId) -> Result<Record, Error> {
         blob: *blob,
         what: e.to_string(),
     })?;
-    if record.format != FORMAT {
+    if record.format != FORMAT && record.format != FORMAT_PLAIN {
         return Err(Error::Bad {
             blob: *blob,
-            what: format!("format {} (this build reads {FORMAT})", record.format),
+            what: format!(
+                "format {} (this build reads {FORMAT_PLAIN} and {FORMAT})",
+                record.format
+            ),
         });
     }
     Ok(record)
@@ -175,6 +228,13 @@ pub struct Header<'a> {
     pub params: &'a BTreeMap<String, Value>,
     /// The step.
     pub step: u64,
+    /// Messages before the conversation's ([`pinned`]).
+    pub pinned: Vec<MessageRef>,
+    /// Tool output over this many bytes is sent as an artifact preview (`None`: the older
+    /// preview).
+    pub artifacts: Option<u64>,
+    /// How the request measured against the budget.
+    pub budget: Option<Budget>,
 }
 
 /// What a new record needs of the record before it (so a writer can keep it at hand
@@ -187,6 +247,10 @@ pub struct Tip {
     pub earlier: u64,
     /// Messages the conversation had had.
     pub total: u64,
+    /// Whether a later record may chain to it (a summary request's may not).
+    pub chainable: bool,
+    /// The scale and measure of the request, if it was measured.
+    pub measured: Option<(u64, u64)>,
 }
 
 impl From<&Record> for Tip {
@@ -195,8 +259,41 @@ impl From<&Record> for Tip {
             depth: r.depth,
             earlier: r.earlier,
             total: r.total,
+            chainable: r.compacts.is_none(),
+            measured: r.budget.as_ref().map(|b| (b.scale, b.measured)),
         }
     }
+}
+
+/// The tip of the record at `blob` (`None`: no such readable record).
+pub fn tip(store: &dyn Store, blob: &BlobId) -> Result<Option<Tip>, Error> {
+    match read(store, blob) {
+        Ok(record) => Ok(Some(Tip::from(&record))),
+        Err(Error::Store(e)) => Err(Error::Store(e)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The messages sent before the conversation's: none while the task is still the
+/// conversation's first message; once it has left (compacted, or slid out of the state's
+/// window), the task, pinned, then the latest compaction summary.
+pub fn pinned(state: &State) -> Vec<MessageRef> {
+    if state.earlier_messages == 0 && state.summary.is_none() {
+        return Vec::new();
+    }
+    let user = |content| MessageRef {
+        role: Role::User,
+        content,
+        call_id: None,
+        is_error: false,
+    };
+    state.input.into_iter().chain(state.summary).map(user).collect()
+}
+
+fn store_record(store: &dyn Store, mut record: Record) -> Result<(BlobId, Tip), Error> {
+    record.format = if record.plain() { FORMAT_PLAIN } else { FORMAT };
+    let bytes = to_canonical_json(&record).expect("a Record always serialises");
+    Ok((store.put_blob(&bytes)?, Tip::from(&record)))
 }
 
 /// Store the record of a request made from `state` and return its blob id and tip. It
@@ -212,11 +309,7 @@ pub fn record(
     // chain; a failing store is still an error.
     let base = match (state.last_request, known) {
         (Some(blob), Some(tip)) => Some((blob, tip)),
-        (Some(blob), None) => match read(store, &blob) {
-            Ok(prev) => Some((blob, Tip::from(&prev))),
-            Err(Error::Store(e)) => return Err(Error::Store(e)),
-            Err(_) => None,
-        },
+        (Some(blob), None) => tip(store, &blob)?.map(|tip| (blob, tip)),
         (None, _) => None,
     };
     let len = state.conversation.len() as u64;
@@ -224,7 +317,8 @@ pub fn record(
     let (base, depth, drop, append) = match base {
         // a delta needs every message added since the base still in the window
         Some((blob, prev))
-            if prev.depth + 1 < FULL_EVERY
+            if prev.chainable
+                && prev.depth + 1 < FULL_EVERY
                 && state.earlier_messages >= prev.earlier
                 && total >= prev.total
                 && total - prev.total <= len =>
@@ -239,22 +333,69 @@ pub fn record(
         }
         _ => (None, 0, 0, window(state)),
     };
-    let record = Record {
-        format: FORMAT,
-        base,
-        depth,
-        earlier: state.earlier_messages,
-        total,
-        drop,
-        append,
-        model: header.model.to_owned(),
-        system: header.system,
-        tools: header.tools,
-        params: header.params.clone(),
-        step: header.step,
-    };
-    let bytes = to_canonical_json(&record).expect("a Record always serialises");
-    Ok((store.put_blob(&bytes)?, Tip::from(&record)))
+    store_record(
+        store,
+        Record {
+            format: FORMAT,
+            base,
+            depth,
+            earlier: state.earlier_messages,
+            total,
+            drop,
+            append,
+            model: header.model.to_owned(),
+            system: header.system,
+            tools: header.tools,
+            params: header.params.clone(),
+            step: header.step,
+            pinned: header.pinned.clone(),
+            compacts: None,
+            artifacts: header.artifacts,
+            budget: header.budget.clone(),
+        },
+    )
+}
+
+/// Store the record of a summary request made from `state`: `header.pinned`, then the
+/// first `evict` messages of the conversation, then `instruction` (a stored JSON string
+/// blob). A full record, which no later record chains to.
+pub fn record_compaction(
+    store: &dyn Store,
+    state: &State,
+    header: &Header<'_>,
+    evict: usize,
+    instruction: BlobId,
+) -> Result<(BlobId, Tip), Error> {
+    let mut append = window(state);
+    append.truncate(evict);
+    append.push(MessageRef {
+        role: Role::User,
+        content: instruction,
+        call_id: None,
+        is_error: false,
+    });
+    let total = state.earlier_messages + state.conversation.len() as u64;
+    store_record(
+        store,
+        Record {
+            format: FORMAT,
+            base: None,
+            depth: 0,
+            earlier: state.earlier_messages,
+            total,
+            drop: 0,
+            append,
+            model: header.model.to_owned(),
+            system: header.system,
+            tools: header.tools,
+            params: header.params.clone(),
+            step: header.step,
+            pinned: header.pinned.clone(),
+            compacts: Some(evict as u64),
+            artifacts: header.artifacts,
+            budget: header.budget.clone(),
+        },
+    )
 }
 
 /// The record at `blob` and the full message list it stands for.
@@ -271,20 +412,33 @@ pub fn reconstruct(store: &dyn Store, blob: &BlobId) -> Result<(Record, Vec<Mess
         chain.push(read(store, &base)?);
     }
     let mut messages: VecDeque<MessageRef> = VecDeque::new();
-    for record in chain.into_iter().rev() {
+    for record in chain.into_iter().skip(1).rev() {
         let drop = usize::try_from(record.drop)
             .unwrap_or(usize::MAX)
             .min(messages.len());
         messages.drain(..drop);
         messages.extend(record.append);
     }
-    Ok((newest, messages.into()))
+    let drop = usize::try_from(newest.drop)
+        .unwrap_or(usize::MAX)
+        .min(messages.len());
+    messages.drain(..drop);
+    messages.extend(newest.append.iter().cloned());
+    let mut all = newest.pinned.clone();
+    all.extend(messages);
+    Ok((newest, all))
 }
 
 /// One message as sent to the model, built from its blob (the one builder: fresh requests,
 /// re-issued ones and [`rebuild`] all go through here). Tool output longer than
+/// `artifacts` bytes is sent as an artifact preview; with `artifacts` `None` (records
+/// older than the context engine), output longer than
 /// [`PREVIEW_BYTES`](crate::executor::PREVIEW_BYTES) is sent as a preview naming its blob.
-pub fn message(store: &dyn Store, message: &MessageRef) -> Result<ChatMessage, Error> {
+pub fn message(
+    store: &dyn Store,
+    message: &MessageRef,
+    artifacts: Option<u64>,
+) -> Result<ChatMessage, Error> {
     Ok(match message.role {
         Role::User => ChatMessage::User {
             content: text_of(&blob_json(store, &message.content)?),
@@ -299,9 +453,18 @@ pub fn message(store: &dyn Store, message: &MessageRef) -> Result<ChatMessage, E
         }
         Role::Tool => {
             let output: Value = blob_json(store, &message.content)?;
+            let content = match artifacts {
+                None => preview(&output, &message.content),
+                Some(limit) => crate::context::artifact::preview(
+                    &output,
+                    &message.content,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )
+                .unwrap_or_else(|| output.to_string()),
+            };
             ChatMessage::Tool {
                 call_id: message.call_id.clone().unwrap_or_default(),
-                content: preview(&output, &message.content),
+                content,
                 is_error: message.is_error,
             }
         }
@@ -309,21 +472,24 @@ pub fn message(store: &dyn Store, message: &MessageRef) -> Result<ChatMessage, E
 }
 
 /// Exactly the request recorded in `blob`, its messages built by `build` from their refs
-/// (the executor passes its message cache; [`rebuild`] builds each with [`message`]).
+/// and the record's artifact limit (the executor passes its message cache; [`rebuild`]
+/// builds each with [`message`]), with the record itself.
 pub fn rebuild_record(
     store: &dyn Store,
     blob: &BlobId,
-    build: impl FnOnce(&[MessageRef]) -> Result<Vec<Arc<ChatMessage>>, Error>,
-) -> Result<ModelRequest, Error> {
+    build: impl FnOnce(&[MessageRef], Option<u64>) -> Result<Vec<Arc<ChatMessage>>, Error>,
+) -> Result<(ModelRequest, Record), Error> {
     let (record, refs) = reconstruct(store, blob)?;
-    Ok(ModelRequest {
-        messages: build(&refs)?,
+    let request = ModelRequest {
+        messages: build(&refs, record.artifacts)?,
         system: blob_json(store, &record.system)?,
         tools: blob_json(store, &record.tools)?,
-        model: record.model,
-        params: record.params,
+        model: record.model.clone(),
+        params: record.params.clone(),
         step: record.step,
-    })
+        compaction: record.compacts.is_some(),
+    };
+    Ok((request, record))
 }
 
 /// A model call's request rebuilt from the log (see [`rebuild`]).
@@ -340,6 +506,10 @@ pub struct Rebuilt {
     /// How many of the request's last messages are new since the run's previous model
     /// call (all of them for the first call; 0 for a retry).
     pub new: usize,
+    /// How it measured against the context budget (runs with a `[context]`).
+    pub budget: Option<Budget>,
+    /// For a summary request: how many conversation messages it summarizes.
+    pub compacts: Option<u64>,
 }
 
 /// The request of the model call at `seq` of `run` (its `model_requested`, or the
@@ -351,7 +521,11 @@ pub fn rebuild(store: &dyn Store, run: &RunId, seq: u64) -> Result<Rebuilt, Erro
         .ok_or(Error::NoEvent { run: *run, seq })?;
     let asked = match event.kind {
         EventKind::ModelResponded { request_seq, .. }
-        | EventKind::ModelFailed { request_seq, .. } => {
+        | EventKind::ModelFailed { request_seq, .. }
+        | EventKind::ContextCompacted {
+            request_seq: Some(request_seq),
+            ..
+        } => {
             store
                 .event_at(run, request_seq)?
                 .ok_or(Error::NoEvent {
@@ -378,12 +552,12 @@ pub fn rebuild(store: &dyn Store, run: &RunId, seq: u64) -> Result<Rebuilt, Erro
             nearest,
         });
     };
-    let request = rebuild_record(store, &blob, |refs| {
+    let (request, record) = rebuild_record(store, &blob, |refs, artifacts| {
         refs.iter()
-            .map(|r| message(store, r).map(Arc::new))
+            .map(|r| message(store, r, artifacts).map(Arc::new))
             .collect()
     })?;
-    let total = read(store, &blob)?.total;
+    let total = record.total;
     let previous = match asked.seq.checked_sub(1) {
         Some(before) => model_calls(store, run, before)?.last().copied(),
         None => None,
@@ -407,6 +581,8 @@ pub fn rebuild(store: &dyn Store, run: &RunId, seq: u64) -> Result<Rebuilt, Erro
         record: blob,
         request,
         new,
+        budget: record.budget,
+        compacts: record.compacts,
     })
 }
 

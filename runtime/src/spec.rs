@@ -24,6 +24,10 @@
 //! # [model.price]                         # US dollars per million tokens, for cost budgets
 //! # input_usd_per_mtok = 2.5
 //! # output_usd_per_mtok = 10.0
+//! # cache_read_usd_per_mtok = 0.25        # optional: prompt tokens read from the prompt
+//! #                                       # cache (default: the input price)
+//! # cache_write_usd_per_mtok = 3.125      # optional: prompt tokens written to it
+//! #                                       # (Anthropic; default: the input price)
 //!
 //! [tools]
 //! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append"]
@@ -45,6 +49,14 @@
 //! max_cost_usd = 1.0
 //! max_wall_secs = 3600
 //! loop_limit = 3                          # same tool call this many times in a row: stop
+//!
+//! [context]                               # all optional (see `crate::context`)
+//! window_tokens = 128000                  # the model's context size; known models have a
+//!                                         # default, other HTTP models must give it
+//! reserve_tokens = 32000                  # kept free for the reply and a summary
+//! inline_result_tokens = 8192             # a longer tool result becomes an artifact
+//! compaction = "summarize"                # summarize | drop_oldest
+//! compaction_model = "gpt-4o-mini"        # who writes summaries (default: the model)
 //! ```
 //!
 //! Keys of `[model]` that retrace does not read are the provider's parameters and go to it
@@ -188,6 +200,11 @@ pub struct Spec {
     pub policy: Vec<Rule>,
     /// Limits.
     pub budgets: Budgets,
+    /// The context engine's settings, resolved ([`crate::context::Context::resolve`]).
+    /// `None` only in specs recorded before it existed: their runs keep the message
+    /// window they had, with no token budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::Context>,
 }
 
 /// Model settings.
@@ -219,23 +236,43 @@ pub struct Model {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
-    /// Per million input (prompt) tokens.
+    /// Per million input (prompt) tokens not served from the prompt cache.
     pub input_usd_per_mtok: f64,
     /// Per million output (completion) tokens.
     pub output_usd_per_mtok: f64,
+    /// Per million prompt tokens read from the provider's prompt cache (e.g. a tenth of
+    /// the input price at Anthropic, a half or a quarter at OpenAI); absent: the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_usd_per_mtok: Option<f64>,
+    /// Per million prompt tokens written to the provider's prompt cache (Anthropic:
+    /// 1.25 × the input price for the five-minute cache); absent: the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_usd_per_mtok: Option<f64>,
 }
 
 impl Price {
-    /// The cost of `input` and `output` tokens, in millionths of a dollar.
-    pub fn micro_usd(&self, input: u64, output: u64) -> u64 {
+    /// The cost of the tokens of one reply, in millionths of a dollar: prompt tokens read
+    /// from or written to the prompt cache at their prices (the input price when the spec
+    /// gives none), the other prompt tokens at the input price, output at the output price.
+    pub fn micro_usd(&self, usage: &retrace_events::reply::TokenUsage) -> u64 {
+        let input = self.input_usd_per_mtok;
+        let read = usage.cache_read_tokens;
+        let write = usage.cache_write_tokens;
+        // a provider reporting more cached than prompt tokens: the cached counts stand
+        let uncached = usage
+            .input_tokens
+            .saturating_sub(read)
+            .saturating_sub(write);
         // tokens × $/Mtok is exactly µ$; f64 is exact far beyond any real token count
         #[allow(
             clippy::cast_precision_loss,
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss
         )]
-        let cost = (input as f64 * self.input_usd_per_mtok
-            + output as f64 * self.output_usd_per_mtok)
+        let cost = (uncached as f64 * input
+            + read as f64 * self.cache_read_usd_per_mtok.unwrap_or(input)
+            + write as f64 * self.cache_write_usd_per_mtok.unwrap_or(input)
+            + usage.output_tokens as f64 * self.output_usd_per_mtok)
             .round()
             .max(0.0) as u64;
         cost
@@ -349,6 +386,7 @@ struct RawSpec {
     budgets: Budgets,
     #[serde(default)]
     mcp: Vec<Spanned<crate::tools::mcp::Server>>,
+    context: Option<Spanned<crate::context::RawContext>>,
 }
 
 #[derive(Deserialize)]
@@ -526,6 +564,16 @@ impl Spec {
             }
             params.insert(key, value);
         }
+        let (context, context_span) = match raw.context {
+            Some(context) => {
+                let span = context.span();
+                (context.into_inner(), Some(span))
+            }
+            None => (crate::context::RawContext::default(), model_span.clone()),
+        };
+        let context =
+            crate::context::Context::resolve(context, raw.model.provider, &raw.model.name)
+                .map_err(|why| at(context_span, why))?;
         Ok(Self {
             name: raw.name,
             system: raw.system,
@@ -545,6 +593,7 @@ impl Spec {
             mcp,
             policy,
             budgets: raw.budgets,
+            context: Some(context),
         })
     }
 
@@ -911,5 +960,57 @@ temperature = 0.2
         // nothing close: no suggestion
         let err = parse(&GOOD.replace("max_steps = 10", "colour = 10")).unwrap_err();
         assert!(!err.message.contains("did you mean"), "{err}");
+    }
+    #[test]
+    fn cache_reads_and_writes_are_charged_at_their_own_prices() {
+        use retrace_events::reply::TokenUsage;
+        let priced = |extra: &str| {
+            let text = GOOD.replace(
+                "[tools]",
+                &format!(
+                    "[model.price]\ninput_usd_per_mtok = 3.0\noutput_usd_per_mtok = 15.0\n{extra}\n[tools]"
+                ),
+            );
+            parse(&text).map(|spec| spec.model.price.expect("a price"))
+        };
+        // Anthropic's Sonnet prices: reads at a tenth, five-minute writes at 1.25 ×
+        let price = priced("cache_read_usd_per_mtok = 0.3\ncache_write_usd_per_mtok = 3.75")
+            .expect("parses");
+        assert_eq!(price.cache_read_usd_per_mtok, Some(0.3));
+        assert_eq!(price.cache_write_usd_per_mtok, Some(3.75));
+        // 10,000 prompt tokens: 8,000 read, 1,500 written, 500 neither; 200 out
+        let usage = TokenUsage {
+            input_tokens: 10_000,
+            output_tokens: 200,
+            cache_read_tokens: 8_000,
+            cache_write_tokens: 1_500,
+            ..TokenUsage::default()
+        };
+        // 500 × 3 + 8000 × 0.3 + 1500 × 3.75 + 200 × 15 µ$
+        assert_eq!(price.micro_usd(&usage), 1_500 + 2_400 + 5_625 + 3_000);
+        // no cache prices: every prompt token at the input price, as before
+        let plain = priced("").expect("parses");
+        assert_eq!(plain.micro_usd(&usage), 30_000 + 3_000);
+        // only a read price: writes at the input price
+        let reads = priced("cache_read_usd_per_mtok = 0.3").expect("parses");
+        assert_eq!(reads.micro_usd(&usage), 1_500 + 2_400 + 4_500 + 3_000);
+        // usage without cached tokens costs what it always did
+        let uncached = TokenUsage {
+            input_tokens: 1_900,
+            output_tokens: 23,
+            ..TokenUsage::default()
+        };
+        assert_eq!(price.micro_usd(&uncached), 5_700 + 345);
+        // a price without cache keys serialises as before; a misspelt key is refused
+        assert_eq!(
+            serde_json::to_string(&plain).expect("json"),
+            r#"{"input_usd_per_mtok":3.0,"output_usd_per_mtok":15.0}"#
+        );
+        let err = priced("cache_reads_usd_per_mtok = 0.3").unwrap_err();
+        assert!(
+            err.message
+                .contains("unknown field `cache_reads_usd_per_mtok`"),
+            "{err}"
+        );
     }
 }

@@ -274,14 +274,17 @@ async fn request_records_stay_small_and_rebuild_exactly_what_the_model_saw() {
         };
         sizes.push(store.blob(request).expect("read").expect("blob").len());
         // rebuilding the record gives exactly the window the state held when it was made
-        let (_, refs) =
+        let (record, refs) =
             retrace_runtime::request::reconstruct(&store, request).expect("reconstruct");
+        assert_eq!(record.compacts, None, "no compaction in a run this small");
         let before = state_at(&store, &run, event.seq - 1, SnapshotPolicy::default())
             .expect("state")
             .state;
+        let mut sent = retrace_runtime::request::pinned(&before);
+        sent.extend(retrace_runtime::request::window(&before));
         assert_eq!(
             refs,
-            retrace_runtime::request::window(&before),
+            sent,
             "request at seq {}",
             event.seq
         );
@@ -321,6 +324,9 @@ async fn a_model_call_in_flight_at_a_crash_is_reissued_from_its_record_not_recor
         tools: put(serde_json::json!([])),
         params: &params,
         step: 0,
+        pinned: Vec::new(),
+        artifacts: None,
+        budget: None,
     };
     let (blob, _) =
         retrace_runtime::request::record(&store, &state, &header, None).expect("record");

@@ -286,6 +286,12 @@ fn comparable(kind: &EventKind) -> EventKind {
             usage.latency_ms = 0;
         }
         EventKind::ModelFailed { request_seq, .. } => *request_seq = 0,
+        EventKind::ContextCompacted {
+            request_seq, usage, ..
+        } => {
+            *request_seq = request_seq.map(|_| 0);
+            usage.latency_ms = 0;
+        }
         EventKind::ToolCallsProposed { response_seq, .. } => *response_seq = 0,
         EventKind::ToolReturned { duration_ms, .. } => *duration_ms = 0,
         _ => {}

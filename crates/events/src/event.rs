@@ -305,6 +305,23 @@ pub enum EventKind {
         /// The calls.
         calls: Vec<ProposedCall>,
     },
+    /// The oldest messages of the conversation left it for good: summarized by a model
+    /// call (whose `model_requested` this answers, in place of a `model_responded`) or
+    /// dropped. What the model sees from then on is the pinned task, this `summary`, and
+    /// the messages after the evicted ones.
+    ContextCompacted {
+        /// Seq of the `model_requested` that asked for the summary; `None` when the
+        /// messages were dropped without one (`compaction = "drop_oldest"`).
+        request_seq: Option<u64>,
+        /// The summary as the model is shown it (a JSON string); `None` when dropped.
+        summary: Option<BlobId>,
+        /// The summarizing model's reply (canonical JSON, like a `model_responded`'s).
+        response: Option<BlobId>,
+        /// How many messages left the front of the conversation.
+        evicted: u64,
+        /// Tokens, cost and time of the summary call (zero when dropped).
+        usage: Usage,
+    },
 }
 
 /// One tool call proposed by a model.
@@ -324,7 +341,7 @@ pub struct ProposedCall {
 
 impl EventKind {
     /// Every kind's name, in declaration order (the order of their encoding tags).
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "run_started",
         "model_requested",
         "model_responded",
@@ -338,6 +355,7 @@ impl EventKind {
         "forked",
         "run_finished",
         "tool_calls_proposed",
+        "context_compacted",
     ];
 
     /// Stable snake_case name of this kind (as in JSON output).
@@ -361,6 +379,7 @@ impl EventKind {
             Self::Forked { .. } => 10,
             Self::RunFinished { .. } => 11,
             Self::ToolCallsProposed { .. } => 12,
+            Self::ContextCompacted { .. } => 13,
         }
     }
 
@@ -382,6 +401,9 @@ impl EventKind {
             }
             Self::RunFinished { detail, .. } => vec![*detail],
             Self::ToolCallsProposed { calls, .. } => calls.iter().map(|c| c.args).collect(),
+            Self::ContextCompacted {
+                summary, response, ..
+            } => summary.iter().chain(response.iter()).copied().collect(),
         }
     }
 }

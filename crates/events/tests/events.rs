@@ -104,6 +104,18 @@ fn golden_events() -> Vec<Event> {
                 },
             ],
         },
+        EventKind::ContextCompacted {
+            request_seq: Some(310),
+            summary: Some(blob(r#""Summary of 40 earlier messages: read README.md""#)),
+            response: Some(blob(r#"{"text":"read README.md","tool_calls":[]}"#)),
+            evicted: 40,
+            usage: Usage {
+                input_tokens: 20_480,
+                output_tokens: 512,
+                cost_micro_usd: 66_560,
+                latency_ms: 2_100,
+            },
+        },
     ];
     kinds
         .into_iter()
@@ -301,6 +313,27 @@ fn any_kind() -> impl Strategy<Value = EventKind> {
             outcome: [Outcome::Succeeded, Outcome::Failed, Outcome::Cancelled][usize::from(o)],
             detail,
         }),
+        (
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any_blob()),
+            proptest::option::of(any_blob()),
+            any::<u64>(),
+            any::<[u64; 4]>()
+        )
+            .prop_map(|(request_seq, summary, response, evicted, u)| {
+                EventKind::ContextCompacted {
+                    request_seq,
+                    summary,
+                    response,
+                    evicted,
+                    usage: Usage {
+                        input_tokens: u[0],
+                        output_tokens: u[1],
+                        cost_micro_usd: u[2],
+                        latency_ms: u[3],
+                    },
+                }
+            }),
     ]
 }
 
@@ -391,7 +424,7 @@ fn alternatives(leaf: &Value) -> Vec<Value> {
     match leaf {
         Value::Bool(b) => vec![Value::Bool(!b)],
         Value::Number(n) => vec![json!(n.as_u64().expect("every number is a u64") ^ 1)],
-        Value::Null => vec![json!("ab".repeat(32)), json!("some/path")],
+        Value::Null => vec![json!("ab".repeat(32)), json!("some/path"), json!(7)],
         Value::Array(_) => {
             vec![json!([{"call_id": "c", "tool": "t", "args": "ab".repeat(32), "path": null}])]
         }

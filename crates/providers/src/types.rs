@@ -27,6 +27,11 @@ pub struct ModelRequest {
     /// Which model reply of the run this asks for (0 = first). Comes from the run's state,
     /// so a resumed process asks for the same step; the scripted provider plays by it.
     pub step: u64,
+    /// A summary request (context compaction), not an agent step: its last message asks
+    /// for a summary of the messages before it. The scripted provider answers it without
+    /// playing a reply of its cassette.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compaction: bool,
 }
 
 /// One message of a conversation.
