@@ -27,10 +27,19 @@ pub struct ToolCall {
 }
 
 /// Tokens billed for one call.
+///
+/// `input_tokens` counts every prompt token of the request, those served from or written to
+/// the provider's prompt cache included; `cache_read_tokens` and `cache_write_tokens` say how
+/// many of them were, so uncached input is `input_tokens - cache_read_tokens -
+/// cache_write_tokens`. Providers report this differently and are brought to this form:
+/// OpenAI's `prompt_tokens` already includes `prompt_tokens_details.cached_tokens`;
+/// Anthropic's `input_tokens` excludes `cache_read_input_tokens` and
+/// `cache_creation_input_tokens`, which are added to it
+/// (<https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching>).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenUsage {
-    /// Prompt tokens.
+    /// Prompt tokens, all of them (cached ones included).
     pub input_tokens: u64,
     /// Completion tokens (reasoning included, as providers bill them).
     pub output_tokens: u64,
@@ -39,6 +48,18 @@ pub struct TokenUsage {
     /// recorded before it existed keep their bytes.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reasoning_tokens: u64,
+    /// Of the prompt tokens, those read from the provider's prompt cache (billed at a
+    /// discount): OpenAI `usage.prompt_tokens_details.cached_tokens`
+    /// (<https://platform.openai.com/docs/guides/prompt-caching>), Anthropic
+    /// `usage.cache_read_input_tokens`. Tokens; absent from the blob when 0, so replies
+    /// recorded before it existed keep their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    /// Of the prompt tokens, those written to the provider's prompt cache (Anthropic
+    /// `usage.cache_creation_input_tokens`, billed above the input price; OpenAI caches
+    /// without charging for it and never reports this). Tokens; absent from the blob when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -263,5 +284,30 @@ mod tests {
         );
         assert_eq!(calls[1].path, None);
         assert_eq!(stored, vec![json!({"path": "src/calc.txt"}), json!({})]);
+    }
+
+    #[test]
+    fn cache_counts_are_kept_and_absent_from_the_blob_when_zero() {
+        // a reply recorded before the cache counts existed keeps its bytes
+        let old = r#"{"input_tokens":1200,"output_tokens":40}"#;
+        let usage: TokenUsage = serde_json::from_str(old).expect("old usage");
+        assert_eq!((usage.cache_read_tokens, usage.cache_write_tokens), (0, 0));
+        assert_eq!(serde_json::to_string(&usage).expect("json"), old);
+        let cached = TokenUsage {
+            input_tokens: 1200,
+            output_tokens: 40,
+            cache_read_tokens: 1024,
+            cache_write_tokens: 150,
+            ..TokenUsage::default()
+        };
+        let json = serde_json::to_string(&cached).expect("json");
+        assert_eq!(
+            json,
+            r#"{"input_tokens":1200,"output_tokens":40,"cache_read_tokens":1024,"cache_write_tokens":150}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<TokenUsage>(&json).expect("back"),
+            cached
+        );
     }
 }

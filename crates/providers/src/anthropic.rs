@@ -5,7 +5,21 @@
 //! (consecutive user-side messages merged, as the format requires turns to alternate).
 //! The stream's `content_block_*` events build the reply block by block: text deltas are
 //! passed on as they arrive, `input_json_delta` pieces are concatenated and parsed at the
-//! block's end. Usage comes from `message_start` (input) and `message_delta` (output).
+//! block's end. Usage comes from `message_start` (input) and `message_delta` (output, and
+//! updated input counts when the server sends them). A server that answers one JSON
+//! `message` instead of a stream is read as the same reply.
+//!
+//! Prompt caching (<https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching>):
+//! the cache is a prefix of `tools`, `system`, `messages` in that order, up to a block marked
+//! `cache_control: {"type": "ephemeral"}`; a request may mark at most four. Each request marks
+//! the last tool definition, the system prompt (sent as one text block for that), the
+//! run's task (the first user message, pinned first in every request) and the last block of
+//! the last turn, so a step reads the previous step's whole prefix from the cache and
+//! writes its own. Thinking blocks and empty text blocks cannot carry a mark (the API
+//! says so); the nearest block before them in the turn that can takes it. The usage's
+//! `input_tokens` leaves out `cache_read_input_tokens` and `cache_creation_input_tokens`;
+//! the recorded `input_tokens` is their sum, with the two kept as `cache_read_tokens` and
+//! `cache_write_tokens`.
 //!
 //! Extended thinking (<https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking>):
 //! `thinking` blocks (text from `thinking_delta`, `signature` from `signature_delta`) and
@@ -21,7 +35,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::http::WireNames;
-use crate::http::{Http, HttpSettings, SetupError, decode_arguments, tool_name};
+use crate::http::{Http, HttpSettings, SetupError, decode_arguments, is_json, tool_name};
 use crate::{
     BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
     TokenUsage, ToolCall,
@@ -32,6 +46,36 @@ pub const API_VERSION: &str = "2023-06-01";
 
 /// `max_tokens` when the spec sets none (the format requires one).
 pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
+
+/// The most `cache_control` breakpoints the API accepts in one request.
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+/// The mark that ends a cached prefix (the default five-minute cache).
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
+}
+
+/// Whether `block` may carry `cache_control`: not a thinking block (cached only with the
+/// turn around it) and not an empty text block.
+fn cacheable(block: &Value) -> bool {
+    match block.get("type").and_then(Value::as_str) {
+        Some("thinking" | "redacted_thinking") => false,
+        Some("text") => block
+            .get("text")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty()),
+        _ => true,
+    }
+}
+
+/// The last block of `turn` that may carry `cache_control`.
+fn last_cacheable(turn: &mut Value) -> Option<&mut Value> {
+    turn.get_mut("content")?
+        .as_array_mut()?
+        .iter_mut()
+        .rev()
+        .find(|b| cacheable(b))
+}
 
 /// An Anthropic provider.
 #[derive(Clone, Debug)]
@@ -119,7 +163,8 @@ pub fn body(request: &ModelRequest) -> Value {
         "stream": true,
     });
     if !request.system.is_empty() {
-        body["system"] = json!(request.system);
+        // one text block, to carry a cache breakpoint
+        body["system"] = json!([{"type": "text", "text": request.system}]);
     }
     if !request.tools.is_empty() {
         body["tools"] = request
@@ -130,10 +175,50 @@ pub fn body(request: &ModelRequest) -> Value {
             })
             .collect();
     }
+    let task_first = matches!(
+        request.messages.first().map(|m| &**m),
+        Some(ChatMessage::User { .. })
+    );
+    mark_breakpoints(&mut body, task_first);
     for (key, value) in &request.params {
         body[key] = value.clone();
     }
     body
+}
+
+/// Mark the cache breakpoints of `body`, most stable first (module docs), at most
+/// [`MAX_CACHE_BREAKPOINTS`]: the last tool, the system prompt, the last turn's last block
+/// (the whole request, read back by the next step) and, when `task_first` (the first
+/// message is the run's task), the block that opens the first turn.
+fn mark_breakpoints(body: &mut Value, task_first: bool) {
+    let mut marks = 0;
+    for key in ["tools", "system"] {
+        if let Some(last) = body
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .and_then(|items| items.last_mut())
+        {
+            last["cache_control"] = ephemeral();
+            marks += 1;
+        }
+    }
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else {
+        return;
+    };
+    if let Some(block) = messages.last_mut().and_then(last_cacheable) {
+        block["cache_control"] = ephemeral();
+        marks += 1;
+    }
+    if !task_first || marks >= MAX_CACHE_BREAKPOINTS {
+        return;
+    }
+    if let Some(block) = messages
+        .first_mut()
+        .and_then(|turn| turn["content"].get_mut(0))
+        .filter(|b| cacheable(b) && b.get("cache_control").is_none())
+    {
+        block["cache_control"] = ephemeral();
+    }
 }
 
 /// One content block being streamed.
@@ -162,6 +247,8 @@ struct Assembly {
     calls: BTreeMap<u64, ToolCall>,
     /// Finished thinking blocks by block index, in the model's order.
     reasoning: BTreeMap<u64, Reasoning>,
+    /// Usage as the API counts it: `input_tokens` without the cached tokens (see
+    /// [`Assembly::usage`]).
     usage: TokenUsage,
     stop_reason: Option<String>,
 }
@@ -281,14 +368,10 @@ impl Assembly {
         })?;
         let kind = event.get("type").and_then(Value::as_str).unwrap_or(name);
         let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let count = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
         match kind {
             "message_start" => {
                 if let Some(usage) = event.pointer("/message/usage") {
-                    self.usage.input_tokens = count(usage, "input_tokens").unwrap_or(0)
-                        + count(usage, "cache_read_input_tokens").unwrap_or(0)
-                        + count(usage, "cache_creation_input_tokens").unwrap_or(0);
-                    self.usage.output_tokens = count(usage, "output_tokens").unwrap_or(0);
+                    self.usage(usage);
                 }
             }
             "content_block_start" => {
@@ -304,8 +387,8 @@ impl Assembly {
                 if let Some(reason) = event.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     self.stop_reason = Some(reason.to_owned());
                 }
-                if let Some(output) = event.get("usage").and_then(|u| count(u, "output_tokens")) {
-                    self.usage.output_tokens = output;
+                if let Some(usage) = event.get("usage") {
+                    self.usage(usage);
                 }
             }
             "message_stop" => return Ok(true),
@@ -332,11 +415,81 @@ impl Assembly {
         Ok(false)
     }
 
+    /// Fold a `usage` object in: the counts it gives replace those before (`message_delta`'s
+    /// are cumulative), those it leaves out or sends as `null` stay.
+    fn usage(&mut self, usage: &Value) {
+        let u = &mut self.usage;
+        for (key, field) in [
+            ("input_tokens", &mut u.input_tokens),
+            ("output_tokens", &mut u.output_tokens),
+            ("cache_read_input_tokens", &mut u.cache_read_tokens),
+            ("cache_creation_input_tokens", &mut u.cache_write_tokens),
+        ] {
+            if let Some(n) = usage.get(key).and_then(Value::as_u64) {
+                *field = n;
+            }
+        }
+    }
+
+    /// A whole `message` object (a server that did not stream), folded in as its stream
+    /// would have been: text passed on at once, each block whole.
+    fn whole(
+        &mut self,
+        http: &Http,
+        request: &ModelRequest,
+        body: &str,
+        on_delta: &mut (dyn FnMut(Delta) + Send),
+    ) -> Result<(), Error> {
+        let message: Value = serde_json::from_str(body).map_err(|e| {
+            http.permanent(format!(
+                "malformed response: a JSON reply (the server did not stream) is not JSON ({e})"
+            ))
+        })?;
+        if let Some(usage) = message.get("usage") {
+            self.usage(usage);
+        }
+        let blocks = message.get("content").and_then(Value::as_array);
+        for (index, block) in (0u64..).zip(blocks.into_iter().flatten()) {
+            let mut started = Block::started(block);
+            match &mut started {
+                Block::Text => {
+                    let text = block["text"].as_str().unwrap_or_default();
+                    if !text.is_empty() {
+                        self.text.push_str(text);
+                        on_delta(Delta::Text(text.to_owned()));
+                    }
+                }
+                Block::ToolUse { json, .. } => {
+                    *json = block
+                        .get("input")
+                        .map_or_else(String::new, Value::to_string);
+                }
+                // thinking text, signature and redacted data are whole in the block
+                Block::Thinking { .. } | Block::Redacted { .. } => {}
+            }
+            self.blocks.insert(index, started);
+            self.stop(request, index);
+        }
+        self.stop_reason = message
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(())
+    }
+
     fn finish(self) -> ModelReply {
+        // TokenUsage counts every prompt token; Anthropic's `input_tokens` are the uncached
+        // ones only
+        let usage = TokenUsage {
+            input_tokens: self.usage.input_tokens
+                + self.usage.cache_read_tokens
+                + self.usage.cache_write_tokens,
+            ..self.usage
+        };
         ModelReply {
             text: self.text,
             tool_calls: self.calls.into_values().collect(),
-            usage: self.usage,
+            usage,
             stop_reason: self.stop_reason,
             reasoning: self.reasoning.into_values().collect(),
         }
@@ -367,6 +520,14 @@ impl Provider for Anthropic {
                 }
                 let response = http.send(builder).await?;
                 let mut assembly = Assembly::default();
+                if is_json(&response) {
+                    // the server ignored `stream: true`: one `message` object
+                    let body = response.text().await.map_err(|e| {
+                        http.transient(format!("the reply broke off while being read: {e}"))
+                    })?;
+                    assembly.whole(http, request, &body, on_delta)?;
+                    return Ok(assembly.finish());
+                }
                 let done = http
                     .events(response, |name, data| {
                         assembly.event(http, request, name, data, on_delta)

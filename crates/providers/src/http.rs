@@ -474,6 +474,16 @@ impl WireNames {
     }
 }
 
+/// Whether `response` is one JSON body (`Content-Type: application/json`) rather than an
+/// event stream (a server that ignored `stream: true`).
+pub(crate) fn is_json(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json") && !v.contains("event-stream"))
+}
+
 /// The tool a wire name stands for among the request's `tools` ([`WireNames::tool`]).
 pub(crate) fn tool_name(tools: &[ToolDef], wire: &str) -> String {
     WireNames::new(tools).tool(wire)

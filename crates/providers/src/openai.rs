@@ -3,7 +3,9 @@
 //!
 //! The request carries the system prompt as the first message, tools as functions (names
 //! mapped to what the format accepts and back), the spec's parameters passed through, and
-//! `stream_options.include_usage` so the last chunk reports tokens. Text deltas are passed on
+//! `stream_options.include_usage` so the last chunk reports tokens (prompt tokens read from
+//! the provider's prompt cache, which OpenAI applies by itself, from
+//! `prompt_tokens_details.cached_tokens`). Text deltas are passed on
 //! as they arrive; tool calls are assembled from their deltas by `index`, arguments
 //! concatenated and parsed once the stream is done.
 
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::http::WireNames;
-use crate::http::{Http, HttpSettings, SetupError, decode_arguments, tool_name};
+use crate::http::{Http, HttpSettings, SetupError, decode_arguments, is_json, tool_name};
 use crate::{
     BoxFuture, ChatMessage, Delta, Error, ModelReply, ModelRequest, Provider, Reasoning,
     TokenUsage, ToolCall,
@@ -250,14 +252,16 @@ impl Assembly {
             return Err(http.transient(format!("the server reported mid-stream: {message}")));
         }
         if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
-            let tokens = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+            // absent or null (servers without the details) is 0
+            let tokens = |at: &str| usage.pointer(at).and_then(Value::as_u64).unwrap_or(0);
             self.usage = Some(TokenUsage {
-                input_tokens: tokens("prompt_tokens"),
-                output_tokens: tokens("completion_tokens"),
-                reasoning_tokens: usage
-                    .pointer("/completion_tokens_details/reasoning_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
+                input_tokens: tokens("/prompt_tokens"),
+                output_tokens: tokens("/completion_tokens"),
+                reasoning_tokens: tokens("/completion_tokens_details/reasoning_tokens"),
+                // part of `prompt_tokens`, as TokenUsage counts it; OpenAI caches prompts
+                // of 1024 tokens and more by itself and writes to the cache at no charge
+                cache_read_tokens: tokens("/prompt_tokens_details/cached_tokens"),
+                cache_write_tokens: 0,
             });
         }
         let Some(choice) = chunk
@@ -495,14 +499,4 @@ impl Provider for OpenAi {
             http.within_total(call).await
         })
     }
-}
-
-/// Whether `response` is one JSON body (`Content-Type: application/json`) rather than an
-/// event stream.
-fn is_json(response: &reqwest::Response) -> bool {
-    response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("json") && !v.contains("event-stream"))
 }

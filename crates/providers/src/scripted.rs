@@ -136,6 +136,9 @@ impl Scripted {
             provider: "scripted".into(),
             message,
         };
+        if request.compaction {
+            return Ok((summary(request), 0));
+        }
         let step = usize::try_from(request.step).unwrap_or(usize::MAX);
         let Some(scripted) = self.cassette.replies.get(step) else {
             return Err(permanent(format!(
@@ -162,7 +165,7 @@ impl Scripted {
             output_tokens: (scripted.text.len() as u64
                 + serde_json::to_string(&scripted.tool_calls).map_or(0, |s| s.len() as u64))
                 / 4,
-            reasoning_tokens: 0,
+            ..TokenUsage::default()
         });
         Ok((
             ModelReply {
@@ -181,6 +184,43 @@ impl Scripted {
             },
             scripted.latency_ms,
         ))
+    }
+}
+
+/// A summary request's reply: deterministic, from the request alone (how many messages,
+/// which tools they called), so scripted runs compact like real ones without a cassette
+/// having to foresee when.
+fn summary(request: &ModelRequest) -> ModelReply {
+    let summarized = request.messages.len().saturating_sub(1);
+    let mut tools: Vec<&str> = request
+        .messages
+        .iter()
+        .flat_map(|m| match &**m {
+            ChatMessage::Assistant { tool_calls, .. } => {
+                tool_calls.iter().map(|c| c.name.as_str()).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    tools.sort_unstable();
+    tools.dedup();
+    let text = format!(
+        "Scripted summary of {summarized} messages; tools called: {}.",
+        if tools.is_empty() {
+            "none".to_owned()
+        } else {
+            tools.join(", ")
+        }
+    );
+    ModelReply {
+        usage: TokenUsage {
+            input_tokens: estimate_tokens(request),
+            output_tokens: text.len() as u64 / 4,
+            ..TokenUsage::default()
+        },
+        text,
+        stop_reason: Some("end_turn".into()),
+        ..ModelReply::default()
     }
 }
 

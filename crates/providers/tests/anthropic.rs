@@ -52,6 +52,7 @@ fn request() -> ModelRequest {
         ],
         params: [("max_tokens".to_owned(), json!(512))].into(),
         step: 1,
+        compaction: false,
     }
 }
 
@@ -178,7 +179,11 @@ async fn text_and_parallel_tool_use_blocks_are_assembled_and_the_request_is_well
         Some("2023-06-01")
     );
     let body = sent.json();
-    assert_eq!(body["system"], "be brief");
+    assert_eq!(
+        body["system"],
+        json!([{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}]),
+        "one text block, to carry the cache breakpoint"
+    );
     assert_eq!(body["max_tokens"], 512, "the spec's max_tokens wins");
     assert_eq!(body["stream"], true);
     assert_eq!(body["tools"][0]["name"], "fs__read");
@@ -187,12 +192,13 @@ async fn text_and_parallel_tool_use_blocks_are_assembled_and_the_request_is_well
     assert_eq!(messages.len(), 3, "turns alternate: user, assistant, user");
     assert_eq!(messages[1]["content"][1]["type"], "tool_use");
     assert_eq!(messages[1]["content"][1]["name"], "fs__list");
-    // the tool result and the next user message share one user turn
+    // the tool result and the next user message share one user turn; its last block ends
+    // the cached prefix
     assert_eq!(
         messages[2]["content"],
         json!([
             {"type": "tool_result", "tool_use_id": "toolu_0", "content": "[\"a.txt\"]", "is_error": false},
-            {"type": "text", "text": "also b.txt"}
+            {"type": "text", "text": "also b.txt", "cache_control": {"type": "ephemeral"}}
         ])
     );
 }
@@ -462,4 +468,272 @@ async fn a_last_event_the_body_ends_without_its_blank_line_is_still_read() {
         2,
         "one request per reply, no retry"
     );
+}
+
+// prompt caching (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching)
+
+/// The JSON pointers of every object in `value` that carries `cache_control`, each mark
+/// checked to be the default ephemeral one.
+fn breakpoints(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, at: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(mark) = map.get("cache_control") {
+                    assert_eq!(mark, &json!({"type": "ephemeral"}), "at {at}");
+                    out.push(at.to_owned());
+                }
+                for (k, v) in map {
+                    walk(v, &format!("{at}/{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn requests_mark_tools_system_task_and_last_block_as_cache_breakpoints() {
+    // tools, system, the task (first user message) and the last block: four, the most
+    // the API accepts
+    let body = retrace_providers::anthropic::body(&request());
+    assert_eq!(
+        breakpoints(&body),
+        [
+            "/messages/0/content/0",
+            "/messages/2/content/1",
+            "/system/0",
+            "/tools/1"
+        ]
+    );
+    assert_eq!(body["messages"][0]["content"][0]["text"], "read both files");
+    assert_eq!(body["messages"][2]["content"][1]["text"], "also b.txt");
+    assert_eq!(body["tools"][1]["name"], "fs__list");
+    assert!(breakpoints(&body).len() <= retrace_providers::anthropic::MAX_CACHE_BREAKPOINTS);
+
+    // the next step's request: the same prefix, with its marks, up to the new last block
+    let mut next = request();
+    next.messages.push(Arc::new(ChatMessage::Assistant {
+        text: String::new(),
+        tool_calls: vec![ToolCall {
+            id: "toolu_1".into(),
+            name: "fs.read".into(),
+            arguments: json!({"path": "b.txt"}),
+        }],
+        reasoning: vec![],
+    }));
+    next.messages.push(Arc::new(ChatMessage::Tool {
+        call_id: "toolu_1".into(),
+        content: "bee".into(),
+        is_error: false,
+    }));
+    let after = retrace_providers::anthropic::body(&next);
+    assert_eq!(
+        breakpoints(&after),
+        [
+            "/messages/0/content/0",
+            "/messages/4/content/0",
+            "/system/0",
+            "/tools/1"
+        ]
+    );
+    assert_eq!(after["messages"][4]["content"][0]["type"], "tool_result");
+    // everything before the previous request's last block is byte for byte the same, so
+    // the server finds that prefix in its cache
+    assert_eq!(after["system"], body["system"]);
+    assert_eq!(after["tools"], body["tools"]);
+    assert_eq!(after["messages"][0], body["messages"][0]);
+    assert_eq!(after["messages"][1], body["messages"][1]);
+
+    // the task alone is the last block too: one mark on it
+    let mut first = request();
+    first.messages.truncate(1);
+    assert_eq!(
+        breakpoints(&retrace_providers::anthropic::body(&first)),
+        ["/messages/0/content/0", "/system/0", "/tools/1"]
+    );
+
+    // no system prompt, no tools: only the messages are marked
+    let mut bare = request();
+    bare.system = String::new();
+    bare.tools.clear();
+    let bare_body = retrace_providers::anthropic::body(&bare);
+    assert_eq!(
+        breakpoints(&bare_body),
+        ["/messages/0/content/0", "/messages/2/content/1"]
+    );
+    assert!(bare_body.get("system").is_none() && bare_body.get("tools").is_none());
+
+    // an empty text block cannot carry a mark: the block before it in the turn takes it
+    let mut empty = request();
+    empty.messages.pop();
+    empty.messages.push(Arc::new(ChatMessage::User {
+        content: String::new(),
+    }));
+    assert_eq!(
+        breakpoints(&retrace_providers::anthropic::body(&empty)),
+        [
+            "/messages/0/content/0",
+            "/messages/2/content/0",
+            "/system/0",
+            "/tools/1"
+        ]
+    );
+
+    // nor can thinking blocks: an assistant turn ending the request is marked on its last
+    // other block, its signed thinking sent back unchanged
+    let mut thought = request();
+    thought.messages.truncate(1);
+    thought.messages.push(Arc::new(ChatMessage::Assistant {
+        text: "Reading.".into(),
+        tool_calls: vec![],
+        reasoning: vec![retrace_providers::Reasoning {
+            text: "think".into(),
+            signature: Some("sig".into()),
+            redacted: None,
+        }],
+    }));
+    let thought_body = retrace_providers::anthropic::body(&thought);
+    assert_eq!(
+        breakpoints(&thought_body),
+        [
+            "/messages/0/content/0",
+            "/messages/1/content/1",
+            "/system/0",
+            "/tools/1"
+        ]
+    );
+    assert_eq!(
+        thought_body["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "think", "signature": "sig"})
+    );
+}
+
+/// A `message_start` with the usage the API reports under prompt caching.
+fn start_cached(input: u64, read: u64, write: u64) -> (Option<&'static str>, String) {
+    ev(
+        "message_start",
+        &json!({"message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude-test", "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input, "cache_creation_input_tokens": write,
+                "cache_read_input_tokens": read, "output_tokens": 1}}}),
+    )
+}
+
+#[tokio::test]
+async fn cache_reads_and_writes_are_recorded_and_counted_in_the_input_tokens() {
+    // first step: the prefix written to the cache (Anthropic's `input_tokens` are only
+    // the uncached tokens after the last breakpoint)
+    let mut written = vec![start_cached(21, 0, 188_086)];
+    written.extend(text_block(0, &["Noted."]));
+    written.extend(stop("end_turn", 393));
+    // next step: read back; this `message_delta` repeats the (cumulative) input counts
+    let mut read = vec![start_cached(35, 188_086, 0)];
+    read.extend(text_block(0, &["Again."]));
+    read.push(ev(
+        "message_delta",
+        &json!({"delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"input_tokens": 35, "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 188_086, "output_tokens": 12}}),
+    ));
+    read.push(ev("message_stop", &json!({})));
+    let body_of = |events: &[(Option<&str>, String)]| {
+        let mut bytes = sse(events);
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head")
+            + 4;
+        bytes.split_off(at)
+    };
+    let reply = served_every_way(&body_of(&written)).await;
+    assert_eq!(
+        reply.usage,
+        retrace_providers::TokenUsage {
+            input_tokens: 188_107,
+            output_tokens: 393,
+            cache_write_tokens: 188_086,
+            ..Default::default()
+        }
+    );
+    let reply = served_every_way(&body_of(&read)).await;
+    assert_eq!(
+        reply.usage,
+        retrace_providers::TokenUsage {
+            input_tokens: 188_121,
+            output_tokens: 12,
+            cache_read_tokens: 188_086,
+            ..Default::default()
+        }
+    );
+    // without the cache fields (servers that do not cache): input as given
+    let mut plain = vec![start(40)];
+    plain.extend(text_block(0, &["Hi."]));
+    plain.extend(stop("end_turn", 3));
+    let reply = served_every_way(&body_of(&plain)).await;
+    assert_eq!(
+        reply.usage,
+        retrace_providers::TokenUsage {
+            input_tokens: 40,
+            output_tokens: 3,
+            ..Default::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_whole_json_message_is_read_as_the_reply_with_its_cache_usage() {
+    // a server (or proxy) that answers one `message` although `stream: true` was sent
+    let message = json!({"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "claude-test", "stop_reason": "tool_use", "stop_sequence": null,
+        "content": [
+            {"type": "thinking", "thinking": "Need b.txt.", "signature": "SigWhole=="},
+            {"type": "text", "text": "Reading b.txt."},
+            {"type": "tool_use", "id": "toolu_w", "name": "fs__read", "input": {"path": "b.txt"}}
+        ],
+        "usage": {"input_tokens": 50, "cache_creation_input_tokens": 248,
+            "cache_read_input_tokens": 1800, "output_tokens": 503}});
+    let mut bytes = head("200 OK", &[("content-type", "application/json")]);
+    bytes.extend_from_slice(message.to_string().as_bytes());
+    let server = Server::start(vec![
+        Reply::Pieces(vec![bytes.clone()], Duration::ZERO),
+        Reply::Pieces(support::varied_split(&bytes), Duration::ZERO),
+    ])
+    .await;
+    let provider = provider(&server);
+    for _ in 0..2 {
+        let (reply, deltas) = complete(&provider).await;
+        let reply = reply.expect("a reply");
+        assert_eq!(reply.text, "Reading b.txt.");
+        assert_eq!(deltas, ["Reading b.txt."]);
+        assert_eq!(reply.reasoning[0].text, "Need b.txt.");
+        assert_eq!(reply.reasoning[0].signature.as_deref(), Some("SigWhole=="));
+        assert_eq!(
+            reply.tool_calls,
+            [ToolCall {
+                id: "toolu_w".into(),
+                name: "fs.read".into(),
+                arguments: json!({"path": "b.txt"}),
+            }]
+        );
+        assert_eq!(reply.stop_reason.as_deref(), Some("tool_use"));
+        assert_eq!(
+            reply.usage,
+            retrace_providers::TokenUsage {
+                input_tokens: 2098,
+                output_tokens: 503,
+                cache_read_tokens: 1800,
+                cache_write_tokens: 248,
+                ..Default::default()
+            }
+        );
+    }
 }

@@ -49,6 +49,7 @@ fn request() -> ModelRequest {
         ],
         params: [("temperature".to_owned(), json!(0.2))].into(),
         step: 1,
+        compaction: false,
     }
 }
 
@@ -886,5 +887,64 @@ async fn comments_event_lines_data_without_space_crlf_and_empty_choices_keep_wor
     for (reply, _) in replies(body.as_bytes()).await {
         assert_eq!(reply.text, "Grüße, world");
         assert_eq!(reply.usage.output_tokens, 2);
+    }
+}
+
+// prompt caching: usage as OpenAI documents it
+// (https://platform.openai.com/docs/guides/prompt-caching): `prompt_tokens` counts every
+// prompt token, `prompt_tokens_details.cached_tokens` those read from the cache
+
+/// OpenAI's usage with 1920 of 2006 prompt tokens read from the prompt cache.
+fn cached_usage() -> Value {
+    json!({"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+}
+
+#[tokio::test]
+async fn cached_prompt_tokens_are_recorded_from_the_final_usage_chunk_and_a_whole_body() {
+    let expected = retrace_providers::TokenUsage {
+        input_tokens: 2006,
+        output_tokens: 300,
+        cache_read_tokens: 1920,
+        ..Default::default()
+    };
+    // streamed: the last chunk before `[DONE]` (stream_options.include_usage)
+    let streamed = events(&[
+        delta(&json!({"role": "assistant", "content": "Hello."}), None),
+        delta(&json!({}), Some("stop")),
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o",
+            "system_fingerprint": "fp_1", "choices": [], "usage": cached_usage()}),
+    ]);
+    for (reply, _) in replies(&streamed).await {
+        assert_eq!(reply.usage, expected);
+    }
+    // not streamed: one `chat.completion`
+    let whole = json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hello."}}],
+        "usage": cached_usage()});
+    for (result, _) in served("application/json", whole.to_string().as_bytes()).await {
+        assert_eq!(result.expect("a reply").usage, expected);
+    }
+    // servers without the details (vLLM sends `null`, others nothing): no cache reads
+    for details in [json!(null), json!({"cached_tokens": null}), json!({})] {
+        let body = events(&[
+            delta(&json!({"content": "Hi"}), Some("stop")),
+            json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 30,
+                "completion_tokens": 2, "prompt_tokens_details": details}}),
+        ]);
+        for (reply, _) in replies(&body).await {
+            assert_eq!(
+                reply.usage,
+                retrace_providers::TokenUsage {
+                    input_tokens: 30,
+                    output_tokens: 2,
+                    ..Default::default()
+                },
+                "{details}"
+            );
+        }
     }
 }
