@@ -33,6 +33,7 @@ pub fn payload(run: &RunId, seq: u64) -> Vec<u8> {
 pub mod daemon;
 pub mod loopback;
 pub mod mcp_http;
+pub mod window_server;
 
 /// Every file under `dir`, raw bytes, searched for `needle`; the files that hold it.
 pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
