@@ -455,7 +455,16 @@ impl<'a> Runner<'a> {
         };
         let (request, blob, purpose) = match self.new_request(run, view, step)? {
             Asked::Request(request, blob, purpose) => (request, blob, purpose),
-            Asked::Events(kinds) => return Ok(kinds),
+            Asked::Events(mut kinds) => {
+                // a drop applies before the deferred messages join: evict only what the
+                // state holds (they come after it, so the cut stays valid)
+                for kind in &mut kinds {
+                    if let EventKind::ContextCompacted { evicted, .. } = kind {
+                        *evicted = (*evicted).min(state.conversation.len() as u64);
+                    }
+                }
+                return Ok(kinds);
+            }
         };
         // a retry of the same step after failures is its next attempt
         let intent = EventKind::ModelRequested {
@@ -515,10 +524,15 @@ impl<'a> Runner<'a> {
             _ => match state.last_model_error {
                 Some(error) if outcome == Outcome::Failed => {
                     let error: Value = self.blob_json(run, &error)?;
-                    let reason = if state.last_failure_permanent
-                        && error.get("class").and_then(Value::as_str) == Some("context_overflow")
+                    let reason = if error.get("class").and_then(Value::as_str)
+                        == Some("context_overflow")
                     {
-                        overflow_reason(&error)
+                        if state.last_failure_permanent {
+                            // a run without a token budget fails at the first overflow
+                            overflow_reason(&error)
+                        } else {
+                            format!("{}; {reason}", overflow_reason(&error))
+                        }
                     } else {
                         reason.to_owned()
                     };
@@ -778,8 +792,7 @@ impl<'a> Runner<'a> {
                     .map(|(r, (_, t))| (r.role, *t))
                     .collect(),
             };
-            let scale = self.scale(run, state, known)?;
-            let limit = context.limit();
+            let (scale, limit) = self.calibration(run, state, known, context)?;
             let summarize = context.compaction == Compaction::Summarize;
             // the state keeps at most this many messages; compact before it would drop any
             let cap = retrace_replay::CONTEXT_MESSAGES - 8;
@@ -793,20 +806,18 @@ impl<'a> Runner<'a> {
                 Plan::Send => {}
                 Plan::TooLarge { fixed } => {
                     let reason = format!(
-                        "the system prompt, tool catalog, task and summary take about {fixed} \
-                         tokens, more than a request may hold ({limit} = window_tokens {} - \
-                         reserve_tokens {}); compaction cannot help: shorten them, or raise \
-                         window_tokens if the model allows",
-                        context.window_tokens, context.reserve_tokens
+                        "compacting cannot make the request fit: the system prompt, tool \
+                         catalog, task and summary alone take about {fixed} tokens, more than \
+                         a request may hold ({limit} tokens of the {}-token window); shorten \
+                         them, or raise window_tokens if the model allows",
+                        context.window_tokens
                     );
                     return Ok(Asked::Events(vec![EventKind::RunFinished {
                         outcome: Outcome::Failed,
-                        detail: self.put_json(&json!({ "reason": reason }))?,
+                        detail: self.finish_detail(run, state, Outcome::Failed, &reason)?,
                     }]));
                 }
                 Plan::Compact { evict } if !summarize => {
-                    // the deferred messages are not in the state yet: evict only what it has
-                    let evict = evict.min(state.conversation.len() - state.deferred_messages.len().min(state.conversation.len()));
                     return Ok(Asked::Events(vec![EventKind::ContextCompacted {
                         request_seq: None,
                         summary: None,
@@ -863,32 +874,53 @@ impl<'a> Runner<'a> {
         ))
     }
 
-    /// The scale (per mille) this request's counts take: from the previous request's
-    /// record and what the provider said of it — its reply's usage, or the numbers of the
-    /// overflow it was refused with ([`layout::calibrate`], [`layout::after_overflow`]).
-    fn scale(&self, run: RunId, state: &State, known: Option<request::Tip>) -> Result<u64, Error> {
+    /// The scale (per mille) this request's counts take and the tokens it may hold: from
+    /// the previous request's record and what the provider said of it — its reply's usage,
+    /// or the overflow it was refused with ([`layout::calibrate`],
+    /// [`layout::after_overflow`], [`layout::limit_after_overflow`]).
+    fn calibration(
+        &self,
+        run: RunId,
+        state: &State,
+        known: Option<request::Tip>,
+        context: &crate::context::Context,
+    ) -> Result<(u64, u64), Error> {
+        let fresh = (layout::UNIT, context.limit());
         let Some(last) = state.last_request else {
-            return Ok(layout::UNIT);
+            return Ok(fresh);
         };
         let tip = match known {
             Some(tip) => Some(tip),
             None => request::tip(self.store, &last).map_err(|e| request_error(run, &e))?,
         };
-        let Some((scale, measured)) = tip.and_then(|t| t.measured) else {
-            return Ok(layout::UNIT);
+        let Some(previous) = tip.and_then(|t| t.measured) else {
+            return Ok(fresh);
         };
-        Ok(match state.last_model_error {
-            Some(error) => {
-                let error: Value = self.blob_json(run, &error)?;
-                if error.get("class").and_then(Value::as_str) == Some("context_overflow") {
-                    let number = |key: &str| error.get(key).and_then(Value::as_u64);
-                    layout::after_overflow(scale, measured, number("requested"), number("limit"))
-                } else {
-                    scale
-                }
-            }
-            None => layout::calibrate(scale, measured, state.last_input_tokens),
-        })
+        let limit = previous.limit.min(context.limit());
+        let Some(error) = state.last_model_error else {
+            let scale =
+                layout::calibrate(previous.scale, previous.measured, state.last_input_tokens);
+            return Ok((scale, limit));
+        };
+        let error: Value = self.blob_json(run, &error)?;
+        if error.get("class").and_then(Value::as_str) != Some("context_overflow") {
+            return Ok((previous.scale, limit));
+        }
+        let number = |key: &str| error.get(key).and_then(Value::as_u64);
+        let scale = layout::after_overflow(
+            previous.scale,
+            previous.measured,
+            number("requested"),
+            number("limit"),
+        );
+        let limit = layout::limit_after_overflow(
+            limit,
+            layout::scaled(previous.measured, scale),
+            number("limit"),
+            context.limit(),
+            context.window_tokens,
+        );
+        Ok((scale, limit))
     }
 
     fn remember_tip(&self, blob: BlobId, tip: request::Tip) {
@@ -941,17 +973,10 @@ impl<'a> Runner<'a> {
     /// The tools offered to the model: the toolbox's, and `artifact.read` when the run has
     /// a token budget (its results can be artifacts).
     fn tool_defs(&self) -> Vec<ToolDef> {
-        let mut infos = self.toolbox.infos();
-        if self.spec.context.is_some() {
-            infos.push(artifact::info());
-        }
-        infos
-            .into_iter()
-            .map(|i| ToolDef {
-                name: i.name,
-                description: i.description,
-                parameters: i.schema,
-            })
+        self.toolbox
+            .offered(&self.spec)
+            .iter()
+            .map(crate::tools::ToolInfo::def)
             .collect()
     }
 
@@ -1126,8 +1151,7 @@ async fn until_interrupted<T>(inbox: Option<&Inbox>, work: impl Future<Output = 
 }
 
 /// Why a run whose request overflowed the model's context window failed, with the numbers
-/// the `model_failed` blob (`limit`, `requested`) has. Compaction (issue 20) will retry
-/// with less instead.
+/// the `model_failed` blob (`limit`, `requested`) has.
 fn overflow_reason(error: &Value) -> String {
     let number = |key: &str| error.get(key).and_then(Value::as_u64);
     let numbers = match (number("requested"), number("limit")) {

@@ -38,7 +38,9 @@ pub struct Budget {
     pub measured: u64,
     /// The scale applied to counts (per mille), from what the provider reported before.
     pub scale: u64,
-    /// Calibrated tokens the request could hold (`window_tokens - reserve_tokens`).
+    /// Calibrated tokens the request could hold: `window_tokens - reserve_tokens`, or less
+    /// once the provider has refused a request as over its window
+    /// ([`crate::context::layout::limit_after_overflow`]); later records keep it.
     pub limit: u64,
 }
 
@@ -249,8 +251,8 @@ pub struct Tip {
     pub total: u64,
     /// Whether a later record may chain to it (a summary request's may not).
     pub chainable: bool,
-    /// The scale and measure of the request, if it was measured.
-    pub measured: Option<(u64, u64)>,
+    /// How the request was measured, if it was: its scale, measure and limit.
+    pub measured: Option<Measured>,
 }
 
 impl From<&Record> for Tip {
@@ -260,9 +262,24 @@ impl From<&Record> for Tip {
             earlier: r.earlier,
             total: r.total,
             chainable: r.compacts.is_none(),
-            measured: r.budget.as_ref().map(|b| (b.scale, b.measured)),
+            measured: r.budget.as_ref().map(|b| Measured {
+                scale: b.scale,
+                measured: b.measured,
+                limit: b.limit,
+            }),
         }
     }
+}
+
+/// A request's [`Budget`] figures, kept with its [`Tip`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured {
+    /// [`Budget::scale`].
+    pub scale: u64,
+    /// [`Budget::measured`].
+    pub measured: u64,
+    /// [`Budget::limit`].
+    pub limit: u64,
 }
 
 /// The tip of the record at `blob` (`None`: no such readable record).

@@ -298,7 +298,12 @@ fn case_dotted_tool_names_are_offered_recorded_and_callable() {
         &model,
     );
     let store = dir.path().join("store");
-    let expected: Vec<String> = tools.iter().map(|t| format!("mcp.work.{t}")).collect();
+    // every agent with a token budget also has the built-in artifact reader, offered last
+    let expected: Vec<String> = tools
+        .iter()
+        .map(|t| format!("mcp.work.{t}"))
+        .chain(["artifact.read".to_owned()])
+        .collect();
 
     let (offered, reported) = offered(&store, &spec);
     let names: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
@@ -363,7 +368,7 @@ fn long_and_foreign_tool_names_get_distinct_wire_names_and_are_callable() {
     let store = dir.path().join("store");
 
     let (offered, reported) = offered(&store, &spec);
-    assert_eq!(offered.len(), tools.len());
+    assert_eq!(offered.len(), tools.len() + 1, "the MCP tools and artifact.read");
     wire_names_hold(&offered, &reported);
     // names that needed no hash keep the wire names retrace always sent
     let wire = |name: &str| {
@@ -438,7 +443,8 @@ async fn a_model_calling_wire_names_reaches_the_right_dotted_tools() {
     ])
     .await;
     let model = format!(
-        "provider = \"openai\"\nname = \"test-model\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"",
+        "provider = \"openai\"\nname = \"test-model\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"\n\
+         [context]\nwindow_tokens = 32000",
         server.url("/v1")
     );
     let spec = agent(
@@ -598,7 +604,12 @@ fn a_repeating_cursor_ends_the_listing_with_a_warning() {
     let names: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,
-        ["mcp.work.a.one", "mcp.work.b.two", "mcp.work.c.three"]
+        [
+            "mcp.work.a.one",
+            "mcp.work.b.two",
+            "mcp.work.c.three",
+            "artifact.read"
+        ]
     );
     let (out, run) = run(&store, &spec);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));

@@ -45,7 +45,7 @@ fn agent(dir: &Path, url: &str) -> PathBuf {
         format!(
             "name = \"wire\"\nsystem = \"Help.\"\nworkspace = \"ws\"\n\
              [model]\nprovider = \"openai\"\nname = \"test-model\"\nbase_url = \"{url}\"\n\
-             api_key_env = \"{KEY_ENV}\"\n[tools]\nallow = [\"fs.read\"]\n",
+             api_key_env = \"{KEY_ENV}\"\n[context]\nwindow_tokens = 32000\n[tools]\nallow = [\"fs.read\"]\n",
         ),
     )
     .expect("write spec");

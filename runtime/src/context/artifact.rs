@@ -91,10 +91,37 @@ pub fn info() -> ToolInfo {
 /// string's text, anything else as compact JSON (serde_json::Value::to_string) with object
 /// keys sorted — its canonical bytes, so the text is the same whether or not serde_json's
 /// `preserve_order` is on, and a preview agrees with the blob `read` pages.
+///
+/// An object is laid out one field per line, `key: value` (keys sorted, values as compact
+/// JSON), except that a string field holding line breaks is written as `key:` then its raw
+/// lines: a file read (`{"content": "...", "path": ...}`) pages by the file's own lines, not
+/// as one long line of escapes.
 pub fn text(output: &Value) -> String {
+    let compact =
+        |v: &Value| String::from_utf8(canonical_json(v)).expect("serde_json writes UTF-8");
     match output {
         Value::String(s) => s.clone(),
-        other => String::from_utf8(canonical_json(other)).expect("serde_json writes UTF-8"),
+        Value::Object(fields) if fields.values().any(|v| v.as_str().is_some_and(|s| s.contains('\n'))) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            let mut out = String::new();
+            for key in keys {
+                match &fields[key] {
+                    Value::String(s) if s.contains('\n') => {
+                        let _ = writeln!(out, "{key}:");
+                        out.push_str(s);
+                        if !s.ends_with('\n') {
+                            out.push('\n');
+                        }
+                    }
+                    other => {
+                        let _ = writeln!(out, "{key}: {}", compact(other));
+                    }
+                }
+            }
+            out
+        }
+        other => compact(other),
     }
 }
 
@@ -457,6 +484,9 @@ mod tests {
         assert_eq!(text(&json!(null)), "null");
         let value = json!({"b": 1, "a": {"d": null, "c": "é\n"}});
         assert_eq!(text(&value), value.to_string());
+        // a field with line breaks is laid out as its lines
+        let read = json!({"path": "a.txt", "content": "one\ntwo", "total_lines": 2});
+        assert_eq!(text(&read), "content:\none\ntwo\npath: \"a.txt\"\ntotal_lines: 2\n");
     }
 
     #[test]

@@ -156,6 +156,29 @@ pub fn after_overflow(
     }
 }
 
+/// The limit after the provider refused a request as over its window: at most the share of
+/// the refused request's calibrated tokens (`refused`), and of the provider's window when
+/// the error named it (`window`), that the spec's own limit is of its window
+/// (`spec_limit / spec_window`). So the next request is smaller than the refused one
+/// whatever the error said, and the reserve keeps its share.
+pub fn limit_after_overflow(
+    limit: u64,
+    refused: u64,
+    window: Option<u64>,
+    spec_limit: u64,
+    spec_window: u64,
+) -> u64 {
+    let share = |tokens: u64| {
+        u64::try_from(u128::from(tokens) * u128::from(spec_limit) / u128::from(spec_window.max(1)))
+            .unwrap_or(u64::MAX)
+    };
+    let mut limit = limit.min(share(refused));
+    if let Some(window) = window {
+        limit = limit.min(share(window));
+    }
+    limit
+}
+
 fn clamp(scale: u128) -> u64 {
     u64::try_from(scale)
         .unwrap_or(u64::MAX)
@@ -254,5 +277,14 @@ mod tests {
         assert_eq!(after_overflow(UNIT, 20_000, None, Some(32_000)), 1_680);
         // nothing: a quarter more
         assert_eq!(after_overflow(1_200, 30_000, None, None), 1_500);
+    }
+
+    #[test]
+    fn after_an_overflow_the_limit_drops_below_what_was_refused_and_the_named_window() {
+        // spec: window 64k, limit 48k (a quarter reserved)
+        assert_eq!(limit_after_overflow(48_000, 17_000, Some(16_000), 48_000, 64_000), 12_000);
+        assert_eq!(limit_after_overflow(48_000, 20_000, None, 48_000, 64_000), 15_000);
+        // a limit learned before stays when lower
+        assert_eq!(limit_after_overflow(9_000, 20_000, Some(16_000), 48_000, 64_000), 9_000);
     }
 }

@@ -73,6 +73,17 @@ pub struct ToolInfo {
     pub origin: String,
 }
 
+impl ToolInfo {
+    /// The tool as offered to a model.
+    pub fn def(&self) -> retrace_providers::ToolDef {
+        retrace_providers::ToolDef {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.schema.clone(),
+        }
+    }
+}
+
 /// What a tool returned: its result, and whole outputs the result refers to by blob id
 /// (stored before the result is recorded).
 #[derive(Clone, Debug, PartialEq)]
@@ -219,6 +230,17 @@ impl Toolbox {
     /// Every tool's declaration, by name.
     pub fn infos(&self) -> Vec<ToolInfo> {
         self.tools.values().map(|(info, _)| info.clone()).collect()
+    }
+
+    /// Every tool the agent of `spec` is offered, in the order a request lists them: the
+    /// toolbox's, by name, then `artifact.read` when the spec has a token budget (its tool
+    /// results can be artifacts; the executor runs it, as it reads the store).
+    pub fn offered(&self, spec: &Spec) -> Vec<ToolInfo> {
+        let mut infos = self.infos();
+        if spec.context.is_some() {
+            infos.push(crate::context::artifact::info());
+        }
+        infos
     }
 
     /// Run tool `name` on `args`, whatever kind it is, without stalling other tasks.

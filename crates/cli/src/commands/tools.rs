@@ -13,7 +13,7 @@ use retrace_providers::ToolDef;
 use retrace_providers::http::WireNames;
 use retrace_runtime::policy::Policy;
 use retrace_runtime::spec::Spec;
-use retrace_runtime::tools::{Toolbox, Workspace};
+use retrace_runtime::tools::{ToolInfo, Toolbox, Workspace};
 
 pub fn run(spec_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut spec = Spec::load(spec_path)?;
@@ -22,17 +22,10 @@ pub fn run(spec_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let toolbox = Toolbox::for_spec(&spec, &workspace)
         .with_context(|| format!("setting up the tools of {}", spec_path.display()))?;
     let policy = Policy::new(&spec.policy)?;
-    let infos = toolbox.infos();
+    let infos = toolbox.offered(&spec);
     if json {
         // the name a model API is sent for each (every tool of the agent is offered at once)
-        let offered: Vec<ToolDef> = infos
-            .iter()
-            .map(|i| ToolDef {
-                name: i.name.clone(),
-                description: i.description.clone(),
-                parameters: i.schema.clone(),
-            })
-            .collect();
+        let offered: Vec<ToolDef> = infos.iter().map(ToolInfo::def).collect();
         let wire = WireNames::new(&offered);
         for info in &infos {
             let verdict = policy.check(&info.name, info.tier, None);
