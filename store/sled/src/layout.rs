@@ -43,6 +43,15 @@ pub const INDEX_DIR: &str = "index";
 /// sled refuses to reopen a database with another value.
 pub const SLED_SEGMENT_BYTES: usize = 1 << 20;
 
+/// The most memory sled's page cache may hold. sled's default is 1 GiB, and it keeps every
+/// page it has written until that is reached: a long run writes a state snapshot into sled
+/// every 1,000 events (tens of KiB each at a full window), so without a cap the daemon and
+/// `retrace run` grew by the snapshots of the whole history (issue 20: memory must be bounded
+/// by the window, not the history). sled holds only run refs, snapshots and metadata, which
+/// are read rarely (a run's latest snapshot when its state is folded); a page evicted is read
+/// back from sled's log on demand. Not a format setting: changing it changes no file.
+pub const SLED_CACHE_BYTES: u64 = 8 << 20;
+
 /// The sled configuration of the database in `sled_dir`. Durability comes from the
 /// segment files and checkpoints, so sled's background flusher is off.
 pub fn sled_config(sled_dir: &std::path::Path) -> sled::Config {
@@ -50,6 +59,7 @@ pub fn sled_config(sled_dir: &std::path::Path) -> sled::Config {
         .path(sled_dir)
         .flush_every_ms(None)
         .segment_size(SLED_SEGMENT_BYTES)
+        .cache_capacity(SLED_CACHE_BYTES)
 }
 
 /// Accept an empty or missing directory (creating it) or one laid out as a store; refuse
