@@ -524,18 +524,17 @@ impl<'a> Runner<'a> {
             _ => match state.last_model_error {
                 Some(error) if outcome == Outcome::Failed => {
                     let error: Value = self.blob_json(run, &error)?;
-                    let reason = if error.get("class").and_then(Value::as_str)
-                        == Some("context_overflow")
-                    {
-                        if state.last_failure_permanent {
-                            // a run without a token budget fails at the first overflow
-                            overflow_reason(&error)
+                    let reason =
+                        if error.get("class").and_then(Value::as_str) == Some("context_overflow") {
+                            if state.last_failure_permanent {
+                                // a run without a token budget fails at the first overflow
+                                overflow_reason(&error)
+                            } else {
+                                format!("{}; {reason}", overflow_reason(&error))
+                            }
                         } else {
-                            format!("{}; {reason}", overflow_reason(&error))
-                        }
-                    } else {
-                        reason.to_owned()
-                    };
+                            reason.to_owned()
+                        };
                     // the provider's own words belong in the reason a person reads first
                     let reason = match error.get("error").and_then(Value::as_str) {
                         Some(said) => format!("{reason}: {said}"),
@@ -778,11 +777,17 @@ impl<'a> Runner<'a> {
             artifacts,
             budget: None,
         };
-        let pinned_built = self.built(&header.pinned, artifacts).map_err(|e| request_error(run, &e))?;
-        let built = self.built(&conversation, artifacts).map_err(|e| request_error(run, &e))?;
-        let mut purpose = Purpose::Step;
-        let mut messages: Vec<Arc<ChatMessage>> =
-            pinned_built.iter().chain(&built).map(|(m, _)| Arc::clone(m)).collect();
+        let pinned_built = self
+            .built(&header.pinned, artifacts)
+            .map_err(|e| request_error(run, &e))?;
+        let built = self
+            .built(&conversation, artifacts)
+            .map_err(|e| request_error(run, &e))?;
+        let messages: Vec<Arc<ChatMessage>> = pinned_built
+            .iter()
+            .chain(&built)
+            .map(|(m, _)| Arc::clone(m))
+            .collect();
         if let (Some(context), Some(tokenizer)) = (context, self.tokenizer) {
             let measure = Measure {
                 fixed: header_tokens + pinned_built.iter().map(|(_, t)| t).sum::<u64>(),
@@ -805,16 +810,11 @@ impl<'a> Runner<'a> {
             match layout::plan(&measure, limit, scale, cap, summarize) {
                 Plan::Send => {}
                 Plan::TooLarge { fixed } => {
-                    let reason = format!(
-                        "compacting cannot make the request fit: the system prompt, tool \
-                         catalog, task and summary alone take about {fixed} tokens, more than \
-                         a request may hold ({limit} tokens of the {}-token window); shorten \
-                         them, or raise window_tokens if the model allows",
-                        context.window_tokens
-                    );
+                    let reason = too_large(fixed, limit, context.window_tokens);
+                    let detail = self.finish_detail(run, state, Outcome::Failed, &reason)?;
                     return Ok(Asked::Events(vec![EventKind::RunFinished {
                         outcome: Outcome::Failed,
-                        detail: self.finish_detail(run, state, Outcome::Failed, &reason)?,
+                        detail,
                     }]));
                 }
                 Plan::Compact { evict } if !summarize => {
@@ -827,7 +827,6 @@ impl<'a> Runner<'a> {
                     }]));
                 }
                 Plan::Compact { evict } => {
-                    let instruction = self.put_json(&json!(compaction::INSTRUCTION))?;
                     let summarized = &built[..evict];
                     budget.measured = header_tokens
                         + pinned_built.iter().map(|(_, t)| t).sum::<u64>()
@@ -838,28 +837,8 @@ impl<'a> Runner<'a> {
                     if let Some(model) = &context.compaction_model {
                         header.model = model;
                     }
-                    let (blob, tip) = request::record_compaction(
-                        self.store,
-                        state,
-                        &header,
-                        evict,
-                        instruction,
-                    )
-                    .map_err(|e| request_error(run, &e))?;
-                    self.remember_tip(blob, tip);
-                    messages = pinned_built
-                        .iter()
-                        .chain(summarized)
-                        .map(|(m, _)| Arc::clone(m))
-                        .collect();
-                    messages.push(Arc::new(ChatMessage::User {
-                        content: compaction::INSTRUCTION.to_owned(),
-                    }));
-                    purpose = Purpose::Summary {
-                        evict: evict as u64,
-                    };
-                    let request = self.request_of(header.model, messages, step, purpose);
-                    return Ok(Asked::Request(request, blob, purpose));
+                    let messages = pinned_built.iter().chain(summarized);
+                    return self.summary_request(run, state, &header, messages, evict);
                 }
             }
             header.budget = Some(budget);
@@ -868,10 +847,35 @@ impl<'a> Runner<'a> {
             .map_err(|e| request_error(run, &e))?;
         self.remember_tip(blob, tip);
         Ok(Asked::Request(
-            self.request_of(header.model, messages, step, purpose),
+            self.request_of(header.model, messages, step, Purpose::Step),
             blob,
-            purpose,
+            Purpose::Step,
         ))
+    }
+
+    /// A summary request of `messages` (the pinned ones, then the conversation's first
+    /// `evict`), then the instruction, with its stored record.
+    fn summary_request<'m>(
+        &self,
+        run: RunId,
+        state: &State,
+        header: &request::Header<'_>,
+        messages: impl Iterator<Item = &'m (Arc<ChatMessage>, u64)>,
+        evict: usize,
+    ) -> Result<Asked, Error> {
+        let instruction = self.put_json(&json!(compaction::INSTRUCTION))?;
+        let (blob, tip) = request::record_compaction(self.store, state, header, evict, instruction)
+            .map_err(|e| request_error(run, &e))?;
+        self.remember_tip(blob, tip);
+        let mut messages: Vec<Arc<ChatMessage>> = messages.map(|(m, _)| Arc::clone(m)).collect();
+        messages.push(Arc::new(ChatMessage::User {
+            content: compaction::INSTRUCTION.to_owned(),
+        }));
+        let purpose = Purpose::Summary {
+            evict: evict as u64,
+        };
+        let request = self.request_of(header.model, messages, header.step, purpose);
+        Ok(Asked::Request(request, blob, purpose))
     }
 
     /// The scale (per mille) this request's counts take and the tokens it may hold: from
@@ -954,7 +958,11 @@ impl<'a> Runner<'a> {
 
     /// Exactly the request recorded in `blob` (for re-issuing a call in flight at a crash),
     /// and what it was for.
-    fn recorded_request(&self, run: RunId, blob: &BlobId) -> Result<(ModelRequest, Purpose), Error> {
+    fn recorded_request(
+        &self,
+        run: RunId,
+        blob: &BlobId,
+    ) -> Result<(ModelRequest, Purpose), Error> {
         let (request, record) = request::rebuild_record(self.store, blob, |refs, artifacts| {
             Ok(self
                 .built(refs, artifacts)?
@@ -1148,6 +1156,15 @@ async fn until_interrupted<T>(inbox: Option<&Inbox>, work: impl Future<Output = 
             () = inbox.interrupted() => None,
         },
     }
+}
+
+/// Why a run whose fixed request parts alone (`fixed` tokens) are over its `limit` ends.
+fn too_large(fixed: u64, limit: u64, window: u64) -> String {
+    format!(
+        "compacting cannot make the request fit: the system prompt, tool catalog, task and \
+         summary alone take about {fixed} tokens, more than a request may hold ({limit} tokens \
+         of the {window}-token window); shorten them, or raise window_tokens if the model allows"
+    )
 }
 
 /// Why a run whose request overflowed the model's context window failed, with the numbers

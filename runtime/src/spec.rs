@@ -552,28 +552,14 @@ impl Spec {
                 "the scripted provider needs `cassette = \"FILE\"` in [model]".to_owned(),
             ));
         }
-        let mut params = raw.model.other;
-        for (key, value) in raw.model.params {
-            if params.contains_key(&key) {
-                return Err(at(
-                    model_span,
-                    format!(
-                        "parameter `{key}` is given both in [model] and in [model.params]; keep one"
-                    ),
-                ));
-            }
-            params.insert(key, value);
-        }
-        let (context, context_span) = match raw.context {
-            Some(context) => {
-                let span = context.span();
-                (context.into_inner(), Some(span))
-            }
-            None => (crate::context::RawContext::default(), model_span.clone()),
-        };
-        let context =
-            crate::context::Context::resolve(context, raw.model.provider, &raw.model.name)
-                .map_err(|why| at(context_span, why))?;
+        let params = params(raw.model.other, raw.model.params, model_span.clone(), &at)?;
+        let context = context(
+            raw.context,
+            raw.model.provider,
+            &raw.model.name,
+            model_span.clone(),
+            &at,
+        )?;
         Ok(Self {
             name: raw.name,
             system: raw.system,
@@ -627,6 +613,47 @@ impl Spec {
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         retrace_events::to_canonical_json(self).expect("a Spec always serialises")
     }
+}
+
+/// The model's parameters: the other keys of `[model]` and `[model.params]` (a key in
+/// both is refused).
+fn params(
+    mut params: BTreeMap<String, serde_json::Value>,
+    listed: BTreeMap<String, serde_json::Value>,
+    model_span: Option<Range<usize>>,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<BTreeMap<String, serde_json::Value>, Error> {
+    for (key, value) in listed {
+        if params.contains_key(&key) {
+            return Err(at(
+                model_span,
+                format!(
+                    "parameter `{key}` is given both in [model] and in [model.params]; keep one"
+                ),
+            ));
+        }
+        params.insert(key, value);
+    }
+    Ok(params)
+}
+
+/// `[context]` resolved for the model (refused where it is, or at `[model]` when a default
+/// is missing).
+fn context(
+    raw: Option<Spanned<crate::context::RawContext>>,
+    provider: Provider,
+    model: &str,
+    model_span: Option<Range<usize>>,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<crate::context::Context, Error> {
+    let (context, span) = match raw {
+        Some(context) => {
+            let span = context.span();
+            (context.into_inner(), Some(span))
+        }
+        None => (crate::context::RawContext::default(), model_span),
+    };
+    crate::context::Context::resolve(context, provider, model).map_err(|why| at(span, why))
 }
 
 /// The declared MCP servers, checked, their working directories resolved against `base`.

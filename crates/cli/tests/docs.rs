@@ -28,9 +28,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The documents checked; `every_guide_is_checked` keeps this list complete.
-const GUIDES: [&str; 8] = [
+const GUIDES: [&str; 9] = [
     "cli.md",
     "concepts.md",
+    "context.md",
     "evals.md",
     "getting-started.md",
     "inspector.md",
@@ -68,6 +69,11 @@ fn guide_cli() {
 #[test]
 fn guide_concepts() {
     check("docs/guide/concepts.md");
+}
+
+#[test]
+fn guide_context() {
+    check("docs/guide/context.md");
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn blob(text: &str) -> BlobId {
 }
 
 /// One fixed, fully populated event per kind (index = encoding tag).
+#[allow(clippy::too_many_lines, reason = "one golden event per kind")]
 fn golden_events() -> Vec<Event> {
     let run = RunId::from_bytes(*b"retrace-golden-1");
     let parent = Some(EventId::from_bytes([0x42; 32]));
@@ -221,6 +222,7 @@ fn any_blob() -> impl Strategy<Value = BlobId> {
     any_id32().prop_map(BlobId::from_bytes)
 }
 
+#[allow(clippy::too_many_lines, reason = "one strategy per kind")]
 fn any_kind() -> impl Strategy<Value = EventKind> {
     let run = any::<[u8; 16]>().prop_map(RunId::from_bytes);
     let text = "[a-z._0-9]{0,24}";

@@ -73,6 +73,24 @@ pub fn request(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCod
         rebuilt.record.short()
     );
     println!("model   {}", request.model);
+    if let Some(evict) = rebuilt.compacts {
+        println!(
+            "purpose summary request (context compaction): summarizes the conversation's first \
+             {evict} messages"
+        );
+    }
+    if let Some(budget) = &rebuilt.budget {
+        println!(
+            "budget  {} of {} tokens ({} counted {}, scaled ×{}.{:03} to what the provider \
+             reported)",
+            budget.tokens(),
+            budget.limit,
+            budget.tokenizer,
+            budget.measured,
+            budget.scale / 1_000,
+            budget.scale % 1_000
+        );
+    }
     if !request.params.is_empty() {
         println!("params  {}", serde_json::to_string(&request.params)?);
     }
