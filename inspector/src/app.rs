@@ -72,9 +72,21 @@ pub struct Inspector {
     /// What the last action did.
     pub(crate) notice: Option<String>,
     /// Where events of each class fall in the selected run: `(len counted, bins)`.
-    pub(crate) density: Option<(u64, Vec<[u32; 5]>)>,
+    pub(crate) density: Option<(u64, Vec<[u32; crate::source::CLASSES]>)>,
     /// The run remembered from last time, opened if no target was given and it still exists.
     remembered_run: Option<RunId>,
+    /// The detail's tab on model calls (kept as the cursor moves).
+    pub(crate) tab: Tab,
+}
+
+/// The detail's tabs on a model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Tab {
+    /// The event, its payloads and the state after it.
+    #[default]
+    Event,
+    /// The request the model call sent.
+    Request,
 }
 
 impl Inspector {
@@ -113,6 +125,7 @@ impl Inspector {
             notice: None,
             remembered_run: None,
             density: None,
+            tab: Tab::Event,
         }
     }
 
@@ -323,6 +336,7 @@ impl Inspector {
                 }
             }
             Command::CloseDiff => self.diff = None,
+            Command::ShowRequest(on) => self.tab = if on { Tab::Request } else { Tab::Event },
             Command::StartEdit => {
                 self.edit = self.detail.as_ref().map(|d| d.edit_template.clone());
             }

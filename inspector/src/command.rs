@@ -45,6 +45,9 @@ pub enum Command {
         /// Use the edited content.
         edited: bool,
     },
+    /// Show the request tab of the detail (what the model saw) on model calls, or the event
+    /// and state.
+    ShowRequest(bool),
     /// Approve or deny a pending approval of the run shown.
     Decide {
         /// The call.

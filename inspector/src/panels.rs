@@ -20,8 +20,18 @@ pub fn colour(class: Class) -> Color32 {
         Class::Approval => Color32::from_rgb(230, 160, 60),
         Class::Error => Color32::from_rgb(220, 80, 80),
         Class::Run => Color32::GRAY,
+        Class::Context => Color32::from_rgb(180, 120, 230),
     }
 }
+
+/// The classes the density strip has a row for, top to bottom, with their legend names.
+const STRIP: [(Class, &str); 5] = [
+    (Class::Model, "model"),
+    (Class::Tool, "tool"),
+    (Class::Approval, "approval"),
+    (Class::Error, "error"),
+    (Class::Context, "compaction"),
+];
 
 /// Arrows step, Page Up/Down move a screenful, Home/End go to the ends — unless a text
 /// field has the keyboard.
@@ -43,12 +53,14 @@ pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
             app.command(command.clone());
         }
     }
-    // M, T, A, E: next model call, tool call, approval, error; with Shift, the previous
+    // M, T, A, E, C: next model call, tool call, approval, error, compaction; with Shift,
+    // the previous
     let jumps = [
         (egui::Key::M, Class::Model),
         (egui::Key::T, Class::Tool),
         (egui::Key::A, Class::Approval),
         (egui::Key::E, Class::Error),
+        (egui::Key::C, Class::Context),
     ];
     for (key, class) in jumps {
         let (pressed, shift) = ui.input(|i| (i.key_pressed(key), i.modifiers.shift));
@@ -80,6 +92,7 @@ pub fn top_bar(app: &mut Inspector, ui: &mut egui::Ui) {
                 (Class::Tool, "tool call"),
                 (Class::Approval, "approval"),
                 (Class::Error, "error"),
+                (Class::Context, "compaction"),
             ] {
                 if ui
                     .small_button(format!("< {name}"))
@@ -266,7 +279,8 @@ pub fn timeline(app: &mut Inspector, ui: &mut egui::Ui) {
 /// per class, a mark where a bin holds any; the cursor as a line. Click to go there.
 fn density_strip(app: &mut Inspector, ui: &mut egui::Ui) {
     let width = ui.spacing().slider_width;
-    let (rect, response) = ui.allocate_exact_size(egui::vec2(width, 14.0), egui::Sense::click());
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(width, 18.0), egui::Sense::click());
+    legend(ui);
     let Some((len, bins)) = &app.density else {
         return;
     };
@@ -275,13 +289,10 @@ fn density_strip(app: &mut Inspector, ui: &mut egui::Ui) {
     #[allow(clippy::cast_precision_loss)] // bins and seqs of runs far below 2^24
     {
         let bin_width = rect.width() / bins.len() as f32;
-        let row_height = rect.height() / 4.0;
+        let row_height = rect.height() / STRIP.len() as f32;
         for (i, counts) in bins.iter().enumerate() {
             let x = rect.left() + i as f32 * bin_width;
-            for (row, class) in [Class::Model, Class::Tool, Class::Approval, Class::Error]
-                .into_iter()
-                .enumerate()
-            {
+            for (row, (class, _)) in STRIP.into_iter().enumerate() {
                 if counts[class.index()] > 0 {
                     let y = rect.top() + row as f32 * row_height;
                     painter.rect_filled(
@@ -310,7 +321,20 @@ fn density_strip(app: &mut Inspector, ui: &mut egui::Ui) {
     }
 }
 
-/// The event at the cursor in full and the state after it.
+/// What the density strip's rows are: each class's name in its colour.
+fn legend(ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        ui.spacing_mut().item_spacing.x = 10.0;
+        for (class, name) in STRIP {
+            let (swatch, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
+            ui.painter().rect_filled(swatch, 1.0, colour(class));
+            ui.label(RichText::new(name).small().color(colour(class)));
+        }
+    });
+}
+
+/// The event at the cursor in full and the state after it; on a model call, a tab with
+/// the request it sent.
 pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
     let Some(detail) = &app.detail else {
         if app.selected.is_some() {
@@ -329,6 +353,16 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             describe::time(detail.at),
             &detail.id[..16.min(detail.id.len())]
         ));
+        let show_request = tabs(app, ui, &detail);
+        if show_request && let Some(request) = &detail.request {
+            match request {
+                Ok(request) => request_view(ui, request),
+                Err(why) => {
+                    ui.label(why);
+                }
+            }
+            return;
+        }
         if let Some(reply) = &detail.reply {
             reply_view(ui, reply);
         }
@@ -342,6 +376,16 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             detail.status,
             &detail.state_hash[..16.min(detail.state_hash.len())]
         ));
+        if detail.compactions > 0 || detail.summary_text.is_some() {
+            ui.label(format!("compactions so far: {}", detail.compactions));
+        }
+        if let Some(summary) = &detail.summary_text {
+            egui::CollapsingHeader::new("Summary (of the messages compacted so far)")
+                .default_open(true)
+                .show(ui, |ui| {
+                    ui.label(summary);
+                });
+        }
         egui::CollapsingHeader::new(format!(
             "Conversation ({} messages)",
             detail.conversation.len()
@@ -359,6 +403,160 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             .default_open(false)
             .show(ui, |ui| json_tree(ui, "state", &detail.state, 0));
     });
+}
+
+/// The two tabs of the detail ("event and state", "request") when the event is a model
+/// call or a compaction; whether the request tab is the one shown.
+fn tabs(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detail) -> bool {
+    if detail.request.is_none() {
+        return false;
+    }
+    ui.horizontal(|ui| {
+        let request = app.tab == crate::app::Tab::Request;
+        if ui.selectable_label(!request, "event and state").clicked() {
+            app.command(Command::ShowRequest(false));
+        }
+        if ui
+            .selectable_label(request, "request")
+            .on_hover_text("the request this model call sent, rebuilt from the log")
+            .clicked()
+        {
+            app.command(Command::ShowRequest(true));
+        }
+    });
+    ui.separator();
+    app.tab == crate::app::Tab::Request
+}
+
+/// A message's text in the list: its first line, at most this many characters.
+const SHORT: usize = 80;
+
+/// A model call's request as sent: model, step, budget, whether it asks for a summary, the
+/// system prompt and tools, then every message in order, marked pinned or new; a long
+/// message opens to its whole text.
+fn request_view(ui: &mut egui::Ui, request: &crate::source::RequestView) {
+    ui.strong(format!(
+        "request of model call #{} · step {} · attempt {}",
+        request.seq, request.step, request.attempt
+    ));
+    ui.label(format!(
+        "model {} · record {}",
+        request.model, request.record
+    ));
+    if !request.params.is_empty() {
+        ui.monospace(format!("params {}", request.params));
+    }
+    match &request.budget {
+        Some(budget) => ui.label(budget),
+        None => ui.weak("no context budget recorded (the run has no [context])"),
+    };
+    if let Some(n) = request.compacts {
+        ui.colored_label(
+            colour(Class::Context),
+            format!("summary request: compacts {n} messages"),
+        );
+    }
+    egui::CollapsingHeader::new("System prompt")
+        .id_salt(("request system", request.seq))
+        .default_open(false)
+        .show(ui, |ui| {
+            ui.label(&request.system);
+        });
+    ui.label(format!(
+        "tools: {}",
+        if request.tools.is_empty() {
+            "(none)".to_owned()
+        } else {
+            request.tools.join(", ")
+        }
+    ));
+    ui.separator();
+    ui.strong(format!(
+        "Messages ({} as sent; {} new since the previous model call)",
+        request.messages.len(),
+        request.new
+    ));
+    // one line per message, cut at the panel's edge; a long one opens to its whole text
+    ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+    for message in &request.messages {
+        request_message(ui, request.seq, message);
+    }
+}
+
+/// One message of a request on one line, marked; a long one opens to its whole text.
+fn request_message(ui: &mut egui::Ui, seq: u64, message: &crate::source::RequestMessage) {
+    use crate::source::Mark;
+    let mark = match message.mark {
+        Mark::Earlier => String::new(),
+        other => format!(" · {}", other.label()),
+    };
+    let head = format!("{:>3} {}{mark}", message.n, message.role);
+    let colour = match message.mark {
+        Mark::PinnedTask | Mark::PinnedSummary => Some(colour(Class::Approval)),
+        Mark::New => Some(colour(Class::Model)),
+        Mark::Summarized | Mark::Instruction => Some(colour(Class::Context)),
+        Mark::Earlier => None,
+    };
+    let mut body = message.text.clone();
+    for call in &message.calls {
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str("-> ");
+        body.push_str(call);
+    }
+    let first = body.lines().next().unwrap_or_default();
+    let long =
+        body.contains('\n') || first.chars().count() > SHORT || !message.reasoning.is_empty();
+    let short = if first.chars().count() > SHORT {
+        format!("{}…", first.chars().take(SHORT - 1).collect::<String>())
+    } else if long {
+        format!("{first} …")
+    } else {
+        first.to_owned()
+    };
+    let short = if short.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        short
+    };
+    let mut line = RichText::new(format!("{head}  {short}")).monospace();
+    if let Some(c) = colour {
+        line = line.color(c);
+    }
+    if long {
+        // a header that truncates (a CollapsingHeader's does not), opened by its
+        // arrow or by clicking the line
+        let id = ui.make_persistent_id(("request message", seq, message.n));
+        let state = |ui: &egui::Ui| {
+            egui::collapsing_header::CollapsingState::load_with_default_open(ui.ctx(), id, false)
+        };
+        let (_, header, _) = state(ui)
+            .show_header(ui, |ui| {
+                ui.add(egui::Label::new(line).sense(egui::Sense::click()))
+            })
+            .body(|ui| {
+                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Wrap);
+                for block in &message.reasoning {
+                    ui.label(
+                        RichText::new(format!("reasoning: {block}"))
+                            .italics()
+                            .weak(),
+                    );
+                }
+                ui.label(&body);
+            });
+        if header.inner.clicked() {
+            let mut open = state(ui);
+            open.toggle(ui);
+            open.store(ui.ctx());
+        }
+    } else {
+        ui.horizontal(|ui| {
+            ui.add_space(ui.spacing().indent);
+            ui.label(line);
+        });
+    }
 }
 
 /// A model reply: its reasoning (folded away from the answer), the answer, the calls.

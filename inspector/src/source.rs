@@ -81,7 +81,12 @@ pub enum Class {
     Error,
     /// Run start, finish, forks, signals.
     Run,
+    /// Context compactions: older messages summarized or dropped.
+    Context,
 }
+
+/// Event classes, the length of a density bin.
+pub const CLASSES: usize = 6;
 
 impl Class {
     /// The class of an event.
@@ -97,6 +102,7 @@ impl Class {
             EventKind::ApprovalRequested { .. } | EventKind::ApprovalDecided { .. } => {
                 Class::Approval
             }
+            EventKind::ContextCompacted { .. } => Class::Context,
             _ => Class::Run,
         }
     }
@@ -114,16 +120,19 @@ pub struct ReplyView {
 }
 
 impl ReplyView {
+    fn reasoning_of(reasoning: &[retrace_events::reply::Reasoning]) -> Vec<String> {
+        reasoning
+            .iter()
+            .map(|r| match &r.redacted {
+                Some(_) => "(redacted by the provider)".to_owned(),
+                None => r.text.clone(),
+            })
+            .collect()
+    }
+
     fn of(reply: &retrace_events::reply::ModelReply) -> Self {
         Self {
-            reasoning: reply
-                .reasoning
-                .iter()
-                .map(|r| match &r.redacted {
-                    Some(_) => "(redacted by the provider)".to_owned(),
-                    None => r.text.clone(),
-                })
-                .collect(),
+            reasoning: Self::reasoning_of(&reply.reasoning),
             answer: reply.text.clone(),
             calls: reply
                 .tool_calls
@@ -167,6 +176,91 @@ pub struct Detail {
     pub edit_template: String,
     /// For a model reply: its reasoning apart from its answer.
     pub reply: Option<ReplyView>,
+    /// For a model call (`model_requested`, `model_responded`, `model_failed`) or a
+    /// `context_compacted`: the request it sent, rebuilt from the log by the runtime's one
+    /// request builder, or why there is none (a compaction that dropped without asking).
+    pub request: Option<Result<RequestView, String>>,
+    /// The latest compaction summary in the state, as the model is shown it.
+    pub summary_text: Option<String>,
+    /// Compactions so far.
+    pub compactions: u64,
+}
+
+/// What a message of a request is, in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The run's task, pinned before the conversation once it has left it.
+    PinnedTask,
+    /// The latest compaction summary, pinned after the task.
+    PinnedSummary,
+    /// New since the run's previous model call.
+    New,
+    /// Sent before, in an earlier request too.
+    Earlier,
+    /// In a summary request: a message being summarized (it then leaves the conversation).
+    Summarized,
+    /// In a summary request: the instruction asking for the summary.
+    Instruction,
+}
+
+impl Mark {
+    /// A word or two for the mark.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mark::PinnedTask => "pinned task",
+            Mark::PinnedSummary => "pinned summary",
+            Mark::New => "new",
+            Mark::Earlier => "",
+            Mark::Summarized => "to summarize",
+            Mark::Instruction => "summary instruction",
+        }
+    }
+}
+
+/// One message of a request, as the provider was sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMessage {
+    /// Its place in the request, from 1.
+    pub n: usize,
+    /// `user`, `assistant`, or `tool [call id]` (with `(error)` for a failed call).
+    pub role: String,
+    /// What it is in the request.
+    pub mark: Mark,
+    /// Reasoning blocks sent back with an assistant message.
+    pub reasoning: Vec<String>,
+    /// Its text (a tool result's content, as sent: an artifact preview for long output).
+    pub text: String,
+    /// An assistant message's tool calls, each as `id name arguments`.
+    pub calls: Vec<String>,
+}
+
+/// A model call's request, exactly as rebuilt by `retrace_runtime::request::rebuild`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    /// Seq of its `model_requested`.
+    pub seq: u64,
+    /// The agent step it asked for.
+    pub step: u64,
+    /// Which try of that step (1 for the first).
+    pub attempt: u32,
+    /// The request record's short id.
+    pub record: String,
+    /// Model name.
+    pub model: String,
+    /// Parameters, as JSON (empty: none).
+    pub params: String,
+    /// System prompt.
+    pub system: String,
+    /// Names of the tools offered.
+    pub tools: Vec<String>,
+    /// How it measured against the context budget, in words (runs with a `[context]`).
+    pub budget: Option<String>,
+    /// For a summary request: how many conversation messages it summarizes.
+    pub compacts: Option<u64>,
+    /// How many of the last messages are new since the previous model call.
+    pub new: usize,
+    /// The messages, in order.
+    pub messages: Vec<RequestMessage>,
 }
 
 /// Two points compared: where the runs part and how the states differ.
@@ -276,15 +370,15 @@ pub enum Reply {
         /// The seq found.
         seq: Option<u64>,
     },
-    /// Per bin, events of each class (model, tool, approval, error, run), and the run length
-    /// they cover.
+    /// Per bin, events of each class (model, tool, approval, error, run, context; see
+    /// [`Class::index`]), and the run length they cover.
     Density {
         /// Run.
         run: RunId,
         /// Events counted.
         len: u64,
         /// Counts per bin.
-        bins: Vec<[u32; 5]>,
+        bins: Vec<[u32; CLASSES]>,
     },
     /// Two points compared.
     Diff(Box<Result<DiffView, String>>),
@@ -495,6 +589,7 @@ impl Class {
             Class::Approval => 2,
             Class::Error => 3,
             Class::Run => 4,
+            Class::Context => 5,
         }
     }
 }
@@ -503,9 +598,9 @@ fn density(
     store: &dyn Store,
     run: &RunId,
     bins: usize,
-) -> Result<(u64, Vec<[u32; 5]>), retrace_store::Error> {
+) -> Result<(u64, Vec<[u32; CLASSES]>), retrace_store::Error> {
     let len = store.require_run(run)?.len();
-    let mut out = vec![[0u32; 5]; bins.max(1)];
+    let mut out = vec![[0u32; CLASSES]; bins.max(1)];
     let last_bin = out.len() - 1;
     let n = out.len() as u64;
     let mut next = 0;
@@ -748,6 +843,23 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
             )
         })
         .collect();
+    let request = match &event.kind {
+        EventKind::ContextCompacted {
+            request_seq: None, ..
+        } => Some(Err(
+            "these messages were dropped without a summary request (compaction = \"drop_oldest\")"
+                .to_owned(),
+        )),
+        EventKind::ModelRequested { .. }
+        | EventKind::ModelResponded { .. }
+        | EventKind::ModelFailed { .. }
+        | EventKind::ContextCompacted { .. } => Some(request_view(store, run, seq, &state)),
+        _ => None,
+    };
+    let summary_text = state.summary.map(|blob| match blob_value(store, &blob) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    });
     Ok(Detail {
         run: *run,
         seq,
@@ -764,6 +876,137 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         editable,
         edit_template,
         reply,
+        request,
+        summary_text,
+        compactions: state.totals.compactions,
+    })
+}
+
+/// One message of a request as the detail shows it.
+fn request_message(
+    i: usize,
+    mark: Mark,
+    message: &retrace_providers::ChatMessage,
+) -> RequestMessage {
+    use retrace_providers::ChatMessage;
+    let (role, reasoning, text, calls) = match message {
+        ChatMessage::User { content } => ("user".to_owned(), vec![], content.clone(), vec![]),
+        ChatMessage::Assistant {
+            text,
+            tool_calls,
+            reasoning,
+        } => (
+            "assistant".to_owned(),
+            ReplyView::reasoning_of(reasoning),
+            text.clone(),
+            tool_calls
+                .iter()
+                .map(|c| format!("{} {} {}", c.id, c.name, c.arguments))
+                .collect(),
+        ),
+        ChatMessage::Tool {
+            call_id,
+            content,
+            is_error,
+        } => (
+            format!(
+                "tool [{call_id}]{}",
+                if *is_error { " (error)" } else { "" }
+            ),
+            vec![],
+            content.clone(),
+            vec![],
+        ),
+    };
+    RequestMessage {
+        n: i + 1,
+        role,
+        mark,
+        reasoning,
+        text,
+        calls,
+    }
+}
+
+/// A request's budget in words: calibrated tokens of the limit, tokenizer, scale.
+fn budget_line(b: &retrace_runtime::request::Budget) -> String {
+    let tokens = b.tokens();
+    let percent = tokens
+        .saturating_mul(100)
+        .checked_div(b.limit)
+        .unwrap_or_default();
+    format!(
+        "budget: {tokens} of {} tokens ({percent}%) · tokenizer {} · scale {}.{:03} \
+         ({} counted)",
+        b.limit,
+        b.tokenizer,
+        b.scale / 1000,
+        b.scale % 1000,
+        b.measured
+    )
+}
+
+/// The request of the model call at `seq`, rebuilt as `retrace show RUN@SEQ --request`
+/// rebuilds it; `state` (at `seq`) tells the pinned task from the pinned summary.
+fn request_view(
+    store: &dyn Store,
+    run: &RunId,
+    seq: u64,
+    state: &State,
+) -> Result<RequestView, String> {
+    use retrace_runtime::request;
+    let rebuilt = request::rebuild(store, run, seq).map_err(|e| e.to_string())?;
+    let (record, refs) = request::reconstruct(store, &rebuilt.record).map_err(|e| e.to_string())?;
+    let messages = &rebuilt.request.messages;
+    let pinned = record.pinned.len().min(messages.len());
+    let first_new = messages.len() - rebuilt.new;
+    let compacts = rebuilt
+        .compacts
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let messages = messages
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let mark = if i < pinned {
+                if refs.get(i).map(|r| r.content) == state.input {
+                    Mark::PinnedTask
+                } else {
+                    Mark::PinnedSummary
+                }
+            } else if let Some(n) = compacts {
+                if i == messages.len() - 1 {
+                    Mark::Instruction
+                } else if i < pinned + n {
+                    Mark::Summarized
+                } else {
+                    Mark::Earlier
+                }
+            } else if i >= first_new {
+                Mark::New
+            } else {
+                Mark::Earlier
+            };
+            request_message(i, mark, message)
+        })
+        .collect();
+    let request = &rebuilt.request;
+    Ok(RequestView {
+        seq: rebuilt.seq,
+        step: request.step,
+        attempt: rebuilt.attempt,
+        record: rebuilt.record.short(),
+        model: request.model.clone(),
+        params: if request.params.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&request.params).unwrap_or_default()
+        },
+        system: request.system.clone(),
+        tools: request.tools.iter().map(|t| t.name.clone()).collect(),
+        budget: rebuilt.budget.as_ref().map(budget_line),
+        compacts: rebuilt.compacts,
+        new: rebuilt.new,
+        messages,
     })
 }
 

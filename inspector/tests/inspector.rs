@@ -817,7 +817,7 @@ fn the_density_strip_counts_every_event_in_its_class_and_bin() {
         panic!("no density");
     };
     assert_eq!((counted, bins.len()), (len, 7));
-    let mut expected = vec![[0u32; 5]; 7];
+    let mut expected = vec![[0u32; retrace_inspector::source::CLASSES]; 7];
     for (_, event) in store.events(&run, 0..=len - 1).unwrap() {
         let bin = usize::try_from(event.seq * 7 / len).unwrap();
         expected[bin][Class::of(&event.kind).index()] += 1;
@@ -827,4 +827,299 @@ fn the_density_strip_counts_every_event_in_its_class_and_bin() {
         expected.iter().all(|b| b[0] > 0),
         "model calls all over the run"
     );
+}
+
+/// An agent with a small context window that reads big files: its requests soon no longer
+/// fit, so the runtime compacts (a summary call the scripted provider answers).
+const COMPACTING_AGENT: &str = r#"
+name = "reader"
+system = "You read files."
+workspace = "ws"
+[model]
+provider = "scripted"
+name = "demo"
+cassette = "cassette.json"
+[tools]
+allow = ["fs.read"]
+[context]
+window_tokens = 4096
+inline_result_tokens = 700
+"#;
+
+/// Files the compacting agent reads.
+const BIG_FILES: usize = 10;
+
+/// A store with one finished run of the compacting agent, and the run.
+fn compacted_run(dir: &Path) -> RunId {
+    let agent_dir = dir.join("reader");
+    std::fs::create_dir_all(agent_dir.join("ws")).expect("fixture");
+    std::fs::write(agent_dir.join("agent.toml"), COMPACTING_AGENT).expect("fixture");
+    let mut replies = Vec::new();
+    for i in 0..BIG_FILES {
+        let text = (0..40)
+            .map(|l| format!("file {i} line {l}: the quick brown fox jumps over the lazy dog"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(agent_dir.join(format!("ws/f{i}.txt")), text).expect("fixture");
+        replies.push(serde_json::json!({"tool_calls": [
+            {"id": format!("r{i}"), "name": "fs.read", "arguments": {"path": format!("f{i}.txt")}}
+        ]}));
+    }
+    replies.push(serde_json::json!({"text": "Read them all."}));
+    std::fs::write(
+        agent_dir.join("cassette.json"),
+        serde_json::json!({ "replies": replies }).to_string(),
+    )
+    .expect("fixture");
+    let store = SledStore::open(dir.join("store")).expect("fixture");
+    let run = RunId::from_bytes([9; 16]);
+    let stop = drive(&store, &agent_dir, run, true);
+    assert!(matches!(stop, Stop::Finished(_)), "{stop:?}");
+    run
+}
+
+/// Seqs of the events of `run` matching `pick`.
+fn seqs_of(store: &dyn Store, run: &RunId, pick: impl Fn(&EventKind) -> bool) -> Vec<u64> {
+    let len = store.require_run(run).expect("fixture").len();
+    store
+        .events(run, 0..=len - 1)
+        .expect("fixture")
+        .into_iter()
+        .filter(|(_, e)| pick(&e.kind))
+        .map(|(_, e)| e.seq)
+        .collect()
+}
+
+/// The model call after `after`: the messages since the previous call are marked new, the
+/// last of them (a tool result) included.
+fn assert_new_messages_marked(
+    harness: &mut Harness<'_, Inspector>,
+    store: &dyn Store,
+    run: &RunId,
+    after: u64,
+) {
+    let next = seqs_of(store, run, |k| {
+        matches!(k, EventKind::ModelRequested { .. })
+    })
+    .into_iter()
+    .find(|&s| s > after)
+    .expect("a second model call after the compaction");
+    harness
+        .state_mut()
+        .apply(retrace_inspector::Command::MoveTo(next));
+    settle(harness);
+    let rebuilt = retrace_runtime::request::rebuild(store, run, next).expect("rebuilt");
+    assert!(rebuilt.new > 0, "{rebuilt:?}");
+    harness.get_by_label_contains(&format!(
+        "Messages ({} as sent; {} new since the previous model call)",
+        rebuilt.request.messages.len(),
+        rebuilt.new
+    ));
+    harness.get_by_label("  1 user · pinned task  do the task");
+    assert_eq!(
+        harness.query_all_by_label_contains(" · new  ").count(),
+        rebuilt.new,
+        "the last {} messages are marked new",
+        rebuilt.new
+    );
+    let last = rebuilt.request.messages.len();
+    let Some(retrace_providers::ChatMessage::Tool { call_id, .. }) =
+        rebuilt.request.messages.last().map(AsRef::as_ref)
+    else {
+        panic!("the last message is a tool result: {rebuilt:?}");
+    };
+    harness.get_by_label_contains(&format!("{last:>3} tool [{call_id}] · new  "));
+}
+
+#[test]
+fn the_request_tab_shows_a_summary_request_and_later_the_pinned_task_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = compacted_run(dir.path());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let compactions = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ContextCompacted { .. })
+    });
+    let &compacted = compactions.first().expect("the run compacted");
+    let (_, event) = store.event_at(&run, compacted).unwrap().unwrap();
+    let EventKind::ContextCompacted {
+        request_seq: Some(summary_call),
+        evicted,
+        ..
+    } = event.kind
+    else {
+        panic!("a summarized compaction: {event:?}");
+    };
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: Some(compacted),
+        },
+    );
+    assert_shows(&harness, store.as_ref(), &run, compacted);
+    // the timeline row, and the legend of the density strip
+    harness.get_by_label_contains(&format!(
+        "context_compacted    compacted: {evicted} messages"
+    ));
+    harness.get_by_label("compaction");
+    // the event tab shows the state's summary and count
+    harness.get_by_label(&format!("compactions so far: {}", 1));
+    harness.get_by_label("Summary (of the messages compacted so far)");
+
+    // the request tab: the summary request, exactly as rebuilt
+    harness.get_by_label("request").click();
+    settle(&mut harness);
+    let rebuilt = retrace_runtime::request::rebuild(store.as_ref(), &run, compacted).unwrap();
+    assert_eq!(rebuilt.seq, summary_call);
+    let n = rebuilt.compacts.expect("a summary request");
+    harness.get_by_label_contains(&format!(
+        "request of model call #{summary_call} · step {} · attempt 1",
+        rebuilt.request.step
+    ));
+    harness.get_by_label(&format!("summary request: compacts {n} messages"));
+    let budget = rebuilt.budget.as_ref().expect("a budgeted request");
+    harness.get_by_label_contains(&format!(
+        "budget: {} of {} tokens",
+        budget.tokens(),
+        budget.limit
+    ));
+    harness.get_by_label_contains(&format!("tokenizer {}", budget.tokenizer));
+    let messages = rebuilt.request.messages.len();
+    harness.get_by_label_contains(&format!("Messages ({messages} as sent;"));
+    assert_eq!(
+        harness
+            .query_all_by_label_contains(" · to summarize  ")
+            .count(),
+        usize::try_from(n).unwrap()
+    );
+    harness.get_by_label_contains(&format!("{messages:>3} user · summary instruction  "));
+
+    // a later model call: the pinned task first, then the summary, then the rest
+    let later = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ModelRequested { .. })
+    })
+    .into_iter()
+    .find(|&s| s > compacted)
+    .expect("a model call after the compaction");
+    harness
+        .state_mut()
+        .apply(retrace_inspector::Command::MoveTo(later));
+    settle(&mut harness);
+    assert_eq!(harness.state().position(), Some((run, later)));
+    harness.get_by_label_contains(&format!("request of model call #{later} · "));
+    let task = harness.get_by_label("  1 user · pinned task  do the task");
+    let summary =
+        harness.get_by_label_contains("  2 user · pinned summary  [Context summary of the");
+    assert!(task.rect().top() < summary.rect().top());
+    assert!(
+        harness
+            .query_all_by_label_contains("summary request")
+            .next()
+            .is_none(),
+        "a step's request is no summary request"
+    );
+    // the summary message opens to its whole text
+    summary.click();
+    settle(&mut harness);
+    harness.get_by_label_contains("Scripted summary of ");
+    assert_new_messages_marked(&mut harness, store.as_ref(), &run, later);
+
+    // a non-model event has no request tab
+    harness
+        .state_mut()
+        .apply(retrace_inspector::Command::MoveTo(0));
+    settle(&mut harness);
+    assert!(harness.query_by_label("request").is_none());
+    harness.get_by_label("Event and payloads");
+}
+
+/// Measured durations set to a fixed value, wherever they are in an event's JSON.
+fn fix(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "latency_ms" || key == "duration_ms" {
+                    *v = serde_json::json!(25);
+                } else {
+                    fix(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fix),
+        _ => {}
+    }
+}
+
+/// The compacting run copied, in the same store, into a run whose every byte is fixed:
+/// times and measured durations set, so its frames can be compared with snapshots.
+fn fixed_compacted_run(dir: &Path) -> (Arc<dyn Store>, RunId) {
+    let original = compacted_run(dir);
+    let store = SledStore::open(dir.join("store")).expect("fixture");
+    let run = RunId::from_bytes([10; 16]);
+    // newest of the store's runs, so it is listed first
+    let mut new = retrace_store::NewRun::new(run, Timestamp(4_000_000_000_000));
+    new.meta.insert("name".into(), "reader (fixed)".into());
+    store.create_run(new).expect("fixture");
+    let len = store.require_run(&original).expect("fixture").len();
+    let mut head: Option<retrace_events::Head> = None;
+    let place = dir.to_string_lossy().into_owned();
+    for (_, mut event) in store.events(&original, 0..=len - 1).expect("fixture") {
+        if let EventKind::RunStarted { run: id, spec, .. } = &mut event.kind {
+            // the spec names the agent's directory, a fresh temporary one each time
+            let text = String::from_utf8(store.blob(spec).expect("fixture").expect("fixture"))
+                .expect("fixture");
+            *spec = store
+                .put_blob(text.replace(&place, "/fixture").as_bytes())
+                .expect("fixture");
+            *id = run;
+        }
+        let mut kind = serde_json::to_value(&event.kind).expect("fixture");
+        fix(&mut kind);
+        let event = Event {
+            parent: head.map(|h| h.id),
+            seq: event.seq,
+            at: Timestamp(4_000_000_000_000 + event.seq * 1_000),
+            kind: serde_json::from_value(kind).expect("fixture"),
+        };
+        head = Some(
+            store
+                .append(&run, head.map(|h| h.id), std::slice::from_ref(&event))
+                .expect("fixture"),
+        );
+    }
+    (Arc::new(store), run)
+}
+
+#[test]
+fn image_snapshot_of_the_request_tab() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = fixed_compacted_run(dir.path());
+    let compacted = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ContextCompacted { .. })
+    })[0];
+    let later = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ModelRequested { .. })
+    })
+    .into_iter()
+    .find(|&s| s > compacted)
+    .expect("fixture");
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: Some(compacted),
+        },
+    );
+    assert_shows(&harness, store.as_ref(), &run, compacted);
+    harness.snapshot("compaction_state");
+    harness.get_by_label("request").click();
+    settle(&mut harness);
+    harness.get_by_label_contains("summary request: compacts ");
+    harness.snapshot("request_summary");
+    harness
+        .state_mut()
+        .apply(retrace_inspector::Command::MoveTo(later));
+    settle(&mut harness);
+    harness.get_by_label("  1 user · pinned task  do the task");
+    harness.snapshot("request_after_compaction");
 }
