@@ -339,7 +339,7 @@ impl<'a> Runner<'a> {
                 Next::ReissueModel { request, .. } => {
                     let (request, purpose) = self.recorded_request(run, &request)?;
                     journal.flush(self.store, progress)?;
-                    let call = self.call_model(run, &request, purpose, &state, progress);
+                    let call = Box::pin(self.call_model(run, &request, purpose, &state, progress));
                     until_interrupted(inbox, call)
                         .await
                         .transpose()?
@@ -445,15 +445,14 @@ impl<'a> Runner<'a> {
             }
         }
         // recording the call delivers users' waiting messages: ask with them
-        let mut delivered;
-        let view = if state.deferred_messages.is_empty() {
-            &*state
+        let asked = if state.deferred_messages.is_empty() {
+            self.new_request(run, state, step)?
         } else {
-            delivered = state.clone();
+            let mut delivered = state.clone();
             delivered.deliver_deferred();
-            &delivered
+            self.new_request(run, &delivered, step)?
         };
-        let (request, blob, purpose) = match self.new_request(run, view, step)? {
+        let (request, blob, purpose) = match asked {
             Asked::Request(request, blob, purpose) => (request, blob, purpose),
             Asked::Events(mut kinds) => {
                 // a drop applies before the deferred messages join: evict only what the
@@ -473,7 +472,8 @@ impl<'a> Runner<'a> {
         };
         journal.record(state, vec![intent])?;
         journal.flush(self.store, progress)?;
-        let call = self.call_model(run, &request, purpose, state, progress);
+        // boxed: the provider's future is large, and this one is inside every drive's
+        let call = Box::pin(self.call_model(run, &request, purpose, state, progress));
         // interrupted: the intent is durable, a resumed run asks again
         Ok(until_interrupted(inbox, call)
             .await

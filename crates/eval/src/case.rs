@@ -69,7 +69,8 @@ pub async fn run_case(
         recording: Some(recording),
         ..CaseReport::default()
     };
-    if let Err(why) = drive_case(store, case, recording, fork_id, &mut report).await {
+    // boxed: it holds a whole runner and its drive
+    if let Err(why) = Box::pin(drive_case(store, case, recording, fork_id, &mut report)).await {
         report.failures.push(why);
     }
     report.passed = report.failures.is_empty();
