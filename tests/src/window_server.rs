@@ -31,6 +31,11 @@
 //! counted text: tools, then messages) shared with the previous accepted request, in tokens,
 //! when at least 1,024, rounded down to a multiple of 128.
 //!
+//! **Held summaries.** With [`WindowServer::delay_summaries`] set, a summary request is held
+//! that long before its reply is written (its answer is decided, and recorded, on arrival);
+//! [`WindowServer::held_summaries`] says which are held right now, so a kill test can kill
+//! the runtime while a compaction is in flight and know that it did.
+//!
 //! Every request is recorded ([`Record`]); [`WindowServer::stats`] gives them for a test to
 //! assert on, and `GET /stats` (`GET /stats?full` with every record) gives the same as JSON
 //! for scripts (the `window-server` binary).
@@ -39,6 +44,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,6 +166,11 @@ impl Stats {
         self.chat().map(|r| r.tokens).max().unwrap_or(0)
     }
 
+    /// Chat-completions requests received (refused and repeated ones included).
+    pub fn chat_requests(&self) -> usize {
+        self.chat().count()
+    }
+
     /// Requests refused for exceeding the window.
     pub fn refusals(&self) -> usize {
         self.chat().filter(|r| r.refused).count()
@@ -242,8 +253,13 @@ struct Model {
     calls: u64,
     /// Distinct answers given (the reply ids count them).
     answers: u64,
-    /// Answers by request body hash, for repeats.
-    answered: HashMap<u64, (Answer, u64)>,
+    /// Answers by request body hash, for repeats: the answer, its id and the cached tokens
+    /// it reported (a repeat reports them again, so its reply is the same bytes).
+    answered: HashMap<u64, (Answer, u64, u64)>,
+    /// How long a summary request is held before its reply ([`WindowServer::delay_summaries`]).
+    summary_delay: Duration,
+    /// Summary requests held right now, by their index in `stats.requests`.
+    held: std::collections::BTreeSet<usize>,
     /// The counted text of the previous accepted request (the prompt cache).
     previous: String,
 }
@@ -261,6 +277,8 @@ impl Model {
             calls: 0,
             answers: 0,
             answered: HashMap::new(),
+            summary_delay: Duration::ZERO,
+            held: std::collections::BTreeSet::new(),
             previous: String::new(),
         }
     }
@@ -282,6 +300,22 @@ impl Model {
             "400 Bad Request",
             json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}}),
         )
+    }
+
+    /// [`Model::complete`], and whether to hold the reply: a summary request answered while
+    /// a delay is set is held for that long (the index of its record and the delay).
+    fn complete_or_hold(&mut self, raw: &[u8]) -> (Response, Option<(usize, Duration)>) {
+        let before = self.stats.requests.len();
+        let response = self.complete(raw);
+        let index = self.stats.requests.len() - 1;
+        let hold = (self.stats.requests.len() > before
+            && self.stats.requests[index].answer == Answer::Summary
+            && !self.summary_delay.is_zero())
+        .then_some((index, self.summary_delay));
+        if hold.is_some() {
+            self.held.insert(index);
+        }
+        (response, hold)
     }
 
     /// Answer one chat-completions request body.
@@ -339,9 +373,10 @@ impl Model {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         raw.hash(&mut hasher);
         let key = hasher.finish();
-        let (answer, id) = if let Some(known) = self.answered.get(&key) {
+        let (answer, id) = if let Some((answer, id, cached)) = self.answered.get(&key) {
             record.repeat = true;
-            known.clone()
+            record.cached_tokens = *cached;
+            (answer.clone(), *id)
         } else {
             let answer = if summary {
                 Answer::Summary
@@ -352,7 +387,8 @@ impl Model {
                 Answer::Done
             };
             self.answers += 1;
-            self.answered.insert(key, (answer.clone(), self.answers));
+            self.answered
+                .insert(key, (answer.clone(), self.answers, record.cached_tokens));
             (answer, self.answers)
         };
         record.answer = answer.clone();
@@ -591,6 +627,36 @@ impl WindowServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Hold every summary reply `delay` from now on (zero: answer at once), as a slow
+    /// model would; the answer is decided and recorded when the request arrives.
+    pub fn delay_summaries(&self, delay: Duration) {
+        self.model.lock().expect("lock").summary_delay = delay;
+    }
+
+    /// The summary requests held right now (received, reply not yet written), by their
+    /// index in [`Stats::requests`].
+    pub fn held_summaries(&self) -> Vec<usize> {
+        self.model
+            .lock()
+            .expect("lock")
+            .held
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Start over as a fresh server with `config` on the same address (so a second run can
+    /// be given the same spec, `base_url` included); call it between runs, with no request
+    /// in flight.
+    pub fn reset(&self, config: Config) {
+        *self.model.lock().expect("lock") = Model::new(config);
+    }
+
+    /// How many requests (chat completions, any answer) have arrived so far.
+    pub fn request_count(&self) -> usize {
+        self.model.lock().expect("lock").stats.requests.len()
+    }
+
     /// What it saw so far.
     pub fn stats(&self) -> Stats {
         self.model.lock().expect("lock").stats.clone()
@@ -632,16 +698,28 @@ async fn connection(mut socket: TcpStream, model: Arc<Mutex<Model>>) {
         let path = target.split('?').next().unwrap_or("");
         let response = match (method, path) {
             ("POST", p) if p.ends_with("/chat/completions") => {
-                model.lock().expect("lock").complete(&body)
+                let (response, hold) = model.lock().expect("lock").complete_or_hold(&body);
+                if let Some((index, delay)) = hold {
+                    tokio::time::sleep(delay).await;
+                    model.lock().expect("lock").held.remove(&index);
+                }
+                response
             }
-            ("GET", "/stats") => Response::Json(
-                "200 OK",
-                model
-                    .lock()
-                    .expect("lock")
-                    .stats
-                    .summary_json(target.contains("full")),
-            ),
+            ("POST", "/delay") => {
+                // `POST /delay?summary_ms=N`: hold summary replies N ms from now on
+                let ms = target
+                    .split_once("summary_ms=")
+                    .and_then(|(_, v)| v.split('&').next()?.parse().ok())
+                    .unwrap_or(0);
+                model.lock().expect("lock").summary_delay = Duration::from_millis(ms);
+                Response::Json("200 OK", json!({"summary_delay_ms": ms}))
+            }
+            ("GET", "/stats") => {
+                let model = model.lock().expect("lock");
+                let mut stats = model.stats.summary_json(target.contains("full"));
+                stats["held_summaries"] = json!(model.held);
+                Response::Json("200 OK", stats)
+            }
             ("GET", "/health") => Response::Json("200 OK", json!({"status": "ok"})),
             _ => Response::Json(
                 "404 Not Found",
@@ -908,6 +986,43 @@ mod tests {
         assert_eq!(stats.summaries(), 1);
         assert_eq!(stats.requests.iter().filter(|r| r.repeat).count(), 1);
         assert!(stats.finished());
+    }
+
+    #[test]
+    fn a_held_summary_is_listed_until_answered_and_a_repeat_reports_the_same_cache() {
+        let server = WindowServer::spawn(config(100_000, 3));
+        // long enough for the prompt cache: a repeat must report what the first one did
+        let first = json!({"model": "m", "messages": [user(&"w".repeat(8000))]});
+        let body = |r: &str| r.split_once("\r\n\r\n").expect("body").1.to_owned();
+        let a = post(&server, &first);
+        let again = post(&server, &first);
+        assert_eq!(body(&a), body(&again), "a repeat is the same bytes");
+        assert_eq!(server.stats().requests[1].cached_tokens, 0);
+
+        server.delay_summaries(Duration::from_millis(300));
+        let summary = json!({"model": "m", "messages": [user("go"), user("Summarize it.")]});
+        let held = std::thread::scope(|s| {
+            let reply = s.spawn(|| post(&server, &summary));
+            let began = std::time::Instant::now();
+            while server.held_summaries().is_empty() {
+                assert!(began.elapsed() < Duration::from_secs(5), "never held");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let held = server.held_summaries();
+            assert!(reply.join().expect("reply").contains("messages seen"));
+            held
+        });
+        assert_eq!(held, vec![2]);
+        assert!(server.held_summaries().is_empty(), "released once written");
+        server.delay_summaries(Duration::ZERO);
+        let began = std::time::Instant::now();
+        post(&server, &summary);
+        assert!(began.elapsed() < Duration::from_millis(300));
+        let stats = server.stats();
+        assert_eq!(stats.summaries(), 2);
+        assert!(stats.requests[3].repeat);
+        server.reset(config(100_000, 3));
+        assert_eq!(server.request_count(), 0);
     }
 
     #[test]
