@@ -304,10 +304,48 @@ pub fn pinned(state: &State) -> Vec<MessageRef> {
         call_id: None,
         is_error: false,
     };
-    state.input.into_iter().chain(state.summary).map(user).collect()
+    state
+        .input
+        .into_iter()
+        .chain(state.summary)
+        .map(user)
+        .collect()
 }
 
-fn store_record(store: &dyn Store, mut record: Record) -> Result<(BlobId, Tip), Error> {
+/// How a record links to the one before it, and the messages it adds.
+struct Links {
+    base: Option<BlobId>,
+    depth: u32,
+    drop: u64,
+    append: Vec<MessageRef>,
+}
+
+/// Store the record of a request made from `state` with `header`, linked by `links`.
+fn store_record(
+    store: &dyn Store,
+    state: &State,
+    header: &Header<'_>,
+    links: Links,
+    compacts: Option<u64>,
+) -> Result<(BlobId, Tip), Error> {
+    let mut record = Record {
+        format: FORMAT,
+        base: links.base,
+        depth: links.depth,
+        earlier: state.earlier_messages,
+        total: state.earlier_messages + state.conversation.len() as u64,
+        drop: links.drop,
+        append: links.append,
+        model: header.model.to_owned(),
+        system: header.system,
+        tools: header.tools,
+        params: header.params.clone(),
+        step: header.step,
+        pinned: header.pinned.clone(),
+        compacts,
+        artifacts: header.artifacts,
+        budget: header.budget.clone(),
+    };
     record.format = if record.plain() { FORMAT_PLAIN } else { FORMAT };
     let bytes = to_canonical_json(&record).expect("a Record always serialises");
     Ok((store.put_blob(&bytes)?, Tip::from(&record)))
@@ -352,24 +390,15 @@ pub fn record(
     };
     store_record(
         store,
-        Record {
-            format: FORMAT,
+        state,
+        header,
+        Links {
             base,
             depth,
-            earlier: state.earlier_messages,
-            total,
             drop,
             append,
-            model: header.model.to_owned(),
-            system: header.system,
-            tools: header.tools,
-            params: header.params.clone(),
-            step: header.step,
-            pinned: header.pinned.clone(),
-            compacts: None,
-            artifacts: header.artifacts,
-            budget: header.budget.clone(),
         },
+        None,
     )
 }
 
@@ -391,28 +420,13 @@ pub fn record_compaction(
         call_id: None,
         is_error: false,
     });
-    let total = state.earlier_messages + state.conversation.len() as u64;
-    store_record(
-        store,
-        Record {
-            format: FORMAT,
-            base: None,
-            depth: 0,
-            earlier: state.earlier_messages,
-            total,
-            drop: 0,
-            append,
-            model: header.model.to_owned(),
-            system: header.system,
-            tools: header.tools,
-            params: header.params.clone(),
-            step: header.step,
-            pinned: header.pinned.clone(),
-            compacts: Some(evict as u64),
-            artifacts: header.artifacts,
-            budget: header.budget.clone(),
-        },
-    )
+    let links = Links {
+        base: None,
+        depth: 0,
+        drop: 0,
+        append,
+    };
+    store_record(store, state, header, links, Some(evict as u64))
 }
 
 /// The record at `blob` and the full message list it stands for.

@@ -290,12 +290,7 @@ async fn request_records_stay_small_and_rebuild_exactly_what_the_model_saw() {
             sizes.push(store.blob(request).expect("read").expect("blob").len());
         }
         sent.extend(window);
-        assert_eq!(
-            refs,
-            sent,
-            "request at seq {}",
-            event.seq
-        );
+        assert_eq!(refs, sent, "request at seq {}", event.seq);
     }
     assert_eq!(sizes.len(), STEPS + 1);
     // 600 messages pass through a state that keeps 256: compacted before any is lost

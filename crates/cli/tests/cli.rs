@@ -508,7 +508,11 @@ fn the_wasm_example_runs_offline_and_tools_lists_what_the_agent_sees() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    assert_eq!(lines.len(), 4, "two built-ins, the WASM tool, artifact.read");
+    assert_eq!(
+        lines.len(),
+        4,
+        "two built-ins, the WASM tool, artifact.read"
+    );
     let count = lines
         .iter()
         .find(|l| l["name"] == "text.count")

@@ -23,9 +23,10 @@ use retrace_tests::loopback::KEY_ENV;
 use retrace_tests::window_server::{Config, Stats, WindowServer};
 use serde_json::Value;
 
-/// Tool-call steps of the long run here, kept small for CI; the 1,000-step runs (32k
-/// and 128k windows) and the 300-step run at 128k are `benches/scripts/long_run.sh`.
-const STEPS: u64 = 120;
+/// Tool-call steps of the long run at 128k (the 1,000-step run at 32k is the kill test's
+/// reference run; the 300-step token figures are `benches/benches/context.rs` and
+/// `benches/scripts/long_run.sh`).
+const STEPS: u64 = 1_000;
 
 /// The run's task: every request must carry it. It does not mention summaries (the server
 /// takes a last user message saying "summar…" for a compaction request).
@@ -130,7 +131,7 @@ fn verifies_and_checks(store: &Path, run: &str) {
 
 #[test]
 fn a_long_run_never_sends_a_request_over_the_window_and_always_carries_the_task() {
-    const WINDOW: u64 = 32_000;
+    const WINDOW: u64 = 128_000;
     let server = WindowServer::spawn(Config {
         window: WINDOW,
         steps: STEPS,
@@ -147,6 +148,8 @@ fn a_long_run_never_sends_a_request_over_the_window_and_always_carries_the_task(
         figures(&stats)
     );
     assert!(stats.tool_calls() as u64 >= STEPS, "{}", figures(&stats));
+    // the server refuses anything over its window: no refusal is what "never over" means
+    assert_eq!(stats.refusals(), 0, "{}", figures(&stats));
     assert!(stats.max_accepted_tokens() <= WINDOW, "{}", figures(&stats));
     assert_eq!(
         stats.missing_task(),
@@ -472,6 +475,10 @@ fn a_long_compacting_run_killed_30_times_even_inside_compactions_ends_like_an_un
     let stats = server.stats();
     assert!(out.status.success(), "{}\n{}", text(&out), figures(&stats));
     assert!(stats.finished(), "{}", figures(&stats));
+    // 1,000 steps at 32k: never a request over the window (the server refuses any), the
+    // task in every one
+    assert_eq!(stats.refusals(), 0, "{}", figures(&stats));
+    assert_eq!(stats.missing_task(), 0, "{}", figures(&stats));
     let reference_run = the_run(&reference).expect("the reference run")["run"]
         .as_str()
         .expect("id")
@@ -528,6 +535,7 @@ fn a_long_compacting_run_killed_30_times_even_inside_compactions_ends_like_an_un
     let shown = the_run(&store).expect("the run");
     assert_eq!(shown["status"]["outcome"], "succeeded", "{shown}");
     assert!(stats.finished(), "{}", figures(&stats));
+    assert_eq!(stats.refusals(), 0, "{}", figures(&stats));
     assert!(stats.max_accepted_tokens() <= WINDOW, "{}", figures(&stats));
     assert_eq!(stats.missing_task(), 0, "{}", figures(&stats));
     assert_same_run((&store, &run), (&reference, &reference_run));

@@ -266,7 +266,8 @@ async fn an_overflow_compaction_cannot_help_fails_the_run_saying_so_and_is_recor
             "reason: the request exceeded the model's context window (130415 > 128000 tokens); \
              compacting cannot make the request fit: the system prompt, tool catalog, task and \
              summary alone take about"
-        ) && l.contains(": openai: HTTP 400: This model's maximum context length")),
+        ) && l
+            .contains(": openai: HTTP 400: This model's maximum context length")),
         "{}",
         text(&out)
     );

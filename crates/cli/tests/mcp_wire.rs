@@ -368,7 +368,11 @@ fn long_and_foreign_tool_names_get_distinct_wire_names_and_are_callable() {
     let store = dir.path().join("store");
 
     let (offered, reported) = offered(&store, &spec);
-    assert_eq!(offered.len(), tools.len() + 1, "the MCP tools and artifact.read");
+    assert_eq!(
+        offered.len(),
+        tools.len() + 1,
+        "the MCP tools and artifact.read"
+    );
     wire_names_hold(&offered, &reported);
     // names that needed no hash keep the wire names retrace always sent
     let wire = |name: &str| {

@@ -101,7 +101,11 @@ pub fn text(output: &Value) -> String {
         |v: &Value| String::from_utf8(canonical_json(v)).expect("serde_json writes UTF-8");
     match output {
         Value::String(s) => s.clone(),
-        Value::Object(fields) if fields.values().any(|v| v.as_str().is_some_and(|s| s.contains('\n'))) => {
+        Value::Object(fields)
+            if fields
+                .values()
+                .any(|v| v.as_str().is_some_and(|s| s.contains('\n'))) =>
+        {
             let mut keys: Vec<&String> = fields.keys().collect();
             keys.sort();
             let mut out = String::new();
@@ -486,7 +490,10 @@ mod tests {
         assert_eq!(text(&value), value.to_string());
         // a field with line breaks is laid out as its lines
         let read = json!({"path": "a.txt", "content": "one\ntwo", "total_lines": 2});
-        assert_eq!(text(&read), "content:\none\ntwo\npath: \"a.txt\"\ntotal_lines: 2\n");
+        assert_eq!(
+            text(&read),
+            "content:\none\ntwo\npath: \"a.txt\"\ntotal_lines: 2\n"
+        );
     }
 
     #[test]
@@ -629,13 +636,20 @@ mod tests {
     }
 
     #[test]
-    fn a_json_result_is_paged_as_its_compact_text() {
+    fn a_json_result_is_paged_as_its_text() {
         let (_dir, store) = store();
-        let output = json!({"path": "a.txt", "content": "x\ny"});
+        // one line of compact JSON
+        let output = json!({"path": "a.txt", "lines": 2});
         let handle = put(&store, &output);
         let page = read(&store, &json!({"handle": handle}), 1 << 20).expect("page");
         assert_eq!(page["lines"], json!(text(&output)));
         assert_eq!(page["lines_total"], json!(1));
+        // a file read: its content's own lines, then the other fields
+        let output = json!({"path": "a.txt", "content": "x\ny"});
+        let handle = put(&store, &output);
+        let page = read(&store, &json!({"handle": handle}), 1 << 20).expect("page");
+        assert_eq!(page["lines"], json!("content:\nx\ny\npath: \"a.txt\""));
+        assert_eq!(page["lines_total"], json!(4));
     }
 
     #[test]

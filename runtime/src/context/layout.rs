@@ -213,7 +213,15 @@ mod tests {
         // limit 300: keep 75 tokens of recent messages
         let m = measure(
             50,
-            &[(U, 60), (A, 60), (T, 60), (A, 40), (T, 40), (A, 30), (T, 30)],
+            &[
+                (U, 60),
+                (A, 60),
+                (T, 60),
+                (A, 40),
+                (T, 40),
+                (A, 30),
+                (T, 30),
+            ],
         );
         // the newest within 75 are the last two (60); the cut before them is valid
         assert_eq!(plan(&m, 300, UNIT, 256, false), Plan::Compact { evict: 5 });
@@ -252,7 +260,10 @@ mod tests {
     #[test]
     fn what_cannot_be_compacted_away_is_too_large() {
         let m = measure(500, &[(U, 10)]);
-        assert_eq!(plan(&m, 400, UNIT, 256, true), Plan::TooLarge { fixed: 500 });
+        assert_eq!(
+            plan(&m, 400, UNIT, 256, true),
+            Plan::TooLarge { fixed: 500 }
+        );
         assert_eq!(
             plan(&m, 400, 2_000, 256, true),
             Plan::TooLarge { fixed: 1_000 }
@@ -271,7 +282,10 @@ mod tests {
     #[test]
     fn an_overflow_scales_from_the_provider_s_numbers_with_margin() {
         // OpenAI: "…maximum context length is 32000 tokens. However, your messages resulted in 40000"
-        assert_eq!(after_overflow(UNIT, 30_000, Some(40_000), Some(32_000)), 1_400);
+        assert_eq!(
+            after_overflow(UNIT, 30_000, Some(40_000), Some(32_000)),
+            1_400
+        );
         // only the limit: at least over it
         assert_eq!(after_overflow(UNIT, 30_000, None, Some(32_000)), 1_250);
         assert_eq!(after_overflow(UNIT, 20_000, None, Some(32_000)), 1_680);
@@ -282,9 +296,18 @@ mod tests {
     #[test]
     fn after_an_overflow_the_limit_drops_below_what_was_refused_and_the_named_window() {
         // spec: window 64k, limit 48k (a quarter reserved)
-        assert_eq!(limit_after_overflow(48_000, 17_000, Some(16_000), 48_000, 64_000), 12_000);
-        assert_eq!(limit_after_overflow(48_000, 20_000, None, 48_000, 64_000), 15_000);
+        assert_eq!(
+            limit_after_overflow(48_000, 17_000, Some(16_000), 48_000, 64_000),
+            12_000
+        );
+        assert_eq!(
+            limit_after_overflow(48_000, 20_000, None, 48_000, 64_000),
+            15_000
+        );
         // a limit learned before stays when lower
-        assert_eq!(limit_after_overflow(9_000, 20_000, Some(16_000), 48_000, 64_000), 9_000);
+        assert_eq!(
+            limit_after_overflow(9_000, 20_000, Some(16_000), 48_000, 64_000),
+            9_000
+        );
     }
 }

@@ -101,7 +101,11 @@ const KNOWN_WINDOWS: [(&str, u64); 22] = [
 /// The documented context window of `model`, if it is a well-known one. A provider prefix
 /// (`openai/gpt-4o`) and case are ignored.
 pub fn known_window(model: &str) -> Option<u64> {
-    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let name = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
     KNOWN_WINDOWS
         .iter()
         .filter(|(prefix, _)| name.starts_with(prefix))
@@ -209,8 +213,7 @@ mod tests {
         assert_eq!((c.reserve_tokens, c.inline_result_tokens), (8_000, 3_000));
         let e = Context::resolve(RawContext::default(), Provider::Openai, "test-model");
         assert!(e.unwrap_err().contains("window_tokens"));
-        let scripted =
-            Context::resolve(RawContext::default(), Provider::Scripted, "demo").unwrap();
+        let scripted = Context::resolve(RawContext::default(), Provider::Scripted, "demo").unwrap();
         assert_eq!(scripted.window_tokens, SCRIPTED_WINDOW);
     }
 

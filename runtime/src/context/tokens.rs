@@ -40,7 +40,11 @@ impl Tokenizer {
     pub fn for_model(provider: Provider, model: &str) -> Self {
         match provider {
             Provider::Openai => {
-                let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+                let name = model
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(model)
+                    .to_ascii_lowercase();
                 let older = ["gpt-4-", "gpt-3.5", "gpt-35"];
                 if name == "gpt-4" || older.iter().any(|p| name.starts_with(p)) {
                     Self::Cl100k
