@@ -234,7 +234,7 @@ pub struct RequestMessage {
     pub calls: Vec<String>,
 }
 
-/// A model call's request, exactly as rebuilt by `retrace_runtime::request::rebuild`.
+/// A model call's request, exactly as rebuilt by `retrace_replay::request::rebuild`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestView {
     /// Seq of its `model_requested`.
@@ -886,9 +886,9 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
 fn request_message(
     i: usize,
     mark: Mark,
-    message: &retrace_providers::ChatMessage,
+    message: &retrace_events::chat::ChatMessage,
 ) -> RequestMessage {
-    use retrace_providers::ChatMessage;
+    use retrace_events::chat::ChatMessage;
     let (role, reasoning, text, calls) = match message {
         ChatMessage::User { content } => ("user".to_owned(), vec![], content.clone(), vec![]),
         ChatMessage::Assistant {
@@ -929,7 +929,7 @@ fn request_message(
 }
 
 /// A request's budget in words: calibrated tokens of the limit, tokenizer, scale.
-fn budget_line(b: &retrace_runtime::request::Budget) -> String {
+fn budget_line(b: &retrace_replay::request::Budget) -> String {
     let tokens = b.tokens();
     let percent = tokens
         .saturating_mul(100)
@@ -954,7 +954,7 @@ fn request_view(
     seq: u64,
     state: &State,
 ) -> Result<RequestView, String> {
-    use retrace_runtime::request;
+    use retrace_replay::request;
     let rebuilt = request::rebuild(store, run, seq).map_err(|e| e.to_string())?;
     let (record, refs) = request::reconstruct(store, &rebuilt.record).map_err(|e| e.to_string())?;
     let messages = &rebuilt.request.messages;

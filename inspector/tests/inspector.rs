@@ -908,7 +908,7 @@ fn assert_new_messages_marked(
         .state_mut()
         .apply(retrace_inspector::Command::MoveTo(next));
     settle(harness);
-    let rebuilt = retrace_runtime::request::rebuild(store, run, next).expect("rebuilt");
+    let rebuilt = retrace_replay::request::rebuild(store, run, next).expect("rebuilt");
     assert!(rebuilt.new > 0, "{rebuilt:?}");
     harness.get_by_label_contains(&format!(
         "Messages ({} as sent; {} new since the previous model call)",
@@ -969,7 +969,7 @@ fn the_request_tab_shows_a_summary_request_and_later_the_pinned_task_and_summary
     // the request tab: the summary request, exactly as rebuilt
     harness.get_by_label("request").click();
     settle(&mut harness);
-    let rebuilt = retrace_runtime::request::rebuild(store.as_ref(), &run, compacted).unwrap();
+    let rebuilt = retrace_replay::request::rebuild(store.as_ref(), &run, compacted).unwrap();
     assert_eq!(rebuilt.seq, summary_call);
     let n = rebuilt.compacts.expect("a summary request");
     harness.get_by_label_contains(&format!(

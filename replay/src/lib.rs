@@ -2,8 +2,9 @@
 //!
 //! The pure replay core: a run's state is `fold(apply, State::default(), events)`. This crate
 //! derives states from the log (from the first event or from a verified snapshot), and
-//! offers state hashes, state diffs, run-vs-run comparison and fork planning. It reads the
-//! log through the `Store` trait and does no other IO, reads no clock and pulls in no async
+//! offers state hashes, state diffs, run-vs-run comparison and fork planning, and rebuilds
+//! exactly what a model call sent from its request record ([`request`], [`preview`]). It
+//! reads the log through the `Store` trait and does no other IO, reads no clock and pulls in no async
 //! runtime (CI checks its dependency tree).
 //!
 //! ```
@@ -25,6 +26,8 @@ pub mod describe;
 mod diff;
 mod fold;
 mod fork;
+pub mod preview;
+pub mod request;
 mod snapshot;
 mod state;
 pub mod testkit;

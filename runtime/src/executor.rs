@@ -17,6 +17,7 @@ use retrace_events::{
     BlobId, Event, EventKind, Head, Outcome, ProposedCall, RunId, Usage, canonical_json,
 };
 use retrace_providers::{ChatMessage, Delta, ModelReply, ModelRequest, Provider, ToolDef};
+use retrace_replay::request;
 use retrace_replay::{Role, SnapshotPolicy, State, apply, encode_snapshot, state_at_head};
 use retrace_store::{NewRun, Store};
 use serde_json::{Value, json};
@@ -27,13 +28,8 @@ use crate::context::{Compaction, artifact, compaction};
 use crate::decide::{Agent, LOOP_WARNING, Next, decide};
 use crate::entropy::now;
 use crate::inbox::Inbox;
-use crate::request;
 use crate::spec::Spec;
 use crate::tools::{Toolbox, Workspace};
-
-/// Tool output longer than this reaches the model as a preview (the full output is the
-/// recorded blob).
-pub const PREVIEW_BYTES: usize = 8 * 1024;
 
 /// What can stop the executor (as opposed to ending the run, which is recorded).
 #[derive(Debug, thiserror::Error)]

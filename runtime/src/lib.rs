@@ -5,7 +5,8 @@
 //!
 //! Agent specs ([`spec`]), the pure decision function ([`decide`]), the executor that
 //! performs decisions through one durable-effect path ([`executor`]), built-in tools and
-//! policy, model clients from a spec ([`model`]), compact request records ([`request`]), and
+//! policy, model clients from a spec ([`model`]), the context engine ([`context`]; request
+//! records are `retrace_replay::request`), and
 //! the one place where non-determinism enters retrace — the wall clock, fresh run ids and
 //! retry jitter ([`entropy`]) — so pure crates never need to touch them (brief, invariant 7).
 
@@ -16,6 +17,5 @@ pub mod executor;
 pub mod inbox;
 pub mod model;
 pub mod policy;
-pub mod request;
 pub mod spec;
 pub mod tools;

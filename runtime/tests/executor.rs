@@ -275,12 +275,12 @@ async fn request_records_stay_small_and_rebuild_exactly_what_the_model_saw() {
         };
         // rebuilding the record gives exactly the window the state held when it was made
         let (record, refs) =
-            retrace_runtime::request::reconstruct(&store, request).expect("reconstruct");
+            retrace_replay::request::reconstruct(&store, request).expect("reconstruct");
         let before = state_at(&store, &run, event.seq - 1, SnapshotPolicy::default())
             .expect("state")
             .state;
-        let mut sent = retrace_runtime::request::pinned(&before);
-        let mut window = retrace_runtime::request::window(&before);
+        let mut sent = retrace_replay::request::pinned(&before);
+        let mut window = retrace_replay::request::window(&before);
         if let Some(evict) = record.compacts {
             // a summary request: the messages it summarizes, then the instruction
             window.truncate(usize::try_from(evict).expect("count"));
@@ -323,7 +323,7 @@ async fn a_model_call_in_flight_at_a_crash_is_reissued_from_its_record_not_recor
             .expect("blob")
     };
     let params = std::collections::BTreeMap::new();
-    let header = retrace_runtime::request::Header {
+    let header = retrace_replay::request::Header {
         model: "demo",
         system: put(serde_json::json!("You tidy repositories.")),
         tools: put(serde_json::json!([])),
@@ -333,8 +333,7 @@ async fn a_model_call_in_flight_at_a_crash_is_reissued_from_its_record_not_recor
         artifacts: None,
         budget: None,
     };
-    let (blob, _) =
-        retrace_runtime::request::record(&store, &state, &header, None).expect("record");
+    let (blob, _) = retrace_replay::request::record(&store, &state, &header, None).expect("record");
     let head = store.require_run(&run).expect("run").head;
     let intent = retrace_events::Event::after(
         head,

@@ -30,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod chat;
 mod codec;
 mod event;
 mod id;

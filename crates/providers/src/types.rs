@@ -1,82 +1,9 @@
-//! Provider-neutral request and reply types. Both are stored as canonical-JSON blobs (the
-//! request before a call, the reply after), so their serde form is part of the log. The
-//! reply's types live in `retrace_events::reply`, beside the events that record them.
+//! Provider-neutral request and reply types. Their serde form is part of the log, so they
+//! live in `retrace_events` (`chat` for the request, `reply` for the reply), beside the
+//! events that record them; re-exported here with the streaming [`Delta`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
+pub use retrace_events::chat::{ChatMessage, ModelRequest, ToolDef};
 pub use retrace_events::reply::{ModelReply, Reasoning, TokenUsage, ToolCall};
-
-/// What is sent to a model.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelRequest {
-    /// Model name as the provider knows it.
-    pub model: String,
-    /// System prompt.
-    pub system: String,
-    /// The conversation so far (shared: a runner builds each message once and every
-    /// later request of the run points at it).
-    pub messages: Vec<Arc<ChatMessage>>,
-    /// Tools the model may call.
-    pub tools: Vec<ToolDef>,
-    /// Other parameters (temperature, max_tokens, ...), passed through.
-    pub params: BTreeMap<String, Value>,
-    /// Which model reply of the run this asks for (0 = first). Comes from the run's state,
-    /// so a resumed process asks for the same step; the scripted provider plays by it.
-    pub step: u64,
-    /// A summary request (context compaction), not an agent step: its last message asks
-    /// for a summary of the messages before it. The scripted provider answers it without
-    /// playing a reply of its cassette.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub compaction: bool,
-}
-
-/// One message of a conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "role", rename_all = "snake_case")]
-pub enum ChatMessage {
-    /// The task, or a user message.
-    User {
-        /// Text.
-        content: String,
-    },
-    /// A model reply.
-    Assistant {
-        /// Text.
-        #[serde(default)]
-        text: String,
-        /// Tool calls.
-        #[serde(default)]
-        tool_calls: Vec<ToolCall>,
-        /// The reasoning the reply carried, sent back where the provider's API requires it.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        reasoning: Vec<Reasoning>,
-    },
-    /// A tool result.
-    Tool {
-        /// The call answered.
-        call_id: String,
-        /// Output (or error text).
-        content: String,
-        /// Whether the tool failed (or was denied).
-        #[serde(default)]
-        is_error: bool,
-    },
-}
-
-/// A tool as offered to a model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolDef {
-    /// Name, e.g. `fs.read`.
-    pub name: String,
-    /// What it does.
-    pub description: String,
-    /// JSON schema of its arguments.
-    pub parameters: Value,
-}
 
 /// A piece of a reply as it streams in.
 #[derive(Clone, Debug, PartialEq, Eq)]

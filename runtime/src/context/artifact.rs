@@ -19,18 +19,17 @@
 //! (`offset`, match `line`) are 0-based; the preview footer speaks 1-based to the model
 //! ("lines 1-85") and gives the 0-based offset to read on from.
 
-use std::fmt::Write as _;
+use retrace_events::BlobId;
 
 use regex::Regex;
-use retrace_events::{BlobId, canonical_json};
+use retrace_replay::preview::{lines, text};
 use retrace_store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::tools::{OnError, Tier, ToolError, ToolInfo, cut};
 
-/// The name of the tool that pages through artifacts.
-pub const TOOL: &str = "artifact.read";
+pub use retrace_replay::preview::{TOOL, preview};
 
 /// Lines `artifact.read` returns when the model gives no `limit`.
 const DEFAULT_LIMIT: usize = 200;
@@ -85,106 +84,6 @@ pub fn info() -> ToolInfo {
         on_error: OnError::Continue,
         origin: "built-in".into(),
     }
-}
-
-/// The text of a tool output as the model reads it and as artifact.read pages it: a JSON
-/// string's text, anything else as compact JSON (serde_json::Value::to_string) with object
-/// keys sorted — its canonical bytes, so the text is the same whether or not serde_json's
-/// `preserve_order` is on, and a preview agrees with the blob `read` pages.
-///
-/// An object is laid out one field per line, `key: value` (keys sorted, values as compact
-/// JSON), except that a string field holding line breaks is written as `key:` then its raw
-/// lines: a file read (`{"content": "...", "path": ...}`) pages by the file's own lines, not
-/// as one long line of escapes.
-pub fn text(output: &Value) -> String {
-    let compact =
-        |v: &Value| String::from_utf8(canonical_json(v)).expect("serde_json writes UTF-8");
-    match output {
-        Value::String(s) => s.clone(),
-        Value::Object(fields)
-            if fields
-                .values()
-                .any(|v| v.as_str().is_some_and(|s| s.contains('\n'))) =>
-        {
-            let mut keys: Vec<&String> = fields.keys().collect();
-            keys.sort();
-            let mut out = String::new();
-            for key in keys {
-                match &fields[key] {
-                    Value::String(s) if s.contains('\n') => {
-                        let _ = writeln!(out, "{key}:");
-                        out.push_str(s);
-                        if !s.ends_with('\n') {
-                            out.push('\n');
-                        }
-                    }
-                    other => {
-                        let _ = writeln!(out, "{key}: {}", compact(other));
-                    }
-                }
-            }
-            out
-        }
-        other => compact(other),
-    }
-}
-
-/// The lines of `text` (see the module doc: split at `\n`, no empty last line after a
-/// trailing newline, none at all in an empty text).
-fn lines(text: &str) -> Vec<&str> {
-    if text.is_empty() {
-        return Vec::new();
-    }
-    text.strip_suffix('\n')
-        .unwrap_or(text)
-        .split('\n')
-        .collect()
-}
-
-/// What the model is sent for a tool output stored as blob `blob`: `None` when
-/// `text(output)` is at most `inline_bytes` bytes (sent whole), else a preview: the first
-/// part of the text (cut on a char boundary, at a line end when that keeps at least half of
-/// it, at most `inline_bytes / 2` bytes), a newline, and a one-line footer naming the
-/// artifact's handle (the full 64-hex blob id), the text's size in bytes and lines, how much
-/// the preview shows and how to read on, e.g.
-/// `[artifact <id>: 71680 bytes, 1200 lines; shown: lines 1-85. Read more: artifact.read
-/// {"handle":"<id>","offset":85}; search: artifact.read {"handle":"<id>","pattern":"..."}]`.
-/// The `offset` given is that of the first line not shown whole.
-pub fn preview(output: &Value, blob: &BlobId, inline_bytes: usize) -> Option<String> {
-    let text = text(output);
-    if text.len() <= inline_bytes {
-        return None;
-    }
-    let budget = inline_bytes / 2;
-    let head = cut(&text, budget);
-    // At a line end (the newline itself not shown) if that keeps at least half the budget.
-    let (shown, whole_lines, partial) = match head.rfind('\n') {
-        Some(end) if end + 1 >= budget / 2 => {
-            (&head[..end], head[..=end].matches('\n').count(), false)
-        }
-        _ => (head, head.matches('\n').count(), true),
-    };
-    let handle = blob.to_hex();
-    let extent = match (whole_lines, partial) {
-        (0, _) => format!("the first {} bytes of line 1", shown.len()),
-        (n, false) => format!("lines 1-{n}"),
-        (n, true) => format!("lines 1-{n} and the start of line {}", n + 1),
-    };
-    let mut out = String::with_capacity(shown.len() + 400);
-    out.push_str(shown);
-    if !shown.is_empty() {
-        out.push('\n');
-    }
-    let count = lines(&text).len();
-    let _ = write!(
-        out,
-        "[artifact {handle}: {} bytes, {count} line{}; shown: {extent}. Read more: {TOOL} \
-         {{\"handle\":\"{handle}\",\"offset\":{whole_lines}}}; search: {TOOL} \
-         {{\"handle\":\"{handle}\",\"pattern\":\"...\"}}]",
-        text.len(),
-        if count == 1 { "" } else { "s" },
-    );
-    Some(out)
 }
 
 #[derive(Deserialize)]
@@ -444,7 +343,10 @@ fn search(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
+    use retrace_events::canonical_json;
     use retrace_store_sled::SledStore;
 
     fn store() -> (tempfile::TempDir, SledStore) {

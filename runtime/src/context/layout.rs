@@ -57,13 +57,7 @@ pub enum Plan {
     },
 }
 
-/// `tokens` scaled by `scale` (per mille), rounded up.
-pub fn scaled(tokens: u64, scale: u64) -> u64 {
-    (u128::from(tokens) * u128::from(scale))
-        .div_ceil(u128::from(UNIT))
-        .try_into()
-        .unwrap_or(u64::MAX)
-}
+pub use retrace_replay::request::scaled;
 
 /// The plan for a request measuring `measure`, allowed `limit` calibrated tokens and at
 /// most `max_messages` conversation messages, counts scaled by `scale`. A summary request

@@ -94,14 +94,7 @@ pub struct Output {
     pub attachments: Vec<Vec<u8>>,
 }
 
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-pub fn cut(text: &str, max: usize) -> &str {
-    let mut end = max.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
+pub use retrace_replay::preview::cut;
 
 /// Why a tool call failed. The message is shown to the model (and recorded), so it says
 /// what was wrong in terms the model can act on.

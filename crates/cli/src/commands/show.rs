@@ -58,7 +58,7 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
 pub fn request(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     let store = store_access::open_existing(dir)?.store();
     let at = target::resolve(&store, what)?;
-    let rebuilt = retrace_runtime::request::rebuild(&store, &at.run, at.seq)?;
+    let rebuilt = retrace_replay::request::rebuild(&store, &at.run, at.seq)?;
     let request = &rebuilt.request;
     if json_out {
         println!("{}", serde_json::to_string_pretty(request)?);

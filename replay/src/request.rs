@@ -13,9 +13,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use retrace_events::chat::{ChatMessage, ModelRequest};
+use retrace_events::reply::ModelReply;
 use retrace_events::{BlobId, EventKind, RunId, to_canonical_json};
-use retrace_providers::{ChatMessage, ModelReply, ModelRequest};
-use retrace_replay::{Role, State};
+
+use crate::{Role, State};
 use retrace_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,10 +31,18 @@ pub const FORMAT: u32 = 3;
 /// The format of records without the context engine's fields.
 const FORMAT_PLAIN: u32 = 2;
 
-/// How a request was measured against the context budget (see [`crate::context`]).
+/// `tokens` scaled by `scale` (per mille), rounded up: the calibrated count.
+pub fn scaled(tokens: u64, scale: u64) -> u64 {
+    (u128::from(tokens) * u128::from(scale))
+        .div_ceil(1_000)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// How a request was measured against the context budget (see `retrace_runtime::context`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
-    /// The tokenizer that counted (its [`crate::context::tokens::Tokenizer::name`]).
+    /// The tokenizer that counted (its `retrace_runtime::context::tokens::Tokenizer::name`).
     pub tokenizer: String,
     /// Tokens of the whole request as that tokenizer counts them.
     pub measured: u64,
@@ -40,14 +50,14 @@ pub struct Budget {
     pub scale: u64,
     /// Calibrated tokens the request could hold: `window_tokens - reserve_tokens`, or less
     /// once the provider has refused a request as over its window
-    /// ([`crate::context::layout::limit_after_overflow`]); later records keep it.
+    /// (`retrace_runtime::context::layout::limit_after_overflow`); later records keep it.
     pub limit: u64,
 }
 
 impl Budget {
     /// Calibrated tokens of the request: what the provider is expected to count.
     pub fn tokens(&self) -> u64 {
-        crate::context::layout::scaled(self.measured, self.scale)
+        scaled(self.measured, self.scale)
     }
 }
 
@@ -107,7 +117,7 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compacts: Option<u64>,
     /// Tool output longer than this many bytes is sent as an artifact preview
-    /// ([`crate::context::artifact::preview`]); `None`: the preview older runs sent.
+    /// ([`crate::preview::preview`]); `None`: the preview older runs sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<u64>,
     /// How the request was measured against the context budget.
@@ -464,7 +474,7 @@ pub fn reconstruct(store: &dyn Store, blob: &BlobId) -> Result<(Record, Vec<Mess
 /// re-issued ones and [`rebuild`] all go through here). Tool output longer than
 /// `artifacts` bytes is sent as an artifact preview; with `artifacts` `None` (records
 /// older than the context engine), output longer than
-/// [`PREVIEW_BYTES`](crate::executor::PREVIEW_BYTES) is sent as a preview naming its blob.
+/// [`PREVIEW_BYTES`](crate::preview::PREVIEW_BYTES) is sent as a preview naming its blob.
 pub fn message(
     store: &dyn Store,
     message: &MessageRef,
@@ -485,8 +495,8 @@ pub fn message(
         Role::Tool => {
             let output: Value = blob_json(store, &message.content)?;
             let content = match artifacts {
-                None => preview(&output, &message.content),
-                Some(limit) => crate::context::artifact::preview(
+                None => crate::preview::legacy(&output, &message.content),
+                Some(limit) => crate::preview::preview(
                     &output,
                     &message.content,
                     usize::try_from(limit).unwrap_or(usize::MAX),
@@ -653,22 +663,8 @@ fn blob_json<T: serde::de::DeserializeOwned>(store: &dyn Store, blob: &BlobId) -
 }
 
 /// A JSON string as its text, anything else as JSON.
-pub(crate) fn text_of(value: &Value) -> String {
+pub fn text_of(value: &Value) -> String {
     value
         .as_str()
         .map_or_else(|| value.to_string(), str::to_owned)
-}
-
-/// Tool output for the model: whole if short, else a preview naming the stored blob.
-fn preview(output: &Value, blob: &BlobId) -> String {
-    let text = output.to_string();
-    if text.len() <= crate::executor::PREVIEW_BYTES {
-        return text;
-    }
-    format!(
-        "{}… [{} bytes in all; the full output is blob {}]",
-        crate::tools::cut(&text, crate::executor::PREVIEW_BYTES),
-        text.len(),
-        blob.short()
-    )
 }
