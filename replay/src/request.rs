@@ -599,18 +599,8 @@ pub fn rebuild(store: &dyn Store, run: &RunId, seq: u64) -> Result<Rebuilt, Erro
             .collect()
     })?;
     let total = record.total;
-    let previous = match asked.seq.checked_sub(1) {
-        Some(before) => model_calls(store, run, before)?.last().copied(),
-        None => None,
-    };
-    let before = match previous {
-        Some(p) => match store.event_at(run, p)? {
-            Some((_, prev)) => match prev.kind {
-                EventKind::ModelRequested { request, .. } => read(store, &request)?.total,
-                _ => 0,
-            },
-            None => 0,
-        },
+    let before = match previous_request(store, run, asked.seq)? {
+        Some(request) => read(store, &request)?.total,
         None => 0,
     };
     let new = usize::try_from(total.saturating_sub(before))
@@ -625,6 +615,27 @@ pub fn rebuild(store: &dyn Store, run: &RunId, seq: u64) -> Result<Rebuilt, Erro
         budget: record.budget,
         compacts: record.compacts,
     })
+}
+
+/// The request record of the last `model_requested` of `run` before `seq`, read backwards
+/// in ranges that double from 64 events (the call just before is usually a few events
+/// away, however long the run).
+fn previous_request(store: &dyn Store, run: &RunId, seq: u64) -> Result<Option<BlobId>, Error> {
+    let mut to = seq;
+    let mut span = 64;
+    while to > 0 {
+        let from = to.saturating_sub(span);
+        span = (span * 2).min(retrace_store::MAX_RANGE);
+        let events = store.events(run, from..=to - 1)?;
+        if let Some(request) = events.iter().rev().find_map(|(_, e)| match e.kind {
+            EventKind::ModelRequested { request, .. } => Some(request),
+            _ => None,
+        }) {
+            return Ok(Some(request));
+        }
+        to = from;
+    }
+    Ok(None)
 }
 
 /// Seqs of the `model_requested` events of `run` up to `upto`, in order.
