@@ -198,8 +198,10 @@ impl Index {
         // keep each table at least twice the size of the next newer one
         while tables.len() >= 2 && tables[0].len() * 2 >= tables[1].len() {
             let (newer, older) = (tables.remove(0), tables.remove(0));
-            let (blobs, log) = tables::merge(&[&newer, &older])?;
-            tables.insert(0, Arc::new(Table::write(&self.dir, next, &blobs, &log)?));
+            tables.insert(
+                0,
+                Arc::new(Table::merge(&self.dir, next, &[&newer, &older])?),
+            );
             next += 1;
             for table in [newer, older] {
                 retired.push(table);
