@@ -7,8 +7,8 @@
 //!    record. It must not grow with N. Also the median wall time per step of the whole run.
 //! 2. **Input tokens with and without compaction**: a 300-step run against the
 //!    window-enforcing loopback server (`retrace_tests::window_server`: ~7 KiB file read per
-//!    step), once with `window_tokens = 128000` and once with a window no run reaches (no
-//!    compaction, the server enforcing nothing). Total input tokens as the server counted
+//!    step), once with `window_tokens = 128000` and once with a window no run reaches (only
+//!    the state's 248-message cap compacts; the server enforces nothing). Total input tokens as the server counted
 //!    them, per step, the share a prompt cache would serve, and the compactions.
 //!
 //! Run: `cargo bench -p retrace-benches --bench context` (N from `RETRACE_BENCH_STEPS`,
@@ -54,7 +54,8 @@ fn main() {
     println!("2. input tokens of a {token_steps}-step run, ~7 KiB read per step");
     for (label, window, server_window) in [
         ("window_tokens = 128000", 128_000, 128_000),
-        ("no compaction", 100_000_000, u64::MAX),
+        // no token pressure: only the state's 248-message cap compacts
+        ("no token limit", 100_000_000, u64::MAX),
     ] {
         tokens(
             &runtime,
