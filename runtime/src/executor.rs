@@ -593,7 +593,11 @@ impl<'a> Runner<'a> {
                 };
                 if let Purpose::Summary { evict } = purpose {
                     let total = state.earlier_messages + evict;
-                    let shown = compaction::summary_text(&reply, evict, total);
+                    let previous = match state.summary {
+                        Some(blob) => Some(request::text_of(&self.blob_json(run, &blob)?)),
+                        None => None,
+                    };
+                    let shown = compaction::summary_text(&reply, previous.as_deref(), evict, total);
                     return Ok(vec![EventKind::ContextCompacted {
                         request_seq: Some(request_seq),
                         summary: Some(self.put_json(&json!(shown))?),
@@ -827,7 +831,7 @@ impl<'a> Runner<'a> {
                     budget.measured = header_tokens
                         + pinned_built.iter().map(|(_, t)| t).sum::<u64>()
                         + summarized.iter().map(|(_, t)| t).sum::<u64>()
-                        + tokenizer.count(compaction::INSTRUCTION)
+                        + tokenizer.count(&self.instruction())
                         + crate::context::tokens::PER_MESSAGE;
                     header.budget = Some(budget);
                     if let Some(model) = &context.compaction_model {
@@ -859,19 +863,23 @@ impl<'a> Runner<'a> {
         messages: impl Iterator<Item = &'m (Arc<ChatMessage>, u64)>,
         evict: usize,
     ) -> Result<Asked, Error> {
-        let instruction = self.put_json(&json!(compaction::INSTRUCTION))?;
+        let text = self.instruction();
+        let instruction = self.put_json(&json!(text))?;
         let (blob, tip) = request::record_compaction(self.store, state, header, evict, instruction)
             .map_err(|e| request_error(run, &e))?;
         self.remember_tip(blob, tip);
         let mut messages: Vec<Arc<ChatMessage>> = messages.map(|(m, _)| Arc::clone(m)).collect();
-        messages.push(Arc::new(ChatMessage::User {
-            content: compaction::INSTRUCTION.to_owned(),
-        }));
+        messages.push(Arc::new(ChatMessage::User { content: text }));
         let purpose = Purpose::Summary {
             evict: evict as u64,
         };
         let request = self.request_of(header.model, messages, header.step, purpose);
         Ok(Asked::Request(request, blob, purpose))
+    }
+
+    /// The instruction ending this spec's summary requests ([`compaction::instruction`]).
+    fn instruction(&self) -> String {
+        compaction::instruction(self.spec.model.max_reply())
     }
 
     /// The scale (per mille) this request's counts take and the tokens it may hold: from
@@ -1157,8 +1165,9 @@ async fn until_interrupted<T>(inbox: Option<&Inbox>, work: impl Future<Output = 
 /// Why a run whose fixed request parts alone (`fixed` tokens) are over its `limit` ends.
 fn too_large(fixed: u64, limit: u64, window: u64) -> String {
     format!(
-        "compacting cannot make the request fit: the system prompt, tool catalog, task and \
-         summary alone take about {fixed} tokens, more than a request may hold ({limit} tokens \
+        "compacting cannot make the request fit: what cannot be compacted away (the system \
+         prompt, tool catalog, task and summary, or with them a message too large to \
+         summarize) takes about {fixed} tokens, more than a request may hold ({limit} tokens \
          of the {window}-token window); shorten them, or raise window_tokens if the model allows"
     )
 }

@@ -232,6 +232,21 @@ pub struct Model {
     pub params: BTreeMap<String, serde_json::Value>,
 }
 
+impl Model {
+    /// The longest reply the parameters allow, in tokens ([`max_reply`]).
+    pub fn max_reply(&self) -> Option<u64> {
+        max_reply(&self.params)
+    }
+}
+
+/// The longest reply `params` allow, in tokens: `max_tokens`, else `max_completion_tokens`
+/// (OpenAI's newer name), if given as a number.
+pub fn max_reply(params: &BTreeMap<String, serde_json::Value>) -> Option<u64> {
+    ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .find_map(|key| params.get(*key).and_then(serde_json::Value::as_u64))
+}
+
 /// US dollars per million tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -553,10 +568,12 @@ impl Spec {
             ));
         }
         let params = params(raw.model.other, raw.model.params, model_span.clone(), &at)?;
+        let max_reply = max_reply(&params);
         let context = context(
             raw.context,
             raw.model.provider,
             &raw.model.name,
+            max_reply,
             model_span.clone(),
             &at,
         )?;
@@ -643,6 +660,7 @@ fn context(
     raw: Option<Spanned<crate::context::RawContext>>,
     provider: Provider,
     model: &str,
+    max_reply: Option<u64>,
     model_span: Option<Range<usize>>,
     at: &dyn Fn(Option<Range<usize>>, String) -> Error,
 ) -> Result<crate::context::Context, Error> {
@@ -653,7 +671,8 @@ fn context(
         }
         None => (crate::context::RawContext::default(), model_span),
     };
-    crate::context::Context::resolve(context, provider, model).map_err(|why| at(span, why))
+    crate::context::Context::resolve(context, provider, model, max_reply)
+        .map_err(|why| at(span, why))
 }
 
 /// The declared MCP servers, checked, their working directories resolved against `base`.

@@ -264,8 +264,9 @@ async fn an_overflow_compaction_cannot_help_fails_the_run_saying_so_and_is_recor
     assert!(
         said.lines().any(|l| l.starts_with(
             "reason: the request exceeded the model's context window (130415 > 128000 tokens); \
-             compacting cannot make the request fit: the system prompt, tool catalog, task and \
-             summary alone take about"
+             compacting cannot make the request fit: what cannot be compacted away (the system \
+             prompt, tool catalog, task and summary, or with them a message too large to \
+             summarize) takes about"
         ) && l
             .contains(": openai: HTTP 400: This model's maximum context length")),
         "{}",

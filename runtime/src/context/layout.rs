@@ -50,9 +50,10 @@ pub enum Plan {
         /// Messages to evict from the front of the conversation.
         evict: usize,
     },
-    /// Even with the whole conversation compacted, what precedes it is over the limit.
+    /// What cannot be compacted away is over the limit: the system prompt, tools, task and
+    /// summary, or with them the oldest message, too large for a summary request to carry.
     TooLarge {
-        /// Calibrated tokens of the system prompt, tools, task and summary.
+        /// Calibrated tokens of what cannot be compacted away.
         fixed: u64,
     },
 }
@@ -81,7 +82,7 @@ pub fn plan(
     }
     // a valid cut leaves no tool result first
     let valid = |n: usize| n == messages.len() || messages[n].0 != Role::Tool;
-    let keep = limit * KEEP_PERMILLE / UNIT;
+    let keep = limit / UNIT * KEEP_PERMILLE + limit % UNIT * KEEP_PERMILLE / UNIT;
     let mut kept: u64 = 0;
     let mut from = messages.len();
     // the newest messages within `keep` and half the message cap
@@ -113,9 +114,14 @@ pub fn plan(
         while cap > 0 && !valid(cap) {
             cap -= 1;
         }
-        if cap > 0 {
-            evict = evict.min(cap);
+        if cap == 0 {
+            // not even the oldest message (and what answers it) fits a summary request
+            let first = messages.first().map_or(0, |(_, t)| scaled(*t, scale));
+            return Plan::TooLarge {
+                fixed: fixed.saturating_add(first),
+            };
         }
+        evict = evict.min(cap);
     }
     Plan::Compact { evict }
 }
@@ -199,7 +205,12 @@ mod tests {
         assert_eq!(plan(&m, 200, UNIT, 256, true), Plan::Send);
         // the scale applies: 200 counted is 220 reported; the newest exchange (a call and
         // its result) is over the quarter kept, and a cut may not split it: all go
-        assert_eq!(plan(&m, 219, 1_100, 256, true), Plan::Compact { evict: 3 });
+        assert_eq!(plan(&m, 219, 1_100, 256, false), Plan::Compact { evict: 3 });
+        // (a summary request would not fit at all next to the instruction: too large)
+        assert!(matches!(
+            plan(&m, 219, 1_100, 256, true),
+            Plan::TooLarge { .. }
+        ));
     }
 
     #[test]
@@ -236,6 +247,12 @@ mod tests {
         };
         // 3 messages fit (300 ≤ 388), and the cut may not leave a tool result first: 2
         assert_eq!(evict, 2);
+        // a summary request that could not carry even the oldest message is never sent
+        let huge = measure(100, &[(U, 2_000), (A, 10)]);
+        assert_eq!(
+            plan(&huge, 1_000, UNIT, 256, true),
+            Plan::TooLarge { fixed: 2_100 }
+        );
         // dropping (no summary request) evicts down to the keep target at once
         let Plan::Compact { evict } = plan(&m, 1_000, UNIT, 256, false) else {
             panic!()

@@ -71,17 +71,26 @@ pub const SCRIPTED_WINDOW: u64 = 128_000;
 /// Smallest window retrace works with.
 pub const MIN_WINDOW: u64 = 2_048;
 
+/// Largest window accepted (a billion tokens: far beyond any model, and far from overflow in
+/// the budget arithmetic).
+pub const MAX_WINDOW: u64 = 1_000_000_000;
+
 /// Context windows of well-known models, by name prefix (longest first wins), in tokens,
 /// as their providers document them.
-const KNOWN_WINDOWS: [(&str, u64); 22] = [
+const KNOWN_WINDOWS: [(&str, u64); 27] = [
     ("gpt-4.1", 1_047_576),
+    ("gpt-4.5", 128_000),
     ("gpt-4o", 128_000),
     ("gpt-4-turbo", 128_000),
+    ("gpt-4-1106", 128_000),
+    ("gpt-4-0125", 128_000),
+    ("gpt-4-vision", 128_000),
     ("gpt-4-32k", 32_768),
     ("gpt-4", 8_192),
     ("gpt-3.5-turbo", 16_385),
     ("gpt-5", 400_000),
     ("o1-mini", 128_000),
+    ("o1-preview", 128_000),
     ("o1", 200_000),
     ("o3", 200_000),
     ("o4-mini", 200_000),
@@ -120,7 +129,17 @@ impl Context {
     /// other model), `reserve_tokens` a quarter of the window but at most 32,768,
     /// `inline_result_tokens` an eighth of what is left but at most 8,192, `compaction`
     /// `summarize`.
-    pub fn resolve(raw: RawContext, provider: Provider, model: &str) -> Result<Self, String> {
+    ///
+    /// The reserve must hold the longest reply the spec allows (`max_tokens` or
+    /// `max_completion_tokens` of `[model]`, given as `max_reply`): by default it is raised
+    /// to that, and a `reserve_tokens` set below it is refused, since a provider counts the
+    /// reply's room against the window and would refuse every request near the limit.
+    pub fn resolve(
+        raw: RawContext,
+        provider: Provider,
+        model: &str,
+        max_reply: Option<u64>,
+    ) -> Result<Self, String> {
         let window = match raw.window_tokens {
             Some(window) => window,
             None => match (known_window(model), provider) {
@@ -130,17 +149,29 @@ impl Context {
                     return Err(format!(
                         "the context window of model `{model}` is not known to retrace: set \
                          `window_tokens` under [context] to the model's context size in tokens \
-                         (e.g. `[context]\\nwindow_tokens = 32768`)"
+                         (e.g. `window_tokens = 32768` under `[context]`)"
                     ));
                 }
             },
         };
-        if window < MIN_WINDOW {
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
             return Err(format!(
-                "[context] window_tokens = {window} is too small (at least {MIN_WINDOW})"
+                "[context] window_tokens = {window} is out of range ({MIN_WINDOW} to \
+                 {MAX_WINDOW})"
             ));
         }
-        let reserve = raw.reserve_tokens.unwrap_or((window / 4).min(32_768));
+        let reserve = match (raw.reserve_tokens, max_reply) {
+            (Some(reserve), Some(reply)) if reserve < reply => {
+                return Err(format!(
+                    "[context] reserve_tokens = {reserve} is less than the reply the spec \
+                     allows ([model] max_tokens = {reply}); the provider counts that room \
+                     against the window: raise reserve_tokens to at least {reply}, or lower \
+                     max_tokens"
+                ));
+            }
+            (Some(reserve), _) => reserve,
+            (None, reply) => (window / 4).min(32_768).max(reply.unwrap_or(0)),
+        };
         if reserve == 0 || reserve > window * 3 / 4 {
             return Err(format!(
                 "[context] reserve_tokens = {reserve} leaves too little of the {window}-token \
@@ -194,12 +225,14 @@ mod tests {
         assert_eq!(known_window("openai/GPT-4.1-mini"), Some(1_047_576));
         assert_eq!(known_window("claude-sonnet-4-5"), Some(200_000));
         assert_eq!(known_window("o1-mini"), Some(128_000));
+        assert_eq!(known_window("gpt-4-1106-preview"), Some(128_000));
+        assert_eq!(known_window("gpt-4.5-preview"), Some(128_000));
         assert_eq!(known_window("test-model"), None);
     }
 
     #[test]
     fn defaults_follow_the_window_and_unknown_models_must_say_theirs() {
-        let c = Context::resolve(RawContext::default(), Provider::Openai, "gpt-4o").unwrap();
+        let c = Context::resolve(RawContext::default(), Provider::Openai, "gpt-4o", None).unwrap();
         assert_eq!(
             (c.window_tokens, c.reserve_tokens, c.inline_result_tokens),
             (128_000, 32_000, 8_192)
@@ -209,12 +242,26 @@ mod tests {
             window_tokens: Some(32_000),
             ..RawContext::default()
         };
-        let c = Context::resolve(raw, Provider::Openai, "test-model").unwrap();
+        let c = Context::resolve(raw, Provider::Openai, "test-model", None).unwrap();
         assert_eq!((c.reserve_tokens, c.inline_result_tokens), (8_000, 3_000));
-        let e = Context::resolve(RawContext::default(), Provider::Openai, "test-model");
+        let e = Context::resolve(RawContext::default(), Provider::Openai, "test-model", None);
         assert!(e.unwrap_err().contains("window_tokens"));
-        let scripted = Context::resolve(RawContext::default(), Provider::Scripted, "demo").unwrap();
+        let scripted =
+            Context::resolve(RawContext::default(), Provider::Scripted, "demo", None).unwrap();
         assert_eq!(scripted.window_tokens, SCRIPTED_WINDOW);
+    }
+
+    #[test]
+    fn the_reserve_holds_the_longest_reply_the_spec_allows() {
+        let raw = |reserve| RawContext {
+            window_tokens: Some(8_000),
+            reserve_tokens: reserve,
+            ..RawContext::default()
+        };
+        let c = Context::resolve(raw(None), Provider::Openai, "m", Some(3_500)).unwrap();
+        assert_eq!(c.reserve_tokens, 3_500, "raised from a quarter (2,000)");
+        let e = Context::resolve(raw(Some(2_000)), Provider::Openai, "m", Some(3_500));
+        assert!(e.unwrap_err().contains("max_tokens = 3500"));
     }
 
     #[test]
@@ -225,8 +272,9 @@ mod tests {
             inline_result_tokens: i,
             ..RawContext::default()
         };
-        let e = |raw| Context::resolve(raw, Provider::Openai, "m").unwrap_err();
+        let e = |raw| Context::resolve(raw, Provider::Openai, "m", None).unwrap_err();
         assert!(e(raw(1_000, None, None)).contains("window_tokens"));
+        assert!(e(raw(u64::MAX, None, None)).contains("out of range"));
         assert!(e(raw(32_000, Some(30_000), None)).contains("reserve_tokens"));
         assert!(e(raw(32_000, None, Some(20_000))).contains("inline_result_tokens"));
     }
