@@ -6,9 +6,9 @@
 //! the inline limit is shown as an artifact [`preview`] ending with a footer that names its
 //! handle — the id of the blob the output was recorded as, which means the same after a
 //! resume, in a fork and in a bundle — and how to page through it with the runtime's
-//! `artifact.read` tool. Lines: the text split at `\n` (a `\r` before it stays part of the
-//! line); a trailing newline does not start another, empty line, and an empty text has no
-//! lines. The footer speaks 1-based lines to the model ("lines 1-85") and gives the 0-based
+//! `artifact.read` tool. Lines ([`lines`]): the text split at `\n` (a `\r` before it stays
+//! part of the line), a line over [`LINE_BYTES`] cut into pieces; a trailing newline does
+//! not start another, empty line, and an empty text has no lines. The footer speaks 1-based lines to the model ("lines 1-85") and gives the 0-based
 //! offset to read on from. Runs recorded before `[context]` get [`legacy`].
 
 use std::fmt::Write as _;
@@ -90,22 +90,38 @@ pub fn text(output: &Value) -> String {
     }
 }
 
-/// The lines of `text` (see the module doc: split at `\n`, no empty last line after a
-/// trailing newline, none at all in an empty text).
+/// Longest line, in bytes: a longer one (minified JSON, a one-line API result) counts as
+/// several lines of at most this many bytes, cut on character boundaries, so paging by line
+/// reaches all of it.
+pub const LINE_BYTES: usize = 1_000;
+
+/// The lines of `text`: split at `\n`, with no empty last line after a trailing newline and
+/// none at all in an empty text; a line longer than [`LINE_BYTES`] is cut into pieces of
+/// at most that many bytes, each a line of its own.
 pub fn lines(text: &str) -> Vec<&str> {
     if text.is_empty() {
         return Vec::new();
     }
-    text.strip_suffix('\n')
-        .unwrap_or(text)
-        .split('\n')
-        .collect()
+    let mut out = Vec::new();
+    for mut line in text.strip_suffix('\n').unwrap_or(text).split('\n') {
+        while line.len() > LINE_BYTES {
+            let piece = match cut(line, LINE_BYTES) {
+                // a first character longer than the limit cannot happen (4 bytes at most)
+                "" => &line[..line.chars().next().map_or(0, char::len_utf8)],
+                piece => piece,
+            };
+            out.push(piece);
+            line = &line[piece.len()..];
+        }
+        out.push(line);
+    }
+    out
 }
 
 /// What the model is sent for a tool output stored as blob `blob`: `None` when
 /// `text(output)` is at most `inline_bytes` bytes (sent whole), else a preview: the first
-/// part of the text (cut on a char boundary, at a line end when that keeps at least half of
-/// it, at most `inline_bytes / 2` bytes), a newline, and a one-line footer naming the
+/// [`lines`] that fit in `inline_bytes / 2` bytes (only the start of the first when not
+/// even it fits), a newline, and a one-line footer naming the
 /// artifact's handle (the full 64-hex blob id), the text's size in bytes and lines, how much
 /// the preview shows and how to read on, e.g.
 /// `[artifact <id>: 71680 bytes, 1200 lines; shown: lines 1-85. Read more: artifact.read
@@ -117,26 +133,34 @@ pub fn preview(output: &Value, blob: &BlobId, inline_bytes: usize) -> Option<Str
         return None;
     }
     let budget = inline_bytes / 2;
-    let head = cut(&text, budget);
-    // At a line end (the newline itself not shown) if that keeps at least half the budget.
-    let (shown, whole_lines, partial) = match head.rfind('\n') {
-        Some(end) if end + 1 >= budget / 2 => {
-            (&head[..end], head[..=end].matches('\n').count(), false)
+    let all = lines(&text);
+    // whole lines while they fit (with the newlines between them)
+    let mut used = 0;
+    let mut whole = 0;
+    for line in &all {
+        let add = line.len() + usize::from(whole > 0);
+        if used + add > budget {
+            break;
         }
-        _ => (head, head.matches('\n').count(), true),
-    };
+        used += add;
+        whole += 1;
+    }
     let handle = blob.to_hex();
-    let extent = match (whole_lines, partial) {
-        (0, _) => format!("the first {} bytes of line 1", shown.len()),
-        (n, false) => format!("lines 1-{n}"),
-        (n, true) => format!("lines 1-{n} and the start of line {}", n + 1),
+    let (shown, extent) = if whole == 0 {
+        // a limit under one line: the start of the first
+        let part = cut(all[0], budget).to_owned();
+        let extent = format!("the first {} bytes of line 1", part.len());
+        (part, extent)
+    } else {
+        (all[..whole].join("\n"), format!("lines 1-{whole}"))
     };
+    let whole_lines = whole;
     let mut out = String::with_capacity(shown.len() + 400);
-    out.push_str(shown);
+    out.push_str(&shown);
     if !shown.is_empty() {
         out.push('\n');
     }
-    let count = lines(&text).len();
+    let count = all.len();
     let _ = write!(
         out,
         "[artifact {handle}: {} bytes, {count} line{}; shown: {extent}. Read more: {TOOL} \

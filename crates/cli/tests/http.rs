@@ -725,7 +725,7 @@ async fn show_request_rebuilds_exactly_the_body_each_model_call_sent() {
         "call_1",
         "call_2",
         "# Hello",
-        "1 line; shown: the first",
+        "20075 bytes, 21 lines; shown: lines 1-5.",
         "Read more: artifact.read {\\\"handle\\\":",
     ] {
         assert!(json.contains(needle), "{needle} missing from {json}");

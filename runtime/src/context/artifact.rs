@@ -22,6 +22,8 @@
 use retrace_events::BlobId;
 
 use regex::Regex;
+#[cfg(test)]
+use retrace_replay::preview::LINE_BYTES;
 use retrace_replay::preview::{lines, text};
 use retrace_store::Store;
 use serde::Deserialize;
@@ -441,25 +443,34 @@ mod tests {
     }
 
     #[test]
-    fn preview_cuts_a_long_line_mid_line() {
+    fn a_long_line_counts_as_pieces_of_at_most_line_bytes() {
         let id = BlobId::of(b"y");
-        // A first short line, then one very long one: a line end would keep too little.
+        // A first short line, then one of 5,000 bytes: 5 pieces of 1,000.
         let output = json!(format!("ab\n{}", "z".repeat(5_000)));
-        let shown = preview(&output, &id, 1_000).expect("a preview");
+        assert_eq!(lines(&text(&output)).len(), 6);
+        let shown = preview(&output, &id, 2_400).expect("a preview");
         let (head, footer) = shown.split_once("\n[artifact ").expect("a footer");
-        assert_eq!(head, format!("ab\n{}", "z".repeat(497)));
+        // 1,200 bytes of budget: "ab" and one piece (1,003 bytes with the newline)
+        assert_eq!(head, format!("ab\n{}", "z".repeat(1_000)));
         assert!(
-            footer.contains(": 5003 bytes, 2 lines; shown: lines 1-1 and the start of line 2."),
+            footer.contains(": 5003 bytes, 6 lines; shown: lines 1-2."),
             "{footer}"
         );
-        assert!(footer.contains("\"offset\":1}"), "{footer}");
-        // One line of compact JSON: only part of line 1.
-        let shown = preview(&json!({"k": "v".repeat(3_000)}), &id, 1_000).expect("a preview");
+        assert!(footer.contains("\"offset\":2}"), "{footer}");
+        // One line of compact JSON (3,008 bytes): its first pieces, and the rest reachable.
+        let output = json!({"k": "v".repeat(3_000)});
+        let shown = preview(&output, &id, 3_000).expect("a preview");
         assert!(
-            shown.contains("1 line; shown: the first 500 bytes of line 1."),
+            shown.contains("3008 bytes, 4 lines; shown: lines 1-1."),
             "{shown}"
         );
-        assert!(shown.contains("\"offset\":0}"));
+        assert!(shown.contains("\"offset\":1}"));
+        // a budget under one piece: the start of the first
+        let shown = preview(&output, &id, 1_000).expect("a preview");
+        assert!(
+            shown.contains("shown: the first 500 bytes of line 1."),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -470,12 +481,16 @@ mod tests {
         let shown = preview(&output, &id, 1_003).expect("a preview");
         let (head, footer) = shown.split_once("\n[artifact ").expect("a footer");
         assert_eq!(head, "é€".repeat(100)); // 500 bytes: 501 would split a 'é'
-        assert!(footer.contains("5000 bytes, 1 line; shown: the first 500 bytes of line 1."));
-        let shown = preview(&json!("é€".repeat(1_000)), &id, 1_004).expect("a preview");
+        // 5,000 bytes in pieces of at most 1,000 cut on character boundaries
         assert!(
-            shown.starts_with(&format!("{}é\n", "é€".repeat(100))),
-            "{shown}"
+            footer.contains("5000 bytes, 5 lines; shown: the first 500 bytes of line 1."),
+            "{footer}"
         );
+        let text = text(&output);
+        for piece in lines(&text) {
+            assert!(piece.len() <= LINE_BYTES && text.contains(piece));
+        }
+        assert_eq!(lines(&text).concat(), text);
     }
 
     #[test]
@@ -602,20 +617,28 @@ mod tests {
     }
 
     #[test]
-    fn a_line_longer_than_a_page_is_shown_in_part() {
+    fn a_one_line_result_is_paged_through_to_its_end() {
         let (_dir, store) = store();
+        // 20,000 bytes on one line, then a short one: 20 pieces, then "short"
         let text = format!("{}\nshort", "é".repeat(10_000));
         let handle = put(&store, &json!(text));
-        let page = read(&store, &json!({"handle": handle}), 1_000).expect("page");
-        assert!(page.to_string().len() <= 1_000);
-        assert!(page.to_string().len() > 990);
-        assert_eq!(page["truncated"], json!(true));
-        assert_eq!(page["next_offset"], json!(1));
-        let shown = page["lines"].as_str().unwrap();
-        assert!(!shown.is_empty() && shown.chars().all(|c| c == 'é'));
-        let page = read(&store, &json!({"handle": handle, "offset": 1}), 1_000).expect("page");
-        assert_eq!(page["lines"], json!("short"));
-        assert_eq!(page["truncated"], json!(false));
+        let mut offset = Some(0);
+        let mut pieces = Vec::new();
+        while let Some(at) = offset {
+            let page = read(&store, &json!({"handle": handle, "offset": at}), 1_500).expect("page");
+            assert!(page.to_string().len() <= 1_500);
+            pieces.extend(
+                page["lines"]
+                    .as_str()
+                    .unwrap()
+                    .split('\n')
+                    .map(str::to_owned),
+            );
+            offset = page["next_offset"].as_u64();
+        }
+        assert_eq!(pieces.len(), 21);
+        assert_eq!(pieces.last().map(String::as_str), Some("short"));
+        assert_eq!(pieces[..20].concat(), "é".repeat(10_000));
     }
 
     #[test]
@@ -698,9 +721,9 @@ mod tests {
                 .iter()
                 .all(|l| !l.contains(&"x".repeat(90)))
         );
-        // A one-line JSON result: the window around the match.
+        // A one-line JSON result: each piece is a line, so every match is found.
         let output =
-            json!({"content": format!("{}NEEDLE{}", "a".repeat(5_000), "b".repeat(5_000))});
+            json!({"content": format!("{}NEEDLE{}NEEDLE", "a".repeat(5_000), "b".repeat(5_000))});
         let handle = put(&store, &output);
         let found = read(
             &store,
@@ -708,11 +731,9 @@ mod tests {
             8_192,
         )
         .expect("search");
-        let shown = found["matches"][0]["text"].as_str().unwrap();
-        assert_eq!(
-            shown,
-            format!("…{}NEEDLE{}…", "a".repeat(100), "b".repeat(194))
-        );
+        let matches = found["matches"].as_array().unwrap();
+        assert_eq!(matches.len(), 2, "{found}");
+        assert!(matches[0]["text"].as_str().unwrap().contains("aNEEDLEb"));
     }
 
     #[test]
