@@ -93,7 +93,7 @@ async fn drive_case(
         .map_err(|e| text(&e))?
         .state;
     let spec = spec_of(store, &at)?;
-    let spec_now = case.overrides.apply(&spec);
+    let spec_now = case.overrides.apply(&spec)?;
     fork(
         store,
         &recording,

@@ -122,11 +122,22 @@ pub struct Overrides {
     pub params: BTreeMap<String, Value>,
     /// Budgets, replacing the recorded ones.
     pub budgets: Option<Budgets>,
+    /// The context budget (`[context]`, keys as in a spec), replacing the recorded one.
+    pub context: Option<retrace_runtime::context::RawContext>,
 }
 
 impl Overrides {
-    /// `spec` with these changes.
-    pub fn apply(&self, spec: &retrace_runtime::spec::Spec) -> retrace_runtime::spec::Spec {
+    /// `spec` with these changes. A case that changes the model, the provider, the
+    /// parameters or the context resolves the context budget again: from the case's
+    /// `context` table if it has one, else from the new model's defaults when the model or
+    /// provider changed (the recorded window belongs to the recorded model), else from the
+    /// recorded budget (checked against the new parameters' `max_tokens`). `Err` says why
+    /// that cannot be done (a model whose window is not known, with no
+    /// `context.window_tokens` given; a reserve under `max_tokens`).
+    pub fn apply(
+        &self,
+        spec: &retrace_runtime::spec::Spec,
+    ) -> Result<retrace_runtime::spec::Spec, String> {
         let mut spec = spec.clone();
         if let Some(system) = &self.system {
             spec.system.clone_from(system);
@@ -155,7 +166,28 @@ impl Overrides {
         if let Some(budgets) = &self.budgets {
             spec.budgets = budgets.clone();
         }
-        spec
+        let remodelled = self.provider.is_some()
+            || self.model.is_some()
+            || !self.params.is_empty()
+            || self.context.is_some();
+        if let (true, Some(recorded)) = (remodelled, &spec.context) {
+            let raw = match &self.context {
+                Some(raw) => raw.clone(),
+                None if self.provider.is_some() || self.model.is_some() => {
+                    retrace_runtime::context::RawContext::default()
+                }
+                None => recorded.into(),
+            };
+            let context = retrace_runtime::context::Context::resolve(
+                raw,
+                spec.model.provider,
+                &spec.model.name,
+                spec.model.max_reply(),
+            )
+            .map_err(|why| format!("the case's override: {why}"))?;
+            spec.context = Some(context);
+        }
+        Ok(spec)
     }
 }
 
@@ -325,5 +357,50 @@ impl Suite {
             jobs,
             cases,
         })
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::*;
+
+    fn spec(model: &str, extra: &str) -> retrace_runtime::spec::Spec {
+        let text = format!(
+            "name = \"a\"\nsystem = \"s\"\n[model]\nprovider = \"openai\"\nname = \"{model}\"\n\
+             {extra}"
+        );
+        retrace_runtime::spec::Spec::parse(Path::new("/tmp/agent.toml"), &text).expect("spec")
+    }
+
+    fn overrides(text: &str) -> Overrides {
+        toml::from_str(text).expect("overrides")
+    }
+
+    #[test]
+    fn a_new_model_gets_its_own_window_and_a_params_change_keeps_the_recorded_one() {
+        let recorded = spec("gpt-4.1", "");
+        let window = |s: &retrace_runtime::spec::Spec| s.context.as_ref().unwrap().window_tokens;
+        assert_eq!(window(&recorded), 1_047_576);
+        let gpt4 = overrides("model = \"gpt-4\"").apply(&recorded).unwrap();
+        assert_eq!(window(&gpt4), 8_192);
+        // an unknown model must say its window
+        let e = overrides("model = \"local-llm\"")
+            .apply(&recorded)
+            .unwrap_err();
+        assert!(e.contains("window_tokens"), "{e}");
+        let local = overrides("model = \"local-llm\"\ncontext = { window_tokens = 16000 }")
+            .apply(&recorded)
+            .unwrap();
+        assert_eq!(window(&local), 16_000);
+        // only a parameter: the recorded budget stays, checked against the new max_tokens
+        let custom = spec("test-model", "[context]\nwindow_tokens = 32000\n");
+        let warmer = overrides("params = { temperature = 1 }")
+            .apply(&custom)
+            .unwrap();
+        assert_eq!(warmer.context, custom.context);
+        let e = overrides("params = { max_tokens = 20000 }")
+            .apply(&custom)
+            .unwrap_err();
+        assert!(e.contains("reserve_tokens"), "{e}");
     }
 }

@@ -64,6 +64,19 @@ pub struct RawContext {
     compaction_model: Option<String>,
 }
 
+impl From<&Context> for RawContext {
+    /// A resolved context as a table giving every key.
+    fn from(c: &Context) -> Self {
+        Self {
+            window_tokens: Some(c.window_tokens),
+            reserve_tokens: Some(c.reserve_tokens),
+            inline_result_tokens: Some(c.inline_result_tokens),
+            compaction: Some(c.compaction),
+            compaction_model: c.compaction_model.clone(),
+        }
+    }
+}
+
 /// The nominal window of the scripted provider (it has none; this keeps its runs on the
 /// same code path as real ones).
 pub const SCRIPTED_WINDOW: u64 = 128_000;
