@@ -454,8 +454,16 @@ impl<'a> Runner<'a> {
                 // a drop applies before the deferred messages join: evict only what the
                 // state holds (they come after it, so the cut stays valid)
                 for kind in &mut kinds {
-                    if let EventKind::ContextCompacted { evicted, .. } = kind {
+                    if let EventKind::ContextCompacted {
+                        evicted, summary, ..
+                    } = kind
+                    {
                         *evicted = (*evicted).min(state.conversation.len() as u64);
+                        // the model is told what left, after what earlier summaries said
+                        let previous = self.summary_text(run, state)?;
+                        let total = state.earlier_messages + *evicted;
+                        let shown = compaction::dropped_text(previous.as_deref(), *evicted, total);
+                        *summary = Some(self.put_json(&json!(shown))?);
                     }
                 }
                 return Ok(kinds);
@@ -574,7 +582,9 @@ impl<'a> Runner<'a> {
                 "model replied"
             ),
             Err(e) => {
-                tracing::warn!(latency_ms, transient = e.is_transient(), error = %e, "model call failed");
+                let overflow = matches!(e, retrace_providers::Error::ContextOverflow { .. });
+                let retried = e.is_transient() || (overflow && self.spec.context.is_some());
+                tracing::warn!(latency_ms, retried, overflow, error = %e, "model call failed");
             }
         }
         Ok(match result {
@@ -593,10 +603,7 @@ impl<'a> Runner<'a> {
                 };
                 if let Purpose::Summary { evict } = purpose {
                     let total = state.earlier_messages + evict;
-                    let previous = match state.summary {
-                        Some(blob) => Some(request::text_of(&self.blob_json(run, &blob)?)),
-                        None => None,
-                    };
+                    let previous = self.summary_text(run, state)?;
                     let shown = compaction::summary_text(&reply, previous.as_deref(), evict, total);
                     return Ok(vec![EventKind::ContextCompacted {
                         request_seq: Some(request_seq),
@@ -875,6 +882,14 @@ impl<'a> Runner<'a> {
         };
         let request = self.request_of(header.model, messages, header.step, purpose);
         Ok(Asked::Request(request, blob, purpose))
+    }
+
+    /// The text of the run's latest compaction summary, if it has one.
+    fn summary_text(&self, run: RunId, state: &State) -> Result<Option<String>, Error> {
+        Ok(match state.summary {
+            Some(blob) => Some(request::text_of(&self.blob_json(run, &blob)?)),
+            None => None,
+        })
     }
 
     /// The instruction ending this spec's summary requests ([`compaction::instruction`]).

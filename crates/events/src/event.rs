@@ -313,7 +313,8 @@ pub enum EventKind {
         /// Seq of the `model_requested` that asked for the summary; `None` when the
         /// messages were dropped without one (`compaction = "drop_oldest"`).
         request_seq: Option<u64>,
-        /// The summary as the model is shown it (a JSON string); `None` when dropped.
+        /// The summary as the model is shown it from then on (a JSON string); for a drop,
+        /// the earlier summary with a note that messages were dropped. `None`: unchanged.
         summary: Option<BlobId>,
         /// The summarizing model's reply (canonical JSON, like a `model_responded`'s).
         response: Option<BlobId>,

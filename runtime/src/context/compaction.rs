@@ -52,6 +52,20 @@ pub fn summary_text(
     )
 }
 
+/// The summary shown after a compaction that dropped `evicted` messages without a summary
+/// call (`compaction = "drop_oldest"`): the `previous` summary, if any, then a note saying
+/// so. `total` is how many messages have left the conversation in all.
+pub fn dropped_text(previous: Option<&str>, evicted: u64, total: u64) -> String {
+    let note = format!(
+        "[{total} earlier messages have left the context window; the last {evicted} were \
+         dropped without a summary. Re-read what you need.]"
+    );
+    match previous {
+        Some(previous) => format!("{previous}\n{note}"),
+        None => format!("[Context summary] {note}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +92,7 @@ mod tests {
         let kept = summary_text(&ModelReply::default(), Some(&shown), 5, 45);
         assert!(kept.starts_with(&shown), "{kept}");
         assert!(kept.ends_with("the last 5 could not be summarized. Re-read what you need.]"));
+        let dropped = dropped_text(Some(&shown), 5, 45);
+        assert!(dropped.starts_with(&shown) && dropped.contains("5 were dropped"));
     }
 }

@@ -61,7 +61,15 @@ pub fn request(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCod
     let rebuilt = retrace_replay::request::rebuild(&store, &at.run, at.seq)?;
     let request = &rebuilt.request;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(request)?);
+        // the request as sent, with how it was measured beside its fields
+        let mut out = serde_json::to_value(request)?;
+        if let Some(budget) = &rebuilt.budget {
+            out["budget"] = serde_json::to_value(budget)?;
+        }
+        if let Some(evict) = rebuilt.compacts {
+            out["compacts"] = json!(evict);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
