@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{log_json, retrace, run_agent, run_id_of, text};
+use common::{log_json, normalised, ok, retrace, run_agent, run_id_of, text, the_run};
 use retrace_replay::testkit::Rng;
 use retrace_tests::loopback::KEY_ENV;
 use retrace_tests::window_server::{Config, Stats, WindowServer};
@@ -196,28 +196,6 @@ fn a_window_smaller_than_the_spec_says_is_met_with_the_400_and_the_run_still_fin
         figures(&stats)
     );
     verifies_and_checks(&store, &run_id_of(&out));
-}
-
-/// `retrace ARGS…` that must succeed; its output.
-fn ok(store: &Path, args: &[&str]) -> std::process::Output {
-    let out = retrace(store, args);
-    assert!(out.status.success(), "retrace {args:?}: {}", text(&out));
-    out
-}
-
-/// The only run in `store` (`retrace runs --json`); `None` before it exists.
-fn the_run(store: &Path) -> Option<Value> {
-    if !store.exists() {
-        return None;
-    }
-    let out = ok(store, &["runs", "--json"]);
-    let mut runs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .filter(|r: &Value| r["events"].as_u64() > Some(0))
-        .collect();
-    assert!(runs.len() <= 1, "a restart started a second run");
-    runs.pop()
 }
 
 /// `retrace show RUN --json`.
@@ -568,19 +546,6 @@ fn assert_same_run((store, run): (&Path, &str), (reference, reference_run): (&Pa
             .collect();
         panic!("the final state differs from the uninterrupted run's in {differing:?}");
     }
-}
-
-/// An event without what differs between two runs that did the same things: ids and
-/// parents (they chain to different first events), times and measured durations.
-fn normalised(mut event: Value) -> Value {
-    let map = event.as_object_mut().expect("an object");
-    for key in ["id", "parent", "at", "duration_ms"] {
-        map.remove(key);
-    }
-    if let Some(usage) = map.get_mut("usage").and_then(Value::as_object_mut) {
-        usage.remove("latency_ms");
-    }
-    event
 }
 
 /// A compacting run (40 reads at a 16k window: a compaction every few steps), then

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::the_run;
 use retrace_replay::testkit::Rng;
 use serde_json::{Value, json};
 
@@ -86,22 +87,6 @@ fn start(store: &Path, spec: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn retrace run")
-}
-
-/// The only run in `store`, as `retrace runs --json` reports it (None before it exists).
-fn the_run(store: &Path) -> Option<Value> {
-    if !store.exists() {
-        return None;
-    }
-    let out = output(store, &["runs", "--json"]);
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let mut runs: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .filter(|r: &Value| r["events"].as_u64() > Some(0))
-        .collect();
-    assert!(runs.len() <= 1, "a restart started a second run: {text}");
-    runs.pop()
 }
 
 fn state_hash(store: &Path, run: &str) -> String {

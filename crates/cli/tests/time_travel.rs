@@ -7,21 +7,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{example, example_run, log_json as log, retrace, run_agent, run_id_of, text};
+use common::{
+    example, example_run, log_json as log, normalised, retrace, run_agent, run_id_of, text,
+};
 use serde_json::{Value, json};
-
-/// An event with what differs between two runs that did the same things removed: ids and
-/// parents (they chain to different first events), times and measured durations.
-fn normalised(mut event: Value) -> Value {
-    let map = event.as_object_mut().expect("an object");
-    for key in ["id", "parent", "at", "duration_ms"] {
-        map.remove(key);
-    }
-    if let Some(usage) = map.get_mut("usage").and_then(Value::as_object_mut) {
-        usage.remove("latency_ms");
-    }
-    event
-}
 
 /// The new run id `retrace fork` printed.
 fn fork_id_of(out: &std::process::Output) -> String {

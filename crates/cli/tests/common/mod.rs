@@ -100,3 +100,44 @@ pub fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
         &["run", spec.to_str().expect("utf-8"), "--input", input],
     )
 }
+
+/// `retrace ARGS` against `store`, which must succeed (else the test fails with its output).
+pub fn ok(store: &Path, args: &[&str]) -> Output {
+    let out = retrace(store, args);
+    assert!(out.status.success(), "retrace {args:?}: {}", text(&out));
+    out
+}
+
+/// The only run in `store`, as `retrace runs --json` reports it (`None` before it exists);
+/// a second run fails the test (a restart must continue the run, not start another).
+pub fn the_run(store: &Path) -> Option<serde_json::Value> {
+    if !store.exists() {
+        return None;
+    }
+    let out = ok(store, &["runs", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut runs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|r: &serde_json::Value| r["events"].as_u64() > Some(0))
+        .collect();
+    assert!(runs.len() <= 1, "a restart started a second run: {text}");
+    runs.pop()
+}
+
+/// An event (as `retrace log --json` prints it) without what differs between two runs that
+/// did the same things: ids and parents (they chain to different first events), times and
+/// measured durations.
+pub fn normalised(mut event: serde_json::Value) -> serde_json::Value {
+    let map = event.as_object_mut().expect("an object");
+    for key in ["id", "parent", "at", "duration_ms"] {
+        map.remove(key);
+    }
+    if let Some(usage) = map
+        .get_mut("usage")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        usage.remove("latency_ms");
+    }
+    event
+}
