@@ -544,8 +544,8 @@ pub struct Rebuilt {
     pub record: BlobId,
     /// The request exactly as sent to the provider.
     pub request: ModelRequest,
-    /// How many of the request's last messages are new since the run's previous model
-    /// call (all of them for the first call; 0 for a retry).
+    /// How many of the request's last messages are new since the run's previous agent-step
+    /// model call (summary requests aside; all of them for the first call; 0 for a retry).
     pub new: usize,
     /// How it measured against the context budget (runs with a `[context]`).
     pub budget: Option<Budget>,
@@ -617,9 +617,10 @@ pub fn rebuild(store: &dyn Store, run: &RunId, seq: u64) -> Result<Rebuilt, Erro
     })
 }
 
-/// The request record of the last `model_requested` of `run` before `seq`, read backwards
-/// in ranges that double from 64 events (the call just before is usually a few events
-/// away, however long the run).
+/// The request record of the last agent-step `model_requested` of `run` before `seq`
+/// (summary requests skipped: after a compaction, what is new is counted from the step
+/// before it), read backwards in ranges that double from 64 events (the call just before is
+/// usually a few events away, however long the run).
 fn previous_request(store: &dyn Store, run: &RunId, seq: u64) -> Result<Option<BlobId>, Error> {
     let mut to = seq;
     let mut span = 64;
@@ -627,11 +628,12 @@ fn previous_request(store: &dyn Store, run: &RunId, seq: u64) -> Result<Option<B
         let from = to.saturating_sub(span);
         span = (span * 2).min(retrace_store::MAX_RANGE);
         let events = store.events(run, from..=to - 1)?;
-        if let Some(request) = events.iter().rev().find_map(|(_, e)| match e.kind {
-            EventKind::ModelRequested { request, .. } => Some(request),
-            _ => None,
-        }) {
-            return Ok(Some(request));
+        for (_, event) in events.iter().rev() {
+            if let EventKind::ModelRequested { request, .. } = event.kind
+                && read(store, &request)?.compacts.is_none()
+            {
+                return Ok(Some(request));
+            }
         }
         to = from;
     }
