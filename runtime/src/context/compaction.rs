@@ -41,10 +41,7 @@ pub fn summary_text(
             "[{total} earlier messages have left the context window; the last {evicted} could \
              not be summarized. Re-read what you need.]"
         );
-        return match previous {
-            Some(previous) => format!("{previous}\n{note}"),
-            None => format!("[Context summary] {note}"),
-        };
+        return after(previous, &note);
     }
     format!(
         "[Context summary of the {total} earlier messages of this task, which have left the \
@@ -60,6 +57,11 @@ pub fn dropped_text(previous: Option<&str>, evicted: u64, total: u64) -> String 
         "[{total} earlier messages have left the context window; the last {evicted} were \
          dropped without a summary. Re-read what you need.]"
     );
+    after(previous, &note)
+}
+
+/// `note` after the `previous` summary, or as the summary when there is none.
+fn after(previous: Option<&str>, note: &str) -> String {
     match previous {
         Some(previous) => format!("{previous}\n{note}"),
         None => format!("[Context summary] {note}"),

@@ -82,7 +82,8 @@ pub fn plan(
     }
     // a valid cut leaves no tool result first
     let valid = |n: usize| n == messages.len() || messages[n].0 != Role::Tool;
-    let keep = limit / UNIT * KEEP_PERMILLE + limit % UNIT * KEEP_PERMILLE / UNIT;
+    // a limit is under `super::MAX_WINDOW` (10^9), so this cannot overflow
+    let keep = limit * KEEP_PERMILLE / UNIT;
     let mut kept: u64 = 0;
     let mut from = messages.len();
     // the newest messages within `keep` and half the message cap
