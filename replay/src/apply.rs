@@ -3,6 +3,8 @@
 
 use retrace_events::{BlobId, Decision, Event, EventKind};
 
+use crate::plan::PLAN_TOOLS;
+use crate::question::ASK_TOOL;
 use crate::state::{
     Approval, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS, Role, State, Status,
 };
@@ -59,6 +61,7 @@ fn status_name(status: &Status) -> &'static str {
         Status::Running => "running",
         Status::AwaitingApproval { .. } => "awaiting approval",
         Status::OutcomeUnknown { .. } => "in doubt about a tool outcome",
+        Status::AwaitingAnswer { .. } => "awaiting an answer",
         Status::Finished { .. } => "finished",
     }
 }
@@ -87,13 +90,19 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             Status::OutcomeUnknown { .. },
             EventKind::ToolReturned { .. } | EventKind::ApprovalDecided { .. },
         )
+        | (Status::AwaitingAnswer { .. }, EventKind::ToolReturned { .. })
         | (
             _,
             EventKind::SignalReceived { .. }
             | EventKind::Forked { .. }
             | EventKind::RunFinished { .. },
         ) => true,
-        (Status::AwaitingApproval { .. } | Status::OutcomeUnknown { .. }, _) => false,
+        (
+            Status::AwaitingApproval { .. }
+            | Status::OutcomeUnknown { .. }
+            | Status::AwaitingAnswer { .. },
+            _,
+        ) => false,
         _ => true,
     };
     if !parked_ok {
@@ -270,6 +279,12 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                     idempotent: *idempotent,
                 },
             );
+            // a question parks the run until its answer is recorded as its result
+            if tool == ASK_TOOL {
+                state.status = Status::AwaitingAnswer {
+                    call_id: call_id.clone(),
+                };
+            }
             // A retry consumes its approval (a crash during it asks again) and is the same
             // call again, not a new one for loop detection.
             if retry {
@@ -284,9 +299,21 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             is_error,
             duration_ms,
         } => {
+            if let Status::AwaitingAnswer { call_id: asked } = &state.status
+                && asked != call_id
+            {
+                return Err(ApplyError::NotPending {
+                    kind,
+                    what: format!("the answer to `{asked}` (this answers `{call_id}`)"),
+                });
+            }
             let tool = take_tool_call(state, kind, call_id)?;
+            if !is_error && PLAN_TOOLS.contains(&tool.as_str()) {
+                state.plan = Some(*output);
+            }
             state.last_tool_error = is_error.then_some(tool);
-            if matches!(&state.status, Status::OutcomeUnknown { call_id: c } if c == call_id) {
+            if matches!(&state.status, Status::OutcomeUnknown { call_id: c } | Status::AwaitingAnswer { call_id: c } if c == call_id)
+            {
                 state.status = Status::Running;
             }
             state.totals.tool_calls += 1;

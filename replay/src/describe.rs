@@ -19,6 +19,7 @@ pub fn status(status: &Status) -> String {
         Status::Running => "running".to_owned(),
         Status::AwaitingApproval { call_id } => format!("awaiting {call_id}"),
         Status::OutcomeUnknown { call_id } => format!("in doubt: {call_id}"),
+        Status::AwaitingAnswer { call_id } => format!("asking {call_id}"),
         Status::Finished { outcome, .. } => match outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Failed => "failed",
@@ -38,6 +39,7 @@ pub fn standing(status: &Status, driven: bool) -> String {
         Status::Running => "needs resume".to_owned(),
         Status::AwaitingApproval { call_id } => format!("parked: approval of {call_id}"),
         Status::OutcomeUnknown { call_id } => format!("parked: outcome of {call_id} unknown"),
+        Status::AwaitingAnswer { call_id } => format!("parked: question {call_id}"),
         Status::NotStarted | Status::Finished { .. } => self::status(status),
     }
 }

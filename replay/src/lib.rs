@@ -26,7 +26,9 @@ pub mod describe;
 mod diff;
 mod fold;
 mod fork;
+pub mod plan;
 pub mod preview;
+pub mod question;
 pub mod request;
 mod snapshot;
 mod state;
@@ -38,6 +40,7 @@ pub use approval::{DecideError, decide_approval};
 pub use diff::{Change, ChangeKind, Comparison, Divergence, compare_runs, diff_json, diff_states};
 pub use fold::{Error, fold, fold_into, fold_stored};
 pub use fork::{ForkAt, ForkError, edited_kind, fork};
+pub use question::{Answer, AnswerError, Asking, Question, answer_question, pending_question};
 pub use snapshot::{
     Bypassed, REPLAY_VERSION, SnapshotPolicy, StateAt, decode_snapshot, encode_snapshot,
     snapshot_now, state_at, state_at_head,

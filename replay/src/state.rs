@@ -48,6 +48,12 @@ pub enum Status {
         /// Final output or error.
         detail: BlobId,
     },
+    /// Parked until a human answers the `user.ask` call `call_id` (its `tool_returned`
+    /// is the answer).
+    AwaitingAnswer {
+        /// The question's tool call.
+        call_id: String,
+    },
 }
 
 /// Who said a message.
@@ -261,6 +267,9 @@ pub struct State {
     pub signals: BTreeMap<String, u64>,
     /// For a fork: the run and seq it branched from (from its `forked` marker).
     pub forked_from: Option<(RunId, u64)>,
+    /// The agent's plan: the result of its last successful `task.set` or `task.update`
+    /// (a JSON blob, [`crate::plan::Plan`]).
+    pub plan: Option<BlobId>,
     /// Wall-clock facts (not hashed).
     pub timing: Timing,
 }
@@ -311,6 +320,17 @@ impl State {
     /// The state as JSON, for display and diff.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a State always serialises")
+    }
+
+    /// Whether the run waits for a human: an approval, an answer, or a tool outcome in
+    /// doubt.
+    pub fn is_parked(&self) -> bool {
+        matches!(
+            self.status,
+            Status::AwaitingApproval { .. }
+                | Status::OutcomeUnknown { .. }
+                | Status::AwaitingAnswer { .. }
+        )
     }
 
     /// Whether the run has finished.

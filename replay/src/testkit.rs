@@ -71,7 +71,7 @@ pub fn valid_next(
                 note: None,
             });
         }
-        Status::OutcomeUnknown { call_id } => {
+        Status::OutcomeUnknown { call_id } | Status::AwaitingAnswer { call_id } => {
             return Some(EventKind::ToolReturned {
                 call_id: call_id.clone(),
                 output: blob(rng),

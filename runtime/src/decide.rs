@@ -52,8 +52,10 @@ impl Agent {
             idempotent,
             on_error,
         };
-        let mut tools: BTreeMap<String, ToolMeta> = crate::tools::fs::infos(&spec.tools)
-            .into_iter()
+        let mut tools: BTreeMap<String, ToolMeta> = spec
+            .tools
+            .iter()
+            .filter_map(|name| crate::tools::builtin_info(name))
             .map(|i| (i.name, meta(i.tier, i.idempotent, i.on_error)))
             .collect();
         for m in &spec.wasm {
@@ -108,6 +110,9 @@ pub enum Next {
         args: BlobId,
         /// Whether it is being re-run after a crash (its intent is already recorded).
         rerun: bool,
+        /// Whether re-running it after a crash is safe: the tool's declaration, or the
+        /// deciding policy rule's `idempotent`.
+        idempotent: bool,
     },
     /// The policy says ask: request approval and park.
     AskApproval {
@@ -179,6 +184,11 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
                 ),
             };
         }
+        Status::AwaitingAnswer { call_id } => {
+            return Next::Park {
+                reason: format!("awaiting an answer to {call_id} (retrace answer)"),
+            };
+        }
         Status::Running => {}
     }
     if let Some(next) = recover_in_flight(agent, state) {
@@ -248,6 +258,7 @@ fn recover_in_flight(agent: &Agent, state: &State) -> Option<Next> {
             tool: tool.clone(),
             args: *args,
             rerun: false,
+            idempotent: *idempotent,
         });
     }
     // The recorded declaration decides; a tool since removed from the agent is in doubt too.
@@ -258,6 +269,7 @@ fn recover_in_flight(agent: &Agent, state: &State) -> Option<Next> {
             tool: tool.clone(),
             args: *args,
             rerun: true,
+            idempotent: true,
         }
     } else {
         Next::MarkOutcomeUnknown {
@@ -390,6 +402,10 @@ fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
             agent.tools.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     };
+    let verdict = agent
+        .policy
+        .check(&call.tool, meta.tier, call.path.as_deref());
+    let idempotent = verdict.idempotent.unwrap_or(meta.idempotent);
     if let Some(decided) = state
         .approvals_decided
         .iter()
@@ -397,7 +413,7 @@ fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
         .find(|a| a.call_id == call.call_id)
     {
         return match decided.decision {
-            Some(Decision::Approved) => run(call),
+            Some(Decision::Approved) => run(call, idempotent),
             _ => Next::Deny {
                 call: call.clone(),
                 reason: format!("denied by {}", decided.by.as_deref().unwrap_or("a human")),
@@ -405,11 +421,8 @@ fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
             },
         };
     }
-    let verdict = agent
-        .policy
-        .check(&call.tool, meta.tier, call.path.as_deref());
     match verdict.action {
-        Action::Allow => run(call),
+        Action::Allow => run(call, idempotent),
         Action::Ask => Next::AskApproval {
             call: call.clone(),
             reason: verdict.reason,
@@ -418,11 +431,12 @@ fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
     }
 }
 
-fn run(call: &ProposedCall) -> Next {
+fn run(call: &ProposedCall, idempotent: bool) -> Next {
     Next::RunTool {
         call_id: call.call_id.clone(),
         tool: call.tool.clone(),
         args: call.args,
         rerun: false,
+        idempotent,
     }
 }

@@ -29,7 +29,9 @@ use crate::decide::{Agent, LOOP_WARNING, Next, decide};
 use crate::entropy::now;
 use crate::inbox::Inbox;
 use crate::spec::Spec;
-use crate::tools::{Toolbox, Workspace};
+use crate::tools::{self, Toolbox, Workspace};
+use retrace_replay::Question;
+use retrace_replay::plan::Plan as PlanState;
 
 /// What can stop the executor (as opposed to ending the run, which is recorded).
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +348,7 @@ impl<'a> Runner<'a> {
                     tool,
                     args,
                     rerun,
+                    idempotent,
                 } => {
                     let served = match &self.source {
                         Some(source) => source.serve(&tool, &args),
@@ -356,7 +359,6 @@ impl<'a> Runner<'a> {
                         return Err(Error::ToolRefused { call_id, tool, why });
                     }
                     if !rerun {
-                        let idempotent = self.agent.tools.get(&tool).is_some_and(|t| t.idempotent);
                         let intent = EventKind::ToolRequested {
                             call_id: call_id.clone(),
                             tool: tool.clone(),
@@ -373,7 +375,14 @@ impl<'a> Runner<'a> {
                             is_error,
                             duration_ms: 0,
                         }],
-                        _ => vec![self.run_tool(run, &call_id, &tool, &args).await?],
+                        // a well-formed question parks the run (its intent is recorded): a
+                        // human's answer will be its result
+                        _ if tool == tools::ask::TOOL
+                            && Question::from_args(&self.blob_json(run, &args)?).is_ok() =>
+                        {
+                            Vec::new()
+                        }
+                        _ => vec![self.run_tool(run, &state, &call_id, &tool, &args).await?],
                     }
                 }
                 Next::AskApproval { call, reason } => {
@@ -684,6 +693,7 @@ impl<'a> Runner<'a> {
     async fn run_tool(
         &self,
         run: RunId,
+        state: &State,
         call_id: &str,
         tool: &str,
         args: &BlobId,
@@ -691,11 +701,20 @@ impl<'a> Runner<'a> {
         let args: Value = self.blob_json(run, args)?;
         let started = Instant::now();
         let result = match &self.spec.context {
+            // the plan tools change the plan the state holds
+            _ if tools::plan::info(tool).is_some() => self.plan_call(run, state, tool, &args)?,
+            // a question whose arguments do not parse is answered at once, with why (a
+            // well-formed one parks the run instead of coming here)
+            _ if tool == tools::ask::TOOL => Err(tools::ToolError::Invalid {
+                message: Question::from_args(&args)
+                    .err()
+                    .unwrap_or_else(|| "a question is answered by a human".into()),
+            }),
             // the built-in that pages through artifacts reads the store, not the workspace;
             // its pages stay under half the inline limit, so they are never artifacts
             Some(context) if tool == artifact::TOOL => {
                 artifact::read(self.store, &args, context.inline_bytes() / 2).map(|value| {
-                    crate::tools::Output {
+                    tools::Output {
                         value,
                         attachments: Vec::new(),
                     }
@@ -720,6 +739,32 @@ impl<'a> Runner<'a> {
             is_error,
             duration_ms,
         })
+    }
+
+    /// Perform `task.set` or `task.update` on the plan `state` holds: the new plan is the
+    /// result (what `apply` keeps as the plan), or the error says what is wrong.
+    fn plan_call(
+        &self,
+        run: RunId,
+        state: &State,
+        tool: &str,
+        args: &Value,
+    ) -> Result<Result<tools::Output, tools::ToolError>, Error> {
+        let before = match &state.plan {
+            Some(blob) => PlanState::from_value(&self.blob_json(run, blob)?),
+            None => None,
+        };
+        let after = if tool == tools::plan::SET {
+            retrace_replay::plan::set(args)
+        } else {
+            retrace_replay::plan::update(before.as_ref(), args)
+        };
+        Ok(after
+            .map(|plan| tools::Output {
+                value: plan.to_value(),
+                attachments: Vec::new(),
+            })
+            .map_err(|message| tools::ToolError::Invalid { message }))
     }
 
     /// A refused call, recorded as requested-then-failed so the model is told why, with the
@@ -1003,7 +1048,7 @@ impl<'a> Runner<'a> {
         self.toolbox
             .offered(&self.spec)
             .iter()
-            .map(crate::tools::ToolInfo::def)
+            .map(tools::ToolInfo::def)
             .collect()
     }
 

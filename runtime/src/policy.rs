@@ -1,10 +1,10 @@
 //! Policy: may this tool call run, must a human be asked, or is it refused?
 //!
 //! Rules from the spec are tried in order and the first match decides. A rule matches a call
-//! when its tool is the call's tool (or `*`) and, if it has a `path` glob, the call has a
-//! `path` argument matching it (relative to the workspace; `**` crosses directories). When
-//! no rule matches, the tool's tier decides: read → allow, write → ask, network → ask,
-//! destructive → deny.
+//! when its tool is the call's tool (or `*`) and, if it has a glob, the call's subject
+//! matches it: the `path` argument (relative to the workspace; `**` crosses directories),
+//! or `exec.run`'s `command`, or `web.fetch`'s `url`. When no rule matches, the tool's tier
+//! decides: read → allow, write → ask, exec → ask, network → ask, destructive → deny.
 
 use globset::{Glob, GlobMatcher};
 use serde::Serialize;
@@ -27,6 +27,8 @@ pub struct Verdict {
     pub rule: Option<usize>,
     /// In words, for approval requests and denials.
     pub reason: String,
+    /// The deciding rule's `idempotent`, overriding the tool's declaration.
+    pub idempotent: Option<bool>,
 }
 
 /// A rule whose path glob does not parse.
@@ -51,8 +53,7 @@ impl Policy {
             .enumerate()
             .map(|(index, rule)| {
                 let matcher = rule
-                    .path
-                    .as_deref()
+                    .glob()
                     .map(|glob| {
                         Glob::new(glob)
                             .map(|g| g.compile_matcher())
@@ -74,8 +75,18 @@ impl Policy {
     /// Rules see the path as the workspace jail will resolve it (`.` and `..` taken out
     /// lexically), so `out/../README.md` is judged as `README.md`, not by an `out/**` rule;
     /// a path whose `..` climbs above the workspace is denied.
+    ///
+    /// `path` is the call's subject ([`retrace_events::ProposedCall::path`]): for `exec.run`
+    /// its command and for `web.fetch` its URL, matched as they are.
     pub fn check(&self, tool: &str, tier: Tier, path: Option<&str>) -> Verdict {
-        let normal = match path.map(lexical) {
+        let is_path = retrace_events::reply::subject_key(tool) == "path";
+        let normal = match path.map(|p| {
+            if is_path {
+                lexical(p)
+            } else {
+                Some(p.to_owned())
+            }
+        }) {
             Some(None) => {
                 return Verdict {
                     action: Action::Deny,
@@ -84,6 +95,7 @@ impl Policy {
                         "the path `{}` leads outside the workspace",
                         path.unwrap_or_default()
                     ),
+                    idempotent: None,
                 };
             }
             Some(Some(normal)) => Some(normal),
@@ -105,8 +117,7 @@ impl Policy {
             };
             if tool_matches && path_matches {
                 let glob = rule
-                    .path
-                    .as_deref()
+                    .glob()
                     .map(|g| format!(" on `{g}`"))
                     .unwrap_or_default();
                 return Verdict {
@@ -117,12 +128,13 @@ impl Policy {
                         action_word(rule.action),
                         rule.tool
                     ),
+                    idempotent: rule.idempotent,
                 };
             }
         }
         let action = match tier {
             Tier::Read => Action::Allow,
-            Tier::Write | Tier::Network => Action::Ask,
+            Tier::Write | Tier::Exec | Tier::Network => Action::Ask,
             Tier::Destructive => Action::Deny,
         };
         Verdict {
@@ -133,6 +145,7 @@ impl Policy {
                 tier_word(tier),
                 action_word(action)
             ),
+            idempotent: None,
         }
     }
 }
@@ -175,6 +188,7 @@ fn tier_word(tier: Tier) -> &'static str {
     match tier {
         Tier::Read => "read",
         Tier::Write => "write",
+        Tier::Exec => "exec",
         Tier::Network => "network",
         Tier::Destructive => "destructive",
     }
@@ -188,7 +202,10 @@ mod tests {
         Rule {
             tool: tool.into(),
             path: path.map(Into::into),
+            command: None,
+            url: None,
             action,
+            idempotent: None,
         }
     }
 

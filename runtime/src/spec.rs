@@ -74,13 +74,18 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// Tools the runtime knows by name (built-ins; WASM and MCP tools come later).
-pub const BUILTIN_TOOLS: [&str; 6] = [
+pub const BUILTIN_TOOLS: [&str; 11] = [
     "fs.list",
     "fs.read",
     "fs.search",
     "fs.write",
     "fs.edit",
     "fs.append",
+    "exec.run",
+    "web.fetch",
+    "user.ask",
+    "task.set",
+    "task.update",
 ];
 
 /// The keys of `[model]` that retrace reads itself.
@@ -205,6 +210,12 @@ pub struct Spec {
     /// window they had, with no token budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<crate::context::Context>,
+    /// `exec.run`'s settings (present when the agent has `exec.run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<crate::tools::exec::ExecSettings>,
+    /// `web.fetch`'s settings (present when the agent has `web.fetch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<crate::tools::web::WebSettings>,
 }
 
 /// Model settings.
@@ -318,15 +329,38 @@ pub enum Action {
     Deny,
 }
 
-/// One policy rule: a tool (exact name or `*`), an optional path glob, an action.
+/// One policy rule: a tool (exact name or `*`), an optional glob over the call's subject
+/// (`path`, or `command` for `exec.run`, or `url` for `web.fetch`), an action, and
+/// optionally whether the calls it allows are safe to re-run after a crash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// Tool name, or `*` for any.
     pub tool: String,
     /// Glob over the call's `path` argument, relative to the workspace.
     pub path: Option<String>,
+    /// Glob over an `exec.run` call's `command` (`*` matches any text, `/` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Glob over a `web.fetch` call's `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The decision.
     pub action: Action,
+    /// Overrides the tool's own declaration for the calls this rule matches: `true` says
+    /// re-running such a call after a crash is safe (e.g. `exec.run` of `cargo test`), so
+    /// it is re-run instead of stopping the run as "outcome unknown".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+}
+
+impl Rule {
+    /// The rule's glob over the call's subject, if it has one (at most one is allowed).
+    pub fn glob(&self) -> Option<&str> {
+        self.path
+            .as_deref()
+            .or(self.command.as_deref())
+            .or(self.url.as_deref())
+    }
 }
 
 /// Limits; `None` means unlimited. Unknown keys are refused: a misspelt budget must not
@@ -402,6 +436,8 @@ struct RawSpec {
     #[serde(default)]
     mcp: Vec<Spanned<crate::tools::mcp::Server>>,
     context: Option<Spanned<crate::context::RawContext>>,
+    exec: Option<Spanned<crate::tools::exec::ExecSettings>>,
+    web: Option<Spanned<crate::tools::web::WebSettings>>,
 }
 
 #[derive(Deserialize)]
@@ -482,7 +518,10 @@ struct RawTools {
 struct RawRule {
     tool: Spanned<String>,
     path: Option<String>,
+    command: Option<String>,
+    url: Option<String>,
     action: Action,
+    idempotent: Option<bool>,
 }
 
 impl Spec {
@@ -551,15 +590,51 @@ impl Spec {
                     format!("policy rule for unknown tool `{name}`"),
                 ));
             }
+            let subjects = [
+                ("path", rule.path.is_some()),
+                ("command", rule.command.is_some()),
+                ("url", rule.url.is_some()),
+            ];
+            let given: Vec<&str> = subjects
+                .iter()
+                .filter(|(_, g)| *g)
+                .map(|(k, _)| *k)
+                .collect();
+            if given.len() > 1 {
+                return Err(at(
+                    Some(rule.tool.span()),
+                    format!(
+                        "policy rule gives both `{}` and `{}`; a rule matches one argument",
+                        given[0], given[1]
+                    ),
+                ));
+            }
+            if let Some(key) = given.first()
+                && name != "*"
+                && !name.ends_with('*')
+                && *key != retrace_events::reply::subject_key(name)
+            {
+                return Err(at(
+                    Some(rule.tool.span()),
+                    format!(
+                        "policy rule for `{name}` matches `{key}`, which `{name}` does not have; use `{}`",
+                        retrace_events::reply::subject_key(name)
+                    ),
+                ));
+            }
             policy.push(Rule {
                 tool: rule.tool.into_inner(),
                 path: rule.path,
+                command: rule.command,
+                url: rule.url,
                 action: rule.action,
+                idempotent: rule.idempotent,
             });
         }
         if let Err(e) = crate::policy::Policy::new(&policy) {
             return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
         }
+        let (exec, web) = tool_settings(raw.exec, raw.web, &tools, &base, &at)?;
         let cassette = raw.model.cassette.map(|c| resolved(&base.join(c)));
         if raw.model.provider == Provider::Scripted && cassette.is_none() {
             return Err(at(
@@ -597,6 +672,8 @@ impl Spec {
             policy,
             budgets: raw.budgets,
             context: Some(context),
+            exec,
+            web,
         })
     }
 
@@ -652,6 +729,68 @@ fn params(
         params.insert(key, value);
     }
     Ok(params)
+}
+
+/// `[exec]` and `[web]`, checked against the tools the agent has: each is present exactly
+/// when its tool is (`[exec]` defaults; `[web]` must list hosts).
+#[allow(clippy::type_complexity, reason = "two settings, each optional")]
+fn tool_settings(
+    exec: Option<Spanned<crate::tools::exec::ExecSettings>>,
+    web: Option<Spanned<crate::tools::web::WebSettings>>,
+    tools: &[String],
+    base: &Path,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<
+    (
+        Option<crate::tools::exec::ExecSettings>,
+        Option<crate::tools::web::WebSettings>,
+    ),
+    Error,
+> {
+    let has = |tool: &str| tools.iter().any(|t| t == tool);
+    let exec = match exec {
+        Some(given) if !has("exec.run") => {
+            return Err(at(
+                Some(given.span()),
+                "[exec] is given but the agent does not have `exec.run` (add it to [tools] allow)"
+                    .into(),
+            ));
+        }
+        Some(given) => {
+            let span = given.span();
+            Some(
+                given
+                    .into_inner()
+                    .resolve(base)
+                    .map_err(|why| at(Some(span), why))?,
+            )
+        }
+        None => has("exec.run").then(crate::tools::exec::ExecSettings::default),
+    };
+    let web = match web {
+        Some(given) if !has("web.fetch") => {
+            return Err(at(
+                Some(given.span()),
+                "[web] is given but the agent does not have `web.fetch` (add it to [tools] allow)"
+                    .into(),
+            ));
+        }
+        Some(given) => {
+            let span = given.span();
+            let web = given.into_inner();
+            web.check().map_err(|why| at(Some(span), why))?;
+            Some(web)
+        }
+        None if has("web.fetch") => {
+            return Err(at(
+                None,
+                "`web.fetch` needs the hosts it may fetch from: add `[web]` with `allow = [\"host\", …]`"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
+    Ok((exec, web))
 }
 
 /// `[context]` resolved for the model (refused where it is, or at `[model]` when a default
@@ -718,7 +857,7 @@ fn absolute_dir_of(path: &Path) -> PathBuf {
 
 /// `path` with its symlinks resolved when it exists (so the run records where it really
 /// acts, and a link changed later cannot move it), else without `.` components.
-fn resolved(path: &Path) -> PathBuf {
+pub(crate) fn resolved(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| normalised(path))
 }
 

@@ -102,6 +102,22 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Answer the question (`user.ask`) a parked run waits on (then `retrace resume`).
+    #[command(group(
+        clap::ArgGroup::new("answer").required(true).args(["choice", "text"])
+    ))]
+    Answer {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// The question's tool call (checked if given).
+        call: Option<String>,
+        /// Pick the N-th choice, from 1.
+        #[arg(long)]
+        choice: Option<usize>,
+        /// Answer in words.
+        #[arg(long)]
+        text: Option<String>,
+    },
     /// Settle a tool call whose outcome is unknown (a non-idempotent tool was running when
     /// the process stopped): run it again, take a given result, or fail the run.
     #[command(group(

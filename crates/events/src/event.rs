@@ -336,7 +336,8 @@ pub struct ProposedCall {
     pub tool: String,
     /// Arguments (canonical JSON).
     pub args: BlobId,
-    /// The `path` argument, if any: what path-based policy rules look at.
+    /// The argument policy rules look at, if the call has it: `path`, or for `exec.run` its
+    /// `command` and for `web.fetch` its `url` ([`crate::reply::subject_key`]).
     pub path: Option<String>,
 }
 

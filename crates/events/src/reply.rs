@@ -192,12 +192,22 @@ impl ModelReply {
                     args: put(&call.arguments)?,
                     path: call
                         .arguments
-                        .get("path")
+                        .get(subject_key(&call.name))
                         .and_then(Value::as_str)
                         .map(str::to_owned),
                 })
             })
             .collect()
+    }
+}
+
+/// The argument a call's policy rules look at ([`ProposedCall::path`]): `command` for
+/// `exec.run`, `url` for `web.fetch`, `path` for every other tool.
+pub fn subject_key(tool: &str) -> &'static str {
+    match tool {
+        "exec.run" => "command",
+        "web.fetch" => "url",
+        _ => "path",
     }
 }
 

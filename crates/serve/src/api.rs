@@ -62,6 +62,43 @@ pub struct Decided {
     pub decision: String,
 }
 
+/// `POST /v1/runs/{run}/answer`: answer the question (`user.ask`) a run waits on, with
+/// one of its choices or free text.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// The question's call (checked if given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// The choice picked, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<usize>,
+    /// A free-text answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Who answers (recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl Answer {
+    /// The answer given: exactly one of `choice` and `text`.
+    pub fn given(&self) -> Result<retrace_replay::Answer, String> {
+        match (self.choice, &self.text) {
+            (Some(n), None) => Ok(retrace_replay::Answer::Choice(n)),
+            (None, Some(text)) => Ok(retrace_replay::Answer::Text(text.clone())),
+            _ => Err("give exactly one of `choice` (from 1) and `text`".into()),
+        }
+    }
+}
+
+/// The answer to [`Answer`]: the call answered and its recorded result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Answered {
+    /// The question's call.
+    pub call_id: String,
+}
+
 /// `POST /v1/runs/{run}/signal`: a signal into the run (`user_message` with a string
 /// payload adds the user's message to the conversation at the next model call).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -201,11 +238,7 @@ impl RunView {
             retrace_replay::Status::Finished { outcome, .. } => Some(*outcome),
             _ => None,
         };
-        let parked = matches!(
-            state.status,
-            retrace_replay::Status::AwaitingApproval { .. }
-                | retrace_replay::Status::OutcomeUnknown { .. }
-        );
+        let parked = state.is_parked();
         let t = &state.totals;
         Self {
             id: info.id.to_string(),

@@ -23,8 +23,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    Accepted, Approve, Cancel, Decided, ErrorBody, EventView, Fork, Forked, Health, RunView,
-    Signal, Submit, Submitted,
+    Accepted, Answer, Answered, Approve, Cancel, Decided, ErrorBody, EventView, Fork, Forked,
+    Health, RunView, Signal, Submit, Submitted,
 };
 use crate::server::socket_path;
 use crate::wire::{self, Call, Reply, WireError};
@@ -270,6 +270,15 @@ impl Client {
             reqwest::Method::POST,
             &format!("/v1/runs/{run}/approve"),
             Some(approve),
+        )
+    }
+
+    /// `POST /v1/runs/{run}/answer`.
+    pub fn answer(&self, run: &str, answer: &Answer) -> Result<Answered, Error> {
+        self.json(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run}/answer"),
+            Some(answer),
         )
     }
 

@@ -19,7 +19,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use retrace_events::{Decision, RunId, canonical_json};
-use retrace_replay::{DecideError, ForkAt, ForkError, decide_approval, fork};
+use retrace_replay::{
+    AnswerError, DecideError, ForkAt, ForkError, answer_question, decide_approval, fork,
+};
 use retrace_runtime::entropy::{new_run_id, now};
 use retrace_runtime::executor::Runner;
 use retrace_runtime::inbox::CANCEL;
@@ -30,8 +32,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{
-    Accepted, Approve, Cancel, Decided, ErrorBody, ErrorDetail, EventView, Fork, Forked, Health,
-    RunView, Signal, Submit, Submitted,
+    Accepted, Answer, Answered, Approve, Cancel, Decided, ErrorBody, ErrorDetail, EventView, Fork,
+    Forked, Health, RunView, Signal, Submit, Submitted,
 };
 use crate::scheduler::{DeliverError, Delivery, Scheduler};
 use crate::streamed::Streamed;
@@ -69,6 +71,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/v1/runs/{run}", get(show))
         .route("/v1/runs/{run}/events", get(events))
         .route("/v1/runs/{run}/approve", post(approve))
+        .route("/v1/runs/{run}/answer", post(answer))
         .route("/v1/runs/{run}/signal", post(signal))
         .route("/v1/runs/{run}/cancel", post(cancel))
         .route("/v1/runs/{run}/resume", post(resume))
@@ -605,6 +608,47 @@ async fn approve(
     }
     Err(ApiError::conflict(format!(
         "run {run} is being driven and has no approval to decide yet; try again when it parks"
+    )))
+}
+
+async fn answer(
+    State(d): Shared,
+    Path(run): Path<String>,
+    req: Result<Json<Answer>, JsonRejection>,
+) -> Result<Json<Answered>, ApiError> {
+    let req = body(req)?;
+    let run = run_id(&d, &run)?;
+    let given = req.given().map_err(ApiError::bad)?;
+    // a run that just parked may still be leaving its worker: wait for it briefly
+    for _ in 0..100 {
+        let d2 = Arc::clone(&d);
+        let (req, given) = (req.clone(), given.clone());
+        let answered = blocking(move || {
+            let by = req.by.as_deref().unwrap_or("api");
+            Ok(d2.scheduler.with_idle(&run, || {
+                answer_question(
+                    d2.store.as_ref(),
+                    &run,
+                    req.call.as_deref(),
+                    &given,
+                    by,
+                    now(),
+                )
+            }))
+        })
+        .await?;
+        match answered {
+            Some(Ok((call_id, _))) => {
+                d.scheduler.schedule(run);
+                return Ok(Json(Answered { call_id }));
+            }
+            Some(Err(AnswerError::Replay(e))) => return Err(e.into()),
+            Some(Err(e)) => return Err(ApiError::conflict(e.to_string())),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "run {run} is being driven and asks nothing yet; try again when it parks"
     )))
 }
 

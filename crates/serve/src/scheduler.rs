@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use retrace_events::{BlobId, Event, EventKind, RunId};
-use retrace_replay::{SnapshotPolicy, Status, apply, state_at_head};
+use retrace_replay::{SnapshotPolicy, apply, state_at_head};
 use retrace_runtime::executor::{Progress, Runner, Stop, recorded_spec};
 use retrace_runtime::inbox::Inbox;
 use retrace_runtime::model::provider;
@@ -227,10 +227,7 @@ impl Scheduler {
             }
             let state =
                 state_at_head(self.store.as_ref(), &info.id, SnapshotPolicy::default())?.state;
-            let parked = matches!(
-                state.status,
-                Status::AwaitingApproval { .. } | Status::OutcomeUnknown { .. }
-            );
+            let parked = state.is_parked();
             if state.is_finished() || (parked && state.cancel_requested.is_none()) {
                 continue;
             }

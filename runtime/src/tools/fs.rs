@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::{OnError, Tier, Tool, ToolError, ToolInfo, Workspace};
 
 /// The origin of every built-in tool.
-const BUILT_IN: &str = "built-in";
+pub(crate) const BUILT_IN: &str = "built-in";
 
 /// Largest file `fs.read` returns whole; larger files need a line range.
 pub const MAX_READ_BYTES: u64 = 1 << 20;
@@ -40,17 +40,6 @@ pub fn builtin(workspace: &Workspace, name: &str) -> Option<Box<dyn Tool>> {
         "fs.append" => Box::new(Append(ws)),
         _ => return None,
     })
-}
-
-/// The declarations of the built-in tools named in `names` (unknown names left out), without
-/// a workspace: what a tool declares does not depend on where it works.
-pub fn infos(names: &[String]) -> Vec<ToolInfo> {
-    let nowhere = Workspace::detached();
-    names
-        .iter()
-        .filter_map(|name| builtin(&nowhere, name))
-        .map(|tool| tool.info())
-        .collect()
 }
 
 fn parse<T: DeserializeOwned>(args: &Value) -> Result<T, ToolError> {

@@ -1,13 +1,21 @@
 //! Tools: what an agent can do besides talking. Each tool declares its name, a JSON schema
 //! for its arguments, a policy tier and whether running it twice is safe, and takes JSON
-//! arguments to a JSON result. The built-ins are the `fs.*` tools in [`fs`], all confined to
-//! one [`Workspace`]; WASM tools ([`wasm`]) run untrusted code in the sandbox; MCP tools
-//! ([`mcp`]) come from MCP servers, their catalog recorded with the run. The executor
-//! calls every kind the same way, through [`Toolbox::call`].
+//! arguments to a JSON result. The built-ins: the `fs.*` tools in [`fs`], all confined to
+//! one [`Workspace`]; `exec.run` ([`exec`], a sandboxed shell command); `web.fetch`
+//! ([`web`], hosts of an allow-list); `user.ask` ([`ask`], a question that parks the run);
+//! `task.set`/`task.update` ([`plan`], the agent's plan). WASM tools ([`wasm`]) run
+//! untrusted code in the sandbox; MCP tools ([`mcp`]) come from MCP servers, their catalog
+//! recorded with the run. The executor calls every kind the same way, through
+//! [`Toolbox::call`], except the few it performs itself because they read or park the run
+//! (`user.ask`, `task.*`, `artifact.read`).
 
+pub mod ask;
+pub mod exec;
 pub mod fs;
 pub mod mcp;
+pub mod plan;
 pub mod wasm;
+pub mod web;
 mod workspace;
 
 use std::collections::BTreeMap;
@@ -21,7 +29,7 @@ pub use workspace::Workspace;
 use crate::spec::Spec;
 
 /// Policy tier of a tool: what kind of harm it could do. Defaults: read allowed, write ask,
-/// network ask, destructive deny.
+/// network ask, exec ask, destructive deny.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
@@ -31,6 +39,8 @@ pub enum Tier {
     Write,
     /// Talks to the outside world.
     Network,
+    /// Runs a program (sandboxed): may do anything the sandbox lets a process do.
+    Exec,
     /// Deletes or overwrites beyond recovery.
     Destructive,
 }
@@ -131,9 +141,26 @@ pub trait Tool: Send + Sync {
     fn call(&self, args: &Value) -> Result<Value, ToolError>;
 }
 
+/// The declaration of the built-in tool `name`, whatever kind it is; `None` if there is no
+/// such built-in. What a tool declares does not depend on its settings or workspace.
+pub fn builtin_info(name: &str) -> Option<ToolInfo> {
+    match name {
+        exec::TOOL => Some(exec::info()),
+        web::TOOL => Some(web::info()),
+        ask::TOOL => Some(ask::info()),
+        _ => {
+            plan::info(name).or_else(|| fs::builtin(&Workspace::detached(), name).map(|t| t.info()))
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Entry {
     Builtin(Arc<dyn Tool>),
+    Exec(Arc<exec::Exec>),
+    Web(Arc<web::WebSettings>),
+    /// Performed by the executor (it reads or parks the run).
+    Executor,
     Wasm(Arc<wasm::WasmTool>),
     Mcp(Arc<mcp::Connection>, String),
 }
@@ -165,9 +192,36 @@ impl Toolbox {
 
     /// Every tool `spec` declares: its built-ins, its WASM tools (compiled now, so a
     /// component that does not load stops the run before it starts) and the tools of its MCP
-    /// servers' recorded catalogs (servers start on first call).
+    /// servers' recorded catalogs (servers start on first call). `exec.run` with
+    /// `sandbox = "kernel"` on a machine without the kernel sandbox is refused here.
     pub fn for_spec(spec: &Spec, workspace: &Workspace) -> Result<Self, ToolError> {
-        let mut toolbox = Self::builtin(workspace, &spec.tools)?;
+        let (files, others): (Vec<String>, Vec<String>) = spec
+            .tools
+            .iter()
+            .cloned()
+            .partition(|name| fs::builtin(workspace, name).is_some());
+        let mut toolbox = Self::builtin(workspace, &files)?;
+        for name in others {
+            let entry = match name.as_str() {
+                exec::TOOL => {
+                    let settings = spec.exec.clone().unwrap_or_default();
+                    settings
+                        .available()
+                        .map_err(|message| ToolError::Failed { message })?;
+                    Entry::Exec(Arc::new(exec::Exec::new(settings, workspace.clone())))
+                }
+                web::TOOL => Entry::Web(Arc::new(spec.web.clone().ok_or_else(|| {
+                    ToolError::Invalid {
+                        message: "web.fetch needs `[web] allow = [hosts]` in the spec".into(),
+                    }
+                })?)),
+                _ => Entry::Executor,
+            };
+            let info = builtin_info(&name).ok_or_else(|| ToolError::Invalid {
+                message: format!("unknown tool `{name}`"),
+            })?;
+            toolbox.tools.insert(name, (info, entry));
+        }
         for manifest in &spec.wasm {
             let tool = wasm::WasmTool::new(manifest.clone(), workspace)?;
             let info = ToolInfo {
@@ -263,6 +317,11 @@ impl Toolbox {
             Some(Entry::Builtin(tool)) => call_blocking(tool, args).await.map(|value| Output {
                 value,
                 attachments: Vec::new(),
+            }),
+            Some(Entry::Exec(tool)) => tool.call(&args).await,
+            Some(Entry::Web(settings)) => web::fetch(&settings, &args).await,
+            Some(Entry::Executor) => Err(ToolError::Failed {
+                message: format!("`{name}` is performed by the executor, not the toolbox"),
             }),
             Some(Entry::Wasm(tool)) => tool.call(&args).await,
             Some(Entry::Mcp(connection, tool)) => connection.call(&tool, args).await,

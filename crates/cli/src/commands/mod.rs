@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod answer;
 mod approve;
 mod bundle;
 mod check;
@@ -83,6 +84,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deny,
             note,
         } => approve::run(&cli.store, &run, call.as_deref(), deny, note.as_deref()),
+        Command::Answer {
+            run,
+            call,
+            choice,
+            text,
+        } => answer::run(&cli.store, &run, call.as_deref(), choice, text.as_deref()),
         Command::Runs { json } => runs::run(&cli.store, json),
         Command::Eval {
             suite,
