@@ -79,7 +79,7 @@ impl<P: Provider> Provider for Recorder<P> {
                     reasoning: reply.reasoning.clone(),
                     usage: Some(reply.usage),
                     latency_ms,
-                    error: None,
+                    ..ScriptedReply::default()
                 },
                 Err(e) => ScriptedReply {
                     latency_ms,

@@ -14,6 +14,11 @@
 //!
 //! Every field is optional. Without `usage`, tokens are estimated as characters ÷ 4. With
 //! `error`, the call fails instead (to rehearse retries).
+//!
+//! A reply may branch on what the run saw last: `"branches": [REPLY, …]`, each with
+//! `"when": "text"`; the first branch whose `when` occurs in the request's last message
+//! (a tool result, say a human's answer) is played instead of the reply. So a fork that
+//! changes an answer continues differently, as a real model would.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +59,30 @@ pub struct ScriptedReply {
     /// Fail this call instead.
     #[serde(default)]
     pub error: Option<ScriptedError>,
+    /// In a branch: the text the request's last message must contain for it to be played.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Replies played instead of this one when their `when` matches (the first that does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<ScriptedReply>,
+}
+
+impl ScriptedReply {
+    /// The reply to play for `request`: the first branch whose `when` occurs in the last
+    /// message, else this one.
+    fn for_request(&self, request: &ModelRequest) -> &Self {
+        let last = match request.messages.last().map(AsRef::as_ref) {
+            Some(ChatMessage::User { content } | ChatMessage::Tool { content, .. }) => {
+                content.as_str()
+            }
+            Some(ChatMessage::Assistant { text, .. }) => text.as_str(),
+            None => "",
+        };
+        self.branches
+            .iter()
+            .find(|b| b.when.as_deref().is_some_and(|w| last.contains(w)))
+            .unwrap_or(self)
+    }
 }
 
 /// A scripted failure.
@@ -140,7 +169,12 @@ impl Scripted {
             return Ok((summary(request), 0));
         }
         let step = usize::try_from(request.step).unwrap_or(usize::MAX);
-        let Some(scripted) = self.cassette.replies.get(step) else {
+        let Some(scripted) = self
+            .cassette
+            .replies
+            .get(step)
+            .map(|r| r.for_request(request))
+        else {
             return Err(permanent(format!(
                 "cassette {} has {} replies; the run asked for reply {} (step {})",
                 self.origin,

@@ -189,13 +189,18 @@ pub struct RunView {
     /// `succeeded`, `failed` or `cancelled` once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
-    /// Whether it waits for a human: an approval, or a call whose outcome is unknown.
+    /// Whether it waits for a human: an approval, an answer, or a call whose outcome is
+    /// unknown.
     pub parked: bool,
     /// Calls awaiting approval.
     pub awaiting_approval: Vec<String>,
     /// The call whose outcome is unknown (after a crash), which `retrace resolve` settles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome_unknown: Option<String>,
+    /// The `user.ask` call waiting for an answer, which `retrace answer` (or
+    /// `POST /v1/runs/{run}/answer`) gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_answer: Option<String>,
     /// Whether the daemon is driving it (or it waits for a worker).
     pub active: bool,
     /// Why the daemon's last drive of it failed, if it did.
@@ -251,6 +256,10 @@ impl RunView {
             awaiting_approval: state.approvals_pending.keys().cloned().collect(),
             outcome_unknown: match &state.status {
                 retrace_replay::Status::OutcomeUnknown { call_id } => Some(call_id.clone()),
+                _ => None,
+            },
+            awaiting_answer: match &state.status {
+                retrace_replay::Status::AwaitingAnswer { call_id } => Some(call_id.clone()),
                 _ => None,
             },
             active,

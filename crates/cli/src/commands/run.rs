@@ -267,6 +267,10 @@ pub fn report(view: &RunView, stop: &Stop, served: bool) -> ExitCode {
                 println!(
                     "resolve: retrace resolve {short} (--retry | --skip-with FILE | --fail){then}"
                 );
+            } else if view.awaiting_answer.is_some() {
+                println!(
+                    "answer: retrace answer {short} (--choice N | --text TEXT){then} (retrace show {short} shows the question)"
+                );
             } else {
                 println!("decide: retrace approve {short} [--deny] [--note TEXT]{then}");
             }

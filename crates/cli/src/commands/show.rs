@@ -271,6 +271,35 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
                 .join(", ")
         );
     }
+    if let Some(plan) = &state.plan
+        && let Some(plan) = retrace_replay::plan::Plan::from_value(&blob_value(store, plan)?)
+    {
+        let (done, all) = plan.progress();
+        println!("  plan      {done} of {all} done");
+        for line in plan.lines() {
+            println!("    {line}");
+        }
+    }
+    if let retrace_replay::Status::AwaitingAnswer { call_id } = &state.status
+        && let Some(retrace_replay::Pending::Tool { args, .. }) = state.pending.get(call_id)
+        && let Ok(question) = retrace_replay::Question::from_args(&blob_value(store, args)?)
+    {
+        println!("  question  [{call_id}] {}", question.question);
+        for (n, choice) in (1..).zip(&question.choices) {
+            println!("    {n}. {choice}");
+        }
+        println!(
+            "    answer with: retrace answer {} {}",
+            state.run.map(|r| r.short()).unwrap_or_default(),
+            if question.choices.is_empty() {
+                "--text TEXT"
+            } else if question.takes_text() {
+                "--choice N | --text TEXT"
+            } else {
+                "--choice N"
+            }
+        );
+    }
     println!(
         "  conversation ({} messages{}):",
         state.conversation.len(),
