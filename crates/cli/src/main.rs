@@ -17,6 +17,14 @@ use clap::Parser;
 const USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // `retrace __sandbox-exec …`: this process is exec.run's sandbox helper. It must confine
+    // itself while still single-threaded, so before anything else (signals, tracing, threads).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == retrace_sandbox::process::HELPER_ARG)
+    {
+        retrace_sandbox::process::helper_main(std::env::args_os().skip(2).collect());
+    }
     // `retrace runs | head`: a closed pipe ends the process quietly, as for any Unix tool,
     // instead of a panic on the next print
     sigpipe::reset();

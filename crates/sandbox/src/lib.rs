@@ -19,9 +19,12 @@
 //! survives the process. This crate does no policy and knows nothing of the log: the runtime
 //! turns a tool's manifest into a [`Call`] and the [`Output`] or [`Error`] into a recorded
 //! tool result.
+//!
+//! Native commands (`exec.run`) run in a Linux process sandbox instead: see [`process`].
 
 mod error;
 mod host;
+pub mod process;
 
 pub use error::{Error, Limit};
 pub use host::{Call, Limits, Module, Output, Preopen, Sandbox};
