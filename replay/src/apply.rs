@@ -293,39 +293,7 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                 remember_call(state, tool, *args);
             }
         }
-        EventKind::ToolReturned {
-            call_id,
-            output,
-            is_error,
-            duration_ms,
-        } => {
-            if let Status::AwaitingAnswer { call_id: asked } = &state.status
-                && asked != call_id
-            {
-                return Err(ApplyError::NotPending {
-                    kind,
-                    what: format!("the answer to `{asked}` (this answers `{call_id}`)"),
-                });
-            }
-            let tool = take_tool_call(state, kind, call_id)?;
-            if !is_error && PLAN_TOOLS.contains(&tool.as_str()) {
-                state.plan = Some(*output);
-            }
-            state.last_tool_error = is_error.then_some(tool);
-            if matches!(&state.status, Status::OutcomeUnknown { call_id: c } | Status::AwaitingAnswer { call_id: c } if c == call_id)
-            {
-                state.status = Status::Running;
-            }
-            state.totals.tool_calls += 1;
-            state.timing.tool_ms += duration_ms;
-            state.push_message(Message {
-                role: Role::Tool,
-                content: *output,
-                call_id: Some(call_id.clone()),
-                is_error: *is_error,
-                seq,
-            });
-        }
+        EventKind::ToolReturned { .. } => tool_returned(state, event)?,
         EventKind::ToolCallsProposed {
             response_seq,
             calls,
@@ -361,6 +329,48 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// A tool's result: the call is no longer pending, the model will read the result, and a
+/// park it answers (an unknown outcome settled, a question answered) ends.
+fn tool_returned(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let EventKind::ToolReturned {
+        call_id,
+        output,
+        is_error,
+        duration_ms,
+    } = &event.kind
+    else {
+        return Ok(());
+    };
+    let kind = event.kind.name();
+    if let Status::AwaitingAnswer { call_id: asked } = &state.status
+        && asked != call_id
+    {
+        return Err(ApplyError::NotPending {
+            kind,
+            what: format!("the answer to `{asked}` (this answers `{call_id}`)"),
+        });
+    }
+    let tool = take_tool_call(state, kind, call_id)?;
+    if !is_error && PLAN_TOOLS.contains(&tool.as_str()) {
+        state.plan = Some(*output);
+    }
+    state.last_tool_error = is_error.then_some(tool);
+    if matches!(&state.status, Status::OutcomeUnknown { call_id: c } | Status::AwaitingAnswer { call_id: c } if c == call_id)
+    {
+        state.status = Status::Running;
+    }
+    state.totals.tool_calls += 1;
+    state.timing.tool_ms += duration_ms;
+    state.push_message(Message {
+        role: Role::Tool,
+        content: *output,
+        call_id: Some(call_id.clone()),
+        is_error: *is_error,
+        seq: event.seq,
+    });
     Ok(())
 }
 

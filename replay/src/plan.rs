@@ -135,7 +135,7 @@ struct UpdateArgs {
     title: Option<String>,
 }
 
-fn text(what: &str, value: String) -> Result<String, String> {
+fn text(what: &str, value: &str) -> Result<String, String> {
     let value = value.trim().to_owned();
     if value.len() > MAX_TEXT {
         return Err(format!(
@@ -157,7 +157,7 @@ pub fn set(args: &Value) -> Result<Plan, String> {
     }
     let mut items = Vec::with_capacity(args.items.len());
     for (n, item) in (1..).zip(args.items) {
-        let title = text(&format!("item {n}'s title"), item.title)?;
+        let title = text(&format!("item {n}'s title"), &item.title)?;
         if title.is_empty() {
             return Err(format!("item {n} has an empty title"));
         }
@@ -165,7 +165,7 @@ pub fn set(args: &Value) -> Result<Plan, String> {
             id: n,
             title,
             status: item.status,
-            note: item.note.map(|n| text("a note", n)).transpose()?,
+            note: item.note.map(|n| text("a note", &n)).transpose()?,
         });
     }
     Ok(Plan { items })
@@ -192,11 +192,11 @@ pub fn update(plan: Option<&Plan>, args: &Value) -> Result<Plan, String> {
         item.status = status;
     }
     if let Some(note) = args.note {
-        let note = text("the note", note)?;
+        let note = text("the note", &note)?;
         item.note = (!note.is_empty()).then_some(note);
     }
     if let Some(title) = args.title {
-        let title = text("the title", title)?;
+        let title = text("the title", &title)?;
         if title.is_empty() {
             return Err("the title is empty".to_owned());
         }

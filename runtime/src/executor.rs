@@ -141,6 +141,15 @@ const MESSAGE_CACHE: usize = 4_096;
 /// A built message's cache key: its reference and the artifact limit it was built with.
 type CacheKey = (request::MessageRef, Option<u64>);
 
+/// A tool call to perform (what [`Next::RunTool`] holds).
+struct ToolCall {
+    call_id: String,
+    tool: String,
+    args: BlobId,
+    rerun: bool,
+    idempotent: bool,
+}
+
 /// The next model call, or what stands for it.
 enum Asked {
     /// Make this request (its record stored), for this purpose.
@@ -350,40 +359,15 @@ impl<'a> Runner<'a> {
                     rerun,
                     idempotent,
                 } => {
-                    let served = match &self.source {
-                        Some(source) => source.serve(&tool, &args),
-                        None => Served::Live,
+                    let call = ToolCall {
+                        call_id,
+                        tool,
+                        args,
+                        rerun,
+                        idempotent,
                     };
-                    if let Served::Refuse(why) = served {
-                        journal.flush(self.store, progress)?;
-                        return Err(Error::ToolRefused { call_id, tool, why });
-                    }
-                    if !rerun {
-                        let intent = EventKind::ToolRequested {
-                            call_id: call_id.clone(),
-                            tool: tool.clone(),
-                            args,
-                            idempotent,
-                        };
-                        journal.record(&mut state, vec![intent])?;
-                    }
-                    journal.flush(self.store, progress)?;
-                    match served {
-                        Served::Recorded { output, is_error } => vec![EventKind::ToolReturned {
-                            call_id,
-                            output,
-                            is_error,
-                            duration_ms: 0,
-                        }],
-                        // a well-formed question parks the run (its intent is recorded): a
-                        // human's answer will be its result
-                        _ if tool == tools::ask::TOOL
-                            && Question::from_args(&self.blob_json(run, &args)?).is_ok() =>
-                        {
-                            Vec::new()
-                        }
-                        _ => vec![self.run_tool(run, &state, &call_id, &tool, &args).await?],
-                    }
+                    // boxed: a tool's future is large, and the drive's holds it only here
+                    Box::pin(self.perform_call(&mut state, journal, progress, call)).await?
                 }
                 Next::AskApproval { call, reason } => {
                     let args: Value = self.blob_json(run, &call.args)?;
@@ -410,6 +394,58 @@ impl<'a> Runner<'a> {
             };
             journal.record(&mut state, kinds)?;
         }
+    }
+
+    /// Perform an allowed tool call: record its intent (unless it is a re-run), then its
+    /// outcome — the recorded one when a tool source serves the call (replays, evals), or the
+    /// tool's. A well-formed `user.ask` records only its intent: the run parks for the answer.
+    async fn perform_call(
+        &self,
+        state: &mut State,
+        journal: &mut Journal,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        call: ToolCall,
+    ) -> Result<Vec<EventKind>, Error> {
+        let run = journal.run;
+        let ToolCall {
+            call_id,
+            tool,
+            args,
+            rerun,
+            idempotent,
+        } = call;
+        let served = match &self.source {
+            Some(source) => source.serve(&tool, &args),
+            None => Served::Live,
+        };
+        if let Served::Refuse(why) = served {
+            journal.flush(self.store, progress)?;
+            return Err(Error::ToolRefused { call_id, tool, why });
+        }
+        if !rerun {
+            let intent = EventKind::ToolRequested {
+                call_id: call_id.clone(),
+                tool: tool.clone(),
+                args,
+                idempotent,
+            };
+            journal.record(state, vec![intent])?;
+        }
+        journal.flush(self.store, progress)?;
+        Ok(match served {
+            Served::Recorded { output, is_error } => vec![EventKind::ToolReturned {
+                call_id,
+                output,
+                is_error,
+                duration_ms: 0,
+            }],
+            _ if tool == tools::ask::TOOL
+                && Question::from_args(&self.blob_json(run, &args)?).is_ok() =>
+            {
+                Vec::new()
+            }
+            _ => vec![self.run_tool(run, state, &call_id, &tool, &args).await?],
+        })
     }
 
     /// Record the inbox's letters; whether the drive should stop here.

@@ -280,6 +280,36 @@ mod tests {
     }
 
     #[test]
+    fn commands_and_urls_are_matched_as_given_and_a_rule_may_vouch_for_idempotence() {
+        let policy = Policy::new(&[
+            Rule {
+                command: Some("cargo test*".into()),
+                idempotent: Some(true),
+                ..rule("exec.run", None, Action::Allow)
+            },
+            Rule {
+                url: Some("https://docs.rs/**".into()),
+                ..rule("web.fetch", None, Action::Allow)
+            },
+        ])
+        .unwrap();
+        let test = policy.check("exec.run", Tier::Exec, Some("cargo test -p retrace-cli"));
+        assert_eq!((test.action, test.idempotent), (Action::Allow, Some(true)));
+        assert!(test.reason.contains("on `cargo test*`"), "{}", test.reason);
+        // a command is not a path: nothing is normalised, and `..` is no escape to deny
+        let other = policy.check("exec.run", Tier::Exec, Some("cat ../../etc/passwd"));
+        assert_eq!((other.action, other.idempotent), (Action::Ask, None));
+        assert!(
+            other.reason.contains("default for exec tools"),
+            "{}",
+            other.reason
+        );
+        let fetch = |url| policy.check("web.fetch", Tier::Network, Some(url)).action;
+        assert_eq!(fetch("https://docs.rs/sled/latest"), Action::Allow);
+        assert_eq!(fetch("https://evil.example/docs.rs/"), Action::Ask);
+    }
+
+    #[test]
     fn a_bad_glob_is_refused_with_its_rule() {
         let err = Policy::new(&[rule("fs.write", Some("notes/[a"), Action::Allow)]).unwrap_err();
         assert_eq!(err.index, 0);

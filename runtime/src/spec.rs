@@ -579,61 +579,7 @@ impl Spec {
                     .iter()
                     .any(|m| name.starts_with(&format!("mcp.{}.", m.name)))
         };
-        let mut policy = Vec::new();
-        let mut rule_spans = Vec::new();
-        for rule in raw.policy {
-            rule_spans.push(rule.tool.span());
-            let name = rule.tool.get_ref();
-            if name != "*" && !known(name) {
-                return Err(at(
-                    Some(rule.tool.span()),
-                    format!("policy rule for unknown tool `{name}`"),
-                ));
-            }
-            let subjects = [
-                ("path", rule.path.is_some()),
-                ("command", rule.command.is_some()),
-                ("url", rule.url.is_some()),
-            ];
-            let given: Vec<&str> = subjects
-                .iter()
-                .filter(|(_, g)| *g)
-                .map(|(k, _)| *k)
-                .collect();
-            if given.len() > 1 {
-                return Err(at(
-                    Some(rule.tool.span()),
-                    format!(
-                        "policy rule gives both `{}` and `{}`; a rule matches one argument",
-                        given[0], given[1]
-                    ),
-                ));
-            }
-            if let Some(key) = given.first()
-                && name != "*"
-                && !name.ends_with('*')
-                && *key != retrace_events::reply::subject_key(name)
-            {
-                return Err(at(
-                    Some(rule.tool.span()),
-                    format!(
-                        "policy rule for `{name}` matches `{key}`, which `{name}` does not have; use `{}`",
-                        retrace_events::reply::subject_key(name)
-                    ),
-                ));
-            }
-            policy.push(Rule {
-                tool: rule.tool.into_inner(),
-                path: rule.path,
-                command: rule.command,
-                url: rule.url,
-                action: rule.action,
-                idempotent: rule.idempotent,
-            });
-        }
-        if let Err(e) = crate::policy::Policy::new(&policy) {
-            return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
-        }
+        let policy = policy_rules(raw.policy, &known, &at)?;
         let (exec, web) = tool_settings(raw.exec, raw.web, &tools, &base, &at)?;
         let cassette = raw.model.cassette.map(|c| resolved(&base.join(c)));
         if raw.model.provider == Provider::Scripted && cassette.is_none() {
@@ -729,6 +675,71 @@ fn params(
         params.insert(key, value);
     }
     Ok(params)
+}
+
+/// The policy rules as written, checked: each names a known tool (or `*`), matches at most
+/// one argument (the one its tool has), and has a glob that parses.
+fn policy_rules(
+    raw: Vec<RawRule>,
+    known: &dyn Fn(&str) -> bool,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Vec<Rule>, Error> {
+    let mut policy = Vec::new();
+    let mut rule_spans = Vec::new();
+    for rule in raw {
+        rule_spans.push(rule.tool.span());
+        let name = rule.tool.get_ref();
+        if name != "*" && !known(name) {
+            return Err(at(
+                Some(rule.tool.span()),
+                format!("policy rule for unknown tool `{name}`"),
+            ));
+        }
+        let subjects = [
+            ("path", rule.path.is_some()),
+            ("command", rule.command.is_some()),
+            ("url", rule.url.is_some()),
+        ];
+        let given: Vec<&str> = subjects
+            .iter()
+            .filter(|(_, g)| *g)
+            .map(|(k, _)| *k)
+            .collect();
+        if given.len() > 1 {
+            return Err(at(
+                Some(rule.tool.span()),
+                format!(
+                    "policy rule gives both `{}` and `{}`; a rule matches one argument",
+                    given[0], given[1]
+                ),
+            ));
+        }
+        if let Some(key) = given.first()
+            && name != "*"
+            && !name.ends_with('*')
+            && *key != retrace_events::reply::subject_key(name)
+        {
+            return Err(at(
+                Some(rule.tool.span()),
+                format!(
+                    "policy rule for `{name}` matches `{key}`, which `{name}` does not have; use `{}`",
+                    retrace_events::reply::subject_key(name)
+                ),
+            ));
+        }
+        policy.push(Rule {
+            tool: rule.tool.into_inner(),
+            path: rule.path,
+            command: rule.command,
+            url: rule.url,
+            action: rule.action,
+            idempotent: rule.idempotent,
+        });
+    }
+    if let Err(e) = crate::policy::Policy::new(&policy) {
+        return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
+    }
+    Ok(policy)
 }
 
 /// `[exec]` and `[web]`, checked against the tools the agent has: each is present exactly

@@ -211,7 +211,10 @@ fn policy_rules_and_unknown_tools_deny() {
     let rules = [Rule {
         tool: "fs.write".into(),
         path: Some("secrets/**".into()),
+        command: None,
+        url: None,
         action: Action::Deny,
+        idempotent: None,
     }];
     let mut log = Log::start();
     log.model_reply(&[

@@ -1,5 +1,6 @@
 //! Kill test: a 200-step run whose every step appends one line to a file with a
-//! non-idempotent tool is SIGKILLed at 30+ random moments, restarted each time by a new
+//! non-idempotent tool (`fs.append`; and a 100-step one with `exec.run` in the sandbox) is
+//! SIGKILLed at 30+ random moments, restarted each time by a new
 //! `retrace` process, and must end exactly like an uninterrupted run of the same script:
 //! every line once, in order, the same final state hash, a verifying log.
 //!
@@ -20,8 +21,50 @@ use common::the_run;
 use retrace_replay::testkit::Rng;
 use serde_json::{Value, json};
 
-const STEPS: usize = 200;
 const KILLS: usize = 30;
+
+/// The non-idempotent tool each step appends its line with.
+#[derive(Clone, Copy, Debug)]
+enum Appender {
+    /// `fs.append`, 200 steps.
+    File,
+    /// `exec.run` of `printf … >> log.txt` in the sandbox, 100 steps.
+    Shell,
+}
+
+impl Appender {
+    fn steps(self) -> usize {
+        match self {
+            Self::File => 200,
+            Self::Shell => 100,
+        }
+    }
+
+    fn tool(self) -> &'static str {
+        match self {
+            Self::File => "fs.append",
+            Self::Shell => "exec.run",
+        }
+    }
+
+    fn arguments(self, i: usize) -> Value {
+        match self {
+            Self::File => json!({"path": "log.txt", "text": line(i)}),
+            Self::Shell => json!({"command": format!("printf 'line {i:04}\\n' >> log.txt")}),
+        }
+    }
+
+    /// What the tool returns for line `i` (what a skip records, as an operator who saw
+    /// the line in the file would give it).
+    fn result(self, i: usize) -> Value {
+        match self {
+            Self::File => json!({"path": "log.txt", "bytes_appended": line(i).len()}),
+            Self::Shell => {
+                json!({"exit_code": 0, "stdout": "", "stdout_bytes": 0, "stderr": "", "stderr_bytes": 0})
+            }
+        }
+    }
+}
 
 fn output(store: &Path, args: &[&str]) -> Output {
     let out = common::retrace(store, args);
@@ -46,8 +89,11 @@ fn line(i: usize) -> String {
     format!("line {i:04}\n")
 }
 
-/// The agent: a cassette of `STEPS` replies, each asking to append line `i`, then an answer.
-fn agent(dir: &Path) -> PathBuf {
+/// The agent: a cassette of one reply per step, each asking to append line `i`, then an
+/// answer.
+fn agent(dir: &Path, appender: Appender) -> PathBuf {
+    let steps = appender.steps();
+    let tool = appender.tool();
     std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
     let spec = dir.join("agent.toml");
     std::fs::write(
@@ -55,18 +101,18 @@ fn agent(dir: &Path) -> PathBuf {
         format!(
             "name = \"appender\"\nsystem = \"append the lines\"\nworkspace = \"ws\"\n\
              [model]\nprovider = \"scripted\"\nname = \"demo\"\ncassette = \"cassette.json\"\n\
-             [tools]\nallow = [\"fs.append\"]\n\
-             [[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n\
+             [tools]\nallow = [\"{tool}\"]\n\
+             [[policy]]\ntool = \"{tool}\"\naction = \"allow\"\n\
              [budgets]\nmax_steps = {}\n",
-            STEPS + 10
+            steps + 10
         ),
     )
     .expect("write spec");
-    let mut replies: Vec<Value> = (0..STEPS)
+    let mut replies: Vec<Value> = (0..steps)
         .map(|i| {
             json!({"text": format!("step {i}"), "latency_ms": 2, "tool_calls": [{
-                "id": format!("call-{i}"), "name": "fs.append",
-                "arguments": {"path": "log.txt", "text": line(i)}}]})
+                "id": format!("call-{i}"), "name": tool,
+                "arguments": appender.arguments(i)}]})
         })
         .collect();
     replies.push(json!({"text": "all lines appended"}));
@@ -96,7 +142,7 @@ fn state_hash(store: &Path, run: &str) -> String {
 }
 
 /// Settle the call in doubt as an operator would: the line is in the file or it is not.
-fn resolve(store: &Path, dir: &Path, run: &str, call_id: &str) -> &'static str {
+fn resolve(store: &Path, dir: &Path, run: &str, call_id: &str, appender: Appender) -> &'static str {
     let i: usize = call_id
         .strip_prefix("call-")
         .and_then(|n| n.parse().ok())
@@ -104,12 +150,7 @@ fn resolve(store: &Path, dir: &Path, run: &str, call_id: &str) -> &'static str {
     let written = std::fs::read_to_string(dir.join("ws/log.txt")).unwrap_or_default();
     if written.ends_with(&line(i)) {
         let result = dir.join("result.json");
-        let bytes = line(i).len();
-        std::fs::write(
-            &result,
-            json!({"path": "log.txt", "bytes_appended": bytes}).to_string(),
-        )
-        .expect("write result");
+        std::fs::write(&result, appender.result(i).to_string()).expect("write result");
         output(
             store,
             &[
@@ -172,6 +213,19 @@ fn assert_same_state(a: (&Path, &str), b: (&Path, &str)) {
 
 #[test]
 fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
+    killed_30_times(Appender::File);
+}
+
+/// The same with `exec.run`: each kill may land while the sandboxed shell appends (the
+/// command dies with retrace: the sandbox sets the parent-death signal) or between its
+/// end and its recorded result.
+#[test]
+fn an_exec_run_job_killed_30_times_ends_exactly_like_an_uninterrupted_one() {
+    killed_30_times(Appender::Shell);
+}
+
+fn killed_30_times(appender: Appender) {
+    let steps = appender.steps();
     let seed = std::env::var("RETRACE_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -186,8 +240,8 @@ fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
     eprintln!("kill schedule seed: {seed} (RETRACE_KILL_SEED={seed} replays it)");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = agent(dir.path());
-    let expected: String = (0..STEPS).map(line).collect();
+    let spec = agent(dir.path(), appender);
+    let expected: String = (0..steps).map(line).collect();
 
     let (reference, reference_run, took) = uninterrupted(dir.path(), &spec, &expected);
     let log = dir.path().join("ws/log.txt");
@@ -210,7 +264,7 @@ fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
                 Some("finished") => break id,
                 Some("outcome_unknown") => {
                     let call = run["status"]["call_id"].as_str().expect("call id");
-                    resolutions.push(resolve(&store, dir.path(), &id, call));
+                    resolutions.push(resolve(&store, dir.path(), &id, call, appender));
                     continue;
                 }
                 _ => {}
@@ -260,7 +314,7 @@ fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
     );
     assert!(kills >= KILLS);
     assert!(
-        killed_at.len() >= KILLS / 2 && killed_at.last() >= Some(&(STEPS * 3 / 4)),
+        killed_at.len() >= KILLS / 2 && killed_at.last() >= Some(&(steps * 3 / 4)),
         "the kills should land all over the run, not at a few points: {killed_at:?}"
     );
 
@@ -274,7 +328,7 @@ fn a_run_killed_30_times_at_random_ends_exactly_like_an_uninterrupted_one() {
     output(&store, &["verify", &run]);
     let shown = the_run(&store).expect("the run");
     assert_eq!(shown["status"]["outcome"], "succeeded");
-    assert_eq!(shown["totals"]["tool_calls"].as_u64(), Some(STEPS as u64));
+    assert_eq!(shown["totals"]["tool_calls"].as_u64(), Some(steps as u64));
     assert_same_state((&reference, &reference_run), (&store, &run));
 }
 

@@ -132,6 +132,7 @@ fn never_asks(agent: &Agent, state: &State) -> Next {
             tool: call.tool,
             args: call.args,
             rerun: false,
+            idempotent: false,
         },
         other => other,
     }

@@ -9,7 +9,11 @@
 //! | idempotent | no (a policy rule may say `idempotent = true` for its commands) |
 //! | arguments | `{"command": "…", "timeout_secs"?: N, "cwd"?: "dir in the workspace"}` |
 //! | runs | `/bin/sh -c command`, in a fresh process group, with only the environment below |
-//! | result | `{"exit_code", "signal"?, "timed_out"?, "duration_ms", "stdout", "stderr", "stdout_bytes", "stderr_bytes", "stdout_artifact"?, "stderr_artifact"?}` |
+//! | result | `{"exit_code", "signal"?, "timed_out"?, "stdout", "stderr", "stdout_bytes", "stderr_bytes", "stdout_artifact"?, "stderr_artifact"?}` |
+//!
+//! The result holds no timing (the `tool_returned` event records the duration), so the same
+//! command with the same output gives the same result: a run killed and resumed, or a call
+//! settled by hand with the output it had, ends in the same state as an uninterrupted run.
 //!
 //! The command sees `PATH`, `HOME` (the workspace), `TMPDIR` (a fresh directory, removed
 //! after the call), `LANG=C.UTF-8`, `TERM=dumb`, and the variables `[exec] env` names
@@ -332,10 +336,6 @@ fn result(finished: Finished, timeout_secs: u64) -> Output {
             json!(format!("killed after {timeout_secs} s")),
         );
     }
-    value.insert(
-        "duration_ms".into(),
-        json!(u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX)),
-    );
     let mut attachments = Vec::new();
     for (name, stream) in [("stdout", finished.stdout), ("stderr", finished.stderr)] {
         value.insert(name.into(), json!(stream.shown));
