@@ -69,6 +69,8 @@ pub struct Inspector {
     pub(crate) continue_runs: bool,
     /// The note that goes with an approval decision.
     pub(crate) note: String,
+    /// A free-text answer to the question the run waits on, being typed.
+    pub(crate) answer_text: String,
     /// What the last action did.
     pub(crate) notice: Option<String>,
     /// Where events of each class fall in the selected run: `(len counted, bins)`.
@@ -122,6 +124,7 @@ impl Inspector {
             edit: None,
             continue_runs: true,
             note: String::new(),
+            answer_text: String::new(),
             notice: None,
             remembered_run: None,
             density: None,
@@ -262,6 +265,20 @@ impl Inspector {
                     self.source.request(Request::Runs);
                 }
                 Reply::Decided(Err(e)) => self.error = Some(format!("decision refused: {e}")),
+                Reply::Answered(Ok((call, continued))) => {
+                    self.notice = Some(match (continued, self.selected) {
+                        (true, _) => format!("answer to {call} recorded; the run continues"),
+                        (false, Some(run)) => format!(
+                            "answer to {call} recorded; continue the run with \
+                             `retrace resume {run}`"
+                        ),
+                        (false, None) => format!("answer to {call} recorded"),
+                    });
+                    self.answer_text.clear();
+                    self.follow_head = true;
+                    self.source.request(Request::Runs);
+                }
+                Reply::Answered(Err(e)) => self.error = Some(format!("answer refused: {e}")),
                 Reply::Skipped => {}
             }
         }
@@ -364,6 +381,17 @@ impl Inspector {
                             retrace_events::Decision::Denied
                         },
                         note: (!self.note.trim().is_empty()).then(|| self.note.trim().to_owned()),
+                        resume: self.continue_runs,
+                    });
+                }
+            }
+            Command::Answer { call, answer } => {
+                if let Some(run) = self.selected {
+                    self.error = None;
+                    self.source.request(Request::Answer {
+                        run,
+                        call,
+                        answer,
                         resume: self.continue_runs,
                     });
                 }

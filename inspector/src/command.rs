@@ -3,6 +3,7 @@
 //! consistent state and every change goes through one place.
 
 use retrace_events::RunId;
+use retrace_replay::Answer;
 
 use crate::source::Class;
 
@@ -54,6 +55,13 @@ pub enum Command {
         call: String,
         /// Approve (else deny).
         approve: bool,
+    },
+    /// Answer the question the run shown waits on.
+    Answer {
+        /// The `user.ask` call.
+        call: String,
+        /// A choice (from 1) or free text.
+        answer: Answer,
     },
 }
 

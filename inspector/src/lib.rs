@@ -2,13 +2,15 @@
 //!
 //! The egui/eframe time-travel inspector: a runs panel (forks under their parent), a
 //! timeline with a scrubber and keyboard travel, and the event at the cursor with its
-//! payloads and the state after it.
+//! payloads and the state after it (status, the agent's plan, the conversation). A run
+//! parked on approvals or on a `user.ask` question can be decided or answered from there.
 //!
 //! - [`source`]: a background thread owns the store and answers requests; the UI thread
 //!   never reads the store, so frames stay fluid on runs of any length (only visible rows
 //!   are drawn, and only their pages loaded).
 //! - [`command`]: panels emit commands while drawing; [`Inspector::ui`] applies them after
-//!   the frame. Nothing here changes the log.
+//!   the frame. The log changes only through the source's writes (fork, decide, answer),
+//!   which call the same `retrace_replay` functions as the CLI.
 //!
 //! [`Inspector::ui`] draws one frame into any [`egui::Ui`]: [`run`] opens it in a native
 //! window, tests drive it through `egui_kittest`.

@@ -1,8 +1,15 @@
 //! The panels: each draws part of the [`Inspector`] and emits [`Command`]s; none changes
 //! what it shows directly.
+//!
+//! - runs (left), top bar, timeline with scrubber and density strip (middle);
+//! - detail (right): actions (diff, fork, edit; the approvals pending and the question the
+//!   run waits on, with buttons that decide or answer), the event, and the state at the
+//!   cursor — status and hash, the plan (items with their status), compactions, the
+//!   conversation — or, on a model call, the request it sent.
 
 use egui::{Color32, RichText};
-use retrace_replay::describe;
+use retrace_replay::plan::{ItemStatus, Plan};
+use retrace_replay::{Answer, Asking, describe};
 use serde_json::Value;
 
 use crate::app::Inspector;
@@ -376,6 +383,9 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             detail.status,
             &detail.state_hash[..16.min(detail.state_hash.len())]
         ));
+        if let Some(plan) = &detail.plan {
+            plan_view(ui, plan);
+        }
         if detail.compactions > 0 || detail.summary_text.is_some() {
             ui.label(format!("compactions so far: {}", detail.compactions));
         }
@@ -403,6 +413,82 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
             .default_open(false)
             .show(ui, |ui| json_tree(ui, "state", &detail.state, 0));
     });
+}
+
+/// The agent's plan in the state at the cursor: progress, then each item with its status
+/// mark in the status's colour (done green, in progress blue, blocked red, pending grey).
+fn plan_view(ui: &mut egui::Ui, plan: &Plan) {
+    let (done, all) = plan.progress();
+    egui::CollapsingHeader::new(format!("Plan {done} of {all} done"))
+        .id_salt("plan")
+        .default_open(true)
+        .show(ui, |ui| {
+            for (item, line) in plan.items.iter().zip(plan.lines()) {
+                let colour = match item.status {
+                    ItemStatus::Done => colour(Class::Tool),
+                    ItemStatus::InProgress => colour(Class::Model),
+                    ItemStatus::Blocked => colour(Class::Error),
+                    ItemStatus::Pending => ui.visuals().weak_text_color(),
+                };
+                ui.label(RichText::new(line).color(colour));
+            }
+        });
+}
+
+/// The question the run waits on: its text, a button per choice, a text field when it
+/// takes free text. Answers are recorded only at the run's newest event (where the run is
+/// parked); earlier, the question is shown as part of the state.
+fn question_view(
+    app: &mut Inspector,
+    ui: &mut egui::Ui,
+    detail: &crate::source::Detail,
+    asking: &Asking,
+) {
+    ui.separator();
+    ui.strong("Question for you");
+    ui.small(format!(
+        "asked by {} (user.ask at #{})",
+        asking.call_id, asking.seq
+    ));
+    let question = &asking.question;
+    ui.label(RichText::new(&question.question).strong());
+    if detail.seq + 1 < app.len {
+        ui.weak("answer it at the run's newest event, if it still waits there");
+        return;
+    }
+    if !question.choices.is_empty() {
+        ui.horizontal_wrapped(|ui| {
+            for (i, choice) in question.choices.iter().enumerate() {
+                if ui
+                    .button(choice)
+                    .on_hover_text(format!("answer with choice {}", i + 1))
+                    .clicked()
+                {
+                    app.command(Command::Answer {
+                        call: asking.call_id.clone(),
+                        answer: Answer::Choice(i + 1),
+                    });
+                }
+            }
+        });
+    }
+    if question.takes_text() {
+        ui.horizontal(|ui| {
+            let label = ui.label("your answer");
+            ui.text_edit_singleline(&mut app.answer_text)
+                .labelled_by(label.id);
+            let typed = !app.answer_text.trim().is_empty();
+            if ui.add_enabled(typed, egui::Button::new("Answer")).clicked() {
+                app.command(Command::Answer {
+                    call: asking.call_id.clone(),
+                    answer: Answer::Text(app.answer_text.trim().to_owned()),
+                });
+            }
+        });
+    }
+    if !app.continue_runs {
+        ui.weak("the answer is recorded; the run then goes on with `retrace resume`");
+    }
 }
 
 /// The two tabs of the detail ("event and state", "request") when the event is a model
@@ -586,7 +672,8 @@ fn reply_view(ui: &mut egui::Ui, reply: &crate::source::ReplyView) {
     }
 }
 
-/// Diff marks, fork (as is or edited), and the approvals pending at the cursor.
+/// Diff marks, fork (as is or edited), the approvals pending at the cursor and the question
+/// the run waits on.
 fn actions(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detail) {
     ui.horizontal_wrapped(|ui| {
         if ui
@@ -672,6 +759,14 @@ fn actions(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detai
                 }
             });
         }
+    }
+    match &detail.question {
+        Some(Ok(asking)) => question_view(app, ui, detail, asking),
+        Some(Err(why)) => {
+            ui.separator();
+            ui.colored_label(colour(Class::Error), why);
+        }
+        None => {}
     }
     ui.separator();
 }

@@ -1,14 +1,18 @@
 //! Where the inspector's data comes from: a background thread that owns the store and
-//! answers requests (the run list, a page of timeline rows, the detail at one event, a
-//! search for the next event of a kind). The UI thread never reads the store; it sends
-//! [`Request`]s and picks up [`Reply`]s each frame.
+//! answers requests (the run list, a page of timeline rows, the detail at one event — with
+//! the plan and any question the run waits on at that event —, a search for the next
+//! event of a kind). The UI thread never reads the store; it sends [`Request`]s and picks
+//! up [`Reply`]s each frame. Writes (fork, decide an approval, answer a question) go
+//! through the same thread and the same `retrace_replay` functions as the CLI.
 
 use std::sync::Arc;
 
 use retrace_events::{Decision, EventKind, RunId, Timestamp};
+use retrace_replay::plan::Plan;
 use retrace_replay::{
-    ChangeKind, ForkAt, SnapshotPolicy, State, compare_runs, decide_approval, describe,
-    diff_states, fork, state_at, state_at_head,
+    Answer, Asking, ChangeKind, ForkAt, Pending, Question, SnapshotPolicy, State, Status,
+    answer_question, compare_runs, decide_approval, describe, diff_states, fork, state_at,
+    state_at_head,
 };
 use retrace_store::{MAX_RANGE, Store};
 use serde_json::Value;
@@ -184,6 +188,11 @@ pub struct Detail {
     pub summary_text: Option<String>,
     /// Compactions so far.
     pub compactions: u64,
+    /// The agent's plan in the state at this event (`None`: no plan set yet).
+    pub plan: Option<Plan>,
+    /// The question the run waits on in the state at this event (it is parked on a
+    /// `user.ask` call), or why its arguments are not one.
+    pub question: Option<Result<Asking, String>>,
 }
 
 /// What a message of a request is, in the request.
@@ -345,6 +354,17 @@ pub enum Request {
         /// Continue the run at once.
         resume: bool,
     },
+    /// Answer the question `call` of `run` waits on, then continue the run if `resume`.
+    Answer {
+        /// Run.
+        run: RunId,
+        /// The `user.ask` call.
+        call: String,
+        /// A choice or free text.
+        answer: Answer,
+        /// Continue the run at once.
+        resume: bool,
+    },
 }
 
 /// An answer from the background thread. Errors are messages for the UI to show.
@@ -386,6 +406,9 @@ pub enum Reply {
     Forked(Result<RunId, String>),
     /// A decision recorded (the call), or why not.
     Decided(Result<String, String>),
+    /// An answer recorded: the call, and whether the run was handed on to continue; or why
+    /// not.
+    Answered(Result<(String, bool), String>),
     /// A request made stale by a newer one of the same kind, not answered.
     Skipped,
 }
@@ -565,7 +588,7 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
                 run,
                 Some(call),
                 *decision,
-                "inspector",
+                BY,
                 note.as_deref(),
                 host.now(),
             )
@@ -577,8 +600,26 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
                 Ok(call)
             }),
         ),
+        Request::Answer {
+            run,
+            call,
+            answer,
+            resume,
+        } => Reply::Answered(
+            answer_question(store, run, Some(call), answer, BY, host.now())
+                .map_err(|e| e.to_string())
+                .and_then(|(call, _)| {
+                    if *resume {
+                        host.resume(*run)?;
+                    }
+                    Ok((call, *resume))
+                }),
+        ),
     }
 }
+
+/// Who the inspector's decisions and answers are recorded as by.
+pub const BY: &str = "inspector";
 
 impl Class {
     /// Index in a density bin.
@@ -860,6 +901,10 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         Value::String(s) => s,
         other => other.to_string(),
     });
+    let plan = state
+        .plan
+        .and_then(|blob| Plan::from_value(&blob_value(store, &blob)));
+    let question = question_at(store, &state);
     Ok(Detail {
         run: *run,
         seq,
@@ -879,7 +924,36 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         request,
         summary_text,
         compactions: state.totals.compactions,
+        plan,
+        question,
     })
+}
+
+/// The question `state` waits on, read as `retrace_replay::pending_question` reads it at the
+/// head (here at any event): the asking call's arguments.
+fn question_at(store: &dyn Store, state: &State) -> Option<Result<Asking, String>> {
+    let Status::AwaitingAnswer { call_id } = &state.status else {
+        return None;
+    };
+    let Some(Pending::Tool { args, seq, .. }) = state.pending.get(call_id) else {
+        return Some(Err(format!("the call {call_id} is not pending")));
+    };
+    let question = match store.blob(args) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Question::from_args(&v)),
+        Ok(None) => Err(format!("its arguments blob {args} is missing")),
+        Err(e) => Err(e.to_string()),
+    };
+    Some(
+        question
+            .map(|question| Asking {
+                call_id: call_id.clone(),
+                seq: *seq,
+                question,
+            })
+            .map_err(|why| format!("the question of {call_id} cannot be read: {why}")),
+    )
 }
 
 /// One message of a request as the detail shows it.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use std::sync::Mutex;
 
 use retrace_events::{Decision, Event, EventKind, RunId, Timestamp};
@@ -1122,4 +1122,339 @@ fn image_snapshot_of_the_request_tab() {
     settle(&mut harness);
     harness.get_by_label("  1 user · pinned task  do the task");
     harness.snapshot("request_after_compaction");
+}
+
+/// A blob of `value` as canonical JSON.
+fn json_blob(store: &dyn Store, value: &serde_json::Value) -> retrace_events::BlobId {
+    store
+        .put_blob(&retrace_events::canonical_json(value))
+        .expect("fixture")
+}
+
+/// The plan after `task.set`: one item done, one in progress, one pending, one blocked.
+fn plan_set() -> serde_json::Value {
+    serde_json::json!({"items": [
+        {"id": 1, "title": "Read the docs", "status": "done"},
+        {"id": 2, "title": "Pick a topic", "status": "in_progress"},
+        {"id": 3, "title": "Write the report", "status": "pending"},
+        {"id": 4, "title": "Publish", "status": "blocked", "note": "needs a login"}
+    ]})
+}
+
+/// A run whose every byte is fixed, written event by event: `task.set` (seq 1, 2), a
+/// `task.update` marking item 2 done (seq 3, 4), then a `user.ask` with `question` as its
+/// arguments (seq 5) that parks it.
+fn asking_run(dir: &Path, run: RunId, question: &serde_json::Value) -> Arc<dyn Store> {
+    let store = SledStore::open(dir.join("store")).expect("fixture");
+    let mut new = retrace_store::NewRun::new(run, Timestamp(1_795_000_000_000));
+    new.meta.insert("name".into(), "asker".into());
+    store.create_run(new).expect("fixture");
+    let mut plan = plan_set();
+    let set_args = serde_json::json!({"items": [
+        {"title": "Read the docs", "status": "done"},
+        {"title": "Pick a topic", "status": "in_progress"},
+        {"title": "Write the report"},
+        {"title": "Publish", "status": "blocked", "note": "needs a login"}
+    ]});
+    let set = plan.clone();
+    plan["items"][1]["status"] = "done".into();
+    plan["items"][1]["note"] = "sled or wasmtime".into();
+    let update = plan;
+    let tool = |store: &SledStore, call: &str, name: &str, args: &serde_json::Value| {
+        EventKind::ToolRequested {
+            call_id: call.into(),
+            tool: name.into(),
+            args: json_blob(store, args),
+            idempotent: false,
+        }
+    };
+    let returned =
+        |store: &SledStore, call: &str, output: &serde_json::Value| EventKind::ToolReturned {
+            call_id: call.into(),
+            output: json_blob(store, output),
+            is_error: false,
+            duration_ms: 1,
+        };
+    let kinds = vec![
+        EventKind::RunStarted {
+            run,
+            spec: json_blob(&store, &serde_json::json!({"name": "asker"})),
+            input: json_blob(&store, &serde_json::json!("plan, then ask")),
+        },
+        tool(&store, "t1", "task.set", &set_args),
+        returned(&store, "t1", &set),
+        tool(
+            &store,
+            "t2",
+            "task.update",
+            &serde_json::json!({"id": 2, "status": "done", "note": "sled or wasmtime"}),
+        ),
+        returned(&store, "t2", &update),
+        tool(&store, "ask1", "user.ask", question),
+    ];
+    let mut head: Option<retrace_events::Head> = None;
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let at = Timestamp(1_795_000_000_000 + 1_000 * i as u64);
+        let event = Event::after(head, at, kind);
+        head = Some(
+            store
+                .append(&run, head.map(|h| h.id), std::slice::from_ref(&event))
+                .expect("fixture"),
+        );
+    }
+    let state = retrace_replay::state_at_head(&store, &run, SnapshotPolicy::default())
+        .expect("fixture")
+        .state;
+    assert!(
+        matches!(&state.status, retrace_replay::Status::AwaitingAnswer { call_id } if call_id == "ask1"),
+        "{:?}",
+        state.status
+    );
+    Arc::new(store)
+}
+
+/// The question with two choices the tests ask.
+fn topic_question() -> serde_json::Value {
+    serde_json::json!({"question": "Which topic?", "choices": ["sled", "wasmtime"]})
+}
+
+/// The last event of `run` and the state at its head.
+fn head_of(store: &dyn Store, run: &RunId) -> (Event, retrace_replay::State) {
+    let len = store.require_run(run).expect("the store reads").len();
+    let (_, event) = store
+        .event_at(run, len - 1)
+        .expect("the store reads")
+        .expect("the store reads");
+    let state = retrace_replay::state_at_head(store, run, SnapshotPolicy::default())
+        .expect("the store reads")
+        .state;
+    (event, state)
+}
+
+/// The output a `tool_returned` recorded, as JSON.
+fn output_of(store: &dyn Store, event: &Event) -> (String, serde_json::Value) {
+    match &event.kind {
+        EventKind::ToolReturned {
+            call_id,
+            output,
+            is_error: false,
+            ..
+        } => (
+            call_id.clone(),
+            serde_json::from_slice(
+                &store
+                    .blob(output)
+                    .expect("the store reads")
+                    .expect("the store reads"),
+            )
+            .expect("the store reads"),
+        ),
+        other => panic!("expected the answer's tool_returned, found {other:?}"),
+    }
+}
+
+#[test]
+fn the_plan_panel_shows_the_plan_at_the_cursor_and_follows_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([12; 16]);
+    let store = asking_run(dir.path(), run, &topic_question());
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: None,
+        },
+    );
+    // at the head: the plan after the task.update
+    assert_shows(&harness, store.as_ref(), &run, 5);
+    harness.get_by_label("Plan 2 of 4 done");
+    harness.get_by_label("[x] 1. Read the docs");
+    harness.get_by_label("[x] 2. Pick a topic — sled or wasmtime");
+    harness.get_by_label("[ ] 3. Write the report");
+    harness.get_by_label("[!] 4. Publish — needs a login");
+
+    // back to the task.update's request: its result is not in yet, the plan is task.set's
+    harness.key_press(egui::Key::ArrowUp);
+    harness.key_press(egui::Key::ArrowUp);
+    settle(&mut harness);
+    assert_shows(&harness, store.as_ref(), &run, 3);
+    harness.get_by_label("Plan 1 of 4 done");
+    harness.get_by_label("[~] 2. Pick a topic");
+    assert!(
+        harness
+            .query_by_label("[x] 2. Pick a topic — sled or wasmtime")
+            .is_none()
+    );
+    // the question is not asked yet here
+    assert!(harness.query_by_label("Which topic?").is_none());
+
+    // before task.set returned there is no plan at all
+    harness.key_press(egui::Key::Home);
+    settle(&mut harness);
+    assert_shows(&harness, store.as_ref(), &run, 0);
+    assert!(harness.query_by_label_contains("Plan ").is_none());
+
+    // and forward again to the head
+    harness.key_press(egui::Key::End);
+    settle(&mut harness);
+    harness.get_by_label("Plan 2 of 4 done");
+}
+
+#[test]
+fn clicking_a_choice_records_the_answer_and_the_run_is_no_longer_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([13; 16]);
+    let store = asking_run(dir.path(), run, &topic_question());
+    let host = Arc::new(TestHost::default());
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Target {
+            run: Some(run),
+            seq: None,
+        },
+    );
+    harness.get_by_label("Question for you");
+    harness.get_by_label("Which topic?");
+    harness.get_by_role_and_label(egui::accesskit::Role::Button, "sled");
+    // a question with choices only takes no free text
+    assert!(harness.query_by_label("your answer").is_none());
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "wasmtime")
+        .click();
+    settle(&mut harness);
+
+    let (event, state) = head_of(store.as_ref(), &run);
+    assert_eq!(event.seq, 6);
+    assert_eq!(
+        output_of(store.as_ref(), &event),
+        (
+            "ask1".to_owned(),
+            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
+        )
+    );
+    assert!(!state.is_parked(), "{:?}", state.status);
+    assert_eq!(host.resumed.lock().unwrap().as_slice(), &[run]);
+    // the cursor follows to the answer; the question is gone
+    harness.get_by_label_contains("answer to ask1 recorded; the run continues");
+    assert_shows(&harness, store.as_ref(), &run, 6);
+    assert!(harness.query_by_label("Question for you").is_none());
+}
+
+#[test]
+fn a_free_text_answer_is_typed_and_recorded_and_earlier_the_question_only_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([14; 16]);
+    let store = asking_run(
+        dir.path(),
+        run,
+        &serde_json::json!({"question": "What should the report be called?"}),
+    );
+    let host = Arc::new(TestHost::default());
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Target {
+            run: Some(run),
+            seq: None,
+        },
+    );
+    harness.get_by_label("What should the report be called?");
+    // nothing typed: nothing to send
+    assert!(
+        harness
+            .get_by_label("Answer")
+            .accesskit_node()
+            .is_disabled()
+    );
+    // without "continue with the runtime", the run waits for `retrace resume`
+    harness.get_by_label("continue with the runtime").click();
+    settle(&mut harness);
+    harness.get_by_label_contains("the run then goes on with `retrace resume`");
+    let field = harness.get_by_label("your answer");
+    field.focus();
+    field.type_text("Notes on sled");
+    settle(&mut harness);
+    harness.get_by_label("Answer").click();
+    settle(&mut harness);
+
+    let (event, state) = head_of(store.as_ref(), &run);
+    assert_eq!(
+        output_of(store.as_ref(), &event),
+        (
+            "ask1".to_owned(),
+            serde_json::json!({"answer": "Notes on sled", "by": "inspector"})
+        )
+    );
+    assert!(!state.is_parked(), "{:?}", state.status);
+    assert!(host.resumed.lock().unwrap().is_empty());
+    harness.get_by_label_contains(&format!(
+        "answer to ask1 recorded; continue the run with `retrace resume {run}`"
+    ));
+
+    // at the question's own event the state still waits on it: shown, not answerable there
+    harness
+        .state_mut()
+        .apply(retrace_inspector::Command::MoveTo(5));
+    settle(&mut harness);
+    harness.get_by_label("What should the report be called?");
+    harness.get_by_label("answer it at the run's newest event, if it still waits there");
+    assert!(harness.query_by_label("your answer").is_none());
+}
+
+#[test]
+fn image_snapshot_of_the_plan_and_a_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([15; 16]);
+    let store = asking_run(dir.path(), run, &topic_question());
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: None,
+        },
+    );
+    assert_shows(&harness, store.as_ref(), &run, 5);
+    harness.get_by_label("Plan 2 of 4 done");
+    harness.snapshot("plan_and_question");
+}
+
+#[test]
+fn an_answer_goes_through_the_store_a_running_daemon_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([16; 16]);
+    drop(asking_run(dir.path(), run, &topic_question()));
+    // the daemon owns the store now: the inspector reaches it only through its API
+    let daemon = retrace_tests::daemon::Served::start(&dir.path().join("store"), 2);
+    let access = retrace_serve::Access::open(&dir.path().join("store"), false).unwrap();
+    assert!(access.daemon().is_some(), "a daemon holds the store");
+    let store = access.store();
+    let host = Arc::new(TestHost::default());
+    let mut harness = harness_with(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Target {
+            run: Some(run),
+            seq: None,
+        },
+    );
+    // the hand-written run has no agent to continue it: record the answer only
+    harness.get_by_label("continue with the runtime").click();
+    settle(&mut harness);
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "wasmtime")
+        .click();
+    settle(&mut harness);
+    let (event, state) = head_of(store.as_ref(), &run);
+    assert_eq!(
+        output_of(store.as_ref(), &event),
+        (
+            "ask1".to_owned(),
+            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
+        )
+    );
+    assert!(!state.is_parked(), "{:?}", state.status);
+    assert!(host.resumed.lock().unwrap().is_empty());
+    drop(harness);
+    drop(daemon);
 }
