@@ -8,19 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    example, example_run, log_json as log, normalised, retrace, run_agent, run_id_of, text,
+    example, example_run, fork_id_of, log_json as log, normalised, retrace, run_agent, run_id_of,
+    text,
 };
 use serde_json::{Value, json};
-
-/// The new run id `retrace fork` printed.
-fn fork_id_of(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "{}", text(out));
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(2)
-        .expect("fork prints the new run id")
-        .to_owned()
-}
 
 /// Undo what a run of the tidy example under `dir` wrote (its summary), so another run
 /// sees the workspace the first one saw.

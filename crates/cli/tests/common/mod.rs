@@ -54,6 +54,16 @@ pub fn run_id_of(out: &Output) -> String {
         .to_owned()
 }
 
+/// The new run id `retrace fork` printed.
+pub fn fork_id_of(out: &Output) -> String {
+    assert!(out.status.success(), "{}", text(out));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .expect("fork prints the new run id")
+        .to_owned()
+}
+
 /// The events of `run` (`retrace log RUN --json`), as JSON.
 pub fn log_json(store: &Path, run: &str) -> Vec<serde_json::Value> {
     let out = retrace(store, &["log", run, "--json"]);
