@@ -1,5 +1,5 @@
 //! Kill test: a 200-step run whose every step appends one line to a file with a
-//! non-idempotent tool (`fs.append`; and a 100-step one with `exec.run` in the sandbox) is
+//! non-idempotent tool (`fs.append`, or `exec.run` in the sandbox) is
 //! SIGKILLed at 30+ random moments, restarted each time by a new
 //! `retrace` process, and must end exactly like an uninterrupted run of the same script:
 //! every line once, in order, the same final state hash, a verifying log.
@@ -28,15 +28,14 @@ const KILLS: usize = 30;
 enum Appender {
     /// `fs.append`, 200 steps.
     File,
-    /// `exec.run` of `printf … >> log.txt` in the sandbox, 100 steps.
+    /// `exec.run` of `printf … >> log.txt` in the sandbox, 200 steps.
     Shell,
 }
 
 impl Appender {
     fn steps(self) -> usize {
         match self {
-            Self::File => 200,
-            Self::Shell => 100,
+            Self::File | Self::Shell => 200,
         }
     }
 
