@@ -30,7 +30,8 @@
 //! #                                       # (Anthropic; default: the input price)
 //!
 //! [tools]
-//! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append"]
+//! allow = ["fs.read", "fs.list", "fs.search", "fs.write", "fs.edit", "fs.append",
+//!          "exec.run", "web.fetch", "user.ask", "task.set", "task.update"]
 //! wasm = ["tools/count.toml"]            # WASM tool manifests (see `tools::wasm`)
 //!
 //! [[mcp]]                                 # MCP servers (see `tools::mcp`); tools are
@@ -39,9 +40,22 @@
 //! args = ["-y", "@modelcontextprotocol/server-everything"]
 //!
 //! [[policy]]                              # first match wins; defaults after the rules:
-//! tool = "fs.write"                       #   read allow, write ask, destructive deny
-//! path = "notes/**"
+//! tool = "fs.write"                       #   read allow, write/exec/network ask,
+//! path = "notes/**"                       #   destructive deny
 //! action = "allow"                        # allow | ask | deny
+//!
+//! [[policy]]
+//! tool = "exec.run"
+//! command = "cargo test*"                 # exec.run: a glob over the command line
+//! action = "allow"                        # (web.fetch: `url = "https://docs.rs/**"`)
+//! idempotent = true                       # safe to re-run after a crash
+//!
+//! [exec]                                  # exec.run's sandbox and limits (all optional;
+//! timeout_secs = 120                      #   see `tools::exec`)
+//! network = false
+//!
+//! [web]                                   # web.fetch (required with it; see `tools::web`)
+//! allow = ["docs.rs", "127.0.0.1:8080"]
 //!
 //! [budgets]                               # all optional
 //! max_steps = 50
