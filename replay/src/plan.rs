@@ -183,10 +183,13 @@ pub fn update(plan: Option<&Plan>, args: &Value) -> Result<Plan, String> {
     let mut plan = plan.clone();
     let ids = plan.items.len();
     let Some(item) = plan.items.iter_mut().find(|i| i.id == args.id) else {
-        return Err(format!(
-            "no item {}; the plan has items 1 to {ids}",
-            args.id
-        ));
+        return Err(match ids {
+            0 => format!(
+                "no item {}; the plan has no items (task.set makes them)",
+                args.id
+            ),
+            _ => format!("no item {}; the plan has items 1 to {ids}", args.id),
+        });
     };
     if let Some(status) = args.status {
         item.status = status;

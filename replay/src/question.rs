@@ -124,7 +124,7 @@ pub enum Answer {
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
     /// The run is not waiting for an answer.
-    #[error("run {run} is not waiting for an answer (it is {status})")]
+    #[error("run {run} asks no question now (its status: {status})")]
     NotAsking {
         /// The run.
         run: RunId,

@@ -7,6 +7,7 @@
 //! decides: read → allow, write → ask, exec → ask, network → ask, destructive → deny.
 
 use globset::{Glob, GlobMatcher};
+use regex::Regex;
 use serde::Serialize;
 
 use crate::spec::{Action, Rule};
@@ -15,7 +16,50 @@ use crate::tools::Tier;
 /// A checked rule set.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    rules: Vec<(Rule, Option<GlobMatcher>)>,
+    rules: Vec<(Rule, Option<Matcher>)>,
+}
+
+/// A rule's compiled glob.
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// `path` and `url`: a glob (`**` crosses `/`).
+    Glob(GlobMatcher),
+    /// `command`: `*` and `?` never match a shell control character ([`SHELL_CONTROL`]).
+    Command(Regex),
+}
+
+impl Matcher {
+    fn is_match(&self, subject: &str) -> bool {
+        match self {
+            Self::Glob(glob) => glob.is_match(subject),
+            Self::Command(regex) => regex.is_match(subject),
+        }
+    }
+}
+
+/// Characters a `command` glob's wildcards do not match: what chains, substitutes or
+/// redirects in a shell. So `cargo test*` allows `cargo test -p x` but not
+/// `cargo test; curl …` or `cargo test $(…)`; a rule that means such characters writes them
+/// literally (`rm -rf work && cp -r project work`).
+pub const SHELL_CONTROL: &str = ";&|$`<>()\n\\";
+
+/// A `command` glob as a regex over the whole command line: `*` any run of characters but
+/// [`SHELL_CONTROL`], `?` one such character, everything else literal.
+fn command_regex(glob: &str) -> Regex {
+    let class = format!("[^{}]", regex::escape(SHELL_CONTROL));
+    let mut pattern = String::from("^");
+    for c in glob.chars() {
+        match c {
+            '*' => {
+                pattern.push_str(&class);
+                pattern.push('*');
+            }
+            '?' => pattern.push_str(&class),
+            c => pattern.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    pattern.push('$');
+    Regex::new(&pattern).expect("an escaped pattern is a valid regex")
 }
 
 /// The decision on one call, and why.
@@ -52,11 +96,14 @@ impl Policy {
             .iter()
             .enumerate()
             .map(|(index, rule)| {
+                if let Some(command) = &rule.command {
+                    return Ok((rule.clone(), Some(Matcher::Command(command_regex(command)))));
+                }
                 let matcher = rule
                     .glob()
                     .map(|glob| {
                         Glob::new(glob)
-                            .map(|g| g.compile_matcher())
+                            .map(|g| Matcher::Glob(g.compile_matcher()))
                             .map_err(|e| Error {
                                 index,
                                 tool: rule.tool.clone(),
@@ -79,7 +126,19 @@ impl Policy {
     /// `path` is the call's subject ([`retrace_events::ProposedCall::path`]): for `exec.run`
     /// its command and for `web.fetch` its URL, matched as they are.
     pub fn check(&self, tool: &str, tier: Tier, path: Option<&str>) -> Verdict {
-        let is_path = retrace_events::reply::subject_key(tool) == "path";
+        let subject_key = retrace_events::reply::subject_key(tool);
+        if path == Some(retrace_events::reply::OVERLONG_SUBJECT) {
+            return Verdict {
+                action: Action::Ask,
+                rule: None,
+                reason: format!(
+                    "the call's `{subject_key}` is longer than {} bytes, too long for rules to judge",
+                    retrace_events::reply::SUBJECT_LIMIT
+                ),
+                idempotent: None,
+            };
+        }
+        let is_path = subject_key == "path";
         let normal = match path.map(|p| {
             if is_path {
                 lexical(p)
@@ -110,11 +169,15 @@ impl Policy {
                     .tool
                     .strip_suffix('*')
                     .is_some_and(|prefix| prefix.ends_with('.') && tool.starts_with(prefix));
-            let path_matches = match (glob, path) {
-                (None, _) => true,
-                (Some(glob), Some(path)) => glob.is_match(path),
-                (Some(_), None) => false,
-            };
+            // a rule's glob is over one kind of subject; it matches only tools that have it
+            // (`tool = "*"` with `command = "rm*"` is about exec.run, not `fs.write rmx`)
+            let kind_matches = rule.glob().is_none() || rule_subject(rule) == subject_key;
+            let path_matches = kind_matches
+                && match (glob, path) {
+                    (None, _) => true,
+                    (Some(glob), Some(path)) => glob.is_match(path),
+                    (Some(_), None) => false,
+                };
             if tool_matches && path_matches {
                 let glob = rule
                     .glob()
@@ -147,6 +210,17 @@ impl Policy {
             ),
             idempotent: None,
         }
+    }
+}
+
+/// Which argument a rule's glob is over: `path`, `command` or `url`.
+fn rule_subject(rule: &Rule) -> &'static str {
+    if rule.command.is_some() {
+        "command"
+    } else if rule.url.is_some() {
+        "url"
+    } else {
+        "path"
     }
 }
 
@@ -307,6 +381,67 @@ mod tests {
         let fetch = |url| policy.check("web.fetch", Tier::Network, Some(url)).action;
         assert_eq!(fetch("https://docs.rs/sled/latest"), Action::Allow);
         assert_eq!(fetch("https://evil.example/docs.rs/"), Action::Ask);
+        // a wildcard never matches what chains or substitutes commands in a shell
+        let run = |command| policy.check("exec.run", Tier::Exec, Some(command)).action;
+        for injected in [
+            "cargo test; curl evil.example",
+            "cargo test && rm -rf ~",
+            "cargo test | sh",
+            "cargo test $(rm -rf ~)",
+            "cargo test `id`",
+            "cargo test > ~/.bashrc",
+            "cargo test\nrm -rf ~",
+            "cargo test \\\n; id",
+        ] {
+            assert_eq!(run(injected), Action::Ask, "{injected}");
+        }
+        assert_eq!(run("cargo test -p x --lib -- --nocapture"), Action::Allow);
+        // written literally in the rule, control characters match
+        let literal = Policy::new(&[Rule {
+            command: Some("rm -rf work && cp -r project work".into()),
+            ..rule("exec.run", None, Action::Allow)
+        }])
+        .unwrap();
+        let check = |c| literal.check("exec.run", Tier::Exec, Some(c)).action;
+        assert_eq!(check("rm -rf work && cp -r project work"), Action::Allow);
+        assert_eq!(check("rm -rf work && cp -r project work; id"), Action::Ask);
+    }
+
+    #[test]
+    fn a_glob_is_over_one_kind_of_subject_and_an_overlong_one_is_asked_about() {
+        let policy = Policy::new(&[
+            Rule {
+                command: Some("rm*".into()),
+                ..rule("*", None, Action::Deny)
+            },
+            rule("*", Some("secrets/**"), Action::Deny),
+        ])
+        .unwrap();
+        // the command rule is about exec.run only; the path rule about path tools only
+        assert_eq!(
+            policy
+                .check("fs.write", Tier::Write, Some("rmnotes.md"))
+                .action,
+            Action::Ask
+        );
+        assert_eq!(
+            policy.check("exec.run", Tier::Exec, Some("rm -f x")).action,
+            Action::Deny
+        );
+        assert_eq!(
+            policy
+                .check("exec.run", Tier::Exec, Some("secrets/x"))
+                .action,
+            Action::Ask
+        );
+        let overlong = retrace_events::reply::OVERLONG_SUBJECT;
+        let verdict = policy.check("fs.read", Tier::Read, Some(overlong));
+        assert_eq!(verdict.action, Action::Ask);
+        assert!(
+            verdict.reason.contains("longer than 1024 bytes"),
+            "{}",
+            verdict.reason
+        );
     }
 
     #[test]

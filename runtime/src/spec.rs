@@ -663,6 +663,33 @@ impl Spec {
         found
     }
 
+    /// Refuse a spec whose tools could reach the store at `store` (a directory, which may not
+    /// exist yet): a workspace or `[exec]` read or write path that holds the store, or lies
+    /// inside it. An agent that can rewrite its own log or read the daemon's token is not
+    /// confined by that log. The message names both paths and what to do.
+    pub fn keeps_out_of(&self, store: &Path) -> Result<(), String> {
+        let store = resolved(&std::path::absolute(store).unwrap_or_else(|_| store.to_owned()));
+        // what a command may read counts too: the store holds the daemon's token
+        let reachable =
+            std::iter::once(("workspace", &self.workspace)).chain(self.exec.iter().flat_map(|e| {
+                e.write
+                    .iter()
+                    .map(|p| ("[exec] write path", p))
+                    .chain(e.read.iter().map(|p| ("[exec] read path", p)))
+            }));
+        for (what, path) in reachable {
+            let path = resolved(path);
+            if store.starts_with(&path) || path.starts_with(&store) {
+                return Err(format!(
+                    "the {what} {} and the store {} overlap, so the agent could rewrite its own                      log; keep the store outside (--store DIR) or give another workspace",
+                    path.display(),
+                    store.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Canonical bytes (canonical JSON): what the run's `run_started` refers to.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         retrace_events::to_canonical_json(self).expect("a Spec always serialises")
@@ -739,6 +766,12 @@ fn policy_rules(
                     "policy rule for `{name}` matches `{key}`, which `{name}` does not have; use `{}`",
                     retrace_events::reply::subject_key(name)
                 ),
+            ));
+        }
+        if rule.idempotent.is_some() && rule.action == Action::Deny {
+            return Err(at(
+                Some(rule.tool.span()),
+                "`idempotent` on a deny rule means nothing: the calls it matches never run".into(),
             ));
         }
         policy.push(Rule {

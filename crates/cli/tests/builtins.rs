@@ -76,22 +76,11 @@ fn failed(result: &(Value, bool)) -> bool {
     result.0["exit_code"].as_i64() != Some(0)
 }
 
-#[test]
-fn the_sandbox_contains_every_escape_in_the_catalogue() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let outside = dir.path().join("outside");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&outside).expect("mkdir");
-    std::fs::create_dir_all(&home).expect("mkdir");
-    std::fs::write(home.join("secret.txt"), "top-secret-home\n").expect("write");
-    std::fs::create_dir_all(dir.path().join("ws")).expect("mkdir");
-    std::os::unix::fs::symlink(&outside, dir.path().join("ws/link")).expect("symlink");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("addr").port();
+/// The escapes tried, by call id: each command, with the paths and port it aims at.
+fn catalogue(outside: &Path, home: &Path, port: u16) -> Vec<(&'static str, Value)> {
     let outside_s = outside.display().to_string();
     let home_s = home.display().to_string();
-    let commands = [
+    vec![
         (
             "absolute",
             json!({"command": format!("echo escaped > {outside_s}/absolute.txt")}),
@@ -124,10 +113,33 @@ fn the_sandbox_contains_every_escape_in_the_catalogue() {
         ),
         ("environment", json!({"command": "env"})),
         (
+            "unix_socket",
+            json!({"command": "/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('daemon.sock'); print('connected')\""}),
+        ),
+        (
             "inside",
             json!({"command": "echo fine > inside.txt && cat inside.txt"}),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn the_sandbox_contains_every_escape_in_the_catalogue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outside = dir.path().join("outside");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::write(home.join("secret.txt"), "top-secret-home\n").expect("write");
+    std::fs::create_dir_all(dir.path().join("ws")).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, dir.path().join("ws/link")).expect("symlink");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let unix = std::os::unix::net::UnixListener::bind(dir.path().join("ws/daemon.sock"))
+        .expect("unix listener");
+    unix.set_nonblocking(true).expect("nonblocking");
+    let commands = catalogue(&outside, &home, port);
     let spec = exec_agent(dir.path(), &commands);
     let store = dir.path().join("store");
     let out = common::command(&store)
@@ -203,17 +215,23 @@ fn the_sandbox_contains_every_escape_in_the_catalogue() {
         "a secret reached the log"
     );
 
-    // the run verifies and replays; a bundle carries the artifact
-    ok(&store, &["verify", &run]);
-    ok(&store, &["check", &run]);
-    let bundle = dir.path().join("escapes.bundle");
+    assert!(failed(result("unix_socket")), "{:?}", result("unix_socket"));
+    assert!(unix.accept().is_err(), "the command reached a unix socket");
+    verifies_checks_and_travels(dir.path(), &store, &run, artifact);
+}
+
+/// The run verifies and replays, and a bundle of it carries the artifact `artifact`.
+fn verifies_checks_and_travels(dir: &Path, store: &Path, run: &str, artifact: &str) {
+    ok(store, &["verify", run]);
+    ok(store, &["check", run]);
+    let bundle = dir.join("escapes.bundle");
     ok(
-        &store,
-        &["export", &run, "--output", bundle.to_str().expect("utf-8")],
+        store,
+        &["export", run, "--output", bundle.to_str().expect("utf-8")],
     );
-    let other = dir.path().join("other");
+    let other = dir.join("other");
     ok(&other, &["import", bundle.to_str().expect("utf-8")]);
-    ok(&other, &["verify", &run]);
+    ok(&other, &["verify", run]);
     let imported = retrace_store_sled::SledStore::open(&other).expect("store");
     let id: retrace_events::BlobId = artifact.parse().expect("blob id");
     let whole = imported

@@ -194,10 +194,32 @@ impl ModelReply {
                         .arguments
                         .get(subject_key(&call.name))
                         .and_then(Value::as_str)
-                        .map(str::to_owned),
+                        .map(|subject| policy_subject(&call.name, subject)),
                 })
             })
             .collect()
+    }
+}
+
+/// Longest subject ([`ProposedCall::path`]) a proposal carries, in bytes: the event holding
+/// the proposals stays small (a heredoc command can be megabytes; its arguments are a blob).
+pub const SUBJECT_LIMIT: usize = 1024;
+/// The subject of a call whose argument is longer than [`SUBJECT_LIMIT`]: no rule matches
+/// it, and the policy asks a human (NUL cannot be in a path, URL or command line).
+pub const OVERLONG_SUBJECT: &str = "\u{0}overlong";
+
+/// A call's subject as policy rules see it: a URL in its normalised form (what
+/// `web.fetch` will request: scheme and host lower-cased, `.`/`..` segments resolved, IPv4
+/// written out), anything longer than [`SUBJECT_LIMIT`] as [`OVERLONG_SUBJECT`].
+fn policy_subject(tool: &str, subject: &str) -> String {
+    let subject = match subject_key(tool) {
+        "url" => url::Url::parse(subject).map_or_else(|_| subject.to_owned(), String::from),
+        _ => subject.to_owned(),
+    };
+    if subject.len() > SUBJECT_LIMIT {
+        OVERLONG_SUBJECT.to_owned()
+    } else {
+        subject
     }
 }
 
@@ -227,6 +249,29 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_proposal_carries_its_subject_normalised_and_bounded() {
+        let reply = ModelReply::from_edit(&json!({"tool_calls": [
+            {"id": "a", "name": "exec.run", "arguments": {"command": "cargo test"}},
+            {"id": "b", "name": "web.fetch", "arguments": {"url": "HTTP://127.1:8080/public/../secret/./a"}},
+            {"id": "c", "name": "exec.run", "arguments": {"command": "x".repeat(SUBJECT_LIMIT + 1)}},
+            {"id": "d", "name": "fs.read", "arguments": {"path": "src/lib.rs"}}]}))
+        .unwrap();
+        let calls = reply
+            .proposed_calls(|_| Ok::<_, ()>(BlobId::of(b"args")))
+            .unwrap();
+        let subjects: Vec<Option<&str>> = calls.iter().map(|c| c.path.as_deref()).collect();
+        assert_eq!(
+            subjects,
+            [
+                Some("cargo test"),
+                Some("http://127.0.0.1:8080/secret/a"),
+                Some(OVERLONG_SUBJECT),
+                Some("src/lib.rs")
+            ]
+        );
+    }
 
     #[test]
     fn edits_that_are_not_replies_are_refused_with_what_is_wrong() {

@@ -143,19 +143,27 @@ impl ExecSettings {
     /// Check the settings and make their paths absolute against `base` (the spec's
     /// directory). The message names the key.
     pub fn resolve(mut self, base: &Path) -> Result<Self, String> {
-        for (key, value) in [
-            ("timeout_secs", self.timeout_secs),
-            ("cpu_secs", self.cpu_secs),
-            ("memory_mb", self.memory_mb),
-            ("max_processes", self.max_processes),
-            ("file_mb", self.file_mb),
+        const WEEK: u64 = 7 * 24 * 3600;
+        for (key, value, max) in [
+            ("timeout_secs", self.timeout_secs, WEEK),
+            ("cpu_secs", self.cpu_secs, WEEK),
+            ("memory_mb", self.memory_mb, 1 << 20),
+            ("max_processes", self.max_processes, 32_768),
+            ("file_mb", self.file_mb, 1 << 20),
         ] {
-            if value == 0 {
-                return Err(format!("[exec] {key} must be at least 1"));
+            if !(1..=max).contains(&value) {
+                return Err(format!("[exec] {key} = {value}: give 1 to {max}"));
             }
         }
-        if self.shown_bytes < 256 || self.keep_bytes < self.shown_bytes {
-            return Err("[exec] needs shown_bytes >= 256 and keep_bytes >= shown_bytes".into());
+        if self.shown_bytes < 256
+            || self.shown_bytes > 1 << 20
+            || self.keep_bytes < self.shown_bytes
+            || self.keep_bytes > 256 << 20
+        {
+            return Err(
+                "[exec] needs 256 <= shown_bytes <= 1 MiB and shown_bytes <= keep_bytes <= 256 MiB"
+                    .into(),
+            );
         }
         for name in &self.env {
             let valid = !name.is_empty()
@@ -165,8 +173,26 @@ impl ExecSettings {
                 return Err(format!("[exec] env: `{name}` is not a variable name"));
             }
         }
-        for path in self.read.iter_mut().chain(self.write.iter_mut()) {
+        for (key, path) in self
+            .read
+            .iter_mut()
+            .map(|p| ("read", p))
+            .chain(self.write.iter_mut().map(|p| ("write", p)))
+        {
             *path = crate::spec::resolved(&base.join(&*path));
+            if !path.exists() {
+                return Err(format!(
+                    "[exec] {key}: {} does not exist (the sandbox can only allow paths that do)",
+                    path.display()
+                ));
+            }
+            if key == "write" && path.parent().is_none() {
+                return Err(
+                    "[exec] write = \"/\" would let commands write anywhere; name the \
+                     directories they need, or say `sandbox = \"none\"`"
+                        .into(),
+                );
+            }
         }
         Ok(self)
     }
@@ -188,15 +214,34 @@ impl ExecSettings {
     }
 }
 
-/// What `exec.run` declares.
+/// What `exec.run` declares (its description for the default settings).
 pub fn info() -> ToolInfo {
+    info_for(&ExecSettings::default())
+}
+
+/// What `exec.run` declares under `settings`: the description tells the model what the
+/// commands may do, so it says so when they run unconfined or with the network.
+pub fn info_for(settings: &ExecSettings) -> ToolInfo {
+    let confinement = match (settings.sandbox, settings.network) {
+        (Mode::None, _) => "without a sandbox (it can do whatever your user can)".to_owned(),
+        (Mode::Kernel, network) => format!(
+            "in a sandbox: it may read the system and the workspace, write only the workspace \
+             and $TMPDIR, and {}",
+            if network {
+                "use the network"
+            } else {
+                "has no network"
+            }
+        ),
+    };
     ToolInfo {
         name: TOOL.into(),
-        description: "Run a shell command (/bin/sh -c) in the workspace, in a sandbox: it may \
-                      read the system and the workspace, write only the workspace and $TMPDIR, \
-                      and has no network unless allowed. Returns the exit code and the output \
-                      (long output cut to its head and tail; the whole is an artifact)."
-            .into(),
+        description: format!(
+            "Run a shell command (/bin/sh -c) in the workspace, {confinement}; at most {} s. \
+             Returns the exit code and the output (long output cut to its head and tail; the \
+             whole is an artifact).",
+            settings.timeout_secs
+        ),
         schema: json!({
             "type": "object",
             "properties": {
@@ -250,12 +295,17 @@ impl Exec {
         let args: Args = serde_json::from_value(args.clone()).map_err(|e| ToolError::Invalid {
             message: e.to_string(),
         })?;
-        if args.command.trim().is_empty() {
+        if args.command.trim().is_empty() || args.command.contains('\0') {
             return Err(ToolError::Invalid {
-                message: "`command` is empty".into(),
+                message: "`command` is empty or holds a NUL byte".into(),
             });
         }
         let cwd = self.workspace.resolve(&args.cwd)?;
+        if !cwd.is_dir() {
+            return Err(ToolError::Invalid {
+                message: format!("cwd `{}` is not a directory of the workspace", args.cwd),
+            });
+        }
         let timeout = args
             .timeout_secs
             .unwrap_or(self.settings.timeout_secs)

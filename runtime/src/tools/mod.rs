@@ -208,7 +208,10 @@ impl Toolbox {
                     settings
                         .available()
                         .map_err(|message| ToolError::Failed { message })?;
-                    Entry::Exec(Arc::new(exec::Exec::new(settings, workspace.clone())))
+                    let info = exec::info_for(&settings);
+                    let entry = Entry::Exec(Arc::new(exec::Exec::new(settings, workspace.clone())));
+                    toolbox.tools.insert(name, (info, entry));
+                    continue;
                 }
                 web::TOOL => Entry::Web(Arc::new(spec.web.clone().ok_or_else(|| {
                     ToolError::Invalid {

@@ -38,16 +38,15 @@ pub fn run(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(asking) = pending_question(&store, &run)? {
-        println!("{}: {}", asking.call_id, asking.question.question);
-    }
+    let asked = pending_question(&store, &run)?.map(|a| a.question.question);
     let (call_id, _) = answer_question(&store, &run, call, &given, &by, now())?;
     let shown = match &given {
         Answer::Choice(n) => format!("choice {n}"),
         Answer::Text(_) => "a text".to_owned(),
     };
     println!(
-        "answered {call_id} of run {} with {shown}; continue with: retrace resume {}",
+        "answered {call_id} ({}) of run {} with {shown}; continue with: retrace resume {}",
+        asked.unwrap_or_default(),
         run.short(),
         run.short()
     );

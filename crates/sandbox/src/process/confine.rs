@@ -29,7 +29,8 @@ const SYSTEM_READ: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib6
 /// Devices readable only.
 const DEV_READ: &[&str] = &["/dev/urandom", "/dev/random"];
 /// Devices readable and writable.
-const DEV_WRITE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"];
+/// (Not `/dev/tty`: the command would write to the user's terminal, unrecorded.)
+const DEV_WRITE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
 
 pub(super) fn main(arguments: Vec<OsString>) -> ! {
     let (wire, argv) = match parse(arguments) {
@@ -341,15 +342,18 @@ fn seccomp_filter(network: bool) -> Result<BpfProgram, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     rules.insert(libc::SYS_ioctl, tty_inject);
-    if !network {
-        // Any family but local ones: AF_INET, AF_INET6, AF_PACKET, …
-        let other_family = SeccompRule::new(vec![
-            cond(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?,
-            cond(0, SeccompCmpOp::Ne, libc::AF_NETLINK as u64)?,
-        ])
-        .map_err(|e| format!("seccomp rule: {e}"))?;
-        rules.insert(libc::SYS_socket, vec![other_family]);
+    // Never a unix socket of its own: landlock does not govern `connect()` to a socket's
+    // path, so one would reach any local daemon running as the same user — `retrace
+    // serve`'s own socket among them, which would run a spec without the sandbox.
+    // (`socketpair` stays: it reaches nothing outside.)
+    let refused_family = if network {
+        SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])
+    } else {
+        // any family but netlink: AF_UNIX, AF_INET, AF_INET6, AF_PACKET, …
+        SeccompRule::new(vec![cond(0, SeccompCmpOp::Ne, libc::AF_NETLINK as u64)?])
     }
+    .map_err(|e| format!("seccomp rule: {e}"))?;
+    rules.insert(libc::SYS_socket, vec![refused_family]);
     if cfg!(target_arch = "x86_64") {
         // The x32 ABI reaches the same calls with bit 30 set in the number.
         let x32: Vec<_> = rules

@@ -35,7 +35,8 @@
 //!    /opt` (those that exist), on each entry of `/etc` except secrets ([`ETC_DENIED`]:
 //!    `shadow`, `sudoers`, `ssh`, `ssl/private`, …; landlock cannot carve a hole in an allowed
 //!    directory, so every other child is its own rule; `/etc` itself cannot be listed), on `/dev/urandom /dev/random`, and on
-//!    [`Confinement::read`]; read + write on `/dev/null /dev/zero /dev/full /dev/tty`; every
+//!    [`Confinement::read`]; read + write on `/dev/null /dev/zero /dev/full` (not `/dev/tty`:
+//!    no writing to the user's terminal); every
 //!    right (read, write, execute, create, remove, rename, truncate) on the workspace, the tmp
 //!    dir and [`Confinement::write`]. Nothing else: not the user's home, not `/proc` (it would
 //!    leak other processes' environments; so `/dev/stdin`, `/dev/fd/N` and bash's `<(…)` do not
@@ -51,10 +52,13 @@
 //!    mount API, `unshare`, `setns`, `pivot_root`, `chroot`, `bpf`, `perf_event_open`,
 //!    `keyctl`, `add_key`, `request_key`, module loading, `kexec_*`, `io_uring_*` (its
 //!    operations would bypass the socket filter), `setsid` and `setpgid` (they would take a
-//!    process out of the group [`run`] kills), and `ioctl(TIOCSTI/TIOCLINUX)`. With `network =
-//!    false`: `socket()` of any family but `AF_UNIX` and `AF_NETLINK` (`AF_INET`, `AF_INET6`,
-//!    `AF_PACKET`, …) → `EPERM`, which is what blocks UDP and raw sockets. `AF_NETLINK` stays
-//!    (glibc's resolver and `ip addr` use it; without capabilities it cannot change anything).
+//!    process out of the group [`run`] kills), `ioctl(TIOCSTI/TIOCLINUX)`, and `socket()` of
+//!    `AF_UNIX` (landlock does not govern `connect()` to a socket path, so a unix socket
+//!    would reach any local daemon of the same user — `retrace serve`'s own socket, which
+//!    runs specs unconfined; `socketpair` stays). With `network = false`: `socket()` of any
+//!    family but `AF_NETLINK` (`AF_INET`, `AF_INET6`, `AF_PACKET`, …) → `EPERM`, which is what
+//!    blocks UDP and raw sockets. `AF_NETLINK` stays (glibc's resolver and `ip addr` use it;
+//!    without capabilities it cannot change anything).
 //!    On x86_64 the same numbers with the x32 bit are denied too.
 //!
 //! [`Mode::None`] applies only layers 1–3 (plus the environment and process group): the
@@ -131,8 +135,8 @@ pub struct Confinement {
     pub read: Vec<PathBuf>,
     /// Extra read-write paths (directories or files).
     pub write: Vec<PathBuf>,
-    /// `false`: no TCP connect/bind (landlock) and no socket but `AF_UNIX`/`AF_NETLINK`
-    /// (seccomp). `true`: the network is not confined.
+    /// `false`: no TCP connect/bind (landlock) and no socket but `AF_NETLINK`
+    /// (seccomp). `true`: IP networking is not confined (unix sockets still are).
     pub network: bool,
     /// `RLIMIT_CPU`, seconds of CPU time per process.
     pub cpu_secs: u64,
