@@ -681,7 +681,8 @@ impl Spec {
             let path = resolved(path);
             if store.starts_with(&path) || path.starts_with(&store) {
                 return Err(format!(
-                    "the {what} {} and the store {} overlap, so the agent could rewrite its own                      log; keep the store outside (--store DIR) or give another workspace",
+                    "the {what} {} and the store {} overlap, so the agent could rewrite its own \
+                     log; keep the store outside (--store DIR) or give another workspace",
                     path.display(),
                     store.display()
                 ));
@@ -1048,6 +1049,93 @@ max_steps = 10
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn exec_and_web_settings_are_checked_where_they_are_written() {
+        let with = |tools: &str, extra: &str| {
+            GOOD.replace("[\"fs.write\", \"fs.read\"]", tools)
+                .replace("[budgets]", &format!("{extra}\n[budgets]"))
+        };
+        let exec = r#"["fs.write", "exec.run"]"#;
+        let cases = [
+            (
+                with(exec, "[exec]\ntimeout_secs = 0"),
+                "timeout_secs = 0: give 1 to",
+            ),
+            (
+                with(exec, "[exec]\nmax_processes = 99999999"),
+                "max_processes = 99999999",
+            ),
+            (with(exec, "[exec]\ntimeout = 5"), "unknown field `timeout`"),
+            (
+                with(exec, "[exec]\nwrite = [\"/\"]"),
+                "would let commands write anywhere",
+            ),
+            (
+                with(exec, "[exec]\nread = [\"/no/such/dir\"]"),
+                "does not exist",
+            ),
+            (
+                with(exec, "[exec]\nsandbox = \"firejail\""),
+                "unknown variant `firejail`",
+            ),
+            (with(exec, "[exec]\nenv = [\"A-B\"]"), "not a variable name"),
+            (
+                with(r#"["fs.read"]"#, "[exec]\ntimeout_secs = 5"),
+                "does not have `exec.run`",
+            ),
+            (
+                with(r#"["fs.read", "web.fetch"]"#, ""),
+                "add `[web]` with `allow",
+            ),
+            (with(r#"["web.fetch"]"#, "[web]\nallow = []"), "allow"),
+            (
+                with(
+                    exec,
+                    "[[policy]]\ntool = \"exec.run\"\npath = \"x\"\naction = \"allow\"",
+                ),
+                "matches `path`, which `exec.run` does not have; use `command`",
+            ),
+            (
+                with(
+                    exec,
+                    "[[policy]]\ntool = \"exec.run\"\ncommand = \"x\"\nurl = \"y\"\naction = \"allow\"",
+                ),
+                "gives both `command` and `url`",
+            ),
+            (
+                with(
+                    exec,
+                    "[[policy]]\ntool = \"exec.run\"\naction = \"deny\"\nidempotent = true",
+                ),
+                "`idempotent` on a deny rule",
+            ),
+        ];
+        for (text, message) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.message.contains(message), "{message}: {err}");
+            assert!(err.line > 0, "{err}");
+        }
+        // exec.run alone gets the defaults; web.fetch with hosts parses
+        let spec = parse(&with(exec, "")).unwrap();
+        assert_eq!(spec.exec, Some(crate::tools::exec::ExecSettings::default()));
+        let spec = parse(&with(r#"["web.fetch"]"#, "[web]\nallow = [\"docs.rs\"]")).unwrap();
+        assert_eq!(spec.web.map(|w| w.allow), Some(vec!["docs.rs".to_owned()]));
+    }
+
+    #[test]
+    fn a_store_within_reach_of_the_agent_is_refused() {
+        let spec = parse(GOOD).unwrap();
+        let inside = spec
+            .keeps_out_of(Path::new("/agents/.retrace"))
+            .unwrap_err();
+        assert!(inside.contains("could rewrite its own log"), "{inside}");
+        assert!(
+            spec.keeps_out_of(Path::new("/")).is_err(),
+            "a store holding the workspace"
+        );
+        spec.keeps_out_of(Path::new("/var/lib/retrace")).unwrap();
     }
 
     #[test]
