@@ -257,7 +257,7 @@ fn put_blobs(
             .ok_or_else(|| retrace_store::Error::Corrupt {
                 what: format!("blob {id}, which an exported event refers to, is missing"),
             })?;
-        for inner in blob_ids_in(&bytes) {
+        for inner in BlobId::mentioned_in(&bytes) {
             if !done.contains(&inner) && store.blob(&inner)?.is_some() {
                 todo.push(inner);
             }
@@ -294,27 +294,6 @@ fn parents_first(mut runs: Vec<&RunInfo>) -> Vec<&RunInfo> {
         }
     }
     ordered
-}
-
-/// Blob ids written in `bytes` as 64 hex digits (how JSON payloads name other blobs).
-fn blob_ids_in(bytes: &[u8]) -> Vec<BlobId> {
-    let mut found = Vec::new();
-    let mut run_start = None;
-    for (i, b) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
-        if b.is_ascii_hexdigit() {
-            run_start.get_or_insert(i);
-            continue;
-        }
-        if let Some(start) = run_start.take()
-            && i - start == 64
-            && let Some(id) = std::str::from_utf8(&bytes[start..i])
-                .ok()
-                .and_then(|hex| hex.parse::<BlobId>().ok())
-        {
-            found.push(id);
-        }
-    }
-    found
 }
 
 fn put(out: &mut impl Write, item: &Item) -> Result<(), Error> {

@@ -247,6 +247,29 @@ define_id!(
 );
 
 impl BlobId {
+    /// The blob ids `bytes` mention as 64 hex digits standing alone (how JSON payloads
+    /// name other blobs: request records their messages, tool results their artifacts), in
+    /// order. Text that merely looks like an id is among them: a caller checks the store.
+    pub fn mentioned_in(bytes: &[u8]) -> Vec<Self> {
+        let mut found = Vec::new();
+        let mut run_start = None;
+        for (i, b) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
+            if b.is_ascii_hexdigit() {
+                run_start.get_or_insert(i);
+                continue;
+            }
+            if let Some(start) = run_start.take()
+                && i - start == 64
+                && let Some(id) = std::str::from_utf8(&bytes[start..i])
+                    .ok()
+                    .and_then(|hex| hex.parse::<Self>().ok())
+            {
+                found.push(id);
+            }
+        }
+        found
+    }
+
     /// The id of `bytes` stored as a blob.
     pub fn of(bytes: &[u8]) -> Self {
         Self(*blake3::hash(bytes).as_bytes())

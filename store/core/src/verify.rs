@@ -234,11 +234,33 @@ impl<S: Store + ?Sized> Walk<'_, S> {
                 let Some(bytes) = self.store.blob(&blob)? else {
                     return Ok(Some(ProblemKind::MissingBlob { blob }));
                 };
-                let actual = BlobId::of(&bytes);
-                if actual != blob {
-                    return Ok(Some(ProblemKind::BlobMismatch { blob, actual }));
+                if let Some(problem) = self.check_blob(blob, &bytes)? {
+                    return Ok(Some(problem));
                 }
-                self.report.blobs += 1;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Check a blob's bytes against its id, then the stored blobs it names (an artifact a
+    /// tool result names, a message a request record names), transitively. An id it names
+    /// that is not stored is not a problem: it may be text that looks like one.
+    fn check_blob(&mut self, blob: BlobId, bytes: &[u8]) -> Result<Option<ProblemKind>> {
+        let mut todo = vec![(blob, bytes.to_vec())];
+        while let Some((blob, bytes)) = todo.pop() {
+            let actual = BlobId::of(&bytes);
+            if actual != blob {
+                return Ok(Some(ProblemKind::BlobMismatch { blob, actual }));
+            }
+            self.report.blobs += 1;
+            for named in BlobId::mentioned_in(&bytes) {
+                // marked seen only when stored: an event naming it must still find it
+                if !self.seen_blobs.contains(&named)
+                    && let Some(named_bytes) = self.store.blob(&named)?
+                {
+                    self.seen_blobs.insert(named);
+                    todo.push((named, named_bytes));
+                }
             }
         }
         Ok(None)

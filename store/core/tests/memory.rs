@@ -46,3 +46,35 @@ fn verification_reports_tampered_event_and_blob_with_run_and_seq() {
             .is_ok()
     );
 }
+
+/// A blob named inside another (a tool result's artifact) is verified too; an id-like text
+/// that names nothing stored is not a problem.
+#[test]
+fn verification_reaches_the_blobs_a_payload_names() {
+    use retrace_events::{Event, EventKind};
+    let store = MemoryStore::new();
+    let run = run_id(2);
+    store.create_run(NewRun::new(run, Timestamp(0))).unwrap();
+    let artifact = store.put_blob(b"the whole output").unwrap();
+    let nothing = BlobId::of(b"never stored");
+    let result = format!(r#"{{"stdout_artifact":"{artifact}","note":"{nothing}"}}"#);
+    let payload = store.put_blob(result.as_bytes()).unwrap();
+    let event = Event::root(
+        Timestamp(1),
+        EventKind::SignalReceived {
+            name: "x".into(),
+            payload,
+        },
+    );
+    store.append(&run, None, &[event]).unwrap();
+    let report = verify_run(&store, &run, VerifyOptions::default()).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.blobs, 2, "the payload and the artifact it names");
+    store.tamper_blob(&artifact, b"the whole outpuT".to_vec());
+    let problem = verify_run(&store, &run, VerifyOptions::default())
+        .unwrap()
+        .problem
+        .unwrap();
+    assert_eq!((problem.run, problem.seq), (run, 0));
+    assert!(matches!(problem.kind, ProblemKind::BlobMismatch { blob, .. } if blob == artifact));
+}
