@@ -218,8 +218,10 @@ fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<E
         Progress::Appended(event) => {
             timeline.event(event.seq, event.kind.name(), &output::summary(&event));
         }
-    }))?;
+    }));
+    // a streamed reply's last line ends before anything else is printed, an error too
     timeline.end_text();
+    let stop = stop?;
     let info = store.require_run(&run)?;
     let state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
     let view = RunView::from_state(store, &info, &state, false);
