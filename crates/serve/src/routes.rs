@@ -575,41 +575,27 @@ async fn approve(
     } else {
         Decision::Approved
     };
-    // a run that just parked may still be leaving its worker: wait for it briefly
-    for _ in 0..100 {
-        let d2 = Arc::clone(&d);
-        let req = req.clone();
-        let decided = blocking(move || {
-            let by = req.by.as_deref().unwrap_or("api");
-            Ok(d2.scheduler.with_idle(&run, || {
-                decide_approval(
-                    d2.store.as_ref(),
-                    &run,
-                    req.call.as_deref(),
-                    decision,
-                    by,
-                    req.note.as_deref(),
-                    now(),
-                )
-            }))
+    let word = if req.deny { "denied" } else { "approved" };
+    let decided = when_parked(&d, run, "has no approval to decide", move |d| {
+        decide_approval(
+            d.store.as_ref(),
+            &run,
+            req.call.as_deref(),
+            decision,
+            req.by.as_deref().unwrap_or("api"),
+            req.note.as_deref(),
+            now(),
+        )
+        .map_err(|e| match e {
+            DecideError::Replay(e) => e.into(),
+            e => ApiError::conflict(e.to_string()),
         })
-        .await?;
-        match decided {
-            Some(Ok((call_id, _))) => {
-                d.scheduler.schedule(run);
-                return Ok(Json(Decided {
-                    call_id,
-                    decision: if req.deny { "denied" } else { "approved" }.into(),
-                }));
-            }
-            Some(Err(DecideError::Replay(e))) => return Err(e.into()),
-            Some(Err(e)) => return Err(ApiError::conflict(e.to_string())),
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    Err(ApiError::conflict(format!(
-        "run {run} is being driven and has no approval to decide yet; try again when it parks"
-    )))
+    })
+    .await?;
+    Ok(Json(Decided {
+        call_id: decided.0,
+        decision: word.into(),
+    }))
 }
 
 async fn answer(
@@ -620,36 +606,49 @@ async fn answer(
     let req = body(req)?;
     let run = run_id(&d, &run)?;
     let given = req.given().map_err(ApiError::bad)?;
-    // a run that just parked may still be leaving its worker: wait for it briefly
-    for _ in 0..100 {
-        let d2 = Arc::clone(&d);
-        let (req, given) = (req.clone(), given.clone());
-        let answered = blocking(move || {
-            let by = req.by.as_deref().unwrap_or("api");
-            Ok(d2.scheduler.with_idle(&run, || {
-                answer_question(
-                    d2.store.as_ref(),
-                    &run,
-                    req.call.as_deref(),
-                    &given,
-                    by,
-                    now(),
-                )
-            }))
+    let answered = when_parked(&d, run, "asks nothing", move |d| {
+        answer_question(
+            d.store.as_ref(),
+            &run,
+            req.call.as_deref(),
+            &given,
+            req.by.as_deref().unwrap_or("api"),
+            now(),
+        )
+        .map_err(|e| match e {
+            AnswerError::Replay(e) => e.into(),
+            e => ApiError::conflict(e.to_string()),
         })
-        .await?;
-        match answered {
-            Some(Ok((call_id, _))) => {
-                d.scheduler.schedule(run);
-                return Ok(Json(Answered { call_id }));
-            }
-            Some(Err(AnswerError::Replay(e))) => return Err(e.into()),
-            Some(Err(e)) => return Err(ApiError::conflict(e.to_string())),
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
+    })
+    .await?;
+    Ok(Json(Answered {
+        call_id: answered.0,
+    }))
+}
+
+/// A human's act on a parked run (`act`: append a decision or an answer), done while no
+/// worker drives the run, which then continues. A run that just parked may still be leaving
+/// its worker, so this waits for it up to 2 s; then the run `not_yet` (is being driven and
+/// has nothing to act on yet): 409.
+async fn when_parked<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    run: RunId,
+    not_yet: &str,
+    act: impl Fn(&Daemon) -> Result<T, ApiError> + Send + Sync + 'static,
+) -> Result<T, ApiError> {
+    let act = Arc::new(act);
+    for _ in 0..100 {
+        let (d2, act) = (Arc::clone(d), Arc::clone(&act));
+        let done = blocking(move || Ok(d2.scheduler.with_idle(&run, || act(&d2)))).await?;
+        if let Some(done) = done {
+            let done = done?;
+            d.scheduler.schedule(run);
+            return Ok(done);
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(ApiError::conflict(format!(
-        "run {run} is being driven and asks nothing yet; try again when it parks"
+        "run {run} is being driven and {not_yet} yet; try again when it parks"
     )))
 }
 
