@@ -397,6 +397,41 @@ async fn dropping_the_call_kills_the_group() {
     assert_eq!(group_gone(pgid).await, Vec::<i32>::new());
 }
 
+/// CPU time, address space and file size are each bounded per process.
+#[tokio::test]
+async fn cpu_memory_and_file_size_are_limited() {
+    if unavailable() {
+        return;
+    }
+    let s = Scratch::new();
+    // a busy loop: stopped by its CPU limit (SIGXCPU, SIGKILL a second later), long before
+    // the wall-clock timeout
+    let mut job = s.sh("while :; do :; done");
+    job.confinement.cpu_secs = 1;
+    let start = Instant::now();
+    let f = ok(&job).await;
+    assert!(!f.timed_out, "{f:?}");
+    assert!(
+        matches!(f.signal, Some(24 | 9)),
+        "SIGXCPU or SIGKILL: {f:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // 512 MiB asked for under a 128 MiB address space: refused
+    let mut job = s.sh("x=$(head -c 536870912 /dev/zero | tr '\\0' a); echo ${#x}");
+    job.confinement.memory_bytes = 128 << 20;
+    let f = ok(&job).await;
+    assert!(!f.stdout.shown.contains("536870912"), "{f:?}");
+    // a file past the size limit is cut at it
+    let mut job = s.sh("head -c 100000 /dev/zero > big; wc -c < big");
+    job.confinement.file_bytes = 4096;
+    let f = ok(&job).await;
+    assert_eq!(f.stdout.shown.trim(), "4096", "{}", stderr(&f));
+}
+
 #[tokio::test]
 async fn the_process_group_cannot_be_left() {
     if unavailable() {
