@@ -184,6 +184,9 @@ impl<'a> Runner<'a> {
         spec: Spec,
         provider: Box<dyn Provider>,
     ) -> Result<Self, Error> {
+        if let Some(store_dir) = Spec::guarded_store() {
+            spec.keeps_out_of(store_dir).map_err(Error::Setup)?;
+        }
         if !spec.workspace.is_dir() {
             return Err(Error::Setup(format!(
                 "the workspace {} does not exist (or is not a directory); retrace never creates \

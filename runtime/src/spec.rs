@@ -663,6 +663,13 @@ impl Spec {
         found
     }
 
+    /// The store directory this process holds, once [`guard_store`] named it: every
+    /// [`crate::Runner`] (a new run, a resume, a daemon's pickup) refuses a spec that
+    /// [`Spec::keeps_out_of`] refuses for it.
+    pub fn guarded_store() -> Option<&'static Path> {
+        GUARDED_STORE.get().map(PathBuf::as_path)
+    }
+
     /// Refuse a spec whose tools could reach the store at `store` (a directory, which may not
     /// exist yet): a workspace or `[exec]` read or write path that holds the store, or lies
     /// inside it. An agent that can rewrite its own log or read the daemon's token is not
@@ -677,6 +684,23 @@ impl Spec {
                     .map(|p| ("[exec] write path", p))
                     .chain(e.read.iter().map(|p| ("[exec] read path", p)))
             }));
+        if self
+            .exec
+            .as_ref()
+            .is_some_and(|e| e.sandbox == retrace_sandbox::process::Mode::Kernel)
+        {
+            let readable = retrace_sandbox::process::SYSTEM_READ
+                .iter()
+                .chain(&["/etc"]);
+            if let Some(root) = readable.map(Path::new).find(|root| store.starts_with(root)) {
+                return Err(format!(
+                    "the store {} is under {}, which every exec.run command may read (the \
+                     daemon's token is in the store); keep the store elsewhere (--store DIR)",
+                    store.display(),
+                    root.display()
+                ));
+            }
+        }
         for (what, path) in reachable {
             let path = resolved(path);
             if store.starts_with(&path) || path.starts_with(&store) {
@@ -788,6 +812,15 @@ fn policy_rules(
         return Err(at(rule_spans.get(e.index).cloned(), e.to_string()));
     }
     Ok(policy)
+}
+
+static GUARDED_STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Name the store directory this process holds (the CLI and `retrace serve` do, when they
+/// open it), so no run of this process gets tools that reach it ([`Spec::keeps_out_of`]).
+/// The first call wins.
+pub fn guard_store(dir: &Path) {
+    let _ = GUARDED_STORE.set(dir.to_path_buf());
 }
 
 /// `[exec]` and `[web]`, checked against the tools the agent has: each is present exactly
@@ -1136,6 +1169,16 @@ max_steps = 10
             "a store holding the workspace"
         );
         spec.keeps_out_of(Path::new("/var/lib/retrace")).unwrap();
+        // what every command may read holds no store either, once commands run
+        spec.keeps_out_of(Path::new("/opt/app/.retrace")).unwrap();
+        let exec = parse(&GOOD.replace("\"fs.read\"]", "\"exec.run\"]")).unwrap();
+        let system = exec
+            .keeps_out_of(Path::new("/opt/app/.retrace"))
+            .unwrap_err();
+        assert!(
+            system.contains("under /opt, which every exec.run command may read"),
+            "{system}"
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@ use retrace_serve::Access;
 
 /// Reach the store in `dir`, creating it if needed (for commands that write).
 pub fn open_or_create(dir: &Path) -> anyhow::Result<Access> {
+    retrace_runtime::spec::guard_store(dir);
     Ok(Access::open(dir, true)?)
 }
 
 /// Reach an existing store (for commands that only read): a missing directory is an error,
 /// not a silently created empty store.
 pub fn open_existing(dir: &Path) -> anyhow::Result<Access> {
+    retrace_runtime::spec::guard_store(dir);
     Ok(Access::open(dir, false)?)
 }

@@ -241,6 +241,22 @@ fn verifies_checks_and_travels(dir: &Path, store: &Path, run: &str, artifact: &s
     assert!(whole.len() <= 8 << 20 && whole.iter().all(|b| *b == b'a'));
 }
 
+/// A store the agent's tools could reach is refused before anything is recorded.
+#[test]
+fn a_store_inside_the_workspace_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = exec_agent(dir.path(), &[("x", json!({"command": "true"}))]);
+    let store = dir.path().join("ws/.retrace");
+    let out = run_agent(&store, &spec, "go");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("could rewrite its own log"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(common::the_run(&store), None, "nothing recorded");
+}
+
 #[test]
 fn the_coder_example_fixes_the_test_keeps_a_plan_and_checks() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -258,6 +258,78 @@ async fn unix_sockets_are_refused_even_with_network() {
     assert_eq!(f.stdout.shown.trim(), "b'x'", "{}", stderr(&f));
 }
 
+/// A datagram pair could `sendto` any datagram socket by its path: only stream pairs.
+#[tokio::test]
+async fn only_stream_socket_pairs() {
+    if unavailable() || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIPPED: needs the kernel sandbox and /usr/bin/python3");
+        return;
+    }
+    let s = Scratch::new();
+    let script = "import socket\n\
+                  try:\n    socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM); print('dgram')\n\
+                  except PermissionError: print('refused')\n\
+                  socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM); print('stream')";
+    let f = ok(&s.job(&["/usr/bin/python3", "-c", script])).await;
+    assert_eq!(f.stdout.shown, "refused\nstream\n", "{}", stderr(&f));
+}
+
+/// A sandbox path that an earlier command re-pointed with a symlink (a `read` path inside a
+/// `write` one, aimed at the store) is refused, not followed.
+#[tokio::test]
+async fn a_sandbox_path_swapped_for_a_symlink_is_refused() {
+    if unavailable() {
+        return;
+    }
+    let s = Scratch::new();
+    let shared = s.root.join("shared");
+    let inner = shared.join("inner");
+    fs::create_dir_all(&inner).unwrap();
+    let secret = s.root.join("store");
+    fs::create_dir_all(&secret).unwrap();
+    fs::write(secret.join("serve.token"), "token-4242").unwrap();
+    let mut job = s.sh(&format!(
+        "rm -rf {inner} && ln -s {secret} {inner}",
+        inner = inner.display(),
+        secret = secret.display()
+    ));
+    job.confinement.write.push(shared.clone());
+    job.confinement.read.push(inner.clone());
+    let f = ok(&job).await;
+    assert_eq!(f.exit_code, Some(0), "{}", stderr(&f));
+    job.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("cat {}/serve.token", inner.display()),
+    ];
+    let f = ok(&job).await;
+    assert_eq!(f.exit_code, Some(125), "{f:?}");
+    assert!(stderr(&f).contains("now leads to"), "{}", stderr(&f));
+    assert!(!f.stdout.shown.contains("token-4242"));
+}
+
+/// A descriptor retrace inherited without close-on-exec does not reach the command.
+#[tokio::test]
+async fn inherited_descriptors_are_closed() {
+    use std::os::fd::AsRawFd;
+    if unavailable() {
+        return;
+    }
+    let s = Scratch::new();
+    fs::write(s.root.join("outside.txt"), "outside-4242").unwrap();
+    let file = fs::File::open(s.root.join("outside.txt")).unwrap();
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let fd = file.as_raw_fd();
+    let f = ok(&s.sh(&format!("cat <&{fd}"))).await;
+    assert_ne!(f.exit_code, Some(0), "{f:?}");
+    assert!(!f.stdout.shown.contains("outside-4242"));
+    drop(file);
+}
+
 #[tokio::test]
 async fn tcp_connects_with_network() {
     if unavailable() {

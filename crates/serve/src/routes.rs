@@ -306,7 +306,6 @@ async fn submit(
             ));
         }
     };
-    spec.keeps_out_of(&d.dir).map_err(ApiError::bad)?;
     let (run, resumed) = blocking(move || {
         let model = provider(&spec).map_err(|e| ApiError::bad(chain(&e)))?;
         let runner =

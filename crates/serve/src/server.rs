@@ -83,6 +83,7 @@ pub async fn serve(
     on_start: impl FnOnce(&Started),
 ) -> Result<(), Error> {
     let sled = SledStore::open(&config.store)?;
+    retrace_runtime::spec::guard_store(&config.store);
     let store: Arc<dyn Store> = Arc::new(sled);
     let socket = socket_path(&config.store);
     // We hold the store's lock, so a socket file left here belongs to a dead daemon.

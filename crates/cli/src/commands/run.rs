@@ -33,7 +33,6 @@ pub fn run(
     detach: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut spec = Spec::load(spec_path)?;
-    spec.keeps_out_of(dir).map_err(anyhow::Error::msg)?;
     // the MCP servers' catalogs become part of the spec the run records
     retrace_runtime::tools::mcp::discover_now(&mut spec.mcp)?;
     if let Some(file) = input_file {

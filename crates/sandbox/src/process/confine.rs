@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,13 +20,11 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use super::{Confinement, ETC_DENIED, Mode, Wire};
+use super::{Confinement, ETC_DENIED, Mode, SYSTEM_READ, Wire};
 
 /// The landlock ABI whose rights are required (TCP rules came with 4).
 const ABI_REQUIRED: ABI = ABI::V4;
 
-/// Read-only system trees (those that exist).
-const SYSTEM_READ: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/opt"];
 /// Devices readable only.
 const DEV_READ: &[&str] = &["/dev/urandom", "/dev/random"];
 /// Devices readable and writable.
@@ -37,6 +36,7 @@ pub(super) fn main(arguments: Vec<OsString>) -> ! {
         Ok(parsed) => parsed,
         Err(e) => fail(&e),
     };
+    close_inherited();
     if let Err(e) = confine(&wire) {
         fail(&e);
     }
@@ -50,6 +50,24 @@ pub(super) fn main(arguments: Vec<OsString>) -> ! {
     } else {
         126
     })
+}
+
+/// Close every descriptor but stdin, stdout and stderr: whatever started retrace may have
+/// left some open without close-on-exec (a jobserver pipe, a socket), and landlock does not
+/// take back files already open.
+fn close_inherited() {
+    let Ok(entries) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let open: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in open {
+        // the directory's own descriptor is closed already: EBADF, ignored
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 fn fail(what: &str) -> ! {
@@ -244,6 +262,22 @@ fn landlock_ruleset(c: &Confinement) -> Result<RulesetCreated, String> {
             Err(e) if required => return Err(format!("cannot open {}: {e}", path.display())),
             Err(_) => continue,
         };
+        // The confinement's own paths (workspace, tmp, read, write) are given resolved; one
+        // that now leads elsewhere was swapped for a symlink since, maybe by an earlier
+        // command (a `read` path inside a `write` one, re-pointed at the store): refused.
+        // What the opened descriptor really is, not the name, is compared.
+        if required {
+            let opened = fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+                .map_err(|e| format!("cannot tell where {} leads: {e}", path.display()))?;
+            if opened != path {
+                return Err(format!(
+                    "allowed path {} now leads to {} (a symlink on the way); sandbox paths \
+                     must not move",
+                    path.display(),
+                    opened.display()
+                ));
+            }
+        }
         let access = if meta.is_dir() {
             access
         } else {
@@ -345,7 +379,7 @@ fn seccomp_filter(network: bool) -> Result<BpfProgram, String> {
     // Never a unix socket of its own: landlock does not govern `connect()` to a socket's
     // path, so one would reach any local daemon running as the same user — `retrace
     // serve`'s own socket among them, which would run a spec without the sandbox.
-    // (`socketpair` stays: it reaches nothing outside.)
+    // (A stream `socketpair` stays: connected, it reaches nothing outside.)
     let refused_family = if network {
         SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])
     } else {
@@ -354,13 +388,35 @@ fn seccomp_filter(network: bool) -> Result<BpfProgram, String> {
     }
     .map_err(|e| format!("seccomp rule: {e}"))?;
     rules.insert(libc::SYS_socket, vec![refused_family]);
+    // A datagram pair could still `sendto` any datagram socket by its path (`/dev/log`, the
+    // journal): only connected stream pairs.
+    // (the type's low bits; the rest are flags such as SOCK_CLOEXEC)
+    let not_stream = [
+        libc::SOCK_DGRAM,
+        libc::SOCK_RAW,
+        libc::SOCK_RDM,
+        libc::SOCK_SEQPACKET,
+        libc::SOCK_DCCP,
+        10, // SOCK_PACKET (obsolete)
+    ]
+    .into_iter()
+    .map(|kind| {
+        let kind = u64::try_from(kind).expect("socket types are small and positive");
+        SeccompRule::new(vec![cond(1, SeccompCmpOp::MaskedEq(0xf), kind)?])
+            .map_err(|e| format!("seccomp rule: {e}"))
+    })
+    .collect::<Result<Vec<_>, String>>()?;
+    rules.insert(libc::SYS_socketpair, not_stream);
     if cfg!(target_arch = "x86_64") {
-        // The x32 ABI reaches the same calls with bit 30 set in the number.
+        // The x32 ABI reaches the same calls with bit 30 set in the number, and some by
+        // numbers of its own (512–547: `ioctl`, `ptrace`, `process_vm_*`, `sendmsg`…): all
+        // of those are refused outright, no x32 program being expected here.
         let x32: Vec<_> = rules
             .iter()
             .map(|(nr, r)| (nr | 0x4000_0000, r.clone()))
             .collect();
         rules.extend(x32);
+        rules.extend((512..=547).map(|nr| (0x4000_0000 | nr, Vec::new())));
     }
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("seccomp: unsupported arch: {e}"))?;

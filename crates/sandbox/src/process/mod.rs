@@ -45,21 +45,26 @@
 //!    path, so a symlink in the workspace pointing out does not help. With `network = false`
 //!    TCP `connect` and `bind` are denied on every port. Scopes (ABI 6, best effort): no
 //!    signals to processes outside the sandbox, no abstract unix sockets outside it.
-//!    Landlock does *not* revoke files already open when it starts (the helper inherits only
-//!    stdin/stdout/stderr), and says nothing about UDP or other socket families.
+//!    Landlock does *not* revoke files already open when it starts, so the helper first
+//!    closes every descriptor but stdin/stdout/stderr (retrace may have inherited some without
+//!    close-on-exec), and says nothing about UDP or other socket families. The confinement's
+//!    own paths must still be where they were resolved: one re-pointed by a symlink since (by
+//!    an earlier command, when a `read` path lies inside a `write` one) fails the call.
 //! 6. **Seccomp** ([`Mode::Kernel`]; a BPF filter for the running arch, other arches are
 //!    killed) — always `EPERM`: `ptrace`, `process_vm_readv/writev`, `mount`, `umount2`, the new
 //!    mount API, `unshare`, `setns`, `pivot_root`, `chroot`, `bpf`, `perf_event_open`,
 //!    `keyctl`, `add_key`, `request_key`, module loading, `kexec_*`, `io_uring_*` (its
 //!    operations would bypass the socket filter), `setsid` and `setpgid` (they would take a
-//!    process out of the group [`run`] kills), `ioctl(TIOCSTI/TIOCLINUX)`, and `socket()` of
+//!    process out of the group [`run`] kills), `ioctl(TIOCSTI/TIOCLINUX)`, `socket()` of
 //!    `AF_UNIX` (landlock does not govern `connect()` to a socket path, so a unix socket
 //!    would reach any local daemon of the same user — `retrace serve`'s own socket, which
-//!    runs specs unconfined; `socketpair` stays). With `network = false`: `socket()` of any
+//!    runs specs unconfined), and `socketpair` of any type but `SOCK_STREAM` (a datagram pair
+//!    could `sendto` any datagram socket by its path). With `network = false`: `socket()` of any
 //!    family but `AF_NETLINK` (`AF_INET`, `AF_INET6`, `AF_PACKET`, …) → `EPERM`, which is what
 //!    blocks UDP and raw sockets. `AF_NETLINK` stays (glibc's resolver and `ip addr` use it;
 //!    without capabilities it cannot change anything).
-//!    On x86_64 the same numbers with the x32 bit are denied too.
+//!    On x86_64 the same numbers with the x32 bit are denied too, and the x32-only numbers
+//!    (512–547) outright.
 //!
 //! [`Mode::None`] applies only layers 1–3 (plus the environment and process group): the
 //! command runs with the caller's full filesystem, network and capabilities.
@@ -87,6 +92,10 @@ pub use run::run;
 
 /// The first argument that makes the `retrace` binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox-exec";
+
+/// The system trees every confined command may read and execute (those that exist), besides
+/// `/etc` less [`ETC_DENIED`]: nothing secret may live under them (a store, say).
+pub const SYSTEM_READ: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/opt"];
 
 /// Entries of `/etc` (relative paths) the command may never read, in [`Mode::Kernel`].
 pub const ETC_DENIED: &[&str] = &[
