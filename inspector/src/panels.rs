@@ -447,7 +447,7 @@ fn question_view(
     ui.separator();
     ui.strong("Question for you");
     ui.small(format!(
-        "asked by {} (user.ask at #{})",
+        "call {} (user.ask at #{})",
         asking.call_id, asking.seq
     ));
     let question = &asking.question;
