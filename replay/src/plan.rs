@@ -17,8 +17,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The tool that sets the whole plan.
+pub const SET_TOOL: &str = "task.set";
+/// The tool that changes one item.
+pub const UPDATE_TOOL: &str = "task.update";
 /// The tools whose successful results are the plan.
-pub const PLAN_TOOLS: [&str; 2] = ["task.set", "task.update"];
+pub const PLAN_TOOLS: [&str; 2] = [SET_TOOL, UPDATE_TOOL];
 /// Most items a plan holds.
 pub const MAX_ITEMS: usize = 100;
 /// Longest title or note, in bytes.

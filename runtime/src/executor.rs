@@ -741,7 +741,9 @@ impl<'a> Runner<'a> {
         let started = Instant::now();
         let result = match &self.spec.context {
             // the plan tools change the plan the state holds
-            _ if tools::plan::info(tool).is_some() => self.plan_call(run, state, tool, &args)?,
+            _ if retrace_replay::plan::PLAN_TOOLS.contains(&tool) => {
+                self.plan_call(run, state, tool, &args)?
+            }
             // a question whose arguments do not parse is answered at once, with why (a
             // well-formed one parks the run instead of coming here)
             _ if tool == tools::ask::TOOL => Err(tools::ToolError::Invalid {

@@ -202,28 +202,29 @@ impl Toolbox {
             .partition(|name| fs::builtin(workspace, name).is_some());
         let mut toolbox = Self::builtin(workspace, &files)?;
         for name in others {
-            let entry = match name.as_str() {
+            let unknown = || ToolError::Invalid {
+                message: format!("unknown tool `{name}`"),
+            };
+            let tool = match name.as_str() {
                 exec::TOOL => {
                     let settings = spec.exec.clone().unwrap_or_default();
                     settings
                         .available()
                         .map_err(|message| ToolError::Failed { message })?;
+                    // the description says what its commands may do under these settings
                     let info = exec::info_for(&settings);
-                    let entry = Entry::Exec(Arc::new(exec::Exec::new(settings, workspace.clone())));
-                    toolbox.tools.insert(name, (info, entry));
-                    continue;
+                    let tool = exec::Exec::new(settings, workspace.clone());
+                    (info, Entry::Exec(Arc::new(tool)))
                 }
-                web::TOOL => Entry::Web(Arc::new(spec.web.clone().ok_or_else(|| {
-                    ToolError::Invalid {
+                web::TOOL => {
+                    let settings = spec.web.clone().ok_or_else(|| ToolError::Invalid {
                         message: "web.fetch needs `[web] allow = [hosts]` in the spec".into(),
-                    }
-                })?)),
-                _ => Entry::Executor,
+                    })?;
+                    (web::info(), Entry::Web(Arc::new(settings)))
+                }
+                _ => (builtin_info(&name).ok_or_else(unknown)?, Entry::Executor),
             };
-            let info = builtin_info(&name).ok_or_else(|| ToolError::Invalid {
-                message: format!("unknown tool `{name}`"),
-            })?;
-            toolbox.tools.insert(name, (info, entry));
+            toolbox.tools.insert(name, tool);
         }
         for manifest in &spec.wasm {
             let tool = wasm::WasmTool::new(manifest.clone(), workspace)?;

@@ -12,10 +12,7 @@ use serde_json::json;
 
 use super::{OnError, Tier, ToolInfo};
 
-/// `task.set`.
-pub const SET: &str = "task.set";
-/// `task.update`.
-pub const UPDATE: &str = "task.update";
+pub use retrace_replay::plan::{SET_TOOL as SET, UPDATE_TOOL as UPDATE};
 
 const STATUS: [&str; 4] = ["pending", "in_progress", "done", "blocked"];
 
