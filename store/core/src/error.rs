@@ -116,6 +116,19 @@ pub enum Error {
         /// The process holding it, when the system tells.
         holder: Option<Holder>,
     },
+    /// A worker's append was refused because it no longer holds the run's lease: it
+    /// expired (the worker stalled past its TTL) and another worker may drive the run now.
+    /// The worker must stop driving the run; nothing was written.
+    #[error(
+        "worker {worker} no longer holds the lease of run {run} (it expired or another worker took it); \
+         this worker stops driving the run and nothing was written"
+    )]
+    LeaseLost {
+        /// The run.
+        run: RunId,
+        /// The worker whose append was refused.
+        worker: String,
+    },
     /// The daemon holding the store (`retrace serve`) refused or failed a call; its message.
     #[error("{message} (from retrace serve, which holds the store)")]
     Remote {
