@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "retrace", version, about)]
 pub struct Cli {
-    /// Store directory (a sled database).
+    /// Store: a directory (the embedded store), or a PostgreSQL database shared by many
+    /// processes, `postgres://USER@HOST:PORT/DATABASE` (password in PGPASSWORD, never in
+    /// the URL; `?options=-c%20search_path%3DSCHEMA` picks a schema).
     #[arg(long, global = true, env = "RETRACE_STORE", default_value = ".retrace")]
     pub store: PathBuf,
 

@@ -18,6 +18,7 @@ use retrace_events::{BlobId, Event, EventId, Head, RunId};
 use retrace_store::{
     Appended, NewRun, RunInfo, Store, StoreStats, StoredEvent, Subscription, Watchers,
 };
+use retrace_store_postgres::{PgStore, Target};
 use retrace_store_sled::SledStore;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -687,12 +688,22 @@ impl Store for RemoteStore {
 }
 
 /// How a command reaches a store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Access {
-    /// This process opened the store's files.
-    Direct(Arc<SledStore>),
+    /// This process opened the store: a sled directory's files, or a PostgreSQL database
+    /// that any number of processes share.
+    Direct(Arc<dyn Store>),
     /// A daemon holds the store; everything goes through its API.
     Daemon(RemoteStore),
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Direct(_) => f.write_str("Access::Direct"),
+            Self::Daemon(remote) => f.debug_tuple("Access::Daemon").field(remote).finish(),
+        }
+    }
 }
 
 impl Access {
@@ -702,6 +713,15 @@ impl Access {
     /// command line); a daemon that is starting, or a holder that cannot be named, is waited
     /// for, briefly.
     pub fn open(dir: &Path, create: bool) -> Result<Self, AccessError> {
+        if let Some(url) = dir.to_str().filter(|s| retrace_store_postgres::is_postgres_url(s)) {
+            let target = Target::parse(url)?;
+            return PgStore::connect(&target)
+                .map(|store| Self::Direct(Arc::new(store)))
+                .map_err(|e| AccessError::Open {
+                    dir: PathBuf::from(target.to_string()),
+                    source: Box::new(e),
+                });
+        }
         if let Some(client) = daemon_at(dir) {
             return Ok(Self::Daemon(RemoteStore::new(client)));
         }
@@ -734,7 +754,7 @@ impl Access {
     /// The store, whichever way it is reached.
     pub fn store(&self) -> Arc<dyn Store> {
         match self {
-            Self::Direct(store) => Arc::clone(store) as Arc<dyn Store>,
+            Self::Direct(store) => Arc::clone(store),
             Self::Daemon(remote) => Arc::new(remote.clone()),
         }
     }
@@ -757,6 +777,9 @@ pub enum AccessError {
         .0.display()
     )]
     NoStore(PathBuf),
+    /// The PostgreSQL URL is refused.
+    #[error(transparent)]
+    Url(#[from] retrace_store_postgres::TargetError),
     /// Opening it failed.
     #[error("cannot open store {}", dir.display())]
     Open {
