@@ -271,6 +271,19 @@ pub enum Command {
         #[arg(long)]
         no_blobs: bool,
     },
+    /// Copy a whole store into another (e.g. the embedded store into PostgreSQL): every
+    /// run, blob and snapshot, checked on the way; then every run is verified on both sides
+    /// and the counts reported. Runs the target already holds identically are skipped, so
+    /// running it again finishes an interrupted copy. Exits non-zero if anything differs.
+    Migrate {
+        /// The store to copy: a directory (stop `retrace serve` on it first) or a URL.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to copy it: `postgres://USER@HOST:PORT/DATABASE` (password in
+        /// PGPASSWORD) or a directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 /// A `RUN@SEQ` argument: a run (id or prefix) and a seq, a number (a usage error otherwise).

@@ -518,6 +518,53 @@ impl Bundle {
     }
 }
 
+/// What [`copy`] copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Runs written, events, blobs (as in [`import`]'s summary).
+    pub imported: Summary,
+    /// Snapshots copied.
+    pub snapshots: u64,
+}
+
+/// Copy every run of `from`, with the blobs its events name and every snapshot, into `to`
+/// (e.g. an embedded store into PostgreSQL). The runs travel as a bundle through a pipe, so
+/// they are checked on the way exactly as [`read`] checks a file; runs `to` already holds
+/// identically are skipped, so copying again changes nothing. `to` is flushed at the end.
+///
+/// The checked bundle is held in memory before it is written (as `retrace import` does).
+pub fn copy(
+    from: &(impl Store + ?Sized),
+    to: &(impl Store + ?Sized),
+) -> Result<Copied, Error> {
+    let runs: Vec<RunId> = from.runs()?.iter().map(|r| r.id).collect();
+    let (reader, writer) = std::io::pipe()?;
+    let bundle = std::thread::scope(|s| {
+        let exporter = s.spawn(move || export(from, &runs, true, std::io::BufWriter::new(writer)));
+        let bundle = read(std::io::BufReader::new(reader));
+        match exporter.join() {
+            Ok(Ok(_)) => bundle,
+            // the reader's error says more when it stopped first (the exporter then only
+            // sees a closed pipe)
+            Ok(Err(e)) => bundle.and(Err(e)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
+    let imported = import(to, &bundle)?;
+    let mut snapshots = 0;
+    for at in from.snapshot_ids()? {
+        if let Some(bytes) = from.snapshot(&at)? {
+            to.put_snapshot(&at, &bytes)?;
+            snapshots += 1;
+        }
+    }
+    to.flush()?;
+    Ok(Copied {
+        imported,
+        snapshots,
+    })
+}
+
 /// Put a checked bundle into `store`: blobs, then runs parents first. A run the store holds
 /// with the same head is skipped; one it holds with other events is a conflict, found
 /// before anything is written.

@@ -639,6 +639,13 @@ impl Store for RemoteStore {
         }
     }
 
+    fn snapshot_ids(&self) -> retrace_store::Result<Vec<EventId>> {
+        Err(retrace_store::Error::Remote {
+            message: "snapshots cannot be listed through retrace serve; stop it to copy the store"
+                .into(),
+        })
+    }
+
     fn subscribe(&self, run: &RunId) -> retrace_store::Result<Subscription> {
         let from = self.require_run(run)?.len();
         let sub = self.watchers.subscribe(*run);

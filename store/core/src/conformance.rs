@@ -530,6 +530,7 @@ pub fn snapshots_round_trip(store: &dyn Store) {
         Some(b"state v2".to_vec())
     );
     assert_eq!(store.stats().unwrap().snapshots, 1);
+    assert_eq!(store.snapshot_ids().unwrap(), vec![head.id]);
 }
 
 /// A subscriber sees every append of its run, in order, and nothing of other runs.

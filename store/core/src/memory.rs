@@ -142,6 +142,10 @@ impl Store for MemoryStore {
         Ok(self.read().snapshots.get(at).cloned())
     }
 
+    fn snapshot_ids(&self) -> Result<Vec<EventId>> {
+        Ok(self.read().snapshots.keys().copied().collect())
+    }
+
     fn subscribe(&self, run: &RunId) -> Result<Subscription> {
         self.require_run(run)?;
         Ok(self.watchers.subscribe(*run))

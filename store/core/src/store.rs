@@ -80,6 +80,9 @@ pub trait Store: Send + Sync {
     /// The snapshot stored for event `at`, if any (untrusted: callers check it).
     fn snapshot(&self, at: &EventId) -> Result<Option<Vec<u8>>>;
 
+    /// Ids of the events that have a snapshot, in id order (to copy a store whole).
+    fn snapshot_ids(&self) -> Result<Vec<EventId>>;
+
     /// A live feed of `run`'s future appends.
     fn subscribe(&self, run: &RunId) -> Result<Subscription>;
 
@@ -252,6 +255,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn snapshot(&self, at: &EventId) -> Result<Option<Vec<u8>>> {
         (**self).snapshot(at)
+    }
+    fn snapshot_ids(&self) -> Result<Vec<EventId>> {
+        (**self).snapshot_ids()
     }
     fn subscribe(&self, run: &RunId) -> Result<Subscription> {
         (**self).subscribe(run)

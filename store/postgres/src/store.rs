@@ -458,6 +458,17 @@ impl Store for PgStore {
         })
     }
 
+    fn snapshot_ids(&self) -> Result<Vec<EventId>> {
+        self.wait(|s| async move {
+            let client = s.client().await?;
+            let rows = client
+                .query("SELECT at FROM retrace_snapshots ORDER BY at", &[])
+                .await
+                .map_err(backend("listing snapshots"))?;
+            rows.iter().map(|row| event_id(row.get(0), "a snapshot key")).collect()
+        })
+    }
+
     fn subscribe(&self, run: &RunId) -> Result<Subscription> {
         let info = self.require_run(run)?;
         Ok(self.shared.tail.subscribe(*run, info.len()))

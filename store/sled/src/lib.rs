@@ -675,6 +675,19 @@ impl Store for SledStore {
         read_vec(&self.snapshots, at.as_bytes(), "read snapshot")
     }
 
+    fn snapshot_ids(&self) -> Result<Vec<EventId>> {
+        self.snapshots
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key.map_err(backend("list snapshots"))?;
+                EventId::from_slice(&key).ok_or_else(|| Error::Corrupt {
+                    what: format!("a snapshot key of {} bytes is not an event id", key.len()),
+                })
+            })
+            .collect()
+    }
+
     fn subscribe(&self, run: &RunId) -> Result<Subscription> {
         self.require_run(run)?;
         Ok(self.watchers.subscribe(*run))

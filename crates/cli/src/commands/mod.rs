@@ -10,6 +10,7 @@ mod eval;
 mod fork;
 mod inspect;
 mod log;
+mod migrate;
 mod resolve;
 mod run;
 mod runs;
@@ -105,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import { file } => bundle::import(&cli.store, &file),
         Command::Check { runs, all, json } => check::run(&cli.store, &runs, all, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
+        Command::Migrate { from, to } => migrate::run(&from, &to),
         Command::Log {
             run,
             from,
