@@ -533,10 +533,7 @@ pub struct Copied {
 /// identically are skipped, so copying again changes nothing. `to` is flushed at the end.
 ///
 /// The checked bundle is held in memory before it is written (as `retrace import` does).
-pub fn copy(
-    from: &(impl Store + ?Sized),
-    to: &(impl Store + ?Sized),
-) -> Result<Copied, Error> {
+pub fn copy(from: &(impl Store + ?Sized), to: &(impl Store + ?Sized)) -> Result<Copied, Error> {
     let runs: Vec<RunId> = from.runs()?.iter().map(|r| r.id).collect();
     let (reader, writer) = std::io::pipe()?;
     let bundle = std::thread::scope(|s| {

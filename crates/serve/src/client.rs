@@ -720,7 +720,10 @@ impl Access {
     /// command line); a daemon that is starting, or a holder that cannot be named, is waited
     /// for, briefly.
     pub fn open(dir: &Path, create: bool) -> Result<Self, AccessError> {
-        if let Some(url) = dir.to_str().filter(|s| retrace_store_postgres::is_postgres_url(s)) {
+        if let Some(url) = dir
+            .to_str()
+            .filter(|s| retrace_store_postgres::is_postgres_url(s))
+        {
             let target = Target::parse(url)?;
             return PgStore::connect(&target)
                 .map(|store| Self::Direct(Arc::new(store)))

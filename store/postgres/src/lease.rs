@@ -236,13 +236,12 @@ impl Leases {
     pub fn release(&self, run: &RunId) -> Result<()> {
         let (run, worker) = (*run, self.worker.clone());
         self.store.wait(|s| async move {
-            s
-                .durably(
-                    "releasing a lease",
-                    "DELETE FROM retrace_leases WHERE run = $1 AND worker = $2",
-                    &[&run.as_bytes().as_slice(), &&*worker],
-                )
-                .await?;
+            s.durably(
+                "releasing a lease",
+                "DELETE FROM retrace_leases WHERE run = $1 AND worker = $2",
+                &[&run.as_bytes().as_slice(), &&*worker],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -292,13 +291,16 @@ impl Leases {
     pub fn post(&self, run: &RunId, name: &str, payload: &BlobId) -> Result<()> {
         let (run, name, payload) = (*run, name.to_owned(), *payload);
         self.store.wait(|s| async move {
-            s
-                .durably(
-                    "posting a signal",
-                    "INSERT INTO retrace_inbox (run, name, payload) VALUES ($1, $2, $3)",
-                    &[&run.as_bytes().as_slice(), &name, &payload.as_bytes().as_slice()],
-                )
-                .await?;
+            s.durably(
+                "posting a signal",
+                "INSERT INTO retrace_inbox (run, name, payload) VALUES ($1, $2, $3)",
+                &[
+                    &run.as_bytes().as_slice(),
+                    &name,
+                    &payload.as_bytes().as_slice(),
+                ],
+            )
+            .await?;
             Ok(())
         })
     }

@@ -30,7 +30,13 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<String> {
                 .await
                 .map_err(backend("reading search_path"))?
                 .get(0);
-            let first = wanted.split(',').next().unwrap_or("").trim().trim_matches('"').to_owned();
+            let first = wanted
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_owned();
             if first.is_empty() || first.starts_with('$') {
                 return Err(Error::Corrupt {
                     what: format!("search_path `{wanted}` names no schema to create the store in"),

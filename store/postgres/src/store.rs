@@ -66,7 +66,12 @@ impl Shared {
         Ok(rows)
     }
 
-    pub(crate) async fn own_events(&self, run: RunId, lo: u64, hi: u64) -> Result<Vec<StoredEvent>> {
+    pub(crate) async fn own_events(
+        &self,
+        run: RunId,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<StoredEvent>> {
         if lo > hi {
             return Ok(Vec::new());
         }
@@ -80,7 +85,10 @@ impl Shared {
             .map_err(backend("preparing an event read"))?;
         let hi = i64::try_from(hi).unwrap_or(i64::MAX);
         let rows = client
-            .query(&statement, &[&run.as_bytes().as_slice(), &int(lo, "a seq")?, &hi])
+            .query(
+                &statement,
+                &[&run.as_bytes().as_slice(), &int(lo, "a seq")?, &hi],
+            )
             .await
             .map_err(backend("reading events"))?;
         rows.iter()
@@ -101,7 +109,9 @@ impl Shared {
     async fn run(&self, id: RunId) -> Result<Option<RunInfo>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM retrace_runs WHERE id = $1"))
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM retrace_runs WHERE id = $1"
+            ))
             .await
             .map_err(backend("preparing a run read"))?;
         client
@@ -163,9 +173,7 @@ impl Shared {
             .await
             .map_err(backend("preparing an append"))?;
         let advance = tx
-            .prepare_cached(
-                "UPDATE retrace_runs SET head_seq = $2, head_id = $3 WHERE id = $1",
-            )
+            .prepare_cached("UPDATE retrace_runs SET head_seq = $2, head_id = $3 WHERE id = $1")
             .await
             .map_err(backend("preparing an append"))?;
         let announce = tx
@@ -176,12 +184,9 @@ impl Shared {
         let payload = notice(&run);
         // one round trip for the three: the driver pipelines concurrent queries
         let head_id = head.id.as_bytes().as_slice();
-        let insert_params: [Param<'_>; 4] =
-            [&run_bytes, &seqs, &ids, &bytes];
-        let advance_params: [Param<'_>; 3] =
-            [&run_bytes, &head_seq, &head_id];
-        let announce_params: [Param<'_>; 2] =
-            [&self.channel, &payload];
+        let insert_params: [Param<'_>; 4] = [&run_bytes, &seqs, &ids, &bytes];
+        let advance_params: [Param<'_>; 3] = [&run_bytes, &head_seq, &head_id];
+        let announce_params: [Param<'_>; 2] = [&self.channel, &payload];
         futures::try_join!(
             tx.execute(&insert, &insert_params),
             tx.execute(&advance, &advance_params),
@@ -308,7 +313,6 @@ impl PgStore {
     {
         self.bridge.wait(f(Arc::clone(&self.shared)))
     }
-
 }
 
 impl Store for PgStore {
@@ -353,7 +357,10 @@ impl Store for PgStore {
         self.wait(|s| async move {
             let client = s.client().await?;
             let rows = client
-                .query(&format!("SELECT {RUN_COLUMNS} FROM retrace_runs ORDER BY id"), &[])
+                .query(
+                    &format!("SELECT {RUN_COLUMNS} FROM retrace_runs ORDER BY id"),
+                    &[],
+                )
                 .await
                 .map_err(backend("listing runs"))?;
             rows.iter().map(run_info).collect()
@@ -369,7 +376,11 @@ impl Store for PgStore {
                  WHERE id = $1 RETURNING {RUN_COLUMNS}"
             );
             let rows = s
-                .durably("setting a run label", &sql, &[&id.as_bytes().as_slice(), &key, &value])
+                .durably(
+                    "setting a run label",
+                    &sql,
+                    &[&id.as_bytes().as_slice(), &key, &value],
+                )
                 .await?;
             run_info(rows.first().ok_or(Error::RunNotFound { run: id })?)
         })
@@ -403,7 +414,10 @@ impl Store for PgStore {
                 .await
                 .map_err(backend("preparing a blob write"))?;
             client
-                .execute(&statement, &[&id.as_bytes().as_slice(), &codec, &len, &packed])
+                .execute(
+                    &statement,
+                    &[&id.as_bytes().as_slice(), &codec, &len, &packed],
+                )
                 .await
                 .map_err(backend("storing a blob"))?;
             Ok(id)
@@ -465,7 +479,9 @@ impl Store for PgStore {
                 .query("SELECT at FROM retrace_snapshots ORDER BY at", &[])
                 .await
                 .map_err(backend("listing snapshots"))?;
-            rows.iter().map(|row| event_id(row.get(0), "a snapshot key")).collect()
+            rows.iter()
+                .map(|row| event_id(row.get(0), "a snapshot key"))
+                .collect()
         })
     }
 

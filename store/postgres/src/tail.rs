@@ -143,7 +143,9 @@ async fn catch_up(shared: &Shared, run: RunId) {
     match read_after(shared, run, from).await {
         Ok(events) if !events.is_empty() => shared.tail.publish(run, events),
         Ok(_) => {}
-        Err(e) => tracing::warn!(run = %run.short(), error = %e, "live tail cannot read new events"),
+        Err(e) => {
+            tracing::warn!(run = %run.short(), error = %e, "live tail cannot read new events")
+        }
     }
 }
 

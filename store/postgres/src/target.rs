@@ -36,7 +36,9 @@ impl std::fmt::Display for Target {
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// Not a URL libpq would take.
-    #[error("{shown} is not a PostgreSQL URL: {reason}; expected postgres://USER@HOST:PORT/DATABASE")]
+    #[error(
+        "{shown} is not a PostgreSQL URL: {reason}; expected postgres://USER@HOST:PORT/DATABASE"
+    )]
     Malformed {
         /// The URL, password removed.
         shown: String,
@@ -129,9 +131,11 @@ mod tests {
 
     #[test]
     fn the_password_comes_from_the_environment_and_is_never_shown() {
-        let target =
-            Target::parse_with_password("postgres://me@db/x?sslmode=disable", Some("s3cret".into()))
-                .unwrap();
+        let target = Target::parse_with_password(
+            "postgres://me@db/x?sslmode=disable",
+            Some("s3cret".into()),
+        )
+        .unwrap();
         assert_eq!(target.config().get_password(), Some(&b"s3cret"[..]));
         assert_eq!(target.to_string(), "postgres://me@db/x");
         assert!(!format!("{target:?}").contains("s3cret"));
@@ -139,7 +143,8 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_explained() {
-        let err = Target::parse_with_password("postgres://me@db/x?bogus_option=1", None).unwrap_err();
+        let err =
+            Target::parse_with_password("postgres://me@db/x?bogus_option=1", None).unwrap_err();
         assert!(err.to_string().contains("not a PostgreSQL URL"), "{err}");
         assert!(is_postgres_url("postgresql://h/d") && !is_postgres_url("/var/store"));
     }

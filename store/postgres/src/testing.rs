@@ -126,7 +126,10 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let drop_it = format!("DROP SCHEMA IF EXISTS {} CASCADE", crate::schema::quote(&self.name));
+        let drop_it = format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            crate::schema::quote(&self.name)
+        );
         if let Err(e) = self.try_sql(&drop_it) {
             eprintln!("could not drop test schema {}: {e}", self.name);
         }

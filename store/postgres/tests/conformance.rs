@@ -2,8 +2,10 @@
 
 use retrace_store_postgres::testing::Schema;
 
-retrace_store::conformance_suite!(optional || {
-    let schema = Schema::fresh("postgres conformance")?;
-    let store = schema.store();
-    Some((schema, store))
-});
+retrace_store::conformance_suite!(
+    optional || {
+        let schema = Schema::fresh("postgres conformance")?;
+        let store = schema.store();
+        Some((schema, store))
+    }
+);

@@ -33,7 +33,11 @@ fn a_byte_changed_in_a_row_is_reported_with_its_run_and_seq() {
     };
     let run = new_run(&store, 1);
     append_n(&store, run, 30, 10);
-    assert!(verify_run(&store, &run, VerifyOptions::default()).unwrap().is_ok());
+    assert!(
+        verify_run(&store, &run, VerifyOptions::default())
+            .unwrap()
+            .is_ok()
+    );
 
     // flip one byte of event 17's stored bytes, as a stray UPDATE would
     schema.sql(&format!(
@@ -44,7 +48,10 @@ fn a_byte_changed_in_a_row_is_reported_with_its_run_and_seq() {
     let report = verify_run(&store, &run, VerifyOptions::default()).unwrap();
     let problem = report.problem.expect("tampering found");
     assert_eq!((problem.run, problem.seq), (run, 17), "{problem:?}");
-    assert!(matches!(problem.kind, ProblemKind::BadEvent { .. }), "{problem:?}");
+    assert!(
+        matches!(problem.kind, ProblemKind::BadEvent { .. }),
+        "{problem:?}"
+    );
     assert_eq!(report.events, 17, "the events before the damage verified");
 
     // a blob's bytes changed: named by the event that refers to it
@@ -94,7 +101,10 @@ fn a_follower_in_another_process_sees_appends_through_listen_notify() {
         }
     }
     assert_eq!(seqs, (0..7).collect::<Vec<_>>());
-    assert!(sub.recv_timeout(Duration::from_millis(300)).is_none(), "nothing twice");
+    assert!(
+        sub.recv_timeout(Duration::from_millis(300)).is_none(),
+        "nothing twice"
+    );
 }
 
 #[test]
@@ -108,7 +118,11 @@ fn leases_fence_a_worker_that_lost_its_run() {
 
     let first = a.claim(&run).unwrap().expect("a free run is claimed");
     assert_eq!(first.epoch, 1);
-    assert_eq!(a.claim(&run).unwrap().map(|c| c.epoch), Some(1), "re-claiming renews");
+    assert_eq!(
+        a.claim(&run).unwrap().map(|c| c.epoch),
+        Some(1),
+        "re-claiming renews"
+    );
     assert_eq!(b.claim(&run).unwrap(), None, "held by a");
     assert_eq!(b.holder(&run).unwrap().as_deref(), Some("worker-a"));
     assert!(b.claim_expired(10).unwrap().is_empty());
@@ -116,12 +130,19 @@ fn leases_fence_a_worker_that_lost_its_run() {
     // only the holder's fenced store appends
     let events = chain_after(run, None, 1);
     let err = b.store().append(&run, None, &events).unwrap_err();
-    assert!(matches!(err, Error::LeaseLost { ref worker, .. } if worker == "worker-b"), "{err}");
+    assert!(
+        matches!(err, Error::LeaseLost { ref worker, .. } if worker == "worker-b"),
+        "{err}"
+    );
     let head = a.store().append(&run, None, &events).unwrap();
 
     // a stalls past its TTL; b takes the run over, a is fenced off
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(a.renew(&[run]).unwrap(), Vec::<RunId>::new(), "an expired lease is not renewed");
+    assert_eq!(
+        a.renew(&[run]).unwrap(),
+        Vec::<RunId>::new(),
+        "an expired lease is not renewed"
+    );
     let taken = b.claim_expired(10).unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].run, taken[0].epoch), (run, 2));
@@ -129,7 +150,11 @@ fn leases_fence_a_worker_that_lost_its_run() {
     let err = a.store().append(&run, Some(head.id), &next).unwrap_err();
     assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
     assert!(err.to_string().contains("worker-a"), "{err}");
-    assert_eq!(store.run(&run).unwrap().unwrap().head, Some(head), "nothing written");
+    assert_eq!(
+        store.run(&run).unwrap().unwrap().head,
+        Some(head),
+        "nothing written"
+    );
     b.store().append(&run, Some(head.id), &next).unwrap();
     assert_eq!(b.renew(&[run]).unwrap(), vec![run]);
 
@@ -138,13 +163,23 @@ fn leases_fence_a_worker_that_lost_its_run() {
     a.post(&run, "cancel", &payload).unwrap();
     let letters = b.take_letters(&[run]).unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!((letters[0].name.as_str(), letters[0].payload), ("cancel", payload));
+    assert_eq!(
+        (letters[0].name.as_str(), letters[0].payload),
+        ("cancel", payload)
+    );
     assert!(b.take_letters(&[run]).unwrap().is_empty(), "taken once");
 
     b.release(&run).unwrap();
     assert_eq!(a.holder(&run).unwrap(), None);
-    assert_eq!(a.claim(&run).unwrap().map(|c| c.epoch), Some(1), "a released lease starts over");
-    assert!(matches!(a.claim(&run_id(404)), Err(Error::RunNotFound { .. })));
+    assert_eq!(
+        a.claim(&run).unwrap().map(|c| c.epoch),
+        Some(1),
+        "a released lease starts over"
+    );
+    assert!(matches!(
+        a.claim(&run_id(404)),
+        Err(Error::RunNotFound { .. })
+    ));
 }
 
 #[test]
@@ -205,17 +240,41 @@ fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
          WHERE version = 2",
     );
     let err = PgStore::connect(schema.target()).unwrap_err();
-    let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
     assert!(text.contains("migrat"), "{text}");
 }
 
 #[test]
 fn a_store_that_cannot_be_reached_says_where() {
     let err = PgStore::open("postgres://nobody@127.0.0.1:1/none").unwrap_err();
-    let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
     assert!(text.contains("connecting to PostgreSQL"), "{text}");
     let err = PgStore::open("postgres://me:pw@127.0.0.1/db").unwrap_err();
-    let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
-    assert!(text.contains("PGPASSWORD") && !text.contains("pw@"), "{text}");
-    let _ = Event::root(Timestamp(0), EventKind::SignalReceived { name: String::new(), payload: BlobId::of(b"") });
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(
+        text.contains("PGPASSWORD") && !text.contains("pw@"),
+        "{text}"
+    );
+    let _ = Event::root(
+        Timestamp(0),
+        EventKind::SignalReceived {
+            name: String::new(),
+            payload: BlobId::of(b""),
+        },
+    );
 }

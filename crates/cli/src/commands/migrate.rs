@@ -52,7 +52,10 @@ pub fn run(from: &Path, to: &Path) -> anyhow::Result<ExitCode> {
             }
             (_, Some(problem)) => failed.push(format!("{}: the copy fails: {problem}", info.id)),
             (Some(problem), _) => failed.push(format!("{}: the source fails: {problem}", info.id)),
-            _ => failed.push(format!("{}: the copy's head differs from the source's", info.id)),
+            _ => failed.push(format!(
+                "{}: the copy's head differs from the source's",
+                info.id
+            )),
         }
     }
     for line in &failed {
