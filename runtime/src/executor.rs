@@ -178,6 +178,23 @@ impl std::fmt::Debug for Runner<'_> {
 }
 
 impl<'a> Runner<'a> {
+    /// The same runner appending through `store` instead: e.g. a store fenced by the
+    /// run's lease, which this process could take only once the run existed.
+    pub fn on_store<'b>(self, store: &'b dyn Store) -> Runner<'b> {
+        Runner {
+            store,
+            spec: self.spec,
+            agent: self.agent,
+            toolbox: self.toolbox,
+            provider: self.provider,
+            source: self.source,
+            messages: self.messages,
+            header_blobs: self.header_blobs,
+            tokenizer: self.tokenizer,
+            tips: self.tips,
+        }
+    }
+
     /// Set up `spec` over `store`, with `provider` as its model.
     pub fn new(
         store: &'a dyn Store,

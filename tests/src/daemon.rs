@@ -19,11 +19,9 @@ impl Served {
     /// Serve the store in `dir` with `workers` workers; returns once it listens.
     pub fn start(dir: &Path, workers: usize) -> Self {
         let config = Config {
-            store: dir.to_owned(),
             workers,
-            http: None,
-            token: None,
             grace: Duration::from_secs(10),
+            ..Config::new(dir)
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, socket) = std::sync::mpsc::channel::<PathBuf>();
@@ -40,7 +38,7 @@ impl Served {
                         let _ = stopped.await;
                     },
                     |started| {
-                        let _ = ready.send(started.socket.clone());
+                        let _ = ready.send(started.socket.clone().expect("a store dir's socket"));
                     },
                 ))
                 .expect("serve");

@@ -61,6 +61,17 @@ pub enum Command {
         /// Seconds a shutdown waits for drives to reach a step boundary.
         #[arg(long, default_value_t = 30)]
         grace: u64,
+        /// Listen on this unix socket (default: serve.sock in the store directory; a
+        /// worker on a PostgreSQL store has none unless given).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// On a PostgreSQL store: this worker's name in its leases (default HOST:PID).
+        #[arg(long, value_name = "NAME")]
+        worker: Option<String>,
+        /// On a PostgreSQL store: how long a run's lease lasts unrenewed, e.g. `15s` or
+        /// `500ms`; a worker that dies loses its runs to the others after this long.
+        #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+        lease_ttl: std::time::Duration,
     },
     /// Cancel a run: a recorded `cancel` signal; the run finishes as cancelled (a tool
     /// call in flight finishes first, a model call in flight is dropped).

@@ -697,9 +697,10 @@ impl Store for RemoteStore {
 /// How a command reaches a store.
 #[derive(Clone)]
 pub enum Access {
-    /// This process opened the store: a sled directory's files, or a PostgreSQL database
-    /// that any number of processes share.
-    Direct(Arc<dyn Store>),
+    /// This process opened the store's files.
+    Direct(Arc<SledStore>),
+    /// A PostgreSQL database that any number of processes share.
+    Shared(Arc<PgStore>),
     /// A daemon holds the store; everything goes through its API.
     Daemon(RemoteStore),
 }
@@ -708,6 +709,7 @@ impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Direct(_) => f.write_str("Access::Direct"),
+            Self::Shared(store) => f.debug_tuple("Access::Shared").field(store).finish(),
             Self::Daemon(remote) => f.debug_tuple("Access::Daemon").field(remote).finish(),
         }
     }
@@ -726,7 +728,7 @@ impl Access {
         {
             let target = Target::parse(url)?;
             return PgStore::connect(&target)
-                .map(|store| Self::Direct(Arc::new(store)))
+                .map(|store| Self::Shared(Arc::new(store)))
                 .map_err(|e| AccessError::Open {
                     dir: PathBuf::from(target.to_string()),
                     source: Box::new(e),
@@ -764,15 +766,29 @@ impl Access {
     /// The store, whichever way it is reached.
     pub fn store(&self) -> Arc<dyn Store> {
         match self {
-            Self::Direct(store) => Arc::clone(store),
+            Self::Direct(store) => Arc::clone(store) as Arc<dyn Store>,
+            Self::Shared(store) => Arc::clone(store) as Arc<dyn Store>,
             Self::Daemon(remote) => Arc::new(remote.clone()),
+        }
+    }
+
+    /// For a drive in this process: on a PostgreSQL store, `run`'s lease (so that no
+    /// worker takes the run up meanwhile) and the store fenced by it; elsewhere `None` and
+    /// [`Self::store`] is what the drive appends through.
+    ///
+    /// # Errors
+    /// When a worker drives the run, or PostgreSQL fails.
+    pub fn hold(&self, run: RunId) -> Result<Option<crate::held::Held>, crate::held::HoldError> {
+        match self {
+            Self::Shared(store) => crate::held::Held::claim(store, run).map(Some),
+            Self::Direct(_) | Self::Daemon(_) => Ok(None),
         }
     }
 
     /// The daemon's client, when one holds the store.
     pub fn daemon(&self) -> Option<&Client> {
         match self {
-            Self::Direct(_) => None,
+            Self::Direct(_) | Self::Shared(_) => None,
             Self::Daemon(remote) => Some(remote.client()),
         }
     }

@@ -8,6 +8,8 @@
 //! - [`server`]: start, take up unfinished runs, serve, shut down gracefully.
 //! - [`scheduler`]: the worker pool and the one-writer rule; [`streamed`]: the text models
 //!   stream as it drives them, for followers.
+//! - [`cluster`]: many workers on one PostgreSQL store — leases, takeovers, signals left
+//!   for the worker driving a run.
 //! - [`routes`]: the API; [`api`]: its JSON shapes; [`wire`]: the store over the API.
 //! - [`client`]: the API's client, and [`RemoteStore`], the [`Store`](retrace_store::Store)
 //!   that goes through it. [`Access`] is the one way a command reaches a store: the
@@ -15,6 +17,8 @@
 
 pub mod api;
 pub mod client;
+pub mod cluster;
+pub mod held;
 pub mod routes;
 pub mod scheduler;
 pub mod server;

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, takes_a_drive};
 use crate::streamed::{Feed, Streams};
 use crate::wire::chain;
 
@@ -87,6 +88,11 @@ pub enum Delivery {
 /// The worker pool.
 pub struct Scheduler {
     store: Arc<dyn Store>,
+    /// What drives append through: `store`, or on a shared store, `store` fenced by this
+    /// worker's leases.
+    drives: Arc<dyn Store>,
+    /// On a shared store: this worker's leases.
+    cluster: Option<Arc<Cluster>>,
     workers: usize,
     permits: Arc<Semaphore>,
     slots: Mutex<HashMap<RunId, Arc<Slot>>>,
@@ -109,8 +115,20 @@ impl std::fmt::Debug for Scheduler {
 impl Scheduler {
     /// A pool driving at most `workers` runs of `store` at once.
     pub fn new(store: Arc<dyn Store>, workers: usize) -> Arc<Self> {
+        Self::build(store, workers, None)
+    }
+
+    /// A pool of one worker among many sharing a PostgreSQL store: each drive holds its
+    /// run's lease and appends through `cluster`'s fenced store.
+    pub fn clustered(store: Arc<dyn Store>, workers: usize, cluster: Arc<Cluster>) -> Arc<Self> {
+        Self::build(store, workers, Some(cluster))
+    }
+
+    fn build(store: Arc<dyn Store>, workers: usize, cluster: Option<Arc<Cluster>>) -> Arc<Self> {
         let workers = workers.max(1);
         Arc::new(Self {
+            drives: cluster.as_ref().map_or_else(|| Arc::clone(&store), |c| c.fenced()),
+            cluster,
             store,
             workers,
             permits: Arc::new(Semaphore::new(workers)),
@@ -180,15 +198,66 @@ impl Scheduler {
         true
     }
 
-    /// Run `f` (which appends to `run`) while no drive holds it; `None` if one does.
+    /// Run `f` (which appends to `run`) while no drive holds it (on a shared store: while
+    /// this worker holds the run's lease); `None` if one does.
     pub fn with_idle<T>(&self, run: &RunId, f: impl FnOnce() -> T) -> Option<T> {
         let slots = self.lock();
         if slots.contains_key(run) {
             return None;
         }
+        if let Some(cluster) = &self.cluster {
+            if !cluster.claim(run) {
+                return None;
+            }
+            let out = f();
+            cluster.release(run);
+            return Some(out);
+        }
         let out = f();
         drop(slots);
         Some(out)
+    }
+
+    /// On a shared store: this worker's part in the cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Free worker slots (runs that could start driving now).
+    pub fn room(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Hand signals other workers left to the drives holding their runs.
+    pub fn deliver_letters(&self, letters: Vec<retrace_store_postgres::Letter>) {
+        let slots = self.lock();
+        for letter in letters {
+            match slots.get(&letter.run) {
+                Some(slot) => {
+                    slot.inbox.post(&letter.name, letter.payload);
+                    slot.again.store(true, Ordering::SeqCst);
+                }
+                None => {
+                    // the drive just ended: back to the inbox, for whoever drives it next
+                    if let Some(cluster) = &self.cluster
+                        && let Err(e) = cluster.post(&letter.run, &letter.name, &letter.payload)
+                    {
+                        tracing::warn!(run = %letter.run.short(), error = %e, "signal lost on its way back to the inbox");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop the drives of runs whose lease this worker lost.
+    pub fn lost(&self, runs: &[RunId]) {
+        let slots = self.lock();
+        for run in runs {
+            tracing::warn!(run = %run.short(), "lease lost; another worker may drive the run now");
+            if let Some(slot) = slots.get(run) {
+                slot.inbox.stop();
+            }
+        }
     }
 
     /// Deliver signal `name` (payload stored as `payload`) to `run`: queued for the drive
@@ -204,7 +273,18 @@ impl Scheduler {
             slot.inbox.post(name, payload);
             return Ok(Delivery::Queued);
         }
-        append_signal(self.store.as_ref(), run, name, payload)?;
+        if let Some(cluster) = &self.cluster {
+            if !cluster.claim(&run) {
+                // another worker drives it: its holder appends the signal at a step boundary
+                cluster.post(&run, name, &payload)?;
+                return Ok(Delivery::Queued);
+            }
+            let appended = append_signal(self.store.as_ref(), run, name, payload);
+            cluster.release(&run);
+            appended?;
+        } else {
+            append_signal(self.store.as_ref(), run, name, payload)?;
+        }
         drop(slots);
         if name == retrace_runtime::inbox::CANCEL {
             self.schedule(run);
@@ -215,27 +295,20 @@ impl Scheduler {
     /// Schedule every run a daemon should take up on start: unfinished, not parked for a
     /// human (unless cancelled), not an eval case, and not a fork nobody continued.
     pub fn resume_unfinished(self: &Arc<Self>) -> Result<Vec<RunId>, retrace_replay::Error> {
-        let mut taken = Vec::new();
-        for info in self.store.runs()? {
-            let own = info.len().saturating_sub(info.own_from());
-            let edited = u64::from(info.meta.get("edited").is_some_and(|e| e == "true"));
-            if info.is_empty()
-                || info.meta.contains_key("eval")
-                || (info.origin.is_some() && own <= edited)
-            {
-                continue;
-            }
-            let state =
-                state_at_head(self.store.as_ref(), &info.id, SnapshotPolicy::default())?.state;
-            let parked = state.is_parked();
-            if state.is_finished() || (parked && state.cancel_requested.is_none()) {
-                continue;
-            }
-            if self.schedule(info.id) {
-                taken.push(info.id);
-            }
-        }
-        Ok(taken)
+        let candidates: Vec<RunId> = match &self.cluster {
+            Some(cluster) => cluster.orphans(self.store.as_ref()),
+            None => self
+                .store
+                .runs()?
+                .iter()
+                .filter(|info| takes_a_drive(self.store.as_ref(), info))
+                .map(|info| info.id)
+                .collect(),
+        };
+        Ok(candidates
+            .into_iter()
+            .filter(|run| self.schedule(*run))
+            .collect())
     }
 
     /// Stop: queued runs are not started, drives stop at their next step (a tool call in
@@ -256,6 +329,14 @@ impl Scheduler {
 
     async fn drive_loop(self: Arc<Self>, run: RunId, slot: Arc<Slot>) {
         loop {
+            if let Some(cluster) = &self.cluster {
+                if !cluster.holds(&run) && !cluster.claim(&run) {
+                    // another worker drives it
+                    self.lock().remove(&run);
+                    break;
+                }
+                self.take_letters(cluster, run, &slot);
+            }
             let permit = tokio::select! {
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
                 () = self.stopping.cancelled() => None,
@@ -278,6 +359,9 @@ impl Scheduler {
                     }
                 }
             }
+            if let Some(cluster) = &self.cluster {
+                self.take_letters(cluster, run, &slot);
+            }
             let mut slots = self.lock();
             go_on &= !self.stopping.is_cancelled()
                 && (slot.again.swap(false, Ordering::SeqCst) || slot.inbox.has_letters());
@@ -286,16 +370,26 @@ impl Scheduler {
                 // them now, while the slot still keeps other writers out
                 self.record_left_over(run, &slot.inbox);
                 slots.remove(&run);
+                if let Some(cluster) = &self.cluster {
+                    cluster.release(&run);
+                }
                 break;
             }
         }
         let _ = self.stops.send(run);
     }
 
+    /// Signals other workers left in the store's inbox for `run`, into its drive's inbox.
+    fn take_letters(&self, cluster: &Cluster, run: RunId, slot: &Slot) {
+        for letter in cluster.letters_of(&run) {
+            slot.inbox.post(&letter.name, letter.payload);
+        }
+    }
+
     fn record_left_over(&self, run: RunId, inbox: &Inbox) {
         for letter in inbox.take() {
             if let EventKind::SignalReceived { name, payload } = letter
-                && let Err(e) = append_signal(self.store.as_ref(), run, &name, payload)
+                && let Err(e) = append_signal(self.drives.as_ref(), run, &name, payload)
             {
                 tracing::warn!(run = %run.short(), signal = %name, error = %e, "signal not recorded");
             }
@@ -303,7 +397,7 @@ impl Scheduler {
     }
 
     async fn drive_once(&self, run: RunId, inbox: &Inbox) -> Result<Stop, String> {
-        let store = self.store.as_ref();
+        let store = self.drives.as_ref();
         let spec = recorded_spec(store, &run).map_err(|e| chain(&e))?;
         let model = provider(&spec).map_err(|e| chain(&e))?;
         let runner = Runner::new(store, spec, model).map_err(|e| chain(&e))?;

@@ -10,6 +10,9 @@ use std::time::Duration;
 use retrace_store::Store;
 use retrace_store_sled::SledStore;
 
+use retrace_store_postgres::{PgStore, Target, is_postgres_url};
+
+use crate::cluster::Cluster;
 use crate::routes::{Daemon, router};
 use crate::scheduler::Scheduler;
 
@@ -21,29 +24,60 @@ pub const TOKEN_FILE: &str = "serve.token";
 /// How to serve.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The store directory.
+    /// The store: a directory, or a `postgres://` URL (password in `PGPASSWORD`) shared
+    /// with other workers.
     pub store: PathBuf,
     /// Runs driven at once, at most.
     pub workers: usize,
     /// Also listen on this loopback address (HTTP, bearer token required).
     pub http: Option<SocketAddr>,
-    /// The token for `http` (default: a fresh random one, written to `serve.token`).
+    /// The token for `http` (default: a fresh random one, written to `serve.token`; on a
+    /// PostgreSQL store, required: workers of one store share it).
     pub token: Option<String>,
     /// How long a shutdown waits for drives to reach a step boundary.
     pub grace: Duration,
+    /// The unix socket (default: `serve.sock` in the store directory; on a PostgreSQL
+    /// store, none unless given).
+    pub socket: Option<PathBuf>,
+    /// On a PostgreSQL store: this worker's name (default `HOST:PID`), as leases record it.
+    pub worker: Option<String>,
+    /// On a PostgreSQL store: how long a run's lease lasts without a renewal. A worker that
+    /// dies loses its runs to the others after this long.
+    pub lease_ttl: Duration,
 }
+
+impl Config {
+    /// Serve `store` with defaults: 16 workers, no HTTP, 30 s grace, 15 s leases.
+    pub fn new(store: impl Into<PathBuf>) -> Self {
+        Self {
+            store: store.into(),
+            workers: 16,
+            http: None,
+            token: None,
+            grace: Duration::from_secs(30),
+            socket: None,
+            worker: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+/// A lease's life without renewal, unless configured.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// What a started daemon listens on.
 #[derive(Clone, Debug)]
 pub struct Started {
-    /// The unix socket.
-    pub socket: PathBuf,
+    /// The unix socket, if any.
+    pub socket: Option<PathBuf>,
     /// The loopback listener, if any.
     pub http: Option<SocketAddr>,
     /// The file holding its token.
     pub token_file: Option<PathBuf>,
     /// Unfinished runs taken up.
     pub resumed: usize,
+    /// On a PostgreSQL store: this worker's name.
+    pub worker: Option<String>,
 }
 
 /// Why the daemon could not start or stop cleanly.
@@ -82,17 +116,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     on_start: impl FnOnce(&Started),
 ) -> Result<(), Error> {
-    let sled = SledStore::open(&config.store)?;
-    retrace_runtime::spec::guard_store(&config.store);
-    let store: Arc<dyn Store> = Arc::new(sled);
-    let socket = socket_path(&config.store);
-    // We hold the store's lock, so a socket file left here belongs to a dead daemon.
-    let _ = std::fs::remove_file(&socket);
-    let unix = tokio::net::UnixListener::bind(&socket).map_err(|source| Error::Listen {
-        what: socket.display().to_string(),
-        source,
-    })?;
-    restrict(&socket)?;
+    let opened = open(&config)?;
+    let store = Arc::clone(&opened.store);
+    let socket = opened.socket.clone();
+    let unix = match &socket {
+        Some(socket) => {
+            // we hold the store (its lock, or our own socket path): a socket file left
+            // here belongs to a dead daemon
+            let _ = std::fs::remove_file(socket);
+            let listener =
+                tokio::net::UnixListener::bind(socket).map_err(|source| Error::Listen {
+                    what: socket.display().to_string(),
+                    source,
+                })?;
+            restrict(socket)?;
+            Some(listener)
+        }
+        None => None,
+    };
     let (tcp, token_file, token) = match config.http {
         Some(addr) => {
             if !addr.ip().is_loopback() {
@@ -106,25 +147,45 @@ pub async fn serve(
                     what: addr.to_string(),
                     source,
                 })?;
-            let token = config
-                .token
-                .clone()
-                .unwrap_or_else(retrace_runtime::entropy::secret_token);
-            let file = config.store.join(TOKEN_FILE);
-            std::fs::write(&file, &token).map_err(|source| Error::Listen {
-                what: file.display().to_string(),
-                source,
-            })?;
-            restrict(&file)?;
-            (Some(listener), Some(file), Some(token))
+            match (&config.token, &opened.dir) {
+                (Some(token), None) => (Some(listener), None, Some(token.clone())),
+                (None, None) => {
+                    return Err(Error::Config(
+                        "--http on a PostgreSQL store needs the API token in RETRACE_API_TOKEN: \
+                         every worker of the store takes the same one"
+                            .into(),
+                    ));
+                }
+                (token, Some(dir)) => {
+                    let token = token
+                        .clone()
+                        .unwrap_or_else(retrace_runtime::entropy::secret_token);
+                    let file = dir.join(TOKEN_FILE);
+                    std::fs::write(&file, &token).map_err(|source| Error::Listen {
+                        what: file.display().to_string(),
+                        source,
+                    })?;
+                    restrict(&file)?;
+                    (Some(listener), Some(file), Some(token))
+                }
+            }
         }
         None => (None, None, None),
     };
-    let scheduler = Scheduler::new(Arc::clone(&store), config.workers);
+    if unix.is_none() && tcp.is_none() {
+        return Err(Error::Config(
+            "a worker on a PostgreSQL store listens on nothing: give --http ADDR or --socket PATH"
+                .into(),
+        ));
+    }
+    let scheduler = match &opened.cluster {
+        Some(cluster) => Scheduler::clustered(Arc::clone(&store), config.workers, Arc::clone(cluster)),
+        None => Scheduler::new(Arc::clone(&store), config.workers),
+    };
     let daemon = Arc::new(Daemon {
         store: Arc::clone(&store),
         scheduler: Arc::clone(&scheduler),
-        dir: config.store.clone(),
+        dir: opened.shown.clone(),
     });
     let resumed = scheduler.resume_unfinished()?.len();
     let stopping = scheduler.stopping();
@@ -143,7 +204,7 @@ pub async fn serve(
         }
         None => None,
     };
-    {
+    if let Some(unix) = unix {
         let app = router(Arc::clone(&daemon), None);
         let stop = stopping.clone();
         servers.push(tokio::spawn(async move {
@@ -152,12 +213,21 @@ pub async fn serve(
                 .await
         }));
     }
-    tracing::info!(socket = %socket.display(), resumed, workers = scheduler.workers(), "serving");
+    let ticking = opened.cluster.as_ref().map(|cluster| {
+        tokio::spawn(crate::cluster::keep(
+            Arc::clone(&scheduler),
+            Arc::clone(cluster),
+            stopping.clone(),
+        ))
+    });
+    let worker = opened.cluster.as_ref().map(|c| c.worker().to_owned());
+    tracing::info!(store = %opened.shown.display(), ?worker, resumed, workers = scheduler.workers(), "serving");
     on_start(&Started {
         socket: socket.clone(),
         http,
         token_file: token_file.clone(),
         resumed,
+        worker,
     });
     shutdown.await;
     tracing::info!("shutting down: stopping drives at their next step");
@@ -168,12 +238,76 @@ pub async fn serve(
     for server in servers {
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
+    if let Some(ticking) = ticking {
+        let _ = ticking.await;
+    }
+    if let Some(cluster) = &opened.cluster {
+        // drives have stopped: the other workers may take these runs at once
+        cluster.release_all();
+    }
     store.flush()?;
-    let _ = std::fs::remove_file(&socket);
+    if let Some(socket) = &socket {
+        let _ = std::fs::remove_file(socket);
+    }
     if let Some(file) = token_file {
         let _ = std::fs::remove_file(file);
     }
     Ok(())
+}
+
+/// The store a daemon serves, and how it is reached.
+struct Opened {
+    store: Arc<dyn Store>,
+    /// The store directory (`None` for PostgreSQL).
+    dir: Option<PathBuf>,
+    /// The store as messages show it (a URL without password).
+    shown: PathBuf,
+    socket: Option<PathBuf>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+fn open(config: &Config) -> Result<Opened, Error> {
+    if let Some(url) = config.store.to_str().filter(|s| is_postgres_url(s)) {
+        let target = Target::parse(url).map_err(|e| Error::Config(e.to_string()))?;
+        let pg = PgStore::connect(&target)?;
+        let worker = config.worker.clone().unwrap_or_else(default_worker);
+        if config.lease_ttl < Duration::from_millis(300) {
+            return Err(Error::Config(format!(
+                "a lease TTL of {:?} is too short to renew in time; give at least 300 ms",
+                config.lease_ttl
+            )));
+        }
+        let cluster = Arc::new(Cluster::new(&pg, &worker, config.lease_ttl));
+        return Ok(Opened {
+            store: Arc::new(pg),
+            dir: None,
+            shown: PathBuf::from(target.to_string()),
+            socket: config.socket.clone(),
+            cluster: Some(cluster),
+        });
+    }
+    let sled = SledStore::open(&config.store)?;
+    retrace_runtime::spec::guard_store(&config.store);
+    Ok(Opened {
+        store: Arc::new(sled),
+        dir: Some(config.store.clone()),
+        shown: config.store.clone(),
+        socket: Some(
+            config
+                .socket
+                .clone()
+                .unwrap_or_else(|| socket_path(&config.store)),
+        ),
+        cluster: None,
+    })
+}
+
+/// `HOST:PID`, the default worker name.
+pub(crate) fn default_worker() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -305,6 +305,26 @@ impl Leases {
         })
     }
 
+    /// Runs with signals waiting and no unexpired lease.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when PostgreSQL fails.
+    pub fn unheard(&self) -> Result<Vec<RunId>> {
+        self.store.wait(|s| async move {
+            let client = s.client().await?;
+            let rows = client
+                .query(
+                    "SELECT DISTINCT i.run FROM retrace_inbox i WHERE NOT EXISTS ( \
+                       SELECT 1 FROM retrace_leases l \
+                       WHERE l.run = i.run AND l.expires_at > clock_timestamp())",
+                    &[],
+                )
+                .await
+                .map_err(backend("reading the inbox"))?;
+            rows.iter().map(|row| run_id(row.get(0))).collect()
+        })
+    }
+
     /// Take (and remove) the signals waiting for any of `runs`, oldest first.
     ///
     /// # Errors

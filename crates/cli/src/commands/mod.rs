@@ -48,7 +48,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workers,
             http,
             grace,
-        } => serve::run(&cli.store, workers, http, grace),
+            socket,
+            worker,
+            lease_ttl,
+        } => serve::run(
+            &cli.store,
+            serve::Options {
+                workers,
+                http,
+                grace,
+                socket,
+                worker,
+                lease_ttl,
+            },
+        ),
         Command::Cancel { run, reason } => signal::cancel(&cli.store, &run, reason.as_deref()),
         Command::Signal {
             run,

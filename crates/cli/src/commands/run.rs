@@ -16,6 +16,7 @@ use retrace_runtime::executor::{Progress, Runner, Stop, recorded_spec};
 use retrace_runtime::model::provider;
 use retrace_runtime::spec::Spec;
 use retrace_serve::api::RunView;
+use retrace_serve::held::Held;
 use retrace_store::Store;
 
 use super::daemon;
@@ -69,28 +70,39 @@ pub fn run(
     }
     let runner = Runner::new(store.as_ref(), spec.clone(), model)?;
     if let [input] = inputs.as_slice() {
-        if !new && let Some(run) = runner.unfinished_run(input)? {
-            println!(
-                "run {run} ({}) of this spec and input is unfinished: resuming it (--new starts another)",
-                spec.name
-            );
-            return drive(store.as_ref(), &runner, run);
-        }
-        let run = new_run_id();
-        runner.start(run, input)?;
-        println!("run {run} ({}) started in {}", spec.name, dir.display());
-        return drive(store.as_ref(), &runner, run);
+        let run = match runner.unfinished_run(input)? {
+            Some(run) if !new => {
+                println!(
+                    "run {run} ({}) of this spec and input is unfinished: resuming it (--new starts another)",
+                    spec.name
+                );
+                run
+            }
+            _ => {
+                let run = new_run_id();
+                runner.start(run, input)?;
+                println!("run {run} ({}) started in {}", spec.name, dir.display());
+                run
+            }
+        };
+        let held = access.hold(run)?;
+        let fenced = held.as_ref().map(Held::store);
+        let drives = fenced.unwrap_or_else(|| Arc::clone(&store));
+        return drive(drives.as_ref(), &runner.on_store(drives.as_ref()), run);
     }
-    drive_many(store.as_ref(), &runner, &inputs, new)
+    let runs = start_many(&runner, &inputs, new)?;
+    let held = runs
+        .iter()
+        .map(|run| access.hold(*run))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fenced = held.iter().flatten().next().map(Held::store);
+    let drives = fenced.unwrap_or_else(|| Arc::clone(&store));
+    drive_many(drives.as_ref(), &runner.on_store(drives.as_ref()), &runs)
 }
 
-/// Several inputs: one run each, driven concurrently; events printed with their run.
-fn drive_many(
-    store: &dyn Store,
-    runner: &Runner<'_>,
-    inputs: &[String],
-    new: bool,
-) -> anyhow::Result<ExitCode> {
+/// Several inputs: one run each (an unfinished one of the same input resumed, unless
+/// `new`), started.
+fn start_many(runner: &Runner<'_>, inputs: &[String], new: bool) -> anyhow::Result<Vec<RunId>> {
     let mut runs = Vec::with_capacity(inputs.len());
     let mut resumed = 0;
     for input in inputs {
@@ -117,6 +129,11 @@ fn drive_many(
         runs.len(),
         runs.len() - resumed
     );
+    Ok(runs)
+}
+
+/// Drive `runs` concurrently; events printed with their run.
+fn drive_many(store: &dyn Store, runner: &Runner<'_>, runs: &[RunId]) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -166,6 +183,9 @@ pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
     if let Some(client) = access.daemon() {
         return daemon::resume(client, run);
     }
+    let held = access.hold(run)?;
+    let fenced = held.as_ref().map(Held::store);
+    let store = fenced.unwrap_or(store);
     let spec = recorded_spec(store.as_ref(), &run)?;
     let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
     println!("run {run} ({}) resumed", spec.name);

@@ -1,39 +1,57 @@
 //! `retrace serve`: run the daemon until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use retrace_serve::server::{Config, serve, terminated};
 
-pub fn run(
-    dir: &Path,
-    workers: usize,
-    http: Option<SocketAddr>,
-    grace: u64,
-) -> anyhow::Result<ExitCode> {
+/// The command line's options.
+pub struct Options {
+    pub workers: usize,
+    pub http: Option<SocketAddr>,
+    pub grace: u64,
+    pub socket: Option<PathBuf>,
+    pub worker: Option<String>,
+    pub lease_ttl: Duration,
+}
+
+pub fn run(store: &Path, options: Options) -> anyhow::Result<ExitCode> {
+    let workers = options.workers;
     let config = Config {
-        store: dir.to_owned(),
         workers,
-        http,
+        http: options.http,
         token: std::env::var("RETRACE_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
-        grace: Duration::from_secs(grace),
+        grace: Duration::from_secs(options.grace),
+        socket: options.socket,
+        worker: options.worker,
+        lease_ttl: options.lease_ttl,
+        ..Config::new(store)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(serve(config, terminated(), |started| {
+        let shown = match &started.worker {
+            Some(worker) => format!("worker {worker} of a shared store"),
+            None => format!("store {}", store.display()),
+        };
         println!(
-            "retrace serve: store {}, {workers} workers, {} unfinished runs taken up",
-            dir.display(),
+            "retrace serve: {shown}, {workers} workers, {} unfinished runs taken up",
             started.resumed
         );
-        println!("listening on {}", started.socket.display());
-        if let (Some(addr), Some(file)) = (started.http, &started.token_file) {
-            println!("and on http://{addr} (bearer token in {})", file.display());
+        if let Some(socket) = &started.socket {
+            println!("listening on {}", socket.display());
+        }
+        match (started.http, &started.token_file) {
+            (Some(addr), Some(file)) => {
+                println!("and on http://{addr} (bearer token in {})", file.display());
+            }
+            (Some(addr), None) => println!("listening on http://{addr} (bearer token from RETRACE_API_TOKEN)"),
+            _ => {}
         }
     }))?;
     println!("retrace serve: stopped");

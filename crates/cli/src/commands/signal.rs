@@ -40,6 +40,9 @@ pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<Exi
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let held = access.hold(run)?;
+    let fenced = held.as_ref().map(retrace_serve::held::Held::store);
+    let store = fenced.unwrap_or(store);
     let payload = store.put_blob(&canonical_json(&json!({"by": user(), "reason": reason})))?;
     append_signal(store.as_ref(), run, CANCEL, payload)?;
     let spec = recorded_spec(store.as_ref(), &run)?;
