@@ -53,6 +53,18 @@ pub enum Error {
     /// The agent's tools or policy could not be set up.
     #[error("cannot set up the agent: {0}")]
     Setup(String),
+    /// The drive's host may no longer act for the run (its hold on it, a lease, lapsed
+    /// while it stalled): the tool call was not started. Another host resumes the run.
+    #[error(
+        "run {run}: tool call {call_id} not started: this process's hold on the run lapsed; \
+         another process resumes the run from its log"
+    )]
+    HoldLapsed {
+        /// The run.
+        run: RunId,
+        /// The call left unstarted (its intent is recorded).
+        call_id: String,
+    },
     /// The tool source refused a call (an eval case whose call has no recorded match);
     /// nothing of the call was recorded.
     #[error("tool call {call_id} ({tool}) refused: {why}")]
@@ -387,7 +399,7 @@ impl<'a> Runner<'a> {
                         idempotent,
                     };
                     // boxed: a tool's future is large, and the drive's holds it only here
-                    Box::pin(self.perform_call(&mut state, journal, progress, call)).await?
+                    Box::pin(self.perform_call(&mut state, journal, progress, inbox, call)).await?
                 }
                 Next::AskApproval { call, reason } => {
                     let args: Value = self.blob_json(run, &call.args)?;
@@ -424,6 +436,7 @@ impl<'a> Runner<'a> {
         state: &mut State,
         journal: &mut Journal,
         progress: &mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&Inbox>,
         call: ToolCall,
     ) -> Result<Vec<EventKind>, Error> {
         let run = journal.run;
@@ -463,6 +476,10 @@ impl<'a> Runner<'a> {
                 && Question::from_args(&self.blob_json(run, &args)?).is_ok() =>
             {
                 Vec::new()
+            }
+            // the last moment to notice a stall: after the intent is durable, before the effect
+            _ if inbox.is_some_and(|inbox| !inbox.may_act()) => {
+                return Err(Error::HoldLapsed { run, call_id });
             }
             _ => vec![self.run_tool(run, state, &call_id, &tool, &args).await?],
         })

@@ -8,6 +8,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use retrace_events::{BlobId, EventKind};
 
@@ -16,13 +17,15 @@ pub const CANCEL: &str = "cancel";
 /// Name of the signal that adds a user's message to the conversation.
 pub const USER_MESSAGE: &str = "user_message";
 
-/// Letters for one run, and its stop flag.
+/// Letters for one run, its stop flag, and how long its host may still act for it.
 #[derive(Debug, Default)]
 pub struct Inbox {
     letters: Mutex<Vec<EventKind>>,
     cancelled: AtomicBool,
     stopping: AtomicBool,
     wake: tokio::sync::Notify,
+    /// After this instant the drive starts no tool call (see [`Inbox::act_before`]).
+    act_before: Mutex<Option<Instant>>,
 }
 
 impl Inbox {
@@ -45,6 +48,25 @@ impl Inbox {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_waiters();
+    }
+
+    /// Let the drive start tool calls only before `deadline`: its host holds the run (a
+    /// lease) until about then, and renews this as it renews the hold. A host stalled past
+    /// it (paused, starved) must not act on a run another host may have taken meanwhile:
+    /// the drive stops instead, before the tool runs ([`Inbox::may_act`]).
+    pub fn act_before(&self, deadline: Instant) {
+        *self
+            .act_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(deadline);
+    }
+
+    /// Whether the drive may start a tool call now (no deadline, or before it).
+    pub fn may_act(&self) -> bool {
+        self.act_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|deadline| Instant::now() < deadline)
     }
 
     /// Whether a stop was asked for.

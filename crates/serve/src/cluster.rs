@@ -50,7 +50,11 @@ impl Cluster {
 
     /// The store, fenced by this worker's leases (for drives).
     pub fn fenced(&self) -> Arc<dyn Store> {
-        Arc::new(self.leases.store().fenced(retrace_store_postgres::Fence::new(self.worker())))
+        Arc::new(
+            self.leases
+                .store()
+                .fenced(retrace_store_postgres::Fence::new(self.worker())),
+        )
     }
 
     /// How often [`Self::tick`] should run.
@@ -64,9 +68,10 @@ impl Cluster {
 
     /// Claim `run`'s lease for a drive; `false` while another worker holds it.
     pub fn claim(&self, run: &RunId) -> bool {
+        let at = Instant::now();
         match self.leases.claim(run) {
             Ok(Some(_)) => {
-                self.held().insert(*run, Instant::now());
+                self.held().insert(*run, at);
                 true
             }
             Ok(None) => false,
@@ -103,9 +108,18 @@ impl Cluster {
         }
     }
 
+    /// Until when a drive of `run` may start tool calls: a quarter of the TTL before its
+    /// lease, last renewed at the instant recorded, may expire (the margin covers the time
+    /// the renewal took to reach PostgreSQL). `None` if this worker does not hold it.
+    pub fn acts_until(&self, run: &RunId) -> Option<Instant> {
+        let ttl = self.leases.ttl();
+        self.held().get(run).map(|at| *at + ttl - ttl / 4)
+    }
+
     /// Renew this worker's leases; returns the runs whose lease is lost.
     pub fn renew(&self) -> Vec<RunId> {
         let runs: Vec<RunId> = self.held().keys().copied().collect();
+        // taken before the renewal is sent: PostgreSQL's expiry is later than this + TTL
         let now = Instant::now();
         match self.leases.renew(&runs) {
             Ok(kept) => {
@@ -172,9 +186,9 @@ impl Cluster {
         if room == 0 {
             return Vec::new();
         }
+        let now = Instant::now();
         match self.leases.claim_expired(room) {
             Ok(claims) => {
-                let now = Instant::now();
                 let mut held = self.held();
                 claims
                     .into_iter()
@@ -264,6 +278,11 @@ pub async fn keep(
             let lost = cluster.renew();
             if !lost.is_empty() {
                 scheduler.lost(&lost);
+            }
+            for run in scheduler.driven() {
+                if let Some(deadline) = cluster.acts_until(&run) {
+                    scheduler.renewed(&[run], deadline);
+                }
             }
             scheduler.deliver_letters(cluster.letters());
             for run in cluster.take_over(scheduler.room()) {

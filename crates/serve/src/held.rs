@@ -2,8 +2,8 @@
 //! store holds the run's lease like a worker does, so that no `retrace serve` worker takes
 //! the run up meanwhile, and appends through a store fenced by that lease.
 
-use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 

@@ -127,7 +127,9 @@ impl Scheduler {
     fn build(store: Arc<dyn Store>, workers: usize, cluster: Option<Arc<Cluster>>) -> Arc<Self> {
         let workers = workers.max(1);
         Arc::new(Self {
-            drives: cluster.as_ref().map_or_else(|| Arc::clone(&store), |c| c.fenced()),
+            drives: cluster
+                .as_ref()
+                .map_or_else(|| Arc::clone(&store), |c| c.fenced()),
             cluster,
             store,
             workers,
@@ -223,6 +225,11 @@ impl Scheduler {
         self.cluster.as_ref()
     }
 
+    /// Runs being driven or waiting for a worker.
+    pub fn driven(&self) -> Vec<RunId> {
+        self.lock().keys().copied().collect()
+    }
+
     /// Free worker slots (runs that could start driving now).
     pub fn room(&self) -> usize {
         self.permits.available_permits()
@@ -245,6 +252,16 @@ impl Scheduler {
                         tracing::warn!(run = %letter.run.short(), error = %e, "signal lost on its way back to the inbox");
                     }
                 }
+            }
+        }
+    }
+
+    /// Let the drives of `runs` act until `deadline` (their leases were renewed).
+    pub fn renewed(&self, runs: &[RunId], deadline: std::time::Instant) {
+        let slots = self.lock();
+        for run in runs {
+            if let Some(slot) = slots.get(run) {
+                slot.inbox.act_before(deadline);
             }
         }
     }
@@ -334,6 +351,9 @@ impl Scheduler {
                     // another worker drives it
                     self.lock().remove(&run);
                     break;
+                }
+                if let Some(deadline) = cluster.acts_until(&run) {
+                    slot.inbox.act_before(deadline);
                 }
                 self.take_letters(cluster, run, &slot);
             }

@@ -179,7 +179,9 @@ pub async fn serve(
         ));
     }
     let scheduler = match &opened.cluster {
-        Some(cluster) => Scheduler::clustered(Arc::clone(&store), config.workers, Arc::clone(cluster)),
+        Some(cluster) => {
+            Scheduler::clustered(Arc::clone(&store), config.workers, Arc::clone(cluster))
+        }
         None => Scheduler::new(Arc::clone(&store), config.workers),
     };
     let daemon = Arc::new(Daemon {

@@ -37,5 +37,5 @@ mod target;
 pub mod testing;
 
 pub use lease::{Claim, Fence, Leases, Letter};
-pub use store::PgStore;
+pub use store::{IDLE_IN_TRANSACTION, PgStore};
 pub use target::{Target, TargetError, is_postgres_url};

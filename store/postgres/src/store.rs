@@ -20,6 +20,9 @@ use crate::target::Target;
 /// A query parameter.
 pub(crate) type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
+/// How long a session may sit idle inside a transaction before the server ends it.
+pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Connections a store keeps open at most.
 const POOL_SIZE: usize = 16;
 
@@ -243,9 +246,18 @@ impl PgStore {
             // sessions commit without waiting for the disk by default (blobs, snapshots:
             // durable with the next synchronous commit, which flushes the write-ahead log
             // up to it); appends and every other acknowledged write commit synchronously
+            // and a session that sits in a transaction for 2 s is ended by the server: its
+            // process stalled (paused, starved) mid-append, and must not keep the run's row
+            // and lease locked, nor commit long after its checks
             let mut sessions = target.config.clone();
             let options = sessions.get_options().unwrap_or("").to_owned();
-            sessions.options(format!("{options} -c synchronous_commit=off").trim());
+            sessions.options(
+                format!(
+                    "{options} -c synchronous_commit=off -c idle_in_transaction_session_timeout={}",
+                    IDLE_IN_TRANSACTION.as_millis()
+                )
+                .trim(),
+            );
             let manager = Manager::from_config(
                 sessions,
                 NoTls,

@@ -50,7 +50,9 @@ pub fn run(store: &Path, options: Options) -> anyhow::Result<ExitCode> {
             (Some(addr), Some(file)) => {
                 println!("and on http://{addr} (bearer token in {})", file.display());
             }
-            (Some(addr), None) => println!("listening on http://{addr} (bearer token from RETRACE_API_TOKEN)"),
+            (Some(addr), None) => {
+                println!("listening on http://{addr} (bearer token from RETRACE_API_TOKEN)")
+            }
             _ => {}
         }
     }))?;
