@@ -192,7 +192,7 @@ impl std::fmt::Debug for Runner<'_> {
 impl<'a> Runner<'a> {
     /// The same runner appending through `store` instead: e.g. a store fenced by the
     /// run's lease, which this process could take only once the run existed.
-    pub fn on_store<'b>(self, store: &'b dyn Store) -> Runner<'b> {
+    pub fn on_store(self, store: &dyn Store) -> Runner<'_> {
         Runner {
             store,
             spec: self.spec,

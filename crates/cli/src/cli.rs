@@ -50,29 +50,7 @@ pub enum Command {
     /// `serve.sock` in the store directory (and optionally loopback HTTP), unfinished runs
     /// taken up on start. Other `retrace` commands then go through it. Stops on
     /// SIGTERM/SIGINT after drives reach a step boundary.
-    Serve {
-        /// Runs driven at once, at most.
-        #[arg(long, default_value_t = 16)]
-        workers: usize,
-        /// Also serve the API over HTTP on this loopback address (e.g. 127.0.0.1:7414),
-        /// with a bearer token (RETRACE_API_TOKEN, or a fresh one written to serve.token).
-        #[arg(long, value_name = "ADDR")]
-        http: Option<std::net::SocketAddr>,
-        /// Seconds a shutdown waits for drives to reach a step boundary.
-        #[arg(long, default_value_t = 30)]
-        grace: u64,
-        /// Listen on this unix socket (default: serve.sock in the store directory; a
-        /// worker on a PostgreSQL store has none unless given).
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
-        /// On a PostgreSQL store: this worker's name in its leases (default HOST:PID).
-        #[arg(long, value_name = "NAME")]
-        worker: Option<String>,
-        /// On a PostgreSQL store: how long a run's lease lasts unrenewed, e.g. `15s` or
-        /// `500ms`; a worker that dies loses its runs to the others after this long.
-        #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
-        lease_ttl: std::time::Duration,
-    },
+    Serve(ServeArgs),
     /// Cancel a run: a recorded `cancel` signal; the run finishes as cancelled (a tool
     /// call in flight finishes first, a model call in flight is dropped).
     Cancel {
@@ -305,4 +283,30 @@ fn run_at(text: &str) -> Result<String, String> {
             "`{text}`: say where, as RUN@SEQ (a run id or prefix, `@`, an event's seq)"
         )),
     }
+}
+
+/// `retrace serve`'s options.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Runs driven at once, at most.
+    #[arg(long, default_value_t = 16)]
+    pub workers: usize,
+    /// Also serve the API over HTTP on this loopback address (e.g. 127.0.0.1:7414),
+    /// with a bearer token (RETRACE_API_TOKEN, or a fresh one written to serve.token).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Seconds a shutdown waits for drives to reach a step boundary.
+    #[arg(long, default_value_t = 30)]
+    pub grace: u64,
+    /// Listen on this unix socket (default: serve.sock in the store directory; a
+    /// worker on a PostgreSQL store has none unless given).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// On a PostgreSQL store: this worker's name in its leases (default HOST:PID).
+    #[arg(long, value_name = "NAME")]
+    pub worker: Option<String>,
+    /// On a PostgreSQL store: how long a run's lease lasts unrenewed, e.g. `15s` or
+    /// `500ms`; a worker that dies loses its runs to the others after this long.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
 }

@@ -113,7 +113,7 @@ impl Cluster {
     /// the renewal took to reach PostgreSQL). `None` if this worker does not hold it.
     pub fn acts_until(&self, run: &RunId) -> Option<Instant> {
         let ttl = self.leases.ttl();
-        self.held().get(run).map(|at| *at + ttl - ttl / 4)
+        self.held().get(run).map(|at| *at + ttl * 3 / 4)
     }
 
     /// Renew this worker's leases; returns the runs whose lease is lost.

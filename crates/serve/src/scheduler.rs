@@ -355,7 +355,7 @@ impl Scheduler {
                 if let Some(deadline) = cluster.acts_until(&run) {
                     slot.inbox.act_before(deadline);
                 }
-                self.take_letters(cluster, run, &slot);
+                Self::take_letters(cluster, run, &slot);
             }
             let permit = tokio::select! {
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
@@ -380,7 +380,7 @@ impl Scheduler {
                 }
             }
             if let Some(cluster) = &self.cluster {
-                self.take_letters(cluster, run, &slot);
+                Self::take_letters(cluster, run, &slot);
             }
             let mut slots = self.lock();
             go_on &= !self.stopping.is_cancelled()
@@ -400,7 +400,7 @@ impl Scheduler {
     }
 
     /// Signals other workers left in the store's inbox for `run`, into its drive's inbox.
-    fn take_letters(&self, cluster: &Cluster, run: RunId, slot: &Slot) {
+    fn take_letters(cluster: &Cluster, run: RunId, slot: &Slot) {
         for letter in cluster.letters_of(&run) {
             slot.inbox.post(&letter.name, letter.payload);
         }

@@ -119,59 +119,8 @@ pub async fn serve(
     let opened = open(&config)?;
     let store = Arc::clone(&opened.store);
     let socket = opened.socket.clone();
-    let unix = match &socket {
-        Some(socket) => {
-            // we hold the store (its lock, or our own socket path): a socket file left
-            // here belongs to a dead daemon
-            let _ = std::fs::remove_file(socket);
-            let listener =
-                tokio::net::UnixListener::bind(socket).map_err(|source| Error::Listen {
-                    what: socket.display().to_string(),
-                    source,
-                })?;
-            restrict(socket)?;
-            Some(listener)
-        }
-        None => None,
-    };
-    let (tcp, token_file, token) = match config.http {
-        Some(addr) => {
-            if !addr.ip().is_loopback() {
-                return Err(Error::Config(format!(
-                    "--http {addr}: only loopback addresses (127.0.0.1, ::1) are served; put a proxy in front for anything else"
-                )));
-            }
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Listen {
-                    what: addr.to_string(),
-                    source,
-                })?;
-            match (&config.token, &opened.dir) {
-                (Some(token), None) => (Some(listener), None, Some(token.clone())),
-                (None, None) => {
-                    return Err(Error::Config(
-                        "--http on a PostgreSQL store needs the API token in RETRACE_API_TOKEN: \
-                         every worker of the store takes the same one"
-                            .into(),
-                    ));
-                }
-                (token, Some(dir)) => {
-                    let token = token
-                        .clone()
-                        .unwrap_or_else(retrace_runtime::entropy::secret_token);
-                    let file = dir.join(TOKEN_FILE);
-                    std::fs::write(&file, &token).map_err(|source| Error::Listen {
-                        what: file.display().to_string(),
-                        source,
-                    })?;
-                    restrict(&file)?;
-                    (Some(listener), Some(file), Some(token))
-                }
-            }
-        }
-        None => (None, None, None),
-    };
+    let unix = socket.as_deref().map(unix_listener).transpose()?;
+    let (tcp, token_file, token) = http_listener(&config, &opened).await?;
     if unix.is_none() && tcp.is_none() {
         return Err(Error::Config(
             "a worker on a PostgreSQL store listens on nothing: give --http ADDR or --socket PATH"
@@ -257,6 +206,70 @@ pub async fn serve(
     Ok(())
 }
 
+/// The unix socket's listener (owner only). We hold the store (its lock, or a socket path
+/// of our own): a socket file left there belongs to a dead daemon.
+fn unix_listener(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|source| Error::Listen {
+        what: socket.display().to_string(),
+        source,
+    })?;
+    restrict(socket)?;
+    Ok(listener)
+}
+
+/// The loopback HTTP listener, if asked for, with its token and the file it is written to.
+async fn http_listener(
+    config: &Config,
+    opened: &Opened,
+) -> Result<
+    (
+        Option<tokio::net::TcpListener>,
+        Option<PathBuf>,
+        Option<String>,
+    ),
+    Error,
+> {
+    Ok(match config.http {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                return Err(Error::Config(format!(
+                    "--http {addr}: only loopback addresses (127.0.0.1, ::1) are served; put a proxy in front for anything else"
+                )));
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    what: addr.to_string(),
+                    source,
+                })?;
+            match (&config.token, &opened.dir) {
+                (Some(token), None) => (Some(listener), None, Some(token.clone())),
+                (None, None) => {
+                    return Err(Error::Config(
+                        "--http on a PostgreSQL store needs the API token in RETRACE_API_TOKEN: \
+                         every worker of the store takes the same one"
+                            .into(),
+                    ));
+                }
+                (token, Some(dir)) => {
+                    let token = token
+                        .clone()
+                        .unwrap_or_else(retrace_runtime::entropy::secret_token);
+                    let file = dir.join(TOKEN_FILE);
+                    std::fs::write(&file, &token).map_err(|source| Error::Listen {
+                        what: file.display().to_string(),
+                        source,
+                    })?;
+                    restrict(&file)?;
+                    (Some(listener), Some(file), Some(token))
+                }
+            }
+        }
+        None => (None, None, None),
+    })
+}
+
 /// The store a daemon serves, and how it is reached.
 struct Opened {
     store: Arc<dyn Store>,
@@ -307,8 +320,7 @@ fn open(config: &Config) -> Result<Opened, Error> {
 /// `HOST:PID`, the default worker name.
 pub(crate) fn default_worker() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
+        .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
     format!("{host}:{}", std::process::id())
 }
 

@@ -118,7 +118,7 @@ mod tests {
     fn blobs_round_trip_through_both_codecs() {
         let text = "the agent said hello ".repeat(100).into_bytes();
         let noise: Vec<u8> = (0..4096u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
             .collect();
         for bytes in [text, noise, b"short".to_vec(), Vec::new()] {
             let id = BlobId::of(&bytes);

@@ -10,7 +10,7 @@ refinery::embed_migrations!("migrations");
 
 /// Key of the advisory lock held while migrating (any constant shared by all retrace
 /// processes; "retrace" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7265_7472_6163_65;
+const MIGRATION_LOCK: i64 = 0x0072_6574_7261_6365;
 
 /// Bring the schema in the connection's `search_path` up to date, creating the schema
 /// itself when it is missing. Returns the schema's name.
@@ -21,33 +21,32 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<String> {
         .await
         .map_err(backend("reading the current schema"))?
         .get(0);
-    let schema = match schema {
-        Some(schema) => schema,
-        None => {
-            // search_path names a schema that does not exist yet: create the first one
-            let wanted: String = client
-                .query_one("SELECT current_setting('search_path')", &[])
-                .await
-                .map_err(backend("reading search_path"))?
-                .get(0);
-            let first = wanted
-                .split(',')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"')
-                .to_owned();
-            if first.is_empty() || first.starts_with('$') {
-                return Err(Error::Corrupt {
-                    what: format!("search_path `{wanted}` names no schema to create the store in"),
-                });
-            }
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&first)))
-                .await
-                .map_err(backend("creating the store's schema"))?;
-            first
+    let schema = if let Some(schema) = schema {
+        schema
+    } else {
+        // search_path names a schema that does not exist yet: create the first one
+        let wanted: String = client
+            .query_one("SELECT current_setting('search_path')", &[])
+            .await
+            .map_err(backend("reading search_path"))?
+            .get(0);
+        let first = wanted
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"')
+            .to_owned();
+        if first.is_empty() || first.starts_with('$') {
+            return Err(Error::Corrupt {
+                what: format!("search_path `{wanted}` names no schema to create the store in"),
+            });
         }
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&first)))
+            .await
+            .map_err(backend("creating the store's schema"))?;
+        first
     };
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])

@@ -60,7 +60,7 @@ impl Shared {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend(op))?;
         let statement = tx.prepare_cached(sql).await.map_err(backend(op))?;
-        let (_, rows) = futures::try_join!(
+        let ((), rows) = futures::try_join!(
             tx.batch_execute("SET LOCAL synchronous_commit = on"),
             tx.query(&statement, params),
         )
@@ -149,7 +149,7 @@ impl Shared {
         let run_bytes = run.as_bytes().as_slice();
         // acknowledged only once on disk, whatever the server's default says
         let lock_params: [Param<'_>; 1] = [&run_bytes];
-        let (_, row) = futures::try_join!(
+        let ((), row) = futures::try_join!(
             tx.batch_execute("SET LOCAL synchronous_commit = on"),
             tx.query_opt(&lock, &lock_params),
         )

@@ -144,7 +144,7 @@ async fn catch_up(shared: &Shared, run: RunId) {
         Ok(events) if !events.is_empty() => shared.tail.publish(run, events),
         Ok(_) => {}
         Err(e) => {
-            tracing::warn!(run = %run.short(), error = %e, "live tail cannot read new events")
+            tracing::warn!(run = %run.short(), error = %e, "live tail cannot read new events");
         }
     }
 }

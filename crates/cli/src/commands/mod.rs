@@ -44,24 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             new,
             detach,
         ),
-        Command::Serve {
-            workers,
-            http,
-            grace,
-            socket,
-            worker,
-            lease_ttl,
-        } => serve::run(
-            &cli.store,
-            serve::Options {
-                workers,
-                http,
-                grace,
-                socket,
-                worker,
-                lease_ttl,
-            },
-        ),
+        Command::Serve(args) => serve::run(&cli.store, args),
         Command::Cancel { run, reason } => signal::cancel(&cli.store, &run, reason.as_deref()),
         Command::Signal {
             run,

@@ -1,23 +1,14 @@
 //! `retrace serve`: run the daemon until SIGTERM or SIGINT.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use retrace_serve::server::{Config, serve, terminated};
 
-/// The command line's options.
-pub struct Options {
-    pub workers: usize,
-    pub http: Option<SocketAddr>,
-    pub grace: u64,
-    pub socket: Option<PathBuf>,
-    pub worker: Option<String>,
-    pub lease_ttl: Duration,
-}
+use crate::cli::ServeArgs;
 
-pub fn run(store: &Path, options: Options) -> anyhow::Result<ExitCode> {
+pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
     let workers = options.workers;
     let config = Config {
         workers,
@@ -51,7 +42,7 @@ pub fn run(store: &Path, options: Options) -> anyhow::Result<ExitCode> {
                 println!("and on http://{addr} (bearer token in {})", file.display());
             }
             (Some(addr), None) => {
-                println!("listening on http://{addr} (bearer token from RETRACE_API_TOKEN)")
+                println!("listening on http://{addr} (bearer token from RETRACE_API_TOKEN)");
             }
             _ => {}
         }
