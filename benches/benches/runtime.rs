@@ -13,12 +13,10 @@
 use std::io::Write;
 use std::time::Instant;
 
-use retrace_benches::{Samples, bench_dir, dir_size};
+use retrace_benches::{Samples, bench_dir, dir_size, drive_steps, step_agent};
 use retrace_events::RunId;
-use retrace_providers::{Cassette, Scripted, ScriptedReply, ToolCall};
 use retrace_replay::{SnapshotPolicy, state_at_head};
-use retrace_runtime::executor::{Progress, Runner, Stop};
-use retrace_runtime::spec::Spec;
+use retrace_runtime::executor::Runner;
 use retrace_store_sled::SledStore;
 
 /// The floor: median time to make 1 KiB durable on this filesystem, written the cheapest
@@ -62,72 +60,16 @@ fn main() {
         dir.path().display()
     );
     for n in steps {
-        let agent = dir.path().join(format!("agent-{n}"));
-        std::fs::create_dir_all(agent.join("ws")).expect("mkdir");
-        // each tool result is ~1 KiB: fs.read of its own 1 KiB file; each reply ~1 KiB of
-        // text. All of it distinct prose-like text, so nothing is shared or trivially small.
-        std::fs::create_dir_all(agent.join("ws/pages")).expect("mkdir");
-        for i in 0..n / 2 {
-            std::fs::write(
-                agent.join(format!("ws/pages/{i}.txt")),
-                prose(2 * i as u64, 960),
-            )
-            .expect("write");
-        }
-        let spec_text = "name = \"bench\"\nsystem = \"bench\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\n\
-                         name = \"bench\"\ncassette = \"unused.json\"\n[tools]\nallow = [\"fs.read\"]\n";
-        let spec = Spec::parse(&agent.join("agent.toml"), spec_text).expect("spec");
-        // n steps = n/2 model replies that each call fs.read, then a final reply
-        let replies = (0..n / 2)
-            .map(|i| ScriptedReply {
-                text: format!("step {i}: {}", prose(2 * i as u64 + 1, 1000)),
-                tool_calls: vec![ToolCall {
-                    id: format!("c{i}"),
-                    name: "fs.read".into(),
-                    arguments: serde_json::json!({"path": format!("pages/{i}.txt")}),
-                }],
-                ..ScriptedReply::default()
-            })
-            .chain(std::iter::once(ScriptedReply {
-                text: "done".into(),
-                ..ScriptedReply::default()
-            }))
-            .collect();
-        let provider = Scripted::new("bench", Cassette { replies });
+        let (spec, provider) = step_agent(&dir.path().join(format!("agent-{n}")), n);
         let store_dir = dir.path().join(format!("store-{n}"));
         let store = SledStore::open(&store_dir).expect("store");
         let runner = Runner::new(&store, spec, Box::new(provider)).expect("runner");
         let run = RunId::from_bytes([1; 16]);
         runner.start(run, "bench").expect("start");
 
-        // time between successive outcome events = one step (a reply or a tool result)
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let mut last = Instant::now();
-        let mut per_step = Samples::default();
-        let (mut replies, mut results) = (Samples::default(), Samples::default());
         let syncs_before = store.syncs();
         let started = Instant::now();
-        let stop = runtime.block_on(runner.drive(run, &mut |p| {
-            if let Progress::Appended(e) = p
-                && matches!(e.kind.name(), "model_responded" | "tool_returned")
-            {
-                let took = last.elapsed();
-                per_step.push(took);
-                if e.kind.name() == "model_responded" {
-                    replies.push(took);
-                } else {
-                    results.push(took);
-                }
-                last = Instant::now();
-            }
-        }));
-        assert_eq!(
-            stop.expect("drive"),
-            Stop::Finished(retrace_events::Outcome::Succeeded)
-        );
+        let timed = drive_steps(&runner, run);
         let total = started.elapsed();
         let syncs = (store.syncs() - syncs_before) as f64 / n as f64;
         drop(runner);
@@ -143,7 +85,7 @@ fn main() {
             resume.push(t.elapsed());
             assert!(state.state.is_finished());
         }
-        let median = per_step.median_ms();
+        let median = timed.per_step.median_ms();
         println!(
             "N = {n:>6}: {median:.3} ms per step (median; {:.1} s in all), {syncs:.2} fsyncs per step, \
              {:.3} ms per step beyond them, {bytes:.0} bytes on disk per step; open + state at head {:.1} ms\n    \
@@ -151,72 +93,8 @@ fn main() {
             total.as_secs_f64(),
             (median - syncs * fsync).max(0.0),
             resume.median_ms(),
-            replies.median_ms(),
-            results.median_ms(),
+            timed.replies.median_ms(),
+            timed.results.median_ms(),
         );
     }
-}
-
-/// About `bytes` of deterministic English-like text, different for every `seed`.
-fn prose(seed: u64, bytes: usize) -> String {
-    const WORDS: [&str; 48] = [
-        "the",
-        "model",
-        "reads",
-        "a",
-        "file",
-        "and",
-        "then",
-        "writes",
-        "summary",
-        "of",
-        "its",
-        "findings",
-        "into",
-        "workspace",
-        "while",
-        "checking",
-        "each",
-        "function",
-        "for",
-        "errors",
-        "tests",
-        "pass",
-        "after",
-        "change",
-        "review",
-        "shows",
-        "two",
-        "issues",
-        "in",
-        "parser",
-        "module",
-        "which",
-        "handles",
-        "input",
-        "from",
-        "users",
-        "next",
-        "step",
-        "is",
-        "to",
-        "refactor",
-        "code",
-        "so",
-        "that",
-        "it",
-        "stays",
-        "clear",
-        "fast",
-    ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = String::with_capacity(bytes + 16);
-    while out.len() < bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.push_str(WORDS[(x % 48) as usize]);
-        out.push(if x.is_multiple_of(11) { '\n' } else { ' ' });
-    }
-    out
 }

@@ -109,3 +109,148 @@ pub fn write_run(store: &dyn Store, run: RunId, len: u64) {
         );
     }
 }
+
+/// The runtime bench's agent in `dir`: `n` steps alternating a ~1 KiB model reply and a
+/// ~1 KiB tool result (each `fs.read` of its own file), all distinct prose-like text; the
+/// spec and its scripted model.
+pub fn step_agent(
+    dir: &std::path::Path,
+    n: usize,
+) -> (retrace_runtime::spec::Spec, retrace_providers::Scripted) {
+    use retrace_providers::{Cassette, Scripted, ScriptedReply, ToolCall};
+    std::fs::create_dir_all(dir.join("ws/pages")).expect("mkdir");
+    for i in 0..n / 2 {
+        std::fs::write(
+            dir.join(format!("ws/pages/{i}.txt")),
+            prose(2 * i as u64, 960),
+        )
+        .expect("write");
+    }
+    let spec_text = "name = \"bench\"\nsystem = \"bench\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\n\
+                     name = \"bench\"\ncassette = \"unused.json\"\n[tools]\nallow = [\"fs.read\"]\n";
+    let spec =
+        retrace_runtime::spec::Spec::parse(&dir.join("agent.toml"), spec_text).expect("spec");
+    // n steps = n/2 model replies that each call fs.read, then a final reply
+    let replies = (0..n / 2)
+        .map(|i| ScriptedReply {
+            text: format!("step {i}: {}", prose(2 * i as u64 + 1, 1000)),
+            tool_calls: vec![ToolCall {
+                id: format!("c{i}"),
+                name: "fs.read".into(),
+                arguments: serde_json::json!({"path": format!("pages/{i}.txt")}),
+            }],
+            ..ScriptedReply::default()
+        })
+        .chain(std::iter::once(ScriptedReply {
+            text: "done".into(),
+            ..ScriptedReply::default()
+        }))
+        .collect();
+    (spec, Scripted::new("bench", Cassette { replies }))
+}
+
+/// Times of a drive's steps: each the time from one outcome event (a reply or a tool
+/// result) being durable to the next.
+#[derive(Debug, Default)]
+pub struct StepTimes {
+    /// Every step.
+    pub per_step: Samples,
+    /// Steps ending in a model reply.
+    pub replies: Samples,
+    /// Steps ending in a tool result.
+    pub results: Samples,
+}
+
+/// Drive `run` (started) to its successful end, timing each step.
+pub fn drive_steps(runner: &retrace_runtime::executor::Runner<'_>, run: RunId) -> StepTimes {
+    use retrace_runtime::executor::{Progress, Stop};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut last = std::time::Instant::now();
+    let mut times = StepTimes::default();
+    let stop = runtime.block_on(runner.drive(run, &mut |p| {
+        if let Progress::Appended(e) = p
+            && matches!(e.kind.name(), "model_responded" | "tool_returned")
+        {
+            let took = last.elapsed();
+            times.per_step.push(took);
+            if e.kind.name() == "model_responded" {
+                times.replies.push(took);
+            } else {
+                times.results.push(took);
+            }
+            last = std::time::Instant::now();
+        }
+    }));
+    assert_eq!(
+        stop.expect("drive"),
+        Stop::Finished(retrace_events::Outcome::Succeeded)
+    );
+    times
+}
+
+/// About `bytes` of deterministic English-like text, different for every `seed`.
+pub fn prose(seed: u64, bytes: usize) -> String {
+    const WORDS: [&str; 48] = [
+        "the",
+        "model",
+        "reads",
+        "a",
+        "file",
+        "and",
+        "then",
+        "writes",
+        "summary",
+        "of",
+        "its",
+        "findings",
+        "into",
+        "workspace",
+        "while",
+        "checking",
+        "each",
+        "function",
+        "for",
+        "errors",
+        "tests",
+        "pass",
+        "after",
+        "change",
+        "review",
+        "shows",
+        "two",
+        "issues",
+        "in",
+        "parser",
+        "module",
+        "which",
+        "handles",
+        "input",
+        "from",
+        "users",
+        "next",
+        "step",
+        "is",
+        "to",
+        "refactor",
+        "code",
+        "so",
+        "that",
+        "it",
+        "stays",
+        "clear",
+        "fast",
+    ];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = String::with_capacity(bytes + 16);
+    while out.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(WORDS[(x % 48) as usize]);
+        out.push(if x.is_multiple_of(11) { '\n' } else { ' ' });
+    }
+    out
+}

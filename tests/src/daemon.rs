@@ -18,11 +18,15 @@ pub struct Served {
 impl Served {
     /// Serve the store in `dir` with `workers` workers; returns once it listens.
     pub fn start(dir: &Path, workers: usize) -> Self {
-        let config = Config {
+        Self::with_config(Config {
             workers,
             grace: Duration::from_secs(10),
             ..Config::new(dir)
-        };
+        })
+    }
+
+    /// Serve as `config` says (it must listen on a unix socket); returns once it listens.
+    pub fn with_config(config: Config) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, socket) = std::sync::mpsc::channel::<PathBuf>();
         let thread = std::thread::spawn(move || {
@@ -38,7 +42,7 @@ impl Served {
                         let _ = stopped.await;
                     },
                     |started| {
-                        let _ = ready.send(started.socket.clone().expect("a store dir's socket"));
+                        let _ = ready.send(started.socket.clone().expect("a unix socket"));
                     },
                 ))
                 .expect("serve");

@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The documents checked; `every_guide_is_checked` keeps this list complete.
-const GUIDES: [&str; 9] = [
+const GUIDES: [&str; 10] = [
     "cli.md",
     "concepts.md",
     "context.md",
@@ -36,14 +36,19 @@ const GUIDES: [&str; 9] = [
     "getting-started.md",
     "inspector.md",
     "providers.md",
+    "scaling-out.md",
     "serve.md",
     "tools.md",
 ];
 
 /// Programs that build or test the repository or install toolchains, with why they are not
 /// run here.
-const NOT_RUN_PROGRAMS: [(&str, &str); 4] = [
+const NOT_RUN_PROGRAMS: [(&str, &str); 5] = [
     ("cargo", "builds or tests the repository (CI runs it)"),
+    (
+        ".ci/with-postgres",
+        "runs the test suite beside a PostgreSQL cluster (CI runs it)",
+    ),
     ("bash", "runs CI itself"),
     ("rustup", "installs a toolchain"),
     ("npm", "installs Node packages"),
@@ -94,6 +99,11 @@ fn guide_inspector() {
 #[test]
 fn guide_providers() {
     check("docs/guide/providers.md");
+}
+
+#[test]
+fn guide_scaling_out() {
+    check("docs/guide/scaling-out.md");
 }
 
 #[test]

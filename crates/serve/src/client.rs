@@ -640,10 +640,10 @@ impl Store for RemoteStore {
     }
 
     fn snapshot_ids(&self) -> retrace_store::Result<Vec<EventId>> {
-        Err(retrace_store::Error::Remote {
-            message: "snapshots cannot be listed through retrace serve; stop it to copy the store"
-                .into(),
-        })
+        match self.call(&Call::SnapshotIds)? {
+            Reply::EventIds(ids) => Ok(ids),
+            other => Err(unexpected(&other)),
+        }
     }
 
     fn subscribe(&self, run: &RunId) -> retrace_store::Result<Subscription> {

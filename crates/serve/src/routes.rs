@@ -840,5 +840,6 @@ fn execute(d: &Daemon, call: Call) -> Result<Reply, WireError> {
             Reply::Done
         }
         Call::Stats => Reply::Stats(wire::stats_to_wire(store.stats()?)),
+        Call::SnapshotIds => Reply::EventIds(store.snapshot_ids()?),
     })
 }

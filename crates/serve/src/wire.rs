@@ -49,6 +49,7 @@ pub enum Call {
     Snapshot(EventId),
     Flush,
     Stats,
+    SnapshotIds,
 }
 
 /// What a [`Call`] returns.
@@ -65,6 +66,7 @@ pub enum Reply {
     Bytes(Option<Vec<u8>>),
     Done,
     Stats([u64; 6]),
+    EventIds(Vec<EventId>),
 }
 
 /// A store error as it crosses the wire: the kinds callers act on keep their shape, the

@@ -16,6 +16,23 @@ const MIGRATION_LOCK: i64 = 0x0072_6574_7261_6365;
 /// itself when it is missing. Returns the schema's name.
 pub(crate) async fn migrate(client: &mut Client) -> Result<String> {
     let backend = |op| move |e: tokio_postgres::Error| Error::backend(op, e);
+    // held from before the schema is looked for: `CREATE SCHEMA IF NOT EXISTS` is not safe
+    // against itself in two sessions at once
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(backend("waiting for the migration lock"))?;
+    let migrated = migrate_locked(client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let schema = migrated?;
+    unlocked.map_err(backend("releasing the migration lock"))?;
+    Ok(schema)
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<String> {
+    let backend = |op| move |e: tokio_postgres::Error| Error::backend(op, e);
     let schema: Option<String> = client
         .query_one("SELECT current_schema()", &[])
         .await
@@ -48,21 +65,13 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<String> {
             .map_err(backend("creating the store's schema"))?;
         first
     };
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(backend("waiting for the migration lock"))?;
     // a schema a newer retrace migrated further (or one edited by hand) is refused, not used
     let report = migrations::runner()
         .set_abort_divergent(true)
         .set_abort_missing(true)
         .run_async(client)
         .await;
-    let unlocked = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
     let report = report.map_err(|e| Error::backend("migrating the schema", e))?;
-    unlocked.map_err(backend("releasing the migration lock"))?;
     for applied in report.applied_migrations() {
         tracing::info!(schema = %schema, migration = %applied, "schema migrated");
     }

@@ -18,7 +18,9 @@ fn fresh(test: &str) -> Option<(Schema, PgStore)> {
 
 fn new_run(store: &PgStore, n: u64) -> RunId {
     let run = run_id(n);
-    store.create_run(NewRun::new(run, Timestamp(n))).expect("create a run");
+    store
+        .create_run(NewRun::new(run, Timestamp(n)))
+        .expect("create a run");
     run
 }
 
