@@ -17,13 +17,11 @@
 #![allow(clippy::cast_precision_loss)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use retrace_benches::{Samples, bench_dir, drive_steps, env_u64, step_agent};
+use retrace_benches::{Samples, bench_dir, drive_steps, env_u64, now_ms, step_agent, submit_runs};
 use retrace_events::{EventKind, RunId};
 use retrace_runtime::executor::Runner;
-use retrace_serve::api::Submit;
 use retrace_serve::server::Config;
 use retrace_store::Store;
 use retrace_store_postgres::testing::Schema;
@@ -35,16 +33,6 @@ const RUNS: usize = 300;
 const WORKERS: usize = 3;
 const STEPS: usize = 4;
 const SUBMITTERS: usize = 8;
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms")
-}
 
 fn steps(dir: &Path, n: usize, store: &dyn Store) -> Samples {
     let (spec, provider) = step_agent(dir, n);
@@ -77,40 +65,6 @@ fn agent(dir: &Path) -> serde_json::Value {
     .expect("spec");
     let spec = retrace_runtime::spec::Spec::load(&spec_path).expect("spec");
     serde_json::from_slice(&spec.to_canonical_bytes()).expect("spec json")
-}
-
-/// Submit RUNS runs spread over `daemons` from SUBMITTERS threads each; each with the time
-/// it was submitted.
-fn submit_all(daemons: &[&Served], spec: &serde_json::Value) -> Vec<(RunId, u64)> {
-    let submitted: Arc<Mutex<Vec<(RunId, u64)>>> = Arc::default();
-    let per = RUNS / daemons.len();
-    std::thread::scope(|s| {
-        for (d, daemon) in daemons.iter().enumerate() {
-            for t in 0..SUBMITTERS {
-                let client = daemon.client();
-                let submitted = Arc::clone(&submitted);
-                s.spawn(move || {
-                    for i in (t..per).step_by(SUBMITTERS) {
-                        let at = now_ms();
-                        let answer = client
-                            .submit(&Submit {
-                                spec: Some(spec.clone()),
-                                spec_path: None,
-                                input: format!("task {d}-{i}"),
-                                new: true,
-                            })
-                            .expect("submit");
-                        let run: RunId = answer.run.parse().expect("run id");
-                        submitted.lock().expect("lock").push((run, at));
-                    }
-                });
-            }
-        }
-    });
-    Arc::try_unwrap(submitted)
-        .expect("threads done")
-        .into_inner()
-        .expect("lock")
 }
 
 /// Wait until every run finished; then report.
@@ -215,7 +169,8 @@ fn main() {
         })
         .collect();
     let first = now_ms();
-    let submitted = submit_all(&workers.iter().collect::<Vec<_>>(), &spec);
+    let clients: Vec<_> = workers.iter().map(Served::client).collect();
+    let submitted = submit_runs(&clients, RUNS, SUBMITTERS, &spec);
     let pg = schema.store();
     report("PostgreSQL, 3 workers × 100", &pg, &submitted, first);
     drop(workers);
@@ -223,7 +178,7 @@ fn main() {
     let local = dir.path().join("store");
     let daemon = Served::start(&local, RUNS);
     let first = now_ms();
-    let submitted = submit_all(&[&daemon], &spec);
+    let submitted = submit_runs(&[daemon.client()], RUNS, SUBMITTERS, &spec);
     let remote = retrace_serve::RemoteStore::new(daemon.client());
     report("embedded, 1 daemon × 300", &remote, &submitted, first);
 }

@@ -5,12 +5,11 @@
 //! clients share this process; the clients hold little).
 //! `cargo bench -p retrace-benches --bench serve`.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use retrace_events::{EventKind, RunId};
+use retrace_benches::{now_ms, submit_runs};
+use retrace_events::EventKind;
 use retrace_serve::RemoteStore;
-use retrace_serve::api::Submit;
 use retrace_store::Store;
 use retrace_tests::daemon::Served;
 use serde_json::json;
@@ -18,16 +17,6 @@ use serde_json::json;
 const RUNS: usize = 1_000;
 const CLIENTS: usize = 32;
 const WORKERS: usize = 16;
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms")
-}
 
 /// Peak resident set of this process (kB), from /proc.
 fn peak_rss_kb() -> u64 {
@@ -72,36 +61,6 @@ fn agent(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&spec.to_canonical_bytes()).expect("spec json")
 }
 
-/// Submit every run from `CLIENTS` threads: each run with the time it was submitted.
-fn submit_all(client: &retrace_serve::Client, spec: &serde_json::Value) -> Vec<(RunId, u64)> {
-    let submitted: Arc<Mutex<Vec<(RunId, u64)>>> = Arc::default();
-    std::thread::scope(|s| {
-        for c in 0..CLIENTS {
-            let client = client.clone();
-            let submitted = Arc::clone(&submitted);
-            s.spawn(move || {
-                for i in (c..RUNS).step_by(CLIENTS) {
-                    let at = now_ms();
-                    let answer = client
-                        .submit(&Submit {
-                            spec: Some(spec.clone()),
-                            spec_path: None,
-                            input: format!("task {i}"),
-                            new: true,
-                        })
-                        .expect("submit");
-                    let run: RunId = answer.run.parse().expect("run id");
-                    submitted.lock().expect("lock").push((run, at));
-                }
-            });
-        }
-    });
-    Arc::try_unwrap(submitted)
-        .expect("threads done")
-        .into_inner()
-        .expect("lock")
-}
-
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = agent(dir.path());
@@ -110,7 +69,7 @@ fn main() {
     let rss_idle = peak_rss_kb();
     let began = Instant::now();
     let first_submit = now_ms();
-    let submitted = submit_all(&client, &spec);
+    let submitted = submit_runs(std::slice::from_ref(&client), RUNS, CLIENTS, &spec);
     let submit_took = began.elapsed();
     // done when no run is active any more
     loop {

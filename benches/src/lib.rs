@@ -254,3 +254,49 @@ pub fn prose(seed: u64, bytes: usize) -> String {
     }
     out
 }
+
+/// Milliseconds since the Unix epoch (what event timestamps hold).
+pub fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+/// Submit `runs` runs of `spec` (new ones, inputs `task N`), spread evenly over `clients`,
+/// from `threads` threads per client; each run with the time it was submitted (ms).
+pub fn submit_runs(
+    clients: &[retrace_serve::Client],
+    runs: usize,
+    threads: usize,
+    spec: &serde_json::Value,
+) -> Vec<(RunId, u64)> {
+    let submitted = std::sync::Mutex::new(Vec::with_capacity(runs));
+    let per = runs / clients.len();
+    std::thread::scope(|s| {
+        for (c, client) in clients.iter().enumerate() {
+            for t in 0..threads {
+                let submitted = &submitted;
+                s.spawn(move || {
+                    for i in (t..per).step_by(threads) {
+                        let at = now_ms();
+                        let answer = client
+                            .submit(&retrace_serve::api::Submit {
+                                spec: Some(spec.clone()),
+                                spec_path: None,
+                                input: format!("task {}", c * per + i),
+                                new: true,
+                            })
+                            .expect("submit");
+                        let run: RunId = answer.run.parse().expect("run id");
+                        submitted.lock().expect("lock").push((run, at));
+                    }
+                });
+            }
+        }
+    });
+    submitted.into_inner().expect("lock")
+}

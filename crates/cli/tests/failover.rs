@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{ok, text};
+use common::{line, ok, resolve_append, text};
 use retrace_serve::Client;
 use retrace_serve::api::Submit;
 use retrace_store_postgres::testing::Schema;
@@ -28,10 +28,6 @@ const RUNS: usize = 50;
 const STEPS: usize = 12;
 const TTL: Duration = Duration::from_secs(3);
 const TOKEN: &str = "failover-test-token";
-
-fn line(i: usize) -> String {
-    format!("line {i:04}\n")
-}
 
 /// Agent `k`: its own workspace; a cassette of one `fs.append` per step, then an answer.
 fn agent(dir: &Path, k: usize) -> PathBuf {
@@ -172,38 +168,6 @@ fn lines_written(specs: &[PathBuf]) -> usize {
         .sum()
 }
 
-/// Settle a call in doubt as an operator would: is its line at the end of the file?
-fn resolve(store: &Path, spec: &Path, run: &str, call_id: &str) -> &'static str {
-    let i: usize = call_id
-        .strip_prefix("call-")
-        .and_then(|n| n.parse().ok())
-        .expect("call id");
-    let written =
-        std::fs::read_to_string(spec.with_file_name("ws").join("log.txt")).unwrap_or_default();
-    if written.ends_with(&line(i)) {
-        let result = spec.with_file_name("result.json");
-        std::fs::write(
-            &result,
-            json!({"path": "log.txt", "bytes_appended": line(i).len()}).to_string(),
-        )
-        .expect("write result");
-        ok(
-            store,
-            &[
-                "resolve",
-                run,
-                call_id,
-                "--skip-with",
-                result.to_str().expect("utf-8"),
-            ],
-        );
-        "skip"
-    } else {
-        ok(store, &["resolve", run, call_id, "--retry"]);
-        "retry"
-    }
-}
-
 /// The reference: every agent once, uninterrupted, on the same workers; their final state
 /// hashes. The files are emptied after.
 fn reference(store: &Path, workers: &[Worker], specs: &[PathBuf], expected: &str) -> Vec<String> {
@@ -269,7 +233,13 @@ fn until_all_end(
                 {
                     let k = runs.iter().position(|r| r == run).expect("ours");
                     let call = status["call_id"].as_str().expect("call id");
-                    resolve(store, &specs[k], run, call);
+                    resolve_append(
+                        store,
+                        &specs[k].with_file_name("ws").join("log.txt"),
+                        run,
+                        call,
+                        |i| json!({"path": "log.txt", "bytes_appended": line(i).len()}),
+                    );
                     resolved.insert(run.clone());
                 }
                 _ => {}

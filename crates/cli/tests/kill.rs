@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::the_run;
+use common::{line, resolve_append, the_run};
 use retrace_replay::testkit::Rng;
 use serde_json::{Value, json};
 
@@ -84,10 +84,6 @@ fn lines(log: &Path) -> usize {
         .count()
 }
 
-fn line(i: usize) -> String {
-    format!("line {i:04}\n")
-}
-
 /// The agent: a cassette of one reply per step, each asking to append line `i`, then an
 /// answer.
 fn agent(dir: &Path, appender: Appender) -> PathBuf {
@@ -138,33 +134,6 @@ fn state_hash(store: &Path, run: &str) -> String {
     let out = output(store, &["show", run, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).expect("show --json");
     shown["state_hash"].as_str().expect("state_hash").to_owned()
-}
-
-/// Settle the call in doubt as an operator would: the line is in the file or it is not.
-fn resolve(store: &Path, dir: &Path, run: &str, call_id: &str, appender: Appender) -> &'static str {
-    let i: usize = call_id
-        .strip_prefix("call-")
-        .and_then(|n| n.parse().ok())
-        .expect("call id");
-    let written = std::fs::read_to_string(dir.join("ws/log.txt")).unwrap_or_default();
-    if written.ends_with(&line(i)) {
-        let result = dir.join("result.json");
-        std::fs::write(&result, appender.result(i).to_string()).expect("write result");
-        output(
-            store,
-            &[
-                "resolve",
-                run,
-                call_id,
-                "--skip-with",
-                result.to_str().expect("utf-8"),
-            ],
-        );
-        "skip"
-    } else {
-        output(store, &["resolve", run, call_id, "--retry"]);
-        "retry"
-    }
 }
 
 /// The reference: the same script in its own store, never interrupted; the store, the run
@@ -263,7 +232,9 @@ fn killed_30_times(appender: Appender) {
                 Some("finished") => break id,
                 Some("outcome_unknown") => {
                     let call = run["status"]["call_id"].as_str().expect("call id");
-                    resolutions.push(resolve(&store, dir.path(), &id, call, appender));
+                    resolutions.push(resolve_append(&store, &log, &id, call, |i| {
+                        appender.result(i)
+                    }));
                     continue;
                 }
                 _ => {}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{command, log_json, retrace, text};
+use common::{command, line, log_json, resolve_append, retrace, text};
 use serde_json::{Value, json};
 
 /// A running `retrace serve`; killed (SIGKILL) when dropped.
@@ -108,10 +108,6 @@ impl Drop for Daemon {
     }
 }
 
-fn line(i: usize) -> String {
-    format!("line {i:04}\n")
-}
-
 /// Agent `n` in `dir/agents/n`: `steps` model replies, each appending one line to its own
 /// `log.txt` (allowed), then (with `approval`) a write of `done.md` that asks a human,
 /// then a final answer.
@@ -167,34 +163,16 @@ fn status(run: &Value) -> &str {
     run["status"]["status"].as_str().unwrap_or("")
 }
 
-/// Settle a call in doubt as an operator would: the line is in the file or it is not.
+/// Settle a call in doubt as an operator would (the line is in the file or it is not),
+/// then continue the run.
 fn resolve(store: &Path, ws: &Path, run: &str, call_id: &str) {
-    let i: usize = call_id
-        .strip_prefix("call-")
-        .and_then(|n| n.parse().ok())
-        .expect("an append's call id");
-    let written = std::fs::read_to_string(ws.join("log.txt")).unwrap_or_default();
-    let out = if written.ends_with(&line(i)) {
-        let result = ws.join("../result.json");
-        std::fs::write(
-            &result,
-            json!({"path": "log.txt", "bytes_appended": line(i).len()}).to_string(),
-        )
-        .expect("write result");
-        retrace(
-            store,
-            &[
-                "resolve",
-                run,
-                call_id,
-                "--skip-with",
-                result.to_str().expect("utf-8"),
-            ],
-        )
-    } else {
-        retrace(store, &["resolve", run, call_id, "--retry"])
-    };
-    assert!(out.status.success(), "{}", text(&out));
+    resolve_append(
+        store,
+        &ws.join("log.txt"),
+        run,
+        call_id,
+        |i| json!({"path": "log.txt", "bytes_appended": line(i).len()}),
+    );
     let out = retrace(store, &["resume", run]);
     assert!(out.status.success(), "{}", text(&out));
 }

@@ -151,3 +151,44 @@ pub fn normalised(mut event: serde_json::Value) -> serde_json::Value {
     }
     event
 }
+
+/// The line an appending agent's call `call-N` writes: `line NNNN` and a newline.
+pub fn line(i: usize) -> String {
+    format!("line {i:04}\n")
+}
+
+/// Settle an append in doubt as an operator would: if call `call-N`'s line ends `log`, the
+/// call took effect and `result(N)` is recorded as its outcome (`resolve --skip-with`);
+/// otherwise it is run again (`resolve --retry`). Returns which.
+pub fn resolve_append(
+    store: &Path,
+    log: &Path,
+    run: &str,
+    call_id: &str,
+    result: impl Fn(usize) -> serde_json::Value,
+) -> &'static str {
+    let i: usize = call_id
+        .strip_prefix("call-")
+        .and_then(|n| n.parse().ok())
+        .expect("an append's call id");
+    let written = std::fs::read_to_string(log).unwrap_or_default();
+    if written.ends_with(&line(i)) {
+        let file = log.with_file_name(format!("result-{i}.json"));
+        std::fs::write(&file, result(i).to_string()).expect("write result");
+        ok(
+            store,
+            &[
+                "resolve",
+                run,
+                call_id,
+                "--skip-with",
+                file.to_str().expect("utf-8"),
+            ],
+        );
+        std::fs::remove_file(file).expect("remove result");
+        "skip"
+    } else {
+        ok(store, &["resolve", run, call_id, "--retry"]);
+        "retry"
+    }
+}
