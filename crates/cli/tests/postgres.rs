@@ -150,6 +150,20 @@ fn verified_ids(store: &Path) -> Vec<String> {
     ids
 }
 
+/// `retrace migrate --from LOCAL --to SCHEMA`.
+fn migrate(local: &Path, schema: &Schema) -> std::process::Output {
+    retrace(
+        local,
+        &[
+            "migrate",
+            "--from",
+            local.to_str().expect("utf-8"),
+            "--to",
+            &schema.url(),
+        ],
+    )
+}
+
 #[test]
 fn migrate_copies_a_store_of_1000_runs_into_postgres_and_both_sides_verify() {
     let Some(schema) = Schema::fresh("migrate 1000 runs") else {
@@ -161,16 +175,7 @@ fn migrate_copies_a_store_of_1000_runs_into_postgres_and_both_sides_verify() {
     assert_eq!(ids.len(), 1_000);
 
     let pg = url(&schema);
-    let out = retrace(
-        &local,
-        &[
-            "migrate",
-            "--from",
-            local.to_str().unwrap(),
-            "--to",
-            &schema.url(),
-        ],
-    );
+    let out = migrate(&local, &schema);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -194,16 +199,7 @@ fn migrate_copies_a_store_of_1000_runs_into_postgres_and_both_sides_verify() {
     );
 
     // again: nothing to copy, everything verifies
-    let out = retrace(
-        &local,
-        &[
-            "migrate",
-            "--from",
-            local.to_str().unwrap(),
-            "--to",
-            &schema.url(),
-        ],
-    );
+    let out = migrate(&local, &schema);
     assert!(
         text(&out).contains("copied 0 runs (1000 already there)"),
         "{}",
