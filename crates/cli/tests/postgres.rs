@@ -206,3 +206,129 @@ fn migrate_copies_a_store_of_1000_runs_into_postgres_and_both_sides_verify() {
         text(&out)
     );
 }
+
+/// A worker of `schema` in this process, listening on `dir/NAME.sock`.
+fn worker(schema: &Schema, dir: &Path, name: &str) -> retrace_tests::daemon::Served {
+    retrace_tests::daemon::Served::with_config(retrace_serve::server::Config {
+        socket: Some(dir.join(format!("{name}.sock"))),
+        worker: Some(name.to_owned()),
+        lease_ttl: std::time::Duration::from_millis(1500),
+        grace: std::time::Duration::from_secs(5),
+        ..retrace_serve::server::Config::new(schema.url())
+    })
+}
+
+/// Poll `client` until `run`'s view satisfies `done` (10 s at most).
+fn until(
+    client: &retrace_serve::Client,
+    run: &str,
+    what: &str,
+    done: impl Fn(&retrace_serve::api::RunView) -> bool,
+) -> retrace_serve::api::RunView {
+    let began = std::time::Instant::now();
+    loop {
+        let view = client.run(run).expect("run view");
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "run {run} is not {what}: {view:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn approvals_and_cancels_reach_a_run_through_any_worker() {
+    let Some(schema) = Schema::fresh("signals through any worker") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (w1, w2) = (
+        worker(&schema, dir.path(), "w1"),
+        worker(&schema, dir.path(), "w2"),
+    );
+    let (c1, c2) = (w1.client(), w2.client());
+    let submit = |client: &retrace_serve::Client, spec: PathBuf, input: &str| {
+        client
+            .submit(&retrace_serve::api::Submit {
+                spec: None,
+                spec_path: Some(spec),
+                input: input.into(),
+                new: true,
+            })
+            .expect("submit")
+            .run
+    };
+
+    // submitted to w1, parked; approved through w2, which then drives it to its end
+    let parked = submit(
+        &c1,
+        example("approval", dir.path()),
+        "Note the release date",
+    );
+    until(&c1, &parked, "parked", |v| !v.awaiting_approval.is_empty());
+    c2.approve(
+        &parked,
+        &retrace_serve::api::Approve {
+            call: None,
+            deny: false,
+            note: Some("fine".into()),
+            by: Some("reviewer".into()),
+        },
+    )
+    .expect("approve through the other worker");
+    let done = until(&c1, &parked, "finished", |v| v.finished);
+    assert_eq!(done.status, "succeeded", "{done:?}");
+
+    // a long run driven by w1, cancelled through w2: the signal waits in the inbox for w1
+    let slow = dir.path().join("slow");
+    std::fs::create_dir_all(slow.join("ws")).expect("mkdir");
+    let replies: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({"text": format!("step {i}"), "latency_ms": 100, "tool_calls": [{
+                "id": format!("call-{i}"), "name": "fs.append",
+                "arguments": {"path": "log.txt", "text": "x\n"}}]})
+        })
+        .collect();
+    std::fs::write(
+        slow.join("cassette.json"),
+        serde_json::json!({ "replies": replies }).to_string(),
+    )
+    .expect("cassette");
+    std::fs::write(
+        slow.join("agent.toml"),
+        "name = \"slow\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\n\
+         name = \"d\"\ncassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n\
+         [[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n[budgets]\nmax_steps = 300\n",
+    )
+    .expect("spec");
+    let running = submit(&c1, slow.join("agent.toml"), "append slowly");
+    until(&c1, &running, "under way", |v| v.events > 6);
+    let holder = schema.sql(&format!(
+        "SELECT worker FROM retrace_leases WHERE run = '\\x{running}'::bytea"
+    ));
+    assert_eq!(holder, vec![Some("w1".to_owned())], "w1 drives it");
+    let accepted = c2
+        .cancel(
+            &running,
+            &retrace_serve::api::Cancel {
+                reason: Some("enough".into()),
+                by: Some("reviewer".into()),
+            },
+        )
+        .expect("cancel through the other worker");
+    assert_eq!(accepted.status, "queued", "left for the worker driving it");
+    let cancelled = until(&c2, &running, "cancelled", |v| v.finished);
+    assert_eq!(cancelled.status, "cancelled", "{cancelled:?}");
+    assert!(cancelled.steps < 100, "stopped early: {cancelled:?}");
+    assert!(
+        schema.sql("SELECT id::text FROM retrace_inbox").is_empty(),
+        "inbox emptied"
+    );
+    assert!(
+        text(&ok(&PathBuf::from(schema.url()), &["verify"])).contains(&running),
+        "the cancelled run verifies"
+    );
+}
