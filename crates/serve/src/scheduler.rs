@@ -21,6 +21,9 @@ use crate::cluster::{Cluster, takes_a_drive};
 use crate::streamed::{Feed, Streams};
 use crate::wire::chain;
 
+/// On a shared store, how long a worker leaves a run alone after its drive failed there.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(10);
+
 /// A run being driven, or waiting for a worker.
 #[derive(Debug, Default)]
 struct Slot {
@@ -96,7 +99,8 @@ pub struct Scheduler {
     workers: usize,
     permits: Arc<Semaphore>,
     slots: Mutex<HashMap<RunId, Arc<Slot>>>,
-    errors: Mutex<HashMap<RunId, String>>,
+    /// Why each run's last drive failed, and when.
+    errors: Mutex<HashMap<RunId, (String, std::time::Instant)>>,
     tasks: TaskTracker,
     stopping: CancellationToken,
     stops: broadcast::Sender<RunId>,
@@ -164,7 +168,7 @@ impl Scheduler {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(run)
-            .cloned()
+            .map(|(e, _)| e.clone())
     }
 
     /// Told the id of every run whose drive ends (finished, parked, stopped or failed).
@@ -313,7 +317,20 @@ impl Scheduler {
     /// human (unless cancelled), not an eval case, and not a fork nobody continued.
     pub fn resume_unfinished(self: &Arc<Self>) -> Result<Vec<RunId>, retrace_replay::Error> {
         let candidates: Vec<RunId> = match &self.cluster {
-            Some(cluster) => cluster.orphans(self.store.as_ref()),
+            // a run whose drive just failed here waits before this worker tries again (the
+            // others may take it meanwhile): no storm of retries of a run that cannot go on
+            Some(cluster) => {
+                let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+                cluster
+                    .orphans(self.store.as_ref())
+                    .into_iter()
+                    .filter(|run| {
+                        errors
+                            .get(run)
+                            .is_none_or(|(_, at)| at.elapsed() >= RETRY_FAILED_AFTER)
+                    })
+                    .collect()
+            }
             None => self
                 .store
                 .runs()?
@@ -375,7 +392,7 @@ impl Scheduler {
                     }
                     Err(e) => {
                         tracing::warn!(run = %run.short(), error = %e, "drive failed");
-                        errors.insert(run, e);
+                        errors.insert(run, (e, std::time::Instant::now()));
                     }
                 }
             }
