@@ -592,6 +592,62 @@ fn follow_head_picks_up_events_appended_by_another_writer() {
     assert!(harness.query_all_by_label_contains("signal ping").count() >= 1);
 }
 
+/// The same on a PostgreSQL store, the writer another connection (as another process
+/// would be): the inspector hears of its appends through LISTEN/NOTIFY.
+#[test]
+fn follow_head_on_postgres_picks_up_events_another_process_appends() {
+    let Some(schema) = retrace_store_postgres::testing::Schema::fresh("inspector on postgres")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([9; 16]);
+    drive_agent(dir.path(), "noter", ASKING_AGENT, ASKING_CASSETTE, run);
+    let recorded = SledStore::open(dir.path().join("store")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(schema.store());
+    retrace_eval::bundle::copy(&recorded, &store).unwrap();
+    drop(recorded);
+    let mut harness = harness(
+        Arc::clone(&store),
+        Target {
+            run: Some(run),
+            seq: Some(0),
+        },
+    );
+    harness.get_by_label("follow head").click();
+    settle(&mut harness);
+    let len = store.require_run(&run).unwrap().len();
+    assert_eq!(harness.state().position(), Some((run, len - 1)));
+
+    let writer = schema.store();
+    for i in 0..3u64 {
+        let head = writer.require_run(&run).unwrap().head;
+        let payload = writer.put_blob(format!("\"ping {i}\"").as_bytes()).unwrap();
+        let event = Event::after(
+            head,
+            Timestamp(1),
+            EventKind::SignalReceived {
+                name: "ping".into(),
+                payload,
+            },
+        );
+        writer.append(&run, head.map(|h| h.id), &[event]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while harness.state().position() != Some((run, len + 2)) {
+        assert!(
+            Instant::now() < deadline,
+            "cursor stayed at {:?}",
+            harness.state().position()
+        );
+        harness.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    settle(&mut harness);
+    assert_shows(&harness, store.as_ref(), &run, len + 2);
+    assert!(harness.query_all_by_label_contains("signal ping").count() >= 1);
+}
+
 /// The inspector's resume, as the binary's is when a daemon holds the store.
 struct DaemonHost(retrace_serve::Client);
 
