@@ -302,7 +302,7 @@ pub struct ServeArgs {
     /// worker on a PostgreSQL store has none unless given).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// On a PostgreSQL store: this worker's name in its leases (default HOST:PID).
+    /// On a PostgreSQL store: this worker's name in its leases (default HOST:PID:NONCE).
     #[arg(long, value_name = "NAME")]
     pub worker: Option<String>,
     /// On a PostgreSQL store: how long a run's lease lasts unrenewed, e.g. `15s` or

@@ -259,22 +259,18 @@ pub fn takes_a_drive(store: &dyn Store, info: &retrace_store::RunInfo) -> bool {
     }
 }
 
-/// This worker's tick until `stopping`: renew, hand over signals, take over expired runs and
-/// take up runs nobody drives.
+/// This worker's ticks until `stopping`, each every third of the TTL on the blocking pool:
+/// one renews the leases and moves the drives' deadlines (alone, so that no slow scan
+/// delays it), the other hands over signals, takes over expired runs and takes up runs
+/// nobody drives, as many as there are free worker slots.
 pub async fn keep(
     scheduler: Arc<crate::scheduler::Scheduler>,
     cluster: Arc<Cluster>,
     stopping: tokio_util::sync::CancellationToken,
 ) {
-    let mut every = tokio::time::interval(cluster.period());
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = stopping.cancelled() => return,
-        }
+    let renewing = every(&cluster, &stopping, {
         let (scheduler, cluster) = (Arc::clone(&scheduler), Arc::clone(&cluster));
-        let ticked = tokio::task::spawn_blocking(move || {
+        move || {
             let lost = cluster.renew();
             if !lost.is_empty() {
                 scheduler.lost(&lost);
@@ -284,20 +280,43 @@ pub async fn keep(
                     scheduler.renewed(&[run], deadline);
                 }
             }
+        }
+    });
+    let scanning = every(&cluster, &stopping, {
+        let (scheduler, cluster) = (Arc::clone(&scheduler), Arc::clone(&cluster));
+        move || {
             scheduler.deliver_letters(cluster.letters());
             for run in cluster.take_over(scheduler.room()) {
                 tracing::info!(run = %run.short(), worker = cluster.worker(), "taking over a run whose worker's lease expired");
                 scheduler.schedule(run);
             }
-            for run in cluster.unheard() {
+            for run in cluster.unheard().into_iter().take(scheduler.room()) {
                 scheduler.schedule(run);
             }
             if let Err(e) = scheduler.resume_unfinished() {
                 tracing::warn!(error = %e, "cannot look for runs to take up");
             }
-        })
-        .await;
-        if let Err(e) = ticked {
+        }
+    });
+    let _ = tokio::join!(renewing, scanning);
+}
+
+/// Run `tick` on the blocking pool every period of `cluster` until `stopping`.
+async fn every(
+    cluster: &Cluster,
+    stopping: &tokio_util::sync::CancellationToken,
+    tick: impl Fn() + Send + Sync + 'static,
+) {
+    let tick = Arc::new(tick);
+    let mut every = tokio::time::interval(cluster.period());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stopping.cancelled() => return,
+        }
+        let tick = Arc::clone(&tick);
+        if let Err(e) = tokio::task::spawn_blocking(move || tick()).await {
             tracing::warn!(error = %e, "a cluster tick failed");
         }
     }

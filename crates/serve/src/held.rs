@@ -50,7 +50,7 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    /// Claim `run`'s lease as this process (`cli:HOST:PID`) and keep renewing it.
+    /// Claim `run`'s lease as this process (`cli:HOST:PID:NONCE`) and keep renewing it.
     ///
     /// # Errors
     /// [`HoldError::Busy`] when a worker holds it; [`HoldError::Store`] when PostgreSQL fails.

@@ -30,6 +30,22 @@ struct Slot {
     inbox: Inbox,
     /// Drive it again once this drive ends (something arrived that it may act on).
     again: AtomicBool,
+    /// On a shared store: signals posted to `inbox` and not yet seen in the log. A drive
+    /// that fails (its lease lost) may have taken them without recording them; they go
+    /// back to the store's inbox, for whoever drives the run next.
+    outstanding: Mutex<Vec<(String, BlobId)>>,
+}
+
+impl Slot {
+    fn post(&self, name: &str, payload: BlobId, shared: bool) {
+        if shared {
+            self.outstanding
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((name.to_owned(), payload));
+        }
+        self.inbox.post(name, payload);
+    }
 }
 
 /// Why a signal could not be delivered.
@@ -245,7 +261,7 @@ impl Scheduler {
         for letter in letters {
             match slots.get(&letter.run) {
                 Some(slot) => {
-                    slot.inbox.post(&letter.name, letter.payload);
+                    slot.post(&letter.name, letter.payload, true);
                     slot.again.store(true, Ordering::SeqCst);
                 }
                 None => {
@@ -291,7 +307,7 @@ impl Scheduler {
     ) -> Result<Delivery, DeliverError> {
         let slots = self.lock();
         if let Some(slot) = slots.get(&run) {
-            slot.inbox.post(name, payload);
+            slot.post(name, payload, self.cluster.is_some());
             return Ok(Delivery::Queued);
         }
         if let Some(cluster) = &self.cluster {
@@ -318,7 +334,8 @@ impl Scheduler {
     pub fn resume_unfinished(self: &Arc<Self>) -> Result<Vec<RunId>, retrace_replay::Error> {
         let candidates: Vec<RunId> = match &self.cluster {
             // a run whose drive just failed here waits before this worker tries again (the
-            // others may take it meanwhile): no storm of retries of a run that cannot go on
+            // others may take it meanwhile): no storm of retries of a run that cannot go on;
+            // and no more than this worker has room for, so idle workers get the rest
             Some(cluster) => {
                 let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
                 cluster
@@ -329,6 +346,7 @@ impl Scheduler {
                             .get(run)
                             .is_none_or(|(_, at)| at.elapsed() >= RETRY_FAILED_AFTER)
                     })
+                    .take(self.room())
                     .collect()
             }
             None => self
@@ -363,26 +381,34 @@ impl Scheduler {
 
     async fn drive_loop(self: Arc<Self>, run: RunId, slot: Arc<Slot>) {
         loop {
-            if let Some(cluster) = &self.cluster {
-                if !cluster.holds(&run) && !cluster.claim(&run) {
-                    // another worker drives it
-                    self.lock().remove(&run);
-                    break;
-                }
-                if let Some(deadline) = cluster.acts_until(&run) {
-                    slot.inbox.act_before(deadline);
-                }
-                Self::take_letters(cluster, run, &slot);
-            }
             let permit = tokio::select! {
                 permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
                 () = self.stopping.cancelled() => None,
             };
             let mut go_on = false;
             if let Some(permit) = permit {
+                // the lease is claimed only with a worker free to drive: a worker with a
+                // backlog leaves the runs it cannot start to the others
+                if let Some(cluster) = &self.cluster {
+                    if !cluster.holds(&run) && !cluster.claim(&run) {
+                        drop(permit);
+                        let mut slots = self.lock();
+                        self.hand_back(cluster, run, &slot);
+                        slots.remove(&run);
+                        break;
+                    }
+                    if let Some(deadline) = cluster.acts_until(&run) {
+                        slot.inbox.act_before(deadline);
+                    }
+                    Self::take_letters(cluster, run, &slot);
+                }
                 slot.again.store(false, Ordering::SeqCst);
+                let from = self.store.run(&run).ok().flatten().map_or(0, |r| r.len());
                 let result = self.drive_once(run, &slot.inbox).await;
                 drop(permit);
+                if self.cluster.is_some() {
+                    self.seen_in_log(run, &slot, from);
+                }
                 let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(stop) => {
@@ -403,12 +429,17 @@ impl Scheduler {
             go_on &= !self.stopping.is_cancelled()
                 && (slot.again.swap(false, Ordering::SeqCst) || slot.inbox.has_letters());
             if !go_on {
-                // letters no drive will append (it failed, or the daemon stops): record
-                // them now, while the slot still keeps other writers out
-                self.record_left_over(run, &slot.inbox);
-                slots.remove(&run);
                 if let Some(cluster) = &self.cluster {
+                    // letters not recorded go back to the store's inbox, for whoever
+                    // drives the run next (a worker takes up runs with letters waiting)
+                    self.hand_back(cluster, run, &slot);
+                    slots.remove(&run);
                     cluster.release(&run);
+                } else {
+                    // letters no drive will append (it failed, or the daemon stops): record
+                    // them now, while the slot still keeps other writers out
+                    self.record_left_over(run, &slot.inbox);
+                    slots.remove(&run);
                 }
                 break;
             }
@@ -419,7 +450,62 @@ impl Scheduler {
     /// Signals other workers left in the store's inbox for `run`, into its drive's inbox.
     fn take_letters(cluster: &Cluster, run: RunId, slot: &Slot) {
         for letter in cluster.letters_of(&run) {
-            slot.inbox.post(&letter.name, letter.payload);
+            slot.post(&letter.name, letter.payload, true);
+        }
+    }
+
+    /// Forget the outstanding signals the drive recorded (in the log from seq `from`).
+    fn seen_in_log(&self, run: RunId, slot: &Slot, from: u64) {
+        let mut outstanding = slot
+            .outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if outstanding.is_empty() {
+            return;
+        }
+        let Ok(Some(info)) = self.store.run(&run) else {
+            return;
+        };
+        if info.len() <= from {
+            return;
+        }
+        let Ok(events) = self.store.events(&run, from..=info.len() - 1) else {
+            return;
+        };
+        for (_, event) in events {
+            if let EventKind::SignalReceived { name, payload } = event.kind
+                && let Some(i) = outstanding
+                    .iter()
+                    .position(|(n, p)| *n == name && *p == payload)
+            {
+                outstanding.remove(i);
+            }
+        }
+    }
+
+    /// The slot's signals not in the log, back to the store's inbox.
+    fn hand_back(&self, cluster: &Cluster, run: RunId, slot: &Slot) {
+        drop(slot.inbox.take());
+        let outstanding = std::mem::take(
+            &mut *slot
+                .outstanding
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if outstanding.is_empty() {
+            return;
+        }
+        // a finished run takes no more signals (as `append_signal` refuses them)
+        let finished = state_at_head(self.store.as_ref(), &run, SnapshotPolicy::default())
+            .is_ok_and(|folded| folded.state.is_finished());
+        for (name, payload) in outstanding {
+            if finished {
+                tracing::warn!(run = %run.short(), signal = %name, "signal not recorded: the run has finished");
+                continue;
+            }
+            if let Err(e) = cluster.post(&run, &name, &payload) {
+                tracing::warn!(run = %run.short(), signal = %name, error = %e, "signal lost: it could not be put back in the inbox");
+            }
         }
     }
 

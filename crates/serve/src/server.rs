@@ -39,7 +39,7 @@ pub struct Config {
     /// The unix socket (default: `serve.sock` in the store directory; on a PostgreSQL
     /// store, none unless given).
     pub socket: Option<PathBuf>,
-    /// On a PostgreSQL store: this worker's name (default `HOST:PID`), as leases record it.
+    /// On a PostgreSQL store: this worker's name (default `HOST:PID:NONCE`), as leases record it.
     pub worker: Option<String>,
     /// On a PostgreSQL store: how long a run's lease lasts without a renewal. A worker that
     /// dies loses its runs to the others after this long.
@@ -192,8 +192,11 @@ pub async fn serve(
     if let Some(ticking) = ticking {
         let _ = ticking.await;
     }
-    if let Some(cluster) = &opened.cluster {
-        // drives have stopped: the other workers may take these runs at once
+    // drives have stopped: the other workers may take these runs at once (if some did not,
+    // one may still run a tool, and its leases expire by themselves)
+    if let Some(cluster) = &opened.cluster
+        && clean
+    {
         cluster.release_all();
     }
     store.flush()?;
@@ -317,11 +320,12 @@ fn open(config: &Config) -> Result<Opened, Error> {
     })
 }
 
-/// `HOST:PID`, the default worker name.
+/// `HOST:PID:NONCE`, the default worker name.
 pub(crate) fn default_worker() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "localhost".to_owned(), |h| h.trim().to_owned());
-    format!("{host}:{}", std::process::id())
+    // and a nonce: replicas of one container image may share the host name and the pid
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 /// Resolves on SIGTERM or SIGINT.
