@@ -785,6 +785,28 @@ impl Access {
         }
     }
 
+    /// On a PostgreSQL store, leave signal `name` for the worker that drives `run` (it
+    /// appends it at its next step); elsewhere an error: no worker reads an inbox there.
+    ///
+    /// # Errors
+    /// When the store is not a PostgreSQL store, or PostgreSQL fails.
+    pub fn leave_signal(
+        &self,
+        run: &RunId,
+        name: &str,
+        payload: &BlobId,
+    ) -> retrace_store::Result<()> {
+        match self {
+            Self::Shared(store) => {
+                retrace_store_postgres::Leases::new(store, "cli", Duration::from_secs(30))
+                    .post(run, name, payload)
+            }
+            Self::Direct(_) | Self::Daemon(_) => Err(retrace_store::Error::Remote {
+                message: "only a PostgreSQL store has an inbox for signals".into(),
+            }),
+        }
+    }
+
     /// The daemon's client, when one holds the store.
     pub fn daemon(&self) -> Option<&Client> {
         match self {

@@ -22,6 +22,11 @@ pub fn run(
     let access = store_access::open_existing(dir)?;
     let store = access.store();
     let run = store.resolve_run(run)?;
+    // on a PostgreSQL store, appended under the run's lease, so no worker drives it meanwhile
+    let held = access.hold(run)?;
+    let store = held
+        .as_ref()
+        .map_or(store, retrace_serve::held::Held::store);
     let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     if let Some(client) = access.daemon() {
         let decided = client.approve(

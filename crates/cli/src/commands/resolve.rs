@@ -37,6 +37,11 @@ pub fn run(
     let access = store_access::open_existing(dir)?;
     let store = access.store();
     let run = store.resolve_run(run)?;
+    // on a PostgreSQL store, appended under the run's lease, so no worker drives it meanwhile
+    let lease = access.hold(run)?;
+    let store = lease
+        .as_ref()
+        .map_or(store, retrace_serve::held::Held::store);
     let state = state_at_head(&store, &run, SnapshotPolicy::default())?.state;
     let Status::OutcomeUnknown { call_id } = &state.status else {
         bail!(

@@ -88,7 +88,8 @@ pub fn run(
         let held = access.hold(run)?;
         let fenced = held.as_ref().map(Held::store);
         let drives = fenced.unwrap_or_else(|| Arc::clone(&store));
-        return drive(drives.as_ref(), &runner.on_store(drives.as_ref()), run);
+        let inbox = held.as_ref().map(Held::inbox);
+        return drive(drives.as_ref(), &runner.on_store(drives.as_ref()), run, inbox);
     }
     let runs = start_many(&runner, &inputs, new)?;
     let held = runs
@@ -97,7 +98,14 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let fenced = held.iter().flatten().next().map(Held::store);
     let drives = fenced.unwrap_or_else(|| Arc::clone(&store));
-    drive_many(drives.as_ref(), &runner.on_store(drives.as_ref()), &runs)
+    let inboxes: Vec<Option<&retrace_runtime::inbox::Inbox>> =
+        held.iter().map(|h| h.as_ref().map(Held::inbox)).collect();
+    drive_many(
+        drives.as_ref(),
+        &runner.on_store(drives.as_ref()),
+        &runs,
+        &inboxes,
+    )
 }
 
 /// Several inputs: one run each (an unfinished one of the same input resumed, unless
@@ -133,25 +141,31 @@ fn start_many(runner: &Runner<'_>, inputs: &[String], new: bool) -> anyhow::Resu
 }
 
 /// Drive `runs` concurrently; events printed with their run.
-fn drive_many(store: &dyn Store, runner: &Runner<'_>, runs: &[RunId]) -> anyhow::Result<ExitCode> {
+/// Drive `runs` concurrently (each with its inbox, on a PostgreSQL store); events printed
+/// with their run.
+fn drive_many(
+    store: &dyn Store,
+    runner: &Runner<'_>,
+    runs: &[RunId],
+    inboxes: &[Option<&retrace_runtime::inbox::Inbox>],
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let stops = runtime.block_on(futures::future::join_all(runs.iter().map(
-        |run| async move {
+    let stops = runtime.block_on(futures::future::join_all(runs.iter().zip(inboxes).map(
+        |(run, inbox)| async move {
             let short = run.short();
-            runner
-                .drive(*run, &mut |progress| {
-                    if let Progress::Appended(event) = progress {
-                        println!(
-                            "{short} {:>6}  {:<20}  {}",
-                            event.seq,
-                            event.kind.name(),
-                            output::summary(&event)
-                        );
-                    }
-                })
-                .await
+            let mut show = |progress| {
+                if let Progress::Appended(event) = progress {
+                    println!(
+                        "{short} {:>6}  {:<20}  {}",
+                        event.seq,
+                        event.kind.name(),
+                        output::summary(&event)
+                    );
+                }
+            };
+            runner.drive_with(*run, &mut show, *inbox).await
         },
     )));
     let mut all_ok = true;
@@ -189,7 +203,7 @@ pub fn resume(dir: &Path, run: &str) -> anyhow::Result<ExitCode> {
     let spec = recorded_spec(store.as_ref(), &run)?;
     let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
     println!("run {run} ({}) resumed", spec.name);
-    drive(store.as_ref(), &runner, run)
+    drive(store.as_ref(), &runner, run, held.as_ref().map(Held::inbox))
 }
 
 /// A finished run has nothing to resume: say so and print its report, with or without
@@ -227,17 +241,23 @@ pub fn resume_in_background(store: Arc<dyn Store>, run: RunId) -> anyhow::Result
     Ok(())
 }
 
-fn drive(store: &dyn Store, runner: &Runner<'_>, run: RunId) -> anyhow::Result<ExitCode> {
+fn drive(
+    store: &dyn Store,
+    runner: &Runner<'_>,
+    run: RunId,
+    inbox: Option<&retrace_runtime::inbox::Inbox>,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut timeline = Timeline::default();
-    let stop = runtime.block_on(runner.drive(run, &mut |progress| match progress {
+    let mut show = |progress| match progress {
         Progress::Text(text) => timeline.text(&text),
         Progress::Appended(event) => {
             timeline.event(event.seq, event.kind.name(), &output::summary(&event));
         }
-    }));
+    };
+    let stop = runtime.block_on(runner.drive_with(run, &mut show, inbox));
     // a streamed reply's last line ends before anything else is printed, an error too
     timeline.end_text();
     let stop = stop?;

@@ -3,14 +3,16 @@
 //! here, and a cancelled run is driven to its end at once.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use retrace_events::canonical_json;
+use retrace_events::{BlobId, RunId, canonical_json};
 use retrace_runtime::executor::{Runner, recorded_spec};
 use retrace_runtime::inbox::{CANCEL, USER_MESSAGE};
 use retrace_runtime::model::provider;
 use retrace_serve::api::{Cancel, RunView, Signal};
+use retrace_serve::held::{Held, HoldError};
 use retrace_serve::scheduler::append_signal;
 use retrace_store::Store;
 use serde_json::{Value, json};
@@ -19,6 +21,36 @@ use crate::store_access;
 
 fn user() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".into())
+}
+
+/// The lease held while appending (PostgreSQL only), and the store to append through.
+type Appending = (Option<Held>, Arc<dyn Store>);
+
+/// On a PostgreSQL store, the run's lease and the store fenced by it for appending the
+/// signal (`None` for the lease elsewhere); or, when a worker drives the run, the signal
+/// left in the store's inbox for it (said here) and `None`.
+fn hold_or_leave(
+    access: &retrace_serve::Access,
+    store: &Arc<dyn Store>,
+    run: RunId,
+    name: &str,
+    payload: &BlobId,
+) -> anyhow::Result<Option<Appending>> {
+    match access.hold(run) {
+        Ok(held) => {
+            let fenced = held.as_ref().map_or_else(|| Arc::clone(store), Held::store);
+            Ok(Some((held, fenced)))
+        }
+        Err(HoldError::Busy { worker, .. }) => {
+            access.leave_signal(&run, name, payload)?;
+            println!(
+                "signal `{name}` to run {} queued for {worker}, which drives it and records it at its next step",
+                run.short()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -40,17 +72,18 @@ pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<Exi
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let held = access.hold(run)?;
-    let fenced = held.as_ref().map(retrace_serve::held::Held::store);
-    let store = fenced.unwrap_or(store);
     let payload = store.put_blob(&canonical_json(&json!({"by": user(), "reason": reason})))?;
+    let Some((held, store)) = hold_or_leave(&access, &store, run, CANCEL, &payload)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     append_signal(store.as_ref(), run, CANCEL, payload)?;
     let spec = recorded_spec(store.as_ref(), &run)?;
     let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(runner.drive(run, &mut |_| {}))?;
+    let inbox = held.as_ref().map(Held::inbox);
+    runtime.block_on(runner.drive_with(run, &mut |_| {}, inbox))?;
     let view = RunView::of(store.as_ref(), &store.require_run(&run)?, false)?;
     println!("run {}: {}", run.short(), view.status);
     Ok(ExitCode::SUCCESS)
@@ -89,6 +122,9 @@ pub fn run(
             .status
     } else {
         let payload = store.put_blob(&canonical_json(&payload))?;
+        let Some((_held, store)) = hold_or_leave(&access, &store, run, name, &payload)? else {
+            return Ok(ExitCode::SUCCESS);
+        };
         append_signal(store.as_ref(), run, name, payload)?;
         "recorded".to_owned()
     };
