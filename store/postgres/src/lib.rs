@@ -14,7 +14,7 @@
 //!   workers `retrace_leases` and `retrace_inbox`. They live in the connection's schema
 //!   (`search_path`), so one database can hold several stores.
 //! - **Live tail** through `LISTEN/NOTIFY`: each append notifies channel
-//!   `retrace:<schema>` with the run's id; a follower in any process reads the new events
+//!   `retrace_<md5 of the schema>` with the run's id; a follower in any process reads the new events
 //!   and hands them to its subscribers, with no polling loop.
 //! - **Leases** ([`Leases`]): which worker drives which run, claimed with
 //!   `FOR UPDATE SKIP LOCKED`, kept by heartbeats, lost on expiry. A store opened for a

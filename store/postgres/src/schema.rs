@@ -47,18 +47,24 @@ async fn migrate_locked(client: &mut Client) -> Result<String> {
             .await
             .map_err(backend("reading search_path"))?
             .get(0);
-        let first = wanted
-            .split(',')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches('"')
-            .to_owned();
-        if first.is_empty() || first.starts_with('$') {
-            return Err(Error::Corrupt {
-                what: format!("search_path `{wanted}` names no schema to create the store in"),
-            });
-        }
+        // the first name as PostgreSQL reads it (unquoted names fold to lower case)
+        let first: Option<String> = client
+            .query_one(
+                "SELECT (parse_ident(trim(split_part(current_setting('search_path'), ',', 1))))[1]",
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|row| row.get(0));
+        let Some(first) = first.filter(|f| !f.is_empty() && !f.starts_with('$')) else {
+            return Err(Error::backend(
+                "choosing the store's schema",
+                format!(
+                    "search_path `{wanted}` names no schema to create the store in; \
+                     give one with ?options=-c%20search_path%3DNAME"
+                ),
+            ));
+        };
         client
             .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&first)))
             .await
@@ -71,7 +77,20 @@ async fn migrate_locked(client: &mut Client) -> Result<String> {
         .set_abort_missing(true)
         .run_async(client)
         .await;
-    let report = report.map_err(|e| Error::backend("migrating the schema", e))?;
+    let report = report.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("missing from the filesystem") || text.contains("divergent") {
+            Error::backend(
+                "migrating the schema",
+                format!(
+                    "the store's schema was migrated by a newer retrace, or changed by hand \
+                     ({text}); use the retrace release that migrated it (nothing was changed)"
+                ),
+            )
+        } else {
+            Error::backend("migrating the schema", e)
+        }
+    })?;
     for applied in report.applied_migrations() {
         tracing::info!(schema = %schema, migration = %applied, "schema migrated");
     }

@@ -30,7 +30,7 @@ const POOL_SIZE: usize = 16;
 pub(crate) struct Shared {
     pub(crate) target: Target,
     pub(crate) pool: Pool,
-    /// `retrace:<schema>`: where appends are announced.
+    /// `retrace_<md5 of the schema, 24 hex digits>`: where appends are announced.
     pub(crate) channel: String,
     pub(crate) schema: String,
     pub(crate) tail: Tail,
@@ -240,9 +240,20 @@ impl PgStore {
                 .map_err(backend("connecting to PostgreSQL"))?;
             let driver = tokio::spawn(connection);
             let schema = crate::schema::migrate(&mut client).await;
+            // a channel name is at most 63 bytes, a schema's too: name the channel by a
+            // digest of the schema that every retrace process computes alike
+            let channel = match &schema {
+                Ok(schema) => client
+                    .query_one("SELECT 'retrace_' || left(md5($1), 24)", &[schema])
+                    .await
+                    .map(|row| row.get::<_, String>(0))
+                    .map_err(backend("naming the store's channel")),
+                Err(_) => Ok(String::new()),
+            };
             drop(client);
             let _ = driver.await;
             let schema = schema?;
+            let channel = channel?;
             // sessions commit without waiting for the disk by default (blobs, snapshots:
             // durable with the next synchronous commit, which flushes the write-ahead log
             // up to it); appends and every other acknowledged write commit synchronously
@@ -271,7 +282,7 @@ impl PgStore {
                 .build()
                 .map_err(|e| Error::backend("creating the connection pool", e))?;
             Ok::<_, Error>(Arc::new(Shared {
-                channel: format!("retrace:{schema}"),
+                channel,
                 schema,
                 target,
                 pool,

@@ -1,4 +1,4 @@
-//! Live tail across processes: every append notifies `retrace:<schema>` with the run's id
+//! Live tail across processes: every append notifies `retrace_<md5 of the schema>` with the run's id
 //! (`pg_notify` in the append's transaction, so the notice goes out on commit). One
 //! listening connection per store receives them; for each run someone here follows, it
 //! reads the events after the last one handed out and publishes them. Appends made through

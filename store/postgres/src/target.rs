@@ -87,6 +87,11 @@ impl Target {
             config.application_name("retrace");
         }
         config.connect_timeout(std::time::Duration::from_secs(10));
+        // a connection that died silently (a dropped NAT entry, a failover) is noticed in
+        // about half a minute, not the system's two hours: the live tail reconnects
+        config.keepalives_idle(std::time::Duration::from_secs(15));
+        config.keepalives_interval(std::time::Duration::from_secs(5));
+        config.keepalives_retries(3);
         Ok(Self { config, shown })
     }
 
@@ -103,12 +108,21 @@ impl Target {
     }
 }
 
-/// `url` without password and query, for messages.
+/// `url` without password, for messages: of the query only `options` is kept (it names
+/// the schema, which tells two stores in one database apart).
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             let _ = parsed.set_password(None);
+            let options: Vec<(String, String)> = parsed
+                .query_pairs()
+                .filter(|(k, _)| k == "options")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
             parsed.set_query(None);
+            if !options.is_empty() {
+                parsed.query_pairs_mut().extend_pairs(options);
+            }
             parsed.set_fragment(None);
             parsed.to_string()
         }
@@ -138,6 +152,20 @@ mod tests {
         .unwrap();
         assert_eq!(target.config().get_password(), Some(&b"s3cret"[..]));
         assert_eq!(target.to_string(), "postgres://me@db/x");
+        let schema = Target::parse_with_password(
+            "postgres://me@db/x?password=no&options=-c%20search_path%3Dteam_a",
+            None,
+        );
+        assert!(matches!(schema, Err(TargetError::PasswordInUrl { ref shown }) if !shown.contains("no")));
+        let schema = Target::parse_with_password(
+            "postgres://me@db/x?sslmode=disable&options=-c%20search_path%3Dteam_a",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            schema.to_string(),
+            "postgres://me@db/x?options=-c+search_path%3Dteam_a"
+        );
         assert!(!format!("{target:?}").contains("s3cret"));
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use retrace_eval::bundle;
@@ -19,6 +19,18 @@ pub fn run(from: &Path, to: &Path) -> anyhow::Result<ExitCode> {
             "{} is held by `retrace serve`; stop it first, so that no run moves while it is copied",
             from.display()
         );
+    }
+    if let retrace_serve::Access::Shared(store) = &source {
+        let held =
+            retrace_store_postgres::Leases::new(store, "migrate", Duration::from_secs(1)).held()?;
+        if let Some((run, worker)) = held.first() {
+            bail!(
+                "{} runs of {} are being driven ({run} by {worker}, …); stop the workers first, \
+                 so that no run moves while it is copied",
+                held.len(),
+                from.display()
+            );
+        }
     }
     let source = source.store();
     let target = store_access::open_or_create(to)?;
