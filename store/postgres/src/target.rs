@@ -156,7 +156,9 @@ mod tests {
             "postgres://me@db/x?password=no&options=-c%20search_path%3Dteam_a",
             None,
         );
-        assert!(matches!(schema, Err(TargetError::PasswordInUrl { ref shown }) if !shown.contains("no")));
+        assert!(
+            matches!(schema, Err(TargetError::PasswordInUrl { ref shown }) if !shown.contains("no"))
+        );
         let schema = Target::parse_with_password(
             "postgres://me@db/x?sslmode=disable&options=-c%20search_path%3Dteam_a",
             None,

@@ -288,16 +288,24 @@ fn long_and_mixed_case_schema_names_hold_a_working_store() {
     };
     let long = format!("s{}_{}", std::process::id(), "x".repeat(50));
     for (given, created) in [
-        (format!("Mixed_{}", std::process::id()), format!("mixed_{}", std::process::id())),
+        (
+            format!("Mixed_{}", std::process::id()),
+            format!("mixed_{}", std::process::id()),
+        ),
         (long.clone(), long.clone()),
     ] {
-        let target = base.clone().with_options(&format!("-c search_path={given}"));
+        let target = base
+            .clone()
+            .with_options(&format!("-c search_path={given}"));
         let store = PgStore::connect(&target).expect("open");
         assert_eq!(store.schema(), created);
         let run = new_run(&store, 5);
         let sub = store.subscribe(&run).expect("subscribe");
         append_n(&store, run, 3, 3);
-        assert!(sub.recv_timeout(Duration::from_secs(5)).is_some(), "{given}: live tail");
+        assert!(
+            sub.recv_timeout(Duration::from_secs(5)).is_some(),
+            "{given}: live tail"
+        );
         drop(store);
         let drop_it = Schema::fresh("odd schema names").expect("database");
         drop_it.sql(&format!("DROP SCHEMA \"{created}\" CASCADE"));

@@ -89,7 +89,12 @@ pub fn run(
         let fenced = held.as_ref().map(Held::store);
         let drives = fenced.unwrap_or_else(|| Arc::clone(&store));
         let inbox = held.as_ref().map(Held::inbox);
-        return drive(drives.as_ref(), &runner.on_store(drives.as_ref()), run, inbox);
+        return drive(
+            drives.as_ref(),
+            &runner.on_store(drives.as_ref()),
+            run,
+            inbox,
+        );
     }
     let runs = start_many(&runner, &inputs, new)?;
     let held = runs

@@ -3,8 +3,8 @@
 //! here, and a cancelled run is driven to its end at once.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use retrace_events::{BlobId, RunId, canonical_json};
