@@ -49,7 +49,9 @@ pub enum Command {
     /// Own the store and drive its runs in the background: a worker pool, a local API on
     /// `serve.sock` in the store directory (and optionally loopback HTTP), unfinished runs
     /// taken up on start. Other `retrace` commands then go through it. Stops on
-    /// SIGTERM/SIGINT after drives reach a step boundary.
+    /// SIGTERM/SIGINT after drives reach a step boundary. On a PostgreSQL store it is one
+    /// worker among many, sharing the runs under leases; it listens only on `--http` and
+    /// `--socket`, and other commands reach PostgreSQL directly.
     Serve(ServeArgs),
     /// Cancel a run: a recorded `cancel` signal; the run finishes as cancelled (a tool
     /// call in flight finishes first, a model call in flight is dropped).

@@ -785,6 +785,26 @@ impl Access {
         }
     }
 
+    /// On a PostgreSQL store, the runs some process drives now (an unexpired lease);
+    /// elsewhere empty (a daemon says which runs it drives).
+    ///
+    /// # Errors
+    /// When PostgreSQL fails.
+    pub fn leased_runs(&self) -> retrace_store::Result<Vec<RunId>> {
+        match self {
+            Self::Shared(store) => {
+                Ok(
+                    retrace_store_postgres::Leases::new(store, "cli", Duration::from_secs(30))
+                        .held()?
+                        .into_iter()
+                        .map(|(run, _)| run)
+                        .collect(),
+                )
+            }
+            Self::Direct(_) | Self::Daemon(_) => Ok(Vec::new()),
+        }
+    }
+
     /// On a PostgreSQL store, leave signal `name` for the worker that drives `run` (it
     /// appends it at its next step); elsewhere an error: no worker reads an inbox there.
     ///

@@ -95,6 +95,24 @@ impl Cluster {
         self.held().contains_key(run)
     }
 
+    /// Whether this worker's name holds any unexpired lease in the store (a live process
+    /// of the same name, or one that died less than a TTL ago).
+    ///
+    /// # Errors
+    /// When PostgreSQL fails.
+    pub fn holds_any(&self) -> retrace_store::Result<bool> {
+        Ok(self
+            .leases
+            .held()?
+            .iter()
+            .any(|(_, worker)| worker == self.worker()))
+    }
+
+    /// Whether any process holds `run`'s lease now.
+    pub fn is_leased(&self, run: &RunId) -> bool {
+        self.holds(run) || self.leases.holder(run).is_ok_and(|h| h.is_some())
+    }
+
     /// Leave a signal for the worker driving `run`.
     pub fn post(&self, run: &RunId, name: &str, payload: &BlobId) -> retrace_store::Result<()> {
         self.leases.post(run, name, payload)

@@ -104,7 +104,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
                     } else {
                         ApiError::new(
                             StatusCode::UNAUTHORIZED,
-                            "send `Authorization: Bearer <token>`; the token is in serve.token in the store directory",
+                            "send `Authorization: Bearer <token>`: the token is in serve.token in the store directory, or for a worker on a PostgreSQL store, the RETRACE_API_TOKEN it was started with",
                         )
                         .into_response()
                     }
@@ -230,7 +230,10 @@ fn run_id(d: &Daemon, text: &str) -> Result<RunId, ApiError> {
 
 fn view(d: &Daemon, run: &RunId) -> Result<RunView, ApiError> {
     let info = d.store.require_run(run)?;
-    let mut view = RunView::of(d.store.as_ref(), &info, d.scheduler.is_active(run))?;
+    // on a shared store another worker (or a command) may be driving it: its lease says so
+    let active =
+        d.scheduler.is_active(run) || d.scheduler.cluster().is_some_and(|c| c.is_leased(run));
+    let mut view = RunView::of(d.store.as_ref(), &info, active)?;
     view.drive_error = d.scheduler.drive_error(run);
     Ok(view)
 }

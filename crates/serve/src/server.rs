@@ -296,6 +296,14 @@ fn open(config: &Config) -> Result<Opened, Error> {
             )));
         }
         let cluster = Arc::new(Cluster::new(&pg, &worker, config.lease_ttl));
+        // the fence knows workers by name: two live processes must not share one
+        if cluster.holds_any()? {
+            return Err(Error::Config(format!(
+                "a worker named `{worker}` holds leases in this store now; give this one \
+                 another --worker name (or wait {:?} for a dead one's leases to expire)",
+                config.lease_ttl
+            )));
+        }
         return Ok(Opened {
             store: Arc::new(pg),
             dir: None,

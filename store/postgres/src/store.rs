@@ -233,11 +233,17 @@ impl PgStore {
         );
         let target = target.clone();
         let shared = bridge.wait(async move {
-            let (mut client, connection) = target
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(backend("connecting to PostgreSQL"))?;
+            let (mut client, connection) = target.config.connect(NoTls).await.map_err(|e| {
+                let text = e.to_string();
+                if text.contains("password missing") || text.contains("password authentication") {
+                    Error::backend(
+                        "connecting to PostgreSQL",
+                        format!("{text}; the password is read from PGPASSWORD"),
+                    )
+                } else {
+                    Error::backend("connecting to PostgreSQL", e)
+                }
+            })?;
             let driver = tokio::spawn(connection);
             let schema = crate::schema::migrate(&mut client).await;
             // a channel name is at most 63 bytes, a schema's too: name the channel by a

@@ -52,8 +52,13 @@ pub fn run(
         Decision::Approved
     };
     let (call_id, _) = decide_approval(&store, &run, call, decision, &by, note, now())?;
+    let next = if matches!(access, retrace_serve::Access::Shared(_)) {
+        "a `retrace serve` worker of this store continues it; without one"
+    } else {
+        "continue with:"
+    };
     println!(
-        "{} {call_id} of run {}; continue with: retrace resume {}",
+        "{} {call_id} of run {}; {next} retrace resume {}",
         if deny { "denied" } else { "approved" },
         run.short(),
         run.short()

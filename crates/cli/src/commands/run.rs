@@ -55,6 +55,26 @@ pub fn run(
         }
         return daemon::submit(client, &spec, &inputs, new, detach);
     }
+    if detach && let retrace_serve::Access::Shared(_) = &access {
+        // on PostgreSQL, a worker of the store takes up a run nobody drives within a tick
+        let store = access.store();
+        let runner = Runner::new(store.as_ref(), spec.clone(), provider(&spec)?)?;
+        for input in &inputs {
+            let run = match runner.unfinished_run(input)? {
+                Some(run) if !new => run,
+                _ => {
+                    let run = new_run_id();
+                    runner.start(run, input)?;
+                    run
+                }
+            };
+            println!("{run}");
+        }
+        eprintln!(
+            "a `retrace serve` worker of this store drives it; follow it with `retrace log RUN`"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if detach {
         bail!(
             "--detach hands the run to retrace serve, and none holds {}; start one with `retrace serve --store {}`",

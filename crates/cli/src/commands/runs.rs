@@ -18,8 +18,8 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let store = access.store();
     let mut runs = store.runs()?;
     runs.sort_by_key(|r| (r.created_at, r.id));
-    // Only a daemon drives runs while others read the store (a process driving one holds
-    // the store's lock), so without one no run is being driven.
+    // Only a daemon drives the runs of a store on disk while others read it (a process
+    // driving one holds the store's lock); on PostgreSQL, whoever holds a run's lease.
     let driven: Vec<RunId> = match access.daemon() {
         Some(client) => client
             .runs()?
@@ -27,7 +27,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             .filter(|v| v.active)
             .filter_map(|v| v.id.parse().ok())
             .collect(),
-        None => Vec::new(),
+        None => access.leased_runs()?,
     };
     let mut views = Vec::with_capacity(runs.len());
     for r in &runs {

@@ -27,11 +27,11 @@ pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(serve(config, terminated(), |started| {
         let shown = match &started.worker {
-            Some(worker) => format!("worker {worker} of a shared store"),
+            Some(worker) => format!("worker `{worker}` of a shared store"),
             None => format!("store {}", store.display()),
         };
         println!(
-            "retrace serve: {shown}, {workers} workers, {} unfinished runs taken up",
+            "retrace serve: {shown}, {workers} runs at once, {} unfinished runs taken up",
             started.resumed
         );
         if let Some(socket) = &started.socket {
