@@ -310,6 +310,32 @@ fn approvals_and_cancels_reach_a_run_through_any_worker() {
         "SELECT worker FROM retrace_leases WHERE run = '\\x{running}'::bytea"
     ));
     assert_eq!(holder, vec![Some("w1".to_owned())], "w1 drives it");
+    assert!(c2.run(&running).expect("view").active, "w2 sees it driven");
+    let listed = text(&ok(&PathBuf::from(schema.url()), &["runs"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&running[..12]) && l.contains("running")),
+        "{listed}"
+    );
+    // a second process may not take a live worker's name
+    let twin_socket = dir.path().join("twin.sock");
+    let twin = retrace(
+        &PathBuf::from(schema.url()),
+        &[
+            "serve",
+            "--socket",
+            twin_socket.to_str().expect("utf-8"),
+            "--worker",
+            "w1",
+        ],
+    );
+    assert!(!twin.status.success());
+    assert!(
+        text(&twin).contains("holds leases in this store now"),
+        "{}",
+        text(&twin)
+    );
     let accepted = c2
         .cancel(
             &running,
@@ -327,6 +353,22 @@ fn approvals_and_cancels_reach_a_run_through_any_worker() {
         schema.sql("SELECT id::text FROM retrace_inbox").is_empty(),
         "inbox emptied"
     );
+
+    // `run --detach` starts a run for the workers and returns at once
+    let tidy = example("tidy", dir.path());
+    let out = ok(
+        &PathBuf::from(schema.url()),
+        &[
+            "run",
+            tidy.to_str().expect("utf-8"),
+            "--input",
+            "Summarise it",
+            "--detach",
+        ],
+    );
+    let detached = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let done = until(&c2, &detached, "finished by a worker", |v| v.finished);
+    assert_eq!(done.status, "succeeded", "{done:?}");
     assert!(
         text(&ok(&PathBuf::from(schema.url()), &["verify"])).contains(&running),
         "the cancelled run verifies"
