@@ -239,6 +239,46 @@ fn until(
     }
 }
 
+/// Submit a new run of `spec` to a worker; its id.
+fn submit(client: &retrace_serve::Client, spec: PathBuf, input: &str) -> String {
+    client
+        .submit(&retrace_serve::api::Submit {
+            spec: None,
+            spec_path: Some(spec),
+            input: input.into(),
+            new: true,
+        })
+        .expect("submit")
+        .run
+}
+
+/// An agent that appends a line every 100 ms for 200 steps (long enough to act on while it
+/// runs); its spec.
+fn slow_agent(dir: &Path) -> PathBuf {
+    let slow = dir.join("slow");
+    std::fs::create_dir_all(slow.join("ws")).expect("mkdir");
+    let replies: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({"text": format!("step {i}"), "latency_ms": 100, "tool_calls": [{
+                "id": format!("call-{i}"), "name": "fs.append",
+                "arguments": {"path": "log.txt", "text": "x\n"}}]})
+        })
+        .collect();
+    std::fs::write(
+        slow.join("cassette.json"),
+        serde_json::json!({ "replies": replies }).to_string(),
+    )
+    .expect("cassette");
+    std::fs::write(
+        slow.join("agent.toml"),
+        "name = \"slow\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\n\
+         name = \"d\"\ncassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n\
+         [[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n[budgets]\nmax_steps = 300\n",
+    )
+    .expect("spec");
+    slow.join("agent.toml")
+}
+
 #[test]
 fn approvals_and_cancels_reach_a_run_through_any_worker() {
     let Some(schema) = Schema::fresh("signals through any worker") else {
@@ -250,17 +290,6 @@ fn approvals_and_cancels_reach_a_run_through_any_worker() {
         worker(&schema, dir.path(), "w2"),
     );
     let (c1, c2) = (w1.client(), w2.client());
-    let submit = |client: &retrace_serve::Client, spec: PathBuf, input: &str| {
-        client
-            .submit(&retrace_serve::api::Submit {
-                spec: None,
-                spec_path: Some(spec),
-                input: input.into(),
-                new: true,
-            })
-            .expect("submit")
-            .run
-    };
 
     // submitted to w1, parked; approved through w2, which then drives it to its end
     let parked = submit(
@@ -283,28 +312,7 @@ fn approvals_and_cancels_reach_a_run_through_any_worker() {
     assert_eq!(done.status, "succeeded", "{done:?}");
 
     // a long run driven by w1, cancelled through w2: the signal waits in the inbox for w1
-    let slow = dir.path().join("slow");
-    std::fs::create_dir_all(slow.join("ws")).expect("mkdir");
-    let replies: Vec<serde_json::Value> = (0..200)
-        .map(|i| {
-            serde_json::json!({"text": format!("step {i}"), "latency_ms": 100, "tool_calls": [{
-                "id": format!("call-{i}"), "name": "fs.append",
-                "arguments": {"path": "log.txt", "text": "x\n"}}]})
-        })
-        .collect();
-    std::fs::write(
-        slow.join("cassette.json"),
-        serde_json::json!({ "replies": replies }).to_string(),
-    )
-    .expect("cassette");
-    std::fs::write(
-        slow.join("agent.toml"),
-        "name = \"slow\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\n\
-         name = \"d\"\ncassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n\
-         [[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n[budgets]\nmax_steps = 300\n",
-    )
-    .expect("spec");
-    let running = submit(&c1, slow.join("agent.toml"), "append slowly");
+    let running = submit(&c1, slow_agent(dir.path()), "append slowly");
     until(&c1, &running, "under way", |v| v.events > 6);
     let holder = schema.sql(&format!(
         "SELECT worker FROM retrace_leases WHERE run = '\\x{running}'::bytea"
