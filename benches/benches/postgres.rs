@@ -151,10 +151,7 @@ fn main() {
     }
 
     // 2. workers
-    println!(
-        "workers ({RUNS} runs of {} events' steps, submitted at once):",
-        2 * STEPS + 1
-    );
+    println!("workers ({RUNS} runs of {STEPS} tool steps each, submitted at once):");
     let spec = agent(&dir.path().join("agent"));
     let url = schema.url();
     let workers: Vec<Served> = (0..WORKERS)
