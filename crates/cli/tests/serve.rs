@@ -61,7 +61,7 @@ impl Daemon {
                 .recv_timeout(Duration::from_mins(1))
                 .expect("retrace serve says where it listens");
             if let Some(n) = line
-                .split(" workers, ")
+                .split(" runs at once, ")
                 .nth(1)
                 .and_then(|rest| rest.split(' ').next())
                 .and_then(|n| n.parse().ok())
