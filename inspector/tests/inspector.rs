@@ -545,51 +545,7 @@ fn follow_head_picks_up_events_appended_by_another_writer() {
     let run = RunId::from_bytes([8; 16]);
     drive_agent(dir.path(), "noter", ASKING_AGENT, ASKING_CASSETTE, run);
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
-    let mut harness = harness(
-        Arc::clone(&store),
-        Target {
-            run: Some(run),
-            seq: Some(0),
-        },
-    );
-    harness.get_by_label("follow head").click();
-    settle(&mut harness);
-    let len = store.require_run(&run).unwrap().len();
-    assert_eq!(harness.state().position(), Some((run, len - 1)));
-
-    // another writer appends three signals while the inspector is open
-    let writer = {
-        let store = Arc::clone(&store);
-        std::thread::spawn(move || {
-            for i in 0..3u64 {
-                let head = store.require_run(&run).unwrap().head;
-                let payload = store.put_blob(format!("\"ping {i}\"").as_bytes()).unwrap();
-                let event = Event::after(
-                    head,
-                    Timestamp(1),
-                    EventKind::SignalReceived {
-                        name: "ping".into(),
-                        payload,
-                    },
-                );
-                store.append(&run, head.map(|h| h.id), &[event]).unwrap();
-            }
-        })
-    };
-    writer.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while harness.state().position() != Some((run, len + 2)) {
-        assert!(
-            Instant::now() < deadline,
-            "cursor stayed at {:?}",
-            harness.state().position()
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    settle(&mut harness);
-    assert_shows(&harness, store.as_ref(), &run, len + 2);
-    assert!(harness.query_all_by_label_contains("signal ping").count() >= 1);
+    follows_another_writer(&store, Arc::clone(&store), run);
 }
 
 /// The same on a PostgreSQL store, the writer another connection (as another process
@@ -607,8 +563,15 @@ fn follow_head_on_postgres_picks_up_events_another_process_appends() {
     let store: Arc<dyn Store> = Arc::new(schema.store());
     retrace_eval::bundle::copy(&recorded, &store).unwrap();
     drop(recorded);
+    follows_another_writer(&store, Arc::new(schema.store()), run);
+}
+
+/// The inspector on `store`, following `run`'s head, while `writer` (the same store or
+/// another connection to it) appends three signals from another thread: the cursor
+/// follows to the last, which the UI shows.
+fn follows_another_writer(store: &Arc<dyn Store>, writer: Arc<dyn Store>, run: RunId) {
     let mut harness = harness(
-        Arc::clone(&store),
+        Arc::clone(store),
         Target {
             run: Some(run),
             seq: Some(0),
@@ -616,23 +579,29 @@ fn follow_head_on_postgres_picks_up_events_another_process_appends() {
     );
     harness.get_by_label("follow head").click();
     settle(&mut harness);
-    let len = store.require_run(&run).unwrap().len();
+    let len = store.require_run(&run).expect("run").len();
     assert_eq!(harness.state().position(), Some((run, len - 1)));
 
-    let writer = schema.store();
-    for i in 0..3u64 {
-        let head = writer.require_run(&run).unwrap().head;
-        let payload = writer.put_blob(format!("\"ping {i}\"").as_bytes()).unwrap();
-        let event = Event::after(
-            head,
-            Timestamp(1),
-            EventKind::SignalReceived {
-                name: "ping".into(),
-                payload,
-            },
-        );
-        writer.append(&run, head.map(|h| h.id), &[event]).unwrap();
-    }
+    let appending = std::thread::spawn(move || {
+        for i in 0..3u64 {
+            let head = writer.require_run(&run).expect("run").head;
+            let payload = writer
+                .put_blob(format!("\"ping {i}\"").as_bytes())
+                .expect("blob");
+            let event = Event::after(
+                head,
+                Timestamp(1),
+                EventKind::SignalReceived {
+                    name: "ping".into(),
+                    payload,
+                },
+            );
+            writer
+                .append(&run, head.map(|h| h.id), &[event])
+                .expect("append");
+        }
+    });
+    appending.join().expect("writer thread");
     let deadline = Instant::now() + Duration::from_secs(10);
     while harness.state().position() != Some((run, len + 2)) {
         assert!(
