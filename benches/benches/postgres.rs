@@ -19,7 +19,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use retrace_benches::{Samples, bench_dir, drive_steps, env_u64, now_ms, step_agent, submit_runs};
+use retrace_benches::{
+    Samples, append_agent, bench_dir, drive_steps, env_u64, now_ms, step_agent, submit_runs,
+};
 use retrace_events::{EventKind, RunId};
 use retrace_runtime::executor::Runner;
 use retrace_serve::server::Config;
@@ -27,7 +29,6 @@ use retrace_store::Store;
 use retrace_store_postgres::testing::Schema;
 use retrace_store_sled::SledStore;
 use retrace_tests::daemon::Served;
-use serde_json::json;
 
 const RUNS: usize = 300;
 const WORKERS: usize = 3;
@@ -40,31 +41,6 @@ fn steps(dir: &Path, n: usize, store: &dyn Store) -> Samples {
     let run = RunId::from_bytes([1; 16]);
     runner.start(run, "bench").expect("start");
     drive_steps(&runner, run).per_step
-}
-
-/// The workers' agent: STEPS appends, then the answer; as the spec JSON a client submits.
-fn agent(dir: &Path) -> serde_json::Value {
-    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
-    let mut replies: Vec<serde_json::Value> = (0..STEPS)
-        .map(|i| {
-            json!({"text": format!("step {i}"), "tool_calls": [{"id": format!("c{i}"),
-                "name": "fs.append", "arguments": {"path": "log.txt", "text": "x\n"}}]})
-        })
-        .collect();
-    replies.push(json!({"text": "done"}));
-    std::fs::write(
-        dir.join("cassette.json"),
-        json!({ "replies": replies }).to_string(),
-    )
-    .expect("cassette");
-    let spec_path = dir.join("agent.toml");
-    std::fs::write(
-        &spec_path,
-        "name = \"short\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\nname = \"d\"\ncassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n[[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n",
-    )
-    .expect("spec");
-    let spec = retrace_runtime::spec::Spec::load(&spec_path).expect("spec");
-    serde_json::from_slice(&spec.to_canonical_bytes()).expect("spec json")
 }
 
 /// Wait until every run finished; then report.
@@ -152,7 +128,7 @@ fn main() {
 
     // 2. workers
     println!("workers ({RUNS} runs of {STEPS} tool steps each, submitted at once):");
-    let spec = agent(&dir.path().join("agent"));
+    let spec = append_agent(&dir.path().join("agent"), STEPS);
     let url = schema.url();
     let workers: Vec<Served> = (0..WORKERS)
         .map(|w| {

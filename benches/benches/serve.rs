@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use retrace_benches::{now_ms, submit_runs};
+use retrace_benches::{append_agent, now_ms, submit_runs};
 use retrace_events::EventKind;
 use retrace_serve::RemoteStore;
 use retrace_store::Store;
 use retrace_tests::daemon::Served;
-use serde_json::json;
 
 const RUNS: usize = 1_000;
 const CLIENTS: usize = 32;
@@ -38,32 +37,9 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
-/// The agent in `dir`, as the spec JSON a client submits.
-fn agent(dir: &std::path::Path) -> serde_json::Value {
-    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
-    std::fs::write(
-        dir.join("cassette.json"),
-        json!({"replies": [
-            {"text": "noting", "tool_calls": [{"id": "c1", "name": "fs.append",
-              "arguments": {"path": "log.txt", "text": "x\n"}}]},
-            {"text": "done"}
-        ]})
-        .to_string(),
-    )
-    .expect("cassette");
-    let spec_path = dir.join("agent.toml");
-    std::fs::write(
-        &spec_path,
-        "name = \"short\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\nname = \"d\"\ncassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n[[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n",
-    )
-    .expect("spec");
-    let spec = retrace_runtime::spec::Spec::load(&spec_path).expect("spec");
-    serde_json::from_slice(&spec.to_canonical_bytes()).expect("spec json")
-}
-
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = agent(dir.path());
+    let spec = append_agent(dir.path(), 1);
     let served = Served::start(&dir.path().join("store"), WORKERS);
     let client = served.client();
     let rss_idle = peak_rss_kb();

@@ -300,3 +300,30 @@ pub fn submit_runs(
     });
     submitted.into_inner().expect("lock")
 }
+
+/// The daemon benches' agent in `dir`: `steps` replies each calling `fs.append` (allowed),
+/// then the answer; as the spec JSON a client submits.
+pub fn append_agent(dir: &std::path::Path, steps: usize) -> serde_json::Value {
+    use serde_json::json;
+    std::fs::create_dir_all(dir.join("ws")).expect("mkdir");
+    let mut replies: Vec<serde_json::Value> = (0..steps)
+        .map(|i| {
+            json!({"text": format!("step {i}"), "tool_calls": [{"id": format!("c{i}"),
+                "name": "fs.append", "arguments": {"path": "log.txt", "text": "x\n"}}]})
+        })
+        .collect();
+    replies.push(json!({"text": "done"}));
+    std::fs::write(
+        dir.join("cassette.json"),
+        json!({ "replies": replies }).to_string(),
+    )
+    .expect("cassette");
+    let spec_path = dir.join("agent.toml");
+    std::fs::write(
+        &spec_path,
+        "name = \"short\"\nsystem = \"s\"\nworkspace = \"ws\"\n[model]\nprovider = \"scripted\"\nname = \"d\"\ncassette = \"cassette.json\"\n[tools]\nallow = [\"fs.append\"]\n[[policy]]\ntool = \"fs.append\"\naction = \"allow\"\n",
+    )
+    .expect("spec");
+    let spec = retrace_runtime::spec::Spec::load(&spec_path).expect("spec");
+    serde_json::from_slice(&spec.to_canonical_bytes()).expect("spec json")
+}
