@@ -1,15 +1,19 @@
 //! The inspector: what it holds between frames, the frame itself, and how commands change
 //! it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use retrace_events::RunId;
 use retrace_store::Store;
 
+use crate::cards::Card;
 use crate::command::{Command, stepped};
-use crate::panels;
+use crate::compare::Comparison;
+use crate::search::Found;
 use crate::source::{Detail, DiffView, Host, PAGE, Reply, Request, Row, RunRow, Source};
+use crate::steps::{Filter, StepIndex};
+use crate::{panels, step_view, time_view, versus_view};
 
 /// What to show first: a run, and optionally an event of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +83,71 @@ pub struct Inspector {
     remembered_run: Option<RunId>,
     /// The detail's tab on model calls (kept as the cursor moves).
     pub(crate) tab: Tab,
+    /// What the middle of the window shows.
+    pub(crate) view: View,
+    /// The selected run's steps (`None` until first counted).
+    pub(crate) index: Option<Box<StepIndex>>,
+    /// Which steps the step view and the waterfall show.
+    pub(crate) step_filter: Filter,
+    /// The positions of the steps that pass the filter, and the index length they are of.
+    pub(crate) shown: (usize, Vec<usize>),
+    /// Cards loaded, by step position.
+    pub(crate) cards: HashMap<usize, Card>,
+    cards_requested: HashSet<usize>,
+    /// Each step's card height as last drawn (0: not drawn yet), by step position.
+    pub(crate) heights: Vec<f32>,
+    /// A tool result being paged through.
+    pub(crate) pager: Option<Pager>,
+    /// The search being typed, and the last search's hits.
+    pub(crate) query: String,
+    pub(crate) found: Option<Found>,
+    /// The run compared with the selected one, and the comparison once made.
+    pub(crate) versus: Option<RunId>,
+    pub(crate) comparison: Option<Comparison>,
+    /// Rendered Markdown's cache.
+    pub(crate) markdown: egui_commonmark::CommonMarkCache,
+}
+
+/// What the middle of the window shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// One card per step (the default).
+    #[default]
+    Steps,
+    /// One row per event.
+    Events,
+    /// The waterfall and the token and cost curves.
+    Time,
+    /// Two runs side by side.
+    Versus,
+}
+
+impl View {
+    /// Every view, in the order of the switch.
+    pub const ALL: [View; 4] = [View::Steps, View::Events, View::Time, View::Versus];
+
+    /// Its name on the switch.
+    pub fn label(self) -> &'static str {
+        match self {
+            View::Steps => "steps",
+            View::Events => "events",
+            View::Time => "time and cost",
+            View::Versus => "run vs run",
+        }
+    }
+}
+
+/// A page of a tool result shown in full.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pager {
+    /// What it is the output of (the window's title).
+    pub title: String,
+    /// The output blob.
+    pub blob: retrace_events::BlobId,
+    /// First line shown (0-based).
+    pub from: usize,
+    /// The page's text, once arrived, and the lines in all.
+    pub page: Option<(String, usize)>,
 }
 
 /// The detail's tabs on a model call.
@@ -129,6 +198,19 @@ impl Inspector {
             remembered_run: None,
             density: None,
             tab: Tab::Event,
+            view: View::Steps,
+            index: None,
+            step_filter: Filter::default(),
+            shown: (0, Vec::new()),
+            cards: HashMap::new(),
+            cards_requested: HashSet::new(),
+            heights: Vec::new(),
+            pager: None,
+            query: String::new(),
+            found: None,
+            versus: None,
+            comparison: None,
+            markdown: egui_commonmark::CommonMarkCache::default(),
         }
     }
 
@@ -186,7 +268,16 @@ impl Inspector {
             .default_size(520.0)
             .min_size(380.0)
             .show(ui, |ui| panels::detail(self, ui));
-        egui::CentralPanel::default().show(ui, |ui| panels::timeline(self, ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            panels::view_switch(self, ui);
+            match self.view {
+                View::Steps => step_view::show(self, ui),
+                View::Events => panels::timeline(self, ui),
+                View::Time => time_view::show(self, ui),
+                View::Versus => versus_view::show(self, ui),
+            }
+        });
+        step_view::pager(self, ui);
         let commands = std::mem::take(&mut self.commands);
         for command in commands {
             self.apply(command);
@@ -238,11 +329,61 @@ impl Inspector {
                         }
                     }
                 }
-                Reply::Density { run, len, bins } => {
+                Reply::Overview { run, index, bins } => {
                     if Some(run) == self.selected {
-                        self.density = Some((len, bins));
+                        self.density = Some((index.scanned, bins));
+                        self.take_index(index);
                     }
                 }
+                Reply::Cards { run, cards } => {
+                    for (i, card) in cards {
+                        self.cards_requested.remove(&i);
+                        if Some(run) != self.selected {
+                            continue;
+                        }
+                        match card {
+                            Ok(card) => {
+                                self.cards.insert(i, card);
+                            }
+                            Err(e) => self.error = Some(format!("could not read step {i}: {e}")),
+                        }
+                    }
+                }
+                Reply::Lines {
+                    blob,
+                    from,
+                    text,
+                    total,
+                } => {
+                    if let Some(pager) = &mut self.pager
+                        && pager.blob == blob
+                        && pager.from == from
+                    {
+                        pager.page = Some((text, total));
+                    }
+                }
+                Reply::Searched { run, found } => {
+                    if Some(run) == self.selected {
+                        match found {
+                            Ok(found) => {
+                                // go to the first hit at or after the cursor
+                                if let Some(seq) = found.next(self.cursor.saturating_sub(1), true)
+                                {
+                                    self.move_to(seq);
+                                }
+                                self.found = Some(found);
+                            }
+                            Err(e) => self.error = Some(format!("search failed: {e}")),
+                        }
+                    }
+                }
+                Reply::Compared(comparison) => match *comparison {
+                    Ok(c) if Some(c.a) == self.selected && Some(c.b) == self.versus => {
+                        self.comparison = Some(c);
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.error = Some(format!("could not compare the runs: {e}")),
+                },
                 Reply::Diff(diff) => match *diff {
                     Ok(diff) => self.diff = Some(diff),
                     Err(e) => self.error = Some(format!("could not compare: {e}")),
@@ -313,10 +454,7 @@ impl Inspector {
                 if self.follow_head {
                     self.move_to(len.saturating_sub(1));
                 }
-                let counted = self.density.as_ref().map_or(0, |(n, _)| *n);
-                if len > counted + counted / 100 {
-                    self.request_density();
-                }
+                self.request_overview();
             }
         }
     }
@@ -385,6 +523,61 @@ impl Inspector {
                     });
                 }
             }
+            Command::View(view) => {
+                self.view = view;
+                self.scroll_to_cursor = true;
+            }
+            Command::Filter(filter) => {
+                self.step_filter = filter;
+                self.shown = (usize::MAX, Vec::new());
+                self.scroll_to_cursor = true;
+            }
+            Command::ShowAll { title, blob, from } => {
+                self.pager = Some(Pager {
+                    title,
+                    blob,
+                    from,
+                    page: None,
+                });
+                self.source.request(Request::Lines { blob, from });
+            }
+            Command::ClosePager => self.pager = None,
+            Command::Search(query) => {
+                self.query.clone_from(&query);
+                self.found = None;
+                if let Some(run) = self.selected
+                    && !query.trim().is_empty()
+                {
+                    self.source.request(Request::Search { run, query });
+                }
+            }
+            Command::NextHit { forward } => {
+                if let Some(seq) = self
+                    .found
+                    .as_ref()
+                    .and_then(|f| f.next(self.cursor, forward))
+                {
+                    self.move_to(seq);
+                }
+            }
+            Command::CompareWith(other) => {
+                self.versus = other;
+                self.comparison = None;
+                if let (Some(a), Some(b)) = (self.selected, other) {
+                    self.source.request(Request::Compare { a, b });
+                }
+            }
+            Command::Open { run, seq } => {
+                if self.selected == Some(run) {
+                    self.move_to(seq);
+                } else {
+                    self.pending_target = Target {
+                        run: Some(run),
+                        seq: Some(seq),
+                    };
+                    self.source.request(Request::Runs);
+                }
+            }
             Command::Answer { call, answer } => {
                 if let Some(run) = self.selected {
                     self.error = None;
@@ -409,20 +602,88 @@ impl Inspector {
         self.cursor = 0;
         self.scroll_to_cursor = true;
         self.density = None;
+        self.index = None;
+        self.shown = (usize::MAX, Vec::new());
+        self.cards.clear();
+        self.cards_requested.clear();
+        self.heights.clear();
+        self.found = None;
+        self.pager = None;
+        self.comparison = None;
+        self.versus = None;
         self.request_detail();
-        self.request_density();
+        self.request_overview();
     }
 
     /// Bins in the density strip.
     const DENSITY_BINS: usize = 400;
 
-    fn request_density(&mut self) {
+    /// Ask for the step index (extended from the one held) and the density strip.
+    fn request_overview(&mut self) {
         if let Some(run) = self.selected {
-            self.source.request(Request::Density {
+            self.source.request(Request::Overview {
                 run,
                 bins: Self::DENSITY_BINS,
+                carry: self.index.clone(),
             });
         }
+    }
+
+    /// A newer step index arrived: cards of steps that changed (a call answered since)
+    /// are read again.
+    fn take_index(&mut self, index: Box<StepIndex>) {
+        if let Some(old) = &self.index {
+            for (i, step) in old.steps.iter().enumerate() {
+                if index.steps.get(i) != Some(step) {
+                    self.cards.remove(&i);
+                    if let Some(h) = self.heights.get_mut(i) {
+                        *h = 0.0;
+                    }
+                }
+            }
+        }
+        self.heights.resize(index.steps.len(), 0.0);
+        self.index = Some(index);
+    }
+
+    /// The positions of the steps the filter lets through (recomputed when the index or the
+    /// filter changed).
+    pub(crate) fn shown(&mut self) -> &[usize] {
+        let len = self.index.as_ref().map_or(0, |i| i.steps.len());
+        if self.shown.0 != len {
+            let shown = match &self.index {
+                Some(index) if !self.step_filter.is_empty() => self.step_filter.apply(index),
+                Some(index) => (0..index.steps.len()).collect(),
+                None => Vec::new(),
+            };
+            self.shown = (len, shown);
+        }
+        &self.shown.1
+    }
+
+    /// The card of step `i`, asking for it (with the others in `wanted`) if it has not
+    /// arrived.
+    pub(crate) fn want_cards(&mut self, wanted: &[usize]) {
+        let Some((run, index)) = self.selected.zip(self.index.as_ref()) else {
+            return;
+        };
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|i| !self.cards.contains_key(i) && !self.cards_requested.contains(i))
+            .filter_map(|&i| index.steps.get(i).map(|s| (i, *s)))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        // keep memory bounded on long runs: cards far from the screen are read again
+        if self.cards.len() > 4_096 {
+            self.cards.retain(|i, _| wanted.contains(i));
+        }
+        self.cards_requested.extend(missing.iter().map(|(i, _)| *i));
+        self.source.request(Request::Cards {
+            run,
+            steps: missing,
+        });
     }
 
     fn move_to(&mut self, seq: u64) {

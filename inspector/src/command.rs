@@ -5,7 +5,9 @@
 use retrace_events::RunId;
 use retrace_replay::Answer;
 
+use crate::app::View;
 use crate::source::Class;
+use crate::steps::Filter;
 
 /// One thing a user did.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,37 @@ pub enum Command {
         call: String,
         /// Approve (else deny).
         approve: bool,
+    },
+    /// Show this view in the middle of the window.
+    View(View),
+    /// Show only the steps this filter lets through.
+    Filter(Filter),
+    /// Page through a tool result in full, from line `from`.
+    ShowAll {
+        /// What it is the output of.
+        title: String,
+        /// The output blob.
+        blob: retrace_events::BlobId,
+        /// First line (0-based).
+        from: usize,
+    },
+    /// Close the tool result being paged through.
+    ClosePager,
+    /// Find this text in the run's payloads.
+    Search(String),
+    /// Go to the next (or previous) hit of the search.
+    NextHit {
+        /// Direction.
+        forward: bool,
+    },
+    /// Compare the run shown with another, side by side (`None`: stop).
+    CompareWith(Option<RunId>),
+    /// Show `run` at `seq` (a fork's origin, a fork made here).
+    Open {
+        /// Run.
+        run: RunId,
+        /// Seq.
+        seq: u64,
     },
     /// Answer the question the run shown waits on.
     Answer {

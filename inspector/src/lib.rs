@@ -16,13 +16,20 @@
 //! window, tests drive it through `egui_kittest`.
 
 pub mod app;
+pub mod cards;
 pub mod command;
+pub mod compare;
 mod panels;
+pub mod search;
 pub mod source;
+mod step_view;
+pub mod steps;
+mod time_view;
+mod versus_view;
 
 use std::sync::Arc;
 
-pub use app::{Inspector, Settings, Target};
+pub use app::{Inspector, Settings, Target, View};
 pub use command::Command;
 use retrace_store::Store;
 pub use source::Host;

@@ -69,6 +69,11 @@ pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
         (egui::Key::E, Class::Error),
         (egui::Key::C, Class::Context),
     ];
+    // n, N: the next and previous hit of the search
+    let (next_hit, shift) = ui.input(|i| (i.key_pressed(egui::Key::N), i.modifiers.shift));
+    if next_hit {
+        app.command(Command::NextHit { forward: !shift });
+    }
     for (key, class) in jumps {
         let (pressed, shift) = ui.input(|i| (i.key_pressed(key), i.modifiers.shift));
         if pressed {
@@ -217,6 +222,22 @@ fn push_tree(
     {
         push_tree(runs, child, depth + 1, out);
     }
+}
+
+/// The switch between the views of the middle: steps, events, time and cost, run vs run.
+pub fn view_switch(app: &mut Inspector, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        for view in crate::app::View::ALL {
+            if ui
+                .selectable_label(app.view == view, view.label())
+                .clicked()
+                && app.view != view
+            {
+                app.command(Command::View(view));
+            }
+        }
+    });
+    ui.separator();
 }
 
 /// The timeline: a scrubber over the whole run and one row per event, only the visible
@@ -811,7 +832,7 @@ fn diff_view(app: &mut Inspector, ui: &mut egui::Ui) {
 }
 
 /// A JSON value as an expandable tree; objects and arrays open to the first level.
-fn json_tree(ui: &mut egui::Ui, path: &str, value: &Value, depth: usize) {
+pub(crate) fn json_tree(ui: &mut egui::Ui, path: &str, value: &Value, depth: usize) {
     match value {
         Value::Object(map) => {
             for (key, v) in map {

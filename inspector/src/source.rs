@@ -15,6 +15,11 @@ use retrace_replay::{
     state_at_head,
 };
 use retrace_store::{MAX_RANGE, Store};
+
+use crate::cards::{Card, card, pretty, value as blob_value};
+use crate::compare::Comparison;
+use crate::search::Found;
+use crate::steps::{StepHead, StepIndex};
 use serde_json::Value;
 
 /// What the inspector cannot do itself: read the clock, make fresh run ids (the runtime is
@@ -124,7 +129,7 @@ pub struct ReplyView {
 }
 
 impl ReplyView {
-    fn reasoning_of(reasoning: &[retrace_events::reply::Reasoning]) -> Vec<String> {
+    pub(crate) fn reasoning_of(reasoning: &[retrace_events::reply::Reasoning]) -> Vec<String> {
         reasoning
             .iter()
             .map(|r| match &r.redacted {
@@ -315,12 +320,44 @@ pub enum Request {
         /// Direction.
         forward: bool,
     },
-    /// Where events of each class fall over the whole run, in `bins` bins.
-    Density {
+    /// The run's steps and where events of each class fall over it (in `bins` bins):
+    /// `carry` is the index so far, extended with what was appended since (a fresh one is
+    /// built when it is `None` or of another run).
+    Overview {
         /// Run.
         run: RunId,
-        /// Number of bins.
+        /// Number of density bins.
         bins: usize,
+        /// The index so far.
+        carry: Option<Box<StepIndex>>,
+    },
+    /// The cards of these steps of `run` (position in its index, and the step).
+    Cards {
+        /// Run.
+        run: RunId,
+        /// The steps.
+        steps: Vec<(usize, StepHead)>,
+    },
+    /// A page of a tool result's lines, from line `from` (0-based).
+    Lines {
+        /// The output blob.
+        blob: retrace_events::BlobId,
+        /// First line.
+        from: usize,
+    },
+    /// Every event of `run` whose payloads contain `query`.
+    Search {
+        /// Run.
+        run: RunId,
+        /// What to find.
+        query: String,
+    },
+    /// Two runs' steps side by side.
+    Compare {
+        /// The first run.
+        a: RunId,
+        /// The second run.
+        b: RunId,
     },
     /// Compare two points.
     Diff {
@@ -390,16 +427,43 @@ pub enum Reply {
         /// The seq found.
         seq: Option<u64>,
     },
-    /// Per bin, events of each class (model, tool, approval, error, run, context; see
-    /// [`Class::index`]), and the run length they cover.
-    Density {
+    /// The run's steps, and per density bin the events of each class (model, tool,
+    /// approval, error, run, context; see [`Class::index`]).
+    Overview {
         /// Run.
         run: RunId,
-        /// Events counted.
-        len: u64,
+        /// The steps (and the events counted: `index.scanned`).
+        index: Box<StepIndex>,
         /// Counts per bin.
         bins: Vec<[u32; CLASSES]>,
     },
+    /// Cards of steps asked for (an error for a step that could not be read).
+    Cards {
+        /// Run.
+        run: RunId,
+        /// The cards, by step position.
+        cards: Vec<(usize, Result<Card, String>)>,
+    },
+    /// A page of a tool result: its text and its lines in all.
+    Lines {
+        /// The output blob.
+        blob: retrace_events::BlobId,
+        /// First line.
+        from: usize,
+        /// The page's text.
+        text: String,
+        /// Lines in all.
+        total: usize,
+    },
+    /// What a search found.
+    Searched {
+        /// Run.
+        run: RunId,
+        /// The hits, or why the search failed.
+        found: Result<Found, String>,
+    },
+    /// Two runs compared step by step.
+    Compared(Box<Result<Comparison, String>>),
     /// Two points compared.
     Diff(Box<Result<DiffView, String>>),
     /// A fork made (its id), or why not.
@@ -414,8 +478,9 @@ pub enum Reply {
 }
 
 /// The background threads' handle: one answers everything the UI waits on; a second one
-/// counts density over whole runs, which takes most of a second on a million events and so
-/// must not hold up the rows and detail asked for in the same frame.
+/// does what reads whole runs — the step index and density strip (most of a second on a
+/// million events), searches, run-vs-run comparisons — so that it never holds up the rows,
+/// cards and detail asked for in the same frame.
 #[derive(Debug)]
 pub struct Source {
     tx: Option<flume::Sender<Request>>,
@@ -444,7 +509,7 @@ impl Source {
                 (store.clone(), host.clone(), wake.clone()),
             ),
             worker(
-                "retrace-inspector-density",
+                "retrace-inspector-whole-runs",
                 slow_requests,
                 replies,
                 (store, host, wake),
@@ -462,7 +527,9 @@ impl Source {
     /// Ask for something; the reply comes through [`Self::poll`].
     pub fn request(&mut self, request: Request) {
         let tx = match request {
-            Request::Density { .. } => &self.slow_tx,
+            Request::Overview { .. } | Request::Search { .. } | Request::Compare { .. } => {
+                &self.slow_tx
+            }
             _ => &self.tx,
         };
         if let Some(tx) = tx
@@ -500,7 +567,8 @@ impl Drop for Source {
 type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// A thread answering `requests` in order. Of the requests waiting together, only the newest
-/// detail and the newest density are answered: the cursor or the run has moved on since.
+/// detail, the newest overview and the newest search are answered: the cursor, the run or
+/// the query has moved on since.
 fn worker(
     name: &str,
     requests: flume::Receiver<Request>,
@@ -516,13 +584,17 @@ fn worker(
                 let last_detail = batch
                     .iter()
                     .rposition(|r| matches!(r, Request::Detail { .. }));
-                let last_density = batch
+                let last_overview = batch
                     .iter()
-                    .rposition(|r| matches!(r, Request::Density { .. }));
+                    .rposition(|r| matches!(r, Request::Overview { .. }));
+                let last_search = batch
+                    .iter()
+                    .rposition(|r| matches!(r, Request::Search { .. }));
                 for (i, request) in batch.into_iter().enumerate() {
                     let reply = match request {
                         Request::Detail { .. } if Some(i) != last_detail => Reply::Skipped,
-                        Request::Density { .. } if Some(i) != last_density => Reply::Skipped,
+                        Request::Overview { .. } if Some(i) != last_overview => Reply::Skipped,
+                        Request::Search { .. } if Some(i) != last_search => Reply::Skipped,
                         request => answer(store.as_ref(), host.as_ref(), &request),
                     };
                     if replies.send(reply).is_err() {
@@ -556,10 +628,41 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
             run,
             seq: find(store, &run, from, class, forward).unwrap_or(None),
         },
-        &Request::Density { run, bins } => match density(store, &run, bins) {
-            Ok((len, bins)) => Reply::Density { run, len, bins },
-            Err(_) => Reply::Skipped,
+        Request::Overview { run, bins, carry } => {
+            let mut index = match carry {
+                Some(index) if index.run == Some(*run) => index.clone(),
+                _ => Box::new(StepIndex::new(*run)),
+            };
+            match crate::compare::extend(store, run, &mut index) {
+                Ok(()) => Reply::Overview {
+                    run: *run,
+                    bins: index.density(*bins),
+                    index,
+                },
+                Err(_) => Reply::Skipped,
+            }
+        }
+        Request::Cards { run, steps } => Reply::Cards {
+            run: *run,
+            cards: steps
+                .iter()
+                .map(|&(i, head)| (i, card(store, run, i, head).map_err(|e| e.to_string())))
+                .collect(),
         },
+        &Request::Lines { blob, from } => {
+            let (text, total) = crate::cards::page_of(store, &blob, from);
+            Reply::Lines {
+                blob,
+                from,
+                text,
+                total,
+            }
+        }
+        Request::Search { run, query } => Reply::Searched {
+            run: *run,
+            found: crate::search::search(store, run, query).map_err(|e| e.to_string()),
+        },
+        &Request::Compare { a, b } => Reply::Compared(Box::new(crate::compare::compare(store, a, b))),
         &Request::Diff { a, b } => {
             Reply::Diff(Box::new(diff(store, a, b).map_err(|e| e.to_string())))
         }
@@ -633,28 +736,6 @@ impl Class {
             Class::Context => 5,
         }
     }
-}
-
-fn density(
-    store: &dyn Store,
-    run: &RunId,
-    bins: usize,
-) -> Result<(u64, Vec<[u32; CLASSES]>), retrace_store::Error> {
-    let len = store.require_run(run)?.len();
-    let mut out = vec![[0u32; CLASSES]; bins.max(1)];
-    let last_bin = out.len() - 1;
-    let n = out.len() as u64;
-    let mut next = 0;
-    while next < len {
-        let end = (next + MAX_RANGE - 1).min(len - 1);
-        for (_, event) in store.events(run, next..=end)? {
-            let bin = usize::try_from(event.seq * n / len).unwrap_or(last_bin);
-            let counts = &mut out[bin.min(last_bin)];
-            counts[Class::of(&event.kind).index()] += 1;
-        }
-        next = end + 1;
-    }
-    Ok((len, out))
 }
 
 fn diff(
@@ -777,20 +858,6 @@ fn find(
         }
     }
     Ok(None)
-}
-
-/// A blob as JSON: parsed if it is JSON, else its text, else a note of its size.
-fn blob_value(store: &dyn Store, blob: &retrace_events::BlobId) -> Value {
-    match store.blob(blob) {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            String::from_utf8(bytes.clone()).map_or_else(
-                |_| Value::String(format!("({} bytes of binary data)", bytes.len())),
-                Value::String,
-            )
-        }),
-        Ok(None) => Value::String(format!("(blob {blob} is missing)")),
-        Err(e) => Value::String(format!("(blob {blob} could not be read: {e})")),
-    }
 }
 
 /// Readable text of a message's content blob.
@@ -1082,8 +1149,4 @@ fn request_view(
         new: rebuilt.new,
         messages,
     })
-}
-
-fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }

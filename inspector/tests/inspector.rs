@@ -11,7 +11,7 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use std::sync::Mutex;
 
 use retrace_events::{Decision, Event, EventKind, RunId, Timestamp};
-use retrace_inspector::{Host, Inspector, Target};
+use retrace_inspector::{Command, Host, Inspector, Target, View};
 use retrace_replay::{SnapshotPolicy, compare_runs, diff_states, state_at};
 use retrace_store::Store;
 use retrace_store_sled::SledStore;
@@ -143,17 +143,30 @@ fn harness(store: Arc<dyn Store>, target: Target) -> Harness<'static, Inspector>
     harness_with(store, Arc::new(TestHost::default()), target)
 }
 
+/// The inspector over `store` showing the raw event list (the view these tests travel in;
+/// the step view has tests of its own in `steps.rs`).
 fn harness_with(
     store: Arc<dyn Store>,
     host: Arc<dyn Host>,
     target: Target,
 ) -> Harness<'static, Inspector> {
-    let inspector = Inspector::new(store, host, target, || {});
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1360.0, 820.0))
-        .build_ui_state(|ui, app: &mut Inspector| app.ui(ui), inspector);
+    let mut harness = harness_in(store, host, target, View::Events);
     settle(&mut harness);
     harness
+}
+
+/// The inspector over `store` in `view`, not yet settled.
+fn harness_in(
+    store: Arc<dyn Store>,
+    host: Arc<dyn Host>,
+    target: Target,
+    view: View,
+) -> Harness<'static, Inspector> {
+    let mut inspector = Inspector::new(store, host, target, || {});
+    inspector.apply(Command::View(view));
+    Harness::builder()
+        .with_size(egui::vec2(1360.0, 820.0))
+        .build_ui_state(|ui, app: &mut Inspector| app.ui(ui), inspector)
 }
 
 /// The heading and state line the detail panel must show for `seq`.
@@ -831,17 +844,18 @@ fn the_density_strip_counts_every_event_in_its_class_and_bin() {
     let dir = tempfile::tempdir().unwrap();
     let (store, run, _, _) = fixed_store(dir.path());
     let len = store.require_run(&run).unwrap().len();
-    let Reply::Density {
-        len: counted, bins, ..
-    } = answer(
+    let Reply::Overview { index, bins, .. } = answer(
         store.as_ref(),
         &TestHost::default(),
-        &Request::Density { run, bins: 7 },
-    )
-    else {
-        panic!("no density");
+        &Request::Overview {
+            run,
+            bins: 7,
+            carry: None,
+        },
+    ) else {
+        panic!("no overview");
     };
-    assert_eq!((counted, bins.len()), (len, 7));
+    assert_eq!((index.scanned, bins.len()), (len, 7));
     let mut expected = vec![[0u32; retrace_inspector::source::CLASSES]; 7];
     for (_, event) in store.events(&run, 0..=len - 1).unwrap() {
         let bin = usize::try_from(event.seq * 7 / len).unwrap();

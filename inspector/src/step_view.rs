@@ -1,0 +1,678 @@
+//! The step view: the run as a story, one card per step (see [`crate::steps`]), with find
+//! and filters above it and, when the run is parked, what it waits for with the controls
+//! to decide or answer at the top.
+//!
+//! Cards differ in height, so the list is virtual by measured heights: every step has a
+//! height (an estimate until its card is first drawn, then what it measured), the visible
+//! ones are found by binary search over their running sums, and only those are drawn and
+//! their cards loaded. A frame costs the same on ten steps or a million.
+
+use egui::RichText;
+use retrace_replay::Answer;
+use retrace_replay::describe;
+
+use crate::app::Inspector;
+use crate::cards::{Body, Card, RESULT_LINES, clock, duration};
+use crate::command::Command;
+use crate::panels::{colour, json_tree};
+use crate::source::Class;
+use crate::steps::{Filter, StepHead, StepKind};
+
+/// A card's height before it is first drawn.
+const ESTIMATE: f32 = 96.0;
+/// Space between cards.
+const GAP: f32 = 6.0;
+/// The width text wraps at inside a card at most, so snapshots and tests lay out the same
+/// whatever the window (and a long line stays readable).
+const TEXT_WIDTH: f32 = 640.0;
+
+/// The step view.
+pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(run) = app.selected else {
+        ui.centered_and_justified(|ui| ui.label("Select a run on the left."));
+        return;
+    };
+    find_bar(app, ui);
+    filter_bar(app, ui);
+    hits(app, ui);
+    parked(app, ui);
+    ui.separator();
+    if app.index.is_none() {
+        ui.label(format!("reading the steps of run {}...", run.short()));
+        return;
+    }
+    cards(app, ui);
+}
+
+/// The find field, the hit count and `n`/`N` buttons.
+pub(crate) fn find_bar(app: &mut Inspector, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        let label = ui.label("find");
+        let field = ui
+            .add(
+                egui::TextEdit::singleline(&mut app.query)
+                    .hint_text("text, tool, arguments, results")
+                    .desired_width(260.0),
+            )
+            .labelled_by(label.id);
+        if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+            app.command(Command::Search(app.query.clone()));
+        }
+        if ui.button("search").clicked() {
+            app.command(Command::Search(app.query.clone()));
+        }
+        if let Some(found) = &app.found {
+            let more = if found.truncated { "+" } else { "" };
+            ui.label(format!("{}{more} hits", found.hits.len()));
+            if ui
+                .small_button("previous hit")
+                .on_hover_text("N")
+                .clicked()
+            {
+                app.command(Command::NextHit { forward: false });
+            }
+            if ui.small_button("next hit").on_hover_text("n").clicked() {
+                app.command(Command::NextHit { forward: true });
+            }
+        }
+    });
+}
+
+/// The kinds shown, a tool to keep to, errors only.
+pub(crate) fn filter_bar(app: &mut Inspector, ui: &mut egui::Ui) {
+    let mut filter = app.step_filter.clone();
+    ui.horizontal_wrapped(|ui| {
+        ui.label("show");
+        for kind in StepKind::ALL {
+            let mut on = !filter.hidden.contains(&kind);
+            if ui.checkbox(&mut on, kind.label()).changed() {
+                if on {
+                    filter.hidden.retain(|k| *k != kind);
+                } else {
+                    filter.hidden.push(kind);
+                }
+            }
+        }
+        let names = app
+            .index
+            .as_ref()
+            .map(|i| i.names.clone())
+            .unwrap_or_default();
+        egui::ComboBox::from_id_salt("tool filter")
+            .selected_text(filter.tool.as_deref().unwrap_or("any tool"))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut filter.tool, None, "any tool");
+                for name in names {
+                    ui.selectable_value(&mut filter.tool, Some(name.clone()), name);
+                }
+            });
+        ui.checkbox(&mut filter.errors_only, "errors only");
+        if !filter.is_empty() && ui.small_button("clear filter").clicked() {
+            filter = Filter::default();
+        }
+    });
+    if filter != app.step_filter {
+        app.command(Command::Filter(filter));
+    }
+}
+
+/// The search's hits, each a link to its event.
+fn hits(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(found) = &app.found else {
+        return;
+    };
+    let id = ui.make_persistent_id("hits");
+    let title = if found.hits.is_empty() {
+        format!("no event holds \"{}\"", found.query)
+    } else {
+        format!("hits for \"{}\"", found.query)
+    };
+    let mut go = None;
+    egui::CollapsingHeader::new(title)
+        .id_salt(id)
+        .default_open(true)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .id_salt("hits list")
+                .max_height(120.0)
+                .show(ui, |ui| {
+                    ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+                    for hit in &found.hits {
+                        let here = hit.seq == app.cursor;
+                        let text = format!("#{} {}  {}", hit.seq, hit.kind, hit.snippet);
+                        if ui
+                            .selectable_label(here, RichText::new(text).monospace())
+                            .clicked()
+                        {
+                            go = Some(hit.seq);
+                        }
+                    }
+                });
+        });
+    if let Some(seq) = go {
+        app.command(Command::MoveTo(seq));
+    }
+}
+
+/// What a parked run waits for, with the controls to decide or answer, whatever the
+/// cursor.
+fn parked(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(index) = &app.index else {
+        return;
+    };
+    // open approvals, and open `user.ask` calls with no approval pending
+    let mut waiting: Vec<usize> = index.open_approvals().collect();
+    if waiting.is_empty() {
+        waiting.extend(index.steps.iter().enumerate().rev().take(8).filter_map(|(i, s)| {
+            (s.kind == StepKind::Tool
+                && s.end.is_none()
+                && index.name_of(s) == Some(retrace_replay::question::ASK_TOOL))
+            .then_some(i)
+        }));
+    }
+    let parked = app
+        .selected
+        .and_then(|run| app.runs.as_deref()?.iter().find(|r| r.id == run))
+        .is_some_and(|r| r.status.starts_with("awaiting") || r.status.starts_with("asking"));
+    if waiting.is_empty() || !parked {
+        return;
+    }
+    waiting.sort_unstable();
+    app.want_cards(&waiting);
+    egui::Frame::group(ui.style())
+        .fill(colour(Class::Approval).gamma_multiply(0.15))
+        .show(ui, |ui| {
+            ui.strong("This run waits for you");
+            for i in waiting {
+                let Some(card) = app.cards.get(&i).cloned() else {
+                    ui.label("loading...");
+                    continue;
+                };
+                waiting_for(app, ui, &card);
+            }
+        });
+}
+
+/// One thing a parked run waits for, and its controls.
+fn waiting_for(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
+    match &card.body {
+        Body::Approval {
+            call_id, request, ..
+        } => {
+            ui.label(format!("approval of {call_id} (#{})", card.head.seq));
+            ui.monospace(first_lines(request, 6));
+            ui.horizontal(|ui| {
+                let label = ui.label("note");
+                ui.text_edit_singleline(&mut app.note).labelled_by(label.id);
+                if ui.button(format!("approve {call_id}")).clicked() {
+                    app.command(Command::Decide {
+                        call: call_id.clone(),
+                        approve: true,
+                    });
+                }
+                if ui.button(format!("deny {call_id}")).clicked() {
+                    app.command(Command::Decide {
+                        call: call_id.clone(),
+                        approve: false,
+                    });
+                }
+            });
+        }
+        Body::Tool {
+            call_id,
+            question: Some(question),
+            ..
+        } => {
+            ui.label(format!("an answer to {call_id} (#{})", card.head.seq));
+            ui.label(RichText::new(&question.question).strong());
+            ui.horizontal_wrapped(|ui| {
+                for (i, choice) in question.choices.iter().enumerate() {
+                    if ui.button(choice).clicked() {
+                        app.command(Command::Answer {
+                            call: call_id.clone(),
+                            answer: Answer::Choice(i + 1),
+                        });
+                    }
+                }
+            });
+            if question.takes_text() {
+                ui.horizontal(|ui| {
+                    let label = ui.label("your answer");
+                    ui.text_edit_singleline(&mut app.answer_text)
+                        .labelled_by(label.id);
+                    let typed = !app.answer_text.trim().is_empty();
+                    if ui.add_enabled(typed, egui::Button::new("Answer")).clicked() {
+                        app.command(Command::Answer {
+                            call: call_id.clone(),
+                            answer: Answer::Text(app.answer_text.trim().to_owned()),
+                        });
+                    }
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The cards of the steps shown, only those on screen drawn.
+fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
+    let shown = app.shown().to_vec();
+    if shown.is_empty() {
+        ui.label("No step passes the filter.");
+        return;
+    }
+    // running sums of the heights: where each card's top is
+    let mut tops = Vec::with_capacity(shown.len() + 1);
+    let mut y = 0.0;
+    for &i in &shown {
+        tops.push(y);
+        let h = app.heights.get(i).copied().unwrap_or_default();
+        y += if h > 0.0 { h } else { ESTIMATE } + GAP;
+    }
+    let total = y;
+    // the card holding the cursor
+    let at_cursor = app
+        .index
+        .as_ref()
+        .and_then(|index| index.step_at(app.cursor))
+        .map(|step| shown.partition_point(|&i| i < step).min(shown.len() - 1));
+    let mut area = egui::ScrollArea::vertical()
+        .id_salt("steps")
+        .auto_shrink([false, false]);
+    if std::mem::take(&mut app.scroll_to_cursor)
+        && let Some(k) = at_cursor
+    {
+        area = area.vertical_scroll_offset((tops[k] - 40.0).max(0.0));
+    }
+    let width = ui.available_width();
+    area.show_viewport(ui, |ui, viewport| {
+        ui.set_height(total);
+        ui.set_width(width - 16.0);
+        let origin = ui.min_rect().min;
+        let first = tops.partition_point(|&t| t <= viewport.min.y).saturating_sub(1);
+        let last = tops.partition_point(|&t| t < viewport.max.y);
+        let visible: Vec<usize> = shown[first..last.max(first)].to_vec();
+        app.want_cards(&visible);
+        for (k, &i) in (first..).zip(&visible) {
+            let rect = egui::Rect::from_min_size(
+                origin + egui::vec2(0.0, tops[k]),
+                egui::vec2(width - 16.0, f32::INFINITY),
+            );
+            let selected = Some(k) == at_cursor;
+            let drawn = ui
+                .scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
+                    match app.cards.get(&i).cloned() {
+                        Some(card) => card_frame(app, ui, &card, selected),
+                        None => {
+                            let head = app.index.as_ref().map(|x| x.steps[i]);
+                            if let Some(head) = head {
+                                placeholder(ui, &head, selected);
+                            }
+                        }
+                    }
+                })
+                .response
+                .rect
+                .height();
+            if let Some(h) = app.heights.get_mut(i)
+                && app.cards.contains_key(&i)
+            {
+                *h = drawn;
+            }
+        }
+    });
+}
+
+/// A step whose card has not arrived yet.
+fn placeholder(ui: &mut egui::Ui, head: &StepHead, selected: bool) {
+    frame(ui, head.kind.class(), selected).show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        ui.label(
+            RichText::new(format!("#{} {} ...", head.seq, head.kind.label()))
+                .color(colour(head.kind.class())),
+        );
+        ui.add_space(ESTIMATE - 40.0);
+    });
+}
+
+fn frame(ui: &egui::Ui, class: Class, selected: bool) -> egui::Frame {
+    let stroke = if selected {
+        egui::Stroke::new(2.0, ui.visuals().strong_text_color())
+    } else {
+        egui::Stroke::new(1.0, colour(class).gamma_multiply(0.6))
+    };
+    egui::Frame::group(ui.style())
+        .stroke(stroke)
+        .inner_margin(8.0)
+        .fill(ui.visuals().faint_bg_color)
+}
+
+/// One card in its frame: a header (what, when, how long, where in the log) and its body.
+pub(crate) fn card_frame(app: &mut Inspector, ui: &mut egui::Ui, card: &Card, selected: bool) {
+    let head = card.head;
+    let class = if head.error {
+        Class::Error
+    } else {
+        head.kind.class()
+    };
+    let previous_ms = app
+        .index
+        .as_ref()
+        .and_then(|x| card.step.checked_sub(1).map(|p| x.steps[p].start_ms))
+        .unwrap_or(head.start_ms);
+    let response = frame(ui, class, selected)
+        .show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(title(card)).strong().color(colour(class)));
+                ui.weak(format!(
+                    "{}, +{}",
+                    clock(head.start_ms),
+                    duration(head.start_ms.saturating_sub(previous_ms))
+                ));
+                let seqs = match head.end {
+                    Some(end) if end != head.seq => format!("#{}–#{end}", head.seq),
+                    _ => format!("#{}", head.seq),
+                };
+                ui.weak(seqs);
+            });
+            ui.scope(|ui| {
+                ui.set_max_width(TEXT_WIDTH.min(ui.available_width()));
+                body(app, ui, card);
+            });
+            forks_here(app, ui, &head);
+        })
+        .response;
+    let response = response.interact(egui::Sense::click());
+    if response.clicked() {
+        app.command(Command::MoveTo(head.seq));
+    }
+}
+
+/// A card's title: what the step is, in a few words.
+pub(crate) fn title(card: &Card) -> String {
+    match &card.body {
+        Body::Model {
+            model,
+            attempt,
+            compacted,
+            ..
+        } => {
+            let what = if compacted.is_some() {
+                "summary request"
+            } else {
+                "model call"
+            };
+            let retry = if *attempt > 1 {
+                format!(" · attempt {attempt}")
+            } else {
+                String::new()
+            };
+            format!("{what} · {model}{retry}")
+        }
+        Body::Tool { tool, call_id, .. } => format!("{tool} · {call_id}"),
+        Body::Approval { call_id, .. } => format!("approval of {call_id}"),
+        Body::Fork { .. } => "fork".to_owned(),
+        Body::Text { title, .. } => title.clone(),
+    }
+}
+
+/// A card's content by kind of step.
+fn body(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
+    let head = card.head;
+    match &card.body {
+        Body::Model {
+            text,
+            reasoning,
+            calls,
+            usage,
+            error,
+            request_seq,
+            compacted,
+            ..
+        } => {
+            if let Some(u) = usage {
+                ui.weak(format!(
+                    "{} in / {} out tokens · {} · {}",
+                    u.input_tokens,
+                    u.output_tokens,
+                    describe::usd(u.cost_micro_usd),
+                    duration(u.latency_ms)
+                ));
+            }
+            if let Some(n) = compacted {
+                ui.label(format!("compacted {n} messages into a summary"));
+            }
+            if let Some(error) = error {
+                ui.colored_label(colour(Class::Error), format!("failed: {error}"));
+            } else if head.end.is_none() {
+                ui.weak("waiting for the model...");
+            }
+            if !reasoning.is_empty() {
+                egui::CollapsingHeader::new(format!("reasoning ({} blocks)", reasoning.len()))
+                    .id_salt(("reasoning", card.step))
+                    .default_open(false)
+                    .show(ui, |ui| {
+                        for block in reasoning {
+                            ui.label(RichText::new(block).italics().weak());
+                        }
+                    });
+            }
+            if !text.is_empty() {
+                egui_commonmark::CommonMarkViewer::new().show(ui, &mut app.markdown, text);
+            }
+            for call in calls {
+                ui.label(RichText::new(format!("→ {} ({})", call.name, call.id)).strong());
+                ui.label(RichText::new(&call.args).monospace());
+            }
+            if ui
+                .small_button("what the model saw")
+                .on_hover_text("the request this call sent, rebuilt from the log")
+                .clicked()
+            {
+                app.command(Command::MoveTo(*request_seq));
+                app.command(Command::ShowRequest(true));
+            }
+        }
+        Body::Tool {
+            call_id,
+            tool,
+            args,
+            output,
+            unknown,
+            duration_ms,
+            question,
+        } => {
+            if let Some(ms) = duration_ms {
+                ui.weak(format!("ran {}", duration(*ms)));
+            }
+            if let Some(q) = question {
+                ui.label(RichText::new(format!("asks: {}", q.question)).strong());
+            }
+            ui.columns(2, |columns| {
+                columns[0].strong("arguments");
+                match serde_json::from_str::<serde_json::Value>(args) {
+                    Ok(value) if value.is_object() || value.is_array() => {
+                        json_tree(&mut columns[0], &format!("args {call_id}"), &value, 0);
+                    }
+                    _ => {
+                        columns[0].monospace(args);
+                    }
+                }
+                let ui = &mut columns[1];
+                match (output, unknown) {
+                    (Some(out), _) => {
+                        let what = if out.is_error { "error" } else { "result" };
+                        let text = RichText::new(&out.head).monospace();
+                        ui.strong(what);
+                        if out.is_error {
+                            ui.label(text.color(colour(Class::Error)));
+                        } else {
+                            ui.label(text);
+                        }
+                        if out.lines > RESULT_LINES
+                            && ui
+                                .small_button(format!(
+                                    "show all ({} lines, {} bytes)",
+                                    out.lines, out.bytes
+                                ))
+                                .clicked()
+                        {
+                            app.command(Command::ShowAll {
+                                title: format!("{tool} {call_id}"),
+                                blob: out.blob,
+                                from: 0,
+                            });
+                        }
+                    }
+                    (None, Some(why)) => {
+                        ui.colored_label(colour(Class::Error), format!("outcome unknown: {why}"));
+                    }
+                    (None, None) => {
+                        ui.weak("running...");
+                    }
+                }
+            });
+        }
+        Body::Approval {
+            request, decision, ..
+        } => {
+            ui.monospace(first_lines(request, 8));
+            match decision {
+                Some((d, by, note)) => {
+                    let (word, c) = match d {
+                        retrace_events::Decision::Approved => ("approved", colour(Class::Tool)),
+                        retrace_events::Decision::Denied => ("denied", colour(Class::Error)),
+                    };
+                    ui.colored_label(
+                        c,
+                        format!(
+                            "{word} by {by} after {}",
+                            duration(head.end_ms - head.start_ms)
+                        ),
+                    );
+                    if let Some(note) = note {
+                        ui.label(format!("note: {note}"));
+                    }
+                }
+                None => {
+                    ui.colored_label(colour(Class::Approval), "waiting for a decision");
+                }
+            }
+        }
+        Body::Fork {
+            from_run,
+            from_seq,
+            note,
+        } => {
+            if ui
+                .link(format!("forked from {}@{from_seq}", from_run.short()))
+                .clicked()
+            {
+                app.command(Command::Open {
+                    run: *from_run,
+                    seq: *from_seq,
+                });
+            }
+            if let Some(note) = note {
+                ui.monospace(first_lines(note, 8));
+            }
+        }
+        Body::Text { text, error, .. } => {
+            if !text.is_empty() {
+                let text = first_lines(text, 16);
+                if *error {
+                    ui.colored_label(colour(Class::Error), text);
+                } else {
+                    ui.label(text);
+                }
+            }
+        }
+    }
+}
+
+/// Forks of this run made within this step, as links.
+fn forks_here(app: &mut Inspector, ui: &mut egui::Ui, head: &StepHead) {
+    let Some(run) = app.selected else {
+        return;
+    };
+    let forks: Vec<_> = app
+        .runs
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.parent.is_some_and(|(p, at)| p == run && head.covers(at)))
+        .map(|r| (r.id, r.name.clone(), r.parent.map_or(0, |(_, at)| at)))
+        .collect();
+    for (fork, name, at) in forks {
+        if ui
+            .link(format!("forked here at #{at}: {name} {}", fork.short()))
+            .clicked()
+        {
+            app.command(Command::Open {
+                run: fork,
+                seq: at + 1,
+            });
+        }
+    }
+}
+
+/// The first `n` lines of `text`, with a note of how many more there are.
+fn first_lines(text: &str, n: usize) -> String {
+    let total = text.lines().count();
+    if total <= n {
+        return text.to_owned();
+    }
+    let mut out: String = text.lines().take(n).collect::<Vec<_>>().join("\n");
+    out.push_str(&format!("\n… {} more lines", total - n));
+    out
+}
+
+/// The tool result being paged through, in a window of its own.
+pub fn pager(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some(pager) = app.pager.clone() else {
+        return;
+    };
+    let mut open = true;
+    egui::Window::new(format!("output of {}", pager.title))
+        .id(egui::Id::unique("retrace pager"))
+        .open(&mut open)
+        .default_size([640.0, 480.0])
+        .show(ui.ctx(), |ui| match &pager.page {
+            None => {
+                ui.label("loading...");
+            }
+            Some((text, total)) => {
+                let to = (pager.from + crate::cards::PAGE_LINES).min(*total);
+                ui.horizontal(|ui| {
+                    ui.label(format!("lines {}–{to} of {total}", pager.from + 1));
+                    if ui
+                        .add_enabled(pager.from > 0, egui::Button::new("previous page"))
+                        .clicked()
+                    {
+                        app.command(Command::ShowAll {
+                            title: pager.title.clone(),
+                            blob: pager.blob,
+                            from: pager.from.saturating_sub(crate::cards::PAGE_LINES),
+                        });
+                    }
+                    if ui
+                        .add_enabled(to < *total, egui::Button::new("next page"))
+                        .clicked()
+                    {
+                        app.command(Command::ShowAll {
+                            title: pager.title.clone(),
+                            blob: pager.blob,
+                            from: to,
+                        });
+                    }
+                });
+                egui::ScrollArea::both().show(ui, |ui| {
+                    ui.label(RichText::new(text).monospace());
+                });
+            }
+        });
+    if !open {
+        app.command(Command::ClosePager);
+    }
+}

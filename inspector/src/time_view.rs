@@ -1,0 +1,297 @@
+//! Time and cost: where the run's time went and what it cost.
+//!
+//! - **Cumulative tokens and cost** over the run's time (`egui_plot`), from the step index's
+//!   usage curve (at most [`CURVE_POINTS`] points, picked off the UI thread), with the
+//!   cursor's time as a vertical line; a click goes to the model call nearest that time.
+//! - **The waterfall**: one row per step (the step view's filter applies), its bar on one
+//!   time axis from the run's first event to its newest; approvals are drawn as hollow gaps
+//!   labelled with how long the run waited. Rows are a virtual list, so only the rows on
+//!   screen are laid out, whatever the run's length. A click on a bar moves the cursor to
+//!   that step.
+
+use egui::Sense;
+use egui_plot::{Line, Plot, PlotPoints, VLine};
+
+use crate::app::Inspector;
+use crate::cards::duration;
+use crate::command::Command;
+use crate::panels::colour;
+use crate::source::Class;
+use crate::steps::{StepIndex, StepKind};
+
+/// Points of each usage curve drawn at most.
+pub const CURVE_POINTS: usize = 1_000;
+/// Width of the waterfall's label column.
+const LABELS: f32 = 240.0;
+/// Height of a waterfall row.
+const ROW: f32 = 18.0;
+
+/// The time view.
+pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
+    if app.selected.is_none() {
+        ui.centered_and_justified(|ui| ui.label("Select a run on the left."));
+        return;
+    }
+    let Some(index) = app.index.take() else {
+        ui.label("reading the run's steps...");
+        return;
+    };
+    usage_plots(app, ui, &index);
+    ui.separator();
+    crate::step_view::filter_bar(app, ui);
+    waterfall(app, ui, &index);
+    app.index = Some(index);
+}
+
+/// Milliseconds since the run's first event as seconds on a plot's axis.
+#[allow(clippy::cast_precision_loss)] // runs far shorter than 2^52 ms
+fn seconds(index: &StepIndex, ms: u64) -> f64 {
+    ms.saturating_sub(index.first_ms) as f64 / 1000.0
+}
+
+/// Cumulative tokens and cost over time, side by side.
+fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
+    let curve = index.usage_curve(CURVE_POINTS);
+    let cursor_ms = index
+        .step_at(app.cursor)
+        .map(|i| index.steps[i].start_ms);
+    if curve.is_empty() {
+        ui.weak("no model call has been billed yet");
+        return;
+    }
+    let last = curve.last().copied().unwrap_or(curve[0]);
+    ui.label(format!(
+        "{} tokens · {} over {} ({} model calls billed)",
+        last.tokens,
+        retrace_replay::describe::usd(last.cost_micro_usd),
+        duration(index.last_ms.saturating_sub(index.first_ms)),
+        index.usage.len()
+    ));
+    let height = 150.0;
+    let width = (ui.available_width() - 8.0) / 2.0;
+    #[allow(clippy::cast_precision_loss)] // token counts and micro-dollars below 2^52
+    let series = [
+        (
+            "cumulative tokens",
+            curve
+                .iter()
+                .map(|p| [seconds(index, p.at_ms), p.tokens as f64])
+                .collect::<Vec<_>>(),
+            colour(Class::Model),
+        ),
+        (
+            "cumulative cost (USD)",
+            curve
+                .iter()
+                .map(|p| [seconds(index, p.at_ms), p.cost_micro_usd as f64 / 1e6])
+                .collect::<Vec<_>>(),
+            colour(Class::Approval),
+        ),
+    ];
+    ui.horizontal(|ui| {
+        for (name, points, c) in series {
+            let clicked = Plot::new(name)
+                .width(width)
+                .height(height)
+                .allow_scroll(false)
+                .allow_zoom(false)
+                .allow_drag(false)
+                .allow_boxed_zoom(false)
+                .allow_double_click_reset(false)
+                .x_axis_label("seconds since the run began")
+                .y_axis_label(name)
+                .show(ui, |plot| {
+                    plot.line(Line::new(name, PlotPoints::from(points)).color(c));
+                    if let Some(ms) = cursor_ms {
+                        plot.vline(VLine::new("cursor", seconds(index, ms)));
+                    }
+                    plot.response()
+                        .clicked()
+                        .then(|| plot.pointer_coordinate())
+                        .flatten()
+                })
+                .inner;
+            if let Some(at) = clicked {
+                // the billed call nearest the time clicked
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let ms = index.first_ms + (at.x.max(0.0) * 1000.0) as u64;
+                let k = index.usage.partition_point(|p| p.at_ms < ms);
+                let nearest = [k.saturating_sub(1), k.min(index.usage.len() - 1)]
+                    .into_iter()
+                    .min_by_key(|&k| index.usage[k].at_ms.abs_diff(ms));
+                if let Some(k) = nearest {
+                    let seq = index.usage[k].seq;
+                    let step = index.step_at(seq).map_or(seq, |i| index.steps[i].seq);
+                    app.command(Command::MoveTo(step));
+                }
+            }
+        }
+    });
+}
+
+/// The waterfall: an axis, then one row per step shown.
+fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
+    let shown = app.shown().to_vec();
+    let span = index.last_ms.saturating_sub(index.first_ms).max(1);
+    let bars = ui.available_width() - LABELS - 24.0;
+    axis(ui, span, bars);
+    let at_cursor = index.step_at(app.cursor);
+    let mut area = egui::ScrollArea::vertical()
+        .id_salt("waterfall")
+        .auto_shrink([false, false]);
+    if std::mem::take(&mut app.scroll_to_cursor)
+        && let Some(step) = at_cursor
+    {
+        let k = shown.partition_point(|&i| i < step);
+        #[allow(clippy::cast_precision_loss)] // rows of runs far below 2^24 steps
+        let top = k as f32 * (ROW + ui.spacing().item_spacing.y);
+        area = area.vertical_scroll_offset((top - ui.available_height() / 2.0).max(0.0));
+    }
+    area.show_rows(ui, ROW, shown.len(), |ui, range| {
+        for &i in &shown[range] {
+            let step = index.steps[i];
+            let (row, _) =
+                ui.allocate_exact_size(egui::vec2(LABELS + bars, ROW), Sense::hover());
+            let painter = ui.painter_at(row);
+            let selected = Some(i) == at_cursor;
+            if selected {
+                painter.rect_filled(row, 0.0, ui.visuals().selection.bg_fill);
+            }
+            let class = if step.error {
+                Class::Error
+            } else {
+                step.kind.class()
+            };
+            let name = index.name_of(&step).unwrap_or_default();
+            let label = format!("#{} {} {name}", step.seq, step.kind.label());
+            painter.text(
+                row.left_center() + egui::vec2(4.0, 0.0),
+                egui::Align2::LEFT_CENTER,
+                &label,
+                egui::FontId::monospace(11.0),
+                colour(class),
+            );
+            #[allow(clippy::cast_precision_loss)]
+            let x = |ms: u64| {
+                row.left() + LABELS + bars * (ms.saturating_sub(index.first_ms)) as f32 / span as f32
+            };
+            let open = step.end.is_none();
+            let end_ms = if open { index.last_ms } else { step.end_ms };
+            let (x0, x1) = (x(step.start_ms), x(end_ms).max(x(step.start_ms) + 2.0));
+            let bar = egui::Rect::from_min_max(
+                egui::pos2(x0, row.top() + 3.0),
+                egui::pos2(x1, row.bottom() - 3.0),
+            );
+            let waited = end_ms.saturating_sub(step.start_ms);
+            if step.kind == StepKind::Approval {
+                // a wait for a human: a hollow gap with its length
+                painter.rect_stroke(
+                    bar,
+                    1.0,
+                    egui::Stroke::new(1.0, colour(Class::Approval)),
+                    egui::StrokeKind::Inside,
+                );
+                painter.text(
+                    egui::pos2(x1 + 4.0, row.center().y),
+                    egui::Align2::LEFT_CENTER,
+                    format!("waited {}", duration(waited)),
+                    egui::FontId::proportional(11.0),
+                    colour(Class::Approval),
+                );
+            } else {
+                let fill = if open {
+                    colour(class).gamma_multiply(0.5)
+                } else {
+                    colour(class)
+                };
+                painter.rect_filled(bar, 1.0, fill);
+            }
+            // the bar is a widget of its own: clickable, and named for screen readers
+            let hit = bar.expand2(egui::vec2(2.0, 2.0));
+            let response = ui.interact(hit, ui.scope_id().with(("bar", i)), Sense::click());
+            let name = format!("bar #{} {}", step.seq, step.kind.label());
+            response.widget_info(|| {
+                egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone())
+            });
+            let response = response.on_hover_text(format!(
+                "{label}: {}{}",
+                duration(waited),
+                if open { " so far" } else { "" }
+            ));
+            if response.clicked() {
+                app.command(Command::MoveTo(step.seq));
+            }
+        }
+    });
+}
+
+/// The time axis above the waterfall: ticks at round durations.
+fn axis(ui: &mut egui::Ui, span: u64, bars: f32) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars, 16.0), Sense::hover());
+    let painter = ui.painter_at(rect);
+    let step = tick(span);
+    let mut t = 0;
+    while t <= span {
+        #[allow(clippy::cast_precision_loss)]
+        let x = rect.left() + LABELS + bars * t as f32 / span as f32;
+        painter.vline(
+            x,
+            egui::Rangef::new(rect.bottom() - 4.0, rect.bottom()),
+            (1.0, ui.visuals().weak_text_color()),
+        );
+        painter.text(
+            egui::pos2(x + 2.0, rect.top()),
+            egui::Align2::LEFT_TOP,
+            format!("+{}", duration(t)),
+            egui::FontId::proportional(10.0),
+            ui.visuals().weak_text_color(),
+        );
+        t += step;
+    }
+    painter.text(
+        rect.left_top(),
+        egui::Align2::LEFT_TOP,
+        "step",
+        egui::FontId::proportional(10.0),
+        ui.visuals().weak_text_color(),
+    );
+}
+
+/// A round tick interval giving at most about eight ticks over `span` ms.
+fn tick(span: u64) -> u64 {
+    const ROUND: [u64; 16] = [
+        1,
+        5,
+        10,
+        50,
+        100,
+        500,
+        1_000,
+        5_000,
+        10_000,
+        30_000,
+        60_000,
+        300_000,
+        600_000,
+        3_600_000,
+        21_600_000,
+        86_400_000,
+    ];
+    ROUND
+        .into_iter()
+        .find(|&r| span / r <= 8)
+        .unwrap_or(span.div_ceil(8).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick;
+
+    #[test]
+    fn ticks_are_round_and_few() {
+        assert_eq!(tick(40), 5);
+        assert_eq!(tick(7_000), 1_000);
+        assert_eq!(tick(3_600_000), 600_000);
+        assert!(30 * 86_400_000 / tick(30 * 86_400_000) <= 8);
+    }
+}
