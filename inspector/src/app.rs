@@ -245,6 +245,21 @@ impl Inspector {
         self.selected.map(|r| (r, self.cursor))
     }
 
+    /// The last search's hits, if a search was made in the run shown.
+    pub fn found(&self) -> Option<&Found> {
+        self.found.as_ref()
+    }
+
+    /// The run-vs-run comparison shown, once made.
+    pub fn comparison(&self) -> Option<&Comparison> {
+        self.comparison.as_ref()
+    }
+
+    /// What the middle of the window shows.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
     fn run_row(&self, run: RunId) -> Option<&RunRow> {
         self.runs.as_deref()?.iter().find(|r| r.id == run)
     }

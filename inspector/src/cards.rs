@@ -45,9 +45,9 @@ pub struct CallView {
 pub struct Output {
     /// The blob it is stored as (what "show all" pages through).
     pub blob: BlobId,
-    /// Its first [`RESULT_LINES`] lines.
+    /// Its first [`RESULT_LINES`] lines ([`readable`]).
     pub head: String,
-    /// Lines in all ([`retrace_replay::preview::lines`]).
+    /// Lines in all ([`retrace_replay::preview::lines`] of the [`readable`] text).
     pub lines: usize,
     /// Bytes of text in all.
     pub bytes: usize,
@@ -136,6 +136,13 @@ pub fn card(
     let last = match head.end {
         Some(end) if end != head.seq => Some(event(store, run, end)?),
         _ => None,
+    };
+    // a reply's step ends with the calls it proposed; the card shows the reply
+    let last = match last {
+        Some(EventKind::ToolCallsProposed { response_seq, .. }) => {
+            Some(event(store, run, response_seq)?)
+        }
+        other => other,
     };
     let body = match (&first, head.kind) {
         (EventKind::ModelRequested { request, attempt }, _) => {
@@ -338,8 +345,20 @@ fn event(store: &dyn Store, run: &RunId, seq: u64) -> Result<EventKind, retrace_
         })?)
 }
 
+/// A tool output's text as a person reads it: as the model reads it
+/// ([`retrace_replay::preview::text`]), except that JSON without multi-line text is laid
+/// out one field per line rather than on one long line.
+pub fn readable(output: &Value) -> String {
+    let multiline = |v: &Value| v.as_str().is_some_and(|s| s.contains('\n'));
+    match output {
+        Value::Object(fields) if !fields.values().any(multiline) => pretty(output),
+        Value::Array(_) => pretty(output),
+        other => retrace_replay::preview::text(other),
+    }
+}
+
 fn output_head(store: &dyn Store, blob: &BlobId, is_error: bool) -> Output {
-    let text = retrace_replay::preview::text(&value(store, blob));
+    let text = readable(&value(store, blob));
     let lines = retrace_replay::preview::lines(&text);
     Output {
         blob: *blob,
@@ -355,10 +374,10 @@ fn output_head(store: &dyn Store, blob: &BlobId, is_error: bool) -> Output {
     }
 }
 
-/// Lines `from..from + PAGE_LINES` of the text of the tool output stored as `blob`, and
-/// how many lines it has in all.
+/// Lines `from..from + PAGE_LINES` of the [`readable`] text of the tool output stored as
+/// `blob`, and how many lines it has in all.
 pub fn page_of(store: &dyn Store, blob: &BlobId, from: usize) -> (String, usize) {
-    let text = retrace_replay::preview::text(&value(store, blob));
+    let text = readable(&value(store, blob));
     let lines = retrace_replay::preview::lines(&text);
     let page = lines
         .iter()

@@ -16,6 +16,9 @@ use crate::app::Inspector;
 use crate::command::Command;
 use crate::source::Class;
 
+/// The width a run's row in the runs panel wraps at.
+const RUN_ROW_WIDTH: f32 = 240.0;
+
 /// Rows a page-up or page-down moves.
 const PAGE_STEP: i64 = 20;
 
@@ -199,8 +202,14 @@ pub fn runs(app: &mut Inspector, ui: &mut egui::Ui) {
                 run.tokens,
                 describe::usd(run.cost_micro_usd),
             );
+            // a fixed wrap width: the panel's own width varies by a scrollbar, and the
+            // rows' layout must not (snapshots compare it)
             let response = ui
-                .selectable_label(selected, text)
+                .scope(|ui| {
+                    ui.set_max_width(RUN_ROW_WIDTH);
+                    ui.selectable_label(selected, text)
+                })
+                .inner
                 .on_hover_text(format!("created {}", describe::time(run.created_at)));
             if response.clicked() {
                 app.command(Command::SelectRun(run.id));

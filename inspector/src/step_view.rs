@@ -46,13 +46,14 @@ pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
 
 /// The find field, the hit count and `n`/`N` buttons.
 pub(crate) fn find_bar(app: &mut Inspector, ui: &mut egui::Ui) {
-    ui.horizontal(|ui| {
+    // wrapped: a row wider than the panel would widen every card below it
+    ui.horizontal_wrapped(|ui| {
         let label = ui.label("find");
         let field = ui
             .add(
                 egui::TextEdit::singleline(&mut app.query)
                     .hint_text("text, tool, arguments, results")
-                    .desired_width(260.0),
+                    .desired_width((ui.available_width() - 120.0).clamp(120.0, 260.0)),
             )
             .labelled_by(label.id);
         if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
@@ -98,7 +99,7 @@ pub(crate) fn filter_bar(app: &mut Inspector, ui: &mut egui::Ui) {
             .as_ref()
             .map(|i| i.names.clone())
             .unwrap_or_default();
-        egui::ComboBox::from_id_salt("tool filter")
+        egui::ComboBox::new("tool filter", "tool")
             .selected_text(filter.tool.as_deref().unwrap_or("any tool"))
             .show_ui(ui, |ui| {
                 ui.selectable_value(&mut filter.tool, None, "any tool");
@@ -201,7 +202,7 @@ fn waiting_for(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
         } => {
             ui.label(format!("approval of {call_id} (#{})", card.head.seq));
             ui.monospace(first_lines(request, 6));
-            ui.horizontal(|ui| {
+            ui.horizontal_wrapped(|ui| {
                 let label = ui.label("note");
                 ui.text_edit_singleline(&mut app.note).labelled_by(label.id);
                 if ui.button(format!("approve {call_id}")).clicked() {
@@ -236,7 +237,7 @@ fn waiting_for(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
                 }
             });
             if question.takes_text() {
-                ui.horizontal(|ui| {
+                ui.horizontal_wrapped(|ui| {
                     let label = ui.label("your answer");
                     ui.text_edit_singleline(&mut app.answer_text)
                         .labelled_by(label.id);
@@ -363,7 +364,7 @@ pub(crate) fn card_frame(app: &mut Inspector, ui: &mut egui::Ui, card: &Card, se
     let response = frame(ui, class, selected)
         .show(ui, |ui| {
             ui.set_width(ui.available_width());
-            ui.horizontal(|ui| {
+            ui.horizontal_wrapped(|ui| {
                 ui.label(RichText::new(title(card)).strong().color(colour(class)));
                 ui.weak(format!(
                     "{}, +{}",
@@ -462,7 +463,7 @@ fn body(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
                 egui_commonmark::CommonMarkViewer::new().show(ui, &mut app.markdown, text);
             }
             for call in calls {
-                ui.label(RichText::new(format!("→ {} ({})", call.name, call.id)).strong());
+                ui.label(RichText::new(format!("calls {} ({})", call.name, call.id)).strong());
                 ui.label(RichText::new(&call.args).monospace());
             }
             if ui

@@ -32,14 +32,23 @@ pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
         ui.centered_and_justified(|ui| ui.label("Select a run on the left."));
         return;
     }
-    let Some(index) = app.index.take() else {
+    if app.index.is_none() {
         ui.label("reading the run's steps...");
+        return;
+    }
+    let shown = app.shown().to_vec();
+    // drawn from the index while commands are queued on the app: lent out for the frame
+    let Some(index) = app.index.take() else {
         return;
     };
     usage_plots(app, ui, &index);
     ui.separator();
+    app.index = Some(index);
     crate::step_view::filter_bar(app, ui);
-    waterfall(app, ui, &index);
+    let Some(index) = app.index.take() else {
+        return;
+    };
+    waterfall(app, ui, &index, &shown);
     app.index = Some(index);
 }
 
@@ -130,8 +139,7 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
 }
 
 /// The waterfall: an axis, then one row per step shown.
-fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
-    let shown = app.shown().to_vec();
+fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &[usize]) {
     let span = index.last_ms.saturating_sub(index.first_ms).max(1);
     let bars = ui.available_width() - LABELS - 24.0;
     axis(ui, span, bars);
@@ -184,17 +192,23 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
             );
             let waited = end_ms.saturating_sub(step.start_ms);
             if step.kind == StepKind::Approval {
-                // a wait for a human: a hollow gap with its length
+                // a wait for a human: a hollow gap with its length, inside it if it fits
                 painter.rect_stroke(
                     bar,
                     1.0,
                     egui::Stroke::new(1.0, colour(Class::Approval)),
                     egui::StrokeKind::Inside,
                 );
+                let text = format!("waited {}", duration(waited));
+                let (at, align) = if bar.width() > 120.0 {
+                    (bar.center(), egui::Align2::CENTER_CENTER)
+                } else {
+                    (egui::pos2(x1 + 4.0, row.center().y), egui::Align2::LEFT_CENTER)
+                };
                 painter.text(
-                    egui::pos2(x1 + 4.0, row.center().y),
-                    egui::Align2::LEFT_CENTER,
-                    format!("waited {}", duration(waited)),
+                    at,
+                    align,
+                    text,
                     egui::FontId::proportional(11.0),
                     colour(Class::Approval),
                 );
@@ -229,7 +243,9 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
 fn axis(ui: &mut egui::Ui, span: u64, bars: f32) {
     let (rect, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars, 16.0), Sense::hover());
     let painter = ui.painter_at(rect);
-    let step = tick(span);
+    // a label needs about 70 px
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let step = tick(span, ((bars / 70.0) as u64).max(1));
     let mut t = 0;
     while t <= span {
         #[allow(clippy::cast_precision_loss)]
@@ -257,8 +273,8 @@ fn axis(ui: &mut egui::Ui, span: u64, bars: f32) {
     );
 }
 
-/// A round tick interval giving at most about eight ticks over `span` ms.
-fn tick(span: u64) -> u64 {
+/// A round tick interval giving at most `most` ticks over `span` ms.
+fn tick(span: u64, most: u64) -> u64 {
     const ROUND: [u64; 16] = [
         1,
         5,
@@ -279,8 +295,8 @@ fn tick(span: u64) -> u64 {
     ];
     ROUND
         .into_iter()
-        .find(|&r| span / r <= 8)
-        .unwrap_or(span.div_ceil(8).max(1))
+        .find(|&r| span / r < most)
+        .unwrap_or((span / most / 86_400_000 + 1) * 86_400_000)
 }
 
 #[cfg(test)]
@@ -289,9 +305,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_few() {
-        assert_eq!(tick(40), 5);
-        assert_eq!(tick(7_000), 1_000);
-        assert_eq!(tick(3_600_000), 600_000);
-        assert!(30 * 86_400_000 / tick(30 * 86_400_000) <= 8);
+        assert_eq!(tick(40, 8), 10);
+        assert_eq!(tick(7_000, 8), 1_000);
+        assert_eq!(tick(3_600_000, 8), 600_000);
+        assert_eq!(tick(98_000, 6), 30_000);
+        assert!(30 * 86_400_000 / tick(30 * 86_400_000, 8) < 8);
     }
 }

@@ -19,8 +19,8 @@ use crate::step_view::title;
 const REMOVED: Color32 = Color32::from_rgb(120, 40, 40);
 /// Added words.
 const ADDED: Color32 = Color32::from_rgb(40, 100, 50);
-/// Width text wraps at in a column, fixed so layouts do not depend on the window.
-const COLUMN: f32 = 420.0;
+/// Widest a column gets (text wraps there however wide the window).
+const COLUMN: f32 = 520.0;
 /// Lines of a field a row shows.
 const FIELD_LINES: usize = 10;
 
@@ -78,11 +78,13 @@ pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
                     comparison.shared - crate::compare::CONTEXT
                 ));
             }
+            // whole pixels, so that a column's wrap width never depends on rounding
+            let column = ((ui.available_width() - 32.0) / 2.0).floor().min(COLUMN);
             for (k, pair) in comparison.rows.iter().enumerate() {
                 if Some(k) == comparison.first_difference {
-                    ui.colored_label(colour(Class::Error), "▼ first divergence");
+                    ui.colored_label(colour(Class::Error), "first divergence:");
                 }
-                row(app, ui, pair, (a, b));
+                row(app, ui, pair, (a, b), column);
             }
         });
 }
@@ -110,11 +112,11 @@ fn pick(app: &mut Inspector, ui: &mut egui::Ui, run: RunId) {
             .map_or_else(|| id.short(), |r| format!("{} {}", r.name, id.short()))
     };
     let mut chosen = app.versus;
-    ui.horizontal(|ui| {
-        ui.label("compare with");
-        egui::ComboBox::from_id_salt("versus run")
+    ui.horizontal_wrapped(|ui| {
+        // as wide as leaves room for its label: a wider row would widen the whole view
+        egui::ComboBox::new("versus run", "compared with the run shown")
             .selected_text(chosen.map_or_else(|| "choose a run".to_owned(), label))
-            .width(320.0)
+            .width((ui.available_width() - 190.0).clamp(120.0, 320.0))
             .show_ui(ui, |ui| {
                 for r in &related {
                     let relation = match (here.and_then(|h| h.parent), r.parent) {
@@ -139,7 +141,13 @@ fn pick(app: &mut Inspector, ui: &mut egui::Ui, run: RunId) {
 }
 
 /// One aligned pair: the left run's step, the right run's, changed words marked.
-fn row(app: &mut Inspector, ui: &mut egui::Ui, pair: &Pair, (a, b): (RunId, RunId)) {
+fn row(
+    app: &mut Inspector,
+    ui: &mut egui::Ui,
+    pair: &Pair,
+    (a, b): (RunId, RunId),
+    width: f32,
+) {
     let stroke = if pair.differs() {
         egui::Stroke::new(1.5, colour(Class::Error))
     } else {
@@ -149,8 +157,8 @@ fn row(app: &mut Inspector, ui: &mut egui::Ui, pair: &Pair, (a, b): (RunId, RunI
         ui.horizontal_top(|ui| {
             for (side, card, run) in [(0, &pair.left, a), (1, &pair.right, b)] {
                 ui.vertical(|ui| {
-                    ui.set_width(COLUMN);
-                    ui.set_max_width(COLUMN);
+                    ui.set_width(width);
+                    ui.set_max_width(width);
                     match card {
                         None => {
                             ui.weak("(no step here)");
@@ -197,7 +205,6 @@ fn marked(ui: &egui::Ui, pieces: &[Piece], removed: bool) -> LayoutJob {
         changed.strikethrough = egui::Stroke::new(1.0, Color32::WHITE);
     }
     let mut job = LayoutJob::default();
-    job.wrap.max_width = COLUMN;
     for (is_changed, text) in pieces {
         job.append(
             text,
@@ -218,7 +225,7 @@ fn summary(card: &Card) -> String {
         Body::Model { text, calls, .. } => {
             let mut out = text.clone();
             for call in calls {
-                out.push_str(&format!("\n→ {} {}", call.name, call.args.replace('\n', " ")));
+                out.push_str(&format!("\ncalls {} {}", call.name, call.args.replace('\n', " ")));
             }
             out
         }

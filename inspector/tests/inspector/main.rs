@@ -16,6 +16,8 @@ use retrace_replay::{SnapshotPolicy, compare_runs, diff_states, state_at};
 use retrace_store::Store;
 use retrace_store_sled::SledStore;
 
+mod stories;
+
 const AGENT: &str = r#"
 name = "tidy"
 system = "You tidy repositories."
@@ -829,7 +831,7 @@ fn image_snapshots_of_the_main_views() {
     settle(&mut harness);
     harness
         .state_mut()
-        .apply(retrace_inspector::Command::MoveTo(k));
+        .apply(Command::MoveTo(k));
     settle(&mut harness);
     harness.get_by_label_contains("diff A (").click();
     settle(&mut harness);
@@ -945,7 +947,7 @@ fn assert_new_messages_marked(
     .expect("a second model call after the compaction");
     harness
         .state_mut()
-        .apply(retrace_inspector::Command::MoveTo(next));
+        .apply(Command::MoveTo(next));
     settle(harness);
     let rebuilt = retrace_replay::request::rebuild(store, run, next).expect("rebuilt");
     assert!(rebuilt.new > 0, "{rebuilt:?}");
@@ -1042,7 +1044,7 @@ fn the_request_tab_shows_a_summary_request_and_later_the_pinned_task_and_summary
     .expect("a model call after the compaction");
     harness
         .state_mut()
-        .apply(retrace_inspector::Command::MoveTo(later));
+        .apply(Command::MoveTo(later));
     settle(&mut harness);
     assert_eq!(harness.state().position(), Some((run, later)));
     harness.get_by_label_contains(&format!("request of model call #{later} · "));
@@ -1066,7 +1068,7 @@ fn the_request_tab_shows_a_summary_request_and_later_the_pinned_task_and_summary
     // a non-model event has no request tab
     harness
         .state_mut()
-        .apply(retrace_inspector::Command::MoveTo(0));
+        .apply(Command::MoveTo(0));
     settle(&mut harness);
     assert!(harness.query_by_label("request").is_none());
     harness.get_by_label("Event and payloads");
@@ -1093,40 +1095,59 @@ fn fix(value: &mut serde_json::Value) {
 /// times and measured durations set, so its frames can be compared with snapshots.
 fn fixed_compacted_run(dir: &Path) -> (Arc<dyn Store>, RunId) {
     let original = compacted_run(dir);
-    let store = SledStore::open(dir.join("store")).expect("fixture");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.join("store")).expect("fixture"));
     let run = RunId::from_bytes([10; 16]);
-    // newest of the store's runs, so it is listed first
-    let mut new = retrace_store::NewRun::new(run, Timestamp(4_000_000_000_000));
-    new.meta.insert("name".into(), "reader (fixed)".into());
+    fixed_copy(store.as_ref(), dir, original, run, "reader (fixed)");
+    (store, run)
+}
+
+/// When the fixed copies begin (ms since the Unix epoch): later than any real run, so they
+/// are listed first.
+const FIXED_START: u64 = 4_000_000_000_000;
+
+/// `original` copied, in the same store, into run `id` (named `name`) whose every byte is
+/// fixed: the agent directory's path in the spec, measured durations, and times — each
+/// event recorded after the one before by what it waited for (a model's reply 1.4 s, a
+/// tool's result 0.3 s, a human's decision 95 s, anything else 50 ms).
+fn fixed_copy(store: &dyn Store, dir: &Path, original: RunId, id: RunId, name: &str) {
+    let mut new = retrace_store::NewRun::new(id, Timestamp(FIXED_START));
+    new.meta.insert("name".into(), name.into());
     store.create_run(new).expect("fixture");
     let len = store.require_run(&original).expect("fixture").len();
     let mut head: Option<retrace_events::Head> = None;
     let place = dir.to_string_lossy().into_owned();
+    let mut at = FIXED_START;
     for (_, mut event) in store.events(&original, 0..=len - 1).expect("fixture") {
-        if let EventKind::RunStarted { run: id, spec, .. } = &mut event.kind {
+        if let EventKind::RunStarted { run, spec, .. } = &mut event.kind {
             // the spec names the agent's directory, a fresh temporary one each time
             let text = String::from_utf8(store.blob(spec).expect("fixture").expect("fixture"))
                 .expect("fixture");
             *spec = store
                 .put_blob(text.replace(&place, "/fixture").as_bytes())
                 .expect("fixture");
-            *id = run;
+            *run = id;
         }
+        at += match event.kind {
+            EventKind::RunStarted { .. } => 0,
+            EventKind::ModelResponded { .. } | EventKind::ContextCompacted { .. } => 1_400,
+            EventKind::ToolReturned { .. } => 300,
+            EventKind::ApprovalDecided { .. } => 95_000,
+            _ => 50,
+        };
         let mut kind = serde_json::to_value(&event.kind).expect("fixture");
         fix(&mut kind);
         let event = Event {
             parent: head.map(|h| h.id),
             seq: event.seq,
-            at: Timestamp(4_000_000_000_000 + event.seq * 1_000),
+            at: Timestamp(at),
             kind: serde_json::from_value(kind).expect("fixture"),
         };
         head = Some(
             store
-                .append(&run, head.map(|h| h.id), std::slice::from_ref(&event))
+                .append(&id, head.map(|h| h.id), std::slice::from_ref(&event))
                 .expect("fixture"),
         );
     }
-    (Arc::new(store), run)
 }
 
 #[test]
@@ -1157,7 +1178,7 @@ fn image_snapshot_of_the_request_tab() {
     harness.snapshot("request_summary");
     harness
         .state_mut()
-        .apply(retrace_inspector::Command::MoveTo(later));
+        .apply(Command::MoveTo(later));
     settle(&mut harness);
     harness.get_by_label("  1 user · pinned task  do the task");
     harness.snapshot("request_after_compaction");
@@ -1434,7 +1455,7 @@ fn a_free_text_answer_is_typed_and_recorded_and_earlier_the_question_only_shows(
     // at the question's own event the state still waits on it: shown, not answerable there
     harness
         .state_mut()
-        .apply(retrace_inspector::Command::MoveTo(5));
+        .apply(Command::MoveTo(5));
     settle(&mut harness);
     harness.get_by_label("What should the report be called?");
     harness.get_by_label("answer it at the run's newest event, if it still waits there");
