@@ -344,61 +344,11 @@ impl Inspector {
                         }
                     }
                 }
-                Reply::Overview { run, index, bins } => {
-                    if Some(run) == self.selected {
-                        self.density = Some((index.scanned, bins));
-                        self.take_index(index);
-                    }
-                }
-                Reply::Cards { run, cards } => {
-                    for (i, card) in cards {
-                        self.cards_requested.remove(&i);
-                        if Some(run) != self.selected {
-                            continue;
-                        }
-                        match card {
-                            Ok(card) => {
-                                self.cards.insert(i, card);
-                            }
-                            Err(e) => self.error = Some(format!("could not read step {i}: {e}")),
-                        }
-                    }
-                }
-                Reply::Lines {
-                    blob,
-                    from,
-                    text,
-                    total,
-                } => {
-                    if let Some(pager) = &mut self.pager
-                        && pager.blob == blob
-                        && pager.from == from
-                    {
-                        pager.page = Some((text, total));
-                    }
-                }
-                Reply::Searched { run, found } => {
-                    if Some(run) == self.selected {
-                        match found {
-                            Ok(found) => {
-                                // go to the first hit at or after the cursor
-                                if let Some(seq) = found.next(self.cursor.saturating_sub(1), true)
-                                {
-                                    self.move_to(seq);
-                                }
-                                self.found = Some(found);
-                            }
-                            Err(e) => self.error = Some(format!("search failed: {e}")),
-                        }
-                    }
-                }
-                Reply::Compared(comparison) => match *comparison {
-                    Ok(c) if Some(c.a) == self.selected && Some(c.b) == self.versus => {
-                        self.comparison = Some(c);
-                    }
-                    Ok(_) => {}
-                    Err(e) => self.error = Some(format!("could not compare the runs: {e}")),
-                },
+                reply @ (Reply::Overview { .. }
+                | Reply::Cards { .. }
+                | Reply::Lines { .. }
+                | Reply::Searched { .. }
+                | Reply::Compared(_)) => self.take_story_reply(reply),
                 Reply::Diff(diff) => match *diff {
                     Ok(diff) => self.diff = Some(diff),
                     Err(e) => self.error = Some(format!("could not compare: {e}")),
@@ -437,6 +387,64 @@ impl Inspector {
                 Reply::Answered(Err(e)) => self.error = Some(format!("answer refused: {e}")),
                 Reply::Skipped => {}
             }
+        }
+    }
+
+    /// A reply for the step, time and run-vs-run views.
+    fn take_story_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Overview { run, index, bins } if Some(run) == self.selected => {
+                self.density = Some((index.scanned, bins));
+                self.take_index(index);
+            }
+            Reply::Cards { run, cards } => {
+                for (i, card) in cards {
+                    self.cards_requested.remove(&i);
+                    if Some(run) != self.selected {
+                        continue;
+                    }
+                    match card {
+                        Ok(card) => {
+                            self.cards.insert(i, card);
+                        }
+                        Err(e) => self.error = Some(format!("could not read step {i}: {e}")),
+                    }
+                }
+            }
+            Reply::Lines {
+                blob,
+                from,
+                text,
+                total,
+            } => {
+                if let Some(pager) = &mut self.pager
+                    && pager.blob == blob
+                    && pager.from == from
+                {
+                    pager.page = Some((text, total));
+                }
+            }
+            Reply::Searched { run, found } if Some(run) == self.selected => {
+                match found {
+                    Ok(found) => {
+                        // go to the first hit at or after the cursor
+                        let at = found.hits.iter().find(|h| h.seq >= self.cursor);
+                        if let Some(seq) = at.or(found.hits.first()).map(|h| h.seq) {
+                            self.move_to(seq);
+                        }
+                        self.found = Some(found);
+                    }
+                    Err(e) => self.error = Some(format!("search failed: {e}")),
+                }
+            }
+            Reply::Compared(comparison) => match *comparison {
+                Ok(c) if Some(c.a) == self.selected && Some(c.b) == self.versus => {
+                    self.comparison = Some(c);
+                }
+                Ok(_) => {}
+                Err(e) => self.error = Some(format!("could not compare the runs: {e}")),
+            },
+            _ => {}
         }
     }
 
@@ -538,6 +546,31 @@ impl Inspector {
                     });
                 }
             }
+            command @ (Command::View(_)
+            | Command::Filter(_)
+            | Command::ShowAll { .. }
+            | Command::ClosePager
+            | Command::Search(_)
+            | Command::NextHit { .. }
+            | Command::CompareWith(_)
+            | Command::Open { .. }) => self.apply_story(command),
+            Command::Answer { call, answer } => {
+                if let Some(run) = self.selected {
+                    self.error = None;
+                    self.source.request(Request::Answer {
+                        run,
+                        call,
+                        answer,
+                        resume: self.continue_runs,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Apply a command of the step, time and run-vs-run views.
+    fn apply_story(&mut self, command: Command) {
+        match command {
             Command::View(view) => {
                 self.view = view;
                 self.scroll_to_cursor = true;
@@ -593,17 +626,7 @@ impl Inspector {
                     self.source.request(Request::Runs);
                 }
             }
-            Command::Answer { call, answer } => {
-                if let Some(run) = self.selected {
-                    self.error = None;
-                    self.source.request(Request::Answer {
-                        run,
-                        call,
-                        answer,
-                        resume: self.continue_runs,
-                    });
-                }
-            }
+            _ => {}
         }
     }
 

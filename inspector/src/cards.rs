@@ -155,40 +155,13 @@ pub fn card(
         }
         (
             EventKind::ToolRequested {
-                call_id, tool, args, ..
+                call_id,
+                tool,
+                args,
+                ..
             },
             _,
-        ) => {
-            let args = value(store, args);
-            let question = (tool == ASK_TOOL)
-                .then(|| Question::from_args(&args).ok())
-                .flatten();
-            let (output, unknown, duration_ms) = match &last {
-                Some(EventKind::ToolReturned {
-                    output,
-                    is_error,
-                    duration_ms,
-                    ..
-                }) => (
-                    Some(output_head(store, output, *is_error)),
-                    None,
-                    Some(*duration_ms),
-                ),
-                Some(EventKind::ToolOutcomeUnknown { reason, .. }) => {
-                    (None, Some(text_of(&value(store, reason))), None)
-                }
-                _ => (None, None, None),
-            };
-            Body::Tool {
-                call_id: call_id.clone(),
-                tool: tool.clone(),
-                args: pretty(&args),
-                output,
-                unknown,
-                duration_ms,
-                question,
-            }
-        }
+        ) => tool_body(store, call_id, tool, args, last.as_ref()),
         (EventKind::ApprovalRequested { call_id, request }, _) => Body::Approval {
             call_id: call_id.clone(),
             request: pretty(&value(store, request)),
@@ -257,6 +230,44 @@ pub fn card(
     Ok(Card { step, head, body })
 }
 
+fn tool_body(
+    store: &dyn Store,
+    call_id: &str,
+    tool: &str,
+    args: &BlobId,
+    last: Option<&EventKind>,
+) -> Body {
+    let args = value(store, args);
+    let question = (tool == ASK_TOOL)
+        .then(|| Question::from_args(&args).ok())
+        .flatten();
+    let (output, unknown, duration_ms) = match last {
+        Some(EventKind::ToolReturned {
+            output,
+            is_error,
+            duration_ms,
+            ..
+        }) => (
+            Some(output_head(store, output, *is_error)),
+            None,
+            Some(*duration_ms),
+        ),
+        Some(EventKind::ToolOutcomeUnknown { reason, .. }) => {
+            (None, Some(text_of(&value(store, reason))), None)
+        }
+        _ => (None, None, None),
+    };
+    Body::Tool {
+        call_id: call_id.to_owned(),
+        tool: tool.to_owned(),
+        args: pretty(&args),
+        output,
+        unknown,
+        duration_ms,
+        question,
+    }
+}
+
 fn model_body(
     store: &dyn Store,
     model: String,
@@ -292,13 +303,11 @@ fn model_body(
     };
     match last {
         Some(EventKind::ModelResponded {
-            response,
-            usage: u,
-            ..
+            response, usage: u, ..
         }) => {
             *usage = Some(*u);
             if let Some(r) = reply(response) {
-                *text = r.text.clone();
+                text.clone_from(&r.text);
                 *reasoning = crate::source::ReplyView::reasoning_of(&r.reasoning);
                 *calls = r
                     .tool_calls
@@ -337,12 +346,12 @@ fn model_body(
 }
 
 fn event(store: &dyn Store, run: &RunId, seq: u64) -> Result<EventKind, retrace_store::Error> {
-    Ok(store
+    store
         .event_at(run, seq)?
         .map(|(_, e)| e.kind)
         .ok_or_else(|| retrace_store::Error::Corrupt {
             what: format!("run {run} has no event at {seq}"),
-        })?)
+        })
 }
 
 /// A tool output's text as a person reads it: as the model reads it

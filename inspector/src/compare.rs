@@ -107,53 +107,23 @@ pub fn compare(store: &dyn Store, a: RunId, b: RunId) -> Result<Comparison, Stri
     let left: Vec<_> = (shared..ia.steps.len()).map(|i| key(&ia, i)).collect();
     let right: Vec<_> = (shared..ib.steps.len()).map(|i| key(&ib, i)).collect();
     let mut truncated = false;
-    'ops: for op in capture_diff_slices(Algorithm::Myers, &left, &right) {
-        let (l, r) = match op {
-            DiffOp::Equal {
-                old_index,
-                new_index,
-                len,
-            } => (
-                (old_index..old_index + len).map(Some).collect::<Vec<_>>(),
-                (new_index..new_index + len).map(Some).collect::<Vec<_>>(),
-            ),
-            DiffOp::Delete {
-                old_index, old_len, ..
-            } => ((old_index..old_index + old_len).map(Some).collect(), vec![None; old_len]),
-            DiffOp::Insert {
-                new_index, new_len, ..
-            } => (vec![None; new_len], (new_index..new_index + new_len).map(Some).collect()),
-            DiffOp::Replace {
-                old_index,
-                old_len,
-                new_index,
-                new_len,
-            } => {
-                let n = old_len.max(new_len);
-                (
-                    (0..n).map(|k| (k < old_len).then_some(old_index + k)).collect(),
-                    (0..n).map(|k| (k < new_len).then_some(new_index + k)).collect(),
-                )
-            }
-        };
-        for (l, r) in l.into_iter().zip(r) {
-            if rows.len() - (shared - from) >= MAX_ROWS {
-                truncated = true;
-                break 'ops;
-            }
-            let left = l.map(|i| load(&a, &ia, shared + i)).transpose()?;
-            let right = r.map(|i| load(&b, &ib, shared + i)).transpose()?;
-            let changes = match (&left, &right) {
-                (Some(x), Some(y)) => changes(x, y),
-                _ => Vec::new(),
-            };
-            rows.push(Pair {
-                left,
-                right,
-                shared: false,
-                changes,
-            });
+    for (old, new) in aligned(&left, &right) {
+        if rows.len() - (shared - from) >= MAX_ROWS {
+            truncated = true;
+            break;
         }
+        let left = old.map(|i| load(&a, &ia, shared + i)).transpose()?;
+        let right = new.map(|i| load(&b, &ib, shared + i)).transpose()?;
+        let changes = match (&left, &right) {
+            (Some(x), Some(y)) => changes(x, y),
+            _ => Vec::new(),
+        };
+        rows.push(Pair {
+            left,
+            right,
+            shared: false,
+            changes,
+        });
     }
     let first_difference = rows.iter().position(Pair::differs);
     Ok(Comparison {
@@ -165,6 +135,43 @@ pub fn compare(store: &dyn Store, a: RunId, b: RunId) -> Result<Comparison, Stri
         first_difference,
         truncated,
     })
+}
+
+/// Positions in `left` and `right` paired by a longest-common-subsequence diff (Myers):
+/// equal keys side by side, the rest of a replaced stretch paired in order and padded
+/// with `None`.
+fn aligned<T: Eq + std::hash::Hash + Ord>(
+    left: &[T],
+    right: &[T],
+) -> Vec<(Option<usize>, Option<usize>)> {
+    let mut out = Vec::new();
+    for op in capture_diff_slices(Algorithm::Myers, left, right) {
+        match op {
+            DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => out.extend((0..len).map(|k| (Some(old_index + k), Some(new_index + k)))),
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => out.extend((old_index..old_index + old_len).map(|i| (Some(i), None))),
+            DiffOp::Insert {
+                new_index, new_len, ..
+            } => out.extend((new_index..new_index + new_len).map(|i| (None, Some(i)))),
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => out.extend((0..old_len.max(new_len)).map(|k| {
+                (
+                    (k < old_len).then_some(old_index + k),
+                    (k < new_len).then_some(new_index + k),
+                )
+            })),
+        }
+    }
+    out
 }
 
 /// The step index of a whole run.
@@ -192,7 +199,10 @@ pub fn extend(
         for (_, event) in events {
             if index.push(&event).is_err() {
                 return Err(retrace_store::Error::Corrupt {
-                    what: format!("run {run} skips from seq {} to {}", index.scanned, event.seq),
+                    what: format!(
+                        "run {run} skips from seq {} to {}",
+                        index.scanned, event.seq
+                    ),
                 });
             }
         }

@@ -42,7 +42,10 @@ impl Found {
         if forward {
             seqs.clone().find(|&s| s > seq).or(seqs.clone().next())
         } else {
-            seqs.clone().rev().find(|&s| s < seq).or(seqs.last())
+            seqs.clone()
+                .rev()
+                .find(|&s| s < seq)
+                .or(seqs.clone().next_back())
         }
     }
 }
@@ -71,16 +74,13 @@ pub fn search(store: &dyn Store, run: &RunId, query: &str) -> Result<Found, retr
                 if snippet.is_some() {
                     break;
                 }
-                snippet = seen
-                    .entry(blob)
-                    .or_insert_with(|| {
-                        let text = match store.blob(&blob) {
-                            Ok(Some(bytes)) => haystack(&bytes),
-                            _ => String::new(),
-                        };
-                        around(&text, &needle)
-                    })
-                    .clone();
+                snippet.clone_from(seen.entry(blob).or_insert_with(|| {
+                    let text = match store.blob(&blob) {
+                        Ok(Some(bytes)) => haystack(&bytes),
+                        _ => String::new(),
+                    };
+                    around(&text, &needle)
+                }));
             }
             if let Some(snippet) = snippet {
                 if found.hits.len() == MAX_HITS {

@@ -628,41 +628,11 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
             run,
             seq: find(store, &run, from, class, forward).unwrap_or(None),
         },
-        Request::Overview { run, bins, carry } => {
-            let mut index = match carry {
-                Some(index) if index.run == Some(*run) => index.clone(),
-                _ => Box::new(StepIndex::new(*run)),
-            };
-            match crate::compare::extend(store, run, &mut index) {
-                Ok(()) => Reply::Overview {
-                    run: *run,
-                    bins: index.density(*bins),
-                    index,
-                },
-                Err(_) => Reply::Skipped,
-            }
-        }
-        Request::Cards { run, steps } => Reply::Cards {
-            run: *run,
-            cards: steps
-                .iter()
-                .map(|&(i, head)| (i, card(store, run, i, head).map_err(|e| e.to_string())))
-                .collect(),
-        },
-        &Request::Lines { blob, from } => {
-            let (text, total) = crate::cards::page_of(store, &blob, from);
-            Reply::Lines {
-                blob,
-                from,
-                text,
-                total,
-            }
-        }
-        Request::Search { run, query } => Reply::Searched {
-            run: *run,
-            found: crate::search::search(store, run, query).map_err(|e| e.to_string()),
-        },
-        &Request::Compare { a, b } => Reply::Compared(Box::new(crate::compare::compare(store, a, b))),
+        Request::Overview { .. }
+        | Request::Cards { .. }
+        | Request::Lines { .. }
+        | Request::Search { .. }
+        | Request::Compare { .. } => answer_story(store, request),
         &Request::Diff { a, b } => {
             Reply::Diff(Box::new(diff(store, a, b).map_err(|e| e.to_string())))
         }
@@ -718,6 +688,50 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
                     Ok((call, *resume))
                 }),
         ),
+    }
+}
+
+/// Answer a request of the step, time and run-vs-run views.
+fn answer_story(store: &dyn Store, request: &Request) -> Reply {
+    match request {
+        Request::Overview { run, bins, carry } => {
+            let mut index = match carry {
+                Some(index) if index.run == Some(*run) => index.clone(),
+                _ => Box::new(StepIndex::new(*run)),
+            };
+            match crate::compare::extend(store, run, &mut index) {
+                Ok(()) => Reply::Overview {
+                    run: *run,
+                    bins: index.density(*bins),
+                    index,
+                },
+                Err(_) => Reply::Skipped,
+            }
+        }
+        Request::Cards { run, steps } => Reply::Cards {
+            run: *run,
+            cards: steps
+                .iter()
+                .map(|&(i, head)| (i, card(store, run, i, head).map_err(|e| e.to_string())))
+                .collect(),
+        },
+        &Request::Lines { blob, from } => {
+            let (text, total) = crate::cards::page_of(store, &blob, from);
+            Reply::Lines {
+                blob,
+                from,
+                text,
+                total,
+            }
+        }
+        Request::Search { run, query } => Reply::Searched {
+            run: *run,
+            found: crate::search::search(store, run, query).map_err(|e| e.to_string()),
+        },
+        &Request::Compare { a, b } => {
+            Reply::Compared(Box::new(crate::compare::compare(store, a, b)))
+        }
+        _ => Reply::Skipped,
     }
 }
 

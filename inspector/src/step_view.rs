@@ -7,6 +7,8 @@
 //! ones are found by binary search over their running sums, and only those are drawn and
 //! their cards loaded. A frame costs the same on ten steps or a million.
 
+use std::fmt::Write as _;
+
 use egui::RichText;
 use retrace_replay::Answer;
 use retrace_replay::describe;
@@ -65,11 +67,7 @@ pub(crate) fn find_bar(app: &mut Inspector, ui: &mut egui::Ui) {
         if let Some(found) = &app.found {
             let more = if found.truncated { "+" } else { "" };
             ui.label(format!("{}{more} hits", found.hits.len()));
-            if ui
-                .small_button("previous hit")
-                .on_hover_text("N")
-                .clicked()
-            {
+            if ui.small_button("previous hit").on_hover_text("N").clicked() {
                 app.command(Command::NextHit { forward: false });
             }
             if ui.small_button("next hit").on_hover_text("n").clicked() {
@@ -164,12 +162,20 @@ fn parked(app: &mut Inspector, ui: &mut egui::Ui) {
     // open approvals, and open `user.ask` calls with no approval pending
     let mut waiting: Vec<usize> = index.open_approvals().collect();
     if waiting.is_empty() {
-        waiting.extend(index.steps.iter().enumerate().rev().take(8).filter_map(|(i, s)| {
-            (s.kind == StepKind::Tool
-                && s.end.is_none()
-                && index.name_of(s) == Some(retrace_replay::question::ASK_TOOL))
-            .then_some(i)
-        }));
+        waiting.extend(
+            index
+                .steps
+                .iter()
+                .enumerate()
+                .rev()
+                .take(8)
+                .filter_map(|(i, s)| {
+                    (s.kind == StepKind::Tool
+                        && s.end.is_none()
+                        && index.name_of(s) == Some(retrace_replay::question::ASK_TOOL))
+                    .then_some(i)
+                }),
+        );
     }
     let parked = app
         .selected
@@ -290,7 +296,9 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         ui.set_height(total);
         ui.set_width(width - 16.0);
         let origin = ui.min_rect().min;
-        let first = tops.partition_point(|&t| t <= viewport.min.y).saturating_sub(1);
+        let first = tops
+            .partition_point(|&t| t <= viewport.min.y)
+            .saturating_sub(1);
         let last = tops.partition_point(|&t| t < viewport.max.y);
         let visible: Vec<usize> = shown[first..last.max(first)].to_vec();
         app.want_cards(&visible);
@@ -302,14 +310,10 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
             let selected = Some(k) == at_cursor;
             let drawn = ui
                 .scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
-                    match app.cards.get(&i).cloned() {
-                        Some(card) => card_frame(app, ui, &card, selected),
-                        None => {
-                            let head = app.index.as_ref().map(|x| x.steps[i]);
-                            if let Some(head) = head {
-                                placeholder(ui, &head, selected);
-                            }
-                        }
+                    if let Some(card) = app.cards.get(&i).cloned() {
+                        card_frame(app, ui, &card, selected);
+                    } else if let Some(head) = app.index.as_ref().map(|x| x.steps[i]) {
+                        placeholder(ui, &head, selected);
                     }
                 })
                 .response
@@ -422,119 +426,8 @@ pub(crate) fn title(card: &Card) -> String {
 fn body(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
     let head = card.head;
     match &card.body {
-        Body::Model {
-            text,
-            reasoning,
-            calls,
-            usage,
-            error,
-            request_seq,
-            compacted,
-            ..
-        } => {
-            if let Some(u) = usage {
-                ui.weak(format!(
-                    "{} in / {} out tokens · {} · {}",
-                    u.input_tokens,
-                    u.output_tokens,
-                    describe::usd(u.cost_micro_usd),
-                    duration(u.latency_ms)
-                ));
-            }
-            if let Some(n) = compacted {
-                ui.label(format!("compacted {n} messages into a summary"));
-            }
-            if let Some(error) = error {
-                ui.colored_label(colour(Class::Error), format!("failed: {error}"));
-            } else if head.end.is_none() {
-                ui.weak("waiting for the model...");
-            }
-            if !reasoning.is_empty() {
-                egui::CollapsingHeader::new(format!("reasoning ({} blocks)", reasoning.len()))
-                    .id_salt(("reasoning", card.step))
-                    .default_open(false)
-                    .show(ui, |ui| {
-                        for block in reasoning {
-                            ui.label(RichText::new(block).italics().weak());
-                        }
-                    });
-            }
-            if !text.is_empty() {
-                egui_commonmark::CommonMarkViewer::new().show(ui, &mut app.markdown, text);
-            }
-            for call in calls {
-                ui.label(RichText::new(format!("calls {} ({})", call.name, call.id)).strong());
-                ui.label(RichText::new(&call.args).monospace());
-            }
-            if ui
-                .small_button("what the model saw")
-                .on_hover_text("the request this call sent, rebuilt from the log")
-                .clicked()
-            {
-                app.command(Command::MoveTo(*request_seq));
-                app.command(Command::ShowRequest(true));
-            }
-        }
-        Body::Tool {
-            call_id,
-            tool,
-            args,
-            output,
-            unknown,
-            duration_ms,
-            question,
-        } => {
-            if let Some(ms) = duration_ms {
-                ui.weak(format!("ran {}", duration(*ms)));
-            }
-            if let Some(q) = question {
-                ui.label(RichText::new(format!("asks: {}", q.question)).strong());
-            }
-            ui.columns(2, |columns| {
-                columns[0].strong("arguments");
-                match serde_json::from_str::<serde_json::Value>(args) {
-                    Ok(value) if value.is_object() || value.is_array() => {
-                        json_tree(&mut columns[0], &format!("args {call_id}"), &value, 0);
-                    }
-                    _ => {
-                        columns[0].monospace(args);
-                    }
-                }
-                let ui = &mut columns[1];
-                match (output, unknown) {
-                    (Some(out), _) => {
-                        let what = if out.is_error { "error" } else { "result" };
-                        let text = RichText::new(&out.head).monospace();
-                        ui.strong(what);
-                        if out.is_error {
-                            ui.label(text.color(colour(Class::Error)));
-                        } else {
-                            ui.label(text);
-                        }
-                        if out.lines > RESULT_LINES
-                            && ui
-                                .small_button(format!(
-                                    "show all ({} lines, {} bytes)",
-                                    out.lines, out.bytes
-                                ))
-                                .clicked()
-                        {
-                            app.command(Command::ShowAll {
-                                title: format!("{tool} {call_id}"),
-                                blob: out.blob,
-                                from: 0,
-                            });
-                        }
-                    }
-                    (None, Some(why)) => {
-                        ui.colored_label(colour(Class::Error), format!("outcome unknown: {why}"));
-                    }
-                    (None, None) => {
-                        ui.weak("running...");
-                    }
-                }
-            });
-        }
+        Body::Model { .. } => model_card(app, ui, card),
+        Body::Tool { .. } => tool_card(app, ui, card),
         Body::Approval {
             request, decision, ..
         } => {
@@ -592,6 +485,132 @@ fn body(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
     }
 }
 
+/// The body of a model call's card.
+fn model_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
+    let head = card.head;
+    let Body::Model {
+        text,
+        reasoning,
+        calls,
+        usage,
+        error,
+        request_seq,
+        compacted,
+        ..
+    } = &card.body
+    else {
+        return;
+    };
+    if let Some(u) = usage {
+        ui.weak(format!(
+            "{} in / {} out tokens · {} · {}",
+            u.input_tokens,
+            u.output_tokens,
+            describe::usd(u.cost_micro_usd),
+            duration(u.latency_ms)
+        ));
+    }
+    if let Some(n) = compacted {
+        ui.label(format!("compacted {n} messages into a summary"));
+    }
+    if let Some(error) = error {
+        ui.colored_label(colour(Class::Error), format!("failed: {error}"));
+    } else if head.end.is_none() {
+        ui.weak("waiting for the model...");
+    }
+    if !reasoning.is_empty() {
+        egui::CollapsingHeader::new(format!("reasoning ({} blocks)", reasoning.len()))
+            .id_salt(("reasoning", card.step))
+            .default_open(false)
+            .show(ui, |ui| {
+                for block in reasoning {
+                    ui.label(RichText::new(block).italics().weak());
+                }
+            });
+    }
+    if !text.is_empty() {
+        egui_commonmark::CommonMarkViewer::new().show(ui, &mut app.markdown, text);
+    }
+    for call in calls {
+        ui.label(RichText::new(format!("calls {} ({})", call.name, call.id)).strong());
+        ui.label(RichText::new(&call.args).monospace());
+    }
+    if ui
+        .small_button("what the model saw")
+        .on_hover_text("the request this call sent, rebuilt from the log")
+        .clicked()
+    {
+        app.command(Command::MoveTo(*request_seq));
+        app.command(Command::ShowRequest(true));
+    }
+}
+
+/// The body of a tool call's card.
+fn tool_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
+    let Body::Tool {
+        call_id,
+        tool,
+        args,
+        output,
+        unknown,
+        duration_ms,
+        question,
+    } = &card.body
+    else {
+        return;
+    };
+    if let Some(ms) = duration_ms {
+        ui.weak(format!("ran {}", duration(*ms)));
+    }
+    if let Some(q) = question {
+        ui.label(RichText::new(format!("asks: {}", q.question)).strong());
+    }
+    ui.columns(2, |columns| {
+        columns[0].strong("arguments");
+        match serde_json::from_str::<serde_json::Value>(args) {
+            Ok(value) if value.is_object() || value.is_array() => {
+                json_tree(&mut columns[0], &format!("args {call_id}"), &value, 0);
+            }
+            _ => {
+                columns[0].monospace(args);
+            }
+        }
+        let ui = &mut columns[1];
+        match (output, unknown) {
+            (Some(out), _) => {
+                let what = if out.is_error { "error" } else { "result" };
+                let text = RichText::new(&out.head).monospace();
+                ui.strong(what);
+                if out.is_error {
+                    ui.label(text.color(colour(Class::Error)));
+                } else {
+                    ui.label(text);
+                }
+                if out.lines > RESULT_LINES
+                    && ui
+                        .small_button(format!(
+                            "show all ({} lines, {} bytes)",
+                            out.lines, out.bytes
+                        ))
+                        .clicked()
+                {
+                    app.command(Command::ShowAll {
+                        title: format!("{tool} {call_id}"),
+                        blob: out.blob,
+                        from: 0,
+                    });
+                }
+            }
+            (None, Some(why)) => {
+                ui.colored_label(colour(Class::Error), format!("outcome unknown: {why}"));
+            }
+            (None, None) => {
+                ui.weak("running...");
+            }
+        }
+    });
+}
+
 /// Forks of this run made within this step, as links.
 fn forks_here(app: &mut Inspector, ui: &mut egui::Ui, head: &StepHead) {
     let Some(run) = app.selected else {
@@ -625,7 +644,7 @@ fn first_lines(text: &str, n: usize) -> String {
         return text.to_owned();
     }
     let mut out: String = text.lines().take(n).collect::<Vec<_>>().join("\n");
-    out.push_str(&format!("\n… {} more lines", total - n));
+    let _ = write!(out, "\n… {} more lines", total - n);
     out
 }
 

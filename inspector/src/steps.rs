@@ -21,7 +21,7 @@ use retrace_events::{Event, EventKind, RunId};
 use crate::source::{CLASSES, Class};
 
 /// What kind of step a [`StepHead`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StepKind {
     /// The run began (`run_started`).
     Start,
@@ -326,7 +326,14 @@ impl StepIndex {
         u16::try_from(self.names.len() - 1).unwrap_or(u16::MAX)
     }
 
-    fn open(&mut self, seq: u64, at: u64, kind: StepKind, name: Option<u16>, closed: bool) -> usize {
+    fn open(
+        &mut self,
+        seq: u64,
+        at: u64,
+        kind: StepKind,
+        name: Option<u16>,
+        closed: bool,
+    ) -> usize {
         self.steps.push(StepHead {
             seq,
             end: closed.then_some(seq),
@@ -436,7 +443,7 @@ mod tests {
             {
                 assert!(
                     matches!(
-                        events[end as usize].kind,
+                        events[usize::try_from(end).unwrap()].kind,
                         EventKind::ModelResponded { .. }
                             | EventKind::ModelFailed { .. }
                             | EventKind::ToolCallsProposed { .. }

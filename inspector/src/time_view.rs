@@ -61,9 +61,7 @@ fn seconds(index: &StepIndex, ms: u64) -> f64 {
 /// Cumulative tokens and cost over time, side by side.
 fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
     let curve = index.usage_curve(CURVE_POINTS);
-    let cursor_ms = index
-        .step_at(app.cursor)
-        .map(|i| index.steps[i].start_ms);
+    let cursor_ms = index.step_at(app.cursor).map(|i| index.steps[i].start_ms);
     if curve.is_empty() {
         ui.weak("no model call has been billed yet");
         return;
@@ -158,8 +156,7 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
     area.show_rows(ui, ROW, shown.len(), |ui, range| {
         for &i in &shown[range] {
             let step = index.steps[i];
-            let (row, _) =
-                ui.allocate_exact_size(egui::vec2(LABELS + bars, ROW), Sense::hover());
+            let (row, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars, ROW), Sense::hover());
             let painter = ui.painter_at(row);
             let selected = Some(i) == at_cursor;
             if selected {
@@ -181,7 +178,9 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
             );
             #[allow(clippy::cast_precision_loss)]
             let x = |ms: u64| {
-                row.left() + LABELS + bars * (ms.saturating_sub(index.first_ms)) as f32 / span as f32
+                row.left()
+                    + LABELS
+                    + bars * (ms.saturating_sub(index.first_ms)) as f32 / span as f32
             };
             let open = step.end.is_none();
             let end_ms = if open { index.last_ms } else { step.end_ms };
@@ -203,7 +202,10 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
                 let (at, align) = if bar.width() > 120.0 {
                     (bar.center(), egui::Align2::CENTER_CENTER)
                 } else {
-                    (egui::pos2(x1 + 4.0, row.center().y), egui::Align2::LEFT_CENTER)
+                    (
+                        egui::pos2(x1 + 4.0, row.center().y),
+                        egui::Align2::LEFT_CENTER,
+                    )
                 };
                 painter.text(
                     at,
@@ -224,9 +226,8 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
             let hit = bar.expand2(egui::vec2(2.0, 2.0));
             let response = ui.interact(hit, ui.scope_id().with(("bar", i)), Sense::click());
             let name = format!("bar #{} {}", step.seq, step.kind.label());
-            response.widget_info(|| {
-                egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone())
-            });
+            response
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone()));
             let response = response.on_hover_text(format!(
                 "{label}: {}{}",
                 duration(waited),
@@ -276,22 +277,8 @@ fn axis(ui: &mut egui::Ui, span: u64, bars: f32) {
 /// A round tick interval giving at most `most` ticks over `span` ms.
 fn tick(span: u64, most: u64) -> u64 {
     const ROUND: [u64; 16] = [
-        1,
-        5,
-        10,
-        50,
-        100,
-        500,
-        1_000,
-        5_000,
-        10_000,
-        30_000,
-        60_000,
-        300_000,
-        600_000,
-        3_600_000,
-        21_600_000,
-        86_400_000,
+        1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 3_600_000,
+        21_600_000, 86_400_000,
     ];
     ROUND
         .into_iter()

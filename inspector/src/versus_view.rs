@@ -3,6 +3,8 @@
 //! steps, the first divergence marked, and in each differing pair the words that changed —
 //! struck through in red on the left, in green on the right.
 
+use std::fmt::Write as _;
+
 use egui::text::LayoutJob;
 use egui::{Color32, RichText, TextFormat};
 use retrace_events::RunId;
@@ -141,38 +143,41 @@ fn pick(app: &mut Inspector, ui: &mut egui::Ui, run: RunId) {
 }
 
 /// One aligned pair: the left run's step, the right run's, changed words marked.
-fn row(
-    app: &mut Inspector,
-    ui: &mut egui::Ui,
-    pair: &Pair,
-    (a, b): (RunId, RunId),
-    width: f32,
-) {
+fn row(app: &mut Inspector, ui: &mut egui::Ui, pair: &Pair, (a, b): (RunId, RunId), width: f32) {
     let stroke = if pair.differs() {
         egui::Stroke::new(1.5, colour(Class::Error))
     } else {
         egui::Stroke::new(1.0, ui.visuals().weak_text_color())
     };
-    egui::Frame::group(ui.style()).stroke(stroke).show(ui, |ui| {
-        ui.horizontal_top(|ui| {
-            for (side, card, run) in [(0, &pair.left, a), (1, &pair.right, b)] {
-                ui.vertical(|ui| {
-                    ui.set_width(width);
-                    ui.set_max_width(width);
-                    match card {
-                        None => {
-                            ui.weak("(no step here)");
+    egui::Frame::group(ui.style())
+        .stroke(stroke)
+        .show(ui, |ui| {
+            ui.horizontal_top(|ui| {
+                for (side, card, run) in [(0, &pair.left, a), (1, &pair.right, b)] {
+                    ui.vertical(|ui| {
+                        ui.set_width(width);
+                        ui.set_max_width(width);
+                        match card {
+                            None => {
+                                ui.weak("(no step here)");
+                            }
+                            Some(card) => column(app, ui, card, pair, side, run),
                         }
-                        Some(card) => column(app, ui, card, pair, side, run),
-                    }
-                });
-            }
+                    });
+                }
+            });
         });
-    });
 }
 
 /// One side of a pair.
-fn column(app: &mut Inspector, ui: &mut egui::Ui, card: &Card, pair: &Pair, side: usize, run: RunId) {
+fn column(
+    app: &mut Inspector,
+    ui: &mut egui::Ui,
+    card: &Card,
+    pair: &Pair,
+    side: usize,
+    run: RunId,
+) {
     let shared = if pair.shared { " · shared" } else { "" };
     let heading = format!("#{} {}{shared}", card.head.seq, title(card));
     if ui
@@ -190,7 +195,11 @@ fn column(app: &mut Inspector, ui: &mut egui::Ui, card: &Card, pair: &Pair, side
     }
     for change in &pair.changes {
         ui.weak(change.field);
-        let pieces = if side == 0 { &change.left } else { &change.right };
+        let pieces = if side == 0 {
+            &change.left
+        } else {
+            &change.right
+        };
         ui.label(marked(ui, pieces, side == 0));
     }
 }
@@ -225,20 +234,27 @@ fn summary(card: &Card) -> String {
         Body::Model { text, calls, .. } => {
             let mut out = text.clone();
             for call in calls {
-                out.push_str(&format!("\ncalls {} {}", call.name, call.args.replace('\n', " ")));
+                let _ = write!(
+                    out,
+                    "\ncalls {} {}",
+                    call.name,
+                    call.args.replace('\n', " ")
+                );
             }
             out
         }
         Body::Tool { args, output, .. } => format!(
             "{}\n= {}",
             args.replace('\n', " "),
-            output.as_ref().map(|o| o.head.as_str()).unwrap_or("...")
+            output.as_ref().map_or("...", |o| o.head.as_str())
         ),
-        Body::Approval { decision, .. } => decision
-            .as_ref()
-            .map(|(d, by, _)| format!("{d:?} by {by}"))
-            .unwrap_or_else(|| "waiting".to_owned()),
-        Body::Fork { from_run, from_seq, .. } => {
+        Body::Approval { decision, .. } => decision.as_ref().map_or_else(
+            || "waiting".to_owned(),
+            |(d, by, _)| format!("{d:?} by {by}"),
+        ),
+        Body::Fork {
+            from_run, from_seq, ..
+        } => {
             format!("forked from {}@{from_seq}", from_run.short())
         }
         Body::Text { text, .. } => text.clone(),

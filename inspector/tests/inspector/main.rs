@@ -829,9 +829,7 @@ fn image_snapshots_of_the_main_views() {
         .get_by_label_contains("snapshot 040404040404")
         .click();
     settle(&mut harness);
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(k));
+    harness.state_mut().apply(Command::MoveTo(k));
     settle(&mut harness);
     harness.get_by_label_contains("diff A (").click();
     settle(&mut harness);
@@ -945,9 +943,7 @@ fn assert_new_messages_marked(
     .into_iter()
     .find(|&s| s > after)
     .expect("a second model call after the compaction");
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(next));
+    harness.state_mut().apply(Command::MoveTo(next));
     settle(harness);
     let rebuilt = retrace_replay::request::rebuild(store, run, next).expect("rebuilt");
     assert!(rebuilt.new > 0, "{rebuilt:?}");
@@ -1042,9 +1038,7 @@ fn the_request_tab_shows_a_summary_request_and_later_the_pinned_task_and_summary
     .into_iter()
     .find(|&s| s > compacted)
     .expect("a model call after the compaction");
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(later));
+    harness.state_mut().apply(Command::MoveTo(later));
     settle(&mut harness);
     assert_eq!(harness.state().position(), Some((run, later)));
     harness.get_by_label_contains(&format!("request of model call #{later} · "));
@@ -1066,9 +1060,7 @@ fn the_request_tab_shows_a_summary_request_and_later_the_pinned_task_and_summary
     assert_new_messages_marked(&mut harness, store.as_ref(), &run, later);
 
     // a non-model event has no request tab
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(0));
+    harness.state_mut().apply(Command::MoveTo(0));
     settle(&mut harness);
     assert!(harness.query_by_label("request").is_none());
     harness.get_by_label("Event and payloads");
@@ -1176,9 +1168,7 @@ fn image_snapshot_of_the_request_tab() {
     settle(&mut harness);
     harness.get_by_label_contains("summary request: compacts ");
     harness.snapshot("request_summary");
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(later));
+    harness.state_mut().apply(Command::MoveTo(later));
     settle(&mut harness);
     harness.get_by_label("  1 user · pinned task  do the task");
     harness.snapshot("request_after_compaction");
@@ -1453,9 +1443,7 @@ fn a_free_text_answer_is_typed_and_recorded_and_earlier_the_question_only_shows(
     ));
 
     // at the question's own event the state still waits on it: shown, not answerable there
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(5));
+    harness.state_mut().apply(Command::MoveTo(5));
     settle(&mut harness);
     harness.get_by_label("What should the report be called?");
     harness.get_by_label("answer it at the run's newest event, if it still waits there");

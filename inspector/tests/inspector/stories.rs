@@ -212,10 +212,14 @@ fn a_click_on_a_waterfall_bar_moves_the_cursor_to_that_call() {
     let models = seqs_of(store.as_ref(), &run, |k| {
         matches!(k, EventKind::ModelRequested { .. })
     });
-    harness.get_by_label(&format!("bar #{} tool", tools[2])).click();
+    harness
+        .get_by_label(&format!("bar #{} tool", tools[2]))
+        .click();
     settle(&mut harness);
     assert_eq!(harness.state().position(), Some((run, tools[2])));
-    harness.get_by_label(&format!("bar #{} model", models[1])).click();
+    harness
+        .get_by_label(&format!("bar #{} model", models[1]))
+        .click();
     settle(&mut harness);
     assert_eq!(harness.state().position(), Some((run, models[1])));
     // the detail follows the cursor
@@ -240,7 +244,7 @@ fn tidy_and_edited_fork(dir: &Path, run: RunId, forked: RunId) -> (Arc<dyn Store
         matches!(k, EventKind::ModelResponded { .. })
     })
     .last()
-    .unwrap();
+    .expect("fixture");
     (store, last)
 }
 
@@ -250,18 +254,22 @@ fn edited_fork(store: &dyn Store, run: RunId, forked: RunId) {
         matches!(k, EventKind::ModelResponded { .. })
     })
     .last()
-    .unwrap();
-    let (_, event) = store.event_at(&run, last).unwrap().unwrap();
+    .expect("fixture");
+    let (_, event) = store
+        .event_at(&run, last)
+        .expect("fixture")
+        .expect("fixture");
     let EventKind::ModelResponded { response, .. } = event.kind else {
         unreachable!()
     };
     let mut reply: serde_json::Value =
-        serde_json::from_slice(&store.blob(&response).unwrap().unwrap()).unwrap();
+        serde_json::from_slice(&store.blob(&response).expect("fixture").expect("fixture"))
+            .expect("fixture");
     reply["text"] = serde_json::json!(
         "Done. The report is in out/SUMMARY.md: a tiny calculator library with one open TODO."
     );
-    let edit = ForkAt::edit(store, &run, last, &reply, "test").unwrap();
-    fork(store, &run, edit, forked, Timestamp(FIXED_START + 1)).unwrap();
+    let edit = ForkAt::edit(store, &run, last, &reply, "test").expect("fixture");
+    fork(store, &run, edit, forked, Timestamp(FIXED_START + 1)).expect("fixture");
 }
 
 fn comparison(harness: &Harness<'_, Inspector>) -> Comparison {
@@ -345,15 +353,11 @@ fn find_locates_a_string_that_only_a_tool_result_holds_and_n_goes_round_the_hits
     assert_eq!(harness.state().position(), Some((run, read)));
     harness.get_by_label_contains(&format!("#{read} tool_returned"));
     // a word in several payloads: n and N go round them
-    harness
-        .state_mut()
-        .apply(Command::Search("summary".into()));
+    harness.state_mut().apply(Command::Search("summary".into()));
     settle(&mut harness);
     let hits = harness.state().found().expect("searched").hits.clone();
     assert!(hits.len() >= 3, "{hits:?}");
-    harness
-        .state_mut()
-        .apply(Command::MoveTo(hits[0].seq));
+    harness.state_mut().apply(Command::MoveTo(hits[0].seq));
     settle(&mut harness);
     for expected in [hits[1].seq, hits[2].seq] {
         harness.key_press(egui::Key::N);
@@ -374,14 +378,20 @@ fn the_filter_keeps_the_steps_asked_for() {
     let mut harness = steps_harness(store, host, at(run, Some(0)), View::Steps);
     harness.get_by_label("calls fs.list (call_1)");
     // only fs.read: the list and the model calls go
-    harness.state_mut().apply(Command::Filter(retrace_inspector::steps::Filter {
-        tool: Some("fs.read".into()),
-        ..Default::default()
-    }));
+    harness
+        .state_mut()
+        .apply(Command::Filter(retrace_inspector::steps::Filter {
+            tool: Some("fs.read".into()),
+            ..Default::default()
+        }));
     settle(&mut harness);
     harness.get_by_label_contains("fs.read · call_2");
     assert!(harness.query_by_label("calls fs.list (call_1)").is_none());
-    assert!(harness.query_by_label_contains("fs.list · call_1").is_none());
+    assert!(
+        harness
+            .query_by_label_contains("fs.list · call_1")
+            .is_none()
+    );
 }
 
 /// Snapshots of the step view and run vs run on runs whose every byte is fixed.
@@ -396,7 +406,12 @@ fn image_snapshots_of_the_step_view_and_run_vs_run() {
     let model = seqs_of(store.as_ref(), &fixed, |k| {
         matches!(k, EventKind::ModelRequested { .. })
     })[1];
-    let mut harness = steps_harness(Arc::clone(&store), host, at(fixed, Some(model)), View::Steps);
+    let mut harness = steps_harness(
+        Arc::clone(&store),
+        host,
+        at(fixed, Some(model)),
+        View::Steps,
+    );
     harness.snapshot("steps");
 
     let forked = RunId::from_bytes([33; 16]);
@@ -404,7 +419,9 @@ fn image_snapshots_of_the_step_view_and_run_vs_run() {
     harness.state_mut().apply(Command::Refresh);
     settle(&mut harness);
     harness.state_mut().apply(Command::View(View::Versus));
-    harness.state_mut().apply(Command::CompareWith(Some(forked)));
+    harness
+        .state_mut()
+        .apply(Command::CompareWith(Some(forked)));
     settle(&mut harness);
     harness.get_by_label("first divergence:");
     harness.snapshot("run_vs_run");
