@@ -4,7 +4,12 @@
 //!   with the newest event's detail and the state after it on screen;
 //! - scrub across the whole run: the cursor moved to 200 points spread over it (as a
 //!   scrubber drag does), one frame each: median, p99 and worst frame time, and how long the
-//!   detail at a new point takes to arrive from the background thread.
+//!   detail at a new point takes to arrive from the background thread;
+//! - the step view (the default view) scrolled across the whole run: the cursor put on 200
+//!   steps spread over it, the cards there read and drawn, every frame timed;
+//! - the time view (waterfall and the token and cost curves) on the whole run: its step
+//!   index is built off the UI thread (timed from opening), then frames drawn while
+//!   scrolling the waterfall and moving the cursor.
 //!
 //! Run: `cargo bench -p retrace-benches --bench inspector` (`RETRACE_BENCH_EVENTS` sets the
 //! run's length).
@@ -16,7 +21,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use retrace_benches::{Samples, bench_dir, env_u64, write_run};
 use retrace_events::{RunId, Timestamp};
-use retrace_inspector::{Command, Host, Inspector, Target};
+use retrace_inspector::{Command, Host, Inspector, Target, View};
 use retrace_replay::{SnapshotPolicy, state_at_head};
 use retrace_store::Store;
 use retrace_store_sled::SledStore;
@@ -100,11 +105,21 @@ fn main() {
         std::thread::sleep(Duration::from_micros(200));
     }
     let shown = t.elapsed();
+    // the step view's cards at the head: the step index of the whole run built, and the
+    // cards on screen read
+    while !harness.state().steps_ready() {
+        harness.step();
+        assert!(
+            t.elapsed() < Duration::from_mins(2),
+            "the steps never showed"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
     settle(&mut harness);
     let strip = t.elapsed();
     assert_eq!(harness.state().position(), Some((run, events - 1)));
     println!(
-        "open a {events}-event run: first frame {:.1} ms; head event, its state and the rows around it shown after {:.1} ms ({frames} frames); density strip after {:.0} ms",
+        "open a {events}-event run: first frame {:.1} ms; head event and its state shown after {:.1} ms ({frames} frames); step index, density strip and the step cards at the head after {:.0} ms",
         first_frame.as_secs_f64() * 1e3,
         shown.as_secs_f64() * 1e3,
         strip.as_secs_f64() * 1e3
@@ -159,5 +174,53 @@ fn main() {
         keys.median_ms(),
         keys.quantile_ms(1.0),
         harness.state().position().map(|(_, seq)| seq)
+    );
+
+    // the step view scrolled across the whole run: the cursor on 200 steps spread over it,
+    // frames until their cards are drawn
+    let mut cards = Samples::default();
+    let mut arrive = Samples::default();
+    for i in 0..points {
+        let seq = (i * 7_919 + i * (events / points)) % events;
+        harness.state_mut().apply(Command::MoveTo(seq));
+        let t = Instant::now();
+        loop {
+            let f = Instant::now();
+            harness.step();
+            cards.push(f.elapsed());
+            if !harness.state().busy() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        arrive.push(t.elapsed());
+    }
+    println!(
+        "step view over {points} points: frame time median {:.2} ms, p99 {:.2} ms, worst {:.2} ms ({} frames); cards at a new point drawn after {:.1} ms median, {:.1} ms p99",
+        cards.median_ms(),
+        cards.p99_ms(),
+        cards.quantile_ms(1.0),
+        cards.len(),
+        arrive.median_ms(),
+        arrive.p99_ms()
+    );
+
+    // the time view: the waterfall and the curves of the whole run
+    harness.state_mut().apply(Command::View(View::Time));
+    settle(&mut harness);
+    let mut time = Samples::default();
+    for i in 0..points {
+        let seq = (i * 7_919 + i * (events / points)) % events;
+        harness.state_mut().apply(Command::MoveTo(seq));
+        let t = Instant::now();
+        harness.step();
+        time.push(t.elapsed());
+    }
+    println!(
+        "time view (waterfall and curves of {} steps) over {points} points: frame time median {:.2} ms, p99 {:.2} ms, worst {:.2} ms",
+        harness.state().step_count(),
+        time.median_ms(),
+        time.p99_ms(),
+        time.quantile_ms(1.0)
     );
 }

@@ -35,6 +35,9 @@ pub struct Settings {
     pub follow_head: bool,
     /// "continue with the runtime" was on.
     pub continue_runs: bool,
+    /// The view the middle of the window showed.
+    #[serde(default)]
+    pub view: View,
 }
 
 /// The inspector's state between frames.
@@ -109,7 +112,7 @@ pub struct Inspector {
 }
 
 /// What the middle of the window shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum View {
     /// One card per step (the default).
     #[default]
@@ -219,6 +222,7 @@ impl Inspector {
     pub fn restore(&mut self, settings: &Settings, store_label: &str) {
         self.follow_head = settings.follow_head;
         self.continue_runs = settings.continue_runs;
+        self.view = settings.view;
         if self.pending_target.run.is_none() && settings.last_store == store_label {
             self.remembered_run = settings.last_run;
         }
@@ -231,6 +235,7 @@ impl Inspector {
             last_run: self.selected,
             follow_head: self.follow_head,
             continue_runs: self.continue_runs,
+            view: self.view,
         }
     }
 
@@ -258,6 +263,19 @@ impl Inspector {
     /// What the middle of the window shows.
     pub fn view(&self) -> View {
         self.view
+    }
+
+    /// Whether the run shown has its steps counted and the card at the cursor read.
+    pub fn steps_ready(&self) -> bool {
+        self.index
+            .as_ref()
+            .and_then(|index| index.step_at(self.cursor))
+            .is_some_and(|step| self.cards.contains_key(&step))
+    }
+
+    /// Steps in the run shown, as far as counted.
+    pub fn step_count(&self) -> usize {
+        self.index.as_ref().map_or(0, |index| index.steps.len())
     }
 
     fn run_row(&self, run: RunId) -> Option<&RunRow> {

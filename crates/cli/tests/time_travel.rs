@@ -559,3 +559,144 @@ fn runs_says_what_a_person_must_know_and_a_failed_run_says_why() {
         "{failed_line}"
     );
 }
+
+/// The inspector at a run's model call in `store`, its request tab open, settled.
+fn inspector_at(
+    store: &Path,
+    run: &str,
+    seq: u64,
+) -> egui_kittest::Harness<'static, retrace_inspector::Inspector> {
+    use retrace_inspector::{Command as Do, Host, Inspector, Target};
+    struct ReadOnly;
+    impl Host for ReadOnly {
+        fn now(&self) -> retrace_events::Timestamp {
+            retrace_events::Timestamp(0)
+        }
+        fn new_run_id(&self) -> retrace_events::RunId {
+            retrace_events::RunId::from_bytes([0xee; 16])
+        }
+        fn resume(&self, _: retrace_events::RunId) -> Result<(), String> {
+            Err("read only".into())
+        }
+    }
+    let sled = retrace_store_sled::SledStore::open(store).expect("open the store");
+    let run: retrace_events::RunId = run.parse().expect("a run id");
+    let mut inspector = Inspector::new(
+        std::sync::Arc::new(sled),
+        std::sync::Arc::new(ReadOnly),
+        Target {
+            run: Some(run),
+            seq: Some(seq),
+        },
+        || {},
+    );
+    inspector.apply(Do::ShowRequest(true));
+    let mut harness = egui_kittest::Harness::builder()
+        .with_size(egui::vec2(1360.0, 820.0))
+        .build_ui_state(|ui, app: &mut Inspector| app.ui(ui), inspector);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        harness.run_steps(3);
+        if !harness.state().busy() && harness.state().position() == Some((run, seq)) {
+            harness.run_steps(3);
+            return harness;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the inspector never settled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What the model saw, twice: the inspector's request view of a model call shows what
+/// `retrace show RUN@SEQ --request` prints of it — the call, the model, the system prompt,
+/// the tools, and every message in order with the new ones marked, each starting with the
+/// text the CLI prints for it.
+#[test]
+fn the_inspector_s_request_view_shows_what_show_request_prints() {
+    use egui_kittest::kittest::{NodeT, Queryable};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, run) = common::tidy_run(dir.path());
+    let asked: Vec<u64> = log(&store, &run)
+        .iter()
+        .filter(|e| e["kind"] == "model_requested")
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(asked.len() >= 3, "{asked:?}");
+    for seq in [asked[0], asked[2]] {
+        let at = format!("{run}@{seq}");
+        let json: Value = serde_json::from_slice(
+            &common::ok(&store, &["show", &at, "--request", "--json"]).stdout,
+        )
+        .expect("show --request --json");
+        let printed = text(&common::ok(&store, &["show", &at, "--request"]));
+        let mut harness = inspector_at(&store, &run, seq);
+        harness.get_by_label(&format!(
+            "request of model call #{seq} · step {} · attempt 1",
+            json["step"]
+        ));
+        harness.get_by_label_contains(&format!(
+            "model {} · record ",
+            json["model"].as_str().unwrap()
+        ));
+        let tools: Vec<&str> = json["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        harness.get_by_label(&format!("tools: {}", tools.join(", ")));
+        // the system prompt, opened
+        harness.get_by_label("System prompt").click();
+        harness.run_steps(3);
+        harness.get_by_label(json["system"].as_str().unwrap());
+        // every message: the CLI's `+  3 role` head, then its first line
+        let lines: Vec<&str> = printed.lines().collect();
+        let heads: Vec<(usize, bool, String, String)> = lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                // `{mark} {n:>3} {role}`, mark `+` for a new message
+                let mark = l.chars().next()?;
+                let n: usize = l.get(2..5)?.trim().parse().ok()?;
+                let role = l.get(6..)?;
+                ((mark == '+' || mark == ' ') && l.get(5..6) == Some(" ")).then_some(())?;
+                // its first line: text under │, or its first call
+                let first = lines[i + 1..]
+                    .iter()
+                    .take_while(|b| b.starts_with("      "))
+                    .find_map(|b| {
+                        let b = b.trim_start();
+                        b.strip_prefix("│ ")
+                            .map(str::to_owned)
+                            .or_else(|| b.strip_prefix("calls ").map(|c| format!("-> {c}")))
+                    })
+                    .unwrap_or_default();
+                Some((n, mark == '+', role.to_owned(), first))
+            })
+            .collect();
+        let messages = json["messages"].as_array().unwrap().len();
+        assert_eq!(heads.len(), messages, "{printed}");
+        for (n, new, role, first) in heads {
+            let head = format!("{n:>3} {role}{}  ", if new { " · new" } else { "" });
+            let shown: Vec<String> = harness
+                .query_all_by_label_contains(&head)
+                .filter_map(|node| {
+                    // a label's text is its accesskit value
+                    let node = node.accesskit_node();
+                    node.label().or_else(|| node.value())
+                })
+                .filter(|label| label.starts_with(&head))
+                .collect();
+            assert_eq!(shown.len(), 1, "message {n} at #{seq}: {shown:?}");
+            let rest = shown[0][head.len()..]
+                .trim_end_matches(" …")
+                .trim_end_matches('…');
+            assert!(
+                first.starts_with(rest) || (first.is_empty() && rest == "(empty)"),
+                "message {n} at #{seq}: the inspector shows {rest:?}, the CLI {first:?}"
+            );
+        }
+    }
+}

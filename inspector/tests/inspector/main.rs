@@ -731,6 +731,7 @@ fn remembered_settings_reopen_the_last_run_of_the_same_store_only() {
         last_run: Some(run),
         follow_head: true,
         continue_runs: false,
+        view: View::Time,
     };
     let mut inspector = Inspector::new(
         Arc::clone(&store),
