@@ -72,6 +72,18 @@ pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
         (egui::Key::E, Class::Error),
         (egui::Key::C, Class::Context),
     ];
+    // 1-4: the views, in the order of the switch
+    let views = [
+        egui::Key::Num1,
+        egui::Key::Num2,
+        egui::Key::Num3,
+        egui::Key::Num4,
+    ];
+    for (key, view) in views.into_iter().zip(crate::app::View::ALL) {
+        if ui.input(|i| i.key_pressed(key)) {
+            app.command(Command::View(view));
+        }
+    }
     // n, N: the next and previous hit of the search
     let (next_hit, shift) = ui.input(|i| (i.key_pressed(egui::Key::N), i.modifiers.shift));
     if next_hit {
@@ -236,9 +248,10 @@ fn push_tree(
 /// The switch between the views of the middle: steps, events, time and cost, run vs run.
 pub fn view_switch(app: &mut Inspector, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
-        for view in crate::app::View::ALL {
+        for (n, view) in (1..).zip(crate::app::View::ALL) {
             if ui
                 .selectable_label(app.view == view, view.label())
+                .on_hover_text(format!("key {n}"))
                 .clicked()
                 && app.view != view
             {

@@ -283,8 +283,11 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         .as_ref()
         .and_then(|index| index.step_at(app.cursor))
         .map(|step| shown.partition_point(|&i| i < step).min(shown.len() - 1));
+    // no scroll animation: a jump to a far step lands at once, and a card does not slide
+    // away under the pointer that is about to click it
     let mut area = egui::ScrollArea::vertical()
         .id_salt("steps")
+        .animated(false)
         .auto_shrink([false, false]);
     if std::mem::take(&mut app.scroll_to_cursor)
         && let Some(k) = at_cursor
@@ -303,22 +306,39 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         let visible: Vec<usize> = shown[first..last.max(first)].to_vec();
         app.want_cards(&visible);
         for (k, &i) in (first..).zip(&visible) {
+            // as tall as last drawn: the card's own click area must not reach the cards
+            // below it (content may still grow past it; its height is measured again)
+            let known = app.heights.get(i).copied().unwrap_or_default();
             let rect = egui::Rect::from_min_size(
                 origin + egui::vec2(0.0, tops[k]),
-                egui::vec2(width - 16.0, f32::INFINITY),
+                egui::vec2(width - 16.0, if known > 0.0 { known } else { ESTIMATE }),
             );
             let selected = Some(k) == at_cursor;
-            let drawn = ui
-                .scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
-                    if let Some(card) = app.cards.get(&i).cloned() {
-                        card_frame(app, ui, &card, selected);
-                    } else if let Some(head) = app.index.as_ref().map(|x| x.steps[i]) {
-                        placeholder(ui, &head, selected);
-                    }
-                })
-                .response
-                .rect
-                .height();
+            // the card's own click is sensed beneath its widgets: a button in it still
+            // gets its click, and a click on its margin moves the cursor to the step
+            let response = ui
+                .scope_builder(
+                    // an id of the step's own, so that what was clicked in the last
+                    // frame is the same card in this one whatever scrolled
+                    egui::UiBuilder::new()
+                        .id_salt(("card", i))
+                        .max_rect(rect)
+                        .sense(egui::Sense::click()),
+                    |ui| {
+                        if let Some(card) = app.cards.get(&i).cloned() {
+                            card_frame(app, ui, &card, selected);
+                        } else if let Some(head) = app.index.as_ref().map(|x| x.steps[i]) {
+                            placeholder(ui, &head, selected);
+                        }
+                    },
+                )
+                .response;
+            if response.clicked()
+                && let Some(head) = app.index.as_ref().map(|x| x.steps[i])
+            {
+                app.command(Command::MoveTo(head.seq));
+            }
+            let drawn = response.rect.height();
             if let Some(h) = app.heights.get_mut(i)
                 && app.cards.contains_key(&i)
             {
@@ -365,11 +385,21 @@ pub(crate) fn card_frame(app: &mut Inspector, ui: &mut egui::Ui, card: &Card, se
         .as_ref()
         .and_then(|x| card.step.checked_sub(1).map(|p| x.steps[p].start_ms))
         .unwrap_or(head.start_ms);
-    let response = frame(ui, class, selected)
-        .show(ui, |ui| {
-            ui.set_width(ui.available_width());
-            ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(title(card)).strong().color(colour(class)));
+    frame(ui, class, selected).show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        // the header is the card's handle: a click on its title or seqs goes to the step
+        // (the body's text stays selectable)
+        let handle = |ui: &mut egui::Ui, text: RichText| {
+            ui.add(
+                egui::Label::new(text)
+                    .selectable(false)
+                    .sense(egui::Sense::click()),
+            )
+            .clicked()
+        };
+        let clicked = ui
+            .horizontal_wrapped(|ui| {
+                let title = handle(ui, RichText::new(title(card)).strong().color(colour(class)));
                 ui.weak(format!(
                     "{}, +{}",
                     clock(head.start_ms),
@@ -379,19 +409,19 @@ pub(crate) fn card_frame(app: &mut Inspector, ui: &mut egui::Ui, card: &Card, se
                     Some(end) if end != head.seq => format!("#{}–#{end}", head.seq),
                     _ => format!("#{}", head.seq),
                 };
-                ui.weak(seqs);
-            });
-            ui.scope(|ui| {
-                ui.set_max_width(TEXT_WIDTH.min(ui.available_width()));
-                body(app, ui, card);
-            });
-            forks_here(app, ui, &head);
-        })
-        .response;
-    let response = response.interact(egui::Sense::click());
-    if response.clicked() {
-        app.command(Command::MoveTo(head.seq));
-    }
+                let seqs = handle(ui, RichText::new(seqs).weak());
+                title || seqs
+            })
+            .inner;
+        if clicked {
+            app.command(Command::MoveTo(head.seq));
+        }
+        ui.scope(|ui| {
+            ui.set_max_width(TEXT_WIDTH.min(ui.available_width()));
+            body(app, ui, card);
+        });
+        forks_here(app, ui, &head);
+    });
 }
 
 /// A card's title: what the step is, in a few words.

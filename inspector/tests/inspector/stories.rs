@@ -117,6 +117,44 @@ fn the_step_view_tells_the_tidy_run_as_cards() {
         retrace_inspector::cards::duration(usage.latency_ms)
     ));
 
+    // a long result is folded; "show all" pages through it in a window of its own
+    let listed = seqs_of(
+        store.as_ref(),
+        &run,
+        |k| matches!(k, EventKind::ToolReturned { call_id, .. } if call_id == "call_1"),
+    )[0];
+    let (_, event) = store.event_at(&run, listed).unwrap().unwrap();
+    let EventKind::ToolReturned { output, .. } = event.kind else {
+        unreachable!()
+    };
+    let output: serde_json::Value =
+        serde_json::from_slice(&store.blob(&output).unwrap().unwrap()).unwrap();
+    let lines = serde_json::to_string_pretty(&output)
+        .unwrap()
+        .lines()
+        .count();
+    assert!(lines > retrace_inspector::cards::RESULT_LINES);
+    harness
+        .get_by_label_contains(&format!("show all ({lines} lines, "))
+        .click();
+    settle(&mut harness);
+    harness.get_by_label(&format!("lines 1–{lines} of {lines}"));
+    harness.get_by_label_contains("\"path\": \"src/calc.txt\"");
+    harness.state_mut().apply(Command::ClosePager);
+    settle(&mut harness);
+    // "what the model saw" opens the request tab at that call
+    harness
+        .query_all_by_label("what the model saw")
+        .next()
+        .expect("a model call's card")
+        .click();
+    settle(&mut harness);
+    let asked = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ModelRequested { .. })
+    })[0];
+    harness.get_by_label_contains(&format!("request of model call #{asked} · "));
+    assert_eq!(harness.state().position(), Some((run, asked)));
+
     // the end of the run: the last reply and the finish
     harness.key_press(egui::Key::End);
     settle(&mut harness);
@@ -129,15 +167,20 @@ fn the_step_view_tells_the_tidy_run_as_cards() {
     // the cursor's card is the finish, and a click on another card moves the cursor there
     let len = store.require_run(&run).unwrap().len();
     assert_eq!(harness.state().position(), Some((run, len - 1)));
-    harness.get_by_label("Writing the summary now.").click();
+    // a click on a card's header goes to its first event
+    let third = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ModelRequested { .. })
+    })[2];
+    let proposed = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ToolCallsProposed { .. })
+    });
+    let end = proposed.into_iter().find(|&s| s > third).unwrap();
+    shows(&harness, "Writing the summary now.");
+    // (frames until the list's smooth scrolling has come to rest)
+    harness.run_steps(40);
+    harness.get_by_label(&format!("#{third}–#{end}")).click();
     settle(&mut harness);
-    let (_, seq) = harness.state().position().unwrap();
-    let (_, event) = store.event_at(&run, seq).unwrap().unwrap();
-    assert!(
-        matches!(event.kind, EventKind::ModelRequested { .. }),
-        "the card's click goes to its model call, not {}",
-        event.kind.name()
-    );
+    assert_eq!(harness.state().position(), Some((run, third)));
 }
 
 #[test]
