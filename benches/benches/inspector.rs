@@ -158,17 +158,23 @@ fn main() {
         arrive.p99_ms()
     );
 
+    stories(&mut harness, events, points);
+}
+
+/// Page Down ×300, then the step view and the time view over the whole run, `points`
+/// cursor moves each.
+fn stories(harness: &mut Harness<'_, Inspector>, events: u64, points: u64) {
     // keyboard: 300 presses of Page Down, one frame each
     let mut keys = Samples::default();
     harness.state_mut().apply(Command::Home);
-    settle(&mut harness);
+    settle(harness);
     for _ in 0..300 {
         harness.key_press(egui::Key::PageDown);
         let t = Instant::now();
         harness.step();
         keys.push(t.elapsed());
     }
-    settle(&mut harness);
+    settle(harness);
     println!(
         "Page Down x300: frame time median {:.2} ms, worst {:.2} ms; cursor at {:?}",
         keys.median_ms(),
@@ -207,7 +213,7 @@ fn main() {
 
     // the time view: the waterfall and the curves of the whole run
     harness.state_mut().apply(Command::View(View::Time));
-    settle(&mut harness);
+    settle(harness);
     let mut time = Samples::default();
     for i in 0..points {
         let seq = (i * 7_919 + i * (events / points)) % events;
