@@ -109,6 +109,10 @@ pub struct Inspector {
     pub(crate) comparison: Option<Comparison>,
     /// Rendered Markdown's cache.
     pub(crate) markdown: egui_commonmark::CommonMarkCache,
+    /// The step the step view keeps in place while the cards around it are measured.
+    pub(crate) anchor: Option<usize>,
+    /// The step view's visible height, as last drawn.
+    pub(crate) steps_viewport: f32,
 }
 
 /// What the middle of the window shows.
@@ -214,6 +218,8 @@ impl Inspector {
             versus: None,
             comparison: None,
             markdown: egui_commonmark::CommonMarkCache::default(),
+            anchor: None,
+            steps_viewport: 0.0,
         }
     }
 

@@ -58,7 +58,9 @@ pub fn keyboard(app: &mut Inspector, ui: &egui::Ui) {
         (egui::Key::End, Command::End),
     ];
     for (key, command) in keys {
-        let presses = ui.input(|i| i.num_presses(key));
+        // consumed: a label's text selection must not also move on them (it would scroll
+        // the list to its own cursor, away from the one these keys move)
+        let presses = ui.input_mut(|i| i.count_and_consume_key(egui::Modifiers::NONE, key));
         for _ in 0..presses {
             app.command(command.clone());
         }

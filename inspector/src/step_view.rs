@@ -283,19 +283,29 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         .as_ref()
         .and_then(|index| index.step_at(app.cursor))
         .map(|step| shown.partition_point(|&i| i < step).min(shown.len() - 1));
-    // no scroll animation: a jump to a far step lands at once, and a card does not slide
-    // away under the pointer that is about to click it
+    // no scroll animation and no rubber band: a jump to a far step lands at once, and a
+    // card does not slide away under the pointer that is about to click it (the offset set
+    // below may pass the end as measured in the frame before, when cards grew since)
+    ui.spacing_mut().scroll.kinetic.rubber_band = false;
     let mut area = egui::ScrollArea::vertical()
         .id_salt("steps")
         .animated(false)
         .auto_shrink([false, false]);
-    if std::mem::take(&mut app.scroll_to_cursor)
-        && let Some(k) = at_cursor
-    {
-        area = area.vertical_scroll_offset((tops[k] - 40.0).max(0.0));
+    // the cursor's card is held near the top until the cards around it have been measured
+    // (their heights move it while they go from estimated to drawn)
+    if std::mem::take(&mut app.scroll_to_cursor) {
+        app.anchor = at_cursor.map(|k| shown[k]);
     }
+    if let Some(step) = app.anchor {
+        let k = shown.partition_point(|&i| i < step).min(shown.len() - 1);
+        // never past the end: an offset beyond it springs back slowly (rubber banding),
+        // moving every card under the pointer
+        let end = (total - app.steps_viewport).max(0.0);
+        area = area.vertical_scroll_offset((tops[k] - 40.0).clamp(0.0, end));
+    }
+    let mut measured = false;
     let width = ui.available_width();
-    area.show_viewport(ui, |ui, viewport| {
+    let out = area.show_viewport(ui, |ui, viewport| {
         ui.set_height(total);
         ui.set_width(width - 16.0);
         let origin = ui.min_rect().min;
@@ -341,11 +351,22 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
             let drawn = response.rect.height();
             if let Some(h) = app.heights.get_mut(i)
                 && app.cards.contains_key(&i)
+                && (*h - drawn).abs() > 0.5
             {
                 *h = drawn;
+                measured = true;
             }
         }
     });
+    app.steps_viewport = out.inner_rect.height();
+    if !measured && visible_loaded(app) {
+        app.anchor = None;
+    }
+}
+
+/// Whether every card asked for has arrived (the anchor holds until they have).
+fn visible_loaded(app: &Inspector) -> bool {
+    !app.busy()
 }
 
 /// A step whose card has not arrived yet.
@@ -579,12 +600,10 @@ fn model_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
 fn tool_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
     let Body::Tool {
         call_id,
-        tool,
         args,
-        output,
-        unknown,
         duration_ms,
         question,
+        ..
     } = &card.body
     else {
         return;
@@ -595,50 +614,74 @@ fn tool_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
     if let Some(q) = question {
         ui.label(RichText::new(format!("asks: {}", q.question)).strong());
     }
-    ui.columns(2, |columns| {
-        columns[0].strong("arguments");
-        match serde_json::from_str::<serde_json::Value>(args) {
-            Ok(value) if value.is_object() || value.is_array() => {
-                json_tree(&mut columns[0], &format!("args {call_id}"), &value, 0);
-            }
-            _ => {
-                columns[0].monospace(args);
-            }
-        }
-        let ui = &mut columns[1];
-        match (output, unknown) {
-            (Some(out), _) => {
-                let what = if out.is_error { "error" } else { "result" };
-                let text = RichText::new(&out.head).monospace();
-                ui.strong(what);
-                if out.is_error {
-                    ui.label(text.color(colour(Class::Error)));
-                } else {
-                    ui.label(text);
+    // arguments and result side by side; plain left-aligned columns (`ui.columns` lays
+    // out justified, which would stretch the spaces of wrapped text and drop the JSON's
+    // indentation), whole pixels wide so wrapping does not depend on rounding
+    let half = ((ui.available_width() - ui.spacing().item_spacing.x) / 2.0).floor();
+    ui.horizontal_top(|ui| {
+        ui.vertical(|ui| {
+            ui.set_width(half);
+            ui.strong("arguments");
+            match serde_json::from_str::<serde_json::Value>(args) {
+                Ok(value) if value.is_object() || value.is_array() => {
+                    json_tree(ui, &format!("args {call_id}"), &value, 0);
                 }
-                if out.lines > RESULT_LINES
-                    && ui
-                        .small_button(format!(
-                            "show all ({} lines, {} bytes)",
-                            out.lines, out.bytes
-                        ))
-                        .clicked()
-                {
-                    app.command(Command::ShowAll {
-                        title: format!("{tool} {call_id}"),
-                        blob: out.blob,
-                        from: 0,
-                    });
+                _ => {
+                    ui.monospace(args);
                 }
             }
-            (None, Some(why)) => {
-                ui.colored_label(colour(Class::Error), format!("outcome unknown: {why}"));
-            }
-            (None, None) => {
-                ui.weak("running...");
-            }
-        }
+        });
+        ui.vertical(|ui| {
+            ui.set_width(half);
+            result_column(app, ui, card);
+        });
     });
+}
+
+/// A tool call's result (or why there is none yet), folded after [`RESULT_LINES`] lines.
+fn result_column(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
+    let Body::Tool {
+        call_id,
+        tool,
+        output,
+        unknown,
+        ..
+    } = &card.body
+    else {
+        return;
+    };
+    match (output, unknown) {
+        (Some(out), _) => {
+            let what = if out.is_error { "error" } else { "result" };
+            let text = RichText::new(&out.head).monospace();
+            ui.strong(what);
+            if out.is_error {
+                ui.label(text.color(colour(Class::Error)));
+            } else {
+                ui.label(text);
+            }
+            if out.lines > RESULT_LINES
+                && ui
+                    .small_button(format!(
+                        "show all ({} lines, {} bytes)",
+                        out.lines, out.bytes
+                    ))
+                    .clicked()
+            {
+                app.command(Command::ShowAll {
+                    title: format!("{tool} {call_id}"),
+                    blob: out.blob,
+                    from: 0,
+                });
+            }
+        }
+        (None, Some(why)) => {
+            ui.colored_label(colour(Class::Error), format!("outcome unknown: {why}"));
+        }
+        (None, None) => {
+            ui.weak("running...");
+        }
+    }
 }
 
 /// Forks of this run made within this step, as links.

@@ -142,6 +142,8 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
     let bars = ui.available_width() - LABELS - 24.0;
     axis(ui, span, bars);
     let at_cursor = index.step_at(app.cursor);
+    // no rubber band: the offset set below may pass the end, and the rows must not slide
+    ui.spacing_mut().scroll.kinetic.rubber_band = false;
     let mut area = egui::ScrollArea::vertical()
         .id_salt("waterfall")
         .auto_shrink([false, false]);

@@ -176,8 +176,6 @@ fn the_step_view_tells_the_tidy_run_as_cards() {
     });
     let end = proposed.into_iter().find(|&s| s > third).unwrap();
     shows(&harness, "Writing the summary now.");
-    // (frames until the list's smooth scrolling has come to rest)
-    harness.run_steps(40);
     harness.get_by_label(&format!("#{third}–#{end}")).click();
     settle(&mut harness);
     assert_eq!(harness.state().position(), Some((run, third)));
