@@ -149,8 +149,9 @@ pub struct StepIndex {
     open_tools: HashMap<String, usize>,
     /// Open approvals: call id → step.
     open_approvals: HashMap<String, usize>,
-    /// Replies whose proposed calls follow: `model_responded` seq → step.
-    replies: HashMap<u64, usize>,
+    /// The last reply (its `model_responded` seq and step): its proposed calls come right
+    /// after it, in the same append.
+    last_reply: Option<(u64, usize)>,
 }
 
 impl StepIndex {
@@ -193,7 +194,7 @@ impl StepIndex {
                 if let Some(i) = i {
                     self.steps[i].tokens = tokens;
                     self.steps[i].cost_micro_usd = usage.cost_micro_usd;
-                    self.replies.insert(seq, i);
+                    self.last_reply = Some((seq, i));
                 }
                 self.bill(seq, at, tokens, usage.cost_micro_usd);
             }
@@ -201,7 +202,9 @@ impl StepIndex {
                 self.close_model(*request_seq, seq, at, true);
             }
             EventKind::ToolCallsProposed { response_seq, .. } => {
-                if let Some(&i) = self.replies.get(response_seq) {
+                if let Some((reply, i)) = self.last_reply
+                    && reply == *response_seq
+                {
                     self.steps[i].end = Some(seq);
                 }
             }

@@ -703,6 +703,17 @@ fn follow_head_works_against_a_store_held_by_a_running_daemon() {
             settle(&mut harness);
             assert_shows(&harness, store.as_ref(), &run, head);
             harness.get_by_label(&format!("seq {head} · run_finished"));
+            // the step index grew with the run as the daemon drove it: the step view has
+            // its end, and the decision made here
+            harness.state_mut().apply(Command::View(View::Steps));
+            settle(&mut harness);
+            assert!(
+                harness
+                    .query_all_by_label("finished: succeeded")
+                    .next()
+                    .is_some()
+            );
+            harness.get_by_label_contains("approved by inspector after ");
             break;
         }
         assert!(
