@@ -782,7 +782,15 @@ fn actions(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detai
             }
         });
     }
-    if !detail.approvals.is_empty() {
+    if !detail.approvals.is_empty() && detail.seq + 1 < app.len {
+        // pending here, but the run went on: decided at its newest event, if still pending
+        ui.separator();
+        ui.strong("Pending approvals at this event");
+        for (call, request) in &detail.approvals {
+            ui.monospace(format!("{call}: {request}"));
+        }
+        ui.weak("decide them at the run's newest event, if they still wait there");
+    } else if !detail.approvals.is_empty() {
         ui.separator();
         ui.strong("Pending approvals");
         let label = ui.label("note for the model");

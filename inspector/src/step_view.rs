@@ -207,7 +207,7 @@ fn waiting_for(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
             call_id, request, ..
         } => {
             ui.label(format!("approval of {call_id} (#{})", card.head.seq));
-            ui.monospace(first_lines(request, 6));
+            ui.monospace(asked(request));
             ui.horizontal_wrapped(|ui| {
                 let label = ui.label("note");
                 ui.text_edit_singleline(&mut app.note).labelled_by(label.id);
@@ -482,7 +482,7 @@ fn body(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
         Body::Approval {
             request, decision, ..
         } => {
-            ui.monospace(first_lines(request, 8));
+            ui.monospace(asked(request));
             match decision {
                 Some((d, by, note)) => {
                     let (word, c) = match d {
@@ -678,6 +678,9 @@ fn result_column(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
         (None, Some(why)) => {
             ui.colored_label(colour(Class::Error), format!("outcome unknown: {why}"));
         }
+        (None, None) if tool == retrace_replay::question::ASK_TOOL => {
+            ui.colored_label(colour(Class::Approval), "waiting for an answer");
+        }
         (None, None) => {
             ui.weak("running...");
         }
@@ -707,6 +710,27 @@ fn forks_here(app: &mut Inspector, ui: &mut egui::Ui, head: &StepHead) {
                 seq: at + 1,
             });
         }
+    }
+}
+
+/// What an approval asks, on a line or two: the tool and its arguments, then why it asks
+/// (the request as recorded: `{"tool", "args", "reason"}`), else the request as it is.
+fn asked(request: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(request) else {
+        return first_lines(request, 6);
+    };
+    match (
+        value.get("tool").and_then(|t| t.as_str()),
+        value.get("args"),
+    ) {
+        (Some(tool), Some(args)) => {
+            let mut out = format!("{tool} {args}");
+            if let Some(reason) = value.get("reason").and_then(|r| r.as_str()) {
+                let _ = write!(out, "\n({reason})");
+            }
+            out
+        }
+        _ => first_lines(request, 6),
     }
 }
 

@@ -96,7 +96,8 @@ pub struct StepHead {
     pub end_ms: u64,
     /// It failed: a model error, a tool error, an unknown outcome, a denial, a failed run.
     pub error: bool,
-    /// The tool's name (for tool calls and approvals), an index into [`StepIndex::names`].
+    /// The tool's name (for tool calls, and approvals of calls the reply before proposed),
+    /// an index into [`StepIndex::names`].
     pub name: Option<u16>,
     /// A `model_responded` event's tokens in plus out (0 for other steps).
     pub tokens: u64,
@@ -152,6 +153,9 @@ pub struct StepIndex {
     /// The last reply (its `model_responded` seq and step): its proposed calls come right
     /// after it, in the same append.
     last_reply: Option<(u64, usize)>,
+    /// The tools of the calls the last reply proposed, by call id (an approval names only
+    /// its call).
+    proposed: HashMap<String, u16>,
 }
 
 impl StepIndex {
@@ -201,7 +205,15 @@ impl StepIndex {
             EventKind::ModelFailed { request_seq, .. } => {
                 self.close_model(*request_seq, seq, at, true);
             }
-            EventKind::ToolCallsProposed { response_seq, .. } => {
+            EventKind::ToolCallsProposed {
+                response_seq,
+                calls,
+            } => {
+                self.proposed.clear();
+                for call in calls {
+                    let name = self.name(&call.tool);
+                    self.proposed.insert(call.call_id.clone(), name);
+                }
                 if let Some((reply, i)) = self.last_reply
                     && reply == *response_seq
                 {
@@ -226,7 +238,8 @@ impl StepIndex {
                 }
             }
             EventKind::ApprovalRequested { call_id, .. } => {
-                let i = self.open(seq, at, StepKind::Approval, None, false);
+                let name = self.proposed.get(call_id).copied();
+                let i = self.open(seq, at, StepKind::Approval, name, false);
                 self.open_approvals.insert(call_id.clone(), i);
             }
             EventKind::ApprovalDecided {

@@ -25,6 +25,10 @@ pub const CURVE_POINTS: usize = 1_000;
 const LABELS: f32 = 240.0;
 /// Height of a waterfall row.
 const ROW: f32 = 18.0;
+/// Room kept right of the time axis's end.
+const RIGHT: f32 = 90.0;
+/// Narrowest bar drawn.
+const MIN_BAR: f32 = 3.0;
 
 /// The time view.
 pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
@@ -68,7 +72,7 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
     }
     let last = curve.last().copied().unwrap_or(curve[0]);
     ui.label(format!(
-        "{} tokens · {} over {} ({} model calls billed)",
+        "{} tokens · {} over {} (model calls billed: {})",
         last.tokens,
         retrace_replay::describe::usd(last.cost_micro_usd),
         duration(index.last_ms.saturating_sub(index.first_ms)),
@@ -76,22 +80,18 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
     ));
     let height = 150.0;
     let width = (ui.available_width() - 8.0) / 2.0;
+    // steps, not slopes: usage changes only when a call is billed, and stays flat while
+    // the run waits; from the run's start to its newest event
     #[allow(clippy::cast_precision_loss)] // token counts and micro-dollars below 2^52
     let series = [
         (
             "cumulative tokens",
-            curve
-                .iter()
-                .map(|p| [seconds(index, p.at_ms), p.tokens as f64])
-                .collect::<Vec<_>>(),
+            stairs(index, &curve, |p| p.tokens as f64),
             colour(Class::Model),
         ),
         (
             "cumulative cost (USD)",
-            curve
-                .iter()
-                .map(|p| [seconds(index, p.at_ms), p.cost_micro_usd as f64 / 1e6])
-                .collect::<Vec<_>>(),
+            stairs(index, &curve, |p| p.cost_micro_usd as f64 / 1e6),
             colour(Class::Approval),
         ),
     ];
@@ -108,7 +108,11 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
                 .x_axis_label("seconds since the run began")
                 .y_axis_label(name)
                 .show(ui, |plot| {
-                    plot.line(Line::new(name, PlotPoints::from(points)).color(c));
+                    plot.line(
+                        Line::new(name, PlotPoints::from(points))
+                            .color(c)
+                            .allow_band(false),
+                    );
                     if let Some(ms) = cursor_ms {
                         plot.vline(VLine::new("cursor", seconds(index, ms)));
                     }
@@ -136,10 +140,32 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
     });
 }
 
+/// A cumulative curve as a staircase: flat from the run's start, a riser at each billed
+/// call, flat to the run's newest event.
+fn stairs(
+    index: &StepIndex,
+    curve: &[crate::steps::UsagePoint],
+    y: impl Fn(&crate::steps::UsagePoint) -> f64,
+) -> Vec<[f64; 2]> {
+    let mut out = Vec::with_capacity(curve.len() * 2 + 2);
+    let mut level = 0.0;
+    out.push([0.0, level]);
+    for p in curve {
+        let x = seconds(index, p.at_ms);
+        out.push([x, level]);
+        level = y(p);
+        out.push([x, level]);
+    }
+    out.push([seconds(index, index.last_ms), level]);
+    out
+}
+
 /// The waterfall: an axis, then one row per step shown.
 fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &[usize]) {
     let span = index.last_ms.saturating_sub(index.first_ms).max(1);
-    let bars = ui.available_width() - LABELS - 24.0;
+    // room at the right for a bar that starts at the run's last moment and for the
+    // label of a wait
+    let bars = ui.available_width() - LABELS - 24.0 - RIGHT;
     axis(ui, span, bars);
     let at_cursor = index.step_at(app.cursor);
     // no rubber band: the offset set below may pass the end, and the rows must not slide
@@ -186,7 +212,13 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
             };
             let open = step.end.is_none();
             let end_ms = if open { index.last_ms } else { step.end_ms };
-            let (x0, x1) = (x(step.start_ms), x(end_ms).max(x(step.start_ms) + 2.0));
+            // an open wait (nobody decided yet) runs off the axis's end: it goes on
+            let x1 = if open && step.kind != StepKind::Model && step.kind != StepKind::Tool {
+                row.right()
+            } else {
+                x(end_ms)
+            };
+            let (x0, x1) = (x(step.start_ms), x1.max(x(step.start_ms) + MIN_BAR));
             let bar = egui::Rect::from_min_max(
                 egui::pos2(x0, row.top() + 3.0),
                 egui::pos2(x1, row.bottom() - 3.0),
@@ -200,7 +232,14 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
                     egui::Stroke::new(1.0, colour(Class::Approval)),
                     egui::StrokeKind::Inside,
                 );
-                let text = format!("waited {}", duration(waited));
+                let text = if open {
+                    format!(
+                        "waiting since +{}",
+                        duration(step.start_ms.saturating_sub(index.first_ms))
+                    )
+                } else {
+                    format!("waited {}", duration(waited))
+                };
                 let (at, align) = if bar.width() > 120.0 {
                     (bar.center(), egui::Align2::CENTER_CENTER)
                 } else {
@@ -244,7 +283,7 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
 
 /// The time axis above the waterfall: ticks at round durations.
 fn axis(ui: &mut egui::Ui, span: u64, bars: f32) {
-    let (rect, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars, 16.0), Sense::hover());
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars + RIGHT, 16.0), Sense::hover());
     let painter = ui.painter_at(rect);
     // a label needs about 70 px
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -184,6 +184,8 @@ fn column(
         .link(RichText::new(heading).color(colour(card.head.kind.class())))
         .clicked()
     {
+        // the step in its run, read as a story
+        app.command(Command::View(crate::app::View::Steps));
         app.command(Command::Open {
             run,
             seq: card.head.seq,
