@@ -501,6 +501,20 @@ fn question_view(
         ui.weak("answer it at the run's newest event, if it still waits there");
         return;
     }
+    answer_controls(app, ui, &asking.call_id, question);
+    if !app.continue_runs {
+        ui.weak("the answer is recorded; the run then goes on with `retrace resume`");
+    }
+}
+
+/// A button per choice of `question` and, when it takes free text, a field "your answer"
+/// with an "Answer" button: each answers the `user.ask` call `call`.
+pub(crate) fn answer_controls(
+    app: &mut Inspector,
+    ui: &mut egui::Ui,
+    call: &str,
+    question: &retrace_replay::Question,
+) {
     if !question.choices.is_empty() {
         ui.horizontal_wrapped(|ui| {
             for (i, choice) in question.choices.iter().enumerate() {
@@ -510,7 +524,7 @@ fn question_view(
                     .clicked()
                 {
                     app.command(Command::Answer {
-                        call: asking.call_id.clone(),
+                        call: call.to_owned(),
                         answer: Answer::Choice(i + 1),
                     });
                 }
@@ -518,21 +532,18 @@ fn question_view(
         });
     }
     if question.takes_text() {
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let label = ui.label("your answer");
             ui.text_edit_singleline(&mut app.answer_text)
                 .labelled_by(label.id);
             let typed = !app.answer_text.trim().is_empty();
             if ui.add_enabled(typed, egui::Button::new("Answer")).clicked() {
                 app.command(Command::Answer {
-                    call: asking.call_id.clone(),
+                    call: call.to_owned(),
                     answer: Answer::Text(app.answer_text.trim().to_owned()),
                 });
             }
         });
-    }
-    if !app.continue_runs {
-        ui.weak("the answer is recorded; the run then goes on with `retrace resume`");
     }
 }
 

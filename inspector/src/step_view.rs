@@ -10,7 +10,6 @@
 use std::fmt::Write as _;
 
 use egui::RichText;
-use retrace_replay::Answer;
 use retrace_replay::describe;
 
 use crate::app::Inspector;
@@ -232,30 +231,7 @@ fn waiting_for(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
         } => {
             ui.label(format!("an answer to {call_id} (#{})", card.head.seq));
             ui.label(RichText::new(&question.question).strong());
-            ui.horizontal_wrapped(|ui| {
-                for (i, choice) in question.choices.iter().enumerate() {
-                    if ui.button(choice).clicked() {
-                        app.command(Command::Answer {
-                            call: call_id.clone(),
-                            answer: Answer::Choice(i + 1),
-                        });
-                    }
-                }
-            });
-            if question.takes_text() {
-                ui.horizontal_wrapped(|ui| {
-                    let label = ui.label("your answer");
-                    ui.text_edit_singleline(&mut app.answer_text)
-                        .labelled_by(label.id);
-                    let typed = !app.answer_text.trim().is_empty();
-                    if ui.add_enabled(typed, egui::Button::new("Answer")).clicked() {
-                        app.command(Command::Answer {
-                            call: call_id.clone(),
-                            answer: Answer::Text(app.answer_text.trim().to_owned()),
-                        });
-                    }
-                });
-            }
+            crate::panels::answer_controls(app, ui, call_id, question);
         }
         _ => {}
     }
