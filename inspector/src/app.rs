@@ -89,14 +89,21 @@ pub struct Inspector {
     /// What the middle of the window shows.
     pub(crate) view: View,
     /// The selected run's steps (`None` until first counted).
-    pub(crate) index: Option<Box<StepIndex>>,
+    pub(crate) index: Option<Arc<StepIndex>>,
     /// Which steps the step view and the waterfall show.
     pub(crate) step_filter: Filter,
     /// The positions of the steps that pass the filter, and the index length they are of.
-    pub(crate) shown: (usize, Vec<usize>),
+    pub(crate) shown: (usize, Arc<[usize]>),
+    /// Where each shown step's card begins in the step view (running sums of the heights,
+    /// then the total), and whether that still holds.
+    pub(crate) tops: Vec<f64>,
+    pub(crate) tops_valid: bool,
     /// Cards loaded, by step position.
-    pub(crate) cards: HashMap<usize, Card>,
+    pub(crate) cards: HashMap<usize, Arc<Card>>,
     cards_requested: HashSet<usize>,
+    /// Steps whose card could not be read: asked for again only when the index changes or
+    /// on refresh.
+    cards_failed: HashSet<usize>,
     /// Each step's card height as last drawn (0: not drawn yet), by step position.
     pub(crate) heights: Vec<f32>,
     /// A tool result being paged through.
@@ -106,13 +113,14 @@ pub struct Inspector {
     pub(crate) found: Option<Found>,
     /// The run compared with the selected one, and the comparison once made.
     pub(crate) versus: Option<RunId>,
-    pub(crate) comparison: Option<Comparison>,
+    pub(crate) comparison: Option<Arc<Comparison>>,
     /// Rendered Markdown's cache.
     pub(crate) markdown: egui_commonmark::CommonMarkCache,
     /// The step the step view keeps in place while the cards around it are measured.
     pub(crate) anchor: Option<usize>,
-    /// The step view's visible height, as last drawn.
+    /// The step view's visible height and its scroll offset, as last drawn.
     pub(crate) steps_viewport: f32,
+    pub(crate) steps_offset: f32,
 }
 
 /// What the middle of the window shows.
@@ -208,9 +216,12 @@ impl Inspector {
             view: View::Steps,
             index: None,
             step_filter: Filter::default(),
-            shown: (0, Vec::new()),
+            shown: (0, Arc::from([])),
+            tops: Vec::new(),
+            tops_valid: false,
             cards: HashMap::new(),
             cards_requested: HashSet::new(),
+            cards_failed: HashSet::new(),
             heights: Vec::new(),
             pager: None,
             query: String::new(),
@@ -220,6 +231,7 @@ impl Inspector {
             markdown: egui_commonmark::CommonMarkCache::default(),
             anchor: None,
             steps_viewport: 0.0,
+            steps_offset: 0.0,
         }
     }
 
@@ -263,7 +275,7 @@ impl Inspector {
 
     /// The run-vs-run comparison shown, once made.
     pub fn comparison(&self) -> Option<&Comparison> {
-        self.comparison.as_ref()
+        self.comparison.as_deref()
     }
 
     /// What the middle of the window shows.
@@ -417,10 +429,18 @@ impl Inspector {
     /// A reply for the step, time and run-vs-run views.
     fn take_story_reply(&mut self, reply: Reply) {
         match reply {
-            Reply::Overview { run, index, bins } if Some(run) == self.selected => {
-                self.density = Some((index.scanned, bins));
-                self.take_index(index);
-            }
+            Reply::Overview { run, index, bins } if Some(run) == self.selected => match index {
+                Ok(index) => {
+                    self.density = Some((index.scanned, bins));
+                    self.take_index(index);
+                }
+                Err(e) => {
+                    self.error = Some(format!(
+                        "could not read the steps of run {}: {e} (refresh tries again)",
+                        run.short()
+                    ));
+                }
+            },
             Reply::Cards { run, cards } => {
                 for (i, card) in cards {
                     self.cards_requested.remove(&i);
@@ -428,10 +448,18 @@ impl Inspector {
                         continue;
                     }
                     match card {
+                        // a card read from a step that has changed since (a call answered
+                        // meanwhile) is not kept: it is asked for again
                         Ok(card) => {
-                            self.cards.insert(i, card);
+                            let current = self.index.as_ref().and_then(|x| x.steps.get(i));
+                            if current == Some(&card.head) {
+                                self.cards.insert(i, Arc::new(card));
+                            }
                         }
-                        Err(e) => self.error = Some(format!("could not read step {i}: {e}")),
+                        Err(e) => {
+                            self.cards_failed.insert(i);
+                            self.error = Some(format!("could not read step {i}: {e}"));
+                        }
                     }
                 }
             }
@@ -463,10 +491,13 @@ impl Inspector {
             }
             Reply::Compared(comparison) => match *comparison {
                 Ok(c) if Some(c.a) == self.selected && Some(c.b) == self.versus => {
-                    self.comparison = Some(c);
+                    self.comparison = Some(Arc::new(c));
                 }
                 Ok(_) => {}
-                Err(e) => self.error = Some(format!("could not compare the runs: {e}")),
+                Err(e) => {
+                    self.versus = None;
+                    self.error = Some(format!("could not compare the runs: {e}"));
+                }
             },
             _ => {}
         }
@@ -530,7 +561,11 @@ impl Inspector {
                     self.move_to(self.len.saturating_sub(1));
                 }
             }
-            Command::Refresh => self.source.request(Request::Runs),
+            Command::Refresh => {
+                self.cards_failed.clear();
+                self.source.request(Request::Runs);
+                self.request_overview();
+            }
             Command::MarkA => self.mark = self.position(),
             Command::DiffWithA => {
                 if let (Some(a), Some(b)) = (self.mark, self.position()) {
@@ -601,7 +636,7 @@ impl Inspector {
             }
             Command::Filter(filter) => {
                 self.step_filter = filter;
-                self.shown = (usize::MAX, Vec::new());
+                self.shown = (usize::MAX, Arc::from([]));
                 self.scroll_to_cursor = true;
             }
             Command::ShowAll { title, blob, from } => {
@@ -665,7 +700,7 @@ impl Inspector {
         self.scroll_to_cursor = true;
         self.density = None;
         self.index = None;
-        self.shown = (usize::MAX, Vec::new());
+        self.shown = (usize::MAX, Arc::from([]));
         self.cards.clear();
         self.cards_requested.clear();
         self.heights.clear();
@@ -693,34 +728,39 @@ impl Inspector {
 
     /// A newer step index arrived: cards of steps that changed (a call answered since)
     /// are read again.
-    fn take_index(&mut self, index: Box<StepIndex>) {
+    fn take_index(&mut self, index: Arc<StepIndex>) {
         if let Some(old) = &self.index {
             for (i, step) in old.steps.iter().enumerate() {
                 if index.steps.get(i) != Some(step) {
                     self.cards.remove(&i);
+                    self.cards_requested.remove(&i);
                     if let Some(h) = self.heights.get_mut(i) {
                         *h = 0.0;
                     }
                 }
             }
         }
+        self.cards_failed.clear();
         self.heights.resize(index.steps.len(), 0.0);
         self.index = Some(index);
+        // a step may have become an error without a new one starting: filter again
+        self.shown = (usize::MAX, Arc::from([]));
     }
 
     /// The positions of the steps the filter lets through (recomputed when the index or the
     /// filter changed).
-    pub(crate) fn shown(&mut self) -> &[usize] {
+    pub(crate) fn shown(&mut self) -> Arc<[usize]> {
         let len = self.index.as_ref().map_or(0, |i| i.steps.len());
         if self.shown.0 != len {
-            let shown = match &self.index {
+            let shown: Vec<usize> = match &self.index {
                 Some(index) if !self.step_filter.is_empty() => self.step_filter.apply(index),
                 Some(index) => (0..index.steps.len()).collect(),
                 None => Vec::new(),
             };
-            self.shown = (len, shown);
+            self.shown = (len, Arc::from(shown));
+            self.tops_valid = false;
         }
-        &self.shown.1
+        Arc::clone(&self.shown.1)
     }
 
     /// The card of step `i`, asking for it (with the others in `wanted`) if it has not
@@ -731,7 +771,11 @@ impl Inspector {
         };
         let missing: Vec<_> = wanted
             .iter()
-            .filter(|i| !self.cards.contains_key(i) && !self.cards_requested.contains(i))
+            .filter(|i| {
+                !self.cards.contains_key(i)
+                    && !self.cards_requested.contains(i)
+                    && !self.cards_failed.contains(i)
+            })
             .filter_map(|&i| index.steps.get(i).map(|s| (i, *s)))
             .collect();
         if missing.is_empty() {

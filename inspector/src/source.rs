@@ -329,7 +329,7 @@ pub enum Request {
         /// Number of density bins.
         bins: usize,
         /// The index so far.
-        carry: Option<Box<StepIndex>>,
+        carry: Option<Arc<StepIndex>>,
     },
     /// The cards of these steps of `run` (position in its index, and the step).
     Cards {
@@ -432,8 +432,9 @@ pub enum Reply {
     Overview {
         /// Run.
         run: RunId,
-        /// The steps (and the events counted: `index.scanned`).
-        index: Box<StepIndex>,
+        /// The steps (and the events counted: `index.scanned`), or why they could not be
+        /// read.
+        index: Result<Arc<StepIndex>, String>,
         /// Counts per bin.
         bins: Vec<[u32; CLASSES]>,
     },
@@ -477,14 +478,16 @@ pub enum Reply {
     Skipped,
 }
 
-/// The background threads' handle: one answers everything the UI waits on; a second one
-/// does what reads whole runs — the step index and density strip (most of a second on a
-/// million events), searches, run-vs-run comparisons — so that it never holds up the rows,
-/// cards and detail asked for in the same frame.
+/// The background threads' handle: one answers everything the UI waits on; a second keeps
+/// the step index and density strip (most of a second on a million events at first, then
+/// only what was appended); a third does searches and run-vs-run comparisons, which read
+/// whole runs. So neither holds up the rows, cards and detail asked for in the same frame,
+/// and a long search does not stop a live run from streaming in.
 #[derive(Debug)]
 pub struct Source {
     tx: Option<flume::Sender<Request>>,
     slow_tx: Option<flume::Sender<Request>>,
+    overview_tx: Option<flume::Sender<Request>>,
     rx: flume::Receiver<Reply>,
     in_flight: usize,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -499,12 +502,19 @@ impl Source {
     ) -> Self {
         let (tx, requests) = flume::unbounded::<Request>();
         let (slow_tx, slow_requests) = flume::unbounded::<Request>();
+        let (overview_tx, overview_requests) = flume::unbounded::<Request>();
         let (replies, rx) = flume::unbounded();
         let wake: Wake = Arc::new(wake);
         let threads = vec![
             worker(
                 "retrace-inspector-source",
                 requests,
+                replies.clone(),
+                (store.clone(), host.clone(), wake.clone()),
+            ),
+            worker(
+                "retrace-inspector-overview",
+                overview_requests,
                 replies.clone(),
                 (store.clone(), host.clone(), wake.clone()),
             ),
@@ -518,6 +528,7 @@ impl Source {
         Self {
             tx: Some(tx),
             slow_tx: Some(slow_tx),
+            overview_tx: Some(overview_tx),
             rx,
             in_flight: 0,
             threads,
@@ -527,9 +538,8 @@ impl Source {
     /// Ask for something; the reply comes through [`Self::poll`].
     pub fn request(&mut self, request: Request) {
         let tx = match request {
-            Request::Overview { .. } | Request::Search { .. } | Request::Compare { .. } => {
-                &self.slow_tx
-            }
+            Request::Overview { .. } => &self.overview_tx,
+            Request::Search { .. } | Request::Compare { .. } => &self.slow_tx,
             _ => &self.tx,
         };
         if let Some(tx) = tx
@@ -557,6 +567,7 @@ impl Drop for Source {
         // closing the channels ends the threads' loops
         self.tx = None;
         self.slow_tx = None;
+        self.overview_tx = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -695,17 +706,23 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
 fn answer_story(store: &dyn Store, request: &Request) -> Reply {
     match request {
         Request::Overview { run, bins, carry } => {
+            // the index the UI holds, extended here (copied first while the UI still
+            // holds it: off the UI thread)
             let mut index = match carry {
-                Some(index) if index.run == Some(*run) => index.clone(),
-                _ => Box::new(StepIndex::new(*run)),
+                Some(index) if index.run == Some(*run) => Arc::clone(index),
+                _ => Arc::new(StepIndex::new(*run)),
             };
-            match crate::compare::extend(store, run, &mut index) {
+            match crate::compare::extend(store, run, Arc::make_mut(&mut index)) {
                 Ok(()) => Reply::Overview {
                     run: *run,
                     bins: index.density(*bins),
-                    index,
+                    index: Ok(index),
                 },
-                Err(_) => Reply::Skipped,
+                Err(e) => Reply::Overview {
+                    run: *run,
+                    bins: Vec::new(),
+                    index: Err(e.to_string()),
+                },
             }
         }
         Request::Cards { run, steps } => Reply::Cards {

@@ -239,26 +239,36 @@ fn waiting_for(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
 
 /// The cards of the steps shown, only those on screen drawn.
 fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
-    let shown = app.shown().to_vec();
+    let shown = app.shown();
     if shown.is_empty() {
         ui.label("No step passes the filter.");
         return;
     }
-    // running sums of the heights: where each card's top is
-    let mut tops = Vec::with_capacity(shown.len() + 1);
-    let mut y = 0.0;
-    for &i in &shown {
-        tops.push(y);
-        let h = app.heights.get(i).copied().unwrap_or_default();
-        y += if h > 0.0 { h } else { ESTIMATE } + GAP;
+    // where each card's top is: running sums of the heights, kept until a height or the
+    // steps shown change (so a frame does not walk every step of a long run)
+    if !app.tops_valid || app.tops.len() != shown.len() + 1 {
+        app.tops.clear();
+        let mut y = 0.0f64;
+        for &i in shown.iter() {
+            app.tops.push(y);
+            let h = app.heights.get(i).copied().unwrap_or_default();
+            y += f64::from(if h > 0.0 { h } else { ESTIMATE } + GAP);
+        }
+        app.tops.push(y);
+        app.tops_valid = true;
     }
-    let total = y;
-    // the card holding the cursor
-    let at_cursor = app
+    let tops = std::mem::take(&mut app.tops);
+    #[allow(clippy::cast_possible_truncation)] // positions far inside f32's range
+    let top = |k: usize| tops[k] as f32;
+    let total = top(shown.len());
+    // the step holding the cursor, and the card shown for it (the next one shown when it
+    // is filtered out)
+    let cursor_step = app
         .index
         .as_ref()
-        .and_then(|index| index.step_at(app.cursor))
-        .map(|step| shown.partition_point(|&i| i < step).min(shown.len() - 1));
+        .and_then(|index| index.step_at(app.cursor));
+    let at_cursor =
+        cursor_step.map(|step| shown.partition_point(|&i| i < step).min(shown.len() - 1));
     // no scroll animation and no rubber band: a jump to a far step lands at once, and a
     // card does not slide away under the pointer that is about to click it (the offset set
     // below may pass the end as measured in the frame before, when cards grew since)
@@ -267,28 +277,37 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         .id_salt("steps")
         .animated(false)
         .auto_shrink([false, false]);
-    // the cursor's card is held near the top until the cards around it have been measured
-    // (their heights move it while they go from estimated to drawn)
-    if std::mem::take(&mut app.scroll_to_cursor) {
-        app.anchor = at_cursor.map(|k| shown[k]);
+    // the cursor's card, when it is not on screen already, is brought near the top and
+    // held there until the cards around it have been measured (their heights move it
+    // while they go from estimated to drawn)
+    if std::mem::take(&mut app.scroll_to_cursor)
+        && let Some(k) = at_cursor
+    {
+        let (from, to) = (app.steps_offset, app.steps_offset + app.steps_viewport);
+        let on_screen = top(k) >= from && top(k + 1) - GAP <= to;
+        if !on_screen || app.steps_viewport == 0.0 {
+            app.anchor = Some(shown[k]);
+        }
     }
     if let Some(step) = app.anchor {
         let k = shown.partition_point(|&i| i < step).min(shown.len() - 1);
         // never past the end: an offset beyond it springs back slowly (rubber banding),
         // moving every card under the pointer
         let end = (total - app.steps_viewport).max(0.0);
-        area = area.vertical_scroll_offset((tops[k] - 40.0).clamp(0.0, end));
+        area = area.vertical_scroll_offset((top(k) - 40.0).clamp(0.0, end));
     }
     let mut measured = false;
+    let mut loaded = true;
     let width = ui.available_width();
     let out = area.show_viewport(ui, |ui, viewport| {
         ui.set_height(total);
         ui.set_width(width - 16.0);
         let origin = ui.min_rect().min;
         let first = tops
-            .partition_point(|&t| t <= viewport.min.y)
-            .saturating_sub(1);
-        let last = tops.partition_point(|&t| t < viewport.max.y);
+            .partition_point(|&t| t <= f64::from(viewport.min.y))
+            .saturating_sub(1)
+            .min(shown.len() - 1);
+        let last = tops[..shown.len()].partition_point(|&t| t < f64::from(viewport.max.y));
         let visible: Vec<usize> = shown[first..last.max(first)].to_vec();
         app.want_cards(&visible);
         for (k, &i) in (first..).zip(&visible) {
@@ -296,10 +315,12 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
             // below it (content may still grow past it; its height is measured again)
             let known = app.heights.get(i).copied().unwrap_or_default();
             let rect = egui::Rect::from_min_size(
-                origin + egui::vec2(0.0, tops[k]),
+                origin + egui::vec2(0.0, top(k)),
                 egui::vec2(width - 16.0, if known > 0.0 { known } else { ESTIMATE }),
             );
-            let selected = Some(k) == at_cursor;
+            let selected = Some(i) == cursor_step;
+            let card = app.cards.get(&i).cloned();
+            loaded &= card.is_some();
             // the card's own click is sensed beneath its widgets: a button in it still
             // gets its click, and a click on its margin moves the cursor to the step
             let response = ui
@@ -311,8 +332,8 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
                         .max_rect(rect)
                         .sense(egui::Sense::click()),
                     |ui| {
-                        if let Some(card) = app.cards.get(&i).cloned() {
-                            card_frame(app, ui, &card, selected);
+                        if let Some(card) = &card {
+                            card_frame(app, ui, card, selected);
                         } else if let Some(head) = app.index.as_ref().map(|x| x.steps[i]) {
                             placeholder(ui, &head, selected);
                         }
@@ -326,7 +347,7 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
             }
             let drawn = response.rect.height();
             if let Some(h) = app.heights.get_mut(i)
-                && app.cards.contains_key(&i)
+                && card.is_some()
                 && (*h - drawn).abs() > 0.5
             {
                 *h = drawn;
@@ -334,15 +355,13 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
             }
         }
     });
+    app.tops = tops;
+    app.tops_valid &= !measured;
     app.steps_viewport = out.inner_rect.height();
-    if !measured && visible_loaded(app) {
+    app.steps_offset = out.state.clamped_offset().y;
+    if !measured && loaded {
         app.anchor = None;
     }
-}
-
-/// Whether every card asked for has arrived (the anchor holds until they have).
-fn visible_loaded(app: &Inspector) -> bool {
-    !app.busy()
 }
 
 /// A step whose card has not arrived yet.

@@ -40,7 +40,7 @@ pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
         ui.label("reading the run's steps...");
         return;
     }
-    let shown = app.shown().to_vec();
+    let shown = app.shown();
     // drawn from the index while commands are queued on the app: lent out for the frame
     let Some(index) = app.index.take() else {
         return;

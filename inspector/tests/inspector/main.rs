@@ -867,7 +867,7 @@ fn the_density_strip_counts_every_event_in_its_class_and_bin() {
     ) else {
         panic!("no overview");
     };
-    assert_eq!((index.scanned, bins.len()), (len, 7));
+    assert_eq!((index.expect("the steps").scanned, bins.len()), (len, 7));
     let mut expected = vec![[0u32; retrace_inspector::source::CLASSES]; 7];
     for (_, event) in store.events(&run, 0..=len - 1).unwrap() {
         let bin = usize::try_from(event.seq * 7 / len).unwrap();
