@@ -18,6 +18,12 @@ pub const RESULT_LINES: usize = 12;
 /// Lines one page of "show all" holds.
 pub const PAGE_LINES: usize = 200;
 
+/// Most bytes of a reply's text a card holds (the detail panel has the whole event).
+pub const TEXT_BYTES: usize = 16 * 1024;
+
+/// Most bytes of one string in a call's arguments a card holds.
+pub const ARG_BYTES: usize = 2 * 1024;
+
 /// One step as the step view shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Card {
@@ -85,8 +91,8 @@ pub enum Body {
         call_id: String,
         /// Tool name.
         tool: String,
-        /// Arguments, pretty-printed JSON.
-        args: String,
+        /// Arguments, strings longer than [`ARG_BYTES`] cut ([`shortened`]).
+        args: Value,
         /// The result (`None` while running or in doubt).
         output: Option<Output>,
         /// Why the outcome is unknown, if it is.
@@ -100,7 +106,7 @@ pub enum Body {
     Approval {
         /// The call waiting.
         call_id: String,
-        /// What is asked (pretty JSON: tool, arguments, the rule that matched).
+        /// What is asked, in a line or two ([`asked`]).
         request: String,
         /// The decision, who made it and the note (`None` while waiting).
         decision: Option<(Decision, String, Option<String>)>,
@@ -164,7 +170,7 @@ pub fn card(
         ) => tool_body(store, call_id, tool, args, last.as_ref()),
         (EventKind::ApprovalRequested { call_id, request }, _) => Body::Approval {
             call_id: call_id.clone(),
-            request: pretty(&value(store, request)),
+            request: asked(&value(store, request)),
             decision: match &last {
                 Some(EventKind::ApprovalDecided {
                     decision, by, note, ..
@@ -189,6 +195,20 @@ pub fn card(
             from_seq: *from_seq,
             note: note.map(|n| pretty(&value(store, &n))),
         },
+        // the result of a call that never ran (its approval was denied)
+        (
+            EventKind::ToolReturned {
+                call_id,
+                output,
+                is_error,
+                ..
+            },
+            _,
+        ) => Body::Text {
+            title: format!("{call_id} not run"),
+            text: output_head(store, output, *is_error).head,
+            error: *is_error,
+        },
         (EventKind::RunStarted { input, .. }, _) => Body::Text {
             title: "task".into(),
             text: text_of(&value(store, input)),
@@ -201,9 +221,9 @@ pub fn card(
         },
         (EventKind::RunFinished { outcome, detail }, _) => Body::Text {
             title: match outcome {
-                Outcome::Succeeded => "finished: succeeded",
-                Outcome::Failed => "finished: failed",
-                Outcome::Cancelled => "finished: cancelled",
+                Outcome::Succeeded => "end of the run: succeeded",
+                Outcome::Failed => "end of the run: failed",
+                Outcome::Cancelled => "end of the run: cancelled",
             }
             .into(),
             text: text_of(&value(store, detail)),
@@ -255,12 +275,17 @@ fn tool_body(
         Some(EventKind::ToolOutcomeUnknown { reason, .. }) => {
             (None, Some(text_of(&value(store, reason))), None)
         }
+        Some(EventKind::RunFinished { .. }) => (
+            None,
+            Some("no result: the run ended first".to_owned()),
+            None,
+        ),
         _ => (None, None, None),
     };
     Body::Tool {
         call_id: call_id.to_owned(),
         tool: tool.to_owned(),
-        args: pretty(&args),
+        args: shortened(&args),
         output,
         unknown,
         duration_ms,
@@ -307,7 +332,7 @@ fn model_body(
         }) => {
             *usage = Some(*u);
             if let Some(r) = reply(response) {
-                text.clone_from(&r.text);
+                *text = cut(&r.text, TEXT_BYTES);
                 *reasoning = crate::source::ReplyView::reasoning_of(&r.reasoning);
                 *calls = r
                     .tool_calls
@@ -315,7 +340,7 @@ fn model_body(
                     .map(|c| CallView {
                         id: c.id.clone(),
                         name: c.name.clone(),
-                        args: pretty(&c.arguments),
+                        args: pretty(&shortened(&c.arguments)),
                     })
                     .collect();
             }
@@ -328,6 +353,9 @@ fn model_body(
                     .map_or_else(|| text_of(&v), str::to_owned),
             );
         }
+        Some(EventKind::RunFinished { .. }) => {
+            *error = Some("no answer: the run ended first".to_owned());
+        }
         Some(EventKind::ContextCompacted {
             response,
             evicted,
@@ -337,7 +365,7 @@ fn model_body(
             *usage = Some(*u);
             *compacted = Some(*evicted);
             if let Some(r) = response.as_ref().and_then(reply) {
-                *text = r.text;
+                *text = cut(&r.text, TEXT_BYTES);
             }
         }
         _ => {}
@@ -413,6 +441,58 @@ pub fn value(store: &dyn Store, blob: &BlobId) -> Value {
     }
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary), with a note of what was
+/// left out.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let kept = retrace_replay::preview::cut(text, max);
+    format!(
+        "{kept}… ({} more bytes; the detail panel shows the whole event)",
+        text.len() - kept.len()
+    )
+}
+
+/// `value` with every string longer than [`ARG_BYTES`] cut ([`cut`]), for showing.
+pub fn shortened(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.len() > ARG_BYTES => Value::String(cut(s, ARG_BYTES)),
+        Value::Array(items) => Value::Array(items.iter().map(shortened).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), shortened(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Most bytes of what an approval asks a card shows.
+pub const ASKED_BYTES: usize = 400;
+
+/// What an approval asks (the request as the runtime records it: `{"tool", "args",
+/// "reason"}`) on a line or two: the tool and its arguments as compact JSON, then why it
+/// asks; another shape as pretty JSON. At most [`ASKED_BYTES`] bytes.
+pub fn asked(request: &Value) -> String {
+    let text = match (
+        request.get("tool").and_then(Value::as_str),
+        request.get("args"),
+    ) {
+        (Some(tool), Some(args)) => {
+            let reason = request.get("reason").and_then(Value::as_str);
+            let call = cut(&format!("{tool} {args}"), ASKED_BYTES);
+            match reason {
+                Some(reason) => format!("{call}\n({reason})"),
+                None => call,
+            }
+        }
+        _ => pretty(request),
+    };
+    cut(&text, ASKED_BYTES)
+}
+
 /// A JSON value as a person reads it: a string's text, else pretty JSON.
 pub fn text_of(value: &Value) -> String {
     match value {
@@ -456,6 +536,58 @@ pub fn duration(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::StepIndex;
+    use retrace_store::{MemoryStore, NewRun};
+
+    /// Every step of runs with every kind of event (failed and retried model calls,
+    /// outcomes in doubt, approvals, compactions, runs that end with calls open) has a card,
+    /// and each card says what its step's events say — even with every payload missing.
+    #[test]
+    fn every_step_of_any_run_has_a_card_that_says_what_happened() {
+        for seed in 0..20 {
+            let run = RunId::from_bytes([seed; 16]);
+            let store = MemoryStore::new();
+            store
+                .create_run(NewRun::new(run, retrace_events::Timestamp(0)))
+                .unwrap();
+            let events = retrace_replay::testkit::valid_run(u64::from(seed), run, 400, true);
+            store.append(&run, None, &events).unwrap();
+            let mut index = StepIndex::new(run);
+            for e in &events {
+                index.push(e).unwrap();
+            }
+            for (i, head) in index.steps.iter().enumerate() {
+                let card = card(&store, &run, i, *head).unwrap();
+                let last = head
+                    .end
+                    .map(|end| &events[usize::try_from(end).unwrap()].kind);
+                match (&card.body, last) {
+                    (Body::Model { error, .. }, Some(EventKind::ModelFailed { .. })) => {
+                        assert!(error.is_some(), "step {i}");
+                    }
+                    (Body::Model { error, usage, .. }, Some(EventKind::RunFinished { .. })) => {
+                        assert!(error.is_some() && usage.is_none(), "step {i}");
+                    }
+                    (Body::Model { usage, .. }, Some(EventKind::ModelResponded { .. })) => {
+                        assert!(usage.is_some(), "step {i}");
+                    }
+                    (Body::Tool { unknown, .. }, Some(EventKind::ToolOutcomeUnknown { .. })) => {
+                        assert!(unknown.is_some(), "step {i}");
+                    }
+                    (Body::Tool { output, .. }, Some(EventKind::ToolReturned { .. })) => {
+                        assert!(output.is_some(), "step {i}");
+                    }
+                    (Body::Approval { decision, .. }, Some(EventKind::ApprovalDecided { .. })) => {
+                        assert!(decision.is_some(), "step {i}");
+                    }
+                    (Body::Model { .. } | Body::Tool { .. } | Body::Approval { .. }, None) => {
+                        assert!(head.end.is_none(), "step {i} is open");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 
     #[test]
     fn times_read_as_a_person_says_them() {

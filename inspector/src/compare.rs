@@ -107,7 +107,14 @@ pub fn compare(store: &dyn Store, a: RunId, b: RunId) -> Result<Comparison, Stri
     let left: Vec<_> = (shared..ia.steps.len()).map(|i| key(&ia, i)).collect();
     let right: Vec<_> = (shared..ib.steps.len()).map(|i| key(&ib, i)).collect();
     let mut truncated = false;
-    for (old, new) in aligned(&left, &right) {
+    // steps of different kinds are never compared field by field: each gets a row of its own
+    let pairs = aligned(&left, &right)
+        .into_iter()
+        .flat_map(|(old, new)| match (old, new) {
+            (Some(o), Some(n)) if left[o].0 != right[n].0 => vec![(Some(o), None), (None, Some(n))],
+            pair => vec![pair],
+        });
+    for (old, new) in pairs {
         if rows.len() - (shared - from) >= MAX_ROWS {
             truncated = true;
             break;
@@ -238,7 +245,7 @@ fn fields(card: &Card) -> Vec<(&'static str, String)> {
             unknown,
             ..
         } => vec![
-            ("arguments", args.clone()),
+            ("arguments", crate::cards::pretty(args)),
             (
                 "result",
                 output.as_ref().map(|o| o.head.clone()).unwrap_or_default(),

@@ -70,7 +70,7 @@ pub fn search(store: &dyn Store, run: &RunId, query: &str) -> Result<Found, retr
             let mut snippet = names(&event.kind)
                 .into_iter()
                 .find_map(|name| around(name, &needle));
-            for blob in event.kind.blobs() {
+            for blob in searched_blobs(&event.kind) {
                 if snippet.is_some() {
                     break;
                 }
@@ -99,6 +99,15 @@ pub fn search(store: &dyn Store, run: &RunId, query: &str) -> Result<Found, retr
     Ok(found)
 }
 
+/// The blobs of an event a search reads: all but a model call's request record, which
+/// holds references to the messages (searched where they were recorded), not their text.
+fn searched_blobs(kind: &EventKind) -> Vec<BlobId> {
+    match kind {
+        EventKind::ModelRequested { .. } => Vec::new(),
+        other => other.blobs(),
+    }
+}
+
 /// The words of an event outside its blobs that a search looks at.
 fn names(kind: &EventKind) -> Vec<&str> {
     match kind {
@@ -116,23 +125,19 @@ fn names(kind: &EventKind) -> Vec<&str> {
     }
 }
 
-/// A payload's searchable text: every string and key of its JSON, one per line (so
-/// escapes do not hide words), or the bytes as text.
+/// A payload's searchable text: every string and number of its JSON, one per line (so
+/// escapes do not hide words), without its keys or content ids (64 hex digits: a blob's
+/// or an event's), which are structure, not what the run said; or the bytes as text.
 fn haystack(bytes: &[u8]) -> String {
     fn walk(value: &Value, out: &mut String) {
         match value {
+            Value::String(s) if is_id(s) => {}
             Value::String(s) => {
                 out.push_str(s);
                 out.push('\n');
             }
             Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            Value::Object(fields) => {
-                for (k, v) in fields {
-                    out.push_str(k);
-                    out.push('\n');
-                    walk(v, out);
-                }
-            }
+            Value::Object(fields) => fields.values().for_each(|v| walk(v, out)),
             other => {
                 out.push_str(&other.to_string());
                 out.push('\n');
@@ -147,6 +152,11 @@ fn haystack(bytes: &[u8]) -> String {
         }
         Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
+}
+
+/// Whether `s` is a content id: 64 hex digits.
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Characters of context a snippet keeps on each side of the match.
@@ -186,9 +196,12 @@ mod tests {
         assert!(s.starts_with('…'));
         assert!(s.contains("Needle in a haystack next line"));
         assert_eq!(around("nothing here", "needle"), None);
-        // JSON escapes do not hide words
+        // JSON escapes do not hide words; keys and content ids are not searched
         let blob = br#"{"content":"line one\nthe \"quoted\" word"}"#;
         assert!(haystack(blob).contains("the \"quoted\" word"));
+        assert!(!haystack(blob).contains("content"));
+        let id = "ab".repeat(32);
+        assert!(!haystack(format!(r#"{{"x":"{id}"}}"#).as_bytes()).contains("abab"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! [`StepIndex`] is built by folding events in seq order ([`StepIndex::push`]), so it grows
 //! with a live run without a rescan: the background thread keeps feeding it what was
 //! appended since. It holds no payloads (those are read per card, for the cards on screen)
-//! and about 48 bytes a step, so a million-event run's index is a few MB. Times are the
+//! and about 64 bytes a step, so a million-event run's index is about 30 MB. Times are the
 //! events' recorded timestamps (milliseconds since the Unix epoch); nothing here reads a
 //! clock.
 
@@ -227,11 +227,15 @@ impl StepIndex {
             }
             EventKind::ToolReturned {
                 call_id, is_error, ..
-            } => {
-                if let Some(i) = self.open_tools.remove(call_id) {
-                    self.close(i, seq, at, *is_error);
+            } => match self.open_tools.remove(call_id) {
+                Some(i) => self.close(i, seq, at, *is_error),
+                // a call that never ran (its approval was denied): its result is a step
+                None => {
+                    let name = self.proposed.get(call_id).copied();
+                    let i = self.open(seq, at, StepKind::Tool, name, true);
+                    self.steps[i].error = *is_error;
                 }
-            }
+            },
             EventKind::ToolOutcomeUnknown { call_id, .. } => {
                 if let Some(i) = self.open_tools.remove(call_id) {
                     self.close(i, seq, at, true);
@@ -257,6 +261,18 @@ impl StepIndex {
                 self.open(seq, at, StepKind::Fork, None, true);
             }
             EventKind::RunFinished { outcome, .. } => {
+                // what was still open never got its answer (a cancel drops a call in
+                // flight): it ends with the run
+                let open: Vec<usize> = self
+                    .open_models
+                    .drain()
+                    .map(|(_, i)| i)
+                    .chain(self.open_tools.drain().map(|(_, i)| i))
+                    .chain(self.open_approvals.drain().map(|(_, i)| i))
+                    .collect();
+                for i in open {
+                    self.close(i, seq, at, false);
+                }
                 let i = self.open(seq, at, StepKind::Finish, None, true);
                 self.steps[i].error = *outcome == retrace_events::Outcome::Failed;
             }
@@ -449,7 +465,7 @@ mod tests {
         // each event seq is covered by at least one step, and steps start in seq order
         for e in &events {
             let i = index.step_at(e.seq).expect("a step");
-            assert!(index.steps[i].seq <= e.seq);
+            assert!(index.steps[i].covers(e.seq), "seq {} in step {i}", e.seq);
         }
         assert!(index.steps.windows(2).all(|w| w[0].seq < w[1].seq));
         // model steps end at the reply that answers them

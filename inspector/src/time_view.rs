@@ -1,8 +1,9 @@
 //! Time and cost: where the run's time went and what it cost.
 //!
-//! - **Cumulative tokens and cost** over the run's time (`egui_plot`), from the step index's
-//!   usage curve (at most [`CURVE_POINTS`] points, picked off the UI thread), with the
-//!   cursor's time as a vertical line; a click goes to the model call nearest that time.
+//! - **Cumulative tokens and cost** over the run's time (`egui_plot`), as staircases from the
+//!   step index's usage curve (kept by the background thread; at most [`CURVE_POINTS`] of
+//!   its points drawn), with the cursor's time as a vertical line; a click goes to the
+//!   model call nearest that time.
 //! - **The waterfall**: one row per step (the step view's filter applies), its bar on one
 //!   time axis from the run's first event to its newest; approvals are drawn as hollow gaps
 //!   labelled with how long the run waited. Rows are a virtual list, so only the rows on

@@ -25,6 +25,8 @@ const ADDED: Color32 = Color32::from_rgb(40, 100, 50);
 const COLUMN: f32 = 520.0;
 /// Lines of a field a row shows.
 const FIELD_LINES: usize = 10;
+/// Bytes of a changed field a row shows.
+const FIELD_BYTES: usize = 2_000;
 
 /// The run-vs-run view.
 pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
@@ -216,7 +218,15 @@ fn marked(ui: &egui::Ui, pieces: &[Piece], removed: bool) -> LayoutJob {
         changed.strikethrough = egui::Stroke::new(1.0, Color32::WHITE);
     }
     let mut job = LayoutJob::default();
+    // a long field is cut: the steps open in full from their headings
+    let mut room = FIELD_BYTES;
     for (is_changed, text) in pieces {
+        if room == 0 {
+            job.append("…", 0.0, plain.clone());
+            break;
+        }
+        let text = retrace_replay::preview::cut(text, room);
+        room -= text.len();
         job.append(
             text,
             0.0,
@@ -247,7 +257,7 @@ fn summary(card: &Card) -> String {
         }
         Body::Tool { args, output, .. } => format!(
             "{}\n= {}",
-            args.replace('\n', " "),
+            args,
             output.as_ref().map_or("...", |o| o.head.as_str())
         ),
         Body::Approval { decision, .. } => decision.as_ref().map_or_else(

@@ -694,7 +694,8 @@ fn the_inspector_s_request_view_shows_what_show_request_prints() {
                 .trim_end_matches(" …")
                 .trim_end_matches('…');
             assert!(
-                first.starts_with(rest) || (first.is_empty() && rest == "(empty)"),
+                (first.starts_with(rest) && (rest.is_empty() == first.is_empty()))
+                    || (first.is_empty() && rest == "(empty)"),
                 "message {n} at #{seq}: the inspector shows {rest:?}, the CLI {first:?}"
             );
         }

@@ -162,7 +162,7 @@ fn the_step_view_tells_the_tidy_run_as_cards() {
         &harness,
         "Done. The summary is in out/SUMMARY.md: a tiny calculator library with one open TODO.",
     );
-    shows(&harness, "finished: succeeded");
+    harness.get_by_label("end of the run: succeeded");
     harness.get_by_label("calls fs.write (call_4)");
     // the cursor's card is the finish, and a click on another card moves the cursor there
     let len = store.require_run(&run).unwrap().len();
@@ -231,7 +231,10 @@ fn a_parked_run_shows_what_it_waits_for_at_the_top_and_streams_on_once_decided()
     let stop = drive(store.as_ref(), &dir.path().join("approval"), run, false);
     assert!(matches!(stop, Stop::Finished(_)), "{stop:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while harness.query_by_label("finished: succeeded").is_none() {
+    while harness
+        .query_by_label("end of the run: succeeded")
+        .is_none()
+    {
         assert!(Instant::now() < deadline, "the finish never showed");
         harness.step();
         std::thread::sleep(Duration::from_millis(20));
