@@ -146,16 +146,16 @@ pub struct StepIndex {
     classes: Vec<u8>,
     /// Open model calls: `model_requested` seq → step.
     open_models: HashMap<u64, usize>,
-    /// Open tool calls: call id → step.
-    open_tools: HashMap<String, usize>,
-    /// Open approvals: call id → step.
-    open_approvals: HashMap<String, usize>,
+    /// Open tool calls: call id (its [`fnv`] hash: no id is copied) → step.
+    open_tools: HashMap<u64, usize>,
+    /// Open approvals: call id (its [`fnv`] hash) → step.
+    open_approvals: HashMap<u64, usize>,
     /// The last reply (its `model_responded` seq and step): its proposed calls come right
     /// after it, in the same append.
     last_reply: Option<(u64, usize)>,
-    /// The tools of the calls the last reply proposed, by call id (an approval names only
-    /// its call).
-    proposed: HashMap<String, u16>,
+    /// The tools of the calls the last reply proposed, by a hash of their call ids (an
+    /// approval names only its call).
+    proposed: Vec<(u64, u16)>,
 }
 
 impl StepIndex {
@@ -212,7 +212,7 @@ impl StepIndex {
                 self.proposed.clear();
                 for call in calls {
                     let name = self.name(&call.tool);
-                    self.proposed.insert(call.call_id.clone(), name);
+                    self.proposed.push((fnv(&call.call_id), name));
                 }
                 if let Some((reply, i)) = self.last_reply
                     && reply == *response_seq
@@ -223,33 +223,33 @@ impl StepIndex {
             EventKind::ToolRequested { call_id, tool, .. } => {
                 let name = self.name(tool);
                 let i = self.open(seq, at, StepKind::Tool, Some(name), false);
-                self.open_tools.insert(call_id.clone(), i);
+                self.open_tools.insert(fnv(call_id), i);
             }
             EventKind::ToolReturned {
                 call_id, is_error, ..
-            } => match self.open_tools.remove(call_id) {
+            } => match self.open_tools.remove(&fnv(call_id)) {
                 Some(i) => self.close(i, seq, at, *is_error),
                 // a call that never ran (its approval was denied): its result is a step
                 None => {
-                    let name = self.proposed.get(call_id).copied();
+                    let name = self.proposed_tool(call_id);
                     let i = self.open(seq, at, StepKind::Tool, name, true);
                     self.steps[i].error = *is_error;
                 }
             },
             EventKind::ToolOutcomeUnknown { call_id, .. } => {
-                if let Some(i) = self.open_tools.remove(call_id) {
+                if let Some(i) = self.open_tools.remove(&fnv(call_id)) {
                     self.close(i, seq, at, true);
                 }
             }
             EventKind::ApprovalRequested { call_id, .. } => {
-                let name = self.proposed.get(call_id).copied();
+                let name = self.proposed_tool(call_id);
                 let i = self.open(seq, at, StepKind::Approval, name, false);
-                self.open_approvals.insert(call_id.clone(), i);
+                self.open_approvals.insert(fnv(call_id), i);
             }
             EventKind::ApprovalDecided {
                 call_id, decision, ..
             } => {
-                if let Some(i) = self.open_approvals.remove(call_id) {
+                if let Some(i) = self.open_approvals.remove(&fnv(call_id)) {
                     let denied = *decision == retrace_events::Decision::Denied;
                     self.close(i, seq, at, denied);
                 }
@@ -350,6 +350,15 @@ impl StepIndex {
         out
     }
 
+    /// The tool of a call the last reply proposed.
+    fn proposed_tool(&self, call_id: &str) -> Option<u16> {
+        let key = fnv(call_id);
+        self.proposed
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, name)| *name)
+    }
+
     fn name(&mut self, tool: &str) -> u16 {
         if let Some(i) = self.names.iter().position(|n| n == tool) {
             return u16::try_from(i).unwrap_or(u16::MAX);
@@ -405,6 +414,13 @@ impl StepIndex {
             cost_micro_usd: c + cost,
         });
     }
+}
+
+/// FNV-1a of a call id: calls told apart without copying their ids.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Which steps the step view and the waterfall show.
