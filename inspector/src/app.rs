@@ -94,18 +94,12 @@ pub struct Inspector {
     pub(crate) step_filter: Filter,
     /// The positions of the steps that pass the filter, and the index length they are of.
     pub(crate) shown: (usize, Arc<[usize]>),
-    /// Where each shown step's card begins in the step view (running sums of the heights,
-    /// then the total), and whether that still holds.
-    pub(crate) tops: Vec<f64>,
-    pub(crate) tops_valid: bool,
     /// Cards loaded, by step position.
     pub(crate) cards: HashMap<usize, Arc<Card>>,
     cards_requested: HashSet<usize>,
     /// Steps whose card could not be read: asked for again only when the index changes or
     /// on refresh.
     cards_failed: HashSet<usize>,
-    /// Each step's card height as last drawn (0: not drawn yet), by step position.
-    pub(crate) heights: Vec<f32>,
     /// A tool result being paged through.
     pub(crate) pager: Option<Pager>,
     /// The search being typed, and the last search's hits.
@@ -116,11 +110,8 @@ pub struct Inspector {
     pub(crate) comparison: Option<Arc<Comparison>>,
     /// Rendered Markdown's cache.
     pub(crate) markdown: egui_commonmark::CommonMarkCache,
-    /// The step the step view keeps in place while the cards around it are measured.
-    pub(crate) anchor: Option<usize>,
-    /// The step view's visible height and its scroll offset, as last drawn.
-    pub(crate) steps_viewport: f32,
-    pub(crate) steps_offset: f32,
+    /// Where the step view's cards are and what it keeps in place.
+    pub(crate) layout: step_view::Layout,
 }
 
 /// What the middle of the window shows.
@@ -217,21 +208,16 @@ impl Inspector {
             index: None,
             step_filter: Filter::default(),
             shown: (0, Arc::from([])),
-            tops: Vec::new(),
-            tops_valid: false,
             cards: HashMap::new(),
             cards_requested: HashSet::new(),
             cards_failed: HashSet::new(),
-            heights: Vec::new(),
             pager: None,
             query: String::new(),
             found: None,
             versus: None,
             comparison: None,
             markdown: egui_commonmark::CommonMarkCache::default(),
-            anchor: None,
-            steps_viewport: 0.0,
-            steps_offset: 0.0,
+            layout: step_view::Layout::default(),
         }
     }
 
@@ -703,7 +689,7 @@ impl Inspector {
         self.shown = (usize::MAX, Arc::from([]));
         self.cards.clear();
         self.cards_requested.clear();
-        self.heights.clear();
+        self.layout = step_view::Layout::default();
         self.found = None;
         self.pager = None;
         self.comparison = None;
@@ -734,14 +720,15 @@ impl Inspector {
                 if index.steps.get(i) != Some(step) {
                     self.cards.remove(&i);
                     self.cards_requested.remove(&i);
-                    if let Some(h) = self.heights.get_mut(i) {
+                    if let Some(h) = self.layout.heights.get_mut(i) {
                         *h = 0.0;
                     }
                 }
             }
         }
         self.cards_failed.clear();
-        self.heights.resize(index.steps.len(), 0.0);
+        self.layout.heights.resize(index.steps.len(), 0.0);
+        self.layout.tops_valid = false;
         self.index = Some(index);
         // a step may have become an error without a new one starting: filter again
         self.shown = (usize::MAX, Arc::from([]));
@@ -758,7 +745,7 @@ impl Inspector {
                 None => Vec::new(),
             };
             self.shown = (len, Arc::from(shown));
-            self.tops_valid = false;
+            self.layout.tops_valid = false;
         }
         Arc::clone(&self.shown.1)
     }

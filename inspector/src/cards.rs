@@ -168,20 +168,9 @@ pub fn card(
             },
             _,
         ) => tool_body(store, call_id, tool, args, last.as_ref()),
-        (EventKind::ApprovalRequested { call_id, request }, _) => Body::Approval {
-            call_id: call_id.clone(),
-            request: asked(&value(store, request)),
-            decision: match &last {
-                Some(EventKind::ApprovalDecided {
-                    decision, by, note, ..
-                }) => Some((
-                    *decision,
-                    by.clone(),
-                    note.map(|n| text_of(&value(store, &n))),
-                )),
-                _ => None,
-            },
-        },
+        (EventKind::ApprovalRequested { call_id, request }, _) => {
+            approval_body(store, call_id, request, last.as_ref())
+        }
         (
             EventKind::Forked {
                 from_run,
@@ -248,6 +237,28 @@ pub fn card(
         },
     };
     Ok(Card { step, head, body })
+}
+
+fn approval_body(
+    store: &dyn Store,
+    call_id: &str,
+    request: &BlobId,
+    last: Option<&EventKind>,
+) -> Body {
+    Body::Approval {
+        call_id: call_id.to_owned(),
+        request: asked(&value(store, request)),
+        decision: match last {
+            Some(EventKind::ApprovalDecided {
+                decision, by, note, ..
+            }) => Some((
+                *decision,
+                by.clone(),
+                note.map(|n| text_of(&value(store, &n))),
+            )),
+            _ => None,
+        },
+    }
 }
 
 fn tool_body(

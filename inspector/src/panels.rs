@@ -793,6 +793,20 @@ fn actions(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detai
             }
         });
     }
+    approvals_view(app, ui, detail);
+    match &detail.question {
+        Some(Ok(asking)) => question_view(app, ui, detail, asking),
+        Some(Err(why)) => {
+            ui.separator();
+            ui.colored_label(colour(Class::Error), why);
+        }
+        None => {}
+    }
+    ui.separator();
+}
+
+/// The approvals pending at the cursor: decided from here only at the run's newest event.
+fn approvals_view(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detail) {
     if !detail.approvals.is_empty() && detail.seq + 1 < app.len {
         // pending here, but the run went on: decided at its newest event, if still pending
         ui.separator();
@@ -824,15 +838,6 @@ fn actions(app: &mut Inspector, ui: &mut egui::Ui, detail: &crate::source::Detai
             });
         }
     }
-    match &detail.question {
-        Some(Ok(asking)) => question_view(app, ui, detail, asking),
-        Some(Err(why)) => {
-            ui.separator();
-            ui.colored_label(colour(Class::Error), why);
-        }
-        None => {}
-    }
-    ui.separator();
 }
 
 /// The diff of two points, if one was asked for.

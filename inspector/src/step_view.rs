@@ -29,6 +29,42 @@ const GAP: f32 = 6.0;
 /// whatever the window (and a long line stays readable).
 const TEXT_WIDTH: f32 = 640.0;
 
+/// Where the step view's cards are, and what it keeps in place.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    /// Each step's card height as last drawn (0: not drawn yet), by step position.
+    pub heights: Vec<f32>,
+    /// Where each shown step's card begins (running sums of the heights, then the total),
+    /// and whether that still holds.
+    pub tops: Vec<f64>,
+    pub tops_valid: bool,
+    /// The step kept in place while the cards around it are measured.
+    pub anchor: Option<usize>,
+    /// The visible height and the scroll offset, as last drawn.
+    pub viewport: f32,
+    pub offset: f32,
+}
+
+impl Layout {
+    /// Work out where each of the `shown` steps' cards begins, unless that still holds:
+    /// running sums of the heights, kept until a height or the steps shown change (so a
+    /// frame does not walk every step of a long run).
+    fn measure_tops(&mut self, shown: &[usize]) {
+        if self.tops_valid && self.tops.len() == shown.len() + 1 {
+            return;
+        }
+        self.tops.clear();
+        let mut y = 0.0f64;
+        for &i in shown {
+            self.tops.push(y);
+            let h = self.heights.get(i).copied().unwrap_or_default();
+            y += f64::from(if h > 0.0 { h } else { ESTIMATE } + GAP);
+        }
+        self.tops.push(y);
+        self.tops_valid = true;
+    }
+}
+
 /// The step view.
 pub fn show(app: &mut Inspector, ui: &mut egui::Ui) {
     let Some(run) = app.selected else {
@@ -268,20 +304,8 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         ui.label("No step passes the filter.");
         return;
     }
-    // where each card's top is: running sums of the heights, kept until a height or the
-    // steps shown change (so a frame does not walk every step of a long run)
-    if !app.tops_valid || app.tops.len() != shown.len() + 1 {
-        app.tops.clear();
-        let mut y = 0.0f64;
-        for &i in shown.iter() {
-            app.tops.push(y);
-            let h = app.heights.get(i).copied().unwrap_or_default();
-            y += f64::from(if h > 0.0 { h } else { ESTIMATE } + GAP);
-        }
-        app.tops.push(y);
-        app.tops_valid = true;
-    }
-    let tops = std::mem::take(&mut app.tops);
+    app.layout.measure_tops(&shown);
+    let tops = std::mem::take(&mut app.layout.tops);
     #[allow(clippy::cast_possible_truncation)] // positions far inside f32's range
     let top = |k: usize| tops[k] as f32;
     let total = top(shown.len());
@@ -307,17 +331,17 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
     if std::mem::take(&mut app.scroll_to_cursor)
         && let Some(k) = at_cursor
     {
-        let (from, to) = (app.steps_offset, app.steps_offset + app.steps_viewport);
+        let (from, to) = (app.layout.offset, app.layout.offset + app.layout.viewport);
         let on_screen = top(k) >= from && top(k + 1) - GAP <= to;
-        if !on_screen || app.steps_viewport == 0.0 {
-            app.anchor = Some(shown[k]);
+        if !on_screen || app.layout.viewport == 0.0 {
+            app.layout.anchor = Some(shown[k]);
         }
     }
-    if let Some(step) = app.anchor {
+    if let Some(step) = app.layout.anchor {
         let k = shown.partition_point(|&i| i < step).min(shown.len() - 1);
         // never past the end: an offset beyond it springs back slowly (rubber banding),
         // moving every card under the pointer
-        let end = (total - app.steps_viewport).max(0.0);
+        let end = (total - app.layout.viewport).max(0.0);
         area = area.vertical_scroll_offset((top(k) - 40.0).clamp(0.0, end));
     }
     let mut measured = false;
@@ -337,7 +361,7 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
         for (k, &i) in (first..).zip(&visible) {
             // as tall as last drawn: the card's own click area must not reach the cards
             // below it (content may still grow past it; its height is measured again)
-            let known = app.heights.get(i).copied().unwrap_or_default();
+            let known = app.layout.heights.get(i).copied().unwrap_or_default();
             let rect = egui::Rect::from_min_size(
                 origin + egui::vec2(0.0, top(k)),
                 egui::vec2(width - 16.0, if known > 0.0 { known } else { ESTIMATE }),
@@ -370,7 +394,7 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
                 app.command(Command::MoveTo(head.seq));
             }
             let drawn = response.rect.height();
-            if let Some(h) = app.heights.get_mut(i)
+            if let Some(h) = app.layout.heights.get_mut(i)
                 && card.is_some()
                 && (*h - drawn).abs() > 0.5
             {
@@ -379,12 +403,12 @@ fn cards(app: &mut Inspector, ui: &mut egui::Ui) {
             }
         }
     });
-    app.tops = tops;
-    app.tops_valid &= !measured;
-    app.steps_viewport = out.inner_rect.height();
-    app.steps_offset = out.state.clamped_offset().y;
+    app.layout.tops = tops;
+    app.layout.tops_valid &= !measured;
+    app.layout.viewport = out.inner_rect.height();
+    app.layout.offset = out.state.clamped_offset().y;
     if !measured && loaded {
-        app.anchor = None;
+        app.layout.anchor = None;
     }
 }
 

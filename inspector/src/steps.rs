@@ -227,15 +227,16 @@ impl StepIndex {
             }
             EventKind::ToolReturned {
                 call_id, is_error, ..
-            } => match self.open_tools.remove(&fnv(call_id)) {
-                Some(i) => self.close(i, seq, at, *is_error),
-                // a call that never ran (its approval was denied): its result is a step
-                None => {
+            } => {
+                if let Some(i) = self.open_tools.remove(&fnv(call_id)) {
+                    self.close(i, seq, at, *is_error);
+                } else {
+                    // a call that never ran (its approval was denied): its result is a step
                     let name = self.proposed_tool(call_id);
                     let i = self.open(seq, at, StepKind::Tool, name, true);
                     self.steps[i].error = *is_error;
                 }
-            },
+            }
             EventKind::ToolOutcomeUnknown { call_id, .. } => {
                 if let Some(i) = self.open_tools.remove(&fnv(call_id)) {
                     self.close(i, seq, at, true);
@@ -261,38 +262,11 @@ impl StepIndex {
                 self.open(seq, at, StepKind::Fork, None, true);
             }
             EventKind::RunFinished { outcome, .. } => {
-                // what was still open never got its answer (a cancel drops a call in
-                // flight): it ends with the run
-                let open: Vec<usize> = self
-                    .open_models
-                    .drain()
-                    .map(|(_, i)| i)
-                    .chain(self.open_tools.drain().map(|(_, i)| i))
-                    .chain(self.open_approvals.drain().map(|(_, i)| i))
-                    .collect();
-                for i in open {
-                    self.close(i, seq, at, false);
-                }
-                let i = self.open(seq, at, StepKind::Finish, None, true);
-                self.steps[i].error = *outcome == retrace_events::Outcome::Failed;
+                self.finish(seq, at, *outcome == retrace_events::Outcome::Failed);
             }
             EventKind::ContextCompacted {
                 request_seq, usage, ..
-            } => {
-                let tokens = usage.input_tokens + usage.output_tokens;
-                // a summary request's step ends with the compaction that answers it
-                let i = match request_seq.and_then(|r| self.open_models.get(&r).copied()) {
-                    Some(_) => self.close_model(request_seq.unwrap_or_default(), seq, at, false),
-                    None => Some(self.open(seq, at, StepKind::Compaction, None, true)),
-                };
-                if let Some(i) = i {
-                    self.steps[i].tokens += tokens;
-                    self.steps[i].cost_micro_usd += usage.cost_micro_usd;
-                }
-                if tokens > 0 || usage.cost_micro_usd > 0 {
-                    self.bill(seq, at, tokens, usage.cost_micro_usd);
-                }
-            }
+            } => self.compacted(seq, at, *request_seq, usage),
         }
         Ok(())
     }
@@ -357,6 +331,46 @@ impl StepIndex {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, name)| *name)
+    }
+
+    /// The run ended: what was still open never got its answer (a cancel drops a call in
+    /// flight) and ends with it; then the finish.
+    fn finish(&mut self, seq: u64, at: u64, failed: bool) {
+        let open: Vec<usize> = self
+            .open_models
+            .drain()
+            .map(|(_, i)| i)
+            .chain(self.open_tools.drain().map(|(_, i)| i))
+            .chain(self.open_approvals.drain().map(|(_, i)| i))
+            .collect();
+        for i in open {
+            self.close(i, seq, at, false);
+        }
+        let i = self.open(seq, at, StepKind::Finish, None, true);
+        self.steps[i].error = failed;
+    }
+
+    /// Older messages left the context: a summary request's step ends with it, a drop is a
+    /// step of its own; either way its usage is billed.
+    fn compacted(
+        &mut self,
+        seq: u64,
+        at: u64,
+        request_seq: Option<u64>,
+        usage: &retrace_events::Usage,
+    ) {
+        let tokens = usage.input_tokens + usage.output_tokens;
+        let i = match request_seq.filter(|r| self.open_models.contains_key(r)) {
+            Some(r) => self.close_model(r, seq, at, false),
+            None => Some(self.open(seq, at, StepKind::Compaction, None, true)),
+        };
+        if let Some(i) = i {
+            self.steps[i].tokens += tokens;
+            self.steps[i].cost_micro_usd += usage.cost_micro_usd;
+        }
+        if tokens > 0 || usage.cost_micro_usd > 0 {
+            self.bill(seq, at, tokens, usage.cost_micro_usd);
+        }
     }
 
     fn name(&mut self, tool: &str) -> u16 {

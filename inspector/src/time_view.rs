@@ -184,102 +184,112 @@ fn waterfall(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex, shown: &
     }
     area.show_rows(ui, ROW, shown.len(), |ui, range| {
         for &i in &shown[range] {
-            let step = index.steps[i];
-            let (row, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars, ROW), Sense::hover());
-            let painter = ui.painter_at(row);
-            let selected = Some(i) == at_cursor;
-            if selected {
-                painter.rect_filled(row, 0.0, ui.visuals().selection.bg_fill);
-            }
-            let class = if step.error {
-                Class::Error
-            } else {
-                step.kind.class()
-            };
-            let name = index.name_of(&step).unwrap_or_default();
-            let label = format!("#{} {} {name}", step.seq, step.kind.label());
-            painter.text(
-                row.left_center() + egui::vec2(4.0, 0.0),
-                egui::Align2::LEFT_CENTER,
-                &label,
-                egui::FontId::monospace(11.0),
-                colour(class),
-            );
-            #[allow(clippy::cast_precision_loss)]
-            let x = |ms: u64| {
-                row.left()
-                    + LABELS
-                    + bars * (ms.saturating_sub(index.first_ms)) as f32 / span as f32
-            };
-            let open = step.end.is_none();
-            let end_ms = if open { index.last_ms } else { step.end_ms };
-            // an open wait (nobody decided yet) runs off the axis's end: it goes on
-            let x1 = if open && step.kind != StepKind::Model && step.kind != StepKind::Tool {
-                row.right()
-            } else {
-                x(end_ms)
-            };
-            let (x0, x1) = (x(step.start_ms), x1.max(x(step.start_ms) + MIN_BAR));
-            let bar = egui::Rect::from_min_max(
-                egui::pos2(x0, row.top() + 3.0),
-                egui::pos2(x1, row.bottom() - 3.0),
-            );
-            let waited = end_ms.saturating_sub(step.start_ms);
-            if step.kind == StepKind::Approval {
-                // a wait for a human: a hollow gap with its length, inside it if it fits
-                painter.rect_stroke(
-                    bar,
-                    1.0,
-                    egui::Stroke::new(1.0, colour(Class::Approval)),
-                    egui::StrokeKind::Inside,
-                );
-                let text = if open {
-                    format!(
-                        "waiting since +{}",
-                        duration(step.start_ms.saturating_sub(index.first_ms))
-                    )
-                } else {
-                    format!("waited {}", duration(waited))
-                };
-                let (at, align) = if bar.width() > 120.0 {
-                    (bar.center(), egui::Align2::CENTER_CENTER)
-                } else {
-                    (
-                        egui::pos2(x1 + 4.0, row.center().y),
-                        egui::Align2::LEFT_CENTER,
-                    )
-                };
-                painter.text(
-                    at,
-                    align,
-                    text,
-                    egui::FontId::proportional(11.0),
-                    colour(Class::Approval),
-                );
-            } else {
-                let fill = if open {
-                    colour(class).gamma_multiply(0.5)
-                } else {
-                    colour(class)
-                };
-                painter.rect_filled(bar, 1.0, fill);
-            }
-            // the bar is a widget of its own: clickable, and named for screen readers
-            let hit = bar.expand2(egui::vec2(2.0, 2.0));
-            let response = ui.interact(hit, ui.scope_id().with(("bar", i)), Sense::click());
-            let name = format!("bar #{} {}", step.seq, step.kind.label());
-            response
-                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone()));
-            let response = response.on_hover_text(format!(
-                "{label}: {}{}",
-                duration(waited),
-                if open { " so far" } else { "" }
-            ));
-            if response.clicked() {
-                app.command(Command::MoveTo(step.seq));
-            }
+            bar_row(app, ui, index, i, (span, bars), at_cursor);
         }
     });
+}
+
+/// One step's row of the waterfall: its label, and its bar on the time axis (`span` ms
+/// over `bars` points), highlighted when it holds the cursor.
+fn bar_row(
+    app: &mut Inspector,
+    ui: &mut egui::Ui,
+    index: &StepIndex,
+    i: usize,
+    (span, bars): (u64, f32),
+    at_cursor: Option<usize>,
+) {
+    let step = index.steps[i];
+    let (row, _) = ui.allocate_exact_size(egui::vec2(LABELS + bars + RIGHT, ROW), Sense::hover());
+    let painter = ui.painter_at(row);
+    let selected = Some(i) == at_cursor;
+    if selected {
+        painter.rect_filled(row, 0.0, ui.visuals().selection.bg_fill);
+    }
+    let class = if step.error {
+        Class::Error
+    } else {
+        step.kind.class()
+    };
+    let name = index.name_of(&step).unwrap_or_default();
+    let label = format!("#{} {} {name}", step.seq, step.kind.label());
+    painter.text(
+        row.left_center() + egui::vec2(4.0, 0.0),
+        egui::Align2::LEFT_CENTER,
+        &label,
+        egui::FontId::monospace(11.0),
+        colour(class),
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let x = |ms: u64| {
+        row.left() + LABELS + bars * (ms.saturating_sub(index.first_ms)) as f32 / span as f32
+    };
+    let open = step.end.is_none();
+    let end_ms = if open { index.last_ms } else { step.end_ms };
+    // an open wait (nobody decided yet) runs off the axis's end: it goes on
+    let x1 = if open && step.kind != StepKind::Model && step.kind != StepKind::Tool {
+        row.right()
+    } else {
+        x(end_ms)
+    };
+    let (x0, x1) = (x(step.start_ms), x1.max(x(step.start_ms) + MIN_BAR));
+    let bar = egui::Rect::from_min_max(
+        egui::pos2(x0, row.top() + 3.0),
+        egui::pos2(x1, row.bottom() - 3.0),
+    );
+    let waited = end_ms.saturating_sub(step.start_ms);
+    if step.kind == StepKind::Approval {
+        // a wait for a human: a hollow gap with its length, inside it if it fits
+        painter.rect_stroke(
+            bar,
+            1.0,
+            egui::Stroke::new(1.0, colour(Class::Approval)),
+            egui::StrokeKind::Inside,
+        );
+        let text = if open {
+            format!(
+                "waiting since +{}",
+                duration(step.start_ms.saturating_sub(index.first_ms))
+            )
+        } else {
+            format!("waited {}", duration(waited))
+        };
+        let (at, align) = if bar.width() > 120.0 {
+            (bar.center(), egui::Align2::CENTER_CENTER)
+        } else {
+            (
+                egui::pos2(x1 + 4.0, row.center().y),
+                egui::Align2::LEFT_CENTER,
+            )
+        };
+        painter.text(
+            at,
+            align,
+            text,
+            egui::FontId::proportional(11.0),
+            colour(Class::Approval),
+        );
+    } else {
+        let fill = if open {
+            colour(class).gamma_multiply(0.5)
+        } else {
+            colour(class)
+        };
+        painter.rect_filled(bar, 1.0, fill);
+    }
+    // the bar is a widget of its own: clickable, and named for screen readers
+    let hit = bar.expand2(egui::vec2(2.0, 2.0));
+    let response = ui.interact(hit, ui.scope_id().with(("bar", i)), Sense::click());
+    let name = format!("bar #{} {}", step.seq, step.kind.label());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone()));
+    let response = response.on_hover_text(format!(
+        "{label}: {}{}",
+        duration(waited),
+        if open { " so far" } else { "" }
+    ));
+    if response.clicked() {
+        app.command(Command::MoveTo(step.seq));
+    }
 }
 
 /// The time axis above the waterfall: ticks at round durations.
