@@ -487,3 +487,56 @@ fn image_snapshot_of_the_waterfall() {
     harness.get_by_label(&format!("bar #{wait} approval"));
     harness.snapshot("waterfall");
 }
+
+#[test]
+fn the_banner_answers_the_question_a_parked_run_waits_on_whatever_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([34; 16]);
+    let store = asking_run(dir.path(), run, &topic_question());
+    let host = Arc::new(TestHost::default());
+    // at the first event: the detail has no question there, the banner has it
+    let mut harness = steps_harness(
+        Arc::clone(&store),
+        Arc::clone(&host) as Arc<dyn Host>,
+        at(run, Some(0)),
+        View::Steps,
+    );
+    harness.get_by_label("This run waits for you");
+    harness.get_by_label_contains("an answer to ask1 (#");
+    assert!(harness.query_by_label("Question for you").is_none());
+    // the user.ask card says what it waits for
+    let asked = seqs_of(
+        store.as_ref(),
+        &run,
+        |k| matches!(k, EventKind::ToolRequested { tool, .. } if tool == "user.ask"),
+    )[0];
+    harness.state_mut().apply(Command::MoveTo(asked));
+    settle(&mut harness);
+    harness.get_by_label("waiting for an answer");
+    // at the head the detail offers the same choices; back at the start only the banner does
+    assert_eq!(
+        harness
+            .query_all_by_role_and_label(egui::accesskit::Role::Button, "wasmtime")
+            .count(),
+        2,
+        "the banner's and the detail's"
+    );
+    harness.state_mut().apply(Command::MoveTo(0));
+    settle(&mut harness);
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::Button, "wasmtime")
+        .click();
+    settle(&mut harness);
+    let (event, state) = head_of(store.as_ref(), &run);
+    assert_eq!(
+        output_of(store.as_ref(), &event),
+        (
+            "ask1".to_owned(),
+            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
+        )
+    );
+    assert!(!state.is_parked(), "{:?}", state.status);
+    assert_eq!(host.resumed.lock().unwrap().as_slice(), &[run]);
+    // once answered, nothing waits
+    assert!(harness.query_by_label("This run waits for you").is_none());
+}
