@@ -177,7 +177,7 @@ pub struct Detail {
     pub status: String,
     /// The state's hash (hex).
     pub state_hash: String,
-    /// Pending approvals at this event: `(call id, tool and arguments)`.
+    /// Pending approvals at this event: `(call id, what is asked)` ([`crate::cards::asked`]).
     pub approvals: Vec<(String, String)>,
     /// Whether the event's content can be edited in a fork.
     pub editable: bool,
@@ -950,7 +950,12 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
     let approvals = state
         .approvals_pending
         .values()
-        .map(|a| (a.call_id.clone(), blob_value(store, &a.request).to_string()))
+        .map(|a| {
+            (
+                a.call_id.clone(),
+                crate::cards::asked(&blob_value(store, &a.request)),
+            )
+        })
         .collect();
     let (editable, edit_template) = match &event.kind {
         EventKind::ModelResponded { response, .. } => (true, pretty(&blob_value(store, response))),

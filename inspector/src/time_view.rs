@@ -27,7 +27,7 @@ const LABELS: f32 = 240.0;
 /// Height of a waterfall row.
 const ROW: f32 = 18.0;
 /// Room kept right of the time axis's end.
-const RIGHT: f32 = 90.0;
+const RIGHT: f32 = 56.0;
 /// Narrowest bar drawn.
 const MIN_BAR: f32 = 3.0;
 
@@ -108,6 +108,8 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
                 .allow_double_click_reset(false)
                 .x_axis_label("seconds since the run began")
                 .y_axis_label(name)
+                // a run's cost is often a fraction of a cent: as many decimals as it takes
+                .y_axis_formatter(|mark, _| amount(mark.value))
                 .show(ui, |plot| {
                     plot.line(
                         Line::new(name, PlotPoints::from(points))
@@ -139,6 +141,22 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
             }
         }
     });
+}
+
+/// An axis value with as many decimals as its size needs (`0.000933`, `12.5`, `3400`).
+fn amount(value: f64) -> String {
+    let size = value.abs();
+    let decimals = if size == 0.0 || size >= 100.0 {
+        0
+    } else if size >= 1.0 {
+        2
+    } else {
+        // two significant digits
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let digits = (-size.log10()).ceil() as usize + 1;
+        digits.min(8)
+    };
+    format!("{value:.decimals$}")
 }
 
 /// A cumulative curve as a staircase: flat from the run's start, a riser at each billed
@@ -298,7 +316,7 @@ fn axis(ui: &mut egui::Ui, span: u64, bars: f32) {
     let painter = ui.painter_at(rect);
     // a label needs about 70 px
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let step = tick(span, ((bars / 70.0) as u64).max(1));
+    let step = tick(span, ((bars / 70.0) as u64).max(3));
     let mut t = 0;
     while t <= span {
         #[allow(clippy::cast_precision_loss)]
@@ -341,6 +359,15 @@ fn tick(span: u64, most: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::tick;
+
+    #[test]
+    fn axis_values_keep_their_significant_digits() {
+        assert_eq!(super::amount(0.0), "0");
+        assert_eq!(super::amount(0.000_933), "0.00093");
+        assert_eq!(super::amount(0.0006), "0.00060");
+        assert_eq!(super::amount(12.5), "12.50");
+        assert_eq!(super::amount(3400.0), "3400");
+    }
 
     #[test]
     fn ticks_are_round_and_few() {
