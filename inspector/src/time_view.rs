@@ -98,9 +98,13 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
     ];
     ui.horizontal(|ui| {
         for (name, points, c) in series {
+            // headroom above the total, so that a round value above it labels the axis
+            let top = points.last().map_or(0.0, |p| p[1]) * 1.2;
             let clicked = Plot::new(name)
                 .width(width)
                 .height(height)
+                .include_y(0.0)
+                .include_y(top)
                 .allow_scroll(false)
                 .allow_zoom(false)
                 .allow_drag(false)
@@ -110,6 +114,7 @@ fn usage_plots(app: &mut Inspector, ui: &mut egui::Ui, index: &StepIndex) {
                 .y_axis_label(name)
                 // a run's cost is often a fraction of a cent: as many decimals as it takes
                 .y_axis_formatter(|mark, _| amount(mark.value))
+                .y_axis_min_width(52.0)
                 .show(ui, |plot| {
                     plot.line(
                         Line::new(name, PlotPoints::from(points))
