@@ -957,18 +957,7 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
             )
         })
         .collect();
-    let (editable, edit_template) = match &event.kind {
-        EventKind::ModelResponded { response, .. } => (true, pretty(&blob_value(store, response))),
-        EventKind::ToolReturned { output, .. } => (true, pretty(&blob_value(store, output))),
-        EventKind::ApprovalDecided { decision, .. } => (
-            true,
-            pretty(&serde_json::json!({
-                "decision": match decision { Decision::Approved => "approved", Decision::Denied => "denied" },
-                "note": ""
-            })),
-        ),
-        _ => (false, String::new()),
-    };
+    let (editable, edit_template) = edit_template(store, &event.kind);
     let reply = match &event.kind {
         EventKind::ModelResponded { response, .. } => {
             serde_json::from_value(blob_value(store, response))
@@ -1030,6 +1019,23 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         plan,
         question,
     })
+}
+
+/// Whether an event's content can be edited for a fork, and the JSON an edit starts from
+/// (the reply, the output, or the decision).
+fn edit_template(store: &dyn Store, kind: &EventKind) -> (bool, String) {
+    match kind {
+        EventKind::ModelResponded { response, .. } => (true, pretty(&blob_value(store, response))),
+        EventKind::ToolReturned { output, .. } => (true, pretty(&blob_value(store, output))),
+        EventKind::ApprovalDecided { decision, .. } => (
+            true,
+            pretty(&serde_json::json!({
+                "decision": match decision { Decision::Approved => "approved", Decision::Denied => "denied" },
+                "note": ""
+            })),
+        ),
+        _ => (false, String::new()),
+    }
 }
 
 /// The question `state` waits on, read as `retrace_replay::pending_question` reads it at the
