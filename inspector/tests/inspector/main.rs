@@ -1288,6 +1288,21 @@ fn head_of(store: &dyn Store, run: &RunId) -> (Event, retrace_replay::State) {
     (event, state)
 }
 
+/// The head of `run` is the answer "wasmtime" (choice 2) to `ask1`, given in the inspector,
+/// and the run no longer waits; that head.
+fn answered_wasmtime(store: &dyn Store, run: &RunId) -> Event {
+    let (event, state) = head_of(store, run);
+    assert_eq!(
+        output_of(store, &event),
+        (
+            "ask1".to_owned(),
+            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
+        )
+    );
+    assert!(!state.is_parked(), "{:?}", state.status);
+    event
+}
+
 /// The output a `tool_returned` recorded, as JSON.
 fn output_of(store: &dyn Store, event: &Event) -> (String, serde_json::Value) {
     match &event.kind {
@@ -1381,16 +1396,8 @@ fn clicking_a_choice_records_the_answer_and_the_run_is_no_longer_parked() {
         .click();
     settle(&mut harness);
 
-    let (event, state) = head_of(store.as_ref(), &run);
+    let event = answered_wasmtime(store.as_ref(), &run);
     assert_eq!(event.seq, 6);
-    assert_eq!(
-        output_of(store.as_ref(), &event),
-        (
-            "ask1".to_owned(),
-            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
-        )
-    );
-    assert!(!state.is_parked(), "{:?}", state.status);
     assert_eq!(host.resumed.lock().unwrap().as_slice(), &[run]);
     // the cursor follows to the answer; the question is gone
     harness.get_by_label_contains("answer to ask1 recorded; the run continues");
@@ -1500,15 +1507,7 @@ fn an_answer_goes_through_the_store_a_running_daemon_holds() {
         .get_by_role_and_label(egui::accesskit::Role::Button, "wasmtime")
         .click();
     settle(&mut harness);
-    let (event, state) = head_of(store.as_ref(), &run);
-    assert_eq!(
-        output_of(store.as_ref(), &event),
-        (
-            "ask1".to_owned(),
-            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
-        )
-    );
-    assert!(!state.is_parked(), "{:?}", state.status);
+    answered_wasmtime(store.as_ref(), &run);
     assert!(host.resumed.lock().unwrap().is_empty());
     drop(harness);
     drop(daemon);

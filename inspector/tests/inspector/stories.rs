@@ -527,15 +527,7 @@ fn the_banner_answers_the_question_a_parked_run_waits_on_whatever_the_cursor() {
         .get_by_role_and_label(egui::accesskit::Role::Button, "wasmtime")
         .click();
     settle(&mut harness);
-    let (event, state) = head_of(store.as_ref(), &run);
-    assert_eq!(
-        output_of(store.as_ref(), &event),
-        (
-            "ask1".to_owned(),
-            serde_json::json!({"answer": "wasmtime", "choice": 2, "by": "inspector"})
-        )
-    );
-    assert!(!state.is_parked(), "{:?}", state.status);
+    answered_wasmtime(store.as_ref(), &run);
     assert_eq!(host.resumed.lock().unwrap().as_slice(), &[run]);
     // once answered, nothing waits
     assert!(harness.query_by_label("This run waits for you").is_none());
