@@ -30,6 +30,11 @@ fn copy_dir(from: &Path, to: &Path) {
 fn example_run(dir: &Path, name: &str, run: RunId) -> (Arc<dyn Store>, Stop) {
     let agent_dir = dir.join(name);
     copy_dir(&examples().join(name), &agent_dir);
+    // as a fresh clone has it: what a run of the example wrote in place is not its workspace
+    let out = agent_dir.join("workspace/out");
+    if out.exists() {
+        std::fs::remove_dir_all(out).expect("fixture");
+    }
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.join("store")).expect("fixture"));
     let stop = drive(store.as_ref(), &agent_dir, run, true);
     (store, stop)
