@@ -230,6 +230,41 @@ pub struct Spec {
     /// `web.fetch`'s settings (present when the agent has `web.fetch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<crate::tools::web::WebSettings>,
+    /// Where a run imported from another agent's recording (`retrace import-run`) came
+    /// from; `None` for runs retrace ran (absent from the canonical form, so specs recorded
+    /// before it keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Imported>,
+}
+
+/// The origin of an imported run, recorded in its spec (so it is part of the run's hash
+/// chain).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Imported {
+    /// The recording's format (`claude-code`, `codex`, `otel-genai`, `mini-swe-agent`).
+    pub format: String,
+    /// The files read, in order.
+    pub files: Vec<ImportedFile>,
+    /// What the source said about the whole session (header, settings, lines before the
+    /// task): a blob holding a JSON array.
+    pub session: retrace_events::BlobId,
+    /// What the source said of each event beyond its fields: a blob holding a JSON object
+    /// from seq (decimal) to the blob of that event's extra (a JSON array of the source's
+    /// lines or fields).
+    pub extras: retrace_events::BlobId,
+    /// The import's report: lines read, kept as extras and skipped by type.
+    pub report: serde_json::Value,
+}
+
+/// A file an imported run was read from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedFile {
+    /// Its name as given to the import.
+    pub name: String,
+    /// BLAKE3 of its bytes (hex).
+    pub blake3: String,
+    /// Its size in bytes.
+    pub bytes: u64,
 }
 
 /// Model settings.
@@ -634,6 +669,7 @@ impl Spec {
             context: Some(context),
             exec,
             web,
+            imported: None,
         })
     }
 

@@ -253,6 +253,49 @@ pub enum Command {
         /// The bundle file.
         file: PathBuf,
     },
+    /// Turn another agent's recording into a retrace run: FORMAT is `claude-code` (a
+    /// session transcript .jsonl), `codex` (a rollout .jsonl), `otel-genai` (GenAI spans as
+    /// any-agent writes them), `mini-swe-agent` (a .traj.json) or `auto`. Model calls, tool
+    /// calls and results, rejections, user messages and compactions become events with the
+    /// source's times; what no event holds is kept per event. Prints the new run's id and a
+    /// report (lines read, events written, lines kept or skipped by type). Importing the same
+    /// file again finds the run already there. A file that is not such a recording is
+    /// refused, naming the file and line, and nothing is written.
+    #[command(name = "import-run")]
+    ImportRun {
+        /// The recording's format, or `auto` to tell it from the file.
+        format: String,
+        /// The recording (Claude Code: the session file, then its sub-agents' files).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The run's name (default: the session's id or the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write runs as OpenTelemetry traces following the GenAI semantic conventions (an
+    /// `invoke_agent` span per run, `chat` per model call, `execute_tool` per tool call;
+    /// `gen_ai.*` attributes; retrace's run and event ids on every span): an OTLP JSON file
+    /// (`-o FILE`, `-` for stdout) or OTLP/HTTP protobuf to a collector (`--endpoint URL`).
+    #[command(name = "export-otel")]
+    ExportOtel {
+        /// Run ids or unambiguous prefixes.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// The OTLP JSON file to write (`-`: stdout).
+        #[arg(short, long, value_name = "FILE", required_unless_present = "endpoint")]
+        output: Option<PathBuf>,
+        /// A collector's OTLP/HTTP endpoint, e.g. `http://127.0.0.1:4318` (`/v1/traces` is
+        /// added unless given).
+        #[arg(long, value_name = "URL", conflicts_with = "output")]
+        endpoint: Option<String>,
+        /// Leave message contents out (the task, replies, tool arguments and results): only
+        /// names, ids, times, usage and errors are written.
+        #[arg(long)]
+        no_content: bool,
+    },
     /// Recompute every event and blob hash of a run (or of all runs) and the parent chain;
     /// report the first mismatch. Exits non-zero if anything is wrong.
     Verify {

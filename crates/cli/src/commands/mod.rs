@@ -8,6 +8,8 @@ mod daemon;
 mod diff;
 mod eval;
 mod fork;
+mod export_otel;
+mod import_run;
 mod inspect;
 mod log;
 mod migrate;
@@ -100,6 +102,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
         } => bundle::export(&cli.store, &runs, with_forks, &output),
         Command::Import { file } => bundle::import(&cli.store, &file),
+        Command::ImportRun {
+            format,
+            files,
+            name,
+            json,
+        } => import_run::run(&cli.store, &format, &files, name.as_deref(), json),
+        Command::ExportOtel {
+            runs,
+            output,
+            endpoint,
+            no_content,
+        } => export_otel::run(
+            &cli.store,
+            &runs,
+            output.as_deref(),
+            endpoint.as_deref(),
+            !no_content,
+        ),
         Command::Check { runs, all, json } => check::run(&cli.store, &runs, all, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Migrate { from, to } => migrate::run(&from, &to),

@@ -1,0 +1,208 @@
+//! Importers against damaged and foreign input, built from the real recordings in
+//! `shared/cases/traces/`: a line of every position turned into a type nobody knows, a
+//! truncated last line, an empty file, a broken line inside, each file read as every other
+//! format. Never a panic: a counted skip or extra, or an error naming the file (and line)
+//! before anything is written.
+
+use std::path::Path;
+
+use retrace_events::Timestamp;
+use retrace_import::{Format, ImportError, Source};
+use retrace_store::{MemoryStore, Store, VerifyOptions, verify_run};
+use serde_json::Value;
+
+const FILES: [(Format, &str); 7] = [
+    (Format::ClaudeCode, "claude-code/small-session.jsonl"),
+    (Format::ClaudeCode, "claude-code/compact-and-errors.jsonl"),
+    (Format::ClaudeCode, "claude-code/rejected-tool-use.jsonl"),
+    (Format::Codex, "codex/rollout-0.125.jsonl"),
+    (Format::OtelGenai, "otel-genai/OPENAI_trace.json"),
+    (Format::OtelGenai, "otel-genai/LANGCHAIN_trace.json"),
+    (
+        Format::MiniSweAgent,
+        "mini-swe-agent/django__django-16255.traj.json",
+    ),
+];
+
+fn bytes(path: &str) -> Vec<u8> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/cases/traces")
+        .join(path);
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+fn src(name: &str, bytes: Vec<u8>) -> Source {
+    Source {
+        name: name.to_owned(),
+        bytes,
+    }
+}
+
+/// Parse and, if that works, write to a fresh memory store and verify: the run must be
+/// whole. The parse result is returned.
+fn import(format: Format, source: &Source) -> Result<retrace_import::Report, ImportError> {
+    let t = retrace_import::parse(format, std::slice::from_ref(source))?;
+    let store = MemoryStore::new();
+    let done = retrace_import::write(&store, &t, std::slice::from_ref(source), None, Timestamp(1))
+        .unwrap_or_else(|e| panic!("{}: parsed but not written: {e}", source.name));
+    let verified = verify_run(&store, &done.run, VerifyOptions { blobs: true }).unwrap();
+    assert!(verified.problem.is_none(), "{}", source.name);
+    Ok(done.report)
+}
+
+#[test]
+fn every_recording_detects_as_its_format() {
+    for (format, path) in FILES {
+        assert_eq!(
+            retrace_import::detect(&src(path, bytes(path))).unwrap(),
+            format,
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_line_of_unknown_type_anywhere_is_kept_and_counted() {
+    for (format, path) in FILES {
+        let original = bytes(path);
+        if !matches!(format, Format::ClaudeCode | Format::Codex) {
+            continue;
+        }
+        let text = String::from_utf8(original).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // every line of the small files, every fourth of the long rollout
+        let step = if lines.len() > 100 { 4 } else { 1 };
+        for i in (0..lines.len()).step_by(step) {
+            // line i retyped: what it held is no longer understood, the rest still is
+            let mut retyped: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+            let mut value: Value = serde_json::from_str(lines[i]).unwrap();
+            value["type"] = Value::String("mystery_v9".into());
+            retyped[i] = value.to_string();
+            let name = format!("{path} (line {} retyped)", i + 1);
+            match import(format, &src(&name, retyped.join("\n").into_bytes())) {
+                Ok(report) => {
+                    let kept: u64 = report
+                        .kept
+                        .iter()
+                        .filter(|(k, _)| k.contains("mystery_v9"))
+                        .map(|(_, n)| n)
+                        .sum();
+                    assert_eq!(kept, 1, "{name}: {report:?}");
+                }
+                // only the one line that made it a recording of the format may be missing
+                Err(e @ (ImportError::NotFormat { .. } | ImportError::Nothing { .. })) => {
+                    assert!(e.to_string().contains(path), "{e}");
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        // and one inserted in the middle
+        let mut inserted: Vec<&str> = lines.clone();
+        let line = r#"{"type":"mystery_v9","timestamp":"2026-01-01T00:00:00.000Z","payload":{}}"#;
+        inserted.insert(lines.len() / 2, line);
+        let report = import(format, &src(path, inserted.join("\n").into_bytes())).unwrap();
+        assert_eq!(report.kept.values().sum::<u64>() > 0, true);
+    }
+}
+
+#[test]
+fn json_records_of_unknown_kind_are_kept_and_counted() {
+    // every span (OTel) and every message (mini-swe-agent) in turn given a kind nobody knows
+    for (format, path) in FILES {
+        let (list, key, value): (&str, &str, &str) = match format {
+            Format::OtelGenai => ("spans", "/attributes/gen_ai.operation.name", "mystery_op"),
+            Format::MiniSweAgent => ("messages", "/role", "mystery_role"),
+            _ => continue,
+        };
+        let doc: Value = serde_json::from_slice(&bytes(path)).unwrap();
+        let n = doc[list].as_array().unwrap().len();
+        for i in 0..n {
+            let mut changed = doc.clone();
+            *changed[list][i].pointer_mut(key).unwrap() = Value::String(value.into());
+            let name = format!("{path} ({list}[{i}] retyped)");
+            match import(format, &src(&name, changed.to_string().into_bytes())) {
+                Ok(report) => assert!(
+                    report.kept.keys().any(|k| k.contains(value)),
+                    "{name}: {report:?}"
+                ),
+                Err(ImportError::Nothing { .. }) => {}
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_truncated_last_line_is_skipped_and_counted() {
+    for (format, path) in FILES {
+        if !matches!(format, Format::ClaudeCode | Format::Codex) {
+            continue;
+        }
+        let text = String::from_utf8(bytes(path)).unwrap();
+        let cut = text.trim_end().len() - 20;
+        let report = import(format, &src(path, text.as_bytes()[..cut].to_vec())).unwrap();
+        assert_eq!(report.skipped.get("truncated last line"), Some(&1), "{path}");
+        let whole = import(format, &src(path, text.clone().into_bytes())).unwrap();
+        assert_eq!(report.lines, whole.lines, "{path}");
+    }
+    // a JSON document cut short is not a recording
+    for (format, path) in FILES {
+        if matches!(format, Format::ClaudeCode | Format::Codex) {
+            continue;
+        }
+        let whole = bytes(path);
+        let e = import(format, &src(path, whole[..whole.len() / 2].to_vec())).unwrap_err();
+        assert!(matches!(e, ImportError::NotFormat { .. }), "{path}: {e}");
+        assert!(e.to_string().contains("not JSON"), "{e}");
+    }
+}
+
+#[test]
+fn a_broken_line_inside_names_file_and_line() {
+    let text = String::from_utf8(bytes("codex/rollout-0.125.jsonl")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[9] = "{\"timestamp\": \"2026-05-11T08:27:17.490Z\", \"type\": ";
+    let e = import(Format::Codex, &src("rollout.jsonl", lines.join("\n").into_bytes())).unwrap_err();
+    assert!(matches!(e, ImportError::Line { line: 10, .. }), "{e}");
+    assert!(e.to_string().starts_with("rollout.jsonl:10: not a JSON line"), "{e}");
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    for (format, _) in FILES {
+        for empty in [&b""[..], b"\n\n  \n"] {
+            let e = import(format, &src("empty.jsonl", empty.to_vec())).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "empty.jsonl is empty: there is nothing to import"
+            );
+        }
+    }
+    let e = retrace_import::detect(&src("empty.jsonl", Vec::new())).unwrap_err();
+    assert!(matches!(e, ImportError::Empty { .. }));
+}
+
+#[test]
+fn every_file_read_as_another_format_is_refused() {
+    for (actual, path) in FILES {
+        for format in Format::ALL {
+            if format == actual {
+                continue;
+            }
+            let e = import(format, &src(path, bytes(path)))
+                .expect_err(&format!("{path} read as {format}"));
+            let message = e.to_string();
+            assert!(message.contains(path), "{message}");
+            assert!(
+                message.contains(&format!("not a {format} recording"))
+                    || message.contains("not a JSON line"),
+                "{path} as {format}: {message}"
+            );
+        }
+    }
+    let e = retrace_import::detect(&src("notes.txt", b"hello world\n".to_vec())).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot tell the format of notes.txt: it starts \"hello world\\n\"; give it with --format (claude-code, codex, otel-genai, mini-swe-agent)"
+    );
+}

@@ -1,0 +1,480 @@
+//! A run's log as OpenTelemetry spans following the GenAI semantic conventions
+//! (<https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/> and
+//! `gen-ai-agent-spans`):
+//!
+//! | span | from | attributes |
+//! |---|---|---|
+//! | `invoke_agent {name}` (root) | `run_started` … `run_finished` | `gen_ai.operation.name`, `gen_ai.agent.name`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.conversation.id`, `gen_ai.input.messages` (the task), `gen_ai.system_instructions`, total `gen_ai.usage.*` |
+//! | `chat {model}` | `model_requested` … `model_responded` / `model_failed` | `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `gen_ai.output.messages` |
+//! | `execute_tool {tool}` | `tool_requested` … `tool_returned` | `gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.tool.type`, `gen_ai.tool.call.arguments`, `gen_ai.tool.call.result` |
+//!
+//! Approvals, signals and compactions without a model call are events of the root span.
+//! Errors set the span's status (`error.type` names the kind). Every span carries
+//! `retrace.run.id`, `retrace.event.id` and `retrace.seq` of the event that started it
+//! (and `retrace.end.event.id` of the one that ended it), so a trace links back to the log.
+//!
+//! Ids are derived, so exporting twice gives the same trace: the trace id is the run id
+//! (both 128 bits), a span id the first 8 bytes of the id of the event that started the
+//! span. Times are the events' (milliseconds). A span still open (a running run) ends at
+//! the newest event and says `retrace.open = true`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use retrace_events::{BlobId, Decision, EventId, EventKind, Outcome, RunId, Timestamp};
+use retrace_store::Store;
+use serde_json::{Value, json};
+
+/// What to put in the spans.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Message contents (the task, replies, tool arguments and results). The conventions
+    /// make content opt-in: off, only shapes, names, ids, usage and errors are sent.
+    pub content: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { content: true }
+    }
+}
+
+/// Why a run could not be turned into spans.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] retrace_store::Error),
+    /// The run has no events.
+    #[error("run {0} has no events")]
+    Empty(RunId),
+}
+
+struct Open {
+    span_id: SpanId,
+    start: Timestamp,
+    seq: u64,
+    event: EventId,
+    name: String,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+}
+
+/// The spans of `run`: the root first, then every call in the order it started.
+///
+/// # Errors
+/// [`Error`]: the store failed, or the run has no events.
+pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec<SpanData>, Error> {
+    let info = store.require_run(run)?;
+    let head = info.head.ok_or(Error::Empty(*run))?;
+    let events = store.events(run, 0..=head.seq)?;
+    let trace_id = TraceId::from_bytes(*run.as_bytes());
+    let blob = |id: &BlobId| -> Result<Value, Error> {
+        Ok(store
+            .blob(id)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null))
+    };
+    let scope = InstrumentationScope::builder("retrace")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let context = |span_id| {
+        SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::NONE)
+    };
+    let (first_id, first) = &events[0];
+    let root_id = span_id(first_id);
+    let mut root = Open {
+        span_id: root_id,
+        start: first.at,
+        seq: 0,
+        event: *first_id,
+        name: "invoke_agent".into(),
+        kind: SpanKind::Internal,
+        attributes: vec![KeyValue::new("gen_ai.operation.name", "invoke_agent")],
+    };
+    let mut root_events = Vec::new();
+    let mut root_status = Status::Unset;
+    let mut end = first.at;
+    let mut end_event = *first_id;
+    let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
+    let mut provider = String::new();
+    let mut spans = Vec::new();
+    let mut models: HashMap<u64, Open> = HashMap::new();
+    let mut tools: HashMap<String, Open> = HashMap::new();
+    let finish = |open: Open, at: Timestamp, by: EventId, status: Status, mut extra: Vec<KeyValue>| {
+        let mut attributes = open.attributes;
+        attributes.extend(ids(run, open.seq, &open.event));
+        attributes.push(KeyValue::new("retrace.end.event.id", by.to_hex()));
+        attributes.append(&mut extra);
+        SpanData {
+            span_context: context(open.span_id),
+            parent_span_id: root_id,
+            parent_span_is_remote: false,
+            span_kind: open.kind,
+            name: open.name.into(),
+            start_time: time(open.start),
+            end_time: time(at.max(open.start)),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: scope.clone(),
+        }
+    };
+    for (id, event) in &events {
+        end = event.at;
+        end_event = *id;
+        match &event.kind {
+            EventKind::RunStarted { spec, input, .. } => {
+                let spec = blob(spec)?;
+                let name = spec["name"].as_str().unwrap_or("agent").to_owned();
+                let model = spec["model"]["name"].as_str().unwrap_or("").to_owned();
+                provider = spec["model"]["provider"].as_str().unwrap_or("").to_owned();
+                root.name = format!("invoke_agent {name}");
+                root.attributes.extend([
+                    KeyValue::new("gen_ai.agent.name", name),
+                    KeyValue::new("gen_ai.provider.name", provider.clone()),
+                    KeyValue::new("gen_ai.request.model", model),
+                    KeyValue::new("gen_ai.conversation.id", run.to_hex()),
+                ]);
+                if let Some(format) = spec["imported"]["format"].as_str() {
+                    root.attributes
+                        .push(KeyValue::new("retrace.imported.format", format.to_owned()));
+                }
+                if options.content {
+                    let task = text(&blob(input)?);
+                    root.attributes.push(KeyValue::new(
+                        "gen_ai.input.messages",
+                        json!([{"role": "user", "parts": [{"type": "text", "content": task}]}])
+                            .to_string(),
+                    ));
+                    if let Some(system) = spec["system"].as_str().filter(|s| !s.is_empty()) {
+                        root.attributes.push(KeyValue::new(
+                            "gen_ai.system_instructions",
+                            json!([{"type": "text", "content": system}]).to_string(),
+                        ));
+                    }
+                }
+            }
+            EventKind::ModelRequested { request, attempt } => {
+                let record = blob(request)?;
+                let model = record["model"].as_str().unwrap_or("").to_owned();
+                let mut attributes = vec![
+                    KeyValue::new("gen_ai.operation.name", "chat"),
+                    KeyValue::new("gen_ai.provider.name", provider.clone()),
+                    KeyValue::new("gen_ai.request.model", model.clone()),
+                    KeyValue::new("retrace.attempt", i64::from(*attempt)),
+                ];
+                if record.get("compacts").is_some() {
+                    attributes.push(KeyValue::new("retrace.compaction", true));
+                }
+                models.insert(
+                    event.seq,
+                    Open {
+                        span_id: span_id(id),
+                        start: event.at,
+                        seq: event.seq,
+                        event: *id,
+                        name: format!("chat {model}"),
+                        kind: SpanKind::Client,
+                        attributes,
+                    },
+                );
+            }
+            EventKind::ModelResponded {
+                request_seq,
+                response,
+                usage,
+            }
+            | EventKind::ContextCompacted {
+                request_seq: Some(request_seq),
+                response: Some(response),
+                usage,
+                ..
+            } => {
+                let Some(open) = models.remove(request_seq) else {
+                    continue;
+                };
+                input_tokens += usage.input_tokens;
+                output_tokens += usage.output_tokens;
+                let reply = blob(response)?;
+                let mut extra = vec![
+                    KeyValue::new("gen_ai.response.model", model_of(&open)),
+                    KeyValue::new("gen_ai.usage.input_tokens", to_i64(usage.input_tokens)),
+                    KeyValue::new("gen_ai.usage.output_tokens", to_i64(usage.output_tokens)),
+                    KeyValue::new("retrace.cost_usd", usage.cost_micro_usd as f64 / 1e6),
+                ];
+                if let Some(stop) = reply["stop_reason"].as_str() {
+                    extra.push(KeyValue::new(
+                        "gen_ai.response.finish_reasons",
+                        OtelValue::Array(vec![opentelemetry::StringValue::from(stop.to_owned())].into()),
+                    ));
+                }
+                if options.content {
+                    extra.push(KeyValue::new(
+                        "gen_ai.output.messages",
+                        output_messages(&reply).to_string(),
+                    ));
+                }
+                spans.push(finish(open, event.at, *id, Status::Ok, extra));
+            }
+            EventKind::ModelFailed {
+                request_seq,
+                error,
+                transient,
+            } => {
+                let Some(open) = models.remove(request_seq) else {
+                    continue;
+                };
+                let error = blob(error)?;
+                let message = error["error"]
+                    .as_str()
+                    .or_else(|| error["message"].as_str())
+                    .map_or_else(|| error.to_string(), str::to_owned);
+                let kind = if *transient { "transient" } else { "permanent" };
+                spans.push(finish(
+                    open,
+                    event.at,
+                    *id,
+                    Status::error(message),
+                    vec![KeyValue::new("error.type", kind)],
+                ));
+            }
+            EventKind::ContextCompacted { evicted, .. } => root_events.push(span_event(
+                "retrace.context.compacted",
+                event.at,
+                vec![KeyValue::new("retrace.evicted", to_i64(*evicted))],
+            )),
+            EventKind::ToolRequested {
+                call_id,
+                tool,
+                args,
+                ..
+            } => {
+                let mut attributes = vec![
+                    KeyValue::new("gen_ai.operation.name", "execute_tool"),
+                    KeyValue::new("gen_ai.tool.name", tool.clone()),
+                    KeyValue::new("gen_ai.tool.call.id", call_id.clone()),
+                    KeyValue::new("gen_ai.tool.type", "function"),
+                ];
+                if options.content {
+                    attributes.push(KeyValue::new(
+                        "gen_ai.tool.call.arguments",
+                        blob(args)?.to_string(),
+                    ));
+                }
+                tools.insert(
+                    call_id.clone(),
+                    Open {
+                        span_id: span_id(id),
+                        start: event.at,
+                        seq: event.seq,
+                        event: *id,
+                        name: format!("execute_tool {tool}"),
+                        kind: SpanKind::Internal,
+                        attributes,
+                    },
+                );
+            }
+            EventKind::ToolReturned {
+                call_id,
+                output,
+                is_error,
+                ..
+            } => {
+                let Some(open) = tools.remove(call_id) else {
+                    continue;
+                };
+                let output = text(&blob(output)?);
+                let mut extra = Vec::new();
+                if options.content {
+                    extra.push(KeyValue::new("gen_ai.tool.call.result", output.clone()));
+                }
+                let status = if *is_error {
+                    extra.push(KeyValue::new("error.type", "tool_error"));
+                    Status::error(first_line(&output))
+                } else {
+                    Status::Ok
+                };
+                spans.push(finish(open, event.at, *id, status, extra));
+            }
+            EventKind::ToolOutcomeUnknown { call_id, .. } => {
+                if let Some(open) = tools.remove(call_id) {
+                    spans.push(finish(
+                        open,
+                        event.at,
+                        *id,
+                        Status::error("outcome unknown: the process stopped while the tool ran"),
+                        vec![KeyValue::new("error.type", "outcome_unknown")],
+                    ));
+                }
+            }
+            EventKind::ApprovalRequested { call_id, .. } => root_events.push(span_event(
+                "retrace.approval.requested",
+                event.at,
+                vec![KeyValue::new("gen_ai.tool.call.id", call_id.clone())],
+            )),
+            EventKind::ApprovalDecided {
+                call_id,
+                decision,
+                by,
+                ..
+            } => root_events.push(span_event(
+                "retrace.approval.decided",
+                event.at,
+                vec![
+                    KeyValue::new("gen_ai.tool.call.id", call_id.clone()),
+                    KeyValue::new(
+                        "retrace.decision",
+                        if *decision == Decision::Approved {
+                            "approved"
+                        } else {
+                            "denied"
+                        },
+                    ),
+                    KeyValue::new("retrace.decided_by", by.clone()),
+                ],
+            )),
+            EventKind::SignalReceived { name, payload } => {
+                let mut attributes = vec![KeyValue::new("retrace.signal", name.clone())];
+                if options.content && name == "user_message" {
+                    attributes.push(KeyValue::new("retrace.message", text(&blob(payload)?)));
+                }
+                root_events.push(span_event("retrace.signal", event.at, attributes));
+            }
+            EventKind::Forked {
+                from_run, from_seq, ..
+            } => root_events.push(span_event(
+                "retrace.forked",
+                event.at,
+                vec![
+                    KeyValue::new("retrace.forked.from_run", from_run.to_hex()),
+                    KeyValue::new("retrace.forked.from_seq", to_i64(*from_seq)),
+                ],
+            )),
+            EventKind::RunFinished { outcome, detail } => {
+                let detail = blob(detail)?;
+                root_status = match outcome {
+                    Outcome::Succeeded => Status::Ok,
+                    Outcome::Failed | Outcome::Cancelled => Status::error(
+                        detail["reason"]
+                            .as_str()
+                            .map_or_else(|| detail.to_string(), str::to_owned),
+                    ),
+                };
+                root.attributes.push(KeyValue::new(
+                    "retrace.outcome",
+                    match outcome {
+                        Outcome::Succeeded => "succeeded",
+                        Outcome::Failed => "failed",
+                        Outcome::Cancelled => "cancelled",
+                    },
+                ));
+                if options.content
+                    && let Some(output) = detail["output"].as_str()
+                {
+                    root.attributes
+                        .push(KeyValue::new("retrace.output", output.to_owned()));
+                }
+            }
+            EventKind::ToolCallsProposed { .. } => {}
+        }
+    }
+    // calls still open: a running run, or a crash the log ends in
+    let open: Vec<Open> = models.into_values().chain(tools.into_values()).collect();
+    for o in open {
+        spans.push(finish(
+            o,
+            end,
+            end_event,
+            Status::Unset,
+            vec![KeyValue::new("retrace.open", true)],
+        ));
+    }
+    spans.sort_by_key(|s| (s.start_time, u64::from_be_bytes(s.span_context.span_id().to_bytes())));
+    root.attributes.extend([
+        KeyValue::new("gen_ai.usage.input_tokens", to_i64(input_tokens)),
+        KeyValue::new("gen_ai.usage.output_tokens", to_i64(output_tokens)),
+    ]);
+    let mut root_span = finish(root, end, end_event, root_status, Vec::new());
+    root_span.parent_span_id = SpanId::INVALID;
+    root_span.events.events = root_events;
+    spans.insert(0, root_span);
+    Ok(spans)
+}
+
+/// The span id of the span an event starts: the event id's first 8 bytes.
+fn span_id(event: &EventId) -> SpanId {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&event.as_bytes()[..8]);
+    SpanId::from_bytes(bytes)
+}
+
+fn ids(run: &RunId, seq: u64, event: &EventId) -> [KeyValue; 3] {
+    [
+        KeyValue::new("retrace.run.id", run.to_hex()),
+        KeyValue::new("retrace.event.id", event.to_hex()),
+        KeyValue::new("retrace.seq", to_i64(seq)),
+    ]
+}
+
+fn span_event(name: &'static str, at: Timestamp, attributes: Vec<KeyValue>) -> opentelemetry::trace::Event {
+    opentelemetry::trace::Event::new(name, time(at), attributes, 0)
+}
+
+fn time(at: Timestamp) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(at.0)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn model_of(open: &Open) -> String {
+    open.name.strip_prefix("chat ").unwrap_or("").to_owned()
+}
+
+/// A JSON value as text: a string as it is, anything else as JSON.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    line.chars().take(200).collect()
+}
+
+/// A recorded reply as the conventions' `gen_ai.output.messages`: one assistant message
+/// with its text, reasoning and tool-call parts.
+fn output_messages(reply: &Value) -> Value {
+    let mut parts = Vec::new();
+    for r in reply["reasoning"].as_array().into_iter().flatten() {
+        if let Some(t) = r["text"].as_str().filter(|t| !t.is_empty()) {
+            parts.push(json!({"type": "reasoning", "content": t}));
+        }
+    }
+    if let Some(t) = reply["text"].as_str().filter(|t| !t.is_empty()) {
+        parts.push(json!({"type": "text", "content": t}));
+    }
+    for call in reply["tool_calls"].as_array().into_iter().flatten() {
+        parts.push(json!({
+            "type": "tool_call",
+            "id": call["id"],
+            "name": call["name"],
+            "arguments": call["arguments"],
+        }));
+    }
+    let mut message = json!({"role": "assistant", "parts": parts});
+    if let Some(stop) = reply["stop_reason"].as_str() {
+        message["finish_reason"] = json!(stop);
+    }
+    json!([message])
+}
