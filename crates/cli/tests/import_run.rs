@@ -49,7 +49,10 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
         "{printed}"
     );
     assert!(printed.contains("105 calls, 4 errors"), "{printed}");
-    assert!(printed.contains("event_msg/exec_command_end 43"), "{printed}");
+    assert!(
+        printed.contains("event_msg/exec_command_end 43"),
+        "{printed}"
+    );
     let run = import(&store, "codex", &file);
     let again = retrace(&store, &["import-run", "codex", file.to_str().unwrap()]);
     assert!(text(&again).starts_with("already imported codex as run "));
@@ -61,9 +64,7 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
     let log = log_json(&store, &run);
     let seq = log
         .iter()
-        .find(|e| {
-            e["kind"] == "tool_returned" && e["call_id"] == "call_T8WFc2EjJV2QZKr07SfDPwmE"
-        })
+        .find(|e| e["kind"] == "tool_returned" && e["call_id"] == "call_T8WFc2EjJV2QZKr07SfDPwmE")
         .and_then(|e| e["seq"].as_u64())
         .expect("the result");
     let show = retrace(&store, &["show", &format!("{run}@{seq}")]);
@@ -89,11 +90,7 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
 fn claude_code_sessions_import_with_rejections_and_compactions() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let run = import(
-        &store,
-        "auto",
-        &case("claude-code/rejected-tool-use.jsonl"),
-    );
+    let run = import(&store, "auto", &case("claude-code/rejected-tool-use.jsonl"));
     let log = log_json(&store, &run);
     let denied: Vec<&str> = log
         .iter()

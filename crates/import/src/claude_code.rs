@@ -183,6 +183,7 @@ impl Reader {
                 model: model.clone(),
                 reply: ModelReply::default(),
                 cost_micro_usd: 0,
+                latency_ms: None,
             },
             usage: None,
             texts: Vec::new(),
@@ -310,6 +311,8 @@ impl Reader {
                     || rejected,
                 output,
                 rejected,
+                value: None,
+                duration_ms: None,
             }));
             entry.extra.push(line.clone());
             self.t.entries.push(entry);

@@ -129,7 +129,9 @@ impl Reader {
                 };
                 self.t.system = system.to_owned();
                 self.t.report.keep("session_meta");
-                self.t.session.push(json!({"line": line, "payload": payload}));
+                self.t
+                    .session
+                    .push(json!({"line": line, "payload": payload}));
             }
             "turn_context" => {
                 let model = str_at(&payload, "/model");
@@ -174,6 +176,7 @@ impl Reader {
                 model,
                 reply: ModelReply::default(),
                 cost_micro_usd: 0,
+                latency_ms: None,
             },
             texts: Vec::new(),
             extra: Vec::new(),
@@ -289,8 +292,12 @@ impl Reader {
                     output,
                     is_error,
                     rejected: false,
+                    value: None,
+                    duration_ms: None,
                 }));
-                entry.extra.push(without(item, &["output", "call_id", "type"]));
+                entry
+                    .extra
+                    .push(without(item, &["output", "call_id", "type"]));
                 for event in self.exec.remove(&call_id).into_iter().flatten() {
                     if failed(&event)
                         && let Step::Result(r) = &mut entry.step
@@ -333,9 +340,9 @@ impl Reader {
                 if let Some(open) = &mut self.open {
                     open.call.reply.usage = usage;
                     open.extra.push(payload);
-                } else if let Some(entry) = self.t.entries.iter_mut().rev().find(|e| {
-                    matches!(&e.step, Step::Model(c) if c.reply.usage == TokenUsage::default())
-                }) {
+                } else if let Some(entry) = self.t.entries.iter_mut().rev().find(
+                    |e| matches!(&e.step, Step::Model(c) if c.reply.usage == TokenUsage::default()),
+                ) {
                     if let Step::Model(c) = &mut entry.step {
                         c.reply.usage = usage;
                     }
@@ -346,15 +353,13 @@ impl Reader {
                 }
             }
             "exec_command_end" | "patch_apply_end" | "web_search_end" => {
+                self.t.report.keep(&format!("event_msg/{kind}"));
                 let call_id = str_at(&payload, "/call_id").to_owned();
                 match self.results.get(&call_id) {
                     // after its result (a command still running when its call returned):
                     // the exit code belongs to a later `write_stdin` result, which says it
                     Some(&i) => self.t.entries[i].extra.push(payload),
-                    None if kind == "web_search_end" => {
-                        self.t.report.keep("event_msg/web_search_end");
-                        self.keep(payload);
-                    }
+                    None if kind == "web_search_end" => self.keep(payload),
                     None => self.exec.entry(call_id).or_default().push(payload),
                 }
             }
@@ -403,6 +408,8 @@ impl Reader {
                 output: format!("searched the web for: {query}"),
                 is_error: false,
                 rejected: false,
+                value: None,
+                duration_ms: None,
             })));
         }
     }

@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::{Format, ImportError, Source};
 
-/// The format of `source`: a JSON document with `spans` (OpenTelemetry GenAI) or
+/// The format of `source`: a JSON document with `spans` or `resourceSpans` (OpenTelemetry
+/// GenAI, any-agent or OTLP JSON) or
 /// `messages` and `info`/`trajectory_format` (mini-swe-agent); JSON lines with `payload`
 /// and a rollout `type` (Codex) or a `sessionId`/Claude Code line `type` (Claude Code).
 ///
@@ -19,7 +20,7 @@ pub fn detect(source: &Source) -> Result<Format, ImportError> {
         });
     }
     if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(trimmed) {
-        if doc.contains_key("spans") {
+        if doc.contains_key("spans") || doc.contains_key("resourceSpans") {
             return Ok(Format::OtelGenai);
         }
         if doc.contains_key("messages")

@@ -70,7 +70,10 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             "system" if t.system.is_empty() => t.system = content,
             "user" if t.task.is_empty() && t.entries.is_empty() => t.task = content,
             "assistant" => {
-                let response = message.pointer("/extra/response").cloned().unwrap_or_default();
+                let response = message
+                    .pointer("/extra/response")
+                    .cloned()
+                    .unwrap_or_default();
                 let at = response
                     .get("created")
                     .and_then(Value::as_u64)
@@ -119,6 +122,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
                         model,
                         reply,
                         cost_micro_usd: cost,
+                        latency_ms: None,
                     }),
                     extra: vec![json!({ "extra": message.get("extra") })],
                 });
@@ -133,6 +137,8 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
                         is_error: returncode(&content).is_some_and(|c| c != 0),
                         output: content,
                         rejected: false,
+                        value: None,
+                        duration_ms: None,
                     }),
                     None => Step::User {
                         at: last_at,

@@ -75,10 +75,9 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
     let otlp = doc.get("resourceSpans").map(from_otlp);
     let spans = match &otlp {
         Some(spans) => spans,
-        None => doc
-            .get("spans")
-            .and_then(Value::as_array)
-            .ok_or_else(|| not("no `spans` list (any-agent) or `resourceSpans` (OTLP) at the top".into()))?,
+        None => doc.get("spans").and_then(Value::as_array).ok_or_else(|| {
+            not("no `spans` list (any-agent) or `resourceSpans` (OTLP) at the top".into())
+        })?,
     };
     let mut report = Report {
         bytes: source.bytes.len() as u64,
@@ -180,8 +179,13 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
                         call_id,
                         started_at: Some(ms(span, "start_time")),
                         at: Some(ms(span, "end_time")),
+                        value: (attrs.get("retrace.result.json") == Some(&Value::Bool(true)))
+                            .then(|| output.and_then(Value::as_str))
+                            .flatten()
+                            .and_then(|s| serde_json::from_str(s).ok()),
                         output: text_of(output),
                         is_error: status == "error",
+                        duration_ms: attrs.get("retrace.duration_ms").map(|v| number(Some(v))),
                     }),
                     extra: vec![rest(span)],
                 });
@@ -249,9 +253,7 @@ fn model_call(span: &Value, attrs: &Value, after: &[&Value], model: String) -> M
         .then(|| output.and_then(Value::as_str))
         .flatten()
         .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
-        .filter(|calls| {
-            !calls.is_empty() && calls.iter().all(|c| c.get("tool.name").is_some())
-        });
+        .filter(|calls| !calls.is_empty() && calls.iter().all(|c| c.get("tool.name").is_some()));
     let mut reply = ModelReply::default();
     let messages: Option<Value> = attrs
         .get("gen_ai.output.messages")
@@ -265,7 +267,9 @@ fn model_call(span: &Value, attrs: &Value, after: &[&Value], model: String) -> M
     reply.usage = TokenUsage {
         input_tokens: number(attrs.get("gen_ai.usage.input_tokens")),
         output_tokens: number(attrs.get("gen_ai.usage.output_tokens")),
-        ..TokenUsage::default()
+        reasoning_tokens: number(attrs.get("retrace.usage.reasoning_tokens")),
+        cache_read_tokens: number(attrs.get("gen_ai.usage.cache_read.input_tokens")),
+        cache_write_tokens: number(attrs.get("gen_ai.usage.cache_creation.input_tokens")),
     };
     let cost = match attrs.get("retrace.cost_usd") {
         Some(cost) => micro(usd(Some(cost))),
@@ -279,6 +283,7 @@ fn model_call(span: &Value, attrs: &Value, after: &[&Value], model: String) -> M
         model,
         reply,
         cost_micro_usd: cost,
+        latency_ms: attrs.get("retrace.latency_ms").map(|v| number(Some(v))),
     }
 }
 
@@ -336,7 +341,12 @@ fn output_messages(messages: &Value, reply: &mut ModelReply) {
         if let Some(reason) = m.get("finish_reason").and_then(Value::as_str) {
             reply.stop_reason = Some(reason.to_owned());
         }
-        for part in m.get("parts").and_then(Value::as_array).into_iter().flatten() {
+        for part in m
+            .get("parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             match str_at(part, "/type") {
                 "text" => texts.push(text_of(part.get("content"))),
                 "reasoning" => reply.reasoning.push(retrace_events::reply::Reasoning {
@@ -347,8 +357,9 @@ fn output_messages(messages: &Value, reply: &mut ModelReply) {
                     id: str_at(part, "/id").to_owned(),
                     name: str_at(part, "/name").to_owned(),
                     arguments: match part.get("arguments") {
-                        Some(Value::String(s)) => serde_json::from_str(s)
-                            .unwrap_or_else(|_| json!({ "raw": s })),
+                        Some(Value::String(s)) => {
+                            serde_json::from_str(s).unwrap_or_else(|_| json!({ "raw": s }))
+                        }
                         Some(v) => v.clone(),
                         None => json!({}),
                     },
@@ -374,7 +385,12 @@ fn parts_text(parts: &Value) -> String {
 
 /// retrace's span events on the agent span: user messages, refused calls.
 fn agent_events(span: &Value, t: &mut Transcript, rejected: &mut Vec<String>) {
-    for event in span.get("events").and_then(Value::as_array).into_iter().flatten() {
+    for event in span
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let attrs = event.get("attributes").cloned().unwrap_or_default();
         match str_at(event, "/name") {
             "retrace.signal" if str_at(&attrs, "/retrace.signal") == "user_message" => {
@@ -400,7 +416,12 @@ fn from_otlp(resource_spans: &Value) -> Vec<Value> {
             .get("scopeSpans")
             .or_else(|| rs.get("instrumentationLibrarySpans"));
         for scope in scopes.and_then(Value::as_array).into_iter().flatten() {
-            for span in scope.get("spans").and_then(Value::as_array).into_iter().flatten() {
+            for span in scope
+                .get("spans")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let parent = str_at(span, "/parentSpanId");
                 let code = match span.pointer("/status/code") {
                     Some(Value::Number(n)) => n.as_u64().unwrap_or(0),

@@ -109,6 +109,8 @@ pub struct ModelCall {
     pub reply: ModelReply,
     /// Cost in millionths of a US dollar, when the source says.
     pub cost_micro_usd: u64,
+    /// Time from request to reply as the source measured it (`None`: from the two times).
+    pub latency_ms: Option<u64>,
 }
 
 /// A tool call's result.
@@ -122,10 +124,15 @@ pub struct ToolResult {
     pub at: Option<u64>,
     /// The output as the model was shown it.
     pub output: String,
+    /// The output as structured JSON, when the source kept it so (a retrace run exported to
+    /// OpenTelemetry); recorded instead of `output` as a string.
+    pub value: Option<Value>,
     /// The tool failed.
     pub is_error: bool,
     /// The user refused the call (it did not run).
     pub rejected: bool,
+    /// How long the tool ran as the source measured it (`None`: from the two times).
+    pub duration_ms: Option<u64>,
 }
 
 /// How a recording ended.

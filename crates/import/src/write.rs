@@ -411,9 +411,10 @@ impl Builder<'_> {
         let response = self
             .store
             .put_blob(&retrace_events::to_canonical_json(&call.reply).unwrap_or_default())?;
-        let latency = call
-            .responded_at
-            .map_or(0, |t| t.saturating_sub(requested.0));
+        let latency = call.latency_ms.unwrap_or_else(|| {
+            call.responded_at
+                .map_or(0, |t| t.saturating_sub(requested.0))
+        });
         let seq = self.push(
             call.responded_at,
             EventKind::ModelResponded {
@@ -428,9 +429,7 @@ impl Builder<'_> {
             },
         )?;
         self.extra(seq, extra);
-        let calls = call
-            .reply
-            .proposed_calls(|args| put(self.store, args))?;
+        let calls = call.reply.proposed_calls(|args| put(self.store, args))?;
         if !calls.is_empty() {
             self.push(
                 call.responded_at,
@@ -490,8 +489,13 @@ impl Builder<'_> {
             }
             let started = result.started_at.unwrap_or(proposed_at.0);
             self.push(Some(started), requested(&call))?;
-            let output = put(self.store, &json!(result.output))?;
-            let duration_ms = result.at.map_or(0, |t| t.saturating_sub(self.at.0));
+            let output = match &result.value {
+                Some(value) => put(self.store, value)?,
+                None => put(self.store, &json!(result.output))?,
+            };
+            let duration_ms = result
+                .duration_ms
+                .unwrap_or_else(|| result.at.map_or(0, |t| t.saturating_sub(self.at.0)));
             let seq = self.push(
                 result.at,
                 EventKind::ToolReturned {

@@ -141,7 +141,11 @@ fn a_truncated_last_line_is_skipped_and_counted() {
         let text = String::from_utf8(bytes(path)).unwrap();
         let cut = text.trim_end().len() - 20;
         let report = import(format, &src(path, text.as_bytes()[..cut].to_vec())).unwrap();
-        assert_eq!(report.skipped.get("truncated last line"), Some(&1), "{path}");
+        assert_eq!(
+            report.skipped.get("truncated last line"),
+            Some(&1),
+            "{path}"
+        );
         let whole = import(format, &src(path, text.clone().into_bytes())).unwrap();
         assert_eq!(report.lines, whole.lines, "{path}");
     }
@@ -162,9 +166,17 @@ fn a_broken_line_inside_names_file_and_line() {
     let text = String::from_utf8(bytes("codex/rollout-0.125.jsonl")).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     lines[9] = "{\"timestamp\": \"2026-05-11T08:27:17.490Z\", \"type\": ";
-    let e = import(Format::Codex, &src("rollout.jsonl", lines.join("\n").into_bytes())).unwrap_err();
+    let e = import(
+        Format::Codex,
+        &src("rollout.jsonl", lines.join("\n").into_bytes()),
+    )
+    .unwrap_err();
     assert!(matches!(e, ImportError::Line { line: 10, .. }), "{e}");
-    assert!(e.to_string().starts_with("rollout.jsonl:10: not a JSON line"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("rollout.jsonl:10: not a JSON line"),
+        "{e}"
+    );
 }
 
 #[test]

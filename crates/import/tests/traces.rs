@@ -442,7 +442,11 @@ fn otel_genai_openai_agents() {
             _ => None,
         })
         .unwrap();
-    assert!(out.as_str().unwrap().contains("\"datetime\": \"2025-09-16T08:43:13-04:00\""));
+    assert!(
+        out.as_str()
+            .unwrap()
+            .contains("\"datetime\": \"2025-09-16T08:43:13-04:00\"")
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! | span | from | attributes |
 //! |---|---|---|
 //! | `invoke_agent {name}` (root) | `run_started` … `run_finished` | `gen_ai.operation.name`, `gen_ai.agent.name`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.conversation.id`, `gen_ai.input.messages` (the task), `gen_ai.system_instructions`, total `gen_ai.usage.*` |
-//! | `chat {model}` | `model_requested` … `model_responded` / `model_failed` | `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `gen_ai.output.messages` |
+//! | `chat {model}` | `model_requested` … `model_responded` / `model_failed` | `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_creation.input_tokens`, `gen_ai.response.finish_reasons`, `gen_ai.output.messages` |
 //! | `execute_tool {tool}` | `tool_requested` … `tool_returned` | `gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.tool.type`, `gen_ai.tool.call.arguments`, `gen_ai.tool.call.result` |
 //!
 //! Approvals, signals and compactions without a model call are events of the root span.
@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use retrace_events::{BlobId, Decision, EventId, EventKind, Outcome, RunId, Timestamp};
@@ -82,7 +84,13 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
     let context = |span_id| {
-        SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::NONE)
+        SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        )
     };
     let (first_id, first) = &events[0];
     let root_id = span_id(first_id);
@@ -104,27 +112,28 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
     let mut spans = Vec::new();
     let mut models: HashMap<u64, Open> = HashMap::new();
     let mut tools: HashMap<String, Open> = HashMap::new();
-    let finish = |open: Open, at: Timestamp, by: EventId, status: Status, mut extra: Vec<KeyValue>| {
-        let mut attributes = open.attributes;
-        attributes.extend(ids(run, open.seq, &open.event));
-        attributes.push(KeyValue::new("retrace.end.event.id", by.to_hex()));
-        attributes.append(&mut extra);
-        SpanData {
-            span_context: context(open.span_id),
-            parent_span_id: root_id,
-            parent_span_is_remote: false,
-            span_kind: open.kind,
-            name: open.name.into(),
-            start_time: time(open.start),
-            end_time: time(at.max(open.start)),
-            attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: scope.clone(),
-        }
-    };
+    let finish =
+        |open: Open, at: Timestamp, by: EventId, status: Status, mut extra: Vec<KeyValue>| {
+            let mut attributes = open.attributes;
+            attributes.extend(ids(run, open.seq, &open.event));
+            attributes.push(KeyValue::new("retrace.end.event.id", by.to_hex()));
+            attributes.append(&mut extra);
+            SpanData {
+                span_context: context(open.span_id),
+                parent_span_id: root_id,
+                parent_span_is_remote: false,
+                span_kind: open.kind,
+                name: open.name.into(),
+                start_time: time(open.start),
+                end_time: time(at.max(open.start)),
+                attributes,
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status,
+                instrumentation_scope: scope.clone(),
+            }
+        };
     for (id, event) in &events {
         end = event.at;
         end_event = *id;
@@ -207,11 +216,29 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                     KeyValue::new("gen_ai.usage.input_tokens", to_i64(usage.input_tokens)),
                     KeyValue::new("gen_ai.usage.output_tokens", to_i64(usage.output_tokens)),
                     KeyValue::new("retrace.cost_usd", usage.cost_micro_usd as f64 / 1e6),
+                    KeyValue::new("retrace.latency_ms", to_i64(usage.latency_ms)),
                 ];
+                for (key, pointer) in [
+                    (
+                        "gen_ai.usage.cache_read.input_tokens",
+                        "/usage/cache_read_tokens",
+                    ),
+                    (
+                        "gen_ai.usage.cache_creation.input_tokens",
+                        "/usage/cache_write_tokens",
+                    ),
+                    ("retrace.usage.reasoning_tokens", "/usage/reasoning_tokens"),
+                ] {
+                    if let Some(n) = reply.pointer(pointer).and_then(Value::as_u64) {
+                        extra.push(KeyValue::new(key, to_i64(n)));
+                    }
+                }
                 if let Some(stop) = reply["stop_reason"].as_str() {
                     extra.push(KeyValue::new(
                         "gen_ai.response.finish_reasons",
-                        OtelValue::Array(vec![opentelemetry::StringValue::from(stop.to_owned())].into()),
+                        OtelValue::Array(
+                            vec![opentelemetry::StringValue::from(stop.to_owned())].into(),
+                        ),
                     ));
                 }
                 if options.content {
@@ -284,15 +311,20 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                 call_id,
                 output,
                 is_error,
-                ..
+                duration_ms,
             } => {
                 let Some(open) = tools.remove(call_id) else {
                     continue;
                 };
-                let output = text(&blob(output)?);
-                let mut extra = Vec::new();
+                let value = blob(output)?;
+                let output = text(&value);
+                let mut extra = vec![KeyValue::new("retrace.duration_ms", to_i64(*duration_ms))];
                 if options.content {
                     extra.push(KeyValue::new("gen_ai.tool.call.result", output.clone()));
+                    // a structured result (retrace's own tools) is sent as JSON text
+                    if !value.is_string() {
+                        extra.push(KeyValue::new("retrace.result.json", true));
+                    }
                 }
                 let status = if *is_error {
                     extra.push(KeyValue::new("error.type", "tool_error"));
@@ -395,7 +427,12 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
             vec![KeyValue::new("retrace.open", true)],
         ));
     }
-    spans.sort_by_key(|s| (s.start_time, u64::from_be_bytes(s.span_context.span_id().to_bytes())));
+    spans.sort_by_key(|s| {
+        (
+            s.start_time,
+            u64::from_be_bytes(s.span_context.span_id().to_bytes()),
+        )
+    });
     root.attributes.extend([
         KeyValue::new("gen_ai.usage.input_tokens", to_i64(input_tokens)),
         KeyValue::new("gen_ai.usage.output_tokens", to_i64(output_tokens)),
@@ -422,7 +459,11 @@ fn ids(run: &RunId, seq: u64, event: &EventId) -> [KeyValue; 3] {
     ]
 }
 
-fn span_event(name: &'static str, at: Timestamp, attributes: Vec<KeyValue>) -> opentelemetry::trace::Event {
+fn span_event(
+    name: &'static str,
+    at: Timestamp,
+    attributes: Vec<KeyValue>,
+) -> opentelemetry::trace::Event {
     opentelemetry::trace::Event::new(name, time(at), attributes, 0)
 }
 

@@ -94,11 +94,15 @@ pub fn run(
         counts.tool_calls, counts.tool_errors, counts.rejected, report.unanswered_calls
     );
     println!(
-        "  also      {} user messages, {} compactions",
+        "  also      user messages {}, compactions {}",
         counts.user_messages, counts.compactions
     );
     if !report.kept.is_empty() {
-        let kept: Vec<String> = report.kept.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kept: Vec<String> = report
+            .kept
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         println!("  kept as extras (no event kind): {}", kept.join(", "));
     }
     if report.skipped.is_empty() {
