@@ -84,6 +84,13 @@ pub trait ToolSource: Send + Sync {
     /// What to do with a call of `tool` with the arguments blob `args`, asked once per call
     /// before its intent is recorded.
     fn serve(&self, tool: &str, args: &BlobId) -> Served;
+
+    /// Signals the source has for the run in `state`, recorded at the top of the step before
+    /// deciding: an eval of a recording gives back the user messages the recording got, once
+    /// the fork has come as far as the recording had when they came. Default: none.
+    fn letters(&self, _state: &State) -> Vec<EventKind> {
+        Vec::new()
+    }
 }
 
 /// A [`ToolSource`]'s answer.
@@ -355,6 +362,12 @@ impl<'a> Runner<'a> {
             if Self::read_inbox(inbox, &mut state, journal)? {
                 journal.flush(self.store, progress)?;
                 return Ok(Stop::Interrupted);
+            }
+            if let Some(source) = &self.source {
+                let letters = source.letters(&state);
+                if !letters.is_empty() && !state.is_finished() {
+                    journal.record(&mut state, letters)?;
+                }
             }
             let next = decide(&self.agent, &state);
             tracing::debug!(seq = ?state.seq, next = ?next, "decided");

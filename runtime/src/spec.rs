@@ -254,6 +254,10 @@ pub struct Imported {
     pub extras: retrace_events::BlobId,
     /// The import's report: lines read, kept as extras and skipped by type.
     pub report: serde_json::Value,
+    /// The source agent's tools the run calls, by name (sorted): the agent built from this
+    /// spec knows them, so an eval can serve their calls from the recording.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
 }
 
 /// A file an imported run was read from.

@@ -275,6 +275,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a run's model replies (and failures) as a cassette the scripted provider plays
+    /// (`-o FILE`, default stdout): a recorded or imported run becomes an offline eval
+    /// baseline (`[case.override] cassette = FILE`), and an edited copy asks "what if the
+    /// model had said this instead".
+    Cassette {
+        /// Run id or unambiguous prefix.
+        run: String,
+        /// The cassette file to write (`-`: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Write runs as OpenTelemetry traces following the GenAI semantic conventions (an
     /// `invoke_agent` span per run, `chat` per model call, `execute_tool` per tool call;
     /// `gen_ai.*` attributes; retrace's run and event ids on every span): an OTLP JSON file
@@ -354,4 +365,9 @@ pub struct ServeArgs {
     /// `500ms`; a worker that dies loses its runs to the others after this long.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_ttl: std::time::Duration,
+    /// Send the spans of the runs it drives to this OpenTelemetry collector as they
+    /// progress (OTLP/HTTP protobuf; `http://127.0.0.1:4318`, `/v1/traces` added), as
+    /// `retrace export-otel` writes them.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }

@@ -28,12 +28,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The documents checked; `every_guide_is_checked` keeps this list complete.
-const GUIDES: [&str; 10] = [
+const GUIDES: [&str; 11] = [
     "cli.md",
     "concepts.md",
     "context.md",
     "evals.md",
     "getting-started.md",
+    "import-export.md",
     "inspector.md",
     "providers.md",
     "scaling-out.md",

@@ -43,12 +43,15 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
     assert!(out.status.success(), "{}", text(&out));
     let printed = text(&out);
     assert!(printed.starts_with("imported codex as run "), "{printed}");
-    assert!(printed.contains("386 lines"), "{printed}");
+    assert!(printed.contains("386 lines, 747877 bytes"), "{printed}");
     assert!(
-        printed.contains("66 calls (0 failed), 6055836 tokens in, 9118 out"),
+        printed.contains("model calls  66 (failed 0), tokens 6055836 in / 9118 out"),
         "{printed}"
     );
-    assert!(printed.contains("105 calls, 4 errors"), "{printed}");
+    assert!(
+        printed.contains("tool calls   105, errors 4 (rejected by the user 0), without a result 0"),
+        "{printed}"
+    );
     assert!(
         printed.contains("event_msg/exec_command_end 43"),
         "{printed}"
@@ -74,6 +77,28 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
         "{}",
         text(&show)
     );
+    // what the rollout said beyond the event: the output item's envelope
+    assert!(
+        text(&show).contains("from the imported recording, beyond the event's fields:"),
+        "{}",
+        text(&show)
+    );
+    // a command's result keeps its exec_command_end (exit code, duration, output)
+    let started = log
+        .iter()
+        .find(|e| e["kind"] == "tool_returned" && e["call_id"] == "call_NqXBF7JK4NH5M85YXgojxxmC")
+        .and_then(|e| e["seq"].as_u64())
+        .unwrap();
+    let show = retrace(&store, &["show", &format!("{run}@{started}"), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let ends: Vec<&serde_json::Value> = shown["source_extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["type"] == "exec_command_end")
+        .collect();
+    assert_eq!(ends.len(), 1, "{shown}");
+    assert_eq!(ends[0]["exit_code"], 2);
     // what the model saw at its second call: the typed task after the injected context
     let asked = log
         .iter()
@@ -155,4 +180,81 @@ fn bad_input_is_refused_and_nothing_is_written() {
         assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
     }
     assert!(!store.exists(), "a refused import created the store");
+}
+
+/// Import `file`, write its replies as a cassette, and evaluate today's agent against the
+/// recording with the scripted provider playing them: the eval's JSON report.
+fn eval_against(dir: &Path, file: &Path, edit: Option<(usize, &str)>) -> (bool, serde_json::Value) {
+    let store = dir.join("store");
+    let run = import(&store, "auto", file);
+    let cassette = dir.join("replies.json");
+    let out = retrace(
+        &store,
+        &["cassette", &run, "-o", cassette.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    if let Some((step, said)) = edit {
+        let mut replies: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cassette).unwrap()).unwrap();
+        replies["replies"][step]["text"] = said.into();
+        std::fs::write(&cassette, replies.to_string()).unwrap();
+    }
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "name = \"baseline\"\n\n[[case]]\nname = \"today's agent against the recording\"\nrun = \"{run}\"\nfork_at = 0\n\n[case.override]\ncassette = \"replies.json\"\n"
+        ),
+    )
+    .unwrap();
+    let report = dir.join("report.json");
+    let out = retrace(
+        &store,
+        &[
+            "eval",
+            suite.to_str().unwrap(),
+            "--json",
+            report.to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (out.status.success(), report)
+}
+
+#[test]
+fn imported_runs_are_eval_baselines() {
+    for file in [
+        case("codex/rollout-0.125.jsonl"),
+        case("claude-code/small-session.jsonl"),
+    ] {
+        // the recorded replies played back: today's agent does what the recording did,
+        // turn by turn (the recording's later prompts given back where they came)
+        let dir = tempfile::tempdir().unwrap();
+        let (passed, report) = eval_against(dir.path(), &file, None);
+        let case = &report["cases"][0];
+        assert!(passed, "{}: {report:#}", file.display());
+        assert_eq!(
+            case["first_divergence"],
+            serde_json::Value::Null,
+            "{report:#}"
+        );
+
+        // one reply said otherwise: the report names where the run parts from the recording
+        let dir = tempfile::tempdir().unwrap();
+        let (passed, report) = eval_against(dir.path(), &file, Some((1, "I would rather not.")));
+        assert!(!passed, "{}: {report:#}", file.display());
+        let store = dir.path().join("store");
+        let recording = report["cases"][0]["recording"].as_str().unwrap().to_owned();
+        let divergence = report["cases"][0]["first_divergence"]
+            .as_u64()
+            .expect("a divergence");
+        // the second reply is where it parts (a seq of the recording)
+        let replies: Vec<u64> = log_json(&store, &recording)
+            .iter()
+            .filter(|e| e["kind"] == "model_responded")
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(divergence, replies[1], "{}: {report:#}", file.display());
+    }
 }

@@ -336,3 +336,84 @@ fn hex_bytes(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn serve_streams_the_spans_of_the_runs_it_drives() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::example("tidy", dir.path());
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let (url, received, _server) = receiver();
+    let served = retrace_tests::daemon::Served::with_config(retrace_serve::server::Config {
+        workers: 2,
+        otlp_endpoint: Some(url),
+        ..retrace_serve::server::Config::new(&store)
+    });
+    let out = retrace(
+        &store,
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--input",
+            "Summarise this project",
+            "--detach",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let run = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // until it has finished
+    let began = std::time::Instant::now();
+    while !log_json(&store, &run)
+        .iter()
+        .any(|e| e["kind"] == "run_finished")
+    {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(60),
+            "the run does not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // a graceful stop sends what is left
+    drop(served);
+    let mut streamed: Vec<(Vec<u8>, String, u64, u64)> = received
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, r)| r.resource_spans.iter())
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| {
+            (
+                s.span_id.clone(),
+                s.name.clone(),
+                s.start_time_unix_nano,
+                s.end_time_unix_nano,
+            )
+        })
+        .collect();
+    streamed.sort();
+    // the same spans `export-otel` writes from the log afterwards
+    let file = dir.path().join("trace.json");
+    let out = retrace(&store, &["export-otel", &run, "-o", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let mut expected: Vec<(Vec<u8>, String, u64, u64)> = exported["resourceSpans"][0]["scopeSpans"]
+        [0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                hex_bytes(s["spanId"].as_str().unwrap()),
+                s["name"].as_str().unwrap().to_owned(),
+                s["startTimeUnixNano"].as_str().unwrap().parse().unwrap(),
+                s["endTimeUnixNano"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 9);
+    assert_eq!(streamed, expected);
+}

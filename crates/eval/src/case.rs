@@ -93,7 +93,17 @@ async fn drive_case(
         .map_err(|e| text(&e))?
         .state;
     let spec = spec_of(store, &at)?;
-    let spec_now = case.overrides.apply(&spec)?;
+    let mut spec_now = case.overrides.apply(&spec)?;
+    // An imported run's tools are another agent's: they never run here (their calls are
+    // served from the recording), but an agent needs a workspace; an empty one, unless the
+    // case gives one.
+    let scratch = tempfile::tempdir().map_err(|e| format!("a workspace for the case: {e}"))?;
+    if spec_now.imported.is_some() && case.overrides.workspace.is_none() {
+        spec_now.workspace = scratch
+            .path()
+            .canonicalize()
+            .map_err(|e| format!("a workspace for the case: {e}"))?;
+    }
     fork(
         store,
         &recording,
@@ -301,11 +311,17 @@ fn comparable(kind: &EventKind) -> EventKind {
 }
 
 /// Tool results served from the recording: the fork's calls after the fork point are
-/// matched, in order, with the recording's calls after it (tool and arguments).
+/// matched, in order, with the recording's calls after it (tool and arguments). The
+/// recording's user messages after the fork point are given back too, each once the fork
+/// has as many model replies as the recording had when it came (and no call open), so a
+/// multi-turn recording (an imported session) replays turn by turn.
 struct Recorded {
     calls: Vec<(String, BlobId, BlobId, bool)>,
     next: Mutex<usize>,
     unmatched: Unmatched,
+    /// (replies before it, the signal)
+    messages: Vec<(u64, EventKind)>,
+    next_message: Mutex<usize>,
 }
 
 impl Recorded {
@@ -317,6 +333,19 @@ impl Recorded {
     ) -> Result<Self, String> {
         let mut requested: Vec<(String, String, BlobId)> = Vec::new();
         let mut calls = Vec::new();
+        let mut messages = Vec::new();
+        let mut replies = 0u64;
+        for (_, event) in recorded {
+            match &event.kind {
+                EventKind::ModelResponded { .. } => replies += 1,
+                EventKind::SignalReceived { name, .. }
+                    if name == "user_message" && event.seq > fork_at =>
+                {
+                    messages.push((replies, event.kind.clone()));
+                }
+                _ => {}
+            }
+        }
         for (_, event) in recorded.iter().filter(|(_, e)| e.seq > fork_at) {
             match &event.kind {
                 EventKind::ToolRequested {
@@ -350,6 +379,8 @@ impl Recorded {
             calls,
             next: Mutex::new(0),
             unmatched,
+            messages,
+            next_message: Mutex::new(0),
         })
     }
 }
@@ -378,6 +409,24 @@ impl ToolSource for Recorded {
                 }),
             },
         }
+    }
+
+    fn letters(&self, state: &State) -> Vec<EventKind> {
+        if !state.proposed.is_empty() || !state.pending.is_empty() {
+            return Vec::new();
+        }
+        let mut next = self
+            .next_message
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut due = Vec::new();
+        while let Some((replies, signal)) = self.messages.get(*next)
+            && *replies <= state.totals.steps
+        {
+            due.push(signal.clone());
+            *next += 1;
+        }
+        due
     }
 }
 

@@ -438,6 +438,7 @@ fn texts(item: &Value) -> String {
 
 /// `value` without the fields an event carries.
 fn without(mut value: Value, keys: &[&str]) -> Value {
+    // (an item with nothing left is still kept: it says the item was there)
     if let Some(map) = value.as_object_mut() {
         for key in keys {
             map.remove(*key);

@@ -246,6 +246,18 @@ fn spec(
             session: put(store, &Value::Array(t.session.clone()))?,
             extras: put(store, &serde_json::to_value(extras).unwrap_or_default())?,
             report: serde_json::to_value(report).unwrap_or_default(),
+            tools: t
+                .entries
+                .iter()
+                .filter_map(|e| match &e.step {
+                    Step::Model(call) => Some(&call.reply.tool_calls),
+                    _ => None,
+                })
+                .flatten()
+                .map(|c| c.name.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }),
     };
     Ok(store.put_blob(&spec.to_canonical_bytes())?)
@@ -390,7 +402,7 @@ impl Builder<'_> {
             system: self.system,
             tools: self.tools,
             params: &params,
-            step: next.totals.steps,
+            step: next.totals.steps + next.totals.model_failures,
             pinned: request::pinned(next),
             artifacts: None,
             budget: None,

@@ -8,4 +8,7 @@ pub mod export;
 pub mod spans;
 
 pub use export::{SendError, send, to_otlp_json, traces_url};
-pub use spans::{Error, Options, run_spans};
+pub use spans::{Error, Options, Tracer, run_spans};
+
+/// The span type [`Tracer`] and [`run_spans`] give and [`send`] takes.
+pub use opentelemetry_sdk::trace::SpanData;

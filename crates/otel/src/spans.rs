@@ -26,7 +26,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use retrace_events::{BlobId, Decision, EventId, EventKind, Outcome, RunId, Timestamp};
+use retrace_events::{BlobId, Decision, Event, EventId, EventKind, Outcome, RunId, Timestamp};
 use retrace_store::Store;
 use serde_json::{Value, json};
 
@@ -55,6 +55,7 @@ pub enum Error {
     Empty(RunId),
 }
 
+#[derive(Debug)]
 struct Open {
     span_id: SpanId,
     start: Timestamp,
@@ -65,123 +66,216 @@ struct Open {
     attributes: Vec<KeyValue>,
 }
 
-/// The spans of `run`: the root first, then every call in the order it started.
+/// The spans of `run`: the root first, then every call in the order it started. Calls
+/// still open (a running run) end at the newest event.
 ///
 /// # Errors
 /// [`Error`]: the store failed, or the run has no events.
 pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec<SpanData>, Error> {
     let info = store.require_run(run)?;
     let head = info.head.ok_or(Error::Empty(*run))?;
-    let events = store.events(run, 0..=head.seq)?;
-    let trace_id = TraceId::from_bytes(*run.as_bytes());
-    let blob = |id: &BlobId| -> Result<Value, Error> {
-        Ok(store
-            .blob(id)?
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null))
-    };
-    let scope = InstrumentationScope::builder("retrace")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let context = |span_id| {
-        SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::NONE,
-        )
-    };
-    let (first_id, first) = &events[0];
-    let root_id = span_id(first_id);
-    let mut root = Open {
-        span_id: root_id,
-        start: first.at,
-        seq: 0,
-        event: *first_id,
-        name: "invoke_agent".into(),
-        kind: SpanKind::Internal,
-        attributes: vec![KeyValue::new("gen_ai.operation.name", "invoke_agent")],
-    };
-    let mut root_events = Vec::new();
-    let mut root_status = Status::Unset;
-    let mut end = first.at;
-    let mut end_event = *first_id;
-    let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
-    let mut provider = String::new();
+    let mut tracer = Tracer::new(*run, options);
     let mut spans = Vec::new();
-    let mut models: HashMap<u64, Open> = HashMap::new();
-    let mut tools: HashMap<String, Open> = HashMap::new();
-    let finish =
-        |open: Open, at: Timestamp, by: EventId, status: Status, mut extra: Vec<KeyValue>| {
-            let mut attributes = open.attributes;
-            attributes.extend(ids(run, open.seq, &open.event));
-            attributes.push(KeyValue::new("retrace.end.event.id", by.to_hex()));
-            attributes.append(&mut extra);
-            SpanData {
-                span_context: context(open.span_id),
-                parent_span_id: root_id,
-                parent_span_is_remote: false,
-                span_kind: open.kind,
-                name: open.name.into(),
-                start_time: time(open.start),
-                end_time: time(at.max(open.start)),
-                attributes,
-                dropped_attributes_count: 0,
-                events: SpanEvents::default(),
-                links: SpanLinks::default(),
-                status,
-                instrumentation_scope: scope.clone(),
-            }
+    for (id, event) in store.events(run, 0..=head.seq)? {
+        spans.extend(tracer.push(store, &id, &event)?);
+    }
+    spans.extend(tracer.close());
+    let root = spans
+        .iter()
+        .position(|s| s.parent_span_id == SpanId::INVALID)
+        .map(|i| spans.remove(i));
+    spans.sort_by_key(|s| {
+        (
+            s.start_time,
+            u64::from_be_bytes(s.span_context.span_id().to_bytes()),
+        )
+    });
+    spans.splice(0..0, root);
+    Ok(spans)
+}
+
+/// Spans built event by event: [`Tracer::push`] gives the spans an event completes (a
+/// call's when its outcome is appended, the root when the run finishes), so a live run's
+/// spans can be sent as it goes (`retrace serve --otlp-endpoint`).
+#[derive(Debug)]
+pub struct Tracer {
+    run: RunId,
+    options: Options,
+    scope: InstrumentationScope,
+    root: Option<Open>,
+    root_events: Vec<opentelemetry::trace::Event>,
+    root_status: Status,
+    finished: bool,
+    end: Timestamp,
+    end_event: Option<EventId>,
+    input_tokens: u64,
+    output_tokens: u64,
+    provider: String,
+    models: HashMap<u64, Open>,
+    tools: HashMap<String, Open>,
+}
+
+impl Tracer {
+    /// A tracer for `run`, before its first event.
+    pub fn new(run: RunId, options: Options) -> Self {
+        Self {
+            run,
+            options,
+            scope: InstrumentationScope::builder("retrace")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            root: None,
+            root_events: Vec::new(),
+            root_status: Status::Unset,
+            finished: false,
+            end: Timestamp(0),
+            end_event: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            provider: String::new(),
+            models: HashMap::new(),
+            tools: HashMap::new(),
+        }
+    }
+
+    fn span(
+        &self,
+        open: Open,
+        at: Timestamp,
+        by: EventId,
+        status: Status,
+        mut extra: Vec<KeyValue>,
+    ) -> SpanData {
+        let root_id = self.root.as_ref().map_or(SpanId::INVALID, |r| r.span_id);
+        let mut attributes = open.attributes;
+        attributes.extend(ids(&self.run, open.seq, &open.event));
+        attributes.push(KeyValue::new("retrace.end.event.id", by.to_hex()));
+        attributes.append(&mut extra);
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from_bytes(*self.run.as_bytes()),
+                open.span_id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: if open.span_id == root_id {
+                SpanId::INVALID
+            } else {
+                root_id
+            },
+            parent_span_is_remote: false,
+            span_kind: open.kind,
+            name: open.name.into(),
+            start_time: time(open.start),
+            end_time: time(at.max(open.start)),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+
+    /// The root span, closed at `at` by `by`.
+    fn root_span(&mut self, at: Timestamp, by: EventId) -> Option<SpanData> {
+        let mut root = self.root.take()?;
+        root.attributes.extend([
+            KeyValue::new("gen_ai.usage.input_tokens", to_i64(self.input_tokens)),
+            KeyValue::new("gen_ai.usage.output_tokens", to_i64(self.output_tokens)),
+        ]);
+        let span_id = root.span_id;
+        // (put back a stand-in so `span` knows the root's id)
+        self.root = Some(Open {
+            span_id,
+            start: root.start,
+            seq: root.seq,
+            event: root.event,
+            name: String::new(),
+            kind: SpanKind::Internal,
+            attributes: Vec::new(),
+        });
+        let status = std::mem::replace(&mut self.root_status, Status::Unset);
+        let mut span = self.span(root, at, by, status, Vec::new());
+        span.events.events = std::mem::take(&mut self.root_events);
+        Some(span)
+    }
+
+    /// Feed `run`'s next event (`id`, `event`), reading its payloads from `store`; the spans
+    /// it completes.
+    ///
+    /// # Errors
+    /// [`Error::Store`]: a payload could not be read.
+    pub fn push(
+        &mut self,
+        store: &dyn Store,
+        id: &EventId,
+        event: &Event,
+    ) -> Result<Vec<SpanData>, Error> {
+        let blob = |b: &BlobId| -> Result<Value, Error> {
+            Ok(store
+                .blob(b)?
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or(Value::Null))
         };
-    for (id, event) in &events {
-        end = event.at;
-        end_event = *id;
+        let options = self.options;
+        self.end = event.at;
+        self.end_event = Some(*id);
+        let mut done = Vec::new();
         match &event.kind {
             EventKind::RunStarted { spec, input, .. } => {
                 let spec = blob(spec)?;
                 let name = spec["name"].as_str().unwrap_or("agent").to_owned();
                 let model = spec["model"]["name"].as_str().unwrap_or("").to_owned();
-                provider = spec["model"]["provider"].as_str().unwrap_or("").to_owned();
-                root.name = format!("invoke_agent {name}");
-                root.attributes.extend([
-                    KeyValue::new("gen_ai.agent.name", name),
-                    KeyValue::new("gen_ai.provider.name", provider.clone()),
+                self.provider = spec["model"]["provider"].as_str().unwrap_or("").to_owned();
+                let mut attributes = vec![
+                    KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+                    KeyValue::new("gen_ai.agent.name", name.clone()),
+                    KeyValue::new("gen_ai.provider.name", self.provider.clone()),
                     KeyValue::new("gen_ai.request.model", model),
-                    KeyValue::new("gen_ai.conversation.id", run.to_hex()),
-                ]);
+                    KeyValue::new("gen_ai.conversation.id", self.run.to_hex()),
+                ];
                 if let Some(format) = spec["imported"]["format"].as_str() {
-                    root.attributes
-                        .push(KeyValue::new("retrace.imported.format", format.to_owned()));
+                    attributes.push(KeyValue::new("retrace.imported.format", format.to_owned()));
                 }
                 if options.content {
                     let task = text(&blob(input)?);
-                    root.attributes.push(KeyValue::new(
+                    attributes.push(KeyValue::new(
                         "gen_ai.input.messages",
                         json!([{"role": "user", "parts": [{"type": "text", "content": task}]}])
                             .to_string(),
                     ));
                     if let Some(system) = spec["system"].as_str().filter(|s| !s.is_empty()) {
-                        root.attributes.push(KeyValue::new(
+                        attributes.push(KeyValue::new(
                             "gen_ai.system_instructions",
                             json!([{"type": "text", "content": system}]).to_string(),
                         ));
                     }
                 }
+                self.root = Some(Open {
+                    span_id: span_id(id),
+                    start: event.at,
+                    seq: event.seq,
+                    event: *id,
+                    name: format!("invoke_agent {name}"),
+                    kind: SpanKind::Internal,
+                    attributes,
+                });
             }
             EventKind::ModelRequested { request, attempt } => {
                 let record = blob(request)?;
                 let model = record["model"].as_str().unwrap_or("").to_owned();
                 let mut attributes = vec![
                     KeyValue::new("gen_ai.operation.name", "chat"),
-                    KeyValue::new("gen_ai.provider.name", provider.clone()),
+                    KeyValue::new("gen_ai.provider.name", self.provider.clone()),
                     KeyValue::new("gen_ai.request.model", model.clone()),
                     KeyValue::new("retrace.attempt", i64::from(*attempt)),
                 ];
                 if record.get("compacts").is_some() {
                     attributes.push(KeyValue::new("retrace.compaction", true));
                 }
-                models.insert(
+                self.models.insert(
                     event.seq,
                     Open {
                         span_id: span_id(id),
@@ -205,73 +299,36 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                 usage,
                 ..
             } => {
-                let Some(open) = models.remove(request_seq) else {
-                    continue;
-                };
-                input_tokens += usage.input_tokens;
-                output_tokens += usage.output_tokens;
-                let reply = blob(response)?;
-                let mut extra = vec![
-                    KeyValue::new("gen_ai.response.model", model_of(&open)),
-                    KeyValue::new("gen_ai.usage.input_tokens", to_i64(usage.input_tokens)),
-                    KeyValue::new("gen_ai.usage.output_tokens", to_i64(usage.output_tokens)),
-                    KeyValue::new("retrace.cost_usd", usage.cost_micro_usd as f64 / 1e6),
-                    KeyValue::new("retrace.latency_ms", to_i64(usage.latency_ms)),
-                ];
-                for (key, pointer) in [
-                    (
-                        "gen_ai.usage.cache_read.input_tokens",
-                        "/usage/cache_read_tokens",
-                    ),
-                    (
-                        "gen_ai.usage.cache_creation.input_tokens",
-                        "/usage/cache_write_tokens",
-                    ),
-                    ("retrace.usage.reasoning_tokens", "/usage/reasoning_tokens"),
-                ] {
-                    if let Some(n) = reply.pointer(pointer).and_then(Value::as_u64) {
-                        extra.push(KeyValue::new(key, to_i64(n)));
-                    }
+                if let Some(open) = self.models.remove(request_seq) {
+                    self.input_tokens += usage.input_tokens;
+                    self.output_tokens += usage.output_tokens;
+                    let reply = blob(response)?;
+                    let extra = reply_attributes(&open, &reply, usage, options);
+                    done.push(self.span(open, event.at, *id, Status::Ok, extra));
                 }
-                if let Some(stop) = reply["stop_reason"].as_str() {
-                    extra.push(KeyValue::new(
-                        "gen_ai.response.finish_reasons",
-                        OtelValue::Array(
-                            vec![opentelemetry::StringValue::from(stop.to_owned())].into(),
-                        ),
-                    ));
-                }
-                if options.content {
-                    extra.push(KeyValue::new(
-                        "gen_ai.output.messages",
-                        output_messages(&reply).to_string(),
-                    ));
-                }
-                spans.push(finish(open, event.at, *id, Status::Ok, extra));
             }
             EventKind::ModelFailed {
                 request_seq,
                 error,
                 transient,
             } => {
-                let Some(open) = models.remove(request_seq) else {
-                    continue;
-                };
-                let error = blob(error)?;
-                let message = error["error"]
-                    .as_str()
-                    .or_else(|| error["message"].as_str())
-                    .map_or_else(|| error.to_string(), str::to_owned);
-                let kind = if *transient { "transient" } else { "permanent" };
-                spans.push(finish(
-                    open,
-                    event.at,
-                    *id,
-                    Status::error(message),
-                    vec![KeyValue::new("error.type", kind)],
-                ));
+                if let Some(open) = self.models.remove(request_seq) {
+                    let error = blob(error)?;
+                    let message = error["error"]
+                        .as_str()
+                        .or_else(|| error["message"].as_str())
+                        .map_or_else(|| error.to_string(), str::to_owned);
+                    let kind = if *transient { "transient" } else { "permanent" };
+                    done.push(self.span(
+                        open,
+                        event.at,
+                        *id,
+                        Status::error(message),
+                        vec![KeyValue::new("error.type", kind)],
+                    ));
+                }
             }
-            EventKind::ContextCompacted { evicted, .. } => root_events.push(span_event(
+            EventKind::ContextCompacted { evicted, .. } => self.root_events.push(span_event(
                 "retrace.context.compacted",
                 event.at,
                 vec![KeyValue::new("retrace.evicted", to_i64(*evicted))],
@@ -294,7 +351,7 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                         blob(args)?.to_string(),
                     ));
                 }
-                tools.insert(
+                self.tools.insert(
                     call_id.clone(),
                     Open {
                         span_id: span_id(id),
@@ -313,30 +370,30 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                 is_error,
                 duration_ms,
             } => {
-                let Some(open) = tools.remove(call_id) else {
-                    continue;
-                };
-                let value = blob(output)?;
-                let output = text(&value);
-                let mut extra = vec![KeyValue::new("retrace.duration_ms", to_i64(*duration_ms))];
-                if options.content {
-                    extra.push(KeyValue::new("gen_ai.tool.call.result", output.clone()));
-                    // a structured result (retrace's own tools) is sent as JSON text
-                    if !value.is_string() {
-                        extra.push(KeyValue::new("retrace.result.json", true));
+                if let Some(open) = self.tools.remove(call_id) {
+                    let value = blob(output)?;
+                    let output = text(&value);
+                    let mut extra =
+                        vec![KeyValue::new("retrace.duration_ms", to_i64(*duration_ms))];
+                    if options.content {
+                        extra.push(KeyValue::new("gen_ai.tool.call.result", output.clone()));
+                        // a structured result (retrace's own tools) is sent as JSON text
+                        if !value.is_string() {
+                            extra.push(KeyValue::new("retrace.result.json", true));
+                        }
                     }
+                    let status = if *is_error {
+                        extra.push(KeyValue::new("error.type", "tool_error"));
+                        Status::error(first_line(&output))
+                    } else {
+                        Status::Ok
+                    };
+                    done.push(self.span(open, event.at, *id, status, extra));
                 }
-                let status = if *is_error {
-                    extra.push(KeyValue::new("error.type", "tool_error"));
-                    Status::error(first_line(&output))
-                } else {
-                    Status::Ok
-                };
-                spans.push(finish(open, event.at, *id, status, extra));
             }
             EventKind::ToolOutcomeUnknown { call_id, .. } => {
-                if let Some(open) = tools.remove(call_id) {
-                    spans.push(finish(
+                if let Some(open) = self.tools.remove(call_id) {
+                    done.push(self.span(
                         open,
                         event.at,
                         *id,
@@ -345,7 +402,7 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                     ));
                 }
             }
-            EventKind::ApprovalRequested { call_id, .. } => root_events.push(span_event(
+            EventKind::ApprovalRequested { call_id, .. } => self.root_events.push(span_event(
                 "retrace.approval.requested",
                 event.at,
                 vec![KeyValue::new("gen_ai.tool.call.id", call_id.clone())],
@@ -355,7 +412,7 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                 decision,
                 by,
                 ..
-            } => root_events.push(span_event(
+            } => self.root_events.push(span_event(
                 "retrace.approval.decided",
                 event.at,
                 vec![
@@ -376,11 +433,12 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                 if options.content && name == "user_message" {
                     attributes.push(KeyValue::new("retrace.message", text(&blob(payload)?)));
                 }
-                root_events.push(span_event("retrace.signal", event.at, attributes));
+                self.root_events
+                    .push(span_event("retrace.signal", event.at, attributes));
             }
             EventKind::Forked {
                 from_run, from_seq, ..
-            } => root_events.push(span_event(
+            } => self.root_events.push(span_event(
                 "retrace.forked",
                 event.at,
                 vec![
@@ -390,7 +448,7 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
             )),
             EventKind::RunFinished { outcome, detail } => {
                 let detail = blob(detail)?;
-                root_status = match outcome {
+                self.root_status = match outcome {
                     Outcome::Succeeded => Status::Ok,
                     Outcome::Failed | Outcome::Cancelled => Status::error(
                         detail["reason"]
@@ -398,50 +456,114 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
                             .map_or_else(|| detail.to_string(), str::to_owned),
                     ),
                 };
-                root.attributes.push(KeyValue::new(
-                    "retrace.outcome",
-                    match outcome {
-                        Outcome::Succeeded => "succeeded",
-                        Outcome::Failed => "failed",
-                        Outcome::Cancelled => "cancelled",
-                    },
-                ));
-                if options.content
-                    && let Some(output) = detail["output"].as_str()
-                {
-                    root.attributes
-                        .push(KeyValue::new("retrace.output", output.to_owned()));
+                if let Some(root) = &mut self.root {
+                    root.attributes.push(KeyValue::new(
+                        "retrace.outcome",
+                        match outcome {
+                            Outcome::Succeeded => "succeeded",
+                            Outcome::Failed => "failed",
+                            Outcome::Cancelled => "cancelled",
+                        },
+                    ));
+                    if options.content
+                        && let Some(output) = detail["output"].as_str()
+                    {
+                        root.attributes
+                            .push(KeyValue::new("retrace.output", output.to_owned()));
+                    }
                 }
+                // calls the finish left open end with it
+                done.extend(self.close_calls());
+                done.extend(self.root_span(event.at, *id));
+                self.finished = true;
             }
             EventKind::ToolCallsProposed { .. } => {}
         }
+        Ok(done)
     }
-    // calls still open: a running run, or a crash the log ends in
-    let open: Vec<Open> = models.into_values().chain(tools.into_values()).collect();
-    for o in open {
-        spans.push(finish(
-            o,
-            end,
-            end_event,
-            Status::Unset,
-            vec![KeyValue::new("retrace.open", true)],
+
+    /// Calls still open, ended at the newest event and marked `retrace.open`.
+    fn close_calls(&mut self) -> Vec<SpanData> {
+        let Some(by) = self.end_event else {
+            return Vec::new();
+        };
+        let at = self.end;
+        let open: Vec<Open> = std::mem::take(&mut self.models)
+            .into_values()
+            .chain(std::mem::take(&mut self.tools).into_values())
+            .collect();
+        open.into_iter()
+            .map(|o| {
+                self.span(
+                    o,
+                    at,
+                    by,
+                    Status::Unset,
+                    vec![KeyValue::new("retrace.open", true)],
+                )
+            })
+            .collect()
+    }
+
+    /// What is still open (a run that has not finished): its calls and the root, ended at
+    /// the newest event.
+    pub fn close(mut self) -> Vec<SpanData> {
+        if self.finished {
+            return Vec::new();
+        }
+        let mut spans = self.close_calls();
+        if let Some(by) = self.end_event {
+            if let Some(root) = &mut self.root {
+                root.attributes.push(KeyValue::new("retrace.open", true));
+            }
+            spans.extend(self.root_span(self.end, by));
+        }
+        spans
+    }
+}
+
+/// A reply's attributes on its `chat` span.
+fn reply_attributes(
+    open: &Open,
+    reply: &Value,
+    usage: &retrace_events::Usage,
+    options: Options,
+) -> Vec<KeyValue> {
+    let mut extra = vec![
+        KeyValue::new("gen_ai.response.model", model_of(open)),
+        KeyValue::new("gen_ai.usage.input_tokens", to_i64(usage.input_tokens)),
+        KeyValue::new("gen_ai.usage.output_tokens", to_i64(usage.output_tokens)),
+        KeyValue::new("retrace.cost_usd", usage.cost_micro_usd as f64 / 1e6),
+        KeyValue::new("retrace.latency_ms", to_i64(usage.latency_ms)),
+    ];
+    for (key, pointer) in [
+        (
+            "gen_ai.usage.cache_read.input_tokens",
+            "/usage/cache_read_tokens",
+        ),
+        (
+            "gen_ai.usage.cache_creation.input_tokens",
+            "/usage/cache_write_tokens",
+        ),
+        ("retrace.usage.reasoning_tokens", "/usage/reasoning_tokens"),
+    ] {
+        if let Some(n) = reply.pointer(pointer).and_then(Value::as_u64) {
+            extra.push(KeyValue::new(key, to_i64(n)));
+        }
+    }
+    if let Some(stop) = reply["stop_reason"].as_str() {
+        extra.push(KeyValue::new(
+            "gen_ai.response.finish_reasons",
+            OtelValue::Array(vec![opentelemetry::StringValue::from(stop.to_owned())].into()),
         ));
     }
-    spans.sort_by_key(|s| {
-        (
-            s.start_time,
-            u64::from_be_bytes(s.span_context.span_id().to_bytes()),
-        )
-    });
-    root.attributes.extend([
-        KeyValue::new("gen_ai.usage.input_tokens", to_i64(input_tokens)),
-        KeyValue::new("gen_ai.usage.output_tokens", to_i64(output_tokens)),
-    ]);
-    let mut root_span = finish(root, end, end_event, root_status, Vec::new());
-    root_span.parent_span_id = SpanId::INVALID;
-    root_span.events.events = root_events;
-    spans.insert(0, root_span);
-    Ok(spans)
+    if options.content {
+        extra.push(KeyValue::new(
+            "gen_ai.output.messages",
+            output_messages(reply).to_string(),
+        ));
+    }
+    extra
 }
 
 /// The span id of the span an event starts: the event id's first 8 bytes.

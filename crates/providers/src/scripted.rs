@@ -56,6 +56,15 @@ pub struct ScriptedReply {
     /// Simulated latency.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Why the model stopped: absent, `tool_use` when the reply calls tools, else
+    /// `end_turn`; `null`, no reason (as some providers and recordings have it); a string,
+    /// that. A cassette made from a recorded run (`retrace cassette`) keeps the recorded one.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stop_reason: Option<Option<String>>,
     /// Fail this call instead.
     #[serde(default)]
     pub error: Option<ScriptedError>,
@@ -83,6 +92,16 @@ impl ScriptedReply {
             .find(|b| b.when.as_deref().is_some_and(|w| last.contains(w)))
             .unwrap_or(self)
     }
+}
+
+/// A field that is there, even as `null` (`Some(None)`), told from one that is not (`None`,
+/// by `#[serde(default)]`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A scripted failure.
@@ -206,14 +225,16 @@ impl Scripted {
                 text: scripted.text.clone(),
                 tool_calls: scripted.tool_calls.clone(),
                 usage,
-                stop_reason: Some(
-                    if scripted.tool_calls.is_empty() {
-                        "end_turn"
-                    } else {
-                        "tool_use"
-                    }
-                    .into(),
-                ),
+                stop_reason: scripted.stop_reason.clone().unwrap_or_else(|| {
+                    Some(
+                        if scripted.tool_calls.is_empty() {
+                            "end_turn"
+                        } else {
+                            "tool_use"
+                        }
+                        .into(),
+                    )
+                }),
                 reasoning: scripted.reasoning.clone(),
             },
             scripted.latency_ms,

@@ -19,6 +19,7 @@ pub mod api;
 pub mod client;
 pub mod cluster;
 pub mod held;
+pub mod otlp;
 pub mod routes;
 pub mod scheduler;
 pub mod server;

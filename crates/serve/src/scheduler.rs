@@ -121,6 +121,8 @@ pub struct Scheduler {
     stopping: CancellationToken,
     stops: broadcast::Sender<RunId>,
     streams: Arc<Streams>,
+    /// With `--otlp-endpoint`: where drives send the spans they complete.
+    spans: Mutex<Option<crate::otlp::Spans>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -160,7 +162,21 @@ impl Scheduler {
             stopping: CancellationToken::new(),
             stops: broadcast::channel(1024).0,
             streams: Arc::default(),
+            spans: Mutex::default(),
         })
+    }
+
+    /// Send the spans of every run driven from now on to `spans` (`--otlp-endpoint`).
+    pub fn send_spans(&self, spans: crate::otlp::Spans) {
+        *self.spans.lock().unwrap_or_else(PoisonError::into_inner) = Some(spans);
+    }
+
+    /// Stop sending spans (at shutdown, once the drives are done), giving back the sender.
+    pub fn take_spans(&self) -> Option<crate::otlp::Spans> {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Runs driven at once, at most.
@@ -526,8 +542,28 @@ impl Scheduler {
         let runner = Runner::new(store, spec, model).map_err(|e| chain(&e))?;
         let len = store.require_run(&run).map_err(|e| chain(&e))?.len();
         let mut streamed = self.streams.publisher(run, len);
+        let sender = self
+            .spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut spans = match sender {
+            Some(spans) => match spans.tracer(store, &run) {
+                Ok(tracer) => Some(tracer),
+                Err(e) => {
+                    tracing::warn!(run = %run.short(), error = %e, "this drive's spans are not sent");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut progress = |progress: Progress| match progress {
-            Progress::Appended(event) => streamed.appended(event.seq),
+            Progress::Appended(event) => {
+                streamed.appended(event.seq);
+                if let Some(spans) = &mut spans {
+                    spans.appended(store, &event);
+                }
+            }
             Progress::Text(text) => streamed.text(text),
         };
         runner

@@ -44,6 +44,9 @@ pub struct Config {
     /// On a PostgreSQL store: how long a run's lease lasts without a renewal. A worker that
     /// dies loses its runs to the others after this long.
     pub lease_ttl: Duration,
+    /// Send the spans of the runs driven to this OpenTelemetry collector (OTLP/HTTP, base
+    /// URL or `…/v1/traces`) as they progress.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -58,6 +61,7 @@ impl Config {
             socket: None,
             worker: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            otlp_endpoint: None,
         }
     }
 }
@@ -133,6 +137,18 @@ pub async fn serve(
         }
         None => Scheduler::new(Arc::clone(&store), config.workers),
     };
+    let exporter = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let client = retrace_providers::http::client_builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| Error::Config(format!("the OTLP client: {e}")))?;
+            let (spans, task) = crate::otlp::Spans::start(endpoint.clone(), client);
+            scheduler.send_spans(spans);
+            Some(task)
+        }
+        None => None,
+    };
     let daemon = Arc::new(Daemon {
         store: Arc::clone(&store),
         scheduler: Arc::clone(&scheduler),
@@ -191,6 +207,11 @@ pub async fn serve(
     }
     if let Some(ticking) = ticking {
         let _ = ticking.await;
+    }
+    // the drives are done: the sender ends once it has sent what they completed
+    if let Some(exporter) = exporter {
+        drop(scheduler.take_spans());
+        let _ = tokio::time::timeout(Duration::from_secs(10), exporter).await;
     }
     // drives have stopped: the other workers may take these runs at once (if some did not,
     // one may still run a tool, and its leases expire by themselves)

@@ -537,3 +537,43 @@ fn the_banner_answers_the_question_a_parked_run_waits_on_whatever_the_cursor() {
     // once answered, nothing waits
     assert!(harness.query_by_label("This run waits for you").is_none());
 }
+
+#[test]
+fn an_imported_claude_code_session_reads_as_a_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = examples().join("recordings/claude-code.jsonl");
+    let source = retrace_import::Source {
+        name: "claude-code.jsonl".into(),
+        bytes: std::fs::read(&file).expect("fixture"),
+    };
+    let transcript = retrace_import::parse(
+        retrace_import::Format::ClaudeCode,
+        std::slice::from_ref(&source),
+    )
+    .expect("fixture");
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(dir.path().join("store")).expect("fixture"));
+    let run = retrace_import::write(
+        store.as_ref(),
+        &transcript,
+        std::slice::from_ref(&source),
+        None,
+        Timestamp(1),
+    )
+    .expect("fixture")
+    .run;
+    let returned = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ToolReturned { .. })
+    })[0];
+    let harness = steps_harness(
+        store,
+        Arc::new(TestHost::default()),
+        at(run, Some(returned)),
+        View::Steps,
+    );
+    // the model's words, the Bash call and its failing output, the final answer
+    shows(&harness, "Let me run the tests.");
+    harness.get_by_label_contains("cargo test");
+    harness.get_by_label_contains("assertion failed: total == 300");
+    harness.get_by_label_contains("the discount is applied after rounding");
+}

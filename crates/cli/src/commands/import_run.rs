@@ -68,7 +68,7 @@ pub fn run(
         imported.events
     );
     println!(
-        "  read      {} lines ({} bytes) from {}",
+        "  read         {} lines, {} bytes, from {}",
         report.lines,
         report.bytes,
         files
@@ -77,24 +77,21 @@ pub fn run(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let cost = if counts.cost_micro_usd > 0 {
+        format!(", cost ${:.6}", counts.cost_micro_usd as f64 / 1e6)
+    } else {
+        String::new()
+    };
     println!(
-        "  model     {} calls ({} failed), {} tokens in, {} out{}",
-        counts.model_calls,
-        counts.model_errors,
-        counts.input_tokens,
-        counts.output_tokens,
-        if counts.cost_micro_usd > 0 {
-            format!(", ${:.6}", counts.cost_micro_usd as f64 / 1e6)
-        } else {
-            String::new()
-        }
+        "  model calls  {} (failed {}), tokens {} in / {} out{cost}",
+        counts.model_calls, counts.model_errors, counts.input_tokens, counts.output_tokens
     );
     println!(
-        "  tools     {} calls, {} errors ({} rejected by the user), {} without a result",
+        "  tool calls   {}, errors {} (rejected by the user {}), without a result {}",
         counts.tool_calls, counts.tool_errors, counts.rejected, report.unanswered_calls
     );
     println!(
-        "  also      user messages {}, compactions {}",
+        "  also         user messages {}, compactions {}",
         counts.user_messages, counts.compactions
     );
     if !report.kept.is_empty() {
@@ -106,14 +103,14 @@ pub fn run(
         println!("  kept as extras (no event kind): {}", kept.join(", "));
     }
     if report.skipped.is_empty() {
-        println!("  skipped   nothing");
+        println!("  skipped      nothing");
     } else {
         let skipped: Vec<String> = report
             .skipped
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        println!("  skipped   {}", skipped.join(", "));
+        println!("  skipped      {}", skipped.join(", "));
     }
     if report.orphan_results > 0 {
         println!(

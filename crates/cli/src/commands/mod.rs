@@ -3,6 +3,7 @@
 mod answer;
 mod approve;
 mod bundle;
+mod cassette;
 mod check;
 mod daemon;
 mod diff;
@@ -108,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             json,
         } => import_run::run(&cli.store, &format, &files, name.as_deref(), json),
+        Command::Cassette { run, output } => cassette::run(&cli.store, &run, output.as_deref()),
         Command::ExportOtel {
             runs,
             output,

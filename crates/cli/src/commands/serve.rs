@@ -20,6 +20,7 @@ pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
         socket: options.socket,
         worker: options.worker,
         lease_ttl: options.lease_ttl,
+        otlp_endpoint: options.otlp_endpoint.clone(),
         ..Config::new(store)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -34,10 +34,11 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|b| Ok((b.to_string(), blob_value(&store, &b)?)))
         .collect::<anyhow::Result<_>>()?;
+    let source = source_extra(&store, state, at.seq)?;
     if json_out {
         let mut event_json = serde_json::to_value(&event)?;
         event_json["id"] = json!(id);
-        let out = json!({
+        let mut out = json!({
             "run": at.run,
             "seq": at.seq,
             "event": event_json,
@@ -45,11 +46,20 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
             "state": state.to_json(),
             "state_hash": state.hash().to_string(),
         });
+        if let Some(extra) = source {
+            out["source_extra"] = extra;
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("run {}  seq {}  event {}", at.run, at.seq, id);
     print_event(&event, &payloads);
+    if let Some(extra) = source {
+        println!("  from the imported recording, beyond the event's fields:");
+        for line in pretty(&extra).lines() {
+            println!("    {line}");
+        }
+    }
     println!();
     print_state(&store, at.seq, state)?;
     Ok(ExitCode::SUCCESS)
@@ -327,6 +337,35 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
 }
 
 /// A blob as JSON if it is JSON, else as a string (lossy UTF-8), or a note if missing.
+/// For a run imported from another agent's recording: what the source said of the event at
+/// `seq` that no field of it holds (the spec's `imported.extras` names a blob per seq).
+fn source_extra(
+    store: &dyn Store,
+    state: &retrace_replay::State,
+    seq: u64,
+) -> anyhow::Result<Option<Value>> {
+    let Some(spec) = state.spec else {
+        return Ok(None);
+    };
+    let spec = blob_value(store, &spec)?;
+    let Some(extras) = spec
+        .pointer("/imported/extras")
+        .and_then(Value::as_str)
+        .and_then(|hex| hex.parse::<BlobId>().ok())
+    else {
+        return Ok(None);
+    };
+    let extras = blob_value(store, &extras)?;
+    match extras
+        .get(seq.to_string())
+        .and_then(Value::as_str)
+        .and_then(|hex| hex.parse::<BlobId>().ok())
+    {
+        Some(blob) => Ok(Some(blob_value(store, &blob)?)),
+        None => Ok(None),
+    }
+}
+
 fn blob_value(store: &dyn Store, blob: &BlobId) -> anyhow::Result<Value> {
     Ok(match store.blob(blob)? {
         Some(bytes) => serde_json::from_slice(&bytes)
