@@ -27,7 +27,7 @@ fn main() {
         .join("../../shared/cases/traces/codex/rollout-0.125.jsonl");
     let one = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let copies = ((target_mb * 1_000_000) / one.len() as u64).max(1);
-    let mut bytes = Vec::with_capacity(one.len() * copies as usize);
+    let mut bytes = Vec::with_capacity(one.len() * usize::try_from(copies).unwrap_or(1));
     for _ in 0..copies {
         bytes.extend_from_slice(&one);
     }

@@ -23,7 +23,10 @@ fn case(path: &str) -> PathBuf {
 
 /// Import `file` as `format` into `store`; the run id printed.
 fn import(store: &Path, format: &str, file: &Path) -> String {
-    let out = retrace(store, &["import-run", format, file.to_str().unwrap()]);
+    let out = retrace(
+        store,
+        &["import-run", format, file.to_str().expect("fixture")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let printed = text(&out);
     printed
@@ -36,10 +39,13 @@ fn import(store: &Path, format: &str, file: &Path) -> String {
 
 #[test]
 fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let store = dir.path().join("store");
     let file = case("codex/rollout-0.125.jsonl");
-    let out = retrace(&store, &["import-run", "auto", file.to_str().unwrap()]);
+    let out = retrace(
+        &store,
+        &["import-run", "auto", file.to_str().expect("fixture")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let printed = text(&out);
     assert!(printed.starts_with("imported codex as run "), "{printed}");
@@ -57,7 +63,10 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
         "{printed}"
     );
     let run = import(&store, "codex", &file);
-    let again = retrace(&store, &["import-run", "codex", file.to_str().unwrap()]);
+    let again = retrace(
+        &store,
+        &["import-run", "codex", file.to_str().expect("fixture")],
+    );
     assert!(text(&again).starts_with("already imported codex as run "));
 
     let verify = retrace(&store, &["verify", &run]);
@@ -88,12 +97,12 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
         .iter()
         .find(|e| e["kind"] == "tool_returned" && e["call_id"] == "call_NqXBF7JK4NH5M85YXgojxxmC")
         .and_then(|e| e["seq"].as_u64())
-        .unwrap();
+        .expect("fixture");
     let show = retrace(&store, &["show", &format!("{run}@{started}"), "--json"]);
-    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("fixture");
     let ends: Vec<&serde_json::Value> = shown["source_extra"]
         .as_array()
-        .unwrap()
+        .expect("fixture")
         .iter()
         .filter(|x| x["type"] == "exec_command_end")
         .collect();
@@ -105,7 +114,7 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
         .filter(|e| e["kind"] == "model_requested")
         .nth(1)
         .and_then(|e| e["seq"].as_u64())
-        .unwrap();
+        .expect("fixture");
     let request = retrace(&store, &["show", &format!("{run}@{asked}"), "--request"]);
     assert!(request.status.success(), "{}", text(&request));
     assert!(text(&request).contains("show tools"), "{}", text(&request));
@@ -113,14 +122,14 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
 
 #[test]
 fn claude_code_sessions_import_with_rejections_and_compactions() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let store = dir.path().join("store");
     let run = import(&store, "auto", &case("claude-code/rejected-tool-use.jsonl"));
     let log = log_json(&store, &run);
     let denied: Vec<&str> = log
         .iter()
         .filter(|e| e["kind"] == "approval_decided")
-        .map(|e| e["decision"].as_str().unwrap())
+        .map(|e| e["decision"].as_str().expect("fixture"))
         .collect();
     assert_eq!(denied, ["denied", "denied"]);
     let compacted = import(
@@ -150,28 +159,28 @@ fn claude_code_sessions_import_with_rejections_and_compactions() {
 
 #[test]
 fn bad_input_is_refused_and_nothing_is_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let store = dir.path().join("store");
     let claude = case("claude-code/small-session.jsonl");
     let empty = dir.path().join("empty.jsonl");
-    std::fs::write(&empty, "").unwrap();
+    std::fs::write(&empty, "").expect("fixture");
     let notes = dir.path().join("notes.txt");
-    std::fs::write(&notes, "hello world\n").unwrap();
+    std::fs::write(&notes, "hello world\n").expect("fixture");
     for (args, says) in [
         (
-            vec!["import-run", "codex", claude.to_str().unwrap()],
+            vec!["import-run", "codex", claude.to_str().expect("fixture")],
             "is not a codex recording: no line is a `response_item` with a `payload`",
         ),
         (
-            vec!["import-run", "auto", empty.to_str().unwrap()],
+            vec!["import-run", "auto", empty.to_str().expect("fixture")],
             "empty.jsonl is empty: there is nothing to import",
         ),
         (
-            vec!["import-run", "auto", notes.to_str().unwrap()],
+            vec!["import-run", "auto", notes.to_str().expect("fixture")],
             "cannot tell the format of",
         ),
         (
-            vec!["import-run", "langfuse", claude.to_str().unwrap()],
+            vec!["import-run", "langfuse", claude.to_str().expect("fixture")],
             "unknown format `langfuse`; one of: claude-code, codex, otel-genai, mini-swe-agent, auto",
         ),
     ] {
@@ -190,14 +199,14 @@ fn eval_against(dir: &Path, file: &Path, edit: Option<(usize, &str)>) -> (bool, 
     let cassette = dir.join("replies.json");
     let out = retrace(
         &store,
-        &["cassette", &run, "-o", cassette.to_str().unwrap()],
+        &["cassette", &run, "-o", cassette.to_str().expect("fixture")],
     );
     assert!(out.status.success(), "{}", text(&out));
     if let Some((step, said)) = edit {
         let mut replies: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&cassette).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(&cassette).expect("fixture")).expect("fixture");
         replies["replies"][step]["text"] = said.into();
-        std::fs::write(&cassette, replies.to_string()).unwrap();
+        std::fs::write(&cassette, replies.to_string()).expect("fixture");
     }
     let suite = dir.join("suite.toml");
     std::fs::write(
@@ -206,19 +215,20 @@ fn eval_against(dir: &Path, file: &Path, edit: Option<(usize, &str)>) -> (bool, 
             "name = \"baseline\"\n\n[[case]]\nname = \"today's agent against the recording\"\nrun = \"{run}\"\nfork_at = 0\n\n[case.override]\ncassette = \"replies.json\"\n"
         ),
     )
-    .unwrap();
+    .expect("fixture");
     let report = dir.join("report.json");
     let out = retrace(
         &store,
         &[
             "eval",
-            suite.to_str().unwrap(),
+            suite.to_str().expect("fixture"),
             "--json",
-            report.to_str().unwrap(),
+            report.to_str().expect("fixture"),
         ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("fixture"))
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     (out.status.success(), report)
 }
 
@@ -230,7 +240,7 @@ fn imported_runs_are_eval_baselines() {
     ] {
         // the recorded replies played back: today's agent does what the recording did,
         // turn by turn (the recording's later prompts given back where they came)
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("fixture");
         let (passed, report) = eval_against(dir.path(), &file, None);
         let case = &report["cases"][0];
         assert!(passed, "{}: {report:#}", file.display());
@@ -241,11 +251,14 @@ fn imported_runs_are_eval_baselines() {
         );
 
         // one reply said otherwise: the report names where the run parts from the recording
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("fixture");
         let (passed, report) = eval_against(dir.path(), &file, Some((1, "I would rather not.")));
         assert!(!passed, "{}: {report:#}", file.display());
         let store = dir.path().join("store");
-        let recording = report["cases"][0]["recording"].as_str().unwrap().to_owned();
+        let recording = report["cases"][0]["recording"]
+            .as_str()
+            .expect("fixture")
+            .to_owned();
         let divergence = report["cases"][0]["first_divergence"]
             .as_u64()
             .expect("a divergence");
@@ -253,7 +266,7 @@ fn imported_runs_are_eval_baselines() {
         let replies: Vec<u64> = log_json(&store, &recording)
             .iter()
             .filter(|e| e["kind"] == "model_responded")
-            .map(|e| e["seq"].as_u64().unwrap())
+            .map(|e| e["seq"].as_u64().expect("fixture"))
             .collect();
         assert_eq!(divergence, replies[1], "{}: {report:#}", file.display());
     }

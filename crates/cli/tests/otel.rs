@@ -33,10 +33,13 @@ fn receiver() -> (String, Received, std::thread::JoinHandle<()>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+            .expect("fixture");
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("fixture");
+            tx.send(listener.local_addr().expect("fixture"))
+                .expect("fixture");
             let app = axum::Router::new().route(
                 "/v1/traces",
                 axum::routing::post(
@@ -50,7 +53,7 @@ fn receiver() -> (String, Received, std::thread::JoinHandle<()>) {
                                 .to_owned();
                             let request = ExportTraceServiceRequest::decode(body.as_ref())
                                 .expect("an OTLP protobuf body");
-                            kept.requests.lock().unwrap().push((kind, request));
+                            kept.requests.lock().expect("fixture").push((kind, request));
                             (
                                 [("content-type", "application/x-protobuf")],
                                 ExportTraceServiceResponse::default().encode_to_vec(),
@@ -59,11 +62,21 @@ fn receiver() -> (String, Received, std::thread::JoinHandle<()>) {
                     },
                 ),
             );
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(listener, app).await.expect("fixture");
         });
     });
-    let addr = rx.recv().unwrap();
+    let addr = rx.recv().expect("fixture");
     (format!("http://{addr}"), received, thread)
+}
+
+/// Every span of an export request.
+fn spans_of(request: &ExportTraceServiceRequest) -> Vec<&Span> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect()
 }
 
 fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Any> {
@@ -90,7 +103,7 @@ fn int(span: &Span, key: &str) -> i64 {
 
 #[test]
 fn a_run_reaches_a_collector_as_a_genai_span_tree() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let (store, run) = example_run(dir.path(), "tidy", "Summarise this project");
     let (url, received, _server) = receiver();
     let out = retrace(&store, &["export-otel", &run, "--endpoint", &url]);
@@ -101,26 +114,27 @@ fn a_run_reaches_a_collector_as_a_genai_span_tree() {
         text(&out)
     );
 
-    let requests = received.requests.lock().unwrap();
+    let requests = received.requests.lock().expect("fixture");
     assert_eq!(requests.len(), 1);
     let (kind, request) = &requests[0];
     assert_eq!(kind, "application/x-protobuf");
-    let resource = request.resource_spans[0].resource.as_ref().unwrap();
-    assert!(resource.attributes.iter().any(|kv| kv.key == "service.name"
-        && kv.value.as_ref().and_then(|v| v.value.as_ref())
-            == Some(&Any::StringValue("retrace".into()))));
-    let spans: Vec<&Span> = request
-        .resource_spans
+    let resource = request.resource_spans[0]
+        .resource
+        .as_ref()
+        .expect("fixture");
+    let service = resource
+        .attributes
         .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .collect();
+        .find(|kv| kv.key == "service.name");
+    let service = service.and_then(|kv| kv.value.as_ref()?.value.as_ref());
+    assert_eq!(service, Some(&Any::StringValue("retrace".into())));
+    let spans = spans_of(request);
 
     // the log, to check every span against
     let log = log_json(&store, &run);
     let at_seq: HashMap<u64, &serde_json::Value> = log
         .iter()
-        .map(|e| (e["seq"].as_u64().unwrap(), e))
+        .map(|e| (e["seq"].as_u64().expect("fixture"), e))
         .collect();
     let kinds = |k: &str| log.iter().filter(|e| e["kind"] == k).count();
 
@@ -136,7 +150,10 @@ fn a_run_reaches_a_collector_as_a_genai_span_tree() {
     assert_eq!(string(root, "gen_ai.agent.name"), "tidy");
     assert_eq!(string(root, "retrace.run.id"), run);
     assert_eq!(hex(&root.trace_id), run);
-    assert_eq!(root.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+    assert_eq!(
+        root.status.as_ref().expect("fixture").code,
+        StatusCode::Ok as i32
+    );
     let chats: Vec<&&Span> = spans
         .iter()
         .filter(|s| attr(s, "gen_ai.operation.name") == Some(&Any::StringValue("chat".into())))
@@ -150,7 +167,6 @@ fn a_run_reaches_a_collector_as_a_genai_span_tree() {
     assert_eq!(chats.len(), kinds("model_responded"));
     assert_eq!(tools.len(), kinds("tool_returned"));
     assert_eq!(spans.len(), 1 + chats.len() + tools.len());
-    let (mut input, mut output) = (0, 0);
     for span in spans.iter().filter(|s| !s.parent_span_id.is_empty()) {
         // a child of the root, in its trace and time
         assert_eq!(span.parent_span_id, root.span_id, "{}", span.name);
@@ -159,27 +175,40 @@ fn a_run_reaches_a_collector_as_a_genai_span_tree() {
         assert!(span.start_time_unix_nano <= span.end_time_unix_nano);
         assert!(span.end_time_unix_nano <= root.end_time_unix_nano);
         // its event: the id at that seq, and the span's start is that event's time
-        let seq = u64::try_from(int(span, "retrace.seq")).unwrap();
+        let seq = u64::try_from(int(span, "retrace.seq")).expect("fixture");
         let event = at_seq[&seq];
         assert_eq!(
             string(span, "retrace.event.id"),
-            event["id"].as_str().unwrap()
+            event["id"].as_str().expect("fixture")
         );
-        assert_eq!(span.span_id, hex_bytes(event["id"].as_str().unwrap())[..8]);
+        assert_eq!(
+            span.span_id,
+            hex_bytes(event["id"].as_str().expect("fixture"))[..8]
+        );
         assert_eq!(
             span.start_time_unix_nano,
-            event["at"].as_u64().unwrap() * 1_000_000
+            event["at"].as_u64().expect("fixture") * 1_000_000
         );
-        assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+        assert_eq!(
+            span.status.as_ref().expect("fixture").code,
+            StatusCode::Ok as i32
+        );
     }
-    for chat in &chats {
+    chat_spans_add_up(&chats, root);
+    tool_spans_are_whole(&tools);
+}
+
+/// The tidy run's chat spans: the scripted model's, their tokens summing to the root's.
+fn chat_spans_add_up(chats: &[&&Span], root: &Span) {
+    let (mut input, mut output) = (0, 0);
+    for chat in chats {
         assert_eq!(chat.name, "chat demo");
         assert_eq!(string(chat, "gen_ai.request.model"), "demo");
         assert_eq!(string(chat, "gen_ai.provider.name"), "scripted");
         input += int(chat, "gen_ai.usage.input_tokens");
         output += int(chat, "gen_ai.usage.output_tokens");
         let messages: serde_json::Value =
-            serde_json::from_str(&string(chat, "gen_ai.output.messages")).unwrap();
+            serde_json::from_str(&string(chat, "gen_ai.output.messages")).expect("fixture");
         assert_eq!(messages[0]["role"], "assistant");
     }
     assert_eq!(
@@ -190,12 +219,16 @@ fn a_run_reaches_a_collector_as_a_genai_span_tree() {
         )
     );
     assert!(input > 0 && output > 0);
+}
+
+/// The tidy run's tool spans: its four tools, each with its id, arguments and result.
+fn tool_spans_are_whole(tools: &[&&Span]) {
     let names: Vec<String> = tools
         .iter()
         .map(|t| string(t, "gen_ai.tool.name"))
         .collect();
     assert_eq!(names, ["fs.list", "fs.read", "fs.search", "fs.write"]);
-    for tool in &tools {
+    for tool in tools {
         assert!(!string(tool, "gen_ai.tool.call.id").is_empty());
         assert!(!string(tool, "gen_ai.tool.call.arguments").is_empty());
         assert!(!string(tool, "gen_ai.tool.call.result").is_empty());
@@ -204,17 +237,20 @@ fn a_run_reaches_a_collector_as_a_genai_span_tree() {
 
 #[test]
 fn errors_and_refusals_are_span_statuses() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let store = dir.path().join("store");
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/cases/traces/claude-code/rejected-tool-use.jsonl");
-    let out = retrace(&store, &["import-run", "auto", file.to_str().unwrap()]);
+    let out = retrace(
+        &store,
+        &["import-run", "auto", file.to_str().expect("fixture")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let run = text(&out)
         .split(" as run ")
         .nth(1)
         .and_then(|r| r.split(':').next())
-        .unwrap()
+        .expect("fixture")
         .to_owned();
     let (url, received, _server) = receiver();
     let out = retrace(
@@ -228,14 +264,8 @@ fn errors_and_refusals_are_span_statuses() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let requests = received.requests.lock().unwrap();
-    let spans: Vec<&Span> = requests[0]
-        .1
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .collect();
+    let requests = received.requests.lock().expect("fixture");
+    let spans = spans_of(&requests[0].1);
     let failed: Vec<&&Span> = spans
         .iter()
         .filter(|s| {
@@ -251,7 +281,10 @@ fn errors_and_refusals_are_span_statuses() {
         assert!(attr(span, "gen_ai.tool.call.result").is_none());
     }
     // the refusals are events of the root, by the user
-    let root = spans.iter().find(|s| s.parent_span_id.is_empty()).unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s.parent_span_id.is_empty())
+        .expect("fixture");
     let denials = root
         .events
         .iter()
@@ -263,18 +296,24 @@ fn errors_and_refusals_are_span_statuses() {
 
 #[test]
 fn an_exported_run_imports_back_with_the_same_calls_and_results() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let (store, run) = example_run(dir.path(), "tidy", "Summarise this project");
     let file = dir.path().join("trace.json");
-    let out = retrace(&store, &["export-otel", &run, "-o", file.to_str().unwrap()]);
+    let out = retrace(
+        &store,
+        &["export-otel", &run, "-o", file.to_str().expect("fixture")],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let out = retrace(&store, &["import-run", "auto", file.to_str().unwrap()]);
+    let out = retrace(
+        &store,
+        &["import-run", "auto", file.to_str().expect("fixture")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let back = text(&out)
         .split(" as run ")
         .nth(1)
         .and_then(|r| r.split(':').next())
-        .unwrap()
+        .expect("fixture")
         .to_owned();
     // what the model said and what the tools returned: the same blobs, in the same order
     let calls = |run: &str| -> Vec<serde_json::Value> {
@@ -303,7 +342,7 @@ fn an_exported_run_imports_back_with_the_same_calls_and_results() {
                     "response_seq",
                     "idempotent",
                 ] {
-                    e.as_object_mut().unwrap().remove(key);
+                    e.as_object_mut().expect("fixture").remove(key);
                 }
                 e
             })
@@ -316,33 +355,37 @@ fn an_exported_run_imports_back_with_the_same_calls_and_results() {
     // and the states differ only in who they are: run, spec, request records
     let diff = retrace(&store, &["diff", &run, &back, "--json"]);
     assert!(diff.status.success(), "{}", text(&diff));
-    let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).expect("fixture");
     let paths: Vec<&str> = diff["changes"]
         .as_array()
-        .unwrap()
+        .expect("fixture")
         .iter()
-        .map(|c| c["path"].as_str().unwrap())
+        .map(|c| c["path"].as_str().expect("fixture"))
         .collect();
     assert_eq!(paths, ["/last_request", "/run", "/spec"], "{diff}");
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn hex_bytes(text: &str) -> Vec<u8> {
     (0..text.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("fixture"))
         .collect()
 }
 
 #[test]
 fn serve_streams_the_spans_of_the_runs_it_drives() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
     let spec = common::example("tidy", dir.path());
     let store = dir.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&store).expect("fixture");
     let (url, received, _server) = receiver();
     let served = retrace_tests::daemon::Served::with_config(retrace_serve::server::Config {
         workers: 2,
@@ -353,14 +396,17 @@ fn serve_streams_the_spans_of_the_runs_it_drives() {
         &store,
         &[
             "run",
-            spec.to_str().unwrap(),
+            spec.to_str().expect("fixture"),
             "--input",
             "Summarise this project",
             "--detach",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let run = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let run = String::from_utf8(out.stdout)
+        .expect("fixture")
+        .trim()
+        .to_owned();
     // until it has finished
     let began = std::time::Instant::now();
     while !log_json(&store, &run)
@@ -368,7 +414,7 @@ fn serve_streams_the_spans_of_the_runs_it_drives() {
         .any(|e| e["kind"] == "run_finished")
     {
         assert!(
-            began.elapsed() < std::time::Duration::from_secs(60),
+            began.elapsed() < std::time::Duration::from_mins(1),
             "the run does not finish"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -378,7 +424,7 @@ fn serve_streams_the_spans_of_the_runs_it_drives() {
     let mut streamed: Vec<(Vec<u8>, String, u64, u64)> = received
         .requests
         .lock()
-        .unwrap()
+        .expect("fixture")
         .iter()
         .flat_map(|(_, r)| r.resource_spans.iter())
         .flat_map(|r| &r.scope_spans)
@@ -395,21 +441,32 @@ fn serve_streams_the_spans_of_the_runs_it_drives() {
     streamed.sort();
     // the same spans `export-otel` writes from the log afterwards
     let file = dir.path().join("trace.json");
-    let out = retrace(&store, &["export-otel", &run, "-o", file.to_str().unwrap()]);
+    let out = retrace(
+        &store,
+        &["export-otel", &run, "-o", file.to_str().expect("fixture")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let exported: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(&file).expect("fixture")).expect("fixture");
     let mut expected: Vec<(Vec<u8>, String, u64, u64)> = exported["resourceSpans"][0]["scopeSpans"]
         [0]["spans"]
         .as_array()
-        .unwrap()
+        .expect("fixture")
         .iter()
         .map(|s| {
             (
-                hex_bytes(s["spanId"].as_str().unwrap()),
-                s["name"].as_str().unwrap().to_owned(),
-                s["startTimeUnixNano"].as_str().unwrap().parse().unwrap(),
-                s["endTimeUnixNano"].as_str().unwrap().parse().unwrap(),
+                hex_bytes(s["spanId"].as_str().expect("fixture")),
+                s["name"].as_str().expect("fixture").to_owned(),
+                s["startTimeUnixNano"]
+                    .as_str()
+                    .expect("fixture")
+                    .parse()
+                    .expect("fixture"),
+                s["endTimeUnixNano"]
+                    .as_str()
+                    .expect("fixture")
+                    .parse()
+                    .expect("fixture"),
             )
         })
         .collect();

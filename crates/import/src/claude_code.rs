@@ -94,7 +94,7 @@ pub fn parse(sources: &[Source]) -> Result<Transcript, ImportError> {
         })
         .unwrap_or_default();
     if t.name.is_empty() {
-        t.name = main.name.clone();
+        t.name.clone_from(&main.name);
     }
     Ok(t)
 }
@@ -122,7 +122,7 @@ impl Reader {
             self.t.started_at = at;
         }
         if self.t.name.is_empty() {
-            self.t.name = str_at(&line, "/sessionId").to_owned();
+            str_at(&line, "/sessionId").clone_into(&mut self.t.name);
         }
         match str_at(&line, "/type") {
             "assistant" => self.assistant(line, at),

@@ -76,7 +76,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
     r.close();
     let mut t = r.t;
     if t.name.is_empty() {
-        t.name = source.name.clone();
+        t.name.clone_from(&source.name);
     }
     if t.finish.text.is_empty() {
         t.finish.text = t
@@ -122,12 +122,12 @@ impl Reader {
         let payload = line.get_mut("payload").map(Value::take).unwrap_or_default();
         match str_at(&line, "/type") {
             "session_meta" => {
-                self.t.name = str_at(&payload, "/id").to_owned();
+                str_at(&payload, "/id").clone_into(&mut self.t.name);
                 let system = match str_at(&payload, "/base_instructions/text") {
                     "" => str_at(&payload, "/instructions"),
                     text => text,
                 };
-                self.t.system = system.to_owned();
+                system.clone_into(&mut self.t.system);
                 self.t.report.keep("session_meta");
                 self.t
                     .session
@@ -136,16 +136,16 @@ impl Reader {
             "turn_context" => {
                 let model = str_at(&payload, "/model");
                 if !model.is_empty() {
-                    self.model = model.to_owned();
+                    model.clone_into(&mut self.model);
                     if self.t.model.is_empty() {
-                        self.t.model = model.to_owned();
+                        model.clone_into(&mut self.t.model);
                     }
                 }
                 self.t.report.keep("turn_context");
                 self.keep(json!({"line": line, "payload": payload}));
             }
             "response_item" => self.item(payload, at),
-            "event_msg" => self.event(line, payload),
+            "event_msg" => self.event(&line, payload),
             other => {
                 self.t.report.keep(&format!("unknown line type {other:?}"));
                 self.keep(json!({"line": line, "payload": payload}));
@@ -273,42 +273,7 @@ impl Reader {
                 open.extra.push(without(item, &["action", "type"]));
                 self.pending_searches.push((id, action));
             }
-            "function_call_output" | "custom_tool_call_output" => {
-                self.close();
-                let call_id = str_at(&item, "/call_id").to_owned();
-                let output = match item.get("output") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Object(o)) if o.get("content").is_some_and(Value::is_string) => {
-                        str_at(&item, "/output/content").to_owned()
-                    }
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                let is_error = exit_code(&output).is_some_and(|c| c != 0);
-                let mut entry = Entry::new(Step::Result(ToolResult {
-                    call_id: call_id.clone(),
-                    started_at: None,
-                    at,
-                    output,
-                    is_error,
-                    rejected: false,
-                    value: None,
-                    duration_ms: None,
-                }));
-                entry
-                    .extra
-                    .push(without(item, &["output", "call_id", "type"]));
-                for event in self.exec.remove(&call_id).into_iter().flatten() {
-                    if failed(&event)
-                        && let Step::Result(r) = &mut entry.step
-                    {
-                        r.is_error = true;
-                    }
-                    entry.extra.push(event);
-                }
-                self.results.insert(call_id, self.t.entries.len());
-                self.t.entries.push(entry);
-            }
+            "function_call_output" | "custom_tool_call_output" => self.output(item, at),
             _ => {
                 self.t.report.keep(&format!("response_item/{kind}"));
                 self.keep(item);
@@ -316,7 +281,45 @@ impl Reader {
         }
     }
 
-    fn event(&mut self, line: Value, payload: Value) {
+    /// A tool's output item: the call's result.
+    fn output(&mut self, item: Value, at: Option<u64>) {
+        self.close();
+        let call_id = str_at(&item, "/call_id").to_owned();
+        let output = match item.get("output") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Object(o)) if o.get("content").is_some_and(Value::is_string) => {
+                str_at(&item, "/output/content").to_owned()
+            }
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let is_error = exit_code(&output).is_some_and(|c| c != 0);
+        let mut entry = Entry::new(Step::Result(ToolResult {
+            call_id: call_id.clone(),
+            started_at: None,
+            at,
+            output,
+            is_error,
+            rejected: false,
+            value: None,
+            duration_ms: None,
+        }));
+        entry
+            .extra
+            .push(without(item, &["output", "call_id", "type"]));
+        for event in self.exec.remove(&call_id).into_iter().flatten() {
+            if failed(&event)
+                && let Step::Result(r) = &mut entry.step
+            {
+                r.is_error = true;
+            }
+            entry.extra.push(event);
+        }
+        self.results.insert(call_id, self.t.entries.len());
+        self.t.entries.push(entry);
+    }
+
+    fn event(&mut self, line: &Value, payload: Value) {
         let kind = str_at(&payload, "/type").to_owned();
         match kind.as_str() {
             "token_count" if !payload["info"].is_null() => {
@@ -366,9 +369,9 @@ impl Reader {
             "task_complete" => {
                 let last = str_at(&payload, "/last_agent_message");
                 if !last.is_empty() {
-                    self.t.finish.text = last.to_owned();
+                    last.clone_into(&mut self.t.finish.text);
                 }
-                self.t.finish.at = rfc3339_ms(str_at(&line, "/timestamp"));
+                self.t.finish.at = rfc3339_ms(str_at(line, "/timestamp"));
                 self.t.report.keep("event_msg/task_complete");
                 self.keep(payload);
             }

@@ -198,10 +198,9 @@ pub(crate) fn rfc3339_ms(text: &str) -> Option<u64> {
 /// A JSON number or a numeric string (tracers write both) as `u64`.
 pub(crate) fn number(value: Option<&serde_json::Value>) -> u64 {
     match value {
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().map(|f| f.max(0.0).round() as u64))
-            .unwrap_or(0),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().or_else(|| n.as_f64().map(whole)).unwrap_or(0)
+        }
         Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
         _ => 0,
     }
@@ -219,5 +218,21 @@ pub(crate) fn usd(value: Option<&serde_json::Value>) -> f64 {
 /// US dollars as millionths of a dollar, rounded (once per call, so a call's parts are
 /// summed first).
 pub(crate) fn micro(usd: f64) -> u64 {
-    (usd * 1e6).max(0.0).round() as u64
+    whole(usd * 1e6)
+}
+
+/// `x` rounded to a whole `u64`: negatives and NaN are 0, beyond `u64::MAX` is `u64::MAX`.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)] // clamped first; the bound is only compared
+fn whole(x: f64) -> u64 {
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else if x >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        x.round() as u64
+    }
 }

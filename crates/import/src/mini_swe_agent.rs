@@ -35,9 +35,8 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
     };
     let mut doc: Value = serde_json::from_slice(&source.bytes)
         .map_err(|e| not(format!("not JSON ({e}); expected a .traj.json trajectory")))?;
-    let messages = match doc.get_mut("messages").map(Value::take) {
-        Some(Value::Array(m)) => m,
-        _ => return Err(not("no `messages` list at the top".into())),
+    let Some(Value::Array(messages)) = doc.get_mut("messages").map(Value::take) else {
+        return Err(not("no `messages` list at the top".into()));
     };
     let info = doc.get("info").cloned().unwrap_or_default();
     let mut t = Transcript {
@@ -70,62 +69,13 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             "system" if t.system.is_empty() => t.system = content,
             "user" if t.task.is_empty() && t.entries.is_empty() => t.task = content,
             "assistant" => {
-                let response = message
-                    .pointer("/extra/response")
-                    .cloned()
-                    .unwrap_or_default();
-                let at = response
-                    .get("created")
-                    .and_then(Value::as_u64)
-                    .map(|s| s * 1000);
+                let (entry, call, at) = model_call(&message, content, &t.model, last_at, calls + 1);
                 if t.started_at.is_none() {
                     t.started_at = at;
                 }
-                let mut reply = ModelReply {
-                    text: content.clone(),
-                    usage: usage(response.get("usage")),
-                    stop_reason: response
-                        .pointer("/choices/0/finish_reason")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    ..ModelReply::default()
-                };
-                if let Some(r) = response
-                    .pointer("/choices/0/message/reasoning")
-                    .and_then(Value::as_str)
-                    .filter(|r| !r.is_empty())
-                {
-                    reply.reasoning.push(Reasoning {
-                        text: r.to_owned(),
-                        ..Reasoning::default()
-                    });
-                }
-                awaiting = action(&content).map(|command| {
-                    calls += 1;
-                    let id = format!("call-{calls}");
-                    reply.tool_calls.push(ToolCall {
-                        id: id.clone(),
-                        name: "bash".into(),
-                        arguments: json!({ "command": command }),
-                    });
-                    id
-                });
-                let model = match str_at(&response, "/model") {
-                    "" => t.model.clone(),
-                    m => m.to_owned(),
-                };
-                let cost = micro(usd(response.pointer("/usage/cost")));
-                t.entries.push(Entry {
-                    step: Step::Model(ModelCall {
-                        requested_at: last_at,
-                        responded_at: at,
-                        model,
-                        reply,
-                        cost_micro_usd: cost,
-                        latency_ms: None,
-                    }),
-                    extra: vec![json!({ "extra": message.get("extra") })],
-                });
+                calls += u64::from(call.is_some());
+                awaiting = call;
+                t.entries.push(entry);
                 last_at = at.or(last_at);
             }
             "user" => {
@@ -176,6 +126,69 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         at: last_at,
     };
     Ok(t)
+}
+
+/// An assistant message as a model call: the entry, the id of the call it makes (`call-N`,
+/// N = `number`), and when it was made.
+fn model_call(
+    message: &Value,
+    content: String,
+    default_model: &str,
+    last_at: Option<u64>,
+    number: u64,
+) -> (Entry, Option<String>, Option<u64>) {
+    let response = message
+        .pointer("/extra/response")
+        .cloned()
+        .unwrap_or_default();
+    let at = response
+        .get("created")
+        .and_then(Value::as_u64)
+        .map(|s| s * 1000);
+    let mut reply = ModelReply {
+        usage: usage(response.get("usage")),
+        stop_reason: response
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        ..ModelReply::default()
+    };
+    if let Some(r) = response
+        .pointer("/choices/0/message/reasoning")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
+        reply.reasoning.push(Reasoning {
+            text: r.to_owned(),
+            ..Reasoning::default()
+        });
+    }
+    let call = action(&content).map(|command| {
+        let id = format!("call-{number}");
+        reply.tool_calls.push(ToolCall {
+            id: id.clone(),
+            name: "bash".into(),
+            arguments: json!({ "command": command }),
+        });
+        id
+    });
+    reply.text = content;
+    let model = match str_at(&response, "/model") {
+        "" => default_model.to_owned(),
+        m => m.to_owned(),
+    };
+    let entry = Entry {
+        step: Step::Model(ModelCall {
+            requested_at: last_at,
+            responded_at: at,
+            model,
+            reply,
+            cost_micro_usd: micro(usd(response.pointer("/usage/cost"))),
+            latency_ms: None,
+        }),
+        extra: vec![json!({ "extra": message.get("extra") })],
+    };
+    (entry, call, at)
 }
 
 /// The command of a reply's fenced bash block (exactly one is the agent's protocol; the

@@ -106,25 +106,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         let op = str_at(&attrs, "/gen_ai.operation.name");
         let status = str_at(span, "/status/status_code");
         match op {
-            "invoke_agent" => {
-                t.name = str_at(&attrs, "/gen_ai.agent.name").to_owned();
-                if t.task.is_empty() {
-                    inputs(&attrs, &mut t);
-                }
-                if let Some(output) = attrs.get("retrace.output").and_then(Value::as_str) {
-                    t.finish.text = output.to_owned();
-                }
-                agent_events(span, &mut t, &mut rejected);
-                if t.model.is_empty() {
-                    t.model = str_at(&attrs, "/gen_ai.request.model").to_owned();
-                }
-                if status == "error" {
-                    t.finish.outcome = Outcome::Failed;
-                    t.finish.text = str_at(span, "/status/description").to_owned();
-                }
-                t.finish.at = Some(ms(span, "end_time"));
-                t.session.push((*span).clone());
-            }
+            "invoke_agent" => agent_span(span, &attrs, status, &mut t, &mut rejected),
             "call_llm" | "chat" | "text_completion" | "generate_content" => {
                 if t.task.is_empty() {
                     inputs(&attrs, &mut t);
@@ -148,48 +130,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
                     extra: vec![rest(span)],
                 });
             }
-            "execute_tool" => {
-                let call_id = call_id(span, &attrs);
-                let proposed = t.entries.iter().any(|e| {
-                    matches!(&e.step, Step::Model(c) if c.reply.tool_calls.iter().any(|k| k.id == call_id))
-                });
-                let name = str_at(&attrs, "/gen_ai.tool.name");
-                if !t.tools.iter().any(|d| d.name == name) {
-                    t.tools.push(ToolDef {
-                        name: name.to_owned(),
-                        description: str_at(&attrs, "/gen_ai.tool.description").to_owned(),
-                        parameters: json!({"type": "object"}),
-                    });
-                }
-                if !proposed {
-                    report.orphan_results += 1;
-                    report.keep("execute_tool span no model call proposed");
-                    match t.entries.last_mut() {
-                        Some(last) => last.extra.push((*span).clone()),
-                        None => t.session.push((*span).clone()),
-                    }
-                    continue;
-                }
-                let output = attrs
-                    .get("gen_ai.tool.call.result")
-                    .or_else(|| attrs.get("gen_ai.output"));
-                t.entries.push(Entry {
-                    step: Step::Result(ToolResult {
-                        rejected: rejected.contains(&call_id),
-                        call_id,
-                        started_at: Some(ms(span, "start_time")),
-                        at: Some(ms(span, "end_time")),
-                        value: (attrs.get("retrace.result.json") == Some(&Value::Bool(true)))
-                            .then(|| output.and_then(Value::as_str))
-                            .flatten()
-                            .and_then(|s| serde_json::from_str(s).ok()),
-                        output: text_of(output),
-                        is_error: status == "error",
-                        duration_ms: attrs.get("retrace.duration_ms").map(|v| number(Some(v))),
-                    }),
-                    extra: vec![rest(span)],
-                });
-            }
+            "execute_tool" => tool_span(span, &attrs, status, &mut t, &mut report, &rejected),
             other => {
                 report.keep(&format!("span {other:?}"));
                 match t.entries.last_mut() {
@@ -212,10 +153,88 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         Some(_) => {}
     }
     if t.name.is_empty() {
-        t.name = source.name.clone();
+        t.name.clone_from(&source.name);
     }
     t.report = report;
     Ok(t)
+}
+
+/// The agent span: the run's name, task, model, outcome, and retrace's own events.
+fn agent_span(
+    span: &Value,
+    attrs: &Value,
+    status: &str,
+    t: &mut Transcript,
+    rejected: &mut Vec<String>,
+) {
+    str_at(attrs, "/gen_ai.agent.name").clone_into(&mut t.name);
+    if t.task.is_empty() {
+        inputs(attrs, t);
+    }
+    if let Some(output) = attrs.get("retrace.output").and_then(Value::as_str) {
+        output.clone_into(&mut t.finish.text);
+    }
+    agent_events(span, t, rejected);
+    if t.model.is_empty() {
+        str_at(attrs, "/gen_ai.request.model").clone_into(&mut t.model);
+    }
+    if status == "error" {
+        t.finish.outcome = Outcome::Failed;
+        str_at(span, "/status/description").clone_into(&mut t.finish.text);
+    }
+    t.finish.at = Some(ms(span, "end_time"));
+    t.session.push((*span).clone());
+}
+
+/// A tool span: the result of a call a model call proposed (else kept as an extra).
+fn tool_span(
+    span: &Value,
+    attrs: &Value,
+    status: &str,
+    t: &mut Transcript,
+    report: &mut Report,
+    rejected: &[String],
+) {
+    let call_id = call_id(span, attrs);
+    let proposed = t.entries.iter().any(
+        |e| matches!(&e.step, Step::Model(c) if c.reply.tool_calls.iter().any(|k| k.id == call_id)),
+    );
+    let name = str_at(attrs, "/gen_ai.tool.name");
+    if !t.tools.iter().any(|d| d.name == name) {
+        t.tools.push(ToolDef {
+            name: name.to_owned(),
+            description: str_at(attrs, "/gen_ai.tool.description").to_owned(),
+            parameters: json!({"type": "object"}),
+        });
+    }
+    if !proposed {
+        report.orphan_results += 1;
+        report.keep("execute_tool span no model call proposed");
+        match t.entries.last_mut() {
+            Some(last) => last.extra.push((*span).clone()),
+            None => t.session.push((*span).clone()),
+        }
+        return;
+    }
+    let output = attrs
+        .get("gen_ai.tool.call.result")
+        .or_else(|| attrs.get("gen_ai.output"));
+    t.entries.push(Entry {
+        step: Step::Result(ToolResult {
+            rejected: rejected.contains(&call_id),
+            call_id,
+            started_at: Some(ms(span, "start_time")),
+            at: Some(ms(span, "end_time")),
+            value: (attrs.get("retrace.result.json") == Some(&Value::Bool(true)))
+                .then(|| output.and_then(Value::as_str))
+                .flatten()
+                .and_then(|s| serde_json::from_str(s).ok()),
+            output: text_of(output),
+            is_error: status == "error",
+            duration_ms: attrs.get("retrace.duration_ms").map(|v| number(Some(v))),
+        }),
+        extra: vec![rest(span)],
+    });
 }
 
 /// The task and system prompt from a model call's `gen_ai.input.messages`.

@@ -55,7 +55,8 @@ struct Imported {
 
 impl Imported {
     fn blob(&self, id: &retrace_events::BlobId) -> Value {
-        serde_json::from_slice(&self.store.blob(id).unwrap().unwrap()).unwrap()
+        serde_json::from_slice(&self.store.blob(id).expect("fixture").expect("fixture"))
+            .expect("fixture")
     }
 
     fn tally(&self) -> Tally {
@@ -88,14 +89,16 @@ impl Imported {
     /// The task the run started with.
     fn task(&self) -> String {
         match &self.events[0].kind {
-            EventKind::RunStarted { input, .. } => self.blob(input).as_str().unwrap().to_owned(),
+            EventKind::RunStarted { input, .. } => {
+                self.blob(input).as_str().expect("fixture").to_owned()
+            }
             other => panic!("first event {other:?}"),
         }
     }
 
     /// The run's final output.
     fn finish(&self) -> (Outcome, Value) {
-        match &self.events.last().unwrap().kind {
+        match &self.events.last().expect("fixture").kind {
             EventKind::RunFinished { outcome, detail } => (*outcome, self.blob(detail)),
             other => panic!("last event {other:?}"),
         }
@@ -133,8 +136,8 @@ fn import(format: Format, path: &str) -> Imported {
     let source = source(path);
     let transcript = retrace_import::parse(format, std::slice::from_ref(&source))
         .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let dir = tempfile::tempdir().expect("fixture");
+    let store = SledStore::open(dir.path()).expect("fixture");
     let done = retrace_import::write(
         &store,
         &transcript,
@@ -144,16 +147,21 @@ fn import(format: Format, path: &str) -> Imported {
     )
     .unwrap_or_else(|e| panic!("{path}: {e}"));
     assert!(done.created);
-    let head = store.run(&done.run).unwrap().unwrap().head.unwrap();
+    let head = store
+        .run(&done.run)
+        .expect("fixture")
+        .expect("fixture")
+        .head
+        .expect("fixture");
     let events: Vec<Event> = store
         .events(&done.run, 0..=head.seq)
-        .unwrap()
+        .expect("fixture")
         .into_iter()
         .map(|(_, e)| e)
         .collect();
     assert_eq!(done.events, events.len() as u64);
     // it verifies (chain and blobs), folds to a finished run, and every request rebuilds
-    let verified = verify_run(&store, &done.run, VerifyOptions { blobs: true }).unwrap();
+    let verified = verify_run(&store, &done.run, VerifyOptions { blobs: true }).expect("fixture");
     assert!(verified.problem.is_none(), "{path}: {:?}", verified.problem);
     let state = fold(events.iter()).unwrap_or_else(|(seq, e)| panic!("{path} @{seq}: {e}"));
     assert!(state.is_finished());
@@ -181,12 +189,12 @@ fn import(format: Format, path: &str) -> Imported {
     // the same file again: the run is already there
     let again = retrace_import::write(
         &run.store,
-        &retrace_import::parse(format, std::slice::from_ref(&source)).unwrap(),
+        &retrace_import::parse(format, std::slice::from_ref(&source)).expect("fixture"),
         std::slice::from_ref(&source),
         None,
         retrace_events::Timestamp(2),
     )
-    .unwrap();
+    .expect("fixture");
     assert!(!again.created);
     assert_eq!(again.run, run.run);
     run
@@ -234,7 +242,7 @@ fn claude_code_small_session() {
     assert_eq!(proposals, [3, 1, 1, 1]);
     // the source's times: first and last event
     assert_eq!(run.events[0].at.0, 1_765_395_465_343); // 2025-12-10T19:37:45.343Z
-    assert_eq!(run.events.last().unwrap().at.0, 1_765_395_511_216); // 19:38:31.216Z
+    assert_eq!(run.events.last().expect("fixture").at.0, 1_765_395_511_216); // 19:38:31.216Z
     assert_eq!(run.origin()["report"]["kept"]["file-history-snapshot"], 6);
 }
 
@@ -269,11 +277,11 @@ fn claude_code_compaction_and_failing_commands() {
             } => Some(run.blob(s)),
             _ => None,
         })
-        .unwrap();
+        .expect("fixture");
     assert!(
         summary
             .as_str()
-            .unwrap()
+            .expect("fixture")
             .starts_with("This session is being continued from a previous conversation"),
         "{summary}"
     );
@@ -282,7 +290,7 @@ fn claude_code_compaction_and_failing_commands() {
     assert!(
         detail["output"]
             .as_str()
-            .unwrap()
+            .expect("fixture")
             .starts_with("Great! Here's what I did across multiple tool calls:"),
         "{detail}"
     );
@@ -332,12 +340,12 @@ fn claude_code_rejected_tool_uses_are_denials() {
             EventKind::ModelResponded { response, .. } => Some(run.blob(response)),
             _ => None,
         })
-        .unwrap();
+        .expect("fixture");
     assert_eq!(
         reply["text"],
         "Let me check the project structure and try running the server to see the error."
     );
-    assert_eq!(reply["reasoning"].as_array().unwrap().len(), 1);
+    assert_eq!(reply["reasoning"].as_array().expect("fixture").len(), 1);
     assert_eq!(
         run.finish().1["output"],
         "Let me check the project structure and try running the server to see the error."
@@ -383,7 +391,7 @@ fn codex_rollout() {
     assert!(
         run.finish().1["output"]
             .as_str()
-            .unwrap()
+            .expect("fixture")
             .starts_with("Implemented the default context compaction setting as `threshold: 0.9`")
     );
     let tools: std::collections::BTreeSet<&str> = run
@@ -441,10 +449,10 @@ fn otel_genai_openai_agents() {
             EventKind::ToolReturned { output, .. } => Some(run.blob(output)),
             _ => None,
         })
-        .unwrap();
+        .expect("fixture");
     assert!(
         out.as_str()
-            .unwrap()
+            .expect("fixture")
             .contains("\"datetime\": \"2025-09-16T08:43:13-04:00\"")
     );
 }
@@ -497,7 +505,12 @@ fn mini_swe_agent_trajectory() {
     );
     let (outcome, detail) = run.finish();
     assert_eq!(outcome, Outcome::Succeeded);
-    assert!(detail["output"].as_str().unwrap().starts_with("diff --git"));
+    assert!(
+        detail["output"]
+            .as_str()
+            .expect("fixture")
+            .starts_with("diff --git")
+    );
     // created (epoch seconds) is the only time in the file
-    assert_eq!(run.events.last().unwrap().at.0, 1_763_510_028_000);
+    assert_eq!(run.events.last().expect("fixture").at.0, 1_763_510_028_000);
 }

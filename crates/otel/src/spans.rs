@@ -219,74 +219,16 @@ impl Tracer {
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                 .unwrap_or(Value::Null))
         };
-        let options = self.options;
         self.end = event.at;
         self.end_event = Some(*id);
+        let at = event.at;
         let mut done = Vec::new();
         match &event.kind {
             EventKind::RunStarted { spec, input, .. } => {
-                let spec = blob(spec)?;
-                let name = spec["name"].as_str().unwrap_or("agent").to_owned();
-                let model = spec["model"]["name"].as_str().unwrap_or("").to_owned();
-                self.provider = spec["model"]["provider"].as_str().unwrap_or("").to_owned();
-                let mut attributes = vec![
-                    KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-                    KeyValue::new("gen_ai.agent.name", name.clone()),
-                    KeyValue::new("gen_ai.provider.name", self.provider.clone()),
-                    KeyValue::new("gen_ai.request.model", model),
-                    KeyValue::new("gen_ai.conversation.id", self.run.to_hex()),
-                ];
-                if let Some(format) = spec["imported"]["format"].as_str() {
-                    attributes.push(KeyValue::new("retrace.imported.format", format.to_owned()));
-                }
-                if options.content {
-                    let task = text(&blob(input)?);
-                    attributes.push(KeyValue::new(
-                        "gen_ai.input.messages",
-                        json!([{"role": "user", "parts": [{"type": "text", "content": task}]}])
-                            .to_string(),
-                    ));
-                    if let Some(system) = spec["system"].as_str().filter(|s| !s.is_empty()) {
-                        attributes.push(KeyValue::new(
-                            "gen_ai.system_instructions",
-                            json!([{"type": "text", "content": system}]).to_string(),
-                        ));
-                    }
-                }
-                self.root = Some(Open {
-                    span_id: span_id(id),
-                    start: event.at,
-                    seq: event.seq,
-                    event: *id,
-                    name: format!("invoke_agent {name}"),
-                    kind: SpanKind::Internal,
-                    attributes,
-                });
+                self.started(id, event, &blob(spec)?, &blob(input)?);
             }
             EventKind::ModelRequested { request, attempt } => {
-                let record = blob(request)?;
-                let model = record["model"].as_str().unwrap_or("").to_owned();
-                let mut attributes = vec![
-                    KeyValue::new("gen_ai.operation.name", "chat"),
-                    KeyValue::new("gen_ai.provider.name", self.provider.clone()),
-                    KeyValue::new("gen_ai.request.model", model.clone()),
-                    KeyValue::new("retrace.attempt", i64::from(*attempt)),
-                ];
-                if record.get("compacts").is_some() {
-                    attributes.push(KeyValue::new("retrace.compaction", true));
-                }
-                self.models.insert(
-                    event.seq,
-                    Open {
-                        span_id: span_id(id),
-                        start: event.at,
-                        seq: event.seq,
-                        event: *id,
-                        name: format!("chat {model}"),
-                        kind: SpanKind::Client,
-                        attributes,
-                    },
-                );
+                self.model_requested(id, event, &blob(request)?, *attempt);
             }
             EventKind::ModelResponded {
                 request_seq,
@@ -302,9 +244,8 @@ impl Tracer {
                 if let Some(open) = self.models.remove(request_seq) {
                     self.input_tokens += usage.input_tokens;
                     self.output_tokens += usage.output_tokens;
-                    let reply = blob(response)?;
-                    let extra = reply_attributes(&open, &reply, usage, options);
-                    done.push(self.span(open, event.at, *id, Status::Ok, extra));
+                    let extra = reply_attributes(&open, &blob(response)?, usage, self.options);
+                    done.push(self.span(open, at, *id, Status::Ok, extra));
                 }
             }
             EventKind::ModelFailed {
@@ -319,51 +260,16 @@ impl Tracer {
                         .or_else(|| error["message"].as_str())
                         .map_or_else(|| error.to_string(), str::to_owned);
                     let kind = if *transient { "transient" } else { "permanent" };
-                    done.push(self.span(
-                        open,
-                        event.at,
-                        *id,
-                        Status::error(message),
-                        vec![KeyValue::new("error.type", kind)],
-                    ));
+                    let extra = vec![KeyValue::new("error.type", kind)];
+                    done.push(self.span(open, at, *id, Status::error(message), extra));
                 }
             }
-            EventKind::ContextCompacted { evicted, .. } => self.root_events.push(span_event(
-                "retrace.context.compacted",
-                event.at,
-                vec![KeyValue::new("retrace.evicted", to_i64(*evicted))],
-            )),
             EventKind::ToolRequested {
                 call_id,
                 tool,
                 args,
                 ..
-            } => {
-                let mut attributes = vec![
-                    KeyValue::new("gen_ai.operation.name", "execute_tool"),
-                    KeyValue::new("gen_ai.tool.name", tool.clone()),
-                    KeyValue::new("gen_ai.tool.call.id", call_id.clone()),
-                    KeyValue::new("gen_ai.tool.type", "function"),
-                ];
-                if options.content {
-                    attributes.push(KeyValue::new(
-                        "gen_ai.tool.call.arguments",
-                        blob(args)?.to_string(),
-                    ));
-                }
-                self.tools.insert(
-                    call_id.clone(),
-                    Open {
-                        span_id: span_id(id),
-                        start: event.at,
-                        seq: event.seq,
-                        event: *id,
-                        name: format!("execute_tool {tool}"),
-                        kind: SpanKind::Internal,
-                        attributes,
-                    },
-                );
-            }
+            } => self.tool_requested(id, event, call_id, tool, &blob(args)?),
             EventKind::ToolReturned {
                 call_id,
                 output,
@@ -371,115 +277,168 @@ impl Tracer {
                 duration_ms,
             } => {
                 if let Some(open) = self.tools.remove(call_id) {
-                    let value = blob(output)?;
-                    let output = text(&value);
-                    let mut extra =
-                        vec![KeyValue::new("retrace.duration_ms", to_i64(*duration_ms))];
-                    if options.content {
-                        extra.push(KeyValue::new("gen_ai.tool.call.result", output.clone()));
-                        // a structured result (retrace's own tools) is sent as JSON text
-                        if !value.is_string() {
-                            extra.push(KeyValue::new("retrace.result.json", true));
-                        }
-                    }
-                    let status = if *is_error {
-                        extra.push(KeyValue::new("error.type", "tool_error"));
-                        Status::error(first_line(&output))
-                    } else {
-                        Status::Ok
-                    };
-                    done.push(self.span(open, event.at, *id, status, extra));
+                    let (status, extra) =
+                        result_attributes(&blob(output)?, *is_error, *duration_ms, self.options);
+                    done.push(self.span(open, at, *id, status, extra));
                 }
             }
             EventKind::ToolOutcomeUnknown { call_id, .. } => {
                 if let Some(open) = self.tools.remove(call_id) {
-                    done.push(self.span(
-                        open,
-                        event.at,
-                        *id,
-                        Status::error("outcome unknown: the process stopped while the tool ran"),
-                        vec![KeyValue::new("error.type", "outcome_unknown")],
-                    ));
+                    let status =
+                        Status::error("outcome unknown: the process stopped while the tool ran");
+                    let extra = vec![KeyValue::new("error.type", "outcome_unknown")];
+                    done.push(self.span(open, at, *id, status, extra));
                 }
             }
-            EventKind::ApprovalRequested { call_id, .. } => self.root_events.push(span_event(
-                "retrace.approval.requested",
-                event.at,
-                vec![KeyValue::new("gen_ai.tool.call.id", call_id.clone())],
-            )),
-            EventKind::ApprovalDecided {
-                call_id,
-                decision,
-                by,
-                ..
-            } => self.root_events.push(span_event(
-                "retrace.approval.decided",
-                event.at,
-                vec![
-                    KeyValue::new("gen_ai.tool.call.id", call_id.clone()),
-                    KeyValue::new(
-                        "retrace.decision",
-                        if *decision == Decision::Approved {
-                            "approved"
-                        } else {
-                            "denied"
-                        },
-                    ),
-                    KeyValue::new("retrace.decided_by", by.clone()),
-                ],
-            )),
-            EventKind::SignalReceived { name, payload } => {
+            EventKind::RunFinished { outcome, detail } => {
+                self.finishing(*outcome, &blob(detail)?);
+                // calls the finish left open end with it
+                done.extend(self.close_calls());
+                done.extend(self.root_span(at, *id));
+                self.finished = true;
+            }
+            EventKind::SignalReceived { name, payload } if name == "user_message" => {
                 let mut attributes = vec![KeyValue::new("retrace.signal", name.clone())];
-                if options.content && name == "user_message" {
+                if self.options.content {
                     attributes.push(KeyValue::new("retrace.message", text(&blob(payload)?)));
                 }
                 self.root_events
-                    .push(span_event("retrace.signal", event.at, attributes));
+                    .push(span_event("retrace.signal", at, attributes));
             }
-            EventKind::Forked {
-                from_run, from_seq, ..
-            } => self.root_events.push(span_event(
-                "retrace.forked",
-                event.at,
-                vec![
-                    KeyValue::new("retrace.forked.from_run", from_run.to_hex()),
-                    KeyValue::new("retrace.forked.from_seq", to_i64(*from_seq)),
-                ],
-            )),
-            EventKind::RunFinished { outcome, detail } => {
-                let detail = blob(detail)?;
-                self.root_status = match outcome {
-                    Outcome::Succeeded => Status::Ok,
-                    Outcome::Failed | Outcome::Cancelled => Status::error(
-                        detail["reason"]
-                            .as_str()
-                            .map_or_else(|| detail.to_string(), str::to_owned),
-                    ),
-                };
-                if let Some(root) = &mut self.root {
-                    root.attributes.push(KeyValue::new(
-                        "retrace.outcome",
-                        match outcome {
-                            Outcome::Succeeded => "succeeded",
-                            Outcome::Failed => "failed",
-                            Outcome::Cancelled => "cancelled",
-                        },
-                    ));
-                    if options.content
-                        && let Some(output) = detail["output"].as_str()
-                    {
-                        root.attributes
-                            .push(KeyValue::new("retrace.output", output.to_owned()));
-                    }
+            other => {
+                if let Some((name, attributes)) = root_event(other) {
+                    self.root_events.push(span_event(name, at, attributes));
                 }
-                // calls the finish left open end with it
-                done.extend(self.close_calls());
-                done.extend(self.root_span(event.at, *id));
-                self.finished = true;
             }
-            EventKind::ToolCallsProposed { .. } => {}
         }
         Ok(done)
+    }
+
+    fn started(&mut self, id: &EventId, event: &Event, spec: &Value, input: &Value) {
+        let name = spec["name"].as_str().unwrap_or("agent").to_owned();
+        let model = spec["model"]["name"].as_str().unwrap_or("").to_owned();
+        spec["model"]["provider"]
+            .as_str()
+            .unwrap_or("")
+            .clone_into(&mut self.provider);
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+            KeyValue::new("gen_ai.agent.name", name.clone()),
+            KeyValue::new("gen_ai.provider.name", self.provider.clone()),
+            KeyValue::new("gen_ai.request.model", model),
+            KeyValue::new("gen_ai.conversation.id", self.run.to_hex()),
+        ];
+        if let Some(format) = spec["imported"]["format"].as_str() {
+            attributes.push(KeyValue::new("retrace.imported.format", format.to_owned()));
+        }
+        if self.options.content {
+            attributes.push(KeyValue::new(
+                "gen_ai.input.messages",
+                json!([{"role": "user", "parts": [{"type": "text", "content": text(input)}]}])
+                    .to_string(),
+            ));
+            if let Some(system) = spec["system"].as_str().filter(|s| !s.is_empty()) {
+                attributes.push(KeyValue::new(
+                    "gen_ai.system_instructions",
+                    json!([{"type": "text", "content": system}]).to_string(),
+                ));
+            }
+        }
+        self.root = Some(Open {
+            span_id: span_id(id),
+            start: event.at,
+            seq: event.seq,
+            event: *id,
+            name: format!("invoke_agent {name}"),
+            kind: SpanKind::Internal,
+            attributes,
+        });
+    }
+
+    fn model_requested(&mut self, id: &EventId, event: &Event, record: &Value, attempt: u32) {
+        let model = record["model"].as_str().unwrap_or("").to_owned();
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.provider.name", self.provider.clone()),
+            KeyValue::new("gen_ai.request.model", model.clone()),
+            KeyValue::new("retrace.attempt", i64::from(attempt)),
+        ];
+        if record.get("compacts").is_some() {
+            attributes.push(KeyValue::new("retrace.compaction", true));
+        }
+        self.models.insert(
+            event.seq,
+            Open {
+                span_id: span_id(id),
+                start: event.at,
+                seq: event.seq,
+                event: *id,
+                name: format!("chat {model}"),
+                kind: SpanKind::Client,
+                attributes,
+            },
+        );
+    }
+
+    fn tool_requested(
+        &mut self,
+        id: &EventId,
+        event: &Event,
+        call_id: &str,
+        tool: &str,
+        args: &Value,
+    ) {
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", tool.to_owned()),
+            KeyValue::new("gen_ai.tool.call.id", call_id.to_owned()),
+            KeyValue::new("gen_ai.tool.type", "function"),
+        ];
+        if self.options.content {
+            attributes.push(KeyValue::new(
+                "gen_ai.tool.call.arguments",
+                args.to_string(),
+            ));
+        }
+        self.tools.insert(
+            call_id.to_owned(),
+            Open {
+                span_id: span_id(id),
+                start: event.at,
+                seq: event.seq,
+                event: *id,
+                name: format!("execute_tool {tool}"),
+                kind: SpanKind::Internal,
+                attributes,
+            },
+        );
+    }
+
+    /// The run finished: the root's status and outcome.
+    fn finishing(&mut self, outcome: Outcome, detail: &Value) {
+        self.root_status = match outcome {
+            Outcome::Succeeded => Status::Ok,
+            Outcome::Failed | Outcome::Cancelled => Status::error(
+                detail["reason"]
+                    .as_str()
+                    .map_or_else(|| detail.to_string(), str::to_owned),
+            ),
+        };
+        let content = self.options.content;
+        if let Some(root) = &mut self.root {
+            root.attributes.push(KeyValue::new(
+                "retrace.outcome",
+                match outcome {
+                    Outcome::Succeeded => "succeeded",
+                    Outcome::Failed => "failed",
+                    Outcome::Cancelled => "cancelled",
+                },
+            ));
+            if content && let Some(output) = detail["output"].as_str() {
+                root.attributes
+                    .push(KeyValue::new("retrace.output", output.to_owned()));
+            }
+        }
     }
 
     /// Calls still open, ended at the newest event and marked `retrace.open`.
@@ -522,7 +481,82 @@ impl Tracer {
     }
 }
 
+/// An event that is an event of the root span (approvals, signals, compactions, fork
+/// markers): its name and attributes.
+fn root_event(kind: &EventKind) -> Option<(&'static str, Vec<KeyValue>)> {
+    Some(match kind {
+        EventKind::ContextCompacted { evicted, .. } => (
+            "retrace.context.compacted",
+            vec![KeyValue::new("retrace.evicted", to_i64(*evicted))],
+        ),
+        EventKind::ApprovalRequested { call_id, .. } => (
+            "retrace.approval.requested",
+            vec![KeyValue::new("gen_ai.tool.call.id", call_id.clone())],
+        ),
+        EventKind::ApprovalDecided {
+            call_id,
+            decision,
+            by,
+            ..
+        } => (
+            "retrace.approval.decided",
+            vec![
+                KeyValue::new("gen_ai.tool.call.id", call_id.clone()),
+                KeyValue::new(
+                    "retrace.decision",
+                    if *decision == Decision::Approved {
+                        "approved"
+                    } else {
+                        "denied"
+                    },
+                ),
+                KeyValue::new("retrace.decided_by", by.clone()),
+            ],
+        ),
+        EventKind::SignalReceived { name, .. } => (
+            "retrace.signal",
+            vec![KeyValue::new("retrace.signal", name.clone())],
+        ),
+        EventKind::Forked {
+            from_run, from_seq, ..
+        } => (
+            "retrace.forked",
+            vec![
+                KeyValue::new("retrace.forked.from_run", from_run.to_hex()),
+                KeyValue::new("retrace.forked.from_seq", to_i64(*from_seq)),
+            ],
+        ),
+        _ => return None,
+    })
+}
+
+/// A tool result's status and attributes on its `execute_tool` span.
+fn result_attributes(
+    value: &Value,
+    is_error: bool,
+    duration_ms: u64,
+    options: Options,
+) -> (Status, Vec<KeyValue>) {
+    let output = text(value);
+    let mut extra = vec![KeyValue::new("retrace.duration_ms", to_i64(duration_ms))];
+    if options.content {
+        extra.push(KeyValue::new("gen_ai.tool.call.result", output.clone()));
+        // a structured result (retrace's own tools) is sent as JSON text
+        if !value.is_string() {
+            extra.push(KeyValue::new("retrace.result.json", true));
+        }
+    }
+    let status = if is_error {
+        extra.push(KeyValue::new("error.type", "tool_error"));
+        Status::error(first_line(&output))
+    } else {
+        Status::Ok
+    };
+    (status, extra)
+}
+
 /// A reply's attributes on its `chat` span.
+#[allow(clippy::cast_precision_loss)] // millionths of a dollar: far below 2^52
 fn reply_attributes(
     open: &Open,
     reply: &Value,

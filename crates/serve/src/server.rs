@@ -137,18 +137,7 @@ pub async fn serve(
         }
         None => Scheduler::new(Arc::clone(&store), config.workers),
     };
-    let exporter = match &config.otlp_endpoint {
-        Some(endpoint) => {
-            let client = retrace_providers::http::client_builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| Error::Config(format!("the OTLP client: {e}")))?;
-            let (spans, task) = crate::otlp::Spans::start(endpoint.clone(), client);
-            scheduler.send_spans(spans);
-            Some(task)
-        }
-        None => None,
-    };
+    let exporter = span_exporter(&config, &scheduler)?;
     let daemon = Arc::new(Daemon {
         store: Arc::clone(&store),
         scheduler: Arc::clone(&scheduler),
@@ -228,6 +217,23 @@ pub async fn serve(
         let _ = std::fs::remove_file(file);
     }
     Ok(())
+}
+
+/// With `--otlp-endpoint`: the task sending the spans the scheduler's drives complete.
+fn span_exporter(
+    config: &Config,
+    scheduler: &Scheduler,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let Some(endpoint) = &config.otlp_endpoint else {
+        return Ok(None);
+    };
+    let client = retrace_providers::http::client_builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::Config(format!("the OTLP client: {e}")))?;
+    let (spans, task) = crate::otlp::Spans::start(endpoint.clone(), client);
+    scheduler.send_spans(spans);
+    Ok(Some(task))
 }
 
 /// The unix socket's listener (owner only). We hold the store (its lock, or a socket path

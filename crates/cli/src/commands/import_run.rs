@@ -56,6 +56,19 @@ pub fn run(
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_report(format, &imported, &counts, files);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report, for a person.
+#[allow(clippy::cast_precision_loss)] // millionths of a dollar: far below 2^52
+fn print_report(
+    format: Format,
+    imported: &retrace_import::Imported,
+    counts: &retrace_import::Counts,
+    files: &[PathBuf],
+) {
+    let report = &imported.report;
     let what = if imported.created {
         "imported"
     } else {
@@ -118,5 +131,4 @@ pub fn run(
             report.orphan_results
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

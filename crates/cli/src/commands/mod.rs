@@ -103,25 +103,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
         } => bundle::export(&cli.store, &runs, with_forks, &output),
         Command::Import { file } => bundle::import(&cli.store, &file),
-        Command::ImportRun {
-            format,
-            files,
-            name,
-            json,
-        } => import_run::run(&cli.store, &format, &files, name.as_deref(), json),
-        Command::Cassette { run, output } => cassette::run(&cli.store, &run, output.as_deref()),
-        Command::ExportOtel {
-            runs,
-            output,
-            endpoint,
-            no_content,
-        } => export_otel::run(
-            &cli.store,
-            &runs,
-            output.as_deref(),
-            endpoint.as_deref(),
-            !no_content,
-        ),
+        command @ (Command::ImportRun { .. }
+        | Command::Cassette { .. }
+        | Command::ExportOtel { .. }) => exchange(&cli.store, command),
         Command::Check { runs, all, json } => check::run(&cli.store, &runs, all, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Migrate { from, to } => migrate::run(&from, &to),
@@ -142,5 +126,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fork { at, edit } => fork::run(&cli.store, &at, edit.as_deref()),
         Command::Inspect { at } => inspect::run(&cli.store, at.as_deref()),
         Command::Tools { spec, json } => tools::run(&spec, json),
+    }
+}
+
+/// Runs in and out of other formats: `import-run`, `cassette`, `export-otel`.
+fn exchange(store: &std::path::Path, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::ImportRun {
+            format,
+            files,
+            name,
+            json,
+        } => import_run::run(store, &format, &files, name.as_deref(), json),
+        Command::Cassette { run, output } => cassette::run(store, &run, output.as_deref()),
+        Command::ExportOtel {
+            runs,
+            output,
+            endpoint,
+            no_content,
+        } => export_otel::run(
+            store,
+            &runs,
+            output.as_deref(),
+            endpoint.as_deref(),
+            !no_content,
+        ),
+        _ => unreachable!("not a command of exchange"),
     }
 }
