@@ -157,13 +157,8 @@ impl Reader {
 
     /// Keep `line` as an extra of the newest entry (or of the session before any).
     fn keep(&mut self, line: Value) {
-        if let Some(open) = &mut self.open {
-            open.extra.push(line);
-        } else if let Some(last) = self.t.entries.last_mut() {
-            last.extra.push(line);
-        } else {
-            self.t.session.push(line);
-        }
+        self.t
+            .keep_after(self.open.as_mut().map(|o| &mut o.extra), line);
     }
 
     fn assistant(&mut self, mut line: Value, at: Option<u64>) {

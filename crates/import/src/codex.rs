@@ -157,13 +157,8 @@ impl Reader {
     }
 
     fn keep(&mut self, value: Value) {
-        if let Some(open) = &mut self.open {
-            open.extra.push(value);
-        } else if let Some(last) = self.t.entries.last_mut() {
-            last.extra.push(value);
-        } else {
-            self.t.session.push(value);
-        }
+        self.t
+            .keep_after(self.open.as_mut().map(|o| &mut o.extra), value);
     }
 
     fn open(&mut self, at: Option<u64>) -> &mut Open {

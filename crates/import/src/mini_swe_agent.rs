@@ -99,10 +99,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             }
             other => {
                 t.report.keep(&format!("message role {other:?}"));
-                match t.entries.last_mut() {
-                    Some(last) => last.extra.push(message),
-                    None => t.session.push(message),
-                }
+                t.keep_after(None, message);
             }
         }
     }

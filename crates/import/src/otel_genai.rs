@@ -133,10 +133,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             "execute_tool" => tool_span(span, &attrs, status, &mut t, &mut report, &rejected),
             other => {
                 report.keep(&format!("span {other:?}"));
-                match t.entries.last_mut() {
-                    Some(last) => last.extra.push((*span).clone()),
-                    None => t.session.push((*span).clone()),
-                }
+                t.keep_after(None, (*span).clone());
             }
         }
     }
@@ -210,10 +207,7 @@ fn tool_span(
     if !proposed {
         report.orphan_results += 1;
         report.keep("execute_tool span no model call proposed");
-        match t.entries.last_mut() {
-            Some(last) => last.extra.push((*span).clone()),
-            None => t.session.push((*span).clone()),
-        }
+        t.keep_after(None, (*span).clone());
         return;
     }
     let output = attrs

@@ -213,6 +213,17 @@ pub struct Counts {
 }
 
 impl Transcript {
+    /// Keep `value` (a source line or field no event holds) with what it came after: the
+    /// model call being assembled (`open`, its extras), else the newest entry, else the
+    /// session.
+    pub(crate) fn keep_after(&mut self, open: Option<&mut Vec<Value>>, value: Value) {
+        match (open, self.entries.last_mut()) {
+            (Some(open), _) => open.push(value),
+            (None, Some(last)) => last.extra.push(value),
+            (None, None) => self.session.push(value),
+        }
+    }
+
     /// Count what this transcript holds.
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();

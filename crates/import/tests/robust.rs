@@ -50,6 +50,16 @@ fn import(format: Format, source: &Source) -> Result<retrace_import::Report, Imp
     Ok(done.report)
 }
 
+/// Lines of the unknown type `mystery_v9` the report says it kept.
+fn mysteries(report: &retrace_import::Report) -> u64 {
+    report
+        .kept
+        .iter()
+        .filter(|(k, _)| k.contains("mystery_v9"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 #[test]
 fn every_recording_detects_as_its_format() {
     for (format, path) in FILES {
@@ -80,15 +90,7 @@ fn a_line_of_unknown_type_anywhere_is_kept_and_counted() {
             retyped[i] = value.to_string();
             let name = format!("{path} (line {} retyped)", i + 1);
             match import(format, &src(&name, retyped.join("\n").into_bytes())) {
-                Ok(report) => {
-                    let kept: u64 = report
-                        .kept
-                        .iter()
-                        .filter(|(k, _)| k.contains("mystery_v9"))
-                        .map(|(_, n)| n)
-                        .sum();
-                    assert_eq!(kept, 1, "{name}: {report:?}");
-                }
+                Ok(report) => assert_eq!(mysteries(&report), 1, "{name}: {report:?}"),
                 // only the one line that made it a recording of the format may be missing
                 Err(e @ (ImportError::NotFormat { .. } | ImportError::Nothing { .. })) => {
                     assert!(e.to_string().contains(path), "{e}");
@@ -101,13 +103,7 @@ fn a_line_of_unknown_type_anywhere_is_kept_and_counted() {
         let line = r#"{"type":"mystery_v9","timestamp":"2026-01-01T00:00:00.000Z","payload":{}}"#;
         inserted.insert(lines.len() / 2, line);
         let report = import(format, &src(path, inserted.join("\n").into_bytes())).expect("fixture");
-        let kept: u64 = report
-            .kept
-            .iter()
-            .filter(|(k, _)| k.contains("mystery_v9"))
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(kept, 1, "{path}: {report:?}");
+        assert_eq!(mysteries(&report), 1, "{path}: {report:?}");
     }
 }
 

@@ -573,7 +573,14 @@ fn an_imported_claude_code_session_reads_as_a_story() {
     );
     // the model's words, the Bash call and its failing output, the final answer
     shows(&harness, "Let me run the tests.");
-    harness.get_by_label_contains("cargo test");
-    harness.get_by_label_contains("assertion failed: total == 300");
-    harness.get_by_label_contains("the discount is applied after rounding");
+    for text in [
+        "cargo test",
+        "assertion failed: total == 300",
+        "the discount is applied after rounding",
+    ] {
+        assert!(
+            harness.query_all_by_label_contains(text).next().is_some(),
+            "{text:?} is not shown"
+        );
+    }
 }
