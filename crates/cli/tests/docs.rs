@@ -93,6 +93,11 @@ fn guide_getting_started() {
 }
 
 #[test]
+fn guide_import_export() {
+    check("docs/guide/import-export.md");
+}
+
+#[test]
 fn guide_inspector() {
     check("docs/guide/inspector.md");
 }
