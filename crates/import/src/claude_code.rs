@@ -11,7 +11,9 @@
 //!   reply (`tool_use_id`); `is_error` marks failures, and a `toolUseResult` of
 //!   `"User rejected tool use"` (or a result text starting "The user doesn't want to
 //!   proceed") a call the user refused. The structured `toolUseResult` goes to the extra.
-//! - The first typed prompt is the task; later ones are user messages. A
+//! - The first typed prompt is the task; later ones are user messages (slash commands and
+//!   their output, which the CLI writes as user lines, are kept as extras). A session whose
+//!   last line says the user interrupted it ends cancelled. A
 //!   `system`/`compact_boundary` line and the `isCompactSummary` user line after it are a
 //!   compaction.
 //! - Lines are taken in file order (which the CLI appends in); `uuid`/`parentUuid` and every
@@ -30,6 +32,8 @@ use crate::{Format, ImportError, Source, rfc3339_ms};
 /// What a refused call's result says.
 const REJECTED: &str = "User rejected tool use";
 const REJECTED_TEXT: &str = "The user doesn't want to proceed";
+/// What the CLI writes as a user line when the user stops the model.
+const INTERRUPTED: &str = "[Request interrupted by user";
 
 /// Read a session transcript (the first source; sub-agent files are counted, not read).
 ///
@@ -49,7 +53,14 @@ pub fn parse(sources: &[Source]) -> Result<Transcript, ImportError> {
             why: "no line has `type` user or assistant".into(),
         });
     }
+    let session = lines
+        .iter()
+        .map(|(_, l)| str_at(l, "/sessionId"))
+        .find(|s| !s.is_empty())
+        .unwrap_or("")
+        .to_owned();
     for extra in &sources[1..] {
+        sub_agent_file(extra, &session)?;
         report.bytes += extra.bytes.len() as u64;
         report.skip("sub-agent file (sub-agents are not imported yet)");
     }
@@ -93,10 +104,52 @@ pub fn parse(sources: &[Source]) -> Result<Transcript, ImportError> {
             _ => None,
         })
         .unwrap_or_default();
+    // a session the user interrupted last ends cancelled
+    if let Some(Entry {
+        step: Step::User { text, at },
+        ..
+    }) = t.entries.last()
+        && text.starts_with(INTERRUPTED)
+    {
+        t.finish = Finish {
+            outcome: retrace_events::Outcome::Cancelled,
+            text: text.clone(),
+            at: *at,
+        };
+    }
     if t.name.is_empty() {
         t.name.clone_from(&main.name);
     }
     Ok(t)
+}
+
+/// Check that `file` is a sub-agent transcript of `session`: its lines are side chains
+/// (`isSidechain: true`) of the same `sessionId`.
+fn sub_agent_file(file: &Source, session: &str) -> Result<(), ImportError> {
+    let mut report = Report::default();
+    let lines = objects(file, Format::ClaudeCode, &mut report)?;
+    let extra = |why: String| ImportError::Extra {
+        file: file.name.clone(),
+        format: Format::ClaudeCode,
+        why,
+    };
+    let chat = lines
+        .iter()
+        .filter(|(_, l)| matches!(str_at(l, "/type"), "user" | "assistant"));
+    for (n, line) in chat {
+        if line.get("isSidechain").and_then(Value::as_bool) != Some(true) {
+            return Err(extra(format!(
+                "line {n} is not a sub-agent's (no `isSidechain: true`); import each session on its own"
+            )));
+        }
+        let other = str_at(line, "/sessionId");
+        if other != session {
+            return Err(extra(format!(
+                "line {n} belongs to session {other}, not {session}; import each session on its own"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The model call being assembled from its lines.
@@ -128,6 +181,8 @@ impl Reader {
             "assistant" => self.assistant(line, at),
             "user" => {
                 self.close();
+                // a model call is asked after what the user (or a tool) said last
+                self.last_at = at.or(self.last_at);
                 self.user(line, at);
             }
             "system" if str_at(&line, "/subtype") == "compact_boundary" => {
@@ -149,9 +204,6 @@ impl Reader {
                 self.t.report.keep(&kind);
                 self.keep(line);
             }
-        }
-        if at.is_some() {
-            self.last_at = at;
         }
     }
 
@@ -248,6 +300,7 @@ impl Reader {
             .collect::<Vec<_>>()
             .join("\n\n");
         open.call.reply.usage = usage(open.usage.as_ref());
+        self.last_at = open.call.responded_at.or(self.last_at);
         if open.call.model == "<synthetic>" {
             // the CLI's own stand-in for a reply it did not get (an API error, an
             // interruption): not a model call
@@ -332,8 +385,13 @@ impl Reader {
                 step: Step::Compaction { at, summary: text },
                 extra: vec![line],
             });
-        } else if flag("isMeta") {
-            self.t.report.keep("user/isMeta");
+        } else if flag("isMeta") || local_command(&text) {
+            // the CLI's own lines (a slash command, its output): not said to the model
+            self.t.report.keep(if flag("isMeta") {
+                "user/isMeta"
+            } else {
+                "user/local command"
+            });
             line["message"]["content"] = Value::String(text);
             self.keep(line);
         } else if self.t.task.is_empty() && self.t.entries.is_empty() {
@@ -346,6 +404,21 @@ impl Reader {
             });
         }
     }
+}
+
+/// Whether a user line is a local slash command or its output, which the CLI writes as a
+/// user line (`<command-name>/compact</command-name>…`, `<local-command-stdout>…`).
+fn local_command(text: &str) -> bool {
+    let start = text.trim_start();
+    [
+        "<command-name>",
+        "<command-message>",
+        "<local-command-stdout>",
+        "<local-command-stderr>",
+        "<local-command-caveat>",
+    ]
+    .iter()
+    .any(|tag| start.starts_with(tag))
 }
 
 /// A `tool_result`'s content as the model read it: a string, or text blocks joined (other

@@ -151,9 +151,6 @@ impl Reader {
                 self.keep(json!({"line": line, "payload": payload}));
             }
         }
-        if at.is_some() {
-            self.last_at = at;
-        }
     }
 
     fn keep(&mut self, value: Value) {
@@ -191,6 +188,7 @@ impl Reader {
             }
             "message" => {
                 self.close();
+                self.last_at = at.or(self.last_at);
                 let role = str_at(&item, "/role").to_owned();
                 let text = texts(&item);
                 let rest = without(item, &["content", "type"]);
@@ -279,6 +277,7 @@ impl Reader {
     /// A tool's output item: the call's result.
     fn output(&mut self, item: Value, at: Option<u64>) {
         self.close();
+        self.last_at = at.or(self.last_at);
         let call_id = str_at(&item, "/call_id").to_owned();
         let output = match item.get("output") {
             Some(Value::String(s)) => s.clone(),
@@ -389,6 +388,8 @@ impl Reader {
             .collect::<Vec<_>>()
             .join("\n\n");
         let at = open.call.responded_at;
+        // the next call is asked after what comes back: not after lines in between
+        self.last_at = at.or(self.last_at);
         self.t.entries.push(Entry {
             step: Step::Model(open.call),
             extra: open.extra,

@@ -122,7 +122,7 @@ pub enum ImportError {
         what: String,
     },
     /// The file is not a recording of the format.
-    #[error("{file} is not a {format} recording: {why}")]
+    #[error("{file} is not a recording of format {format}: {why}")]
     NotFormat {
         /// The file.
         file: String,
@@ -131,9 +131,19 @@ pub enum ImportError {
         /// What is missing or wrong.
         why: String,
     },
+    /// A file given after the recording is not part of it.
+    #[error("{file} is not part of this {format} recording: {why}")]
+    Extra {
+        /// The file.
+        file: String,
+        /// The format.
+        format: Format,
+        /// Why.
+        why: String,
+    },
     /// The format could not be told from the file.
     #[error(
-        "cannot tell the format of {file}: {why}; give it with --format (claude-code, codex, otel-genai, mini-swe-agent)"
+        "cannot tell the format of {file}: {why}; give the format instead of `auto` (claude-code, codex, otel-genai, mini-swe-agent)"
     )]
     Undetected {
         /// The file.
@@ -165,6 +175,13 @@ pub fn parse(format: Format, sources: &[Source]) -> Result<Transcript, ImportErr
                 file: source.name.clone(),
             });
         }
+    }
+    if format != Format::ClaudeCode && sources.len() > 1 {
+        return Err(ImportError::Extra {
+            file: sources[1].name.clone(),
+            format,
+            why: "a recording of this format is one file; import each file on its own".into(),
+        });
     }
     let transcript = match format {
         Format::ClaudeCode => claude_code::parse(sources)?,

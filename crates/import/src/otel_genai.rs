@@ -79,6 +79,17 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             not("no `spans` list (any-agent) or `resourceSpans` (OTLP) at the top".into())
         })?,
     };
+    let traces: std::collections::BTreeSet<String> = spans
+        .iter()
+        .filter_map(|s| s.pointer("/context/trace_id"))
+        .map(Value::to_string)
+        .collect();
+    if traces.len() > 1 {
+        return Err(not(format!(
+            "it holds {} traces, and a run is one trace: export or split them one trace per file",
+            traces.len()
+        )));
+    }
     let mut report = Report {
         bytes: source.bytes.len() as u64,
         lines: spans.len() as u64,

@@ -209,7 +209,7 @@ fn every_file_read_as_another_format_is_refused() {
             let message = e.to_string();
             assert!(message.contains(path), "{message}");
             assert!(
-                message.contains(&format!("not a {format} recording"))
+                message.contains(&format!("not a recording of format {format}"))
                     || message.contains("not a JSON line"),
                 "{path} as {format}: {message}"
             );
@@ -219,6 +219,53 @@ fn every_file_read_as_another_format_is_refused() {
         retrace_import::detect(&src("notes.txt", b"hello world\n".to_vec())).expect_err("an error");
     assert_eq!(
         e.to_string(),
-        "cannot tell the format of notes.txt: it starts \"hello world\\n\"; give it with --format (claude-code, codex, otel-genai, mini-swe-agent)"
+        "cannot tell the format of notes.txt: it starts \"hello world\\n\"; give the format instead of `auto` (claude-code, codex, otel-genai, mini-swe-agent)"
     );
+}
+
+#[test]
+fn files_that_are_not_part_of_the_recording_are_refused() {
+    // another Claude Code session is not a sub-agent of this one
+    let main = src(FILES[0].1, bytes(FILES[0].1));
+    let other = src(FILES[1].1, bytes(FILES[1].1));
+    let e = retrace_import::parse(Format::ClaudeCode, &[main.clone(), other]).expect_err("refused");
+    assert!(matches!(e, ImportError::Extra { .. }), "{e}");
+    assert!(
+        e.to_string().contains("import each session on its own"),
+        "{e}"
+    );
+    // a sub-agent file of the session (side chain, same session id) is taken
+    let session = "4c2ddfdc-b619-4525-8d03-1950fb1b0257";
+    let side = format!(
+        "{{\"type\":\"user\",\"isSidechain\":true,\"sessionId\":\"{session}\",\"uuid\":\"s1\",\"message\":{{\"role\":\"user\",\"content\":\"Warmup\"}}}}\n"
+    );
+    let t = retrace_import::parse(
+        Format::ClaudeCode,
+        &[main, src("agent-1.jsonl", side.into_bytes())],
+    )
+    .expect("a sub-agent file");
+    assert_eq!(t.report.skipped.values().sum::<u64>(), 1);
+    // other formats are one file
+    let codex = src(FILES[3].1, bytes(FILES[3].1));
+    let e = retrace_import::parse(Format::Codex, &[codex.clone(), codex]).expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("a recording of this format is one file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn several_traces_in_one_file_are_refused() {
+    let doc: Value = serde_json::from_slice(&bytes(FILES[4].1)).expect("fixture");
+    let mut two = doc.clone();
+    let mut other = doc["spans"][0].clone();
+    other["context"]["trace_id"] = serde_json::json!(42);
+    two["spans"].as_array_mut().expect("fixture").push(other);
+    let e = import(
+        Format::OtelGenai,
+        &src("two.json", two.to_string().into_bytes()),
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("it holds 2 traces"), "{e}");
 }

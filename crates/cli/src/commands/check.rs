@@ -31,6 +31,18 @@ pub fn run(dir: &Path, runs: &[String], all: bool, as_json: bool) -> anyhow::Res
     let started = Instant::now();
     let mut checks = Vec::with_capacity(ids.len());
     for id in &ids {
+        // another agent decided what an imported run did: nothing of retrace's to check
+        if let Some(format) = store.require_run(id)?.meta.get("imported") {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"run": id, "skipped": format!("imported ({format})")})
+                );
+            } else {
+                println!("skip  {id}  imported from {format}: its decisions were another agent's");
+            }
+            continue;
+        }
         let check = check_run(&store, id, &decide)?;
         if as_json {
             println!("{}", serde_json::to_string(&check)?);
