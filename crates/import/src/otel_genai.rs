@@ -79,17 +79,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             not("no `spans` list (any-agent) or `resourceSpans` (OTLP) at the top".into())
         })?,
     };
-    let traces: std::collections::BTreeSet<String> = spans
-        .iter()
-        .filter_map(|s| s.pointer("/context/trace_id"))
-        .map(Value::to_string)
-        .collect();
-    if traces.len() > 1 {
-        return Err(not(format!(
-            "it holds {} traces, and a run is one trace: export or split them one trace per file",
-            traces.len()
-        )));
-    }
+    one_trace(spans).map_err(not)?;
     let mut report = Report {
         bytes: source.bytes.len() as u64,
         lines: spans.len() as u64,
@@ -240,6 +230,22 @@ fn tool_span(
         }),
         extra: vec![rest(span)],
     });
+}
+
+/// `Ok` when `spans` are of one trace (a run is one trace).
+fn one_trace(spans: &[Value]) -> Result<(), String> {
+    let traces: std::collections::BTreeSet<String> = spans
+        .iter()
+        .filter_map(|s| s.pointer("/context/trace_id"))
+        .map(Value::to_string)
+        .collect();
+    if traces.len() > 1 {
+        return Err(format!(
+            "it holds {} traces, and a run is one trace: export or split them one trace per file",
+            traces.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The task and system prompt from a model call's `gen_ai.input.messages`.
