@@ -65,11 +65,11 @@ impl Agent {
             let info = crate::context::artifact::info();
             tools.insert(info.name, meta(info.tier, info.idempotent, info.on_error));
         }
-        // a run imported from another agent's recording calls that agent's tools; they are
-        // only ever served from the recording (an eval), never run
-        for name in spec.imported.iter().flat_map(|i| &i.tools) {
+        // a run imported from another agent's recording calls that agent's tools: an eval
+        // serves their calls from the recording (retrace cannot run them)
+        for def in spec.imported.iter().flat_map(|i| &i.tools) {
             tools
-                .entry(name.clone())
+                .entry(def.name.clone())
                 .or_insert_with(|| meta(Tier::Read, false, OnError::default()));
         }
         for server in &spec.mcp {

@@ -1133,10 +1133,16 @@ impl<'a> Runner<'a> {
     /// The tools offered to the model: the toolbox's, and `artifact.read` when the run has
     /// a token budget (its results can be artifacts).
     fn tool_defs(&self) -> Vec<ToolDef> {
+        let imported = self
+            .spec
+            .imported
+            .iter()
+            .flat_map(|i| i.tools.iter().cloned());
         self.toolbox
             .offered(&self.spec)
             .iter()
             .map(tools::ToolInfo::def)
+            .chain(imported)
             .collect()
     }
 

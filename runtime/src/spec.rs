@@ -254,10 +254,12 @@ pub struct Imported {
     pub extras: retrace_events::BlobId,
     /// The import's report: lines read, kept as extras and skipped by type.
     pub report: serde_json::Value,
-    /// The source agent's tools the run calls, by name (sorted): the agent built from this
-    /// spec knows them, so an eval can serve their calls from the recording.
+    /// The source agent's tools the run calls (sorted by name), as its requests offered
+    /// them: the agent built from this spec knows them and offers them to a model, so an
+    /// eval can serve their calls from the recording, or let a real model call them. A
+    /// source that names tools without their schemas gets `{"type": "object"}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<String>,
+    pub tools: Vec<retrace_events::chat::ToolDef>,
 }
 
 /// A file an imported run was read from.

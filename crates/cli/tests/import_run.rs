@@ -118,6 +118,16 @@ fn a_codex_rollout_imports_verifies_and_shows_its_tool_output() {
     let request = retrace(&store, &["show", &format!("{run}@{asked}"), "--request"]);
     assert!(request.status.success(), "{}", text(&request));
     assert!(text(&request).contains("show tools"), "{}", text(&request));
+    // the tools the session called are offered (so a real model in an eval can call them)
+    for tool in [
+        "exec_command",
+        "write_stdin",
+        "apply_patch",
+        "update_plan",
+        "web_search",
+    ] {
+        assert!(text(&request).contains(tool), "{tool}: {}", text(&request));
+    }
 }
 
 #[test]

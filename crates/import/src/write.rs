@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use retrace_events::chat::ToolDef;
 use retrace_events::{
     BlobId, Decision, Event, EventKind, Outcome, ProposedCall, RunId, Timestamp, Usage,
     canonical_json,
@@ -122,7 +123,10 @@ pub fn write(
         extras: BTreeMap::new(),
         at: Timestamp(t.started_at.unwrap_or(now.0)),
         system: put(store, &json!(t.system))?,
-        tools: put(store, &serde_json::to_value(&t.tools).unwrap_or_default())?,
+        tools: put(
+            store,
+            &serde_json::to_value(tool_defs(t)).unwrap_or_default(),
+        )?,
         proposed: Vec::new(),
         answers: HashMap::new(),
         report: &mut report,
@@ -246,21 +250,43 @@ fn spec(
             session: put(store, &Value::Array(t.session.clone()))?,
             extras: put(store, &serde_json::to_value(extras).unwrap_or_default())?,
             report: serde_json::to_value(report).unwrap_or_default(),
-            tools: t
-                .entries
-                .iter()
-                .filter_map(|e| match &e.step {
-                    Step::Model(call) => Some(&call.reply.tool_calls),
-                    _ => None,
-                })
-                .flatten()
-                .map(|c| c.name.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            tools: tool_defs(t),
         }),
     };
     Ok(store.put_blob(&spec.to_canonical_bytes())?)
+}
+
+/// The tools an imported run's requests offer (and its spec records): each tool its replies
+/// call, sorted by name, as the source described it, or with an open schema when it did
+/// not.
+fn tool_defs(t: &Transcript) -> Vec<ToolDef> {
+    let called: std::collections::BTreeSet<&str> = t
+        .entries
+        .iter()
+        .filter_map(|e| match &e.step {
+            Step::Model(call) => Some(&call.reply.tool_calls),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    called
+        .into_iter()
+        .map(|name| {
+            t.tools
+                .iter()
+                .find(|d| d.name == name)
+                .cloned()
+                .unwrap_or_else(|| ToolDef {
+                    name: name.to_owned(),
+                    description: format!(
+                        "{name}, a tool of the {} agent this run was imported from",
+                        t.format
+                    ),
+                    parameters: json!({"type": "object"}),
+                })
+        })
+        .collect()
 }
 
 fn put(store: &dyn Store, value: &Value) -> Result<BlobId, WriteError> {
