@@ -237,10 +237,12 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
 
 /// A model call's tokens, cost and time, into the totals.
 fn count_usage(state: &mut State, usage: &retrace_events::Usage) {
-    state.totals.input_tokens += usage.input_tokens;
-    state.totals.output_tokens += usage.output_tokens;
-    state.totals.cost_micro_usd += usage.cost_micro_usd;
-    state.timing.model_ms += usage.latency_ms;
+    // saturating: a log holds what a provider or an imported recording said, however large
+    let t = &mut state.totals;
+    t.input_tokens = t.input_tokens.saturating_add(usage.input_tokens);
+    t.output_tokens = t.output_tokens.saturating_add(usage.output_tokens);
+    t.cost_micro_usd = t.cost_micro_usd.saturating_add(usage.cost_micro_usd);
+    state.timing.model_ms = state.timing.model_ms.saturating_add(usage.latency_ms);
     state.last_input_tokens = usage.input_tokens;
 }
 

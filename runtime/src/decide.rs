@@ -322,7 +322,7 @@ fn over_budget(budgets: &Budgets, state: &State) -> Option<Next> {
             t.steps
         ));
     }
-    let tokens = t.input_tokens + t.output_tokens;
+    let tokens = t.input_tokens.saturating_add(t.output_tokens);
     if let Some(max) = budgets.max_tokens
         && tokens > max
     {

@@ -370,4 +370,8 @@ pub struct ServeArgs {
     /// `retrace export-otel` writes them.
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// With `--otlp-endpoint`: leave message contents (the task, replies, tool arguments and
+    /// results) out of the spans, as `retrace export-otel --no-content` does.
+    #[arg(long, requires = "otlp_endpoint")]
+    pub otlp_no_content: bool,
 }

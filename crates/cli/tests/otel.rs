@@ -293,6 +293,33 @@ fn errors_and_refusals_are_span_statuses() {
         .count();
     assert_eq!(denials, 2);
     assert!(attr(root, "gen_ai.input.messages").is_none());
+
+    // exported with content and imported back: the same events, in the same order, though
+    // many share a millisecond (the log's order travels as `retrace.seq`)
+    let file = dir.path().join("trace.json");
+    let out = retrace(
+        &store,
+        &["export-otel", &run, "-o", file.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let back = retrace(
+        &store,
+        &["import-run", "auto", file.to_str().expect("utf-8")],
+    );
+    assert!(back.status.success(), "{}", text(&back));
+    let back = text(&back)
+        .split(" as run ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .expect("fixture")
+        .to_owned();
+    let kinds = |run: &str| -> Vec<String> {
+        log_json(&store, run)
+            .iter()
+            .map(|e| format!("{} {}", e["kind"], e["call_id"]))
+            .collect()
+    };
+    assert_eq!(kinds(&run), kinds(&back));
 }
 
 #[test]

@@ -313,6 +313,7 @@ impl Reader {
                     message: open.call.reply.text,
                 },
                 extra: open.extra,
+                seq: None,
             });
             return;
         }
@@ -320,6 +321,7 @@ impl Reader {
         self.t.entries.push(Entry {
             step: Step::Model(open.call),
             extra: open.extra,
+            seq: None,
         });
     }
 
@@ -374,6 +376,7 @@ impl Reader {
             if let Some(Entry {
                 step: Step::Compaction { summary, .. },
                 extra,
+                ..
             }) = self.t.entries.last_mut()
                 && summary.is_empty()
             {
@@ -384,6 +387,7 @@ impl Reader {
             self.t.entries.push(Entry {
                 step: Step::Compaction { at, summary: text },
                 extra: vec![line],
+                seq: None,
             });
         } else if flag("isMeta") || local_command(&text) {
             // the CLI's own lines (a slash command, its output): not said to the model
@@ -401,6 +405,7 @@ impl Reader {
             self.t.entries.push(Entry {
                 step: Step::User { at, text },
                 extra: vec![line],
+                seq: None,
             });
         }
     }
@@ -445,7 +450,7 @@ fn usage(usage: Option<&Value>) -> TokenUsage {
     let read = n("cache_read_input_tokens");
     let write = n("cache_creation_input_tokens");
     TokenUsage {
-        input_tokens: n("input_tokens") + read + write,
+        input_tokens: n("input_tokens").saturating_add(read).saturating_add(write),
         output_tokens: n("output_tokens"),
         reasoning_tokens: 0,
         cache_read_tokens: read,

@@ -74,6 +74,14 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         r.line(line);
     }
     r.close();
+    // command ends whose call never got an output line: kept all the same
+    let stashed: Vec<Value> = std::mem::take(&mut r.exec)
+        .into_values()
+        .flatten()
+        .collect();
+    for event in stashed {
+        r.t.keep_after(None, event);
+    }
     let mut t = r.t;
     if t.name.is_empty() {
         t.name.clone_from(&source.name);
@@ -206,6 +214,7 @@ impl Reader {
                     self.t.entries.push(Entry {
                         step: Step::User { at, text },
                         extra: vec![rest],
+                        seq: None,
                     });
                 }
             }
@@ -393,6 +402,7 @@ impl Reader {
         self.t.entries.push(Entry {
             step: Step::Model(open.call),
             extra: open.extra,
+            seq: None,
         });
         for (call_id, action) in std::mem::take(&mut self.pending_searches) {
             let query = action

@@ -209,11 +209,31 @@ pub(crate) fn rfc3339_ms(text: &str) -> Option<u64> {
         .or_else(|_| humantime::parse_rfc3339_weak(text.trim_end_matches('Z')))
         .ok()?;
     let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
-    u64::try_from(ms).ok()
+    u64::try_from(ms).ok().and_then(plausible_ms)
 }
 
-/// A JSON number or a numeric string (tracers write both) as `u64`.
+/// The largest count (tokens) or amount (millionths of a dollar) a recording is taken to
+/// say: 2^53, beyond which JSON numbers are not exact. Larger values (`1e300`, `inf`) are
+/// cut to it, so sums stay exact and never overflow.
+pub const LARGEST: u64 = 1 << 53;
+
+/// The latest time a recording is taken to say: 9999-12-31T23:59:59.999Z, in milliseconds
+/// since the Unix epoch (the last a timestamp is written with four year digits). A later
+/// one (seconds taken for milliseconds, say) is treated as no time.
+pub const LATEST_MS: u64 = 253_402_300_799_999;
+
+/// `ms` if it is a time a recording can mean ([`LATEST_MS`]).
+pub(crate) fn plausible_ms(ms: u64) -> Option<u64> {
+    (ms <= LATEST_MS).then_some(ms)
+}
+
+/// A JSON number or a numeric string (tracers write both) as `u64`, at most [`LARGEST`].
 pub(crate) fn number(value: Option<&serde_json::Value>) -> u64 {
+    raw_number(value).min(LARGEST)
+}
+
+/// A JSON number or a numeric string as `u64`, uncapped (times in nanoseconds).
+pub(crate) fn raw_number(value: Option<&serde_json::Value>) -> u64 {
     match value {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().or_else(|| n.as_f64().map(whole)).unwrap_or(0)
@@ -235,7 +255,7 @@ pub(crate) fn usd(value: Option<&serde_json::Value>) -> f64 {
 /// US dollars as millionths of a dollar, rounded (once per call, so a call's parts are
 /// summed first).
 pub(crate) fn micro(usd: f64) -> u64 {
-    whole(usd * 1e6)
+    whole(usd * 1e6).min(LARGEST)
 }
 
 /// `x` rounded to a whole `u64`: negatives and NaN are 0, beyond `u64::MAX` is `u64::MAX`.

@@ -103,8 +103,9 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             }
         }
     }
-    if t.model.is_empty()
-        && let Some(Step::Model(c)) = t.entries.iter().map(|e| &e.step).next()
+    // the model the calls went to (the config's name may carry a router's prefix)
+    if let Some(Step::Model(c)) = t.entries.iter().map(|e| &e.step).next()
+        && !c.model.is_empty()
     {
         t.model.clone_from(&c.model);
     }
@@ -141,7 +142,8 @@ fn model_call(
     let at = response
         .get("created")
         .and_then(Value::as_u64)
-        .map(|s| s * 1000);
+        .and_then(|s| s.checked_mul(1000))
+        .and_then(crate::plausible_ms);
     let mut reply = ModelReply {
         usage: usage(response.get("usage")),
         stop_reason: response
@@ -184,6 +186,7 @@ fn model_call(
             latency_ms: None,
         }),
         extra: vec![json!({ "extra": message.get("extra") })],
+        seq: None,
     };
     (entry, call, at)
 }

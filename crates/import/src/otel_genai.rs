@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::jsonl::str_at;
 use crate::transcript::{Entry, Finish, ModelCall, Report, Step, ToolResult, Transcript};
-use crate::{Format, ImportError, Source, micro, number, usd};
+use crate::{Format, ImportError, Source, micro, number, raw_number, usd};
 
 /// Attributes the events carry (the rest go to the extra).
 const CARRIED: [&str; 17] = [
@@ -85,8 +85,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         lines: spans.len() as u64,
         ..Report::default()
     };
-    let mut spans: Vec<&Value> = spans.iter().collect();
-    spans.sort_by_key(|s| (number(s.get("start_time")), number(s.get("end_time"))));
+    let spans = ordered(spans);
     let mut t = Transcript {
         format: Format::OtelGenai,
         name: String::new(),
@@ -129,6 +128,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
                 t.entries.push(Entry {
                     step,
                     extra: vec![rest(span)],
+                    seq: seq_of(&attrs),
                 });
             }
             "execute_tool" => tool_span(span, &attrs, status, &mut t, &mut report, &rejected),
@@ -138,13 +138,13 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
             }
         }
     }
-    // user messages (retrace's signal events) in their place in time
-    t.entries.sort_by_key(|e| match &e.step {
-        Step::Model(c) => c.requested_at,
-        Step::ModelError { requested_at, .. } => *requested_at,
-        Step::Result(r) => r.started_at,
-        Step::User { at, .. } | Step::Compaction { at, .. } => *at,
-    });
+    // user messages (retrace's signal events) in their place: by the log's order when every
+    // entry has it (a retrace export), else in time
+    if t.entries.iter().all(|e| e.seq.is_some()) {
+        t.entries.sort_by_key(|e| e.seq);
+    } else {
+        sort_by_time(&mut t.entries);
+    }
     match doc.get("final_output") {
         Some(Value::Null) | None => {}
         Some(out) if t.finish.outcome == Outcome::Succeeded => t.finish.text = text_of(Some(out)),
@@ -177,7 +177,10 @@ fn agent_span(
         str_at(attrs, "/gen_ai.request.model").clone_into(&mut t.model);
     }
     if status == "error" {
-        t.finish.outcome = Outcome::Failed;
+        t.finish.outcome = match str_at(attrs, "/retrace.outcome") {
+            "cancelled" => Outcome::Cancelled,
+            _ => Outcome::Failed,
+        };
         str_at(span, "/status/description").clone_into(&mut t.finish.text);
     }
     t.finish.at = Some(ms(span, "end_time"));
@@ -229,7 +232,44 @@ fn tool_span(
             duration_ms: attrs.get("retrace.duration_ms").map(|v| number(Some(v))),
         }),
         extra: vec![rest(span)],
+        seq: seq_of(attrs),
     });
+}
+
+/// `spans` in the log's order when every span says it (a retrace export's `retrace.seq`),
+/// else in time.
+fn ordered(spans: &[Value]) -> Vec<&Value> {
+    let mut spans: Vec<&Value> = spans.iter().collect();
+    // in the log's order when every span says it (a retrace export), else in time
+    let seqs: Option<Vec<u64>> = spans
+        .iter()
+        .map(|s| s.get("attributes").and_then(seq_of))
+        .collect();
+    match seqs {
+        Some(_) => spans.sort_by_key(|s| s.get("attributes").and_then(seq_of)),
+        None => spans.sort_by_key(|s| {
+            (
+                raw_number(s.get("start_time")),
+                raw_number(s.get("end_time")),
+            )
+        }),
+    }
+    spans
+}
+
+/// Entries ordered by when they began (stable: ties keep the order of the spans).
+fn sort_by_time(entries: &mut [Entry]) {
+    entries.sort_by_key(|e| match &e.step {
+        Step::Model(c) => c.requested_at,
+        Step::ModelError { requested_at, .. } => *requested_at,
+        Step::Result(r) => r.started_at,
+        Step::User { at, .. } | Step::Compaction { at, .. } => *at,
+    });
+}
+
+/// A span's or span event's `retrace.seq` (a retrace export's log position).
+fn seq_of(attrs: &Value) -> Option<u64> {
+    attrs.get("retrace.seq").map(|v| raw_number(Some(v)))
 }
 
 /// `Ok` when `spans` are of one trace (a run is one trace).
@@ -424,10 +464,12 @@ fn agent_events(span: &Value, t: &mut Transcript, rejected: &mut Vec<String>) {
         let attrs = event.get("attributes").cloned().unwrap_or_default();
         match str_at(event, "/name") {
             "retrace.signal" if str_at(&attrs, "/retrace.signal") == "user_message" => {
-                t.entries.push(Entry::new(Step::User {
-                    at: Some(number(event.get("timestamp")) / 1_000_000),
+                let mut entry = Entry::new(Step::User {
+                    at: crate::plausible_ms(raw_number(event.get("timestamp")) / 1_000_000),
                     text: str_at(&attrs, "/retrace.message").to_owned(),
-                }));
+                });
+                entry.seq = seq_of(&attrs);
+                t.entries.push(entry);
             }
             "retrace.approval.decided" if str_at(&attrs, "/retrace.decision") == "denied" => {
                 rejected.push(str_at(&attrs, "/gen_ai.tool.call.id").to_owned());
@@ -467,7 +509,7 @@ fn from_otlp(resource_spans: &Value) -> Vec<Value> {
                     .map(|e| {
                         json!({
                             "name": e.get("name"),
-                            "timestamp": number(e.get("timeUnixNano")),
+                            "timestamp": raw_number(e.get("timeUnixNano")),
                             "attributes": otlp_attributes(e.get("attributes")),
                         })
                     })
@@ -481,8 +523,8 @@ fn from_otlp(resource_spans: &Value) -> Vec<Value> {
                     "name": span.get("name"),
                     "context": {"trace_id": span.get("traceId"), "span_id": span.get("spanId")},
                     "parent": if parent.is_empty() { Value::Null } else { json!({"span_id": parent}) },
-                    "start_time": number(span.get("startTimeUnixNano")),
-                    "end_time": number(span.get("endTimeUnixNano")),
+                    "start_time": raw_number(span.get("startTimeUnixNano")),
+                    "end_time": raw_number(span.get("endTimeUnixNano")),
                     "status": {
                         "status_code": status,
                         "description": span.pointer("/status/message"),
@@ -514,7 +556,7 @@ fn any_value(value: Option<&Value>) -> Value {
         return s.clone();
     }
     if let Some(i) = v.get("intValue") {
-        return json!(number(Some(i)));
+        return json!(raw_number(Some(i)));
     }
     if let Some(d) = v.get("doubleValue") {
         return d.clone();
@@ -547,9 +589,9 @@ fn span_id(span: &Value) -> String {
     }
 }
 
-/// A span time (ns) in ms.
+/// A span time (ns) in ms (0 when implausible, see [`crate::LATEST_MS`]).
 fn ms(span: &Value, key: &str) -> u64 {
-    number(span.get(key)) / 1_000_000
+    crate::plausible_ms(raw_number(span.get(key)) / 1_000_000).unwrap_or(0)
 }
 
 /// Text of a value: a string as it is, anything else as JSON.

@@ -50,6 +50,10 @@ pub struct Entry {
     pub step: Step,
     /// The source's lines or fields not carried by the event (`None`: nothing left over).
     pub extra: Vec<Value>,
+    /// Where the source put it, when it says (a retrace export's `retrace.seq`): entries
+    /// that all have one are ordered by it rather than by time, which ties within a
+    /// millisecond.
+    pub seq: Option<u64>,
 }
 
 impl Entry {
@@ -58,6 +62,7 @@ impl Entry {
         Self {
             step,
             extra: Vec::new(),
+            seq: None,
         }
     }
 }
@@ -232,9 +237,11 @@ impl Transcript {
                 Step::Model(call) => {
                     c.model_calls += 1;
                     c.tool_calls += call.reply.tool_calls.len() as u64;
-                    c.input_tokens += call.reply.usage.input_tokens;
-                    c.output_tokens += call.reply.usage.output_tokens;
-                    c.cost_micro_usd += call.cost_micro_usd;
+                    c.input_tokens = c.input_tokens.saturating_add(call.reply.usage.input_tokens);
+                    c.output_tokens = c
+                        .output_tokens
+                        .saturating_add(call.reply.usage.output_tokens);
+                    c.cost_micro_usd = c.cost_micro_usd.saturating_add(call.cost_micro_usd);
                 }
                 Step::ModelError { .. } => c.model_errors += 1,
                 Step::Result(r) => {

@@ -16,7 +16,8 @@
 //!
 //! Event times are the source's (never earlier than the event before: sources write some
 //! lines out of order). The run's id is derived from the format, the files' BLAKE3 and the
-//! name, so importing the same recording again finds the run already there.
+//! name, so importing the same recording again finds the run already there, and an import
+//! that was interrupted appends the rest of the same events.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -60,6 +61,17 @@ pub enum WriteError {
     /// A request record could not be made.
     #[error("request record: {0}")]
     Request(#[from] request::Error),
+    /// A run of this id exists with other events (imported from these files by an older
+    /// retrace, or written otherwise).
+    #[error(
+        "run {run} exists with {events} other events; import this recording as another run with --name"
+    )]
+    Conflict {
+        /// The run.
+        run: RunId,
+        /// Its events.
+        events: u64,
+    },
     /// The events built do not fold: an importer bug, named with the event.
     #[error(
         "the imported events do not fold at seq {seq} ({kind}): {source}; please report this with the recording"
@@ -104,18 +116,15 @@ pub fn write(
     name: Option<&str>,
     now: Timestamp,
 ) -> Result<Imported, WriteError> {
-    let name = name.unwrap_or(&t.name).to_owned();
+    // a name read from a recording is shown in terminals: no control characters
+    let name: String = name
+        .unwrap_or(&t.name)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
     let run = run_id(t, sources, &name);
     let mut report = t.report.clone();
-    if let Some(info) = store.run(&run)? {
-        report.events = info.len();
-        return Ok(Imported {
-            run,
-            created: false,
-            events: info.len(),
-            report,
-        });
-    }
+    let existing = store.run(&run)?;
     let mut b = Builder {
         store,
         state: State::default(),
@@ -184,9 +193,50 @@ pub fn write(
         head = Some(event.head());
         events.push(event);
     }
-    store.create_run(new)?;
-    let mut tip = None;
-    let mut start = 0;
+    append_events(store, run, existing, new, &events, report)
+}
+
+/// Append `events` to `run`: a new run (`existing` is `None`), or the rest of the same
+/// events after an interrupted import.
+fn append_events(
+    store: &dyn Store,
+    run: RunId,
+    existing: Option<retrace_store::RunInfo>,
+    new: NewRun,
+    events: &[Event],
+    report: &Report,
+) -> Result<Imported, WriteError> {
+    // the same recording imported before: nothing to do, or (an import interrupted after
+    // some appends) the rest of the same events to append
+    let (mut tip, mut start) = match existing {
+        None => {
+            store.create_run(new)?;
+            (None, 0)
+        }
+        Some(info) => {
+            let have = usize::try_from(info.len()).unwrap_or(usize::MAX);
+            let same = info.head.is_none_or(|h| {
+                events
+                    .get(have.wrapping_sub(1))
+                    .is_some_and(|e| e.id() == h.id)
+            });
+            if !same || have > events.len() {
+                return Err(WriteError::Conflict {
+                    run,
+                    events: info.len(),
+                });
+            }
+            if have == events.len() {
+                return Ok(Imported {
+                    run,
+                    created: false,
+                    events: info.len(),
+                    report: report.clone(),
+                });
+            }
+            (info.head.map(|h| h.id), have)
+        }
+    };
     while start < events.len() {
         let mut end = (start + BATCH).min(events.len());
         // a reply and its proposals go in one append, as the executor writes them

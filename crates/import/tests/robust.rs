@@ -269,3 +269,120 @@ fn several_traces_in_one_file_are_refused() {
     .expect_err("refused");
     assert!(e.to_string().contains("it holds 2 traces"), "{e}");
 }
+
+#[test]
+fn numbers_and_times_past_what_a_recording_can_mean_are_bounded() {
+    // tokens of 1e300 and a cost of "inf": cut to 2^53, summed without overflow
+    let line = |id: &str, tokens: &str| {
+        format!(
+            "{{\"type\":\"assistant\",\"sessionId\":\"s\",\"uuid\":\"{id}\",\"timestamp\":\"2026-01-01T00:00:0{id}.000Z\",\"message\":{{\"id\":\"m{id}\",\"model\":\"x\",\"content\":[{{\"type\":\"text\",\"text\":\"hi\"}}],\"usage\":{{\"input_tokens\":{tokens},\"cache_read_input_tokens\":{tokens},\"output_tokens\":{tokens}}}}}}}"
+        )
+    };
+    let text = format!(
+        "{{\"type\":\"user\",\"sessionId\":\"s\",\"uuid\":\"u\",\"message\":{{\"role\":\"user\",\"content\":\"go\"}}}}\n{}\n{{\"type\":\"user\",\"sessionId\":\"s\",\"uuid\":\"u2\",\"message\":{{\"role\":\"user\",\"content\":\"again\"}}}}\n{}\n",
+        line("1", "1e300"),
+        line("2", "18446744073709551615")
+    );
+    let t = retrace_import::parse(
+        Format::ClaudeCode,
+        &[src("big.jsonl", text.clone().into_bytes())],
+    )
+    .expect("imports");
+    let counts = t.counts();
+    assert_eq!(counts.output_tokens, 2 * retrace_import::LARGEST);
+    assert!(counts.input_tokens >= retrace_import::LARGEST);
+    import(Format::ClaudeCode, &src("big.jsonl", text.into_bytes())).expect("writes and verifies");
+
+    // mini-swe-agent `created` in milliseconds (year ~55,000), or past u64: no time
+    let mut doc: Value = serde_json::from_slice(&bytes(FILES[6].1)).expect("fixture");
+    doc["messages"][2]["extra"]["response"]["created"] = serde_json::json!(1_763_509_960_000_u64);
+    doc["messages"][4]["extra"]["response"]["created"] = serde_json::json!(u64::MAX);
+    let t = retrace_import::parse(
+        Format::MiniSweAgent,
+        &[src("ms.json", doc.to_string().into_bytes())],
+    )
+    .expect("imports");
+    let times: Vec<Option<u64>> = t
+        .entries
+        .iter()
+        .filter_map(|e| match &e.step {
+            retrace_import::Step::Model(c) => Some(c.responded_at),
+            _ => None,
+        })
+        .take(2)
+        .collect();
+    assert_eq!(times, [None, None]);
+    import(
+        Format::MiniSweAgent,
+        &src("ms.json", doc.to_string().into_bytes()),
+    )
+    .expect("writes");
+}
+
+#[test]
+fn an_interrupted_import_is_finished_by_the_next_one() {
+    use retrace_store::{NewRun, Store};
+    let source = src(FILES[3].1, bytes(FILES[3].1));
+    let t = retrace_import::parse(Format::Codex, std::slice::from_ref(&source)).expect("parse");
+    // the whole import, in one store
+    let whole = MemoryStore::new();
+    let done = retrace_import::write(
+        &whole,
+        &t,
+        std::slice::from_ref(&source),
+        None,
+        Timestamp(1),
+    )
+    .expect("write");
+    let events: Vec<retrace_events::Event> = whole
+        .events(&done.run, 0..=u64::MAX)
+        .expect("events")
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    // another store where it stopped after 100 events (a kill between appends)
+    let cut = MemoryStore::new();
+    cut.create_run(NewRun::new(done.run, Timestamp(1)))
+        .expect("run");
+    cut.append(&done.run, None, &events[..100]).expect("append");
+    let again = retrace_import::write(&cut, &t, std::slice::from_ref(&source), None, Timestamp(2))
+        .expect("resumes");
+    assert!(again.created);
+    assert_eq!(
+        cut.run(&done.run).expect("run").expect("run").head,
+        whole.run(&done.run).expect("run").expect("run").head
+    );
+    // a run of that id with other events is refused, not added to
+    let other = MemoryStore::new();
+    other
+        .create_run(NewRun::new(done.run, Timestamp(1)))
+        .expect("run");
+    let mut odd = events[0].clone();
+    odd.at = Timestamp(7);
+    other.append(&done.run, None, &[odd]).expect("append");
+    let e = retrace_import::write(
+        &other,
+        &t,
+        std::slice::from_ref(&source),
+        None,
+        Timestamp(2),
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("exists with 1 other events"), "{e}");
+}
+
+#[test]
+fn a_codex_command_end_without_its_output_line_is_kept() {
+    let text = String::from_utf8(bytes(FILES[3].1)).expect("utf-8");
+    let end = r#"{"timestamp":"2026-05-11T08:30:00.000Z","type":"event_msg","payload":{"type":"exec_command_end","call_id":"call_nowhere","stdout":"KEPT-ALL-THE-SAME","exit_code":3}}"#;
+    let with = format!("{text}{end}\n");
+    let t =
+        retrace_import::parse(Format::Codex, &[src("c.jsonl", with.into_bytes())]).expect("parse");
+    let kept = t
+        .entries
+        .iter()
+        .flat_map(|e| &e.extra)
+        .chain(&t.session)
+        .any(|v| v.to_string().contains("KEPT-ALL-THE-SAME"));
+    assert!(kept);
+}

@@ -302,11 +302,13 @@ impl Tracer {
                 if self.options.content {
                     attributes.push(KeyValue::new("retrace.message", text(&blob(payload)?)));
                 }
+                attributes.push(KeyValue::new("retrace.seq", to_i64(event.seq)));
                 self.root_events
                     .push(span_event("retrace.signal", at, attributes));
             }
             other => {
-                if let Some((name, attributes)) = root_event(other) {
+                if let Some((name, mut attributes)) = root_event(other) {
+                    attributes.push(KeyValue::new("retrace.seq", to_i64(event.seq)));
                     self.root_events.push(span_event(name, at, attributes));
                 }
             }

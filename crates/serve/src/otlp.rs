@@ -18,12 +18,17 @@ const BATCH: usize = 512;
 #[derive(Clone, Debug)]
 pub struct Spans {
     tx: mpsc::UnboundedSender<Vec<SpanData>>,
+    options: Options,
 }
 
 impl Spans {
     /// Start the sender task (on the current tokio runtime) for the collector at
     /// `endpoint`; it ends, having sent what it was given, once every [`Spans`] is dropped.
-    pub fn start(endpoint: String, client: reqwest::Client) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        endpoint: String,
+        client: reqwest::Client,
+        options: Options,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<SpanData>>();
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -40,13 +45,13 @@ impl Spans {
                 }
             }
         });
-        (Self { tx }, task)
+        (Self { tx, options }, task)
     }
 
     /// A tracer for `run` that has seen the events the run already has (their spans were
     /// sent by the drives that appended them).
     pub fn tracer(&self, store: &dyn Store, run: &RunId) -> Result<RunSpans, retrace_otel::Error> {
-        let mut tracer = Tracer::new(*run, Options::default());
+        let mut tracer = Tracer::new(*run, self.options);
         if let Some(head) = store.require_run(run)?.head {
             for (id, event) in store.events(run, 0..=head.seq)? {
                 tracer.push(store, &id, &event)?;

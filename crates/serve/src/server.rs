@@ -47,6 +47,9 @@ pub struct Config {
     /// Send the spans of the runs driven to this OpenTelemetry collector (OTLP/HTTP, base
     /// URL or `…/v1/traces`) as they progress.
     pub otlp_endpoint: Option<String>,
+    /// With `otlp_endpoint`: leave message contents (the task, replies, tool arguments and
+    /// results) out of the spans.
+    pub otlp_no_content: bool,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             worker: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             otlp_endpoint: None,
+            otlp_no_content: false,
         }
     }
 }
@@ -231,7 +235,10 @@ fn span_exporter(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| Error::Config(format!("the OTLP client: {e}")))?;
-    let (spans, task) = crate::otlp::Spans::start(endpoint.clone(), client);
+    let options = retrace_otel::Options {
+        content: !config.otlp_no_content,
+    };
+    let (spans, task) = crate::otlp::Spans::start(endpoint.clone(), client, options);
     scheduler.send_spans(spans);
     Ok(Some(task))
 }

@@ -21,6 +21,7 @@ pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
         worker: options.worker,
         lease_ttl: options.lease_ttl,
         otlp_endpoint: options.otlp_endpoint.clone(),
+        otlp_no_content: options.otlp_no_content,
         ..Config::new(store)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

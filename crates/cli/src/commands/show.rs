@@ -34,7 +34,13 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|b| Ok((b.to_string(), blob_value(&store, &b)?)))
         .collect::<anyhow::Result<_>>()?;
-    let source = source_extra(&store, state, at.seq)?;
+    // only the imported run's own events (a fork of it shares the spec, not the seqs)
+    let imported = store.require_run(&at.run)?.meta.contains_key("imported");
+    let source = if imported {
+        source_extra(&store, state, at.seq)?
+    } else {
+        None
+    };
     if json_out {
         let mut event_json = serde_json::to_value(&event)?;
         event_json["id"] = json!(id);
