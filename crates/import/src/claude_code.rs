@@ -65,19 +65,7 @@ pub fn parse(sources: &[Source]) -> Result<Transcript, ImportError> {
         report.skip("sub-agent file (sub-agents are not imported yet)");
     }
     let mut reader = Reader {
-        t: Transcript {
-            format: Format::ClaudeCode,
-            name: String::new(),
-            task: String::new(),
-            system: String::new(),
-            model: String::new(),
-            tools: Vec::new(),
-            started_at: None,
-            entries: Vec::new(),
-            finish: Finish::default(),
-            session: Vec::new(),
-            report,
-        },
+        t: Transcript::new(Format::ClaudeCode, report),
         open: None,
         last_at: None,
         models: HashMap::new(),

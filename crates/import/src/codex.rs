@@ -27,7 +27,7 @@ use retrace_events::reply::{ModelReply, Reasoning, TokenUsage, ToolCall};
 use serde_json::{Value, json};
 
 use crate::jsonl::{objects, str_at};
-use crate::transcript::{Entry, Finish, ModelCall, Report, Step, ToolResult, Transcript};
+use crate::transcript::{Entry, ModelCall, Report, Step, ToolResult, Transcript};
 use crate::{Format, ImportError, Source, number, rfc3339_ms};
 
 /// Read a rollout.
@@ -48,19 +48,7 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         });
     }
     let mut r = Reader {
-        t: Transcript {
-            format: Format::Codex,
-            name: String::new(),
-            task: String::new(),
-            system: String::new(),
-            model: String::new(),
-            tools: Vec::new(),
-            started_at: None,
-            entries: Vec::new(),
-            finish: Finish::default(),
-            session: Vec::new(),
-            report,
-        },
+        t: Transcript::new(Format::Codex, report),
         open: None,
         model: String::new(),
         last_at: None,

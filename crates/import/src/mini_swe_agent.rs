@@ -39,26 +39,20 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         return Err(not("no `messages` list at the top".into()));
     };
     let info = doc.get("info").cloned().unwrap_or_default();
-    let mut t = Transcript {
-        format: Format::MiniSweAgent,
-        name: match str_at(&doc, "/instance_id") {
-            "" => source.name.clone(),
-            id => id.to_owned(),
-        },
-        task: String::new(),
-        system: String::new(),
-        model: str_at(&info, "/config/model/model_name").to_owned(),
-        tools: Vec::new(),
-        started_at: None,
-        entries: Vec::new(),
-        finish: Finish::default(),
-        session: vec![doc.clone()],
-        report: Report {
+    let mut t = Transcript::new(
+        Format::MiniSweAgent,
+        Report {
             bytes: source.bytes.len() as u64,
             lines: messages.len() as u64,
             ..Report::default()
         },
+    );
+    t.name = match str_at(&doc, "/instance_id") {
+        "" => source.name.clone(),
+        id => id.to_owned(),
     };
+    str_at(&info, "/config/model/model_name").clone_into(&mut t.model);
+    t.session.push(doc.clone());
     let mut calls = 0u64;
     let mut last_at: Option<u64> = None;
     // the call id the next user message answers

@@ -33,7 +33,7 @@ use retrace_events::reply::{ModelReply, TokenUsage, ToolCall};
 use serde_json::{Value, json};
 
 use crate::jsonl::str_at;
-use crate::transcript::{Entry, Finish, ModelCall, Report, Step, ToolResult, Transcript};
+use crate::transcript::{Entry, ModelCall, Report, Step, ToolResult, Transcript};
 use crate::{Format, ImportError, Source, micro, number, raw_number, usd};
 
 /// Attributes the events carry (the rest go to the extra).
@@ -86,19 +86,8 @@ pub fn parse(source: &Source) -> Result<Transcript, ImportError> {
         ..Report::default()
     };
     let spans = ordered(spans);
-    let mut t = Transcript {
-        format: Format::OtelGenai,
-        name: String::new(),
-        task: String::new(),
-        system: String::new(),
-        model: String::new(),
-        tools: Vec::new(),
-        started_at: spans.first().map(|s| ms(s, "start_time")),
-        entries: Vec::new(),
-        finish: Finish::default(),
-        session: Vec::new(),
-        report: Report::default(),
-    };
+    let mut t = Transcript::new(Format::OtelGenai, Report::default());
+    t.started_at = spans.first().map(|s| ms(s, "start_time"));
     // calls a user refused (retrace's own approval events)
     let mut rejected: Vec<String> = Vec::new();
     for (i, span) in spans.iter().enumerate() {

@@ -218,6 +218,23 @@ pub struct Counts {
 }
 
 impl Transcript {
+    /// An empty transcript of `format`, with what was read so far (`report`).
+    pub fn new(format: Format, report: Report) -> Self {
+        Self {
+            format,
+            name: String::new(),
+            task: String::new(),
+            system: String::new(),
+            model: String::new(),
+            tools: Vec::new(),
+            started_at: None,
+            entries: Vec::new(),
+            finish: Finish::default(),
+            session: Vec::new(),
+            report,
+        }
+    }
+
     /// Keep `value` (a source line or field no event holds) with what it came after: the
     /// model call being assembled (`open`, its extras), else the newest entry, else the
     /// session.
