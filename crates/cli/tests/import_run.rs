@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{log_json, retrace, text};
+use common::{import_run as import, log_json, retrace, text};
 
 fn case(path: &str) -> PathBuf {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,22 +19,6 @@ fn case(path: &str) -> PathBuf {
         file.display()
     );
     file
-}
-
-/// Import `file` as `format` into `store`; the run id printed.
-fn import(store: &Path, format: &str, file: &Path) -> String {
-    let out = retrace(
-        store,
-        &["import-run", format, file.to_str().expect("fixture")],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed = text(&out);
-    printed
-        .split(" as run ")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .unwrap_or_else(|| panic!("no run id in {printed}"))
-        .to_owned()
 }
 
 #[test]

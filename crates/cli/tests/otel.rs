@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{example_run, log_json, retrace, text};
+use common::{example_run, import_run, log_json, retrace, text};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -241,17 +241,7 @@ fn errors_and_refusals_are_span_statuses() {
     let store = dir.path().join("store");
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/cases/traces/claude-code/rejected-tool-use.jsonl");
-    let out = retrace(
-        &store,
-        &["import-run", "auto", file.to_str().expect("fixture")],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let run = text(&out)
-        .split(" as run ")
-        .nth(1)
-        .and_then(|r| r.split(':').next())
-        .expect("fixture")
-        .to_owned();
+    let run = import_run(&store, "auto", &file);
     let (url, received, _server) = receiver();
     let out = retrace(
         &store,
@@ -302,17 +292,7 @@ fn errors_and_refusals_are_span_statuses() {
         &["export-otel", &run, "-o", file.to_str().expect("utf-8")],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let back = retrace(
-        &store,
-        &["import-run", "auto", file.to_str().expect("utf-8")],
-    );
-    assert!(back.status.success(), "{}", text(&back));
-    let back = text(&back)
-        .split(" as run ")
-        .nth(1)
-        .and_then(|r| r.split(':').next())
-        .expect("fixture")
-        .to_owned();
+    let back = import_run(&store, "auto", &file);
     let kinds = |run: &str| -> Vec<String> {
         log_json(&store, run)
             .iter()
@@ -332,17 +312,7 @@ fn an_exported_run_imports_back_with_the_same_calls_and_results() {
         &["export-otel", &run, "-o", file.to_str().expect("fixture")],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let out = retrace(
-        &store,
-        &["import-run", "auto", file.to_str().expect("fixture")],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let back = text(&out)
-        .split(" as run ")
-        .nth(1)
-        .and_then(|r| r.split(':').next())
-        .expect("fixture")
-        .to_owned();
+    let back = import_run(&store, "auto", &file);
     // what the model said and what the tools returned: the same blobs, in the same order
     let calls = |run: &str| -> Vec<serde_json::Value> {
         log_json(&store, run)

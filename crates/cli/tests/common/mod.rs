@@ -192,3 +192,19 @@ pub fn resolve_append(
         "retry"
     }
 }
+
+/// `retrace import-run FORMAT FILE` into `store`, which must succeed; the run id it printed.
+pub fn import_run(store: &Path, format: &str, file: &Path) -> String {
+    let out = retrace(
+        store,
+        &["import-run", format, file.to_str().expect("a UTF-8 path")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    printed
+        .split(" as run ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in {printed}"))
+        .to_owned()
+}
