@@ -128,6 +128,7 @@ pub fn write(
     let mut b = Builder {
         store,
         state: State::default(),
+        tip: None,
         kinds: Vec::new(),
         extras: BTreeMap::new(),
         at: Timestamp(t.started_at.unwrap_or(now.0)),
@@ -346,6 +347,8 @@ fn put(store: &dyn Store, value: &Value) -> Result<BlobId, WriteError> {
 struct Builder<'a> {
     store: &'a dyn Store,
     state: State,
+    /// The tip of the last request record made (the one `state.last_request` names).
+    tip: Option<request::Tip>,
     kinds: Vec<(Timestamp, EventKind)>,
     /// seq → the source's lines or fields for it
     extras: BTreeMap<u64, Vec<Value>>,
@@ -483,7 +486,9 @@ impl Builder<'_> {
             artifacts: None,
             budget: None,
         };
-        let (blob, _) = request::record(self.store, next, &header, None)?;
+        // the previous record's tip, kept rather than read back from the store
+        let (blob, tip) = request::record(self.store, next, &header, self.tip)?;
+        self.tip = Some(tip);
         self.push(
             at,
             EventKind::ModelRequested {
