@@ -103,6 +103,8 @@ pub struct Tracer {
     options: Options,
     scope: InstrumentationScope,
     root: Option<Open>,
+    /// The root span's id, once the run has started (the parent of every other span).
+    root_id: SpanId,
     root_events: Vec<opentelemetry::trace::Event>,
     root_status: Status,
     finished: bool,
@@ -125,6 +127,7 @@ impl Tracer {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             root: None,
+            root_id: SpanId::INVALID,
             root_events: Vec::new(),
             root_status: Status::Unset,
             finished: false,
@@ -146,7 +149,7 @@ impl Tracer {
         status: Status,
         mut extra: Vec<KeyValue>,
     ) -> SpanData {
-        let root_id = self.root.as_ref().map_or(SpanId::INVALID, |r| r.span_id);
+        let root_id = self.root_id;
         let mut attributes = open.attributes;
         attributes.extend(ids(&self.run, open.seq, &open.event));
         attributes.push(KeyValue::new("retrace.end.event.id", by.to_hex()));
@@ -185,17 +188,6 @@ impl Tracer {
             KeyValue::new("gen_ai.usage.input_tokens", to_i64(self.input_tokens)),
             KeyValue::new("gen_ai.usage.output_tokens", to_i64(self.output_tokens)),
         ]);
-        let span_id = root.span_id;
-        // (put back a stand-in so `span` knows the root's id)
-        self.root = Some(Open {
-            span_id,
-            start: root.start,
-            seq: root.seq,
-            event: root.event,
-            name: String::new(),
-            kind: SpanKind::Internal,
-            attributes: Vec::new(),
-        });
         let status = std::mem::replace(&mut self.root_status, Status::Unset);
         let mut span = self.span(root, at, by, status, Vec::new());
         span.events.events = std::mem::take(&mut self.root_events);
@@ -346,8 +338,9 @@ impl Tracer {
                 ));
             }
         }
+        self.root_id = span_id(id);
         self.root = Some(Open {
-            span_id: span_id(id),
+            span_id: self.root_id,
             start: event.at,
             seq: event.seq,
             event: *id,
