@@ -97,13 +97,17 @@ async fn drive_case(
     // An imported run's tools are another agent's: they never run here (their calls are
     // served from the recording), but an agent needs a workspace; an empty one, unless the
     // case gives one.
-    let scratch = tempfile::tempdir().map_err(|e| format!("a workspace for the case: {e}"))?;
-    if spec_now.imported.is_some() && case.overrides.workspace.is_none() {
-        spec_now.workspace = scratch
+    // (held until the case ends: the directory goes with it)
+    let _scratch = if spec_now.imported.is_some() && case.overrides.workspace.is_none() {
+        let dir = tempfile::tempdir().map_err(|e| format!("a workspace for the case: {e}"))?;
+        spec_now.workspace = dir
             .path()
             .canonicalize()
             .map_err(|e| format!("a workspace for the case: {e}"))?;
-    }
+        Some(dir)
+    } else {
+        None
+    };
     fork(
         store,
         &recording,
