@@ -84,11 +84,15 @@ pub fn run_spans(store: &dyn Store, run: &RunId, options: Options) -> Result<Vec
         .iter()
         .position(|s| s.parent_span_id == SpanId::INVALID)
         .map(|i| spans.remove(i));
+    // in the order the calls started in the log (times tie within a millisecond)
     spans.sort_by_key(|s| {
-        (
-            s.start_time,
-            u64::from_be_bytes(s.span_context.span_id().to_bytes()),
-        )
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "retrace.seq")
+            .and_then(|kv| match kv.value {
+                OtelValue::I64(seq) => Some(seq),
+                _ => None,
+            })
     });
     spans.splice(0..0, root);
     Ok(spans)
