@@ -107,7 +107,11 @@ impl Class {
             EventKind::ModelRequested { .. }
             | EventKind::ModelResponded { .. }
             | EventKind::ToolCallsProposed { .. } => Class::Model,
-            EventKind::ToolRequested { .. } | EventKind::ToolReturned { .. } => Class::Tool,
+            EventKind::ToolRequested { .. }
+            | EventKind::ToolReturned { .. }
+            | EventKind::ChildStarted { .. }
+            | EventKind::ChildFinished { .. }
+            | EventKind::HookDecided { .. } => Class::Tool,
             EventKind::ApprovalRequested { .. } | EventKind::ApprovalDecided { .. } => {
                 Class::Approval
             }

@@ -267,6 +267,17 @@ impl StepIndex {
             EventKind::ContextCompacted {
                 request_seq, usage, ..
             } => self.compacted(seq, at, *request_seq, usage),
+            // a child's spending is its delegating call's (and the run's: the tree's totals)
+            EventKind::ChildFinished { call_id, usage, .. } => {
+                let tokens = usage.input_tokens + usage.output_tokens;
+                if let Some(&i) = self.open_tools.get(&fnv(call_id)) {
+                    self.steps[i].tokens += tokens;
+                    self.steps[i].cost_micro_usd += usage.cost_micro_usd;
+                }
+                self.bill(seq, at, tokens, usage.cost_micro_usd);
+            }
+            // parts of their call's step
+            EventKind::ChildStarted { .. } | EventKind::HookDecided { .. } => {}
         }
         Ok(())
     }

@@ -134,6 +134,12 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         | EventKind::RunFinished { .. } => {
             lifecycle(state, event)?;
         }
+        EventKind::ChildStarted { .. } | EventKind::ChildFinished { .. } => {
+            child(state, event)?;
+        }
+        // what a hook decided shows in the events it caused (a denial, the arguments the
+        // call was requested with, the note in its result)
+        EventKind::HookDecided { .. } => {}
     }
     state.seq = Some(seq);
     state.timing.last_at = event.at;
@@ -237,13 +243,17 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
 
 /// A model call's tokens, cost and time, into the totals.
 fn count_usage(state: &mut State, usage: &retrace_events::Usage) {
-    // saturating: a log holds what a provider or an imported recording said, however large
-    let t = &mut state.totals;
+    add_spend(&mut state.totals, usage);
+    state.timing.model_ms = state.timing.model_ms.saturating_add(usage.latency_ms);
+    state.last_input_tokens = usage.input_tokens;
+}
+
+/// Tokens and cost into `t`; saturating: a log holds what a provider or an imported
+/// recording said, however large.
+fn add_spend(t: &mut crate::state::Totals, usage: &retrace_events::Usage) {
     t.input_tokens = t.input_tokens.saturating_add(usage.input_tokens);
     t.output_tokens = t.output_tokens.saturating_add(usage.output_tokens);
     t.cost_micro_usd = t.cost_micro_usd.saturating_add(usage.cost_micro_usd);
-    state.timing.model_ms = state.timing.model_ms.saturating_add(usage.latency_ms);
-    state.last_input_tokens = usage.input_tokens;
 }
 
 /// Tool calls: intent, result, outcome in doubt.
@@ -330,6 +340,27 @@ fn tool(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             };
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// A child run of a pending delegating call: started (nothing changes until it ends), or
+/// finished (its totals join the run's, so the run's budgets cap the whole tree).
+fn child(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let kind = event.kind.name();
+    let (EventKind::ChildStarted { call_id, .. } | EventKind::ChildFinished { call_id, .. }) =
+        &event.kind
+    else {
+        return Ok(());
+    };
+    if !matches!(state.pending.get(call_id), Some(Pending::Tool { .. })) {
+        return Err(ApplyError::NotPending {
+            kind,
+            what: format!("tool call `{call_id}`"),
+        });
+    }
+    if let EventKind::ChildFinished { usage, .. } = &event.kind {
+        add_spend(&mut state.totals, usage);
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use retrace_events::{Decision, Event, EventKind, Outcome, Timestamp};
+use retrace_events::{Decision, Event, EventKind, HookStage, Outcome, Timestamp};
 
 use crate::Status;
 
@@ -20,12 +20,7 @@ pub fn status(status: &Status) -> String {
         Status::AwaitingApproval { call_id } => format!("awaiting {call_id}"),
         Status::OutcomeUnknown { call_id } => format!("in doubt: {call_id}"),
         Status::AwaitingAnswer { call_id } => format!("asking {call_id}"),
-        Status::Finished { outcome, .. } => match outcome {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-            Outcome::Cancelled => "cancelled",
-        }
-        .to_owned(),
+        Status::Finished { outcome, .. } => outcome_word(*outcome).to_owned(),
     }
 }
 
@@ -122,13 +117,46 @@ pub fn summary(event: &Event) -> String {
             Some(seq) => format!("compacted: {evicted} messages summarized (call #{seq})"),
             None => format!("compacted: {evicted} messages dropped"),
         },
-        EventKind::RunFinished { outcome, .. } => format!(
-            "finished: {}",
-            match outcome {
-                Outcome::Succeeded => "succeeded",
-                Outcome::Failed => "failed",
-                Outcome::Cancelled => "cancelled",
+        EventKind::RunFinished { outcome, .. } => format!("finished: {}", outcome_word(*outcome)),
+        EventKind::ChildStarted {
+            call_id,
+            child,
+            agent,
+        } => format!("[{call_id}] child run {} ({agent}) started", child.short()),
+        EventKind::ChildFinished {
+            call_id,
+            child,
+            outcome,
+            usage,
+            ..
+        } => format!(
+            "[{call_id}] child run {} {}: {} in / {} out tokens, {}",
+            child.short(),
+            outcome_word(*outcome),
+            usage.input_tokens,
+            usage.output_tokens,
+            usd(usage.cost_micro_usd)
+        ),
+        EventKind::HookDecided {
+            call_id,
+            hook,
+            stage,
+            ..
+        } => format!(
+            "[{call_id}] hook {hook} decided ({})",
+            match stage {
+                HookStage::BeforeTool => "before the call",
+                HookStage::AfterTool => "after the call",
             }
         ),
+    }
+}
+
+/// How a run ended, in one word.
+pub fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Cancelled => "cancelled",
     }
 }

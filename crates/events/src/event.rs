@@ -323,6 +323,67 @@ pub enum EventKind {
         /// Tokens, cost and time of the summary call (zero when dropped).
         usage: Usage,
     },
+    /// A tool call (`agent.delegate`) hands work to a child run. Appended in the same
+    /// atomic append as the call's `tool_requested`, before the child exists: the child's id
+    /// is derived from the call ([`RunId::child`]), so a resumed parent re-attaches to the
+    /// same child and never starts a second one.
+    ChildStarted {
+        /// The delegating call.
+        call_id: String,
+        /// The child run ([`RunId::child`] of this run and `call_id`).
+        child: RunId,
+        /// The sub-agent the child runs (a name the parent's spec declares).
+        agent: String,
+    },
+    /// A child run ended. Appended with the delegating call's `tool_returned`; the child's
+    /// totals join the parent's, so the parent's budgets cap the whole tree.
+    ChildFinished {
+        /// The delegating call.
+        call_id: String,
+        /// The child run.
+        child: RunId,
+        /// The child's last event when it ended: the link the tree's verification checks.
+        head: EventId,
+        /// How the child ended.
+        outcome: Outcome,
+        /// The child's totals (its own children's included): tokens, cost, and its wall
+        /// time in `latency_ms`.
+        usage: Usage,
+    },
+    /// A hook ran around a tool call and decided (allow, deny, rewrite the arguments, add
+    /// a note). Recorded before what it caused, so a replay reads the decision instead of
+    /// running the hook again.
+    HookDecided {
+        /// The call.
+        call_id: String,
+        /// The hook's name (from the spec).
+        hook: String,
+        /// Before the call runs, or after it returned.
+        stage: HookStage,
+        /// The decision (canonical JSON: `decision`, and `reason`, `args` or `note`).
+        decision: BlobId,
+    },
+}
+
+/// When a hook runs.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HookStage {
+    /// Before the tool runs: it may allow, deny or rewrite the arguments.
+    BeforeTool,
+    /// After the tool returned: it may add a note to the result.
+    AfterTool,
 }
 
 /// One tool call proposed by a model.
@@ -343,7 +404,7 @@ pub struct ProposedCall {
 
 impl EventKind {
     /// Every kind's name, in declaration order (the order of their encoding tags).
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 17] = [
         "run_started",
         "model_requested",
         "model_responded",
@@ -358,6 +419,9 @@ impl EventKind {
         "run_finished",
         "tool_calls_proposed",
         "context_compacted",
+        "child_started",
+        "child_finished",
+        "hook_decided",
     ];
 
     /// Stable snake_case name of this kind (as in JSON output).
@@ -382,6 +446,9 @@ impl EventKind {
             Self::RunFinished { .. } => 11,
             Self::ToolCallsProposed { .. } => 12,
             Self::ContextCompacted { .. } => 13,
+            Self::ChildStarted { .. } => 14,
+            Self::ChildFinished { .. } => 15,
+            Self::HookDecided { .. } => 16,
         }
     }
 
@@ -406,6 +473,8 @@ impl EventKind {
             Self::ContextCompacted {
                 summary, response, ..
             } => summary.iter().chain(response.iter()).copied().collect(),
+            Self::ChildStarted { .. } | Self::ChildFinished { .. } => Vec::new(),
+            Self::HookDecided { decision, .. } => vec![*decision],
         }
     }
 }

@@ -276,6 +276,22 @@ impl BlobId {
     }
 }
 
+impl RunId {
+    /// The child run that call `call_id` of run `parent` starts (`agent.delegate`): the
+    /// first 16 bytes of BLAKE3(`retrace child run` 0 parent 0 call id). Derived, never
+    /// drawn, so however often the parent is resumed its call names one child.
+    pub fn child(parent: &Self, call_id: &str) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"retrace child run\0");
+        h.update(&parent.0);
+        h.update(b"\0");
+        h.update(call_id.as_bytes());
+        let mut id = [0; Self::LEN];
+        id.copy_from_slice(&h.finalize().as_bytes()[..Self::LEN]);
+        Self(id)
+    }
+}
+
 impl EventId {
     /// The id of an event whose canonical bytes are `bytes`.
     pub fn of_canonical(bytes: &[u8]) -> Self {

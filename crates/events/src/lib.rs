@@ -41,7 +41,9 @@ pub use codec::{
     DecodeError, FORMAT_VERSION, MAX_EVENT_BYTES, VerifyError, check_size, decode_event,
     decode_verified, encode_event,
 };
-pub use event::{Decision, Event, EventKind, Head, Outcome, ProposedCall, Timestamp, Usage};
+pub use event::{
+    Decision, Event, EventKind, Head, HookStage, Outcome, ProposedCall, Timestamp, Usage,
+};
 pub use id::{
     BlobId, EventId, HexId, IdError, RunId, SHORT_HEX_LEN, resolve_prefix, unique_prefix_len,
 };

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use retrace_events::{
-    BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, Outcome, ProposedCall, RunId,
+    BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, HookStage, Outcome, ProposedCall, RunId,
     Timestamp, Usage, decode_event,
 };
 use serde_json::{Value, json};
@@ -116,6 +116,29 @@ fn golden_events() -> Vec<Event> {
                 cost_micro_usd: 66_560,
                 latency_ms: 2_100,
             },
+        },
+        EventKind::ChildStarted {
+            call_id: "call_4".into(),
+            child: RunId::child(&run, "call_4"),
+            agent: "reader".into(),
+        },
+        EventKind::ChildFinished {
+            call_id: "call_4".into(),
+            child: RunId::child(&run, "call_4"),
+            head: EventId::from_bytes([0x24; 32]),
+            outcome: Outcome::Succeeded,
+            usage: Usage {
+                input_tokens: 3_100,
+                output_tokens: 240,
+                cost_micro_usd: 12_345,
+                latency_ms: 4_200,
+            },
+        },
+        EventKind::HookDecided {
+            call_id: "call_5".into(),
+            hook: "writes-in-out".into(),
+            stage: HookStage::BeforeTool,
+            decision: blob(r#"{"decision":"deny","reason":"writes go under out/"}"#),
         },
     ];
     kinds
@@ -336,6 +359,44 @@ fn any_kind() -> impl Strategy<Value = EventKind> {
                     },
                 }
             }),
+        (text, any::<[u8; 16]>(), text).prop_map(|(call_id, child, agent)| {
+            EventKind::ChildStarted {
+                call_id,
+                child: RunId::from_bytes(child),
+                agent,
+            }
+        }),
+        (
+            text,
+            any::<[u8; 16]>(),
+            any_id32(),
+            0..3u8,
+            any::<[u64; 4]>()
+        )
+            .prop_map(|(call_id, child, head, o, u)| EventKind::ChildFinished {
+                call_id,
+                child: RunId::from_bytes(child),
+                head: EventId::from_bytes(head),
+                outcome: [Outcome::Succeeded, Outcome::Failed, Outcome::Cancelled][usize::from(o)],
+                usage: Usage {
+                    input_tokens: u[0],
+                    output_tokens: u[1],
+                    cost_micro_usd: u[2],
+                    latency_ms: u[3],
+                },
+            }),
+        (text, text, any::<bool>(), any_blob()).prop_map(|(call_id, hook, before, decision)| {
+            EventKind::HookDecided {
+                call_id,
+                hook,
+                stage: if before {
+                    HookStage::BeforeTool
+                } else {
+                    HookStage::AfterTool
+                },
+                decision,
+            }
+        }),
     ]
 }
 
