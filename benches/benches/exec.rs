@@ -175,6 +175,7 @@ fn job(helper: &Path, mode: Mode, workspace: &Path, tmp: &Path, argv: &[&str]) -
             ("LANG".into(), "C.UTF-8".into()),
             ("TERM".into(), "dumb".into()),
         ],
+        stdin: Vec::new(),
         timeout: Duration::from_mins(2),
         grace: Duration::from_secs(2),
         shown_bytes: 16 * 1024,

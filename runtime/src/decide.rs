@@ -61,6 +61,9 @@ impl Agent {
         for m in &spec.wasm {
             tools.insert(m.name.clone(), meta(m.tier, m.idempotent, m.on_error));
         }
+        for i in crate::tools::declared(spec) {
+            tools.insert(i.name, meta(i.tier, i.idempotent, i.on_error));
+        }
         if spec.context.is_some() {
             let info = crate::context::artifact::info();
             tools.insert(info.name, meta(info.tier, info.idempotent, info.on_error));
@@ -396,7 +399,9 @@ fn looping(budgets: &Budgets, state: &State) -> Option<Next> {
     }
 }
 
-fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
+/// What to do with the proposal `call` (the front of `state.proposed`): run it, ask, or
+/// deny it.
+pub(crate) fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall) -> Next {
     let deny = |reason: String| Next::Deny {
         call: call.clone(),
         reason,

@@ -33,6 +33,14 @@ use crate::tools::{self, Toolbox, Workspace};
 use retrace_replay::Question;
 use retrace_replay::plan::Plan as PlanState;
 
+mod children;
+mod hooked;
+
+/// How a runner makes the model client of a spec: its own model's, and each child run's
+/// (`agent.delegate`). Default [`crate::model::provider`].
+pub type Providers =
+    Arc<dyn Fn(&Spec) -> Result<Box<dyn Provider>, String> + Send + Sync>;
+
 /// What can stop the executor (as opposed to ending the run, which is recorded).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -128,6 +136,16 @@ pub enum Progress {
     Appended(Event),
     /// Model text streamed in.
     Text(String),
+    /// Progress of a child run this drive drives (`agent.delegate`).
+    Child(RunId, Box<Progress>),
+}
+
+/// What performing a tool call came to.
+enum Performed {
+    /// Record these.
+    Events(Vec<EventKind>),
+    /// The drive stops (a child run parked, or the host asked).
+    Stopped(Stop),
 }
 
 /// An agent ready to run: spec, tools, policy, model.
@@ -152,6 +170,8 @@ pub struct Runner<'a> {
     /// Tips of the request records this runner wrote, by blob, so the next record of a
     /// run chains to its predecessor without reading it back.
     tips: std::sync::Mutex<std::collections::HashMap<BlobId, request::Tip>>,
+    /// How child runs get their model clients.
+    providers: Providers,
 }
 
 /// Entries kept in the message cache before it starts over.
@@ -211,6 +231,7 @@ impl<'a> Runner<'a> {
             header_blobs: self.header_blobs,
             tokenizer: self.tokenizer,
             tips: self.tips,
+            providers: self.providers,
         }
     }
 
@@ -262,7 +283,18 @@ impl<'a> Runner<'a> {
             messages: std::sync::Mutex::default(),
             header_blobs: std::sync::OnceLock::new(),
             tips: std::sync::Mutex::default(),
+            providers: Arc::new(|spec: &Spec| {
+                crate::model::provider(spec).map_err(|e| e.to_string())
+            }),
         })
+    }
+
+    /// Make child runs' model clients with `providers` (tests give loopback or scripted
+    /// ones) instead of from their specs.
+    #[must_use]
+    pub fn with_providers(mut self, providers: Providers) -> Self {
+        self.providers = providers;
+        self
     }
 
     /// Serve tool calls from `source` (which may still send them to the tools).
@@ -412,7 +444,15 @@ impl<'a> Runner<'a> {
                         idempotent,
                     };
                     // boxed: a tool's future is large, and the drive's holds it only here
-                    Box::pin(self.perform_call(&mut state, journal, progress, inbox, call)).await?
+                    match Box::pin(self.perform_call(&mut state, journal, progress, inbox, call))
+                        .await?
+                    {
+                        Performed::Events(kinds) => kinds,
+                        Performed::Stopped(stop) => {
+                            journal.flush(self.store, progress)?;
+                            return Ok(stop);
+                        }
+                    }
                 }
                 Next::AskApproval { call, reason } => {
                     let args: Value = self.blob_json(run, &call.args)?;
@@ -441,9 +481,11 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Perform an allowed tool call: record its intent (unless it is a re-run), then its
-    /// outcome — the recorded one when a tool source serves the call (replays, evals), or the
-    /// tool's. A well-formed `user.ask` records only its intent: the run parks for the answer.
+    /// Perform an allowed tool call: its before-hooks (a live call's, not a re-run's),
+    /// its intent (unless it is a re-run), then its outcome — the recorded one when a tool
+    /// source serves the call (replays, evals), or the tool's. A well-formed `user.ask`
+    /// records only its intent: the run parks for the answer. Delegate calls start child
+    /// runs ([`children`]).
     async fn perform_call(
         &self,
         state: &mut State,
@@ -451,8 +493,48 @@ impl<'a> Runner<'a> {
         progress: &mut (dyn FnMut(Progress) + Send),
         inbox: Option<&Inbox>,
         call: ToolCall,
-    ) -> Result<Vec<EventKind>, Error> {
+    ) -> Result<Performed, Error> {
         let run = journal.run;
+        let served = match &self.source {
+            Some(source) => source.serve(&call.tool, &call.args),
+            None => Served::Live,
+        };
+        if let Served::Refuse(why) = served {
+            journal.flush(self.store, progress)?;
+            return Err(Error::ToolRefused {
+                call_id: call.call_id,
+                tool: call.tool,
+                why,
+            });
+        }
+        let mut call = call;
+        if served == Served::Live && !call.rerun && !self.spec.hooks.is_empty() {
+            let (decided, before) = self
+                .before_hooks(run, &call.call_id, &call.tool, call.args)
+                .await?;
+            journal.record(state, decided)?;
+            match before {
+                hooked::Before::Run(args) => call.args = args,
+                hooked::Before::Deny(reason) => {
+                    let proposed = ProposedCall {
+                        call_id: call.call_id,
+                        tool: call.tool,
+                        args: call.args,
+                        path: None,
+                    };
+                    return Ok(Performed::Events(self.denial(run, &proposed, &reason, None)?));
+                }
+            }
+        }
+        if served == Served::Live && call.tool == crate::delegate::TOOL {
+            return Ok(
+                match self.delegate(state, journal, progress, inbox, call).await? {
+                    children::Delegated::Answered(kinds) => Performed::Events(kinds),
+                    children::Delegated::Parked(reason) => Performed::Stopped(Stop::Parked(reason)),
+                    children::Delegated::Interrupted => Performed::Stopped(Stop::Interrupted),
+                },
+            );
+        }
         let ToolCall {
             call_id,
             tool,
@@ -460,14 +542,6 @@ impl<'a> Runner<'a> {
             rerun,
             idempotent,
         } = call;
-        let served = match &self.source {
-            Some(source) => source.serve(&tool, &args),
-            None => Served::Live,
-        };
-        if let Served::Refuse(why) = served {
-            journal.flush(self.store, progress)?;
-            return Err(Error::ToolRefused { call_id, tool, why });
-        }
         if !rerun {
             let intent = EventKind::ToolRequested {
                 call_id: call_id.clone(),
@@ -478,7 +552,7 @@ impl<'a> Runner<'a> {
             journal.record(state, vec![intent])?;
         }
         journal.flush(self.store, progress)?;
-        Ok(match served {
+        Ok(Performed::Events(match served {
             Served::Recorded { output, is_error } => vec![EventKind::ToolReturned {
                 call_id,
                 output,
@@ -494,8 +568,8 @@ impl<'a> Runner<'a> {
             _ if inbox.is_some_and(|inbox| !inbox.may_act()) => {
                 return Err(Error::HoldLapsed { run, call_id });
             }
-            _ => vec![self.run_tool(run, state, &call_id, &tool, &args).await?],
-        })
+            _ => self.run_tool(run, state, &call_id, &tool, &args).await?,
+        }))
     }
 
     /// Record the inbox's letters; whether the drive should stop here.
@@ -774,7 +848,8 @@ impl<'a> Runner<'a> {
         ))
     }
 
-    /// Run a tool whose intent is recorded; its outcome event.
+    /// Run a tool whose intent is recorded; its after-hooks' decisions and its outcome
+    /// event.
     #[tracing::instrument(name = "tool_call", skip(self, run, args))]
     async fn run_tool(
         &self,
@@ -783,8 +858,10 @@ impl<'a> Runner<'a> {
         call_id: &str,
         tool: &str,
         args: &BlobId,
-    ) -> Result<EventKind, Error> {
+    ) -> Result<Vec<EventKind>, Error> {
         let args: Value = self.blob_json(run, args)?;
+        // after-hooks are shown the arguments too
+        let shown = (!self.spec.hooks.is_empty()).then(|| args.clone());
         let started = Instant::now();
         let result = match &self.spec.context {
             // the plan tools change the plan the state holds
@@ -800,6 +877,10 @@ impl<'a> Runner<'a> {
             }),
             // the built-in that pages through artifacts reads the store, not the workspace;
             // its pages stay under half the inline limit, so they are never artifacts
+            // a delegate call the tool source sent here has no recorded answer to stand in
+            _ if tool == crate::delegate::TOOL => Err(tools::ToolError::Failed {
+                message: "a delegate call is answered by its child run, which this drive does not start (an eval serves delegate calls from the recording only)".into(),
+            }),
             Some(context) if tool == artifact::TOOL => {
                 artifact::read(self.store, &args, context.inline_bytes() / 2).map(|value| {
                     tools::Output {
@@ -821,12 +902,20 @@ impl<'a> Runner<'a> {
             }
             Err(e) => (json!({"error": e.to_string()}), true),
         };
-        Ok(EventKind::ToolReturned {
+        let (mut kinds, notes) = match &shown {
+            None => (Vec::new(), Vec::new()),
+            Some(args) => {
+                self.after_hooks(run, call_id, tool, args, &output, is_error)
+                    .await?
+            }
+        };
+        kinds.push(EventKind::ToolReturned {
             call_id: call_id.to_owned(),
-            output: self.put_json(&output)?,
+            output: self.put_json(&crate::hooks::with_notes(output, &notes))?,
             is_error,
             duration_ms,
-        })
+        });
+        Ok(kinds)
     }
 
     /// Perform `task.set` or `task.update` on the plan `state` holds: the new plan is the

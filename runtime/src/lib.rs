@@ -12,10 +12,13 @@
 
 pub mod context;
 pub mod decide;
+pub mod delegate;
 pub mod entropy;
 pub mod executor;
+pub mod hooks;
 pub mod inbox;
 pub mod model;
 pub mod policy;
+pub mod skills;
 pub mod spec;
 pub mod tools;

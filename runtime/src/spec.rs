@@ -235,6 +235,20 @@ pub struct Spec {
     /// before it keep their bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported: Option<Imported>,
+    /// Sub-agents `agent.delegate` starts child runs of (`[[agents]]`, see
+    /// [`crate::delegate`]), each with the spec its children start from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<crate::delegate::SubAgent>,
+    /// `[delegation]`: children at once, levels below (`None`: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<crate::delegate::Delegation>,
+    /// Skills `skill.load` gives (`skills = [dirs]`, see [`crate::skills`]), their text
+    /// and BLAKE3 recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<crate::skills::Skill>,
+    /// Hooks around tool calls (`[[hooks]]`, see [`crate::hooks`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::Hook>,
 }
 
 /// The origin of an imported run, recorded in its spec (so it is part of the run's hash
@@ -493,6 +507,29 @@ struct RawSpec {
     context: Option<Spanned<crate::context::RawContext>>,
     exec: Option<Spanned<crate::tools::exec::ExecSettings>>,
     web: Option<Spanned<crate::tools::web::WebSettings>>,
+    #[serde(default)]
+    agents: Vec<Spanned<RawAgent>>,
+    delegation: Option<Spanned<crate::delegate::Delegation>>,
+    #[serde(default)]
+    skills: Vec<Spanned<String>>,
+    #[serde(default)]
+    hooks: Vec<Spanned<crate::hooks::Hook>>,
+}
+
+/// A `[[agents]]` entry as written: a spec file of its own, or what it changes of its
+/// parent's ([`crate::delegate::Inline`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    description: String,
+    spec: Option<String>,
+    system: Option<String>,
+    #[serde(default)]
+    tools: Vec<Spanned<String>>,
+    model: Option<String>,
+    cassette: Option<String>,
+    budgets: Option<Budgets>,
 }
 
 #[derive(Deserialize)]
@@ -653,7 +690,7 @@ impl Spec {
             model_span.clone(),
             &at,
         )?;
-        Ok(Self {
+        Self {
             name: raw.name,
             system: raw.system,
             workspace: resolved(&base.join(raw.workspace.as_deref().unwrap_or("."))),
@@ -676,7 +713,131 @@ impl Spec {
             exec,
             web,
             imported: None,
-        })
+            agents: Vec::new(),
+            delegation: None,
+            skills: Vec::new(),
+            hooks: Vec::new(),
+        }
+        .with_team(raw.agents, raw.delegation, raw.skills, raw.hooks, &base, &at)
+    }
+
+    /// The spec with its sub-agents, delegation settings, skills and hooks, checked
+    /// (inline sub-agents inherit what the spec has so far, hooks and skills included).
+    fn with_team(
+        mut self,
+        agents: Vec<Spanned<RawAgent>>,
+        delegation: Option<Spanned<crate::delegate::Delegation>>,
+        skills: Vec<Spanned<String>>,
+        hooks: Vec<Spanned<crate::hooks::Hook>>,
+        base: &Path,
+        at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+    ) -> Result<Self, Error> {
+        for dir in skills {
+            let span = dir.span();
+            let found = crate::skills::load_dir(&resolved(&base.join(dir.get_ref())))
+                .map_err(|why| at(Some(span.clone()), why))?;
+            for skill in found {
+                if self.skills.iter().any(|s| s.name == skill.name) {
+                    return Err(at(Some(span), format!("two skills are named `{}`", skill.name)));
+                }
+                self.skills.push(skill);
+            }
+        }
+        for hook in hooks {
+            let span = hook.span();
+            let mut hook = hook.into_inner();
+            hook.check().map_err(|why| at(Some(span.clone()), why))?;
+            if self.hooks.iter().any(|h| h.name == hook.name) {
+                return Err(at(Some(span), format!("two hooks are named `{}`", hook.name)));
+            }
+            hook.dir = base.to_path_buf();
+            self.hooks.push(hook);
+        }
+        if let Some(given) = delegation {
+            let span = given.span();
+            let given = given.into_inner();
+            given.check().map_err(|why| at(Some(span), why))?;
+            self.delegation = Some(given);
+        }
+        let mut subs: Vec<crate::delegate::SubAgent> = Vec::new();
+        for agent in agents {
+            let span = agent.span();
+            let raw = agent.into_inner();
+            let refuse = |why: String| at(Some(span.clone()), why);
+            if subs.iter().any(|a| a.name == raw.name) {
+                return Err(refuse(format!("two sub-agents are named `{}`", raw.name)));
+            }
+            if raw.name.trim().is_empty() || raw.description.trim().is_empty() {
+                return Err(refuse("a sub-agent needs a `name` and a `description` (what the model is told of it)".into()));
+            }
+            let spec = match (raw.spec, raw.system) {
+                (Some(file), None) if raw.tools.is_empty() && raw.model.is_none() && raw.cassette.is_none() && raw.budgets.is_none() => {
+                    Self::load(&base.join(file))?
+                }
+                (Some(_), _) => {
+                    return Err(refuse(format!(
+                        "sub-agent `{}`: give either `spec = \"FILE\"` or the inline keys (system, tools, model, cassette, budgets), not both",
+                        raw.name
+                    )));
+                }
+                (None, None) => {
+                    return Err(refuse(format!(
+                        "sub-agent `{}` needs `system` (its system prompt) or `spec = \"FILE\"`",
+                        raw.name
+                    )));
+                }
+                (None, Some(system)) => {
+                    let mut tools = Vec::new();
+                    for tool in raw.tools {
+                        if !BUILTIN_TOOLS.contains(&tool.get_ref().as_str()) {
+                            return Err(at(
+                                Some(tool.span()),
+                                format!(
+                                    "sub-agent `{}`: unknown tool `{}`; known tools: {}",
+                                    raw.name,
+                                    tool.get_ref(),
+                                    BUILTIN_TOOLS.join(", ")
+                                ),
+                            ));
+                        }
+                        tools.push(tool.into_inner());
+                    }
+                    tools.sort();
+                    tools.dedup();
+                    if raw.cassette.is_some() && self.model.provider != Provider::Scripted {
+                        return Err(refuse(format!("sub-agent `{}`: `cassette` is for the scripted provider", raw.name)));
+                    }
+                    let mut spec = crate::delegate::inline_spec(
+                        &self,
+                        crate::delegate::Inline {
+                            name: raw.name.clone(),
+                            system,
+                            tools,
+                            model: raw.model,
+                            cassette: raw.cassette.map(|c| resolved(&base.join(c))),
+                            budgets: raw.budgets,
+                        },
+                    );
+                    if spec.exec.is_none() && spec.tools.iter().any(|t| t == crate::tools::exec::TOOL) {
+                        spec.exec = Some(crate::tools::exec::ExecSettings::default());
+                    }
+                    if spec.web.is_none() && spec.tools.iter().any(|t| t == crate::tools::web::TOOL) {
+                        return Err(refuse(format!(
+                            "sub-agent `{}` has `web.fetch` but the spec has no [web] allow list",
+                            raw.name
+                        )));
+                    }
+                    spec
+                }
+            };
+            subs.push(crate::delegate::SubAgent {
+                name: raw.name,
+                description: raw.description,
+                spec: Box::new(spec),
+            });
+        }
+        self.agents = subs;
+        Ok(self)
     }
 
     /// The paths this spec holds that are relative, by what they are (`workspace`,

@@ -303,6 +303,10 @@ fn spec(
             report: serde_json::to_value(report).unwrap_or_default(),
             tools: tool_defs(t),
         }),
+        agents: Vec::new(),
+        delegation: None,
+        skills: Vec::new(),
+        hooks: Vec::new(),
     };
     Ok(store.put_blob(&spec.to_canonical_bytes())?)
 }

@@ -77,6 +77,7 @@ impl Scratch {
                 ("PATH".into(), "/usr/bin:/bin".into()),
                 ("TMPDIR".into(), self.tmp.display().to_string()),
             ],
+            stdin: Vec::new(),
             timeout: Duration::from_secs(10),
             grace: Duration::from_millis(500),
             shown_bytes: 4096,

@@ -565,6 +565,8 @@ impl Scheduler {
                 }
             }
             Progress::Text(text) => streamed.text(text),
+            // a child run's events reach its own followers through the store
+            Progress::Child(..) => {}
         };
         runner
             .drive_with(run, &mut progress, Some(inbox))

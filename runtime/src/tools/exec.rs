@@ -310,6 +310,22 @@ impl Exec {
             .timeout_secs
             .unwrap_or(self.settings.timeout_secs)
             .clamp(1, self.settings.timeout_secs);
+        let argv = vec!["/bin/sh".into(), "-c".into(), args.command];
+        let finished = self.run(argv, cwd, &[], Vec::new(), timeout).await?;
+        Ok(result(finished, timeout))
+    }
+
+    /// Run `argv` in the sandbox with `cwd` as its working directory, `read` readable too,
+    /// `stdin` on its standard input, for at most `timeout_secs`: what `exec.run` and
+    /// hooks ([`crate::hooks`]) run through.
+    pub async fn run(
+        &self,
+        argv: Vec<String>,
+        cwd: PathBuf,
+        read: &[PathBuf],
+        stdin: Vec<u8>,
+        timeout_secs: u64,
+    ) -> Result<Finished, ToolError> {
         let tmp = tempfile::Builder::new()
             .prefix("retrace-exec-")
             .tempdir()
@@ -329,7 +345,7 @@ impl Exec {
                 mode: s.sandbox,
                 workspace: self.workspace.root().to_path_buf(),
                 tmp: tmp.path().to_path_buf(),
-                read: s.read.clone(),
+                read: s.read.iter().chain(read).cloned().collect(),
                 write: s.write.clone(),
                 network: s.network,
                 cpu_secs: s.cpu_secs,
@@ -337,18 +353,18 @@ impl Exec {
                 max_processes: s.max_processes,
                 file_bytes: s.file_mb.saturating_mul(1 << 20),
             },
-            argv: vec!["/bin/sh".into(), "-c".into(), args.command],
+            argv,
             cwd,
             env: self.environment(tmp.path()),
-            timeout: Duration::from_secs(timeout),
+            stdin,
+            timeout: Duration::from_secs(timeout_secs),
             grace: GRACE,
             shown_bytes: s.shown_bytes,
             keep_bytes: s.keep_bytes,
         };
-        let finished = process::run(&job).await.map_err(|e| ToolError::Failed {
+        process::run(&job).await.map_err(|e| ToolError::Failed {
             message: e.to_string(),
-        })?;
-        Ok(result(finished, timeout))
+        })
     }
 
     /// The command's whole environment.

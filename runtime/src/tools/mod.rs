@@ -154,6 +154,19 @@ pub fn builtin_info(name: &str) -> Option<ToolInfo> {
     }
 }
 
+/// The built-ins a spec gets from what it declares rather than from `[tools] allow`:
+/// `agent.delegate` when it has sub-agents, `skill.load` when it has skills.
+pub fn declared(spec: &Spec) -> Vec<ToolInfo> {
+    let mut infos = Vec::new();
+    if !spec.agents.is_empty() {
+        infos.push(crate::delegate::info(&spec.agents));
+    }
+    if !spec.skills.is_empty() {
+        infos.push(crate::skills::info(&spec.skills));
+    }
+    infos
+}
+
 #[derive(Clone)]
 enum Entry {
     Builtin(Arc<dyn Tool>),
@@ -225,6 +238,14 @@ impl Toolbox {
                 _ => (builtin_info(&name).ok_or_else(unknown)?, Entry::Executor),
             };
             toolbox.tools.insert(name, tool);
+        }
+        for info in declared(spec) {
+            let entry = if info.name == crate::skills::TOOL {
+                Entry::Builtin(Arc::new(crate::skills::Load::new(spec.skills.clone())))
+            } else {
+                Entry::Executor
+            };
+            toolbox.tools.insert(info.name.clone(), (info, entry));
         }
         for manifest in &spec.wasm {
             let tool = wasm::WasmTool::new(manifest.clone(), workspace)?;

@@ -281,6 +281,13 @@ fn drive(
         Progress::Appended(event) => {
             timeline.event(event.seq, event.kind.name(), &output::summary(&event));
         }
+        // a child run's events, indented under its id (its streamed text is not shown)
+        Progress::Child(child, progress) => {
+            if let Some(event) = innermost_event(*progress) {
+                let summary = format!("{}  {}", child.short(), output::summary(&event));
+                timeline.event(event.seq, &format!("  {}", event.kind.name()), &summary);
+            }
+        }
     };
     let stop = runtime.block_on(runner.drive_with(run, &mut show, inbox));
     // a streamed reply's last line ends before anything else is printed, an error too
@@ -290,6 +297,15 @@ fn drive(
     let state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
     let view = RunView::from_state(store, &info, &state, false);
     Ok(report(&view, &stop, false))
+}
+
+/// The event a (child's, grandchild's, …) progress report carries, if it is one.
+fn innermost_event(progress: Progress) -> Option<retrace_events::Event> {
+    match progress {
+        Progress::Appended(event) => Some(event),
+        Progress::Child(_, inner) => innermost_event(*inner),
+        Progress::Text(_) => None,
+    }
 }
 
 /// The lines that end a drive (the same whether it ran here or in retrace serve), and the

@@ -181,6 +181,8 @@ pub struct Job {
     pub cwd: PathBuf,
     /// The whole environment of the command (nothing is inherited).
     pub env: Vec<(String, String)>,
+    /// Written to the command's standard input, which is then closed (empty: `/dev/null`).
+    pub stdin: Vec<u8>,
     /// Wall time until SIGTERM to the whole process group.
     pub timeout: Duration,
     /// Time between that SIGTERM and SIGKILL.

@@ -55,7 +55,11 @@ pub async fn run(job: &Job) -> Result<Finished, Error> {
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&job.cwd)
         .process_group(0)
-        .stdin(Stdio::null())
+        .stdin(if job.stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -70,6 +74,14 @@ pub async fn run(job: &Job) -> Result<Finished, Error> {
         cgroup,
         killed: false,
     };
+    if let Some(mut pipe) = child.stdin.take() {
+        let input = job.stdin.clone();
+        // a command that does not read it all (or exits first) just closes the pipe
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = pipe.write_all(&input).await;
+        });
+    }
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut out = Capture::new(job.shown_bytes, job.keep_bytes);

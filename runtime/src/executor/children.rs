@@ -1,0 +1,306 @@
+//! Delegate calls: child runs started, driven and answered (see [`crate::delegate`]).
+//!
+//! The calls of one reply that delegate, up to `[delegation] max_parallel`, are requested
+//! together: each call's `tool_requested` and `child_started` (the child's derived id) go in
+//! one append before any child exists. The children are then created (or found, after a
+//! crash: the id is the call's), driven concurrently to their end, and answered together:
+//! each call's `child_finished` (the child's totals and last event) and `tool_returned` (its
+//! answer) in one append. A parent resumed after a crash re-attaches to the children of its
+//! pending calls and drives them on; a finished child is answered at once.
+
+use futures::future::join_all;
+use retrace_events::{Event, EventKind, Outcome, RunId, Usage, canonical_json};
+use retrace_replay::{Pending, SnapshotPolicy, State, state_at_head};
+use retrace_store::NewRun;
+use serde_json::{Value, json};
+
+use super::{Error, Journal, Progress, Runner, Stop, ToolCall, until_interrupted};
+use crate::decide::{Next, handle_proposal};
+use crate::delegate::{self, Brief};
+use crate::entropy::now;
+use crate::inbox::Inbox;
+use crate::spec::Spec;
+
+/// How a batch of delegate calls ended for the parent's drive.
+pub(super) enum Delegated {
+    /// Every call answered: record these.
+    Answered(Vec<EventKind>),
+    /// A child waits for a human; so does the parent (it re-attaches when resumed).
+    Parked(String),
+    /// The host asked the drive to stop.
+    Interrupted,
+}
+
+/// One delegate call of the batch, its child named.
+struct Delegation {
+    call_id: String,
+    child: RunId,
+    /// The sub-agent and the brief, or why the call cannot start one.
+    brief: Result<(String, String), String>,
+}
+
+impl Runner<'_> {
+    /// Perform `first` (a delegate call) with the delegate calls that can run beside it:
+    /// after a crash, every pending one; else the reply's next proposals that delegate and
+    /// are allowed, up to `max_parallel`.
+    pub(super) async fn delegate(
+        &self,
+        state: &mut State,
+        journal: &mut Journal,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&Inbox>,
+        first: ToolCall,
+    ) -> Result<Delegated, Error> {
+        let run = journal.run;
+        let calls = if first.rerun {
+            self.pending_delegations(run, state)?
+        } else {
+            self.request_delegations(run, state, journal, first)?
+        };
+        journal.flush(self.store, progress)?;
+        let progress = std::sync::Mutex::new(progress);
+        let drives = calls.iter().map(|call| {
+            let progress = &progress;
+            let state = &*state;
+            Box::pin(async move {
+                let Ok((agent, brief)) = &call.brief else {
+                    return Ok(None);
+                };
+                let mut show = |p: Progress| {
+                    let mut progress = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (*progress)(Progress::Child(call.child, Box::new(p)));
+                };
+                self.drive_child(run, state, call.child, agent, brief, &mut show)
+                    .await
+                    .map(Some)
+            })
+        });
+        let Some(stops) = until_interrupted(inbox, join_all(drives)).await else {
+            return Ok(Delegated::Interrupted);
+        };
+        let mut answers = Vec::new();
+        for (call, stop) in calls.iter().zip(stops) {
+            let outcome = match stop {
+                Ok(None) => None,
+                Ok(Some(Stop::Finished(outcome))) => Some(outcome),
+                Ok(Some(Stop::Parked(reason))) => {
+                    return Ok(Delegated::Parked(format!(
+                        "child run {} waits: {reason}",
+                        call.child.short()
+                    )));
+                }
+                Ok(Some(Stop::Interrupted)) => return Ok(Delegated::Interrupted),
+                Err(e @ Error::Store(_)) => return Err(e),
+                Err(e) => {
+                    answers.extend(self.failed_call(&call.call_id, &format!("the child run {} could not go on: {e}", call.child))?);
+                    continue;
+                }
+            };
+            match outcome {
+                None => {
+                    let why = call.brief.as_ref().err().cloned().unwrap_or_default();
+                    answers.extend(self.failed_call(&call.call_id, &why)?);
+                }
+                Some(outcome) => answers.extend(self.answer(call, outcome)?),
+            }
+        }
+        Ok(Delegated::Answered(answers))
+    }
+
+    /// Record the intents of `first` and of the delegate proposals after it that the
+    /// agent allows, up to `max_parallel`; the calls.
+    fn request_delegations(
+        &self,
+        run: RunId,
+        state: &mut State,
+        journal: &mut Journal,
+        first: ToolCall,
+    ) -> Result<Vec<Delegation>, Error> {
+        let limit = self.spec.delegation.unwrap_or_default().max_parallel as usize;
+        let mut calls = Vec::new();
+        let mut next = Some((first.call_id, first.args));
+        while let Some((call_id, args)) = next.take() {
+            let call = self.delegation(run, &call_id, &args)?;
+            let mut kinds = vec![EventKind::ToolRequested {
+                call_id: call_id.clone(),
+                tool: delegate::TOOL.into(),
+                args,
+                idempotent: true,
+            }];
+            if let Ok((agent, _)) = &call.brief {
+                kinds.push(EventKind::ChildStarted {
+                    call_id,
+                    child: call.child,
+                    agent: agent.clone(),
+                });
+            }
+            journal.record(state, kinds)?;
+            calls.push(call);
+            if calls.len() >= limit {
+                break;
+            }
+            if let Some(proposal) = state.proposed.front()
+                && proposal.tool == delegate::TOOL
+                && self.spec.hooks.is_empty()
+                && let Next::RunTool { call_id, args, .. } = handle_proposal(&self.agent, state, proposal)
+            {
+                next = Some((call_id, args));
+            }
+        }
+        Ok(calls)
+    }
+
+    /// The delegate calls pending in `state` (a drive stopped while their children ran), in
+    /// the order they were requested.
+    fn pending_delegations(&self, run: RunId, state: &State) -> Result<Vec<Delegation>, Error> {
+        let mut pending: Vec<(u64, &String, &retrace_events::BlobId)> = state
+            .pending
+            .iter()
+            .filter_map(|(call_id, p)| match p {
+                Pending::Tool { seq, tool, args, .. } if tool == delegate::TOOL => Some((*seq, call_id, args)),
+                _ => None,
+            })
+            .collect();
+        pending.sort();
+        pending
+            .into_iter()
+            .map(|(_, call_id, args)| self.delegation(run, call_id, args))
+            .collect()
+    }
+
+    fn delegation(&self, run: RunId, call_id: &str, args: &retrace_events::BlobId) -> Result<Delegation, Error> {
+        let args: Value = self.blob_json(run, args)?;
+        Ok(Delegation {
+            call_id: call_id.to_owned(),
+            child: RunId::child(&run, call_id),
+            brief: Brief::parse(&args, &self.spec.agents).map(|(b, _)| (b.agent, b.brief)),
+        })
+    }
+
+    /// Create the child run (unless it exists: this call made it before a crash) and drive
+    /// it until it finishes or parks. (A plain function returning a boxed future: a child's
+    /// drive holds its own children's, and the declared `Send` ends that recursion.)
+    fn drive_child<'s>(
+        &'s self,
+        parent: RunId,
+        state: &'s State,
+        child: RunId,
+        agent: &'s str,
+        brief: &'s str,
+        progress: &'s mut (dyn FnMut(Progress) + Send),
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Stop, Error>> + Send + 's>> {
+        Box::pin(async move {
+            let spec = match self.store.run(&child)? {
+                Some(info) if !info.is_empty() => super::recorded_spec(self.store, &child)?,
+                existing => {
+                    let sub = self
+                        .spec
+                        .agents
+                        .iter()
+                        .find(|a| a.name == agent)
+                        .ok_or_else(|| Error::Setup(format!("there is no sub-agent `{agent}`")))?;
+                    let spent = (
+                        state.totals.input_tokens.saturating_add(state.totals.output_tokens),
+                        state.totals.cost_micro_usd,
+                    );
+                    let elapsed = state
+                        .timing
+                        .last_at
+                        .unix_ms()
+                        .saturating_sub(state.timing.started_at.unix_ms())
+                        / 1_000;
+                    let spec = delegate::child_spec(&self.spec, sub, spent, elapsed);
+                    self.create_child(parent, child, &spec, agent, brief, existing.is_some())?;
+                    spec
+                }
+            };
+            let provider = (self.providers)(&spec).map_err(Error::Setup)?;
+            let runner = Runner::new(self.store, spec, provider)?
+                .with_providers(std::sync::Arc::clone(&self.providers));
+            runner.drive_with(child, progress, None).await
+        })
+    }
+
+    /// Create child run `child` of call `parent`'s delegation: its ref (meta `parent`,
+    /// `agent`), then its first event. `exists`: a crash came between the two.
+    fn create_child(
+        &self,
+        parent: RunId,
+        child: RunId,
+        spec: &Spec,
+        agent: &str,
+        brief: &str,
+        exists: bool,
+    ) -> Result<(), Error> {
+        let spec_blob = self.store.put_blob(&spec.to_canonical_bytes())?;
+        let input = self.store.put_blob(&canonical_json(&json!(brief)))?;
+        if !exists {
+            let mut new = NewRun::new(child, now());
+            new.meta.insert("name".into(), spec.name.clone());
+            new.meta.insert("parent".into(), parent.to_string());
+            new.meta.insert("agent".into(), agent.to_owned());
+            self.store.create_run(new)?;
+        }
+        let first = Event::root(now(), EventKind::RunStarted { run: child, spec: spec_blob, input });
+        self.store.append(&child, None, &[first])?;
+        Ok(())
+    }
+
+    /// The events answering `call` whose child ended with `outcome`: the child's totals and
+    /// last event, then its answer (or why it did not succeed) as the call's result.
+    fn answer(&self, call: &Delegation, outcome: Outcome) -> Result<Vec<EventKind>, Error> {
+        let child = state_at_head(self.store, &call.child, SnapshotPolicy::default())?.state;
+        let head = self.store.require_run(&call.child)?.head.map(|h| h.id).ok_or_else(|| Error::Payload {
+            run: call.child,
+            what: "a finished child run has no events".into(),
+        })?;
+        let detail = match &child.status {
+            retrace_replay::Status::Finished { detail, .. } => self.blob_json::<Value>(call.child, detail)?,
+            _ => Value::Null,
+        };
+        let agent = call.brief.as_ref().map(|(a, _)| a.clone()).unwrap_or_default();
+        let mut result = json!({
+            "run": call.child.to_string(),
+            "agent": agent,
+            "outcome": retrace_replay::describe::outcome_word(outcome),
+        });
+        let ok = outcome == Outcome::Succeeded;
+        if ok {
+            result["answer"] = detail.get("output").cloned().unwrap_or(Value::Null);
+        } else {
+            result["error"] = detail.get("reason").cloned().unwrap_or(Value::Null);
+        }
+        let t = child.totals;
+        Ok(vec![
+            EventKind::ChildFinished {
+                call_id: call.call_id.clone(),
+                child: call.child,
+                head,
+                outcome,
+                usage: Usage {
+                    input_tokens: t.input_tokens,
+                    output_tokens: t.output_tokens,
+                    cost_micro_usd: t.cost_micro_usd,
+                    latency_ms: child.timing.last_at.unix_ms().saturating_sub(child.timing.started_at.unix_ms()),
+                },
+            },
+            EventKind::ToolReturned {
+                call_id: call.call_id.clone(),
+                output: self.put_json(&result)?,
+                is_error: !ok,
+                duration_ms: 0,
+            },
+        ])
+    }
+
+    /// A delegate call that started no child (or whose child cannot go on), answered with
+    /// why.
+    fn failed_call(&self, call_id: &str, why: &str) -> Result<Vec<EventKind>, Error> {
+        Ok(vec![EventKind::ToolReturned {
+            call_id: call_id.to_owned(),
+            output: self.put_json(&json!({ "error": why }))?,
+            is_error: true,
+            duration_ms: 0,
+        }])
+    }
+}
