@@ -257,11 +257,15 @@ impl Cluster {
 }
 
 /// Whether a daemon should drive this run: unfinished, not parked for a human (unless
-/// cancelled), not an eval case, and not a fork nobody continued.
+/// cancelled), not an eval case, not a child run (its parent's drive drives it), and not a
+/// fork nobody continued.
 pub fn takes_a_drive(store: &dyn Store, info: &retrace_store::RunInfo) -> bool {
     let own = info.len().saturating_sub(info.own_from());
     let edited = u64::from(info.meta.get("edited").is_some_and(|e| e == "true"));
-    if info.is_empty() || info.meta.contains_key("eval") || (info.origin.is_some() && own <= edited)
+    if info.is_empty()
+        || info.meta.contains_key("eval")
+        || info.meta.contains_key("parent")
+        || (info.origin.is_some() && own <= edited)
     {
         return false;
     }

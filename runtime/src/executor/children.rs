@@ -141,7 +141,12 @@ impl Runner<'_> {
             }
             if let Some(proposal) = state.proposed.front()
                 && proposal.tool == delegate::TOOL
-                && self.spec.hooks.is_empty()
+                // a hook on delegate calls sees one at a time
+                && !self
+                    .spec
+                    .hooks
+                    .iter()
+                    .any(|h| h.applies(retrace_events::HookStage::BeforeTool, delegate::TOOL))
                 && let Next::RunTool { call_id, args, .. } = handle_proposal(&self.agent, state, proposal)
             {
                 next = Some((call_id, args));
