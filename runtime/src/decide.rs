@@ -229,6 +229,13 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
     }
 }
 
+/// The decision on the reply's next proposal alone (what the executor asks of the calls
+/// that delegate beside one already running: their children run at once); `None` when
+/// nothing is proposed.
+pub fn proposal(agent: &Agent, state: &State) -> Option<Next> {
+    state.proposed.front().map(|call| handle_proposal(agent, state, call))
+}
+
 /// The last tool result was an error from a tool whose errors end the run.
 fn tool_stopped(agent: &Agent, state: &State) -> Option<Next> {
     let tool = state.last_tool_error.as_ref()?;

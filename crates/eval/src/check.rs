@@ -198,6 +198,8 @@ pub fn check_run(
     };
     let mut window: VecDeque<Event> = VecDeque::new();
     let mut next_seq = 0;
+    // the call the last before-hook decided on, until its request
+    let mut hooked: Option<String> = None;
     while check.events < len {
         // keep one event of look-ahead (a denial is a request and its result together)
         if window.len() < 2 && next_seq < len {
@@ -211,16 +213,45 @@ pub fn check_run(
             next_seq = last + 1;
         }
         let event = window.pop_front().expect("read above");
-        if let Some(actual) = recorded_action(store, &event, window.front())? {
+        if let Some(mut actual) = recorded_action(store, &event, window.front())? {
             let (_, current) = agent.as_ref().expect("run_started is never a decision");
             check.decisions += 1;
-            let next = decider(current, &state);
+            let next = match &event.kind {
+                // a delegate call requested beside others of its reply (their children run
+                // at once): decided on its proposal while they are pending
+                EventKind::ToolRequested { tool, .. }
+                    if tool == retrace_runtime::delegate::TOOL && delegating(&state) =>
+                {
+                    retrace_runtime::decide::proposal(current, &state).unwrap_or(Next::Done)
+                }
+                _ => decider(current, &state),
+            };
+            // what a before-hook decided (a denial, new arguments) came after the decision
+            // to run the proposal, which is what is compared
+            if let (Some(call), Some(front)) = (&hooked, state.proposed.front())
+                && front.call_id == *call
+            {
+                actual = Action::RunTool {
+                    call_id: front.call_id.clone(),
+                    tool: front.tool.clone(),
+                    args: front.args,
+                };
+            }
             let expected = Action::from(&next);
             if expected != actual {
                 check.divergence = Some(divergence(event.seq, &next, expected, actual));
                 return Ok(check);
             }
         }
+        hooked = match &event.kind {
+            EventKind::HookDecided {
+                call_id,
+                stage: retrace_events::HookStage::BeforeTool,
+                ..
+            } => Some(call_id.clone()),
+            EventKind::HookDecided { .. } => hooked,
+            _ => None,
+        };
         let seq = event.seq;
         apply(&mut state, &event).map_err(|source| Error::Apply {
             run: *run,
@@ -235,6 +266,13 @@ pub fn check_run(
         }
     }
     Ok(check)
+}
+
+/// Whether a delegate call is pending in `state` (its child runs).
+fn delegating(state: &State) -> bool {
+    state.pending.values().any(|p| {
+        matches!(p, retrace_replay::Pending::Tool { tool, .. } if tool == retrace_runtime::delegate::TOOL)
+    })
 }
 
 fn divergence(seq: u64, next: &Next, expected: Action, actual: Action) -> Divergence {

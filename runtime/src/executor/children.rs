@@ -264,8 +264,9 @@ impl Runner<'_> {
             _ => Value::Null,
         };
         let agent = call.brief.as_ref().map(|(a, _)| a.clone()).unwrap_or_default();
+        // the child's id is in `child_started`; the result holds only what the model needs,
+        // so two trees that did the same work end in the same state whatever their ids
         let mut result = json!({
-            "run": call.child.to_string(),
             "agent": agent,
             "outcome": retrace_replay::describe::outcome_word(outcome),
         });

@@ -32,6 +32,7 @@ mod error;
 mod memory;
 mod run;
 mod store;
+pub mod tree;
 mod verify;
 mod watch;
 

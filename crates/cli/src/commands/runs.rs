@@ -29,6 +29,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             .collect(),
         None => access.leased_runs()?,
     };
+    let runs = parents_first(runs);
     let mut views = Vec::with_capacity(runs.len());
     for r in &runs {
         let state = state_at_head(&store, &r.id, SnapshotPolicy::default())?.state;
@@ -65,7 +66,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let width = unique_prefix_len(&ids);
     let name_width = views
         .iter()
-        .map(|(_, _, v)| v.name.chars().count())
+        .map(|(r, _, v)| v.name.chars().count() + 2 * depth(&runs, r))
         .max()
         .unwrap_or(0)
         .max(4);
@@ -80,6 +81,13 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         "RUN", "NAME", "CREATED", "EVENTS", "STATUS", "STEPS", "TOKENS", "COST"
     );
     for (r, state, view) in &views {
+        // a child run (agent.delegate) is listed under its parent, indented per level
+        let depth = depth(&runs, r);
+        let name = if depth == 0 {
+            view.name.clone()
+        } else {
+            format!("{}└ {}", "  ".repeat(depth - 1), view.name)
+        };
         let edited = r.meta.get("edited").is_some_and(|e| e == "true");
         let origin = r
             .origin
@@ -96,7 +104,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!(
             "{:<width$}  {:<name_width$}  {:<24}  {:>6}  {:<status_width$}  {:>5}  {:>9}  {:>11}  {origin}",
             &r.id.to_hex()[..width],
-            view.name,
+            name,
             output::time(r.created_at),
             r.len(),
             view.status,
@@ -106,4 +114,42 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `runs` (oldest first) with each child run (meta `parent`) right after its parent and
+/// its parent's earlier children: the tree, depth first.
+fn parents_first(runs: Vec<retrace_store::RunInfo>) -> Vec<retrace_store::RunInfo> {
+    let parent_of = |r: &retrace_store::RunInfo| {
+        r.meta
+            .get("parent")
+            .and_then(|p| p.parse::<RunId>().ok())
+            .filter(|p| runs.iter().any(|o| o.id == *p))
+    };
+    let mut out: Vec<retrace_store::RunInfo> = Vec::with_capacity(runs.len());
+    let mut stack: Vec<&retrace_store::RunInfo> =
+        runs.iter().filter(|r| parent_of(r).is_none()).rev().collect();
+    while let Some(r) = stack.pop() {
+        out.push(r.clone());
+        stack.extend(runs.iter().filter(|c| parent_of(c) == Some(r.id)).rev());
+    }
+    out
+}
+
+/// How many parents above `r` are among `runs`.
+fn depth(runs: &[retrace_store::RunInfo], r: &retrace_store::RunInfo) -> usize {
+    let mut depth = 0;
+    let mut here = r;
+    while let Some(parent) = here
+        .meta
+        .get("parent")
+        .and_then(|p| p.parse::<RunId>().ok())
+        .and_then(|p| runs.iter().find(|o| o.id == p))
+    {
+        depth += 1;
+        here = parent;
+        if depth > runs.len() {
+            break;
+        }
+    }
+    depth
 }

@@ -18,6 +18,15 @@ pub fn run(dir: &Path, run: Option<&str>, blobs: bool) -> anyhow::Result<ExitCod
     let mut failed = 0usize;
     for id in &runs {
         let report = verify_run(&store, id, options)?;
+        let links = match &report.problem {
+            None => retrace_store::tree::verify_links(&store, id)?,
+            Some(_) => None,
+        };
+        if let Some(problem) = links {
+            failed += 1;
+            println!("FAIL {id}  broken link to a child run: {problem}");
+            continue;
+        }
         match &report.problem {
             None => println!(
                 "ok   {}  {} events, {} blobs verified",

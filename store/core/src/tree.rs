@@ -1,0 +1,125 @@
+//! The run tree: child runs that delegate calls started (`child_started`,
+//! `child_finished`), and the checks that tie a tree together.
+//!
+//! A child's id is derived from the run that recorded the call and the call's id
+//! ([`RunId::child`]); the child's ref names its parent (meta `parent`), its first event
+//! names the child, and a `child_finished` names the child's last event. A fork shares the
+//! children of the prefix it shares (their ids derive from the run it forked from).
+
+use retrace_events::{EventId, EventKind, Outcome, RunId, Usage};
+
+use crate::{MAX_RANGE, Result, Store};
+
+/// A delegate call's child run, as its parent's log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    /// The delegating call.
+    pub call_id: String,
+    /// The child run.
+    pub child: RunId,
+    /// The sub-agent it runs.
+    pub agent: String,
+    /// Seq of the parent's `child_started`.
+    pub started_seq: u64,
+    /// The parent's `child_finished`, once recorded: its seq, the child's last event, how
+    /// the child ended and its totals.
+    pub finished: Option<(u64, EventId, Outcome, Usage)>,
+}
+
+/// The child runs `run`'s log records, in the order they were started.
+pub fn children(store: &(impl Store + ?Sized), run: &RunId) -> Result<Vec<Child>> {
+    let len = store.require_run(run)?.len();
+    let mut found: Vec<Child> = Vec::new();
+    let mut next = 0;
+    while next < len {
+        let last = (next + MAX_RANGE - 1).min(len - 1);
+        for (_, event) in store.events(run, next..=last)? {
+            match event.kind {
+                EventKind::ChildStarted {
+                    call_id,
+                    child,
+                    agent,
+                } => found.push(Child {
+                    call_id,
+                    child,
+                    agent,
+                    started_seq: event.seq,
+                    finished: None,
+                }),
+                EventKind::ChildFinished {
+                    child,
+                    head,
+                    outcome,
+                    usage,
+                    ..
+                } => {
+                    if let Some(c) = found.iter_mut().rev().find(|c| c.child == child) {
+                        c.finished = Some((event.seq, head, outcome, usage));
+                    }
+                }
+                _ => {}
+            }
+        }
+        next = last + 1;
+    }
+    Ok(found)
+}
+
+/// `run` and every run below it (children, their children, …), depth first, each once.
+pub fn tree(store: &(impl Store + ?Sized), run: &RunId) -> Result<Vec<RunId>> {
+    let mut out = vec![*run];
+    let mut i = 0;
+    while i < out.len() {
+        let here = out[i];
+        let mut below = Vec::new();
+        for c in children(store, &here)? {
+            if !out.contains(&c.child) && !below.contains(&c.child) && store.run(&c.child)?.is_some() {
+                below.push(c.child);
+            }
+        }
+        out.splice(i + 1..i + 1, below);
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The first link of `run`'s children that does not hold, in words; `None` when every
+/// child the log names is the call's derived id, exists, names `run` (or the run the
+/// shared prefix came from) as its parent, starts as that child, and — once finished in
+/// the parent's log — ends at the event the parent recorded.
+pub fn verify_links(store: &(impl Store + ?Sized), run: &RunId) -> Result<Option<String>> {
+    let mut lineage = vec![*run];
+    while let Some(origin) = store.require_run(lineage.last().unwrap_or(run))?.origin {
+        lineage.push(origin.run);
+    }
+    for c in children(store, run)? {
+        let at = format!("{run} seq {} (call {})", c.started_seq, c.call_id);
+        let Some(holder) = lineage.iter().find(|r| RunId::child(r, &c.call_id) == c.child) else {
+            return Ok(Some(format!("{at}: child {} is not the id derived from the call", c.child)));
+        };
+        let Some(info) = store.run(&c.child)? else {
+            return Ok(Some(format!("{at}: child run {} does not exist", c.child)));
+        };
+        if info.meta.get("parent") != Some(&holder.to_string()) {
+            return Ok(Some(format!("{at}: child run {} does not name {holder} as its parent", c.child)));
+        }
+        match store.event_at(&c.child, 0)? {
+            Some((_, first)) if matches!(first.kind, EventKind::RunStarted { run, .. } if run == c.child) => {}
+            _ => return Ok(Some(format!("{at}: child run {} does not start as that run", c.child))),
+        }
+        if let Some((seq, head, ..)) = c.finished {
+            let last = info.len().checked_sub(1);
+            let ends = match last {
+                Some(last) => store.event_id_at(&c.child, last)? == Some(head),
+                None => false,
+            };
+            if !ends {
+                return Ok(Some(format!(
+                    "{run} seq {seq}: child run {} does not end at event {head}, which the parent recorded",
+                    c.child
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
