@@ -167,9 +167,17 @@ impl Runner<'_> {
             })
             .collect();
         pending.sort();
+        // the child each call recorded (a fork's may be its origin's)
+        let recorded = retrace_store::tree::children(self.store, &run)?;
         pending
             .into_iter()
-            .map(|(_, call_id, args)| self.delegation(run, call_id, args))
+            .map(|(_, call_id, args)| {
+                let mut call = self.delegation(run, call_id, args)?;
+                if let Some(c) = recorded.iter().rev().find(|c| c.call_id == *call_id) {
+                    call.child = c.child;
+                }
+                Ok(call)
+            })
             .collect()
     }
 
