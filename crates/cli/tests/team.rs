@@ -289,9 +289,12 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
 
 // ---- the kill test ----
 
+/// Lines each worker appends (one model reply each): enough steps for 30 kills in one tree.
+const WORKER_APPENDS: usize = 10;
+
 /// The tree of the kill test in `dir`: a lead whose first reply delegates two workers at
 /// once, then appends a line, delegates a third worker, appends another and answers. Each
-/// worker appends three lines to its own file. Every append is `fs.append`: not idempotent.
+/// worker appends [`WORKER_APPENDS`] lines to its own file. Every append is `fs.append`: not idempotent.
 fn kill_tree(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("ws")).expect("ws");
     let append = |id: String, file: &str| json!({"id": id, "name": "fs.append", "arguments": {"path": file, "text": format!("{id}\n")}});
@@ -309,7 +312,7 @@ fn kill_tree(dir: &Path) -> PathBuf {
             .map(|w| {
                 let when = if k == 0 { format!("task {w}") } else { format!("{w}.txt") };
                 let mut reply = json!({"when": when, "text": format!("{w} {k}"), "latency_ms": 15});
-                if k < 3 {
+                if k < WORKER_APPENDS {
                     reply["tool_calls"] = json!([append(format!("{w}-{k}"), &format!("{w}.txt"))]);
                 }
                 reply
@@ -317,7 +320,7 @@ fn kill_tree(dir: &Path) -> PathBuf {
             .collect();
         json!({"text": "lost", "branches": branches})
     };
-    let worker = json!({"replies": (0..4).map(worker_reply).collect::<Vec<_>>()});
+    let worker = json!({"replies": (0..=WORKER_APPENDS).map(worker_reply).collect::<Vec<_>>()});
     std::fs::write(dir.join("lead.json"), lead.to_string()).expect("lead");
     std::fs::write(dir.join("worker.json"), worker.to_string()).expect("worker");
     let spec = dir.join("lead.toml");
@@ -338,9 +341,9 @@ fn expected_files() -> Vec<(&'static str, String)> {
     let mut files = vec![("lead.txt", "lead-1\nlead-2\n".to_owned())];
     for w in ["w1", "w2", "w3"] {
         files.push(match w {
-            "w1" => ("w1.txt", (0..3).map(|k| format!("w1-{k}\n")).collect()),
-            "w2" => ("w2.txt", (0..3).map(|k| format!("w2-{k}\n")).collect()),
-            _ => ("w3.txt", (0..3).map(|k| format!("w3-{k}\n")).collect()),
+            "w1" => ("w1.txt", (0..WORKER_APPENDS).map(|k| format!("w1-{k}\n")).collect()),
+            "w2" => ("w2.txt", (0..WORKER_APPENDS).map(|k| format!("w2-{k}\n")).collect()),
+            _ => ("w3.txt", (0..WORKER_APPENDS).map(|k| format!("w3-{k}\n")).collect()),
         });
     }
     files
