@@ -4,7 +4,7 @@
 //! decision, who decided and the note; …), and the human forms of times and durations the
 //! cards use.
 
-use retrace_events::{BlobId, Decision, EventKind, Outcome, RunId, Usage};
+use retrace_events::{BlobId, Decision, EventKind, HookStage, Outcome, RunId, Usage};
 use retrace_replay::Question;
 use retrace_replay::question::ASK_TOOL;
 use retrace_store::Store;
@@ -101,6 +101,8 @@ pub enum Body {
         duration_ms: Option<u64>,
         /// For `user.ask`: the question.
         question: Option<Question>,
+        /// For `agent.delegate`: the child run it started and its sub-agent.
+        child: Option<(RunId, String)>,
     },
     /// A wait for a human.
     Approval {
@@ -167,7 +169,13 @@ pub fn card(
                 ..
             },
             _,
-        ) => tool_body(store, call_id, tool, args, last.as_ref()),
+        ) => {
+            let mut body = tool_body(store, call_id, tool, args, last.as_ref());
+            if let Body::Tool { child, .. } = &mut body {
+                *child = child_started(store, run, &head, call_id)?;
+            }
+            body
+        }
         (EventKind::ApprovalRequested { call_id, request }, _) => {
             approval_body(store, call_id, request, last.as_ref())
         }
@@ -301,7 +309,54 @@ fn tool_body(
         unknown,
         duration_ms,
         question,
+        child: None,
     }
+}
+
+/// The child run a call started (`agent.delegate`): its `child_started` is recorded with
+/// the call's `tool_requested`, right after it.
+fn child_started(
+    store: &dyn Store,
+    run: &RunId,
+    head: &StepHead,
+    call: &str,
+) -> Result<Option<(RunId, String)>, retrace_store::Error> {
+    let next = head.seq + 1;
+    if head.end.is_some_and(|end| end < next) {
+        return Ok(None);
+    }
+    Ok(match store.event_at(run, next)?.map(|(_, e)| e.kind) {
+        Some(EventKind::ChildStarted {
+            call_id,
+            child,
+            agent,
+        }) if call_id == call => Some((child, agent)),
+        _ => None,
+    })
+}
+
+/// What a hook decided (its decision as recorded: `{"decision", "reason" | "args" |
+/// "note"}`), in a line: `hook NAME before the call: deny — REASON`.
+pub fn hook_decision(hook: &str, stage: HookStage, decision: &Value) -> String {
+    let stage = match stage {
+        HookStage::BeforeTool => "before the call",
+        HookStage::AfterTool => "after the call",
+    };
+    let word = decision
+        .get("decision")
+        .and_then(Value::as_str)
+        .unwrap_or("(no decision)");
+    let why = match (
+        decision.get("reason").and_then(Value::as_str),
+        decision.get("note").and_then(Value::as_str),
+        decision.get("args"),
+    ) {
+        (Some(reason), ..) => format!(" — {reason}"),
+        (None, Some(note), _) => format!(" — {note}"),
+        (None, None, Some(args)) => format!(" — arguments now {}", cut(&args.to_string(), ASKED_BYTES)),
+        _ => String::new(),
+    };
+    format!("hook {hook} {stage}: {word}{why}")
 }
 
 fn model_body(

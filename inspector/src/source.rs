@@ -60,6 +60,10 @@ pub struct RunRow {
     pub cost_micro_usd: u64,
     /// The run it was forked from, and the last shared seq.
     pub parent: Option<(RunId, u64)>,
+    /// For a child run (`agent.delegate`): the run that delegated to it (meta `parent`).
+    pub child_of: Option<RunId>,
+    /// For a child run: the sub-agent it runs (meta `agent`).
+    pub agent: Option<String>,
 }
 
 /// One row of the timeline.
@@ -202,6 +206,11 @@ pub struct Detail {
     /// The question the run waits on in the state at this event (it is parked on a
     /// `user.ask` call), or why its arguments are not one.
     pub question: Option<Result<Asking, String>>,
+    /// For a `child_started` or `child_finished`: the child run.
+    pub child: Option<RunId>,
+    /// For a `hook_decided`: what the hook decided, as a person reads it
+    /// ([`crate::cards::hook_decision`]).
+    pub hook: Option<String>,
 }
 
 /// What a message of a request is, in the request.
@@ -356,6 +365,14 @@ pub enum Request {
         /// What to find.
         query: String,
     },
+    /// The call of `parent` that started child run `child`: a scan of the parent's log
+    /// for its `child_started`.
+    ParentCall {
+        /// The delegating run.
+        parent: RunId,
+        /// The child run.
+        child: RunId,
+    },
     /// Two runs' steps side by side.
     Compare {
         /// The first run.
@@ -467,6 +484,14 @@ pub enum Reply {
         /// The hits, or why the search failed.
         found: Result<Found, String>,
     },
+    /// Where child run `child` was started in its parent: the seq of the delegating
+    /// call's `tool_requested` and its call id (`None`: not in the parent's log).
+    ParentCall {
+        /// The child run.
+        child: RunId,
+        /// The call, or why the parent could not be read.
+        at: Result<Option<(u64, String)>, String>,
+    },
     /// Two runs compared step by step.
     Compared(Box<Result<Comparison, String>>),
     /// Two points compared.
@@ -543,7 +568,9 @@ impl Source {
     pub fn request(&mut self, request: Request) {
         let tx = match request {
             Request::Overview { .. } => &self.overview_tx,
-            Request::Search { .. } | Request::Compare { .. } => &self.slow_tx,
+            Request::Search { .. } | Request::Compare { .. } | Request::ParentCall { .. } => {
+                &self.slow_tx
+            }
             _ => &self.tx,
         };
         if let Some(tx) = tx
@@ -647,6 +674,7 @@ pub fn answer(store: &dyn Store, host: &dyn Host, request: &Request) -> Reply {
         | Request::Cards { .. }
         | Request::Lines { .. }
         | Request::Search { .. }
+        | Request::ParentCall { .. }
         | Request::Compare { .. } => answer_story(store, request),
         &Request::Diff { a, b } => {
             Reply::Diff(Box::new(diff(store, a, b).map_err(|e| e.to_string())))
@@ -752,8 +780,48 @@ fn answer_story(store: &dyn Store, request: &Request) -> Reply {
         &Request::Compare { a, b } => {
             Reply::Compared(Box::new(crate::compare::compare(store, a, b)))
         }
+        &Request::ParentCall { parent, child } => Reply::ParentCall {
+            child,
+            at: parent_call(store, &parent, &child).map_err(|e| e.to_string()),
+        },
         _ => Reply::Skipped,
     }
+}
+
+/// The call of `parent` that started `child`: the seq of its `tool_requested` (the step
+/// of the call) and its id, found by the `child_started` recorded right after it.
+fn parent_call(
+    store: &dyn Store,
+    parent: &RunId,
+    child: &RunId,
+) -> Result<Option<(u64, String)>, retrace_store::Error> {
+    let len = store.require_run(parent)?.len();
+    let mut next = 0;
+    while next < len {
+        let end = (next + MAX_RANGE - 1).min(len - 1);
+        for (_, event) in store.events(parent, next..=end)? {
+            if let EventKind::ChildStarted { call_id, child: c, .. } = event.kind
+                && c == *child
+            {
+                // recorded with the call's `tool_requested`, just before it
+                let seq = match event.seq.checked_sub(1) {
+                    Some(before) => match store.event_at(parent, before)? {
+                        Some((_, e))
+                            if matches!(&e.kind, EventKind::ToolRequested { call_id: id, .. }
+                                if *id == call_id) =>
+                        {
+                            before
+                        }
+                        _ => event.seq,
+                    },
+                    None => event.seq,
+                };
+                return Ok(Some((seq, call_id)));
+            }
+        }
+        next = end + 1;
+    }
+    Ok(None)
 }
 
 /// Who the inspector's decisions and answers are recorded as by.
@@ -835,6 +903,8 @@ fn runs(store: &dyn Store) -> Result<Vec<RunRow>, retrace_replay::Error> {
             tokens: state.totals.input_tokens + state.totals.output_tokens,
             cost_micro_usd: state.totals.cost_micro_usd,
             parent: info.origin.map(|o| (o.run, o.at.seq)),
+            child_of: info.meta.get("parent").and_then(|p| p.parse().ok()),
+            agent: info.meta.get("agent").cloned(),
         });
     }
     out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
@@ -1001,6 +1071,25 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         .plan
         .and_then(|blob| Plan::from_value(&blob_value(store, &blob)));
     let question = question_at(store, &state);
+    let child = match &event.kind {
+        EventKind::ChildStarted { child, .. } | EventKind::ChildFinished { child, .. } => {
+            Some(*child)
+        }
+        _ => None,
+    };
+    let hook = match &event.kind {
+        EventKind::HookDecided {
+            hook,
+            stage,
+            decision,
+            ..
+        } => Some(crate::cards::hook_decision(
+            hook,
+            *stage,
+            &blob_value(store, decision),
+        )),
+        _ => None,
+    };
     Ok(Detail {
         run: *run,
         seq,
@@ -1022,6 +1111,8 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         compactions: state.totals.compactions,
         plan,
         question,
+        child,
+        hook,
     })
 }
 

@@ -649,6 +649,7 @@ fn tool_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
         args,
         duration_ms,
         question,
+        child,
         ..
     } = &card.body
     else {
@@ -659,6 +660,18 @@ fn tool_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
     }
     if let Some(q) = question {
         ui.label(RichText::new(format!("asks: {}", q.question)).strong());
+    }
+    if let Some((run, agent)) = child {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(format!("child run {} ({agent})", run.short()));
+            if ui
+                .button("open child run")
+                .on_hover_text(format!("show run {run}: the {agent} this call delegated to"))
+                .clicked()
+            {
+                app.command(Command::Open { run: *run, seq: 0 });
+            }
+        });
     }
     // arguments and result side by side; plain left-aligned columns (`ui.columns` lays
     // out justified, which would stretch the spaces of wrapped text and drop the JSON's

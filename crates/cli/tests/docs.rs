@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The documents checked; `every_guide_is_checked` keeps this list complete.
-const GUIDES: [&str; 11] = [
+const GUIDES: [&str; 12] = [
     "cli.md",
     "concepts.md",
     "context.md",
@@ -39,6 +39,7 @@ const GUIDES: [&str; 11] = [
     "providers.md",
     "scaling-out.md",
     "serve.md",
+    "team.md",
     "tools.md",
 ];
 
@@ -115,6 +116,11 @@ fn guide_scaling_out() {
 #[test]
 fn guide_serve() {
     check("docs/guide/serve.md");
+}
+
+#[test]
+fn guide_team() {
+    check("docs/guide/team.md");
 }
 
 #[test]
