@@ -169,6 +169,7 @@ impl StepIndex {
 
     /// Fold the next event in. Events must come in seq order from [`Self::scanned`];
     /// `Err` names the seq expected.
+    #[allow(clippy::too_many_lines, reason = "one arm per event kind")]
     pub fn push(&mut self, event: &Event) -> Result<(), u64> {
         if event.seq != self.scanned {
             return Err(self.scanned);
@@ -267,16 +268,9 @@ impl StepIndex {
             EventKind::ContextCompacted {
                 request_seq, usage, ..
             } => self.compacted(seq, at, *request_seq, usage),
-            // a child's spending is its delegating call's (and the run's: the tree's totals)
             EventKind::ChildFinished { call_id, usage, .. } => {
-                let tokens = usage.input_tokens + usage.output_tokens;
-                if let Some(&i) = self.open_tools.get(&fnv(call_id)) {
-                    self.steps[i].tokens += tokens;
-                    self.steps[i].cost_micro_usd += usage.cost_micro_usd;
-                }
-                self.bill(seq, at, tokens, usage.cost_micro_usd);
+                self.child_finished(seq, at, call_id, usage);
             }
-            // parts of their call's step
             EventKind::ChildStarted { .. } | EventKind::HookDecided { .. } => {}
         }
         Ok(())
@@ -425,6 +419,17 @@ impl StepIndex {
         let i = self.open_models.remove(&request_seq)?;
         self.close(i, seq, at, error);
         Some(i)
+    }
+
+    /// A child run's spending, billed to its delegating call's step and to the run (the
+    /// tree's totals). Its start and hooks' decisions are parts of their call's step.
+    fn child_finished(&mut self, seq: u64, at: u64, call_id: &str, usage: &retrace_events::Usage) {
+        let tokens = usage.input_tokens + usage.output_tokens;
+        if let Some(&i) = self.open_tools.get(&fnv(call_id)) {
+            self.steps[i].tokens += tokens;
+            self.steps[i].cost_micro_usd += usage.cost_micro_usd;
+        }
+        self.bill(seq, at, tokens, usage.cost_micro_usd);
     }
 
     fn bill(&mut self, seq: u64, at: u64, tokens: u64, cost: u64) {

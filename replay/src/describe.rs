@@ -118,6 +118,15 @@ pub fn summary(event: &Event) -> String {
             None => format!("compacted: {evicted} messages dropped"),
         },
         EventKind::RunFinished { outcome, .. } => format!("finished: {}", outcome_word(*outcome)),
+        EventKind::ChildStarted { .. }
+        | EventKind::ChildFinished { .. }
+        | EventKind::HookDecided { .. } => delegation_summary(&event.kind),
+    }
+}
+
+/// The summary of a child run's start or end, or a hook's decision.
+fn delegation_summary(kind: &EventKind) -> String {
+    match kind {
         EventKind::ChildStarted {
             call_id,
             child,
@@ -149,6 +158,7 @@ pub fn summary(event: &Event) -> String {
                 HookStage::AfterTool => "after the call",
             }
         ),
+        _ => String::new(),
     }
 }
 

@@ -233,7 +233,10 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
 /// that delegate beside one already running: their children run at once); `None` when
 /// nothing is proposed.
 pub fn proposal(agent: &Agent, state: &State) -> Option<Next> {
-    state.proposed.front().map(|call| handle_proposal(agent, state, call))
+    state
+        .proposed
+        .front()
+        .map(|call| handle_proposal(agent, state, call))
 }
 
 /// The last tool result was an error from a tool whose errors end the run.

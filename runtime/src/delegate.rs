@@ -113,28 +113,39 @@ impl Brief {
     /// The call's arguments as a brief for one of `agents`, or what is wrong (told to the
     /// model as the call's error).
     pub fn parse<'a>(args: &Value, agents: &'a [SubAgent]) -> Result<(Self, &'a SubAgent), String> {
-        let brief: Self = serde_json::from_value(args.clone())
-            .map_err(|e| format!("invalid arguments: {e}; give {{\"agent\": NAME, \"brief\": TEXT}}"))?;
-        if brief.brief.trim().is_empty() {
-            return Err("invalid arguments: the brief is empty; say what the sub-agent should do".into());
-        }
-        let agent = agents.iter().find(|a| a.name == brief.agent).ok_or_else(|| {
-            format!(
-                "there is no sub-agent `{}` (available: {})",
-                brief.agent,
-                agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-            )
+        let brief: Self = serde_json::from_value(args.clone()).map_err(|e| {
+            format!("invalid arguments: {e}; give {{\"agent\": NAME, \"brief\": TEXT}}")
         })?;
+        if brief.brief.trim().is_empty() {
+            return Err(
+                "invalid arguments: the brief is empty; say what the sub-agent should do".into(),
+            );
+        }
+        let agent = agents
+            .iter()
+            .find(|a| a.name == brief.agent)
+            .ok_or_else(|| {
+                format!(
+                    "there is no sub-agent `{}` (available: {})",
+                    brief.agent,
+                    agents
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
         Ok((brief, agent))
     }
 }
 
 /// The tool as the model sees it: one entry per sub-agent in its description.
 pub fn info(agents: &[SubAgent]) -> ToolInfo {
-    let listed: String = agents
-        .iter()
-        .map(|a| format!("\n- {}: {}", a.name, a.description))
-        .collect();
+    let listed = crate::tools::listing(
+        agents
+            .iter()
+            .map(|x| (x.name.as_str(), x.description.as_str())),
+    );
     ToolInfo {
         name: TOOL.into(),
         description: format!(
@@ -177,9 +188,13 @@ pub fn child_spec(parent: &Spec, agent: &SubAgent, spent: (u64, u64), elapsed_se
     spec.budgets.max_tokens = cap(spec.budgets.max_tokens, b.max_tokens, tokens);
     spec.budgets.max_wall_secs = cap(spec.budgets.max_wall_secs, b.max_wall_secs, elapsed_secs);
     if let Some(max) = b.max_cost_usd {
-        #[allow(clippy::cast_precision_loss, reason = "dollars, far below 2^52 micro-USD")]
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "dollars, far below 2^52 micro-USD"
+        )]
         let left = (max - micro_usd as f64 / 1e6).max(0.0);
-        spec.budgets.max_cost_usd = Some(spec.budgets.max_cost_usd.map_or(left, |own| own.min(left)));
+        spec.budgets.max_cost_usd =
+            Some(spec.budgets.max_cost_usd.map_or(left, |own| own.min(left)));
     }
     let delegation = parent.delegation.unwrap_or_default();
     if delegation.max_depth > 1 && spec.agents.is_empty() {

@@ -38,8 +38,7 @@ mod hooked;
 
 /// How a runner makes the model client of a spec: its own model's, and each child run's
 /// (`agent.delegate`). Default [`crate::model::provider`].
-pub type Providers =
-    Arc<dyn Fn(&Spec) -> Result<Box<dyn Provider>, String> + Send + Sync>;
+pub type Providers = Arc<dyn Fn(&Spec) -> Result<Box<dyn Provider>, String> + Send + Sync>;
 
 /// What can stop the executor (as opposed to ending the run, which is recorded).
 #[derive(Debug, thiserror::Error)]
@@ -522,7 +521,9 @@ impl<'a> Runner<'a> {
                         args: call.args,
                         path: None,
                     };
-                    return Ok(Performed::Events(self.denial(run, &proposed, &reason, None)?));
+                    return Ok(Performed::Events(
+                        self.denial(run, &proposed, &reason, None)?,
+                    ));
                 }
             }
         }

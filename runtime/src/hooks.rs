@@ -79,10 +79,16 @@ impl Hook {
             return Err("a hook needs a `name`".into());
         }
         if self.command.trim().is_empty() || self.command.contains('\0') {
-            return Err(format!("hook `{}`: `command` is empty or holds a NUL byte", self.name));
+            return Err(format!(
+                "hook `{}`: `command` is empty or holds a NUL byte",
+                self.name
+            ));
         }
         if self.timeout_secs == 0 {
-            return Err(format!("hook `{}`: timeout_secs must be at least 1", self.name));
+            return Err(format!(
+                "hook `{}`: timeout_secs must be at least 1",
+                self.name
+            ));
         }
         self.globs().map(|_| ())
     }
@@ -90,9 +96,13 @@ impl Hook {
     fn globs(&self) -> Result<GlobSet, String> {
         let mut set = GlobSetBuilder::new();
         for pattern in &self.tools {
-            set.add(Glob::new(pattern).map_err(|e| format!("hook `{}`: tool glob `{pattern}`: {e}", self.name))?);
+            set.add(
+                Glob::new(pattern)
+                    .map_err(|e| format!("hook `{}`: tool glob `{pattern}`: {e}", self.name))?,
+            );
         }
-        set.build().map_err(|e| format!("hook `{}`: {e}", self.name))
+        set.build()
+            .map_err(|e| format!("hook `{}`: {e}", self.name))
     }
 
     /// Whether it runs at `stage` for calls of `tool`.
@@ -140,9 +150,15 @@ impl Decision {
         let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
         Some(match value.get("decision")?.as_str()? {
             "allow" => Self::Allow,
-            "deny" => Self::Deny { reason: text("reason")? },
-            "rewrite" => Self::Rewrite { args: value.get("args")?.clone() },
-            "note" => Self::Note { note: text("note")? },
+            "deny" => Self::Deny {
+                reason: text("reason")?,
+            },
+            "rewrite" => Self::Rewrite {
+                args: value.get("args")?.clone(),
+            },
+            "note" => Self::Note {
+                note: text("note")?,
+            },
             _ => return None,
         })
     }
@@ -173,9 +189,18 @@ pub fn decision(hook: &Hook, stage: HookStage, ran: &Ran<'_>) -> Decision {
         Some(0) => {}
         Some(DENY_STATUS) => {
             let said = ran.stderr.trim();
-            return deny(if said.is_empty() { "refused the call".into() } else { format!("refused the call: {said}") });
+            return deny(if said.is_empty() {
+                "refused the call".into()
+            } else {
+                format!("refused the call: {said}")
+            });
         }
-        Some(code) => return deny(format!("failed (exit status {code}): {}", ran.stderr.trim())),
+        Some(code) => {
+            return deny(format!(
+                "failed (exit status {code}): {}",
+                ran.stderr.trim()
+            ));
+        }
         None => return deny("was killed by a signal".into()),
     }
     let out = ran.stdout.trim();
@@ -187,13 +212,22 @@ pub fn decision(hook: &Hook, stage: HookStage, ran: &Ran<'_>) -> Decision {
         .and_then(|v| Decision::from_value(&v));
     match (answer, stage) {
         (Some(Decision::Allow), _) => Decision::Allow,
-        (Some(d @ (Decision::Deny { .. } | Decision::Rewrite { args: Value::Object(_) })), HookStage::BeforeTool)
+        (
+            Some(
+                d @ (Decision::Deny { .. }
+                | Decision::Rewrite {
+                    args: Value::Object(_),
+                }),
+            ),
+            HookStage::BeforeTool,
+        )
         | (Some(d @ Decision::Note { .. }), HookStage::AfterTool) => d,
         (Some(Decision::Deny { reason }), HookStage::AfterTool) => Decision::Note { note: reason },
         _ => deny(format!(
             "answered what is not a decision for {}: {}",
             match stage {
-                HookStage::BeforeTool => "before a call (allow, deny with a reason, rewrite with an args object)",
+                HookStage::BeforeTool =>
+                    "before a call (allow, deny with a reason, rewrite with an args object)",
                 HookStage::AfterTool => "after a call (allow, or note with a note)",
             },
             retrace_replay::preview::cut(out, 500)
@@ -202,7 +236,15 @@ pub fn decision(hook: &Hook, stage: HookStage, ran: &Ran<'_>) -> Decision {
 }
 
 /// The input a hook reads for a call.
-pub fn input(stage: HookStage, run: &str, agent: &str, call_id: &str, tool: &str, args: &Value, result: Option<(&Value, bool)>) -> Value {
+pub fn input(
+    stage: HookStage,
+    run: &str,
+    agent: &str,
+    call_id: &str,
+    tool: &str,
+    args: &Value,
+    result: Option<(&Value, bool)>,
+) -> Value {
     let mut input = json!({
         "stage": match stage { HookStage::BeforeTool => "before_tool", HookStage::AfterTool => "after_tool" },
         "run": run,
@@ -249,32 +291,69 @@ mod tests {
     }
 
     fn ran<'a>(code: i32, stdout: &'a str, stderr: &'a str) -> Ran<'a> {
-        Ran { exit_code: Some(code), timed_out: false, stdout, stderr }
+        Ran {
+            exit_code: Some(code),
+            timed_out: false,
+            stdout,
+            stderr,
+        }
     }
 
     #[test]
     fn answers_read_as_decisions_and_anything_else_denies() {
         let before = hook(HookStage::BeforeTool);
         let after = hook(HookStage::AfterTool);
-        assert_eq!(decision(&before, HookStage::BeforeTool, &ran(0, "", "")), Decision::Allow);
         assert_eq!(
-            decision(&before, HookStage::BeforeTool, &ran(0, r#"{"decision":"deny","reason":"no"}"#, "")),
-            Decision::Deny { reason: "no".into() }
+            decision(&before, HookStage::BeforeTool, &ran(0, "", "")),
+            Decision::Allow
         );
         assert_eq!(
-            decision(&before, HookStage::BeforeTool, &ran(0, r#"{"decision":"rewrite","args":{"path":"out/a"}}"#, "")),
-            Decision::Rewrite { args: json!({"path": "out/a"}) }
+            decision(
+                &before,
+                HookStage::BeforeTool,
+                &ran(0, r#"{"decision":"deny","reason":"no"}"#, "")
+            ),
+            Decision::Deny {
+                reason: "no".into()
+            }
         );
         assert_eq!(
-            decision(&after, HookStage::AfterTool, &ran(0, r#"{"decision":"note","note":"n"}"#, "")),
+            decision(
+                &before,
+                HookStage::BeforeTool,
+                &ran(0, r#"{"decision":"rewrite","args":{"path":"out/a"}}"#, "")
+            ),
+            Decision::Rewrite {
+                args: json!({"path": "out/a"})
+            }
+        );
+        assert_eq!(
+            decision(
+                &after,
+                HookStage::AfterTool,
+                &ran(0, r#"{"decision":"note","note":"n"}"#, "")
+            ),
             Decision::Note { note: "n".into() }
         );
         assert_eq!(
-            decision(&before, HookStage::BeforeTool, &ran(2, "", "outside out/\n")),
-            Decision::Deny { reason: "hook `h` refused the call: outside out/".into() }
+            decision(
+                &before,
+                HookStage::BeforeTool,
+                &ran(2, "", "outside out/\n")
+            ),
+            Decision::Deny {
+                reason: "hook `h` refused the call: outside out/".into()
+            }
         );
-        for bad in [ran(1, "", "boom"), ran(0, "not json", ""), ran(0, r#"{"decision":"rewrite","args":3}"#, "")] {
-            assert!(matches!(decision(&before, HookStage::BeforeTool, &bad), Decision::Deny { .. }));
+        for bad in [
+            ran(1, "", "boom"),
+            ran(0, "not json", ""),
+            ran(0, r#"{"decision":"rewrite","args":3}"#, ""),
+        ] {
+            assert!(matches!(
+                decision(&before, HookStage::BeforeTool, &bad),
+                Decision::Deny { .. }
+            ));
         }
         assert!(matches!(
             decision(&before, HookStage::BeforeTool, &Ran { exit_code: None, timed_out: true, stdout: "", stderr: "" }),
@@ -287,8 +366,14 @@ mod tests {
 
     #[test]
     fn notes_join_the_result() {
-        assert_eq!(with_notes(json!({"a": 1}), &["n".into()]), json!({"a": 1, "hook_notes": ["n"]}));
-        assert_eq!(with_notes(json!("text"), &["n".into()]), json!({"result": "text", "hook_notes": ["n"]}));
+        assert_eq!(
+            with_notes(json!({"a": 1}), &["n".into()]),
+            json!({"a": 1, "hook_notes": ["n"]})
+        );
+        assert_eq!(
+            with_notes(json!("text"), &["n".into()]),
+            json!({"result": "text", "hook_notes": ["n"]})
+        );
         assert_eq!(with_notes(json!(1), &[]), json!(1));
     }
 }

@@ -97,9 +97,13 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Skill>, String> {
 /// The skill in the `SKILL.md` at `path`.
 pub fn load(path: &Path) -> Result<Skill, String> {
     let fail = |what: String| format!("{}: {what}", path.display());
-    let size = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read it: {e}")))?
+        .len();
     if size > MAX_BYTES {
-        return Err(fail(format!("{size} bytes; a skill may hold at most {MAX_BYTES}")));
+        return Err(fail(format!(
+            "{size} bytes; a skill may hold at most {MAX_BYTES}"
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
     let text = String::from_utf8(bytes.clone()).map_err(|_| fail("is not UTF-8".into()))?;
@@ -109,7 +113,9 @@ pub fn load(path: &Path) -> Result<Skill, String> {
     let front: FrontMatter =
         serde_yaml_ng::from_str(front).map_err(|e| fail(format!("front matter: {e}")))?;
     if front.name.trim().is_empty() || front.description.trim().is_empty() {
-        return Err(fail("front matter: `name` and `description` must not be empty".into()));
+        return Err(fail(
+            "front matter: `name` and `description` must not be empty".into(),
+        ));
     }
     let allowed_tools = match front.allowed_tools {
         None => Vec::new(),
@@ -135,7 +141,9 @@ pub fn load(path: &Path) -> Result<Skill, String> {
 fn split_front_matter(text: &str) -> Option<(&str, &str)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let rest = text.strip_prefix("---")?;
-    let rest = rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n'))?;
+    let rest = rest
+        .strip_prefix("\r\n")
+        .or_else(|| rest.strip_prefix('\n'))?;
     let mut at = 0;
     for line in rest.split_inclusive('\n') {
         if line.trim_end() == "---" {
@@ -161,10 +169,11 @@ impl Load {
 
 /// The tool's declaration: the skills' names and descriptions, never their text.
 pub fn info(skills: &[Skill]) -> ToolInfo {
-    let listed: String = skills
-        .iter()
-        .map(|s| format!("\n- {}: {}", s.name, s.description))
-        .collect();
+    let listed = crate::tools::listing(
+        skills
+            .iter()
+            .map(|x| (x.name.as_str(), x.description.as_str())),
+    );
     ToolInfo {
         name: TOOL.into(),
         description: format!(
@@ -190,15 +199,26 @@ impl Tool for Load {
     }
 
     fn call(&self, args: &Value) -> Result<Value, ToolError> {
-        let name = args.get("name").and_then(Value::as_str).ok_or_else(|| ToolError::Invalid {
-            message: "give the skill's `name`".into(),
-        })?;
-        let skill = self.skills.iter().find(|s| s.name == name).ok_or_else(|| ToolError::Invalid {
-            message: format!(
-                "there is no skill `{name}` (available: {})",
-                self.skills.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        })?;
+        let name = args
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ToolError::Invalid {
+                message: "give the skill's `name`".into(),
+            })?;
+        let skill =
+            self.skills
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| ToolError::Invalid {
+                    message: format!(
+                        "there is no skill `{name}` (available: {})",
+                        self.skills
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
         let mut out = json!({"name": skill.name, "text": skill.text});
         if !skill.allowed_tools.is_empty() {
             out["allowed_tools"] = json!(skill.allowed_tools);

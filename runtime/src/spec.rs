@@ -518,7 +518,7 @@ struct RawSpec {
 
 /// A `[[agents]]` entry as written: a spec file of its own, or what it changes of its
 /// parent's ([`crate::delegate::Inline`]).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     name: String,
@@ -718,7 +718,14 @@ impl Spec {
             skills: Vec::new(),
             hooks: Vec::new(),
         }
-        .with_team(raw.agents, raw.delegation, raw.skills, raw.hooks, &base, &at)
+        .with_team(
+            raw.agents,
+            raw.delegation,
+            raw.skills,
+            raw.hooks,
+            &base,
+            &at,
+        )
     }
 
     /// The spec with its sub-agents, delegation settings, skills and hooks, checked
@@ -738,7 +745,10 @@ impl Spec {
                 .map_err(|why| at(Some(span.clone()), why))?;
             for skill in found {
                 if self.skills.iter().any(|s| s.name == skill.name) {
-                    return Err(at(Some(span), format!("two skills are named `{}`", skill.name)));
+                    return Err(at(
+                        Some(span),
+                        format!("two skills are named `{}`", skill.name),
+                    ));
                 }
                 self.skills.push(skill);
             }
@@ -748,7 +758,10 @@ impl Spec {
             let mut hook = hook.into_inner();
             hook.check().map_err(|why| at(Some(span.clone()), why))?;
             if self.hooks.iter().any(|h| h.name == hook.name) {
-                return Err(at(Some(span), format!("two hooks are named `{}`", hook.name)));
+                return Err(at(
+                    Some(span),
+                    format!("two hooks are named `{}`", hook.name),
+                ));
             }
             hook.dir = base.to_path_buf();
             self.hooks.push(hook);
@@ -768,68 +781,12 @@ impl Spec {
                 return Err(refuse(format!("two sub-agents are named `{}`", raw.name)));
             }
             if raw.name.trim().is_empty() || raw.description.trim().is_empty() {
-                return Err(refuse("a sub-agent needs a `name` and a `description` (what the model is told of it)".into()));
+                return Err(refuse(
+                    "a sub-agent needs a `name` and a `description` (what the model is told of it)"
+                        .into(),
+                ));
             }
-            let spec = match (raw.spec, raw.system) {
-                (Some(file), None) if raw.tools.is_empty() && raw.model.is_none() && raw.cassette.is_none() && raw.budgets.is_none() => {
-                    Self::load(&base.join(file))?
-                }
-                (Some(_), _) => {
-                    return Err(refuse(format!(
-                        "sub-agent `{}`: give either `spec = \"FILE\"` or the inline keys (system, tools, model, cassette, budgets), not both",
-                        raw.name
-                    )));
-                }
-                (None, None) => {
-                    return Err(refuse(format!(
-                        "sub-agent `{}` needs `system` (its system prompt) or `spec = \"FILE\"`",
-                        raw.name
-                    )));
-                }
-                (None, Some(system)) => {
-                    let mut tools = Vec::new();
-                    for tool in raw.tools {
-                        if !BUILTIN_TOOLS.contains(&tool.get_ref().as_str()) {
-                            return Err(at(
-                                Some(tool.span()),
-                                format!(
-                                    "sub-agent `{}`: unknown tool `{}`; known tools: {}",
-                                    raw.name,
-                                    tool.get_ref(),
-                                    BUILTIN_TOOLS.join(", ")
-                                ),
-                            ));
-                        }
-                        tools.push(tool.into_inner());
-                    }
-                    tools.sort();
-                    tools.dedup();
-                    if raw.cassette.is_some() && self.model.provider != Provider::Scripted {
-                        return Err(refuse(format!("sub-agent `{}`: `cassette` is for the scripted provider", raw.name)));
-                    }
-                    let mut spec = crate::delegate::inline_spec(
-                        &self,
-                        crate::delegate::Inline {
-                            name: raw.name.clone(),
-                            system,
-                            tools,
-                            model: raw.model,
-                            cassette: raw.cassette.map(|c| resolved(&base.join(c))),
-                            budgets: raw.budgets,
-                        },
-                    );
-                    if spec.exec.is_none() && spec.tools.iter().any(|t| t == crate::tools::exec::TOOL) {
-                        spec.exec = Some(crate::tools::exec::ExecSettings::default());
-                    }
-                    if spec.web.is_none() && spec.tools.iter().any(|t| t == crate::tools::web::TOOL) {
-                        return Err(refuse(format!(
-                            "sub-agent `{}` has `web.fetch` but the spec has no [web] allow list",
-                            raw.name
-                        )));
-                    }
-                    spec
-                }
-            };
+            let spec = self.sub_agent_spec(&raw, base, at, &refuse)?;
             subs.push(crate::delegate::SubAgent {
                 name: raw.name,
                 description: raw.description,
@@ -838,6 +795,85 @@ impl Spec {
         }
         self.agents = subs;
         Ok(self)
+    }
+
+    /// The spec a `[[agents]]` entry's children start from: its own file's, or the
+    /// parent's with what the entry changes.
+    fn sub_agent_spec(
+        &self,
+        raw: &RawAgent,
+        base: &Path,
+        at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+        refuse: &dyn Fn(String) -> Error,
+    ) -> Result<Self, Error> {
+        Ok(match (raw.spec.clone(), raw.system.clone()) {
+            (Some(file), None)
+                if raw.tools.is_empty()
+                    && raw.model.is_none()
+                    && raw.cassette.is_none()
+                    && raw.budgets.is_none() =>
+            {
+                Self::load(&base.join(file))?
+            }
+            (Some(_), _) => {
+                return Err(refuse(format!(
+                    "sub-agent `{}`: give either `spec = \"FILE\"` or the inline keys (system, tools, model, cassette, budgets), not both",
+                    raw.name
+                )));
+            }
+            (None, None) => {
+                return Err(refuse(format!(
+                    "sub-agent `{}` needs `system` (its system prompt) or `spec = \"FILE\"`",
+                    raw.name
+                )));
+            }
+            (None, Some(system)) => {
+                let mut tools = Vec::new();
+                for tool in raw.tools.clone() {
+                    if !BUILTIN_TOOLS.contains(&tool.get_ref().as_str()) {
+                        return Err(at(
+                            Some(tool.span()),
+                            format!(
+                                "sub-agent `{}`: unknown tool `{}`; known tools: {}",
+                                raw.name,
+                                tool.get_ref(),
+                                BUILTIN_TOOLS.join(", ")
+                            ),
+                        ));
+                    }
+                    tools.push(tool.into_inner());
+                }
+                tools.sort();
+                tools.dedup();
+                if raw.cassette.is_some() && self.model.provider != Provider::Scripted {
+                    return Err(refuse(format!(
+                        "sub-agent `{}`: `cassette` is for the scripted provider",
+                        raw.name
+                    )));
+                }
+                let mut spec = crate::delegate::inline_spec(
+                    self,
+                    crate::delegate::Inline {
+                        name: raw.name.clone(),
+                        system,
+                        tools,
+                        model: raw.model.clone(),
+                        cassette: raw.cassette.as_ref().map(|c| resolved(&base.join(c))),
+                        budgets: raw.budgets.clone(),
+                    },
+                );
+                if spec.exec.is_none() && spec.tools.iter().any(|t| t == crate::tools::exec::TOOL) {
+                    spec.exec = Some(crate::tools::exec::ExecSettings::default());
+                }
+                if spec.web.is_none() && spec.tools.iter().any(|t| t == crate::tools::web::TOOL) {
+                    return Err(refuse(format!(
+                        "sub-agent `{}` has `web.fetch` but the spec has no [web] allow list",
+                        raw.name
+                    )));
+                }
+                spec
+            }
+        })
     }
 
     /// The paths this spec holds that are relative, by what they are (`workspace`,

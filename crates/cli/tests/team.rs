@@ -51,7 +51,12 @@ fn team(dir: &Path, budget: Option<u64>) -> (PathBuf, String) {
     let store = dir.join("store");
     let out = retrace(
         &store,
-        &["run", spec.to_str().expect("utf-8"), "--input", "Report on our storage and sandbox"],
+        &[
+            "run",
+            spec.to_str().expect("utf-8"),
+            "--input",
+            "Report on our storage and sandbox",
+        ],
     );
     assert!(budget.is_some() || out.status.success(), "{}", text(&out));
     (store, common::run_id_of(&out))
@@ -71,7 +76,10 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     let (store, parent) = team(dir.path(), None);
     let all = runs(&store);
     assert_eq!(all.len(), 4, "the parent and three children: {all:?}");
-    let children: Vec<&Value> = all.iter().filter(|r| parent_of(r) == Some(parent.as_str())).collect();
+    let children: Vec<&Value> = all
+        .iter()
+        .filter(|r| parent_of(r) == Some(parent.as_str()))
+        .collect();
     assert_eq!(children.len(), 3);
     for child in &children {
         assert_eq!(child["meta"]["agent"], "reader");
@@ -82,12 +90,24 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     let mut expected = vec![STORAGE_CHILD, SANDBOX_CHILD, CHECK_CHILD];
     expected.sort_unstable();
     assert_eq!(own, expected);
-    let top = all.iter().find(|r| r["run"] == parent.as_str()).expect("the parent");
+    let top = all
+        .iter()
+        .find(|r| r["run"] == parent.as_str())
+        .expect("the parent");
     assert_eq!(top["status"]["outcome"], "succeeded");
-    assert_eq!(tokens(top), PARENT_OWN + STORAGE_CHILD + SANDBOX_CHILD + CHECK_CHILD, "the tree's totals");
+    assert_eq!(
+        tokens(top),
+        PARENT_OWN + STORAGE_CHILD + SANDBOX_CHILD + CHECK_CHILD,
+        "the tree's totals"
+    );
     // each run's chain and the links between them verify
     let verified = ok(&store, &["verify"]);
-    assert_eq!(String::from_utf8_lossy(&verified.stdout).matches("ok ").count(), 4);
+    assert_eq!(
+        String::from_utf8_lossy(&verified.stdout)
+            .matches("ok ")
+            .count(),
+        4
+    );
     // the two readers of one reply ran at once: both started before either finished
     let log = log_json(&store, &parent);
     let seq_of = |kind: &str, call: &str| {
@@ -105,15 +125,26 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
         .find(|e| e["kind"] == "child_started" && e["call_id"] == "check")
         .and_then(|e| e["child"].as_str())
         .expect("the check child");
-    assert!(text(&shown).contains(&check_child[..12]), "{}", text(&shown));
+    assert!(
+        text(&shown).contains(&check_child[..12]),
+        "{}",
+        text(&shown)
+    );
     // the runs list nests children under the parent
     let listed = text(&ok(&store, &["runs"]));
     assert_eq!(listed.matches("└ reader").count(), 3, "{listed}");
     // the hook refused the write outside out/, the one under it happened
     let ws = dir.path().join("team/workspace");
     assert!(!ws.join("report.md").exists());
-    assert!(std::fs::read_to_string(ws.join("out/report.md")).expect("report").contains("## Sandbox"));
-    let denied = log.iter().find(|e| e["kind"] == "hook_decided" && e["call_id"] == "write-1").expect("hook");
+    assert!(
+        std::fs::read_to_string(ws.join("out/report.md"))
+            .expect("report")
+            .contains("## Sandbox")
+    );
+    let denied = log
+        .iter()
+        .find(|e| e["kind"] == "hook_decided" && e["call_id"] == "write-1")
+        .expect("hook");
     assert_eq!(denied["stage"], "before_tool");
     // the determinism check replays the tree's decisions
     ok(&store, &["check", "--all"]);
@@ -125,15 +156,37 @@ fn a_parent_budget_stops_the_whole_tree_when_the_children_spend_it() {
     // the parent's first two replies spend 1,080 tokens; each reader may spend the 420 left
     let (store, parent) = team(dir.path(), Some(1_500));
     let all = runs(&store);
-    let children: Vec<&Value> = all.iter().filter(|r| parent_of(r) == Some(parent.as_str())).collect();
-    assert_eq!(children.len(), 2, "no child after the budget ran out: {all:?}");
+    let children: Vec<&Value> = all
+        .iter()
+        .filter(|r| parent_of(r) == Some(parent.as_str()))
+        .collect();
+    assert_eq!(
+        children.len(),
+        2,
+        "no child after the budget ran out: {all:?}"
+    );
     for child in &children {
         assert_eq!(child["status"]["outcome"], "failed");
-        assert!(child["reason"].as_str().expect("reason").contains("max_tokens = 420"), "{child}");
+        assert!(
+            child["reason"]
+                .as_str()
+                .expect("reason")
+                .contains("max_tokens = 420"),
+            "{child}"
+        );
     }
-    let top = all.iter().find(|r| r["run"] == parent.as_str()).expect("the parent");
+    let top = all
+        .iter()
+        .find(|r| r["run"] == parent.as_str())
+        .expect("the parent");
     assert_eq!(top["status"]["outcome"], "failed");
-    assert!(top["reason"].as_str().expect("reason").contains("budget exhausted"), "{top}");
+    assert!(
+        top["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("budget exhausted"),
+        "{top}"
+    );
     assert_eq!(tokens(top), 1_080 + STORAGE_CHILD + SANDBOX_CHILD);
 }
 
@@ -148,15 +201,34 @@ fn a_fork_with_an_edited_child_answer_continues_from_it_and_starts_no_child() {
         .and_then(|e| e["seq"].as_u64())
         .expect("the sandbox reader's answer");
     let edit = dir.path().join("edit.json");
-    std::fs::write(&edit, json!({"agent": "reader", "outcome": "succeeded", "answer": "docs/wasmtime.md is empty."}).to_string())
-        .expect("edit");
-    let forked = ok(&store, &["fork", &format!("{parent}@{answered}"), "--edit", edit.to_str().expect("utf-8")]);
+    std::fs::write(
+        &edit,
+        json!({"agent": "reader", "outcome": "succeeded", "answer": "docs/wasmtime.md is empty."})
+            .to_string(),
+    )
+    .expect("edit");
+    let forked = ok(
+        &store,
+        &[
+            "fork",
+            &format!("{parent}@{answered}"),
+            "--edit",
+            edit.to_str().expect("utf-8"),
+        ],
+    );
     let fork = common::fork_id_of(&forked);
     ok(&store, &["resume", &fork]);
     // the readers are not started again: the fork's only child is its own check call's
     let all = runs(&store);
-    let of_fork: Vec<&Value> = all.iter().filter(|r| parent_of(r) == Some(fork.as_str())).collect();
-    assert_eq!(all.iter().filter(|r| parent_of(r).is_some()).count(), 4, "{all:?}");
+    let of_fork: Vec<&Value> = all
+        .iter()
+        .filter(|r| parent_of(r) == Some(fork.as_str()))
+        .collect();
+    assert_eq!(
+        all.iter().filter(|r| parent_of(r).is_some()).count(),
+        4,
+        "{all:?}"
+    );
     assert_eq!(of_fork.len(), 1, "{all:?}");
     let fork_log = log_json(&store, &fork);
     let started: Vec<&str> = fork_log
@@ -166,17 +238,32 @@ fn a_fork_with_an_edited_child_answer_continues_from_it_and_starts_no_child() {
         .collect();
     assert_eq!(started, ["check"]);
     // the model was sent the edited answer, not the child's
-    let request = fork_log.iter().rev().find(|e| e["kind"] == "model_requested").and_then(|e| e["seq"].as_u64()).expect("a request");
-    let sent = text(&ok(&store, &["show", &format!("{fork}@{request}"), "--request"]));
+    let request = fork_log
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "model_requested")
+        .and_then(|e| e["seq"].as_u64())
+        .expect("a request");
+    let sent = text(&ok(
+        &store,
+        &["show", &format!("{fork}@{request}"), "--request"],
+    ));
     assert!(sent.contains("docs/wasmtime.md is empty."), "{sent}");
-    assert!(!sent.contains("components compile once per hash"), "the original answer is gone: {sent}");
+    assert!(
+        !sent.contains("components compile once per hash"),
+        "the original answer is gone: {sent}"
+    );
     ok(&store, &["verify"]);
 }
 
 /// A spec in `dir` with `skills` and the given hooks, model replies and tools.
 fn spec_with(dir: &Path, extra: &str, replies: &Value, tools: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("ws/out")).expect("ws");
-    std::fs::write(dir.join("cassette.json"), json!({ "replies": replies }).to_string()).expect("cassette");
+    std::fs::write(
+        dir.join("cassette.json"),
+        json!({ "replies": replies }).to_string(),
+    )
+    .expect("cassette");
     let spec = dir.join("agent.toml");
     std::fs::write(
         &spec,
@@ -206,13 +293,29 @@ fn skills_are_listed_by_name_until_loaded_and_a_changed_file_changes_no_old_run(
     ]);
     let spec = spec_with(dir.path(), "skills = [\"skills\"]", &replies, "");
     let store = dir.path().join("store");
-    let out = ok(&store, &["run", spec.to_str().expect("utf-8"), "--input", "tidy up"]);
+    let out = ok(
+        &store,
+        &["run", spec.to_str().expect("utf-8"), "--input", "tidy up"],
+    );
     let run = common::run_id_of(&out);
-    let first = text(&ok(&store, &["show", &format!("{run}@1"), "--request", "--json"]));
-    assert!(first.contains("skill.load") && first.contains("How to tidy a repository."), "{first}");
-    assert!(!first.contains("move stray files"), "the text is not shown before it is loaded: {first}");
+    let first = text(&ok(
+        &store,
+        &["show", &format!("{run}@1"), "--request", "--json"],
+    ));
+    assert!(
+        first.contains("skill.load") && first.contains("How to tidy a repository."),
+        "{first}"
+    );
+    assert!(
+        !first.contains("move stray files"),
+        "the text is not shown before it is loaded: {first}"
+    );
     let log = log_json(&store, &run);
-    let result = log.iter().find(|e| e["kind"] == "tool_returned").and_then(|e| e["seq"].as_u64()).expect("result");
+    let result = log
+        .iter()
+        .find(|e| e["kind"] == "tool_returned")
+        .and_then(|e| e["seq"].as_u64())
+        .expect("result");
     let before = text(&ok(&store, &["show", &format!("{run}@{result}")]));
     assert!(before.contains("move stray files into attic/"), "{before}");
     // the file changes; the run, its replay and a fork before the load keep the recorded skill
@@ -226,9 +329,16 @@ fn skills_are_listed_by_name_until_loaded_and_a_changed_file_changes_no_old_run(
     let fork = common::fork_id_of(&forked);
     ok(&store, &["resume", &fork]);
     let fork_log = log_json(&store, &fork);
-    let loaded = fork_log.iter().find(|e| e["kind"] == "tool_returned").and_then(|e| e["seq"].as_u64()).expect("fork's result");
+    let loaded = fork_log
+        .iter()
+        .find(|e| e["kind"] == "tool_returned")
+        .and_then(|e| e["seq"].as_u64())
+        .expect("fork's result");
     let again = text(&ok(&store, &["show", &format!("{fork}@{loaded}")]));
-    assert!(again.contains("move stray files into attic/") && !again.contains("Delete everything"), "{again}");
+    assert!(
+        again.contains("move stray files into attic/") && !again.contains("Delete everything"),
+        "{again}"
+    );
 }
 
 #[test]
@@ -255,30 +365,71 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
     ]);
     let spec = spec_with(dir.path(), "", &replies, "\"fs.write\"");
     let text_spec = std::fs::read_to_string(&spec).expect("spec");
-    std::fs::write(&spec, format!("{text_spec}[[policy]]\ntool = \"fs.write\"\naction = \"allow\"\n{hooks}")).expect("spec");
+    std::fs::write(
+        &spec,
+        format!("{text_spec}[[policy]]\ntool = \"fs.write\"\naction = \"allow\"\n{hooks}"),
+    )
+    .expect("spec");
     let store = dir.path().join("store");
-    let out = ok(&store, &["run", spec.to_str().expect("utf-8"), "--input", "write"]);
+    let out = ok(
+        &store,
+        &["run", spec.to_str().expect("utf-8"), "--input", "write"],
+    );
     let run = common::run_id_of(&out);
     let ws = dir.path().join("ws");
     assert!(!ws.join("secret.txt").exists(), "denied");
-    assert!(!ws.join("draft.md").exists() && ws.join("out/draft.md").exists(), "rewritten");
+    assert!(
+        !ws.join("draft.md").exists() && ws.join("out/draft.md").exists(),
+        "rewritten"
+    );
     let log = log_json(&store, &run);
     let decided: Vec<(&str, &str)> = log
         .iter()
         .filter(|e| e["kind"] == "hook_decided")
-        .map(|e| (e["call_id"].as_str().expect("call"), e["hook"].as_str().expect("hook")))
+        .map(|e| {
+            (
+                e["call_id"].as_str().expect("call"),
+                e["hook"].as_str().expect("hook"),
+            )
+        })
         .collect();
     assert_eq!(decided, [("w1", "guard"), ("w2", "guard"), ("w2", "index")]);
     let result_of = |call: &str| {
-        let seq = log.iter().find(|e| e["kind"] == "tool_returned" && e["call_id"] == call).and_then(|e| e["seq"].as_u64()).expect("result");
+        let seq = log
+            .iter()
+            .find(|e| e["kind"] == "tool_returned" && e["call_id"] == call)
+            .and_then(|e| e["seq"].as_u64())
+            .expect("result");
         text(&ok(&store, &["show", &format!("{run}@{seq}")]))
     };
-    assert!(result_of("w1").contains("secrets stay out"), "{}", result_of("w1"));
-    assert!(result_of("w2").contains("index updated? out/draft.md"), "{}", result_of("w2"));
-    let requested = log.iter().find(|e| e["kind"] == "tool_requested" && e["call_id"] == "w2").expect("w2 requested");
-    let args = text(&ok(&store, &["show", &format!("{run}@{}", requested["seq"])]));
-    assert!(args.contains("out/draft.md"), "the call ran with the rewritten arguments: {args}");
-    let starts = || std::fs::read_to_string(ws.join("hook-starts.txt")).expect("starts").lines().count();
+    assert!(
+        result_of("w1").contains("secrets stay out"),
+        "{}",
+        result_of("w1")
+    );
+    assert!(
+        result_of("w2").contains("index updated? out/draft.md"),
+        "{}",
+        result_of("w2")
+    );
+    let requested = log
+        .iter()
+        .find(|e| e["kind"] == "tool_requested" && e["call_id"] == "w2")
+        .expect("w2 requested");
+    let args = text(&ok(
+        &store,
+        &["show", &format!("{run}@{}", requested["seq"])],
+    ));
+    assert!(
+        args.contains("out/draft.md"),
+        "the call ran with the rewritten arguments: {args}"
+    );
+    let starts = || {
+        std::fs::read_to_string(ws.join("hook-starts.txt"))
+            .expect("starts")
+            .lines()
+            .count()
+    };
     assert_eq!(starts(), 3);
     // a replay reads the decisions: the hook's process is not started again
     ok(&store, &["check", &run]);
@@ -310,7 +461,11 @@ fn kill_tree(dir: &Path) -> PathBuf {
         let branches: Vec<Value> = ["w1", "w2", "w3"]
             .iter()
             .map(|w| {
-                let when = if k == 0 { format!("task {w}") } else { format!("{w}.txt") };
+                let when = if k == 0 {
+                    format!("task {w}")
+                } else {
+                    format!("{w}.txt")
+                };
                 let mut reply = json!({"when": when, "text": format!("{w} {k}"), "latency_ms": 15});
                 if k < WORKER_APPENDS {
                     reply["tool_calls"] = json!([append(format!("{w}-{k}"), &format!("{w}.txt"))]);
@@ -341,9 +496,18 @@ fn expected_files() -> Vec<(&'static str, String)> {
     let mut files = vec![("lead.txt", "lead-1\nlead-2\n".to_owned())];
     for w in ["w1", "w2", "w3"] {
         files.push(match w {
-            "w1" => ("w1.txt", (0..WORKER_APPENDS).map(|k| format!("w1-{k}\n")).collect()),
-            "w2" => ("w2.txt", (0..WORKER_APPENDS).map(|k| format!("w2-{k}\n")).collect()),
-            _ => ("w3.txt", (0..WORKER_APPENDS).map(|k| format!("w3-{k}\n")).collect()),
+            "w1" => (
+                "w1.txt",
+                (0..WORKER_APPENDS).map(|k| format!("w1-{k}\n")).collect(),
+            ),
+            "w2" => (
+                "w2.txt",
+                (0..WORKER_APPENDS).map(|k| format!("w2-{k}\n")).collect(),
+            ),
+            _ => (
+                "w3.txt",
+                (0..WORKER_APPENDS).map(|k| format!("w3-{k}\n")).collect(),
+            ),
         });
     }
     files
@@ -353,7 +517,12 @@ fn expected_files() -> Vec<(&'static str, String)> {
 fn lines_written(ws: &Path) -> usize {
     ["lead.txt", "w1.txt", "w2.txt", "w3.txt"]
         .iter()
-        .map(|f| std::fs::read_to_string(ws.join(f)).unwrap_or_default().lines().count())
+        .map(|f| {
+            std::fs::read_to_string(ws.join(f))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
         .sum()
 }
 
@@ -361,16 +530,23 @@ fn lines_written(ws: &Path) -> usize {
 /// parent).
 fn tree_hashes(store: &Path) -> Vec<(String, String)> {
     let all = runs(store);
-    let lead = all.iter().find(|r| parent_of(r).is_none()).expect("the lead");
+    let lead = all
+        .iter()
+        .find(|r| parent_of(r).is_none())
+        .expect("the lead");
     let lead_id = lead["run"].as_str().expect("id");
     let hash = |run: &str| -> String {
-        let shown: Value = serde_json::from_slice(&ok(store, &["show", run, "--json"]).stdout).expect("show --json");
+        let shown: Value = serde_json::from_slice(&ok(store, &["show", run, "--json"]).stdout)
+            .expect("show --json");
         shown["state_hash"].as_str().expect("hash").to_owned()
     };
     let mut out = vec![("lead".to_owned(), hash(lead_id))];
     for e in log_json(store, lead_id) {
         if e["kind"] == "child_started" {
-            out.push((e["call_id"].as_str().expect("call").to_owned(), hash(e["child"].as_str().expect("child"))));
+            out.push((
+                e["call_id"].as_str().expect("call").to_owned(),
+                hash(e["child"].as_str().expect("child")),
+            ));
         }
     }
     out
@@ -388,10 +564,26 @@ fn settle(store: &Path, ws: &Path) -> usize {
         let run = r["run"].as_str().expect("run");
         let file = format!("{}.txt", call.split('-').next().expect("prefix"));
         let line = format!("{call}\n");
-        if std::fs::read_to_string(ws.join(&file)).unwrap_or_default().contains(&line) {
+        if std::fs::read_to_string(ws.join(&file))
+            .unwrap_or_default()
+            .contains(&line)
+        {
             let result = ws.parent().expect("dir").join("result.json");
-            std::fs::write(&result, json!({"path": file, "bytes_appended": line.len()}).to_string()).expect("result");
-            ok(store, &["resolve", run, call, "--skip-with", result.to_str().expect("utf-8")]);
+            std::fs::write(
+                &result,
+                json!({"path": file, "bytes_appended": line.len()}).to_string(),
+            )
+            .expect("result");
+            ok(
+                store,
+                &[
+                    "resolve",
+                    run,
+                    call,
+                    "--skip-with",
+                    result.to_str().expect("utf-8"),
+                ],
+            );
         } else {
             ok(store, &["resolve", run, call, "--retry"]);
         }
@@ -405,7 +597,14 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
     let seed = std::env::var("RETRACE_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos()));
+        .unwrap_or_else(|| {
+            u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .subsec_nanos(),
+            )
+        });
     eprintln!("kill schedule seed: {seed} (RETRACE_KILL_SEED={seed} replays it)");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -423,7 +622,11 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
     // the reference: never interrupted
     let reference = dir.path().join("reference");
     let out = start(&reference).wait_with_output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (file, want) in expected_files() {
         assert_eq!(std::fs::read_to_string(ws.join(file)).expect("file"), want);
         std::fs::remove_file(ws.join(file)).expect("reset");
@@ -437,10 +640,20 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
         rounds += 1;
         let store = dir.path().join(format!("store-{rounds}"));
         loop {
-            assert!(began.elapsed() < Duration::from_mins(8), "no end after {starts} starts and {kills} kills");
+            assert!(
+                began.elapsed() < Duration::from_mins(8),
+                "no end after {starts} starts and {kills} kills"
+            );
             settled += settle(&store, &ws);
-            let lead = if store.exists() { runs(&store).into_iter().find(|r| parent_of(r).is_none()) } else { None };
-            if lead.as_ref().is_some_and(|l| l["status"]["status"] == "finished") {
+            let lead = if store.exists() {
+                runs(&store).into_iter().find(|r| parent_of(r).is_none())
+            } else {
+                None
+            };
+            if lead
+                .as_ref()
+                .is_some_and(|l| l["status"]["status"] == "finished")
+            {
                 break;
             }
             let mut child = match &lead {
@@ -467,17 +680,36 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
                 kills += 1;
             }
             let out = child.wait_with_output().expect("wait");
-            assert!(out.status.code().is_none() || out.status.success(), "retrace failed on its own: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.code().is_none() || out.status.success(),
+                "retrace failed on its own: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         // exactly three children, every append once, the same states as the reference
         let all = runs(&store);
-        assert_eq!(all.iter().filter(|r| parent_of(r).is_some()).count(), 3, "round {rounds}: {all:?}");
+        assert_eq!(
+            all.iter().filter(|r| parent_of(r).is_some()).count(),
+            3,
+            "round {rounds}: {all:?}"
+        );
         for (file, want) in expected_files() {
-            assert_eq!(std::fs::read_to_string(ws.join(file)).expect("file"), want, "round {rounds}: {file}");
+            assert_eq!(
+                std::fs::read_to_string(ws.join(file)).expect("file"),
+                want,
+                "round {rounds}: {file}"
+            );
             std::fs::remove_file(ws.join(file)).expect("reset");
         }
-        assert_eq!(tree_hashes(&store), want, "round {rounds}: the final states");
+        assert_eq!(
+            tree_hashes(&store),
+            want,
+            "round {rounds}: the final states"
+        );
         ok(&store, &["verify"]);
     }
-    eprintln!("{kills} kills over {starts} starts in {rounds} rounds; {settled} appends in doubt settled; {:.1?}", began.elapsed());
+    eprintln!(
+        "{kills} kills over {starts} starts in {rounds} rounds; {settled} appends in doubt settled; {:.1?}",
+        began.elapsed()
+    );
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use retrace_events::{
-    BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, HookStage, Outcome, ProposedCall, RunId,
-    Timestamp, Usage, decode_event,
+    BlobId, Decision, Event, EventId, EventKind, FORMAT_VERSION, HookStage, Outcome, ProposedCall,
+    RunId, Timestamp, Usage, decode_event,
 };
 use serde_json::{Value, json};
 

@@ -67,7 +67,9 @@ impl Runner<'_> {
                     return Ok(None);
                 };
                 let mut show = |p: Progress| {
-                    let mut progress = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut progress = progress
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     (*progress)(Progress::Child(call.child, Box::new(p)));
                 };
                 self.drive_child(run, state, call.child, agent, brief, &mut show)
@@ -92,7 +94,10 @@ impl Runner<'_> {
                 Ok(Some(Stop::Interrupted)) => return Ok(Delegated::Interrupted),
                 Err(e @ Error::Store(_)) => return Err(e),
                 Err(e) => {
-                    answers.extend(self.failed_call(&call.call_id, &format!("the child run {} could not go on: {e}", call.child))?);
+                    answers.extend(self.failed_call(
+                        &call.call_id,
+                        &format!("the child run {} could not go on: {e}", call.child),
+                    )?);
                     continue;
                 }
             };
@@ -162,7 +167,9 @@ impl Runner<'_> {
             .pending
             .iter()
             .filter_map(|(call_id, p)| match p {
-                Pending::Tool { seq, tool, args, .. } if tool == delegate::TOOL => Some((*seq, call_id, args)),
+                Pending::Tool {
+                    seq, tool, args, ..
+                } if tool == delegate::TOOL => Some((*seq, call_id, args)),
                 _ => None,
             })
             .collect();
@@ -181,7 +188,12 @@ impl Runner<'_> {
             .collect()
     }
 
-    fn delegation(&self, run: RunId, call_id: &str, args: &retrace_events::BlobId) -> Result<Delegation, Error> {
+    fn delegation(
+        &self,
+        run: RunId,
+        call_id: &str,
+        args: &retrace_events::BlobId,
+    ) -> Result<Delegation, Error> {
         let args: Value = self.blob_json(run, args)?;
         Ok(Delegation {
             call_id: call_id.to_owned(),
@@ -213,7 +225,10 @@ impl Runner<'_> {
                         .find(|a| a.name == agent)
                         .ok_or_else(|| Error::Setup(format!("there is no sub-agent `{agent}`")))?;
                     let spent = (
-                        state.totals.input_tokens.saturating_add(state.totals.output_tokens),
+                        state
+                            .totals
+                            .input_tokens
+                            .saturating_add(state.totals.output_tokens),
                         state.totals.cost_micro_usd,
                     );
                     let elapsed = state
@@ -254,7 +269,14 @@ impl Runner<'_> {
             new.meta.insert("agent".into(), agent.to_owned());
             self.store.create_run(new)?;
         }
-        let first = Event::root(now(), EventKind::RunStarted { run: child, spec: spec_blob, input });
+        let first = Event::root(
+            now(),
+            EventKind::RunStarted {
+                run: child,
+                spec: spec_blob,
+                input,
+            },
+        );
         self.store.append(&child, None, &[first])?;
         Ok(())
     }
@@ -263,15 +285,26 @@ impl Runner<'_> {
     /// last event, then its answer (or why it did not succeed) as the call's result.
     fn answer(&self, call: &Delegation, outcome: Outcome) -> Result<Vec<EventKind>, Error> {
         let child = state_at_head(self.store, &call.child, SnapshotPolicy::default())?.state;
-        let head = self.store.require_run(&call.child)?.head.map(|h| h.id).ok_or_else(|| Error::Payload {
-            run: call.child,
-            what: "a finished child run has no events".into(),
-        })?;
+        let head = self
+            .store
+            .require_run(&call.child)?
+            .head
+            .map(|h| h.id)
+            .ok_or_else(|| Error::Payload {
+                run: call.child,
+                what: "a finished child run has no events".into(),
+            })?;
         let detail = match &child.status {
-            retrace_replay::Status::Finished { detail, .. } => self.blob_json::<Value>(call.child, detail)?,
+            retrace_replay::Status::Finished { detail, .. } => {
+                self.blob_json::<Value>(call.child, detail)?
+            }
             _ => Value::Null,
         };
-        let agent = call.brief.as_ref().map(|(a, _)| a.clone()).unwrap_or_default();
+        let agent = call
+            .brief
+            .as_ref()
+            .map(|(a, _)| a.clone())
+            .unwrap_or_default();
         // the child's id is in `child_started`; the result holds only what the model needs,
         // so two trees that did the same work end in the same state whatever their ids
         let mut result = json!({
@@ -295,7 +328,11 @@ impl Runner<'_> {
                     input_tokens: t.input_tokens,
                     output_tokens: t.output_tokens,
                     cost_micro_usd: t.cost_micro_usd,
-                    latency_ms: child.timing.last_at.unix_ms().saturating_sub(child.timing.started_at.unix_ms()),
+                    latency_ms: child
+                        .timing
+                        .last_at
+                        .unix_ms()
+                        .saturating_sub(child.timing.started_at.unix_ms()),
                 },
             },
             EventKind::ToolReturned {

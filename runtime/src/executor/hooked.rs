@@ -32,7 +32,15 @@ impl Runner<'_> {
         let mut args = args;
         for hook in self.hooks(HookStage::BeforeTool, tool) {
             let value: Value = self.blob_json(run, &args)?;
-            let input = hooks::input(HookStage::BeforeTool, &run.to_string(), &self.spec.name, call_id, tool, &value, None);
+            let input = hooks::input(
+                HookStage::BeforeTool,
+                &run.to_string(),
+                &self.spec.name,
+                call_id,
+                tool,
+                &value,
+                None,
+            );
             let decision = self.run_hook(hook, HookStage::BeforeTool, &input).await;
             decided.push(self.decided(call_id, hook, HookStage::BeforeTool, &decision)?);
             match decision {
@@ -58,7 +66,15 @@ impl Runner<'_> {
         let mut decided = Vec::new();
         let mut notes = Vec::new();
         for hook in self.hooks(HookStage::AfterTool, tool) {
-            let input = hooks::input(HookStage::AfterTool, &run.to_string(), &self.spec.name, call_id, tool, args, Some((output, is_error)));
+            let input = hooks::input(
+                HookStage::AfterTool,
+                &run.to_string(),
+                &self.spec.name,
+                call_id,
+                tool,
+                args,
+                Some((output, is_error)),
+            );
             let decision = self.run_hook(hook, HookStage::AfterTool, &input).await;
             decided.push(self.decided(call_id, hook, HookStage::AfterTool, &decision)?);
             match decision {
@@ -72,10 +88,19 @@ impl Runner<'_> {
     }
 
     fn hooks(&self, stage: HookStage, tool: &str) -> impl Iterator<Item = &Hook> {
-        self.spec.hooks.iter().filter(move |h| h.applies(stage, tool))
+        self.spec
+            .hooks
+            .iter()
+            .filter(move |h| h.applies(stage, tool))
     }
 
-    fn decided(&self, call_id: &str, hook: &Hook, stage: HookStage, decision: &Decision) -> Result<EventKind, Error> {
+    fn decided(
+        &self,
+        call_id: &str,
+        hook: &Hook,
+        stage: HookStage,
+        decision: &Decision,
+    ) -> Result<EventKind, Error> {
         Ok(EventKind::HookDecided {
             call_id: call_id.to_owned(),
             hook: hook.name.clone(),
@@ -93,9 +118,15 @@ impl Runner<'_> {
                 let exec = Exec::new(self.spec.exec.clone().unwrap_or_default(), workspace);
                 let argv = vec!["/bin/sh".into(), "-c".into(), hook.command.clone()];
                 let stdin = serde_json::to_vec(input).unwrap_or_default();
-                exec.run(argv, hook.dir.clone(), std::slice::from_ref(&hook.dir), stdin, hook.timeout_secs)
-                    .await
-                    .map_err(|e| e.to_string())
+                exec.run(
+                    argv,
+                    hook.dir.clone(),
+                    std::slice::from_ref(&hook.dir),
+                    stdin,
+                    hook.timeout_secs,
+                )
+                .await
+                .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         };

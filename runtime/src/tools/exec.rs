@@ -310,8 +310,8 @@ impl Exec {
             .timeout_secs
             .unwrap_or(self.settings.timeout_secs)
             .clamp(1, self.settings.timeout_secs);
-        let argv = vec!["/bin/sh".into(), "-c".into(), args.command];
-        let finished = self.run(argv, cwd, &[], Vec::new(), timeout).await?;
+        let shell = vec!["/bin/sh".into(), "-c".into(), args.command];
+        let finished = self.run(shell, cwd, &[], Vec::new(), timeout).await?;
         Ok(result(finished, timeout))
     }
 

@@ -167,6 +167,16 @@ pub fn declared(spec: &Spec) -> Vec<ToolInfo> {
     infos
 }
 
+/// `- name: description` lines, each after a newline: how a tool's description lists what
+/// it offers (sub-agents, skills).
+pub fn listing<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    items.fold(String::new(), |mut out, (name, what)| {
+        use std::fmt::Write;
+        let _ = write!(out, "\n- {name}: {what}");
+        out
+    })
+}
+
 #[derive(Clone)]
 enum Entry {
     Builtin(Arc<dyn Tool>),

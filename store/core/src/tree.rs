@@ -65,24 +65,6 @@ pub fn children(store: &(impl Store + ?Sized), run: &RunId) -> Result<Vec<Child>
     Ok(found)
 }
 
-/// `run` and every run below it (children, their children, …), depth first, each once.
-pub fn tree(store: &(impl Store + ?Sized), run: &RunId) -> Result<Vec<RunId>> {
-    let mut out = vec![*run];
-    let mut i = 0;
-    while i < out.len() {
-        let here = out[i];
-        let mut below = Vec::new();
-        for c in children(store, &here)? {
-            if !out.contains(&c.child) && !below.contains(&c.child) && store.run(&c.child)?.is_some() {
-                below.push(c.child);
-            }
-        }
-        out.splice(i + 1..i + 1, below);
-        i += 1;
-    }
-    Ok(out)
-}
-
 /// The first link of `run`'s children that does not hold, in words; `None` when every
 /// child the log names is the call's derived id, exists, names `run` (or the run the
 /// shared prefix came from) as its parent, starts as that child, and — once finished in
@@ -94,18 +76,33 @@ pub fn verify_links(store: &(impl Store + ?Sized), run: &RunId) -> Result<Option
     }
     for c in children(store, run)? {
         let at = format!("{run} seq {} (call {})", c.started_seq, c.call_id);
-        let Some(holder) = lineage.iter().find(|r| RunId::child(r, &c.call_id) == c.child) else {
-            return Ok(Some(format!("{at}: child {} is not the id derived from the call", c.child)));
+        let Some(holder) = lineage
+            .iter()
+            .find(|r| RunId::child(r, &c.call_id) == c.child)
+        else {
+            return Ok(Some(format!(
+                "{at}: child {} is not the id derived from the call",
+                c.child
+            )));
         };
         let Some(info) = store.run(&c.child)? else {
             return Ok(Some(format!("{at}: child run {} does not exist", c.child)));
         };
         if info.meta.get("parent") != Some(&holder.to_string()) {
-            return Ok(Some(format!("{at}: child run {} does not name {holder} as its parent", c.child)));
+            return Ok(Some(format!(
+                "{at}: child run {} does not name {holder} as its parent",
+                c.child
+            )));
         }
         match store.event_at(&c.child, 0)? {
-            Some((_, first)) if matches!(first.kind, EventKind::RunStarted { run, .. } if run == c.child) => {}
-            _ => return Ok(Some(format!("{at}: child run {} does not start as that run", c.child))),
+            Some((_, first)) if matches!(first.kind, EventKind::RunStarted { run, .. } if run == c.child) =>
+                {}
+            _ => {
+                return Ok(Some(format!(
+                    "{at}: child run {} does not start as that run",
+                    c.child
+                )));
+            }
         }
         if let Some((seq, head, ..)) = c.finished {
             let last = info.len().checked_sub(1);

@@ -126,8 +126,11 @@ fn parents_first(runs: Vec<retrace_store::RunInfo>) -> Vec<retrace_store::RunInf
             .filter(|p| runs.iter().any(|o| o.id == *p))
     };
     let mut out: Vec<retrace_store::RunInfo> = Vec::with_capacity(runs.len());
-    let mut stack: Vec<&retrace_store::RunInfo> =
-        runs.iter().filter(|r| parent_of(r).is_none()).rev().collect();
+    let mut stack: Vec<&retrace_store::RunInfo> = runs
+        .iter()
+        .filter(|r| parent_of(r).is_none())
+        .rev()
+        .collect();
     while let Some(r) = stack.pop() {
         out.push(r.clone());
         stack.extend(runs.iter().filter(|c| parent_of(c) == Some(r.id)).rev());

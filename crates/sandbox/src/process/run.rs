@@ -74,14 +74,7 @@ pub async fn run(job: &Job) -> Result<Finished, Error> {
         cgroup,
         killed: false,
     };
-    if let Some(mut pipe) = child.stdin.take() {
-        let input = job.stdin.clone();
-        // a command that does not read it all (or exits first) just closes the pipe
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = pipe.write_all(&input).await;
-        });
-    }
+    feed(child.stdin.take(), &job.stdin);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut out = Capture::new(job.shown_bytes, job.keep_bytes);
@@ -172,5 +165,17 @@ impl Drop for Group {
             self.signal(Signal::SIGKILL);
         }
         // The cgroup, dropped next, sweeps once more and removes itself.
+    }
+}
+
+/// Write `input` to the command's standard input (when piped) and close it, beside the run:
+/// a command that does not read it all, or exits first, just closes the pipe.
+fn feed(pipe: Option<tokio::process::ChildStdin>, input: &[u8]) {
+    if let Some(mut pipe) = pipe {
+        let input = input.to_vec();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = pipe.write_all(&input).await;
+        });
     }
 }
