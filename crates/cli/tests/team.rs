@@ -130,6 +130,17 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
         "{}",
         text(&shown)
     );
+    let requested = seq_of("tool_requested", "check");
+    let shown = text(&ok(&store, &["show", &format!("{parent}@{requested}")]));
+    assert!(shown.contains(&format!("child run: {check_child} (reader)")), "{shown}");
+    // a bundle of the parent holds its tree, and the tree verifies where it is imported
+    let bundle = dir.path().join("team.bundle");
+    ok(&store, &["export", &parent, "-o", bundle.to_str().expect("utf-8")]);
+    let elsewhere = dir.path().join("elsewhere");
+    ok(&elsewhere, &["import", bundle.to_str().expect("utf-8")]);
+    assert_eq!(runs(&elsewhere).len(), 4);
+    let verified = ok(&elsewhere, &["verify"]);
+    assert_eq!(String::from_utf8_lossy(&verified.stdout).matches("ok ").count(), 4);
     // the runs list nests children under the parent
     let listed = text(&ok(&store, &["runs"]));
     assert_eq!(listed.matches("└ reader").count(), 3, "{listed}");

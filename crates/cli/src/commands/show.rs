@@ -41,6 +41,7 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let child = delegated_child(&store, &at.run, &event)?;
     if json_out {
         let mut event_json = serde_json::to_value(&event)?;
         event_json["id"] = json!(id);
@@ -55,11 +56,23 @@ pub fn run(dir: &Path, what: &str, json_out: bool) -> anyhow::Result<ExitCode> {
         if let Some(extra) = source {
             out["source_extra"] = extra;
         }
+        if let Some(c) = &child {
+            out["child"] = json!({"run": c.child, "agent": c.agent, "call_id": c.call_id});
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("run {}  seq {}  event {}", at.run, at.seq, id);
     print_event(&event, &payloads);
+    if let Some(c) = &child {
+        println!(
+            "  child run: {} ({}), started by this delegate call: retrace log {} · retrace show {}",
+            c.child,
+            c.agent,
+            c.child.short(),
+            c.child.short()
+        );
+    }
     if let Some(extra) = source {
         println!("  from the imported recording, beyond the event's fields:");
         for line in pretty(&extra).lines() {
@@ -343,6 +356,26 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
 }
 
 /// A blob as JSON if it is JSON, else as a string (lossy UTF-8), or a note if missing.
+/// The child run of the delegate call `event` belongs to, if it is one's.
+fn delegated_child(
+    store: &(impl Store + ?Sized),
+    run: &retrace_events::RunId,
+    event: &retrace_events::Event,
+) -> anyhow::Result<Option<retrace_store::tree::Child>> {
+    use retrace_events::EventKind as K;
+    let call = match &event.kind {
+        K::ToolRequested { call_id, tool, .. } if tool == retrace_runtime::delegate::TOOL => call_id,
+        K::ToolReturned { call_id, .. }
+        | K::ChildStarted { call_id, .. }
+        | K::ChildFinished { call_id, .. } => call_id,
+        _ => return Ok(None),
+    };
+    Ok(retrace_store::tree::children(store, run)?
+        .into_iter()
+        .rev()
+        .find(|c| c.call_id == *call))
+}
+
 /// For a run imported from another agent's recording: what the source said of the event at
 /// `seq` that no field of it holds (the spec's `imported.extras` names a blob per seq).
 fn source_extra(
