@@ -112,6 +112,9 @@ pub struct Inspector {
     pub(crate) markdown: egui_commonmark::CommonMarkCache,
     /// Where the step view's cards are and what it keeps in place.
     pub(crate) layout: step_view::Layout,
+    /// For a child run shown: its parent, and the delegating call there once found (the
+    /// seq of its step and its id).
+    pub(crate) parent_call: Option<(RunId, Option<(u64, String)>)>,
 }
 
 /// What the middle of the window shows.
@@ -218,6 +221,7 @@ impl Inspector {
             comparison: None,
             markdown: egui_commonmark::CommonMarkCache::default(),
             layout: step_view::Layout::default(),
+            parent_call: None,
         }
     }
 
@@ -370,6 +374,7 @@ impl Inspector {
                 | Reply::Cards { .. }
                 | Reply::Lines { .. }
                 | Reply::Searched { .. }
+                | Reply::ParentCall { .. }
                 | Reply::Compared(_)) => self.take_story_reply(reply),
                 Reply::Diff(diff) => match *diff {
                     Ok(diff) => self.diff = Some(diff),
@@ -475,6 +480,14 @@ impl Inspector {
                     Err(e) => self.error = Some(format!("search failed: {e}")),
                 }
             }
+            Reply::ParentCall { child, at } if Some(child) == self.selected => match at {
+                Ok(at) => {
+                    if let Some((_, call)) = &mut self.parent_call {
+                        *call = at;
+                    }
+                }
+                Err(e) => self.error = Some(format!("could not read the parent run: {e}")),
+            },
             Reply::Compared(comparison) => match *comparison {
                 Ok(c) if Some(c.a) == self.selected && Some(c.b) == self.versus => {
                     self.comparison = Some(Arc::new(c));
@@ -694,6 +707,15 @@ impl Inspector {
         self.pager = None;
         self.comparison = None;
         self.versus = None;
+        // a child run: where its parent delegated to it (the way back)
+        self.parent_call = self
+            .run_row(run)
+            .and_then(|r| r.child_of)
+            .map(|parent| (parent, None));
+        if let Some((parent, _)) = self.parent_call {
+            self.source
+                .request(Request::ParentCall { parent, child: run });
+        }
         self.request_detail();
         self.request_overview();
     }

@@ -169,13 +169,7 @@ pub fn card(
                 ..
             },
             _,
-        ) => {
-            let mut body = tool_body(store, call_id, tool, args, last.as_ref());
-            if let Body::Tool { child, .. } = &mut body {
-                *child = child_started(store, run, &head, call_id)?;
-            }
-            body
-        }
+        ) => tool_body(store, (run, &head), call_id, tool, args, last.as_ref())?,
         (EventKind::ApprovalRequested { call_id, request }, _) => {
             approval_body(store, call_id, request, last.as_ref())
         }
@@ -271,11 +265,12 @@ fn approval_body(
 
 fn tool_body(
     store: &dyn Store,
+    (run, head): (&RunId, &StepHead),
     call_id: &str,
     tool: &str,
     args: &BlobId,
     last: Option<&EventKind>,
-) -> Body {
+) -> Result<Body, retrace_store::Error> {
     let args = value(store, args);
     let question = (tool == ASK_TOOL)
         .then(|| Question::from_args(&args).ok())
@@ -301,7 +296,7 @@ fn tool_body(
         ),
         _ => (None, None, None),
     };
-    Body::Tool {
+    Ok(Body::Tool {
         call_id: call_id.to_owned(),
         tool: tool.to_owned(),
         args: shortened(&args),
@@ -309,8 +304,8 @@ fn tool_body(
         unknown,
         duration_ms,
         question,
-        child: None,
-    }
+        child: child_started(store, run, head, call_id)?,
+    })
 }
 
 /// The child run a call started (`agent.delegate`): its `child_started` is recorded with
@@ -353,7 +348,9 @@ pub fn hook_decision(hook: &str, stage: HookStage, decision: &Value) -> String {
     ) {
         (Some(reason), ..) => format!(" — {reason}"),
         (None, Some(note), _) => format!(" — {note}"),
-        (None, None, Some(args)) => format!(" — arguments now {}", cut(&args.to_string(), ASKED_BYTES)),
+        (None, None, Some(args)) => {
+            format!(" — arguments now {}", cut(&args.to_string(), ASKED_BYTES))
+        }
         _ => String::new(),
     };
     format!("hook {hook} {stage}: {word}{why}")

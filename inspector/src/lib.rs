@@ -1,9 +1,10 @@
 //! # retrace-inspector
 //!
-//! The egui/eframe time-travel inspector: a runs panel (forks under their parent), a
-//! timeline with a scrubber and keyboard travel, and the event at the cursor with its
-//! payloads and the state after it (status, the agent's plan, the conversation). A run
-//! parked on approvals or on a `user.ask` question can be decided or answered from there.
+//! The egui/eframe time-travel inspector: a runs panel (forks and child runs under their
+//! parent), a timeline with a scrubber and keyboard travel, and the event at the cursor with
+//! its payloads and the state after it (status, the agent's plan, the conversation). A run
+//! parked on approvals or on a `user.ask` question can be decided or answered from there; a
+//! delegating call opens its child run, and a child run leads back to that call.
 //!
 //! - [`source`]: a background thread owns the store and answers requests; the UI thread
 //!   never reads the store, so frames stay fluid on runs of any length (only visible rows

@@ -115,6 +115,7 @@ pub fn top_bar(app: &mut Inspector, ui: &mut egui::Ui) {
                     ui.label("no run selected");
                 }
             }
+            back_to_parent(app, ui);
             ui.separator();
             for (class, name) in [
                 (Class::Model, "model call"),
@@ -161,8 +162,29 @@ pub fn top_bar(app: &mut Inspector, ui: &mut egui::Ui) {
     });
 }
 
-/// The runs panel: every run with status, age, steps, tokens and cost; forks under their
-/// parent; a text filter.
+/// In a child run: a button back to the parent at the call that delegated to it (at the
+/// parent's newest event until that call is found).
+fn back_to_parent(app: &mut Inspector, ui: &mut egui::Ui) {
+    let Some((parent, call)) = &app.parent_call else {
+        return;
+    };
+    let (label, seq) = match call {
+        Some((seq, call)) => (format!("back to parent at {call}"), *seq),
+        None => (format!("back to parent {}", parent.short()), u64::MAX),
+    };
+    if ui
+        .button(label)
+        .on_hover_text(format!(
+            "show run {parent}, the run that delegated to this one"
+        ))
+        .clicked()
+    {
+        app.command(Command::Open { run: *parent, seq });
+    }
+}
+
+/// The runs panel: every run with status, age, steps, tokens and cost; forks and child runs
+/// under their parent; a text filter.
 pub fn runs(app: &mut Inspector, ui: &mut egui::Ui) {
     ui.heading("Runs");
     ui.add(egui::TextEdit::singleline(&mut app.filter).hint_text("filter by name, id or status"));
@@ -180,32 +202,37 @@ pub fn runs(app: &mut Inspector, ui: &mut egui::Ui) {
         .filter(|r| {
             filter.is_empty()
                 || r.name.to_lowercase().contains(&filter)
+                || r.agent
+                    .as_ref()
+                    .is_some_and(|a| a.to_lowercase().contains(&filter))
                 || r.id.to_string().contains(&filter)
                 || r.status.contains(&filter)
         })
         .cloned()
         .collect();
     egui::ScrollArea::vertical().show(ui, |ui| {
-        // roots first, each followed by its forks (indented by depth)
+        // roots first, each followed by its forks and child runs (indented by depth)
         let mut order = Vec::new();
         let ids: Vec<_> = visible.iter().map(|r| r.id).collect();
         for root in visible
             .iter()
-            .filter(|r| r.parent.is_none_or(|(p, _)| !ids.contains(&p)))
+            .filter(|r| above(r).is_none_or(|p| !ids.contains(&p)))
         {
             push_tree(&visible, root, 0, &mut order);
         }
         for (run, depth) in order {
             let selected = app.selected == Some(run.id);
-            let name = if run.name.is_empty() {
-                "run"
-            } else {
-                &run.name
+            // a child run by its sub-agent's name
+            let name = match (&run.agent, run.name.is_empty()) {
+                (Some(agent), _) => agent.as_str(),
+                (None, true) => "run",
+                (None, false) => &run.name,
             };
-            let fork = run
-                .parent
-                .map(|(p, seq)| format!(" fork of {}@{seq}", p.short()))
-                .unwrap_or_default();
+            let fork = match (run.parent, run.child_of) {
+                (Some((p, seq)), _) => format!(" fork of {}@{seq}", p.short()),
+                (None, Some(p)) => format!(" sub-agent of {}", p.short()),
+                (None, None) => String::new(),
+            };
             let text = format!(
                 "{}{name} {}{fork}\n{} · {} events · {} steps · {} tokens · {}",
                 "   ".repeat(depth),
@@ -239,12 +266,15 @@ fn push_tree(
     out: &mut Vec<(crate::source::RunRow, usize)>,
 ) {
     out.push((run.clone(), depth));
-    for child in runs
-        .iter()
-        .filter(|r| r.parent.map(|(p, _)| p) == Some(run.id))
-    {
+    for child in runs.iter().filter(|r| above(r) == Some(run.id)) {
         push_tree(runs, child, depth + 1, out);
     }
+}
+
+/// The run a run is listed under: the one it was forked from, or the one that delegated
+/// to it.
+fn above(run: &crate::source::RunRow) -> Option<retrace_events::RunId> {
+    run.parent.map(|(p, _)| p).or(run.child_of)
 }
 
 /// The switch between the views of the middle: steps, events, time and cost, run vs run.
@@ -400,6 +430,22 @@ pub fn detail(app: &mut Inspector, ui: &mut egui::Ui) {
         actions(app, ui, &detail);
         ui.heading(format!("seq {} · {}", detail.seq, detail.kind));
         ui.label(&detail.summary);
+        if let Some((hook, denied)) = &detail.hook {
+            let c = if *denied {
+                colour(Class::Error)
+            } else {
+                colour(Class::Tool)
+            };
+            ui.colored_label(c, RichText::new(hook).strong());
+        }
+        if let Some(child) = detail.child {
+            ui.horizontal_wrapped(|ui| {
+                ui.label(format!("child run {}", child.short()));
+                if ui.button("open child run").clicked() {
+                    app.command(Command::Open { run: child, seq: 0 });
+                }
+            });
+        }
         ui.small(format!(
             "{} · event {}",
             describe::time(detail.at),

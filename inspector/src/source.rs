@@ -209,8 +209,8 @@ pub struct Detail {
     /// For a `child_started` or `child_finished`: the child run.
     pub child: Option<RunId>,
     /// For a `hook_decided`: what the hook decided, as a person reads it
-    /// ([`crate::cards::hook_decision`]).
-    pub hook: Option<String>,
+    /// ([`crate::cards::hook_decision`]), and whether it denied the call.
+    pub hook: Option<(String, bool)>,
 }
 
 /// What a message of a request is, in the request.
@@ -800,7 +800,9 @@ fn parent_call(
     while next < len {
         let end = (next + MAX_RANGE - 1).min(len - 1);
         for (_, event) in store.events(parent, next..=end)? {
-            if let EventKind::ChildStarted { call_id, child: c, .. } = event.kind
+            if let EventKind::ChildStarted {
+                call_id, child: c, ..
+            } = event.kind
                 && c == *child
             {
                 // recorded with the call's `tool_requested`, just before it
@@ -1071,25 +1073,7 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         .plan
         .and_then(|blob| Plan::from_value(&blob_value(store, &blob)));
     let question = question_at(store, &state);
-    let child = match &event.kind {
-        EventKind::ChildStarted { child, .. } | EventKind::ChildFinished { child, .. } => {
-            Some(*child)
-        }
-        _ => None,
-    };
-    let hook = match &event.kind {
-        EventKind::HookDecided {
-            hook,
-            stage,
-            decision,
-            ..
-        } => Some(crate::cards::hook_decision(
-            hook,
-            *stage,
-            &blob_value(store, decision),
-        )),
-        _ => None,
-    };
+    let (child, hook) = child_and_hook(store, &event.kind);
     Ok(Detail {
         run: *run,
         seq,
@@ -1114,6 +1098,28 @@ fn detail(store: &dyn Store, run: &RunId, seq: u64) -> Result<Detail, retrace_re
         child,
         hook,
     })
+}
+
+/// For a `child_started` or `child_finished`, its child run; for a `hook_decided`, what the
+/// hook decided in a line, and whether it denied the call.
+fn child_and_hook(store: &dyn Store, kind: &EventKind) -> (Option<RunId>, Option<(String, bool)>) {
+    match kind {
+        EventKind::ChildStarted { child, .. } | EventKind::ChildFinished { child, .. } => {
+            (Some(*child), None)
+        }
+        EventKind::HookDecided {
+            hook,
+            stage,
+            decision,
+            ..
+        } => {
+            let decision = blob_value(store, decision);
+            let denied = decision.get("decision").and_then(Value::as_str) == Some("deny");
+            let line = crate::cards::hook_decision(hook, *stage, &decision);
+            (None, Some((line, denied)))
+        }
+        _ => (None, None),
+    }
 }
 
 /// Whether an event's content can be edited for a fork, and the JSON an edit starts from

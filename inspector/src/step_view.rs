@@ -666,7 +666,9 @@ fn tool_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
             ui.label(format!("child run {} ({agent})", run.short()));
             if ui
                 .button("open child run")
-                .on_hover_text(format!("show run {run}: the {agent} this call delegated to"))
+                .on_hover_text(format!(
+                    "show run {run}: the {agent} this call delegated to"
+                ))
                 .clicked()
             {
                 app.command(Command::Open { run: *run, seq: 0 });

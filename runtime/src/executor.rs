@@ -109,11 +109,27 @@ pub enum Served {
         output: BlobId,
         /// Whether it is an error.
         is_error: bool,
+        /// What the recording holds around the call beyond its request and result, recorded
+        /// as it was.
+        around: Option<Box<Around>>,
     },
     /// Run the tool.
     Live,
     /// Stop the drive before the call ([`Error::ToolRefused`]).
     Refuse(String),
+}
+
+/// What a recording holds around a served call: its hooks' decisions (so they are read,
+/// not run again), the arguments it was requested with after them, and a delegate call's
+/// child events (the recorded child's answer stands in for a new child).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Around {
+    /// `hook_decided` events, before-hooks then after-hooks.
+    pub hooks: Vec<EventKind>,
+    /// The arguments the call was requested with, when a hook rewrote them.
+    pub args: Option<BlobId>,
+    /// A delegate call's `child_started` and `child_finished`.
+    pub child: Option<(EventKind, EventKind)>,
 }
 
 /// How a drive ended.
@@ -507,6 +523,22 @@ impl<'a> Runner<'a> {
             });
         }
         let mut call = call;
+        let mut after_hooks = Vec::new();
+        if let Served::Recorded {
+            around: Some(around),
+            ..
+        } = &served
+        {
+            let (before, after): (Vec<EventKind>, Vec<EventKind>) =
+                around.hooks.iter().cloned().partition(|k| {
+                    matches!(k, EventKind::HookDecided { stage, .. } if *stage == retrace_events::HookStage::BeforeTool)
+                });
+            journal.record(state, before)?;
+            after_hooks = after;
+            if let Some(args) = around.args {
+                call.args = args;
+            }
+        }
         if served == Served::Live && !call.rerun && !self.spec.hooks.is_empty() {
             let (decided, before) = self
                 .before_hooks(run, &call.call_id, &call.tool, call.args)
@@ -527,9 +559,12 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        if served == Served::Live && call.tool == crate::delegate::TOOL {
+        if call.tool == crate::delegate::TOOL {
             return Ok(
-                match self.delegate(state, journal, progress, inbox, call).await? {
+                match self
+                    .delegate(state, journal, progress, inbox, call, served)
+                    .await?
+                {
                     children::Delegated::Answered(kinds) => Performed::Events(kinds),
                     children::Delegated::Parked(reason) => Performed::Stopped(Stop::Parked(reason)),
                     children::Delegated::Interrupted => Performed::Stopped(Stop::Interrupted),
@@ -554,12 +589,17 @@ impl<'a> Runner<'a> {
         }
         journal.flush(self.store, progress)?;
         Ok(Performed::Events(match served {
-            Served::Recorded { output, is_error } => vec![EventKind::ToolReturned {
-                call_id,
-                output,
-                is_error,
-                duration_ms: 0,
-            }],
+            Served::Recorded {
+                output, is_error, ..
+            } => {
+                after_hooks.push(EventKind::ToolReturned {
+                    call_id,
+                    output,
+                    is_error,
+                    duration_ms: 0,
+                });
+                after_hooks
+            }
             _ if tool == tools::ask::TOOL
                 && Question::from_args(&self.blob_json(run, &args)?).is_ok() =>
             {

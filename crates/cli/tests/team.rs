@@ -132,15 +132,26 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     );
     let requested = seq_of("tool_requested", "check");
     let shown = text(&ok(&store, &["show", &format!("{parent}@{requested}")]));
-    assert!(shown.contains(&format!("child run: {check_child} (reader)")), "{shown}");
+    assert!(
+        shown.contains(&format!("child run: {check_child} (reader)")),
+        "{shown}"
+    );
     // a bundle of the parent holds its tree, and the tree verifies where it is imported
     let bundle = dir.path().join("team.bundle");
-    ok(&store, &["export", &parent, "-o", bundle.to_str().expect("utf-8")]);
+    ok(
+        &store,
+        &["export", &parent, "-o", bundle.to_str().expect("utf-8")],
+    );
     let elsewhere = dir.path().join("elsewhere");
     ok(&elsewhere, &["import", bundle.to_str().expect("utf-8")]);
     assert_eq!(runs(&elsewhere).len(), 4);
     let verified = ok(&elsewhere, &["verify"]);
-    assert_eq!(String::from_utf8_lossy(&verified.stdout).matches("ok ").count(), 4);
+    assert_eq!(
+        String::from_utf8_lossy(&verified.stdout)
+            .matches("ok ")
+            .count(),
+        4
+    );
     // the runs list nests children under the parent
     let listed = text(&ok(&store, &["runs"]));
     assert_eq!(listed.matches("└ reader").count(), 3, "{listed}");
@@ -159,6 +170,27 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     assert_eq!(denied["stage"], "before_tool");
     // the determinism check replays the tree's decisions
     ok(&store, &["check", "--all"]);
+    // an eval of the parent's recording: delegate calls and hooked calls are served from
+    // it (the recorded children's answers, the hooks' decisions), so the fork is identical
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "[[case]]\nname = \"team\"\nrun = \"{parent}\"\n[case.expect]\noutcome = \"succeeded\"\n\
+             tools = [\"skill.load\", \"agent.delegate\", \"agent.delegate\", \"fs.write\", \"fs.write\", \"agent.delegate\"]\n"
+        ),
+    )
+    .expect("suite");
+    let evaluated = text(&ok(&store, &["eval", suite.to_str().expect("utf-8")]));
+    assert!(evaluated.contains("1 passed, 0 failed"), "{evaluated}");
+    assert_eq!(
+        runs(&store)
+            .iter()
+            .filter(|r| parent_of(r).is_some())
+            .count(),
+        3,
+        "the eval started no child"
+    );
 }
 
 #[test]

@@ -118,7 +118,8 @@ fn config() -> impl bincode::config::Config {
 }
 
 /// Write `runs` of `store` to `out` as a bundle, with every run they were forked from (a
-/// fork's shared prefix lives in its origin) and, if `with_forks`, every fork made of them.
+/// fork's shared prefix lives in its origin), their child runs (`agent.delegate`: a run's
+/// tree goes with it) and, if `with_forks`, every fork made of them.
 pub fn export(
     store: &(impl Store + ?Sized),
     runs: &[RunId],
@@ -184,20 +185,27 @@ fn chosen_runs<'a>(
                 .map(|o| o.run);
         }
     }
-    // forks of forks too: repeat until nothing new comes in
-    if with_forks {
-        loop {
-            let more: Vec<RunId> = all
-                .iter()
-                .filter(|r| !chosen.contains(&r.id))
-                .filter(|r| r.origin.as_ref().is_some_and(|o| chosen.contains(&o.run)))
-                .map(|r| r.id)
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            chosen.extend(more);
+    // the child runs of delegate calls always (a run's tree is the run), and forks if
+    // asked; of those too: repeat until nothing new comes in
+    loop {
+        let more: Vec<RunId> = all
+            .iter()
+            .filter(|r| !chosen.contains(&r.id))
+            .filter(|r| {
+                let child = r
+                    .meta
+                    .get("parent")
+                    .and_then(|p| p.parse::<RunId>().ok())
+                    .is_some_and(|p| chosen.contains(&p));
+                let fork = with_forks && r.origin.as_ref().is_some_and(|o| chosen.contains(&o.run));
+                child || fork
+            })
+            .map(|r| r.id)
+            .collect();
+        if more.is_empty() {
+            break;
         }
+        chosen.extend(more);
     }
     Ok(chosen
         .iter()

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use retrace_events::{BlobId, Event, EventKind, RunId, Timestamp};
 use retrace_replay::{ForkAt, SPEC_SIGNAL, SnapshotPolicy, State, fork, state_at, state_at_head};
-use retrace_runtime::executor::{Runner, Served, Stop, ToolSource};
+use retrace_runtime::executor::{Around, Runner, Served, Stop, ToolSource};
 use retrace_runtime::spec::Spec;
 use retrace_store::Store;
 use serde::Serialize;
@@ -314,13 +314,18 @@ fn comparable(kind: &EventKind) -> EventKind {
     kind
 }
 
+/// A recorded call: tool, arguments (as proposed), output, error, and what the recording
+/// holds around it (hooks' decisions, a delegate call's child).
+type RecordedCall = (String, BlobId, BlobId, bool, Option<Box<Around>>);
+
 /// Tool results served from the recording: the fork's calls after the fork point are
 /// matched, in order, with the recording's calls after it (tool and arguments). The
 /// recording's user messages after the fork point are given back too, each once the fork
 /// has as many model replies as the recording had when it came (and no call open), so a
 /// multi-turn recording (an imported session) replays turn by turn.
 struct Recorded {
-    calls: Vec<(String, BlobId, BlobId, bool)>,
+    /// Tool, arguments, output, error, and a delegate call's recorded child events.
+    calls: Vec<RecordedCall>,
     next: Mutex<usize>,
     unmatched: Unmatched,
     /// (replies before it, the signal)
@@ -350,14 +355,49 @@ impl Recorded {
                 _ => {}
             }
         }
+        // a call a before-hook decided on is matched by the arguments the model proposed,
+        // and its recorded outcome (a hook's denial, or the result of the rewritten call)
+        // is served: the hook is not run again
+        let mut proposed: Vec<(String, BlobId)> = Vec::new();
+        let mut hooked: Vec<String> = Vec::new();
+        let mut started: Vec<(String, EventKind)> = Vec::new();
+        let mut finished: Vec<(String, EventKind)> = Vec::new();
+        let mut decided: Vec<(String, EventKind)> = Vec::new();
+        let mut rewritten: Vec<(String, BlobId)> = Vec::new();
         for (_, event) in recorded.iter().filter(|(_, e)| e.seq > fork_at) {
             match &event.kind {
+                EventKind::ToolCallsProposed { calls, .. } => {
+                    proposed = calls.iter().map(|c| (c.call_id.clone(), c.args)).collect();
+                }
+                EventKind::HookDecided { call_id, stage, .. } => {
+                    if *stage == retrace_events::HookStage::BeforeTool {
+                        hooked.push(call_id.clone());
+                    }
+                    decided.push((call_id.clone(), event.kind.clone()));
+                }
+                EventKind::ChildStarted { call_id, .. } => {
+                    started.push((call_id.clone(), event.kind.clone()));
+                }
+                EventKind::ChildFinished { call_id, .. } => {
+                    finished.push((call_id.clone(), event.kind.clone()));
+                }
                 EventKind::ToolRequested {
                     call_id,
                     tool,
                     args,
                     ..
-                } => requested.push((call_id.clone(), tool.clone(), *args)),
+                } => {
+                    let args = match proposed.iter().find(|(c, _)| c == call_id) {
+                        Some((_, asked)) if hooked.contains(call_id) => {
+                            if asked != args {
+                                rewritten.push((call_id.clone(), *args));
+                            }
+                            *asked
+                        }
+                        _ => *args,
+                    };
+                    requested.push((call_id.clone(), tool.clone(), args));
+                }
                 // a denial is not a run of the tool (its result says `not run`)
                 EventKind::ToolReturned {
                     call_id,
@@ -371,8 +411,27 @@ impl Recorded {
                             && *duration_ms == 0
                             && crate::check::says_not_run(store, output)
                                 .map_err(|e| e.to_string())?;
-                        if !denied {
-                            calls.push((tool, args, *output, *is_error));
+                        if !denied || hooked.contains(call_id) {
+                            let of = |list: &[(String, EventKind)]| {
+                                list.iter()
+                                    .rev()
+                                    .find(|(c, _)| c == call_id)
+                                    .map(|(_, k)| k.clone())
+                            };
+                            let around = Around {
+                                hooks: decided
+                                    .iter()
+                                    .filter(|(c, _)| c == call_id)
+                                    .map(|(_, k)| k.clone())
+                                    .collect(),
+                                args: rewritten
+                                    .iter()
+                                    .find(|(c, _)| c == call_id)
+                                    .map(|(_, a)| *a),
+                                child: of(&started).zip(of(&finished)),
+                            };
+                            let around = (around != Around::default()).then(|| Box::new(around));
+                            calls.push((tool, args, *output, *is_error, around));
                         }
                     }
                 }
@@ -396,11 +455,12 @@ impl ToolSource for Recorded {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.calls.get(*next) {
-            Some((t, a, output, is_error)) if t == tool && a == args => {
+            Some((t, a, output, is_error, around)) if t == tool && a == args => {
                 *next += 1;
                 Served::Recorded {
                     output: *output,
                     is_error: *is_error,
+                    around: around.clone(),
                 }
             }
             other => match self.unmatched {

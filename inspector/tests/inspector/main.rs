@@ -16,6 +16,7 @@ use retrace_replay::{SnapshotPolicy, compare_runs, diff_states, state_at};
 use retrace_store::Store;
 use retrace_store_sled::SledStore;
 
+mod children;
 mod stories;
 
 const AGENT: &str = r#"

@@ -27,7 +27,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The shipped example `name`, copied under `dir`, run by the runtime to its stop on the
 /// store in `dir/store`.
-fn example_run(dir: &Path, name: &str, run: RunId) -> (Arc<dyn Store>, Stop) {
+pub(crate) fn example_run(dir: &Path, name: &str, run: RunId) -> (Arc<dyn Store>, Stop) {
     let agent_dir = dir.join(name);
     copy_dir(&examples().join(name), &agent_dir);
     // as a fresh clone has it: what a run of the example wrote in place is not its workspace
@@ -60,7 +60,7 @@ fn approved_example(dir: &Path, run: RunId) -> Arc<dyn Store> {
 }
 
 /// The inspector in the step view (the default), settled.
-fn steps_harness(
+pub(crate) fn steps_harness(
     store: Arc<dyn Store>,
     host: Arc<dyn Host>,
     target: Target,
@@ -79,7 +79,7 @@ fn shows(harness: &Harness<'_, Inspector>, text: &str) {
     );
 }
 
-fn at(run: RunId, seq: Option<u64>) -> Target {
+pub(crate) fn at(run: RunId, seq: Option<u64>) -> Target {
     Target {
         run: Some(run),
         seq,

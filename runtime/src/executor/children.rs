@@ -9,12 +9,12 @@
 //! pending calls and drives them on; a finished child is answered at once.
 
 use futures::future::join_all;
-use retrace_events::{Event, EventKind, Outcome, RunId, Usage, canonical_json};
+use retrace_events::{BlobId, Event, EventKind, Outcome, RunId, Usage, canonical_json};
 use retrace_replay::{Pending, SnapshotPolicy, State, state_at_head};
 use retrace_store::NewRun;
 use serde_json::{Value, json};
 
-use super::{Error, Journal, Progress, Runner, Stop, ToolCall, until_interrupted};
+use super::{Error, Journal, Progress, Runner, Served, Stop, ToolCall, until_interrupted};
 use crate::decide::{Next, handle_proposal};
 use crate::delegate::{self, Brief};
 use crate::entropy::now;
@@ -37,6 +37,9 @@ struct Delegation {
     child: RunId,
     /// The sub-agent and the brief, or why the call cannot start one.
     brief: Result<(String, String), String>,
+    /// What a tool source served for it (an eval of a recording): the recorded outcome,
+    /// and the recorded child's `child_finished`, which stand in for a new child.
+    served: Option<(BlobId, bool, Option<EventKind>)>,
 }
 
 impl Runner<'_> {
@@ -50,12 +53,13 @@ impl Runner<'_> {
         progress: &mut (dyn FnMut(Progress) + Send),
         inbox: Option<&Inbox>,
         first: ToolCall,
+        served: Served,
     ) -> Result<Delegated, Error> {
         let run = journal.run;
         let calls = if first.rerun {
             self.pending_delegations(run, state)?
         } else {
-            self.request_delegations(run, state, journal, first)?
+            self.request_delegations(run, state, journal, first, served)?
         };
         journal.flush(self.store, progress)?;
         let progress = std::sync::Mutex::new(progress);
@@ -63,6 +67,14 @@ impl Runner<'_> {
             let progress = &progress;
             let state = &*state;
             Box::pin(async move {
+                if let Some((_, _, finished)) = &call.served {
+                    // the recorded child ended as its `child_finished` says
+                    let outcome = match finished {
+                        Some(EventKind::ChildFinished { outcome, .. }) => *outcome,
+                        _ => Outcome::Succeeded,
+                    };
+                    return Ok(Some(Stop::Finished(outcome)));
+                }
                 let Ok((agent, brief)) = &call.brief else {
                     return Ok(None);
                 };
@@ -101,44 +113,68 @@ impl Runner<'_> {
                     continue;
                 }
             };
-            match outcome {
-                None => {
+            match (outcome, &call.served) {
+                (_, Some((output, is_error, finished))) => {
+                    answers.extend(finished.iter().cloned());
+                    answers.push(EventKind::ToolReturned {
+                        call_id: call.call_id.clone(),
+                        output: *output,
+                        is_error: *is_error,
+                        duration_ms: 0,
+                    });
+                }
+                (None, None) => {
                     let why = call.brief.as_ref().err().cloned().unwrap_or_default();
                     answers.extend(self.failed_call(&call.call_id, &why)?);
                 }
-                Some(outcome) => answers.extend(self.answer(call, outcome)?),
+                (Some(outcome), None) => answers.extend(self.answer(call, outcome)?),
             }
         }
         Ok(Delegated::Answered(answers))
     }
 
-    /// Record the intents of `first` and of the delegate proposals after it that the
-    /// agent allows, up to `max_parallel`; the calls.
+    /// Record the intents of `first` (which `served` says how to answer) and of the
+    /// delegate proposals after it that the agent allows, up to `max_parallel`; the calls.
     fn request_delegations(
         &self,
         run: RunId,
         state: &mut State,
         journal: &mut Journal,
         first: ToolCall,
+        served: Served,
     ) -> Result<Vec<Delegation>, Error> {
         let limit = self.spec.delegation.unwrap_or_default().max_parallel as usize;
         let mut calls = Vec::new();
-        let mut next = Some((first.call_id, first.args));
-        while let Some((call_id, args)) = next.take() {
-            let call = self.delegation(run, &call_id, &args)?;
-            let mut kinds = vec![EventKind::ToolRequested {
-                call_id: call_id.clone(),
-                tool: delegate::TOOL.into(),
-                args,
-                idempotent: true,
-            }];
-            if let Ok((agent, _)) = &call.brief {
-                kinds.push(EventKind::ChildStarted {
-                    call_id,
+        let mut next = Some((first.call_id, first.args, served));
+        while let Some((call_id, args, served)) = next.take() {
+            let mut call = self.delegation(run, &call_id, &args)?;
+            let mut started = None;
+            if let Served::Recorded {
+                output,
+                is_error,
+                around,
+            } = served
+            {
+                let (was_started, finished) = match around.and_then(|a| a.child) {
+                    Some(pair) => (Some(pair.0), Some(pair.1)),
+                    None => (None, None),
+                };
+                started = was_started;
+                call.served = Some((output, is_error, finished));
+            } else if let Ok((agent, _)) = &call.brief {
+                started = Some(EventKind::ChildStarted {
+                    call_id: call_id.clone(),
                     child: call.child,
                     agent: agent.clone(),
                 });
             }
+            let mut kinds = vec![EventKind::ToolRequested {
+                call_id,
+                tool: delegate::TOOL.into(),
+                args,
+                idempotent: true,
+            }];
+            kinds.extend(started);
             journal.record(state, kinds)?;
             calls.push(call);
             if calls.len() >= limit {
@@ -152,9 +188,21 @@ impl Runner<'_> {
                     .hooks
                     .iter()
                     .any(|h| h.applies(retrace_events::HookStage::BeforeTool, delegate::TOOL))
-                && let Next::RunTool { call_id, args, .. } = handle_proposal(&self.agent, state, proposal)
+                && let Next::RunTool { call_id, args, .. } =
+                    handle_proposal(&self.agent, state, proposal)
             {
-                next = Some((call_id, args));
+                let served = match &self.source {
+                    Some(source) => source.serve(delegate::TOOL, &args),
+                    None => Served::Live,
+                };
+                if let Served::Refuse(why) = served {
+                    return Err(Error::ToolRefused {
+                        call_id,
+                        tool: delegate::TOOL.into(),
+                        why,
+                    });
+                }
+                next = Some((call_id, args, served));
             }
         }
         Ok(calls)
@@ -163,7 +211,7 @@ impl Runner<'_> {
     /// The delegate calls pending in `state` (a drive stopped while their children ran), in
     /// the order they were requested.
     fn pending_delegations(&self, run: RunId, state: &State) -> Result<Vec<Delegation>, Error> {
-        let mut pending: Vec<(u64, &String, &retrace_events::BlobId)> = state
+        let mut pending: Vec<(u64, &String, &BlobId)> = state
             .pending
             .iter()
             .filter_map(|(call_id, p)| match p {
@@ -188,17 +236,13 @@ impl Runner<'_> {
             .collect()
     }
 
-    fn delegation(
-        &self,
-        run: RunId,
-        call_id: &str,
-        args: &retrace_events::BlobId,
-    ) -> Result<Delegation, Error> {
+    fn delegation(&self, run: RunId, call_id: &str, args: &BlobId) -> Result<Delegation, Error> {
         let args: Value = self.blob_json(run, args)?;
         Ok(Delegation {
             call_id: call_id.to_owned(),
             child: RunId::child(&run, call_id),
             brief: Brief::parse(&args, &self.spec.agents).map(|(b, _)| (b.agent, b.brief)),
+            served: None,
         })
     }
 

@@ -364,7 +364,9 @@ fn delegated_child(
 ) -> anyhow::Result<Option<retrace_store::tree::Child>> {
     use retrace_events::EventKind as K;
     let call = match &event.kind {
-        K::ToolRequested { call_id, tool, .. } if tool == retrace_runtime::delegate::TOOL => call_id,
+        K::ToolRequested { call_id, tool, .. } if tool == retrace_runtime::delegate::TOOL => {
+            call_id
+        }
         K::ToolReturned { call_id, .. }
         | K::ChildStarted { call_id, .. }
         | K::ChildFinished { call_id, .. } => call_id,
