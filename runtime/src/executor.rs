@@ -523,22 +523,7 @@ impl<'a> Runner<'a> {
             });
         }
         let mut call = call;
-        let mut after_hooks = Vec::new();
-        if let Served::Recorded {
-            around: Some(around),
-            ..
-        } = &served
-        {
-            let (before, after): (Vec<EventKind>, Vec<EventKind>) =
-                around.hooks.iter().cloned().partition(|k| {
-                    matches!(k, EventKind::HookDecided { stage, .. } if *stage == retrace_events::HookStage::BeforeTool)
-                });
-            journal.record(state, before)?;
-            after_hooks = after;
-            if let Some(args) = around.args {
-                call.args = args;
-            }
-        }
+        let mut after_hooks = Self::recorded_before(&served, state, journal, &mut call)?;
         if served == Served::Live && !call.rerun && !self.spec.hooks.is_empty() {
             let (decided, before) = self
                 .before_hooks(run, &call.call_id, &call.tool, call.args)
@@ -611,6 +596,33 @@ impl<'a> Runner<'a> {
             }
             _ => self.run_tool(run, state, &call_id, &tool, &args).await?,
         }))
+    }
+
+    /// For a call served from a recording: record the recorded before-hooks' decisions and
+    /// take the arguments the call was requested with after them; the after-hooks'
+    /// decisions, to record with its result.
+    fn recorded_before(
+        served: &Served,
+        state: &mut State,
+        journal: &mut Journal,
+        call: &mut ToolCall,
+    ) -> Result<Vec<EventKind>, Error> {
+        let Served::Recorded {
+            around: Some(around),
+            ..
+        } = served
+        else {
+            return Ok(Vec::new());
+        };
+        let (before, after): (Vec<EventKind>, Vec<EventKind>) =
+            around.hooks.iter().cloned().partition(|k| {
+                matches!(k, EventKind::HookDecided { stage, .. } if *stage == retrace_events::HookStage::BeforeTool)
+            });
+        journal.record(state, before)?;
+        if let Some(args) = around.args {
+            call.args = args;
+        }
+        Ok(after)
     }
 
     /// Record the inbox's letters; whether the drive should stop here.

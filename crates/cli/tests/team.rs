@@ -170,6 +170,12 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     assert_eq!(denied["stage"], "before_tool");
     // the determinism check replays the tree's decisions
     ok(&store, &["check", "--all"]);
+}
+
+#[test]
+fn an_eval_of_a_team_recording_serves_its_children_and_hooks_and_replays_identically() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, parent) = team(dir.path(), None);
     // an eval of the parent's recording: delegate calls and hooked calls are served from
     // it (the recorded children's answers, the hooks' decisions), so the fork is identical
     let suite = dir.path().join("suite.toml");
@@ -535,23 +541,16 @@ fn kill_tree(dir: &Path) -> PathBuf {
 }
 
 /// What the files hold when every append happened once.
-fn expected_files() -> Vec<(&'static str, String)> {
-    let mut files = vec![("lead.txt", "lead-1\nlead-2\n".to_owned())];
+fn expected_files() -> Vec<(String, String)> {
+    let lines = |w: &str| {
+        (0..WORKER_APPENDS)
+            .map(|k| format!("{w}-{k}\n"))
+            .collect::<Vec<_>>()
+            .concat()
+    };
+    let mut files = vec![("lead.txt".to_owned(), "lead-1\nlead-2\n".to_owned())];
     for w in ["w1", "w2", "w3"] {
-        files.push(match w {
-            "w1" => (
-                "w1.txt",
-                (0..WORKER_APPENDS).map(|k| format!("w1-{k}\n")).collect(),
-            ),
-            "w2" => (
-                "w2.txt",
-                (0..WORKER_APPENDS).map(|k| format!("w2-{k}\n")).collect(),
-            ),
-            _ => (
-                "w3.txt",
-                (0..WORKER_APPENDS).map(|k| format!("w3-{k}\n")).collect(),
-            ),
-        });
+        files.push((format!("{w}.txt"), lines(w)));
     }
     files
 }
@@ -635,6 +634,46 @@ fn settle(store: &Path, ws: &Path) -> usize {
     settled
 }
 
+/// Restart the tree: `resume` the lead (half the time, once it exists) or `run` the spec
+/// again (which continues the unfinished lead).
+fn restart(
+    store: &Path,
+    lead: Option<&str>,
+    spec: &Path,
+    input: &str,
+    rng: &mut Rng,
+) -> std::process::Child {
+    let mut command = common::command(store);
+    match lead {
+        Some(lead) if rng.below(2) == 0 => command.args(["resume", lead]),
+        _ => command.args(["run", spec.to_str().expect("utf-8"), "--input", input]),
+    };
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn retrace")
+}
+
+/// SIGKILL `child` at a random moment, paced by the lines written (one start in five
+/// during start-up instead); whether it was killed (it may have finished first).
+fn kill_at_random(child: &mut std::process::Child, ws: &Path, rng: &mut Rng) -> bool {
+    if rng.below(5) == 0 {
+        std::thread::sleep(Duration::from_millis(rng.below(60)));
+    } else {
+        let target = lines_written(ws) + usize::try_from(rng.below(2)).expect("small");
+        while lines_written(ws) < target && child.try_wait().expect("poll").is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(30)));
+    }
+    if child.try_wait().expect("poll").is_none() {
+        child.kill().expect("SIGKILL");
+        return true;
+    }
+    false
+}
+
 #[test]
 fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
     let seed = std::env::var("RETRACE_KILL_SEED")
@@ -654,25 +693,19 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
     let spec = kill_tree(dir.path());
     let ws = dir.path().join("ws");
     let input = "do the work";
-    let start = |store: &Path| {
-        common::command(store)
-            .args(["run", spec.to_str().expect("utf-8"), "--input", input])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
-    };
     // the reference: never interrupted
     let reference = dir.path().join("reference");
-    let out = start(&reference).wait_with_output().expect("run");
+    let out = restart(&reference, None, &spec, input, &mut rng)
+        .wait_with_output()
+        .expect("run");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     for (file, want) in expected_files() {
-        assert_eq!(std::fs::read_to_string(ws.join(file)).expect("file"), want);
-        std::fs::remove_file(ws.join(file)).expect("reset");
+        assert_eq!(std::fs::read_to_string(ws.join(&file)).expect("file"), want);
+        std::fs::remove_file(ws.join(&file)).expect("reset");
     }
     let want = tree_hashes(&reference);
     assert_eq!(want.len(), 4);
@@ -699,27 +732,13 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
             {
                 break;
             }
-            let mut child = match &lead {
-                Some(l) if rng.below(2) == 0 => common::command(&store)
-                    .args(["resume", l["run"].as_str().expect("id")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("spawn resume"),
-                _ => start(&store),
-            };
+            let lead_id = lead
+                .as_ref()
+                .and_then(|l| l["run"].as_str())
+                .map(str::to_owned);
+            let mut child = restart(&store, lead_id.as_deref(), &spec, input, &mut rng);
             starts += 1;
-            if rng.below(5) == 0 {
-                std::thread::sleep(Duration::from_millis(rng.below(60)));
-            } else {
-                let target = lines_written(&ws) + usize::try_from(rng.below(2)).expect("small");
-                while lines_written(&ws) < target && child.try_wait().expect("poll").is_none() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                std::thread::sleep(Duration::from_millis(rng.below(30)));
-            }
-            if child.try_wait().expect("poll").is_none() {
-                child.kill().expect("SIGKILL");
+            if kill_at_random(&mut child, &ws, &mut rng) {
                 kills += 1;
             }
             let out = child.wait_with_output().expect("wait");
@@ -738,11 +757,11 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
         );
         for (file, want) in expected_files() {
             assert_eq!(
-                std::fs::read_to_string(ws.join(file)).expect("file"),
+                std::fs::read_to_string(ws.join(&file)).expect("file"),
                 want,
                 "round {rounds}: {file}"
             );
-            std::fs::remove_file(ws.join(file)).expect("reset");
+            std::fs::remove_file(ws.join(&file)).expect("reset");
         }
         assert_eq!(
             tree_hashes(&store),

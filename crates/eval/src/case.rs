@@ -334,14 +334,11 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn after(
-        store: &dyn Store,
+    /// The recording's user messages after `fork_at`, each with the model replies before it.
+    fn messages_after(
         recorded: &[(retrace_events::EventId, Event)],
         fork_at: u64,
-        unmatched: Unmatched,
-    ) -> Result<Self, String> {
-        let mut requested: Vec<(String, String, BlobId)> = Vec::new();
-        let mut calls = Vec::new();
+    ) -> Vec<(u64, EventKind)> {
         let mut messages = Vec::new();
         let mut replies = 0u64;
         for (_, event) in recorded {
@@ -355,6 +352,18 @@ impl Recorded {
                 _ => {}
             }
         }
+        messages
+    }
+
+    fn after(
+        store: &dyn Store,
+        recorded: &[(retrace_events::EventId, Event)],
+        fork_at: u64,
+        unmatched: Unmatched,
+    ) -> Result<Self, String> {
+        let mut requested: Vec<(String, String, BlobId)> = Vec::new();
+        let mut calls = Vec::new();
+        let messages = Self::messages_after(recorded, fork_at);
         // a call a before-hook decided on is matched by the arguments the model proposed,
         // and its recorded outcome (a hook's denial, or the result of the rewritten call)
         // is served: the hook is not run again

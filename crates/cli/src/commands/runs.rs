@@ -29,7 +29,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             .collect(),
         None => access.leased_runs()?,
     };
-    let runs = parents_first(runs);
+    let runs = parents_first(&runs);
     let mut views = Vec::with_capacity(runs.len());
     for r in &runs {
         let state = state_at_head(&store, &r.id, SnapshotPolicy::default())?.state;
@@ -118,7 +118,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `runs` (oldest first) with each child run (meta `parent`) right after its parent and
 /// its parent's earlier children: the tree, depth first.
-fn parents_first(runs: Vec<retrace_store::RunInfo>) -> Vec<retrace_store::RunInfo> {
+fn parents_first(runs: &[retrace_store::RunInfo]) -> Vec<retrace_store::RunInfo> {
     let parent_of = |r: &retrace_store::RunInfo| {
         r.meta
             .get("parent")
