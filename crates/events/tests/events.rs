@@ -483,7 +483,15 @@ fn leaf_paths(value: &Value, at: &mut Vec<String>, out: &mut Vec<String>) {
 
 /// Other values to try for a leaf, most likely valid first.
 fn alternatives(leaf: &Value) -> Vec<Value> {
-    const ENUM_NAMES: [&str; 5] = ["approved", "denied", "succeeded", "failed", "cancelled"];
+    const ENUM_NAMES: [&str; 7] = [
+        "approved",
+        "denied",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "before_tool",
+        "after_tool",
+    ];
     match leaf {
         Value::Bool(b) => vec![Value::Bool(!b)],
         Value::Number(n) => vec![json!(n.as_u64().expect("every number is a u64") ^ 1)],
