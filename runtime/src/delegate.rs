@@ -196,16 +196,26 @@ pub fn child_spec(parent: &Spec, agent: &SubAgent, spent: (u64, u64), elapsed_se
         spec.budgets.max_cost_usd =
             Some(spec.budgets.max_cost_usd.map_or(left, |own| own.min(left)));
     }
+    // the levels below the parent bound the whole tree, whatever a sub-agent's own spec says
     let delegation = parent.delegation.unwrap_or_default();
-    if delegation.max_depth > 1 && spec.agents.is_empty() {
-        spec.agents.clone_from(&parent.agents);
-        spec.delegation = Some(Delegation {
-            max_depth: delegation.max_depth - 1,
-            ..delegation
-        });
-    } else if delegation.max_depth <= 1 {
+    if delegation.max_depth <= 1 {
         spec.agents.clear();
         spec.delegation = None;
+        return spec;
+    }
+    let left = delegation.max_depth - 1;
+    if spec.agents.is_empty() {
+        spec.agents.clone_from(&parent.agents);
+        spec.delegation = Some(Delegation {
+            max_depth: left,
+            ..delegation
+        });
+    } else {
+        let own = spec.delegation.unwrap_or_default();
+        spec.delegation = Some(Delegation {
+            max_depth: own.max_depth.min(left),
+            ..own
+        });
     }
     spec
 }

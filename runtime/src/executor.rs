@@ -342,7 +342,8 @@ impl<'a> Runner<'a> {
         let spec = BlobId::of(&self.spec.to_canonical_bytes());
         let input = BlobId::of(&canonical_json(&json!(input)));
         let mut runs = self.store.runs()?;
-        runs.retain(|r| r.origin.is_none() && !r.is_empty());
+        // a child run (`agent.delegate`) is its parent's to continue
+        runs.retain(|r| r.origin.is_none() && !r.is_empty() && !r.meta.contains_key("parent"));
         runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         for r in runs {
             let same = matches!(
@@ -487,10 +488,18 @@ impl<'a> Runner<'a> {
                     name: LOOP_WARNING.into(),
                     payload: self.put_json(&json!(message))?,
                 }],
-                Next::Finish { outcome, reason } => vec![EventKind::RunFinished {
-                    outcome,
-                    detail: self.finish_detail(run, &state, outcome, &reason)?,
-                }],
+                Next::Finish { outcome, reason } => {
+                    // no child is left behind: a pending delegate call's child ends too
+                    if state.pending.values().any(|p| {
+                        matches!(p, retrace_replay::Pending::Tool { tool, .. } if tool == crate::delegate::TOOL)
+                    }) {
+                        Box::pin(self.end_children(&mut state, journal, progress, &reason)).await?;
+                    }
+                    vec![EventKind::RunFinished {
+                        outcome,
+                        detail: self.finish_detail(run, &state, outcome, &reason)?,
+                    }]
+                }
             };
             journal.record(&mut state, kinds)?;
         }
@@ -529,6 +538,14 @@ impl<'a> Runner<'a> {
                 .before_hooks(run, &call.call_id, &call.tool, call.args)
                 .await?;
             journal.record(state, decided)?;
+            let before = match before {
+                // new arguments are held to the policy like the model's: a hook cannot take a
+                // call where the policy would refuse or ask
+                hooked::Before::Run(args) if args != call.args => {
+                    self.allowed_after_rewrite(run, &call.tool, &args)?
+                }
+                other => other,
+            };
             match before {
                 hooked::Before::Run(args) => call.args = args,
                 hooked::Before::Deny(reason) => {
@@ -596,6 +613,31 @@ impl<'a> Runner<'a> {
             }
             _ => self.run_tool(run, state, &call_id, &tool, &args).await?,
         }))
+    }
+
+    /// A hook's new arguments `args` for a call of `tool`, if the policy allows them
+    /// outright; else a denial saying why (a human approved the arguments the model
+    /// proposed, not these).
+    fn allowed_after_rewrite(
+        &self,
+        run: RunId,
+        tool: &str,
+        args: &BlobId,
+    ) -> Result<hooked::Before, Error> {
+        let value: Value = self.blob_json(run, args)?;
+        let subject = retrace_events::reply::call_subject(tool, &value);
+        let Some(meta) = self.agent.tools.get(tool) else {
+            return Ok(hooked::Before::Deny(format!("there is no tool `{tool}`")));
+        };
+        let verdict = self.agent.policy.check(tool, meta.tier, subject.as_deref());
+        Ok(if verdict.action == crate::spec::Action::Allow {
+            hooked::Before::Run(*args)
+        } else {
+            hooked::Before::Deny(format!(
+                "a hook rewrote the arguments to ones the policy does not allow without asking ({})",
+                verdict.reason
+            ))
+        })
     }
 
     /// For a call served from a recording: record the recorded before-hooks' decisions and

@@ -813,7 +813,18 @@ impl Spec {
                     && raw.cassette.is_none()
                     && raw.budgets.is_none() =>
             {
-                Self::load(&base.join(file))?
+                let path = resolved(&base.join(&file));
+                let _loading = Loading::enter(&path).map_err(|chain| {
+                    refuse(format!(
+                        "sub-agent `{}`: spec {} refers back to itself through its sub-agents ({chain}); a sub-agent's spec may not declare its ancestors",
+                        raw.name,
+                        path.display()
+                    ))
+                })?;
+                // the file's own errors name it; which sub-agent led there is said here
+                Self::load(&path).map_err(|e| {
+                    refuse(format!("sub-agent `{}`: its spec does not load: {e}", raw.name))
+                })?
             }
             (Some(_), _) => {
                 return Err(refuse(format!(
@@ -1060,6 +1071,40 @@ static GUARDED_STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// The first call wins.
 pub fn guard_store(dir: &Path) {
     let _ = GUARDED_STORE.set(dir.to_path_buf());
+}
+
+thread_local! {
+    /// The sub-agent spec files being loaded on this thread, outermost first.
+    static LOADING: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A sub-agent spec file being loaded: refused if it is loading already (a cycle), taken
+/// off the stack when dropped.
+struct Loading;
+
+impl Loading {
+    /// Enter `path`; `Err` holds the chain of files that lead back to it.
+    fn enter(path: &Path) -> Result<Self, String> {
+        LOADING.with(|stack| {
+            let mut stack = stack.borrow_mut();
+            if stack.iter().any(|p| p == path) {
+                let chain: Vec<String> = stack
+                    .iter()
+                    .chain(std::iter::once(&path.to_path_buf()))
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(chain.join(" → "));
+            }
+            stack.push(path.to_path_buf());
+            Ok(Self)
+        })
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        LOADING.with(|stack| stack.borrow_mut().pop());
+    }
 }
 
 /// `[exec]` and `[web]`, checked against the tools the agent has: each is present exactly

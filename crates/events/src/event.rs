@@ -330,7 +330,8 @@ pub enum EventKind {
     ChildStarted {
         /// The delegating call.
         call_id: String,
-        /// The child run ([`RunId::child`] of this run and `call_id`).
+        /// The child run ([`RunId::child`] of the run that recorded the call, the call's
+        /// `tool_requested` seq and `call_id`).
         child: RunId,
         /// The sub-agent the child runs (a name the parent's spec declares).
         agent: String,

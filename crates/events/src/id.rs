@@ -277,14 +277,16 @@ impl BlobId {
 }
 
 impl RunId {
-    /// The child run that call `call_id` of run `parent` starts (`agent.delegate`): the
-    /// first 16 bytes of BLAKE3(`retrace child run` 0 parent 0 call id). Derived, never
-    /// drawn, so however often the parent is resumed its call names one child.
-    pub fn child(parent: &Self, call_id: &str) -> Self {
+    /// The child run that the call `call_id`, requested at `seq` of run `parent`, starts
+    /// (`agent.delegate`): the first 16 bytes of BLAKE3(`retrace child run` 0 parent, seq
+    /// (8 bytes, little-endian), call id). Derived, never drawn, so however often the
+    /// parent is resumed its call names one child; the seq tells apart two calls a model
+    /// gave the same id.
+    pub fn child(parent: &Self, seq: u64, call_id: &str) -> Self {
         let mut h = blake3::Hasher::new();
         h.update(b"retrace child run\0");
         h.update(&parent.0);
-        h.update(b"\0");
+        h.update(&seq.to_le_bytes());
         h.update(call_id.as_bytes());
         let mut id = [0; Self::LEN];
         id.copy_from_slice(&h.finalize().as_bytes()[..Self::LEN]);

@@ -190,11 +190,7 @@ impl ModelReply {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
                     args: put(&call.arguments)?,
-                    path: call
-                        .arguments
-                        .get(subject_key(&call.name))
-                        .and_then(Value::as_str)
-                        .map(|subject| policy_subject(&call.name, subject)),
+                    path: call_subject(&call.name, &call.arguments),
                 })
             })
             .collect()
@@ -204,6 +200,15 @@ impl ModelReply {
 /// Longest subject ([`ProposedCall::path`]) a proposal carries, in bytes: the event holding
 /// the proposals stays small (a heredoc command can be megabytes; its arguments are a blob).
 pub const SUBJECT_LIMIT: usize = 1024;
+/// The subject policy rules see in a call of `tool` with `arguments` ([`ProposedCall::path`]):
+/// its [`subject_key`] argument, normalised ([`policy_subject`]).
+pub fn call_subject(tool: &str, arguments: &Value) -> Option<String> {
+    arguments
+        .get(subject_key(tool))
+        .and_then(Value::as_str)
+        .map(|subject| policy_subject(tool, subject))
+}
+
 /// The subject of a call whose argument is longer than [`SUBJECT_LIMIT`]: no rule matches
 /// it, and the policy asks a human (NUL cannot be in a path, URL or command line).
 pub const OVERLONG_SUBJECT: &str = "\u{0}overlong";

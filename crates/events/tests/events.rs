@@ -119,12 +119,12 @@ fn golden_events() -> Vec<Event> {
         },
         EventKind::ChildStarted {
             call_id: "call_4".into(),
-            child: RunId::child(&run, "call_4"),
+            child: RunId::child(&run, 313, "call_4"),
             agent: "reader".into(),
         },
         EventKind::ChildFinished {
             call_id: "call_4".into(),
-            child: RunId::child(&run, "call_4"),
+            child: RunId::child(&run, 313, "call_4"),
             head: EventId::from_bytes([0x24; 32]),
             outcome: Outcome::Succeeded,
             usage: Usage {

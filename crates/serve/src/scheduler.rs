@@ -224,6 +224,9 @@ impl Scheduler {
         if self.stopping.is_cancelled() {
             return false;
         }
+        // a child run (`agent.delegate`) is driven by its parent's drive, never beside it:
+        // one writer per run
+        let run = self.tree_root(run);
         let mut slots = self.lock();
         if let Some(slot) = slots.get(&run) {
             slot.again.store(true, Ordering::SeqCst);
@@ -236,11 +239,30 @@ impl Scheduler {
         true
     }
 
+    /// The run whose drive drives `run`: itself, or for a child run its topmost ancestor.
+    fn tree_root(&self, run: RunId) -> RunId {
+        let mut at = run;
+        // a tree is at most a few levels deep ([delegation] max_depth ≤ 4)
+        for _ in 0..8 {
+            let parent = match self.store.run(&at) {
+                Ok(Some(info)) => info.meta.get("parent").and_then(|p| p.parse::<RunId>().ok()),
+                _ => None,
+            };
+            match parent {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+        at
+    }
+
     /// Run `f` (which appends to `run`) while no drive holds it (on a shared store: while
     /// this worker holds the run's lease); `None` if one does.
     pub fn with_idle<T>(&self, run: &RunId, f: impl FnOnce() -> T) -> Option<T> {
+        let root = self.tree_root(*run);
         let slots = self.lock();
-        if slots.contains_key(run) {
+        // a child run is held by its parent's drive
+        if slots.contains_key(run) || slots.contains_key(&root) {
             return None;
         }
         if let Some(cluster) = &self.cluster {
@@ -321,10 +343,20 @@ impl Scheduler {
         name: &str,
         payload: BlobId,
     ) -> Result<Delivery, DeliverError> {
+        let root = self.tree_root(run);
         let slots = self.lock();
         if let Some(slot) = slots.get(&run) {
             slot.post(name, payload, self.cluster.is_some());
             return Ok(Delivery::Queued);
+        }
+        if root != run && slots.contains_key(&root) {
+            return Err(DeliverError::Refused {
+                run,
+                name: name.to_owned(),
+                why: format!(
+                    "it is a child run, and its parent run {root} is driving it; signal the parent (a cancel of the parent is passed on to its children)"
+                ),
+            });
         }
         if let Some(cluster) = &self.cluster {
             if !cluster.claim(&run) {

@@ -14,7 +14,7 @@ use retrace_replay::{Pending, SnapshotPolicy, State, state_at_head};
 use retrace_store::NewRun;
 use serde_json::{Value, json};
 
-use super::{Error, Journal, Progress, Runner, Served, Stop, ToolCall, until_interrupted};
+use super::{Error, Journal, Progress, Runner, Served, Stop, ToolCall};
 use crate::decide::{Next, handle_proposal};
 use crate::delegate::{self, Brief};
 use crate::entropy::now;
@@ -40,6 +40,9 @@ struct Delegation {
     /// What a tool source served for it (an eval of a recording): the recorded outcome,
     /// and the recorded child's `child_finished`, which stand in for a new child.
     served: Option<(BlobId, bool, Option<EventKind>)>,
+    /// Its `child_finished` is recorded already (a fork cut just after it): only its
+    /// result is missing.
+    finished: bool,
 }
 
 impl Runner<'_> {
@@ -57,41 +60,12 @@ impl Runner<'_> {
     ) -> Result<Delegated, Error> {
         let run = journal.run;
         let calls = if first.rerun {
-            self.pending_delegations(run, state)?
+            self.pending_delegations(run, state, journal)?
         } else {
             self.request_delegations(run, state, journal, first, served)?
         };
         journal.flush(self.store, progress)?;
-        let progress = std::sync::Mutex::new(progress);
-        let drives = calls.iter().map(|call| {
-            let progress = &progress;
-            let state = &*state;
-            Box::pin(async move {
-                if let Some((_, _, finished)) = &call.served {
-                    // the recorded child ended as its `child_finished` says
-                    let outcome = match finished {
-                        Some(EventKind::ChildFinished { outcome, .. }) => *outcome,
-                        _ => Outcome::Succeeded,
-                    };
-                    return Ok(Some(Stop::Finished(outcome)));
-                }
-                let Ok((agent, brief)) = &call.brief else {
-                    return Ok(None);
-                };
-                let mut show = |p: Progress| {
-                    let mut progress = progress
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (*progress)(Progress::Child(call.child, Box::new(p)));
-                };
-                self.drive_child(run, state, call.child, agent, brief, &mut show)
-                    .await
-                    .map(Some)
-            })
-        });
-        let Some(stops) = until_interrupted(inbox, join_all(drives)).await else {
-            return Ok(Delegated::Interrupted);
-        };
+        let stops = self.drive_children(run, state, &calls, progress, inbox).await?;
         let mut answers = Vec::new();
         for (call, stop) in calls.iter().zip(stops) {
             let outcome = match stop {
@@ -105,13 +79,15 @@ impl Runner<'_> {
                 }
                 Ok(Some(Stop::Interrupted)) => return Ok(Delegated::Interrupted),
                 Err(e @ Error::Store(_)) => return Err(e),
-                Err(e) => {
-                    answers.extend(self.failed_call(
-                        &call.call_id,
-                        &format!("the child run {} could not go on: {e}", call.child),
-                    )?);
-                    continue;
-                }
+                // a child that cannot be set up or go on ends as failed, saying why
+                Err(e) => match self.fail_child(call.child, &e)? {
+                    Some(outcome) => Some(outcome),
+                    None => {
+                        let why = format!("the child run {} could not start: {e}", call.child);
+                        answers.extend(self.failed_call(&call.call_id, &why)?);
+                        continue;
+                    }
+                },
             };
             match (outcome, &call.served) {
                 (_, Some((output, is_error, finished))) => {
@@ -133,6 +109,158 @@ impl Runner<'_> {
         Ok(Delegated::Answered(answers))
     }
 
+    /// Drive the children of `calls` at once, each with an inbox of its own: a cancel of
+    /// the parent is passed on to each (a tool call in flight finishes, then the child ends
+    /// as cancelled), and so is a stop. What each came to (`None`: no child to drive).
+    async fn drive_children(
+        &self,
+        run: RunId,
+        state: &State,
+        calls: &[Delegation],
+        progress: &mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&Inbox>,
+    ) -> Result<Vec<Result<Option<Stop>, Error>>, Error> {
+        let inboxes: Vec<Inbox> = calls.iter().map(|_| Inbox::default()).collect();
+        let progress = std::sync::Mutex::new(progress);
+        let drives = calls.iter().zip(&inboxes).map(|(call, child_inbox)| {
+            let progress = &progress;
+            Box::pin(async move {
+                if let Some((_, _, finished)) = &call.served {
+                    // the recorded child ended as its `child_finished` says
+                    let outcome = match finished {
+                        Some(EventKind::ChildFinished { outcome, .. }) => *outcome,
+                        _ => Outcome::Succeeded,
+                    };
+                    return Ok(Some(Stop::Finished(outcome)));
+                }
+                let Ok((agent, brief)) = &call.brief else {
+                    return Ok(None);
+                };
+                let mut show = |p: Progress| {
+                    let mut progress = progress
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (*progress)(Progress::Child(call.child, Box::new(p)));
+                };
+                self.drive_child(run, state, call.child, agent, brief, &mut show, Some(child_inbox))
+                    .await
+                    .map(Some)
+            })
+        });
+        let mut all = std::pin::pin!(join_all(drives));
+        let Some(parent) = inbox else {
+            return Ok(all.await);
+        };
+        let mut passed_on = false;
+        loop {
+            tokio::select! {
+                stops = &mut all => return Ok(stops),
+                () = parent.interrupted(), if !passed_on => {
+                    passed_on = true;
+                    if parent.is_stopping() {
+                        inboxes.iter().for_each(Inbox::stop);
+                    } else {
+                        let cancel = self.put_json(&json!({
+                            "by": format!("its parent run {}", run.short()),
+                            "reason": "the parent run was cancelled",
+                        }))?;
+                        for child in &inboxes {
+                            child.post(crate::inbox::CANCEL, cancel);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// End `child`, which could not be set up or go on, as failed with `why` (unless it
+    /// ended meanwhile); how it ended. `None`: the child has no events (it was never
+    /// started), so there is nothing to end.
+    fn fail_child(&self, child: RunId, why: &Error) -> Result<Option<Outcome>, Error> {
+        let Some(info) = self.store.run(&child)? else {
+            return Ok(None);
+        };
+        if info.is_empty() {
+            return Ok(None);
+        }
+        let state = state_at_head(self.store, &child, SnapshotPolicy::default())?.state;
+        if let retrace_replay::Status::Finished { outcome, .. } = state.status {
+            return Ok(Some(outcome));
+        }
+        let detail = self.put_json(&json!({
+            "reason": format!("the child run could not go on: {why}"),
+        }))?;
+        let finished = Event::after(
+            info.head,
+            now(),
+            EventKind::RunFinished {
+                outcome: Outcome::Failed,
+                detail,
+            },
+        );
+        self.store
+            .append(&child, info.head.map(|h| h.id), &[finished])?;
+        Ok(Some(Outcome::Failed))
+    }
+
+    /// Before the run ends with delegate calls pending (a cancel, say, while a child
+    /// waits for a human): end each unfinished child the same way, by a cancel posted to
+    /// its drive, and answer the calls, so no child is left behind and the tree's totals
+    /// hold every child's spending.
+    pub(super) async fn end_children(
+        &self,
+        state: &mut State,
+        journal: &mut Journal,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        reason: &str,
+    ) -> Result<(), Error> {
+        let run = journal.run;
+        let calls = self.pending_delegations(run, state, journal)?;
+        if calls.is_empty() {
+            return Ok(());
+        }
+        journal.flush(self.store, progress)?;
+        let cancel = self.put_json(&json!({
+            "by": format!("its parent run {}", run.short()),
+            "reason": reason,
+        }))?;
+        let mut answers = Vec::new();
+        for call in &calls {
+            // each child reads the cancel at its first step
+            let inbox = Inbox::default();
+            inbox.post(crate::inbox::CANCEL, cancel);
+            let ended = match super::recorded_spec(self.store, &call.child) {
+                Ok(spec) => {
+                    let provider = (self.providers)(&spec).map_err(Error::Setup)?;
+                    match Runner::new(self.store, spec, provider) {
+                        Ok(runner) => runner
+                            .with_providers(std::sync::Arc::clone(&self.providers))
+                            .drive_with(call.child, &mut |_| {}, Some(&inbox))
+                            .await
+                            .map(|stop| match stop {
+                                Stop::Finished(outcome) => Some(outcome),
+                                _ => Some(Outcome::Cancelled),
+                            }),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let outcome = match ended {
+                Ok(outcome) => outcome,
+                Err(e @ Error::Store(_)) => return Err(e),
+                Err(e) => self.fail_child(call.child, &e)?,
+            };
+            match outcome {
+                Some(outcome) => answers.extend(self.answer(call, outcome)?),
+                // never started: nothing ran
+                None => answers.extend(self.failed_call(&call.call_id, reason)?),
+            }
+        }
+        journal.record(state, answers)?;
+        Ok(())
+    }
+
     /// Record the intents of `first` (which `served` says how to answer) and of the
     /// delegate proposals after it that the agent allows, up to `max_parallel`; the calls.
     fn request_delegations(
@@ -147,7 +275,7 @@ impl Runner<'_> {
         let mut calls = Vec::new();
         let mut next = Some((first.call_id, first.args, served));
         while let Some((call_id, args, served)) = next.take() {
-            let mut call = self.delegation(run, &call_id, &args)?;
+            let mut call = self.delegation(run, state.len(), &call_id, &args)?;
             let mut started = None;
             if let Served::Recorded {
                 output,
@@ -209,40 +337,74 @@ impl Runner<'_> {
     }
 
     /// The delegate calls pending in `state` (a drive stopped while their children ran), in
-    /// the order they were requested.
-    fn pending_delegations(&self, run: RunId, state: &State) -> Result<Vec<Delegation>, Error> {
-        let mut pending: Vec<(u64, &String, &BlobId)> = state
+    /// the order they were requested, each with the child its `child_started` named. A call
+    /// without one (a fork cut between the two) gets it now, its child's id derived from the
+    /// run that recorded the call.
+    fn pending_delegations(
+        &self,
+        run: RunId,
+        state: &mut State,
+        journal: &mut Journal,
+    ) -> Result<Vec<Delegation>, Error> {
+        let mut pending: Vec<(u64, String, BlobId)> = state
             .pending
             .iter()
             .filter_map(|(call_id, p)| match p {
                 Pending::Tool {
                     seq, tool, args, ..
-                } if tool == delegate::TOOL => Some((*seq, call_id, args)),
+                } if tool == delegate::TOOL => Some((*seq, call_id.clone(), *args)),
                 _ => None,
             })
             .collect();
         pending.sort();
-        // the child each call recorded (a fork's may be its origin's)
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
         let recorded = retrace_store::tree::children(self.store, &run)?;
-        pending
-            .into_iter()
-            .map(|(_, call_id, args)| {
-                let mut call = self.delegation(run, call_id, args)?;
-                if let Some(c) = recorded.iter().rev().find(|c| c.call_id == *call_id) {
+        let mut calls = Vec::new();
+        for (seq, call_id, args) in pending {
+            let holder = holder_of(self.store, run, seq)?;
+            let mut call = self.delegation(holder, seq, &call_id, &args)?;
+            match recorded
+                .iter()
+                .rev()
+                .find(|c| c.call_id == call_id && c.requested_seq == seq)
+            {
+                Some(c) => {
                     call.child = c.child;
+                    call.finished = c.finished.is_some();
                 }
-                Ok(call)
-            })
-            .collect()
+                None => {
+                    if let Ok((agent, _)) = &call.brief {
+                        let started = EventKind::ChildStarted {
+                            call_id: call_id.clone(),
+                            child: call.child,
+                            agent: agent.clone(),
+                        };
+                        journal.record(state, vec![started])?;
+                    }
+                }
+            }
+            calls.push(call);
+        }
+        Ok(calls)
     }
 
-    fn delegation(&self, run: RunId, call_id: &str, args: &BlobId) -> Result<Delegation, Error> {
+    /// Delegate call `call_id` of `run`, requested at `seq` with `args`.
+    fn delegation(
+        &self,
+        run: RunId,
+        seq: u64,
+        call_id: &str,
+        args: &BlobId,
+    ) -> Result<Delegation, Error> {
         let args: Value = self.blob_json(run, args)?;
         Ok(Delegation {
             call_id: call_id.to_owned(),
-            child: RunId::child(&run, call_id),
+            child: RunId::child(&run, seq, call_id),
             brief: Brief::parse(&args, &self.spec.agents).map(|(b, _)| (b.agent, b.brief)),
             served: None,
+            finished: false,
         })
     }
 
@@ -257,6 +419,7 @@ impl Runner<'_> {
         agent: &'s str,
         brief: &'s str,
         progress: &'s mut (dyn FnMut(Progress) + Send),
+        inbox: Option<&'s Inbox>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Stop, Error>> + Send + 's>> {
         Box::pin(async move {
             let spec = match self.store.run(&child)? {
@@ -289,7 +452,7 @@ impl Runner<'_> {
             let provider = (self.providers)(&spec).map_err(Error::Setup)?;
             let runner = Runner::new(self.store, spec, provider)?
                 .with_providers(std::sync::Arc::clone(&self.providers));
-            runner.drive_with(child, progress, None).await
+            runner.drive_with(child, progress, inbox).await
         })
     }
 
@@ -362,6 +525,15 @@ impl Runner<'_> {
             result["error"] = detail.get("reason").cloned().unwrap_or(Value::Null);
         }
         let t = child.totals;
+        let returned = EventKind::ToolReturned {
+            call_id: call.call_id.clone(),
+            output: self.put_json(&result)?,
+            is_error: !ok,
+            duration_ms: 0,
+        };
+        if call.finished {
+            return Ok(vec![returned]);
+        }
         Ok(vec![
             EventKind::ChildFinished {
                 call_id: call.call_id.clone(),
@@ -379,12 +551,7 @@ impl Runner<'_> {
                         .saturating_sub(child.timing.started_at.unix_ms()),
                 },
             },
-            EventKind::ToolReturned {
-                call_id: call.call_id.clone(),
-                output: self.put_json(&result)?,
-                is_error: !ok,
-                duration_ms: 0,
-            },
+            returned,
         ])
     }
 
@@ -398,4 +565,17 @@ impl Runner<'_> {
             duration_ms: 0,
         }])
     }
+}
+
+/// The run of `run`'s lineage whose own events hold `seq` (a fork's shared prefix is its
+/// origin's).
+fn holder_of(store: &dyn retrace_store::Store, run: RunId, seq: u64) -> Result<RunId, Error> {
+    let mut at = run;
+    while let Some(origin) = store.require_run(&at)?.origin {
+        if seq > origin.at.seq {
+            break;
+        }
+        at = origin.run;
+    }
+    Ok(at)
 }

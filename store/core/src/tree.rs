@@ -1,8 +1,8 @@
 //! The run tree: child runs that delegate calls started (`child_started`,
 //! `child_finished`), and the checks that tie a tree together.
 //!
-//! A child's id is derived from the run that recorded the call and the call's id
-//! ([`RunId::child`]); the child's ref names its parent (meta `parent`), its first event
+//! A child's id is derived from the run that recorded the call, the call's request seq and
+//! its id ([`RunId::child`]); the child's ref names its parent (meta `parent`), its first event
 //! names the child, and a `child_finished` names the child's last event. A fork shares the
 //! children of the prefix it shares (their ids derive from the run it forked from).
 
@@ -19,6 +19,8 @@ pub struct Child {
     pub child: RunId,
     /// The sub-agent it runs.
     pub agent: String,
+    /// Seq of the call's `tool_requested` (what the child's id is derived from).
+    pub requested_seq: u64,
     /// Seq of the parent's `child_started`.
     pub started_seq: u64,
     /// The parent's `child_finished`, once recorded: its seq, the child's last event, how
@@ -30,16 +32,26 @@ pub struct Child {
 pub fn children(store: &(impl Store + ?Sized), run: &RunId) -> Result<Vec<Child>> {
     let len = store.require_run(run)?.len();
     let mut found: Vec<Child> = Vec::new();
+    // each call's latest request: its seq
+    let mut requested: Vec<(String, u64)> = Vec::new();
     let mut next = 0;
     while next < len {
         let last = (next + MAX_RANGE - 1).min(len - 1);
         for (_, event) in store.events(run, next..=last)? {
             match event.kind {
+                EventKind::ToolRequested { call_id, .. } => {
+                    requested.retain(|(c, _)| *c != call_id);
+                    requested.push((call_id, event.seq));
+                }
                 EventKind::ChildStarted {
                     call_id,
                     child,
                     agent,
                 } => found.push(Child {
+                    requested_seq: requested
+                        .iter()
+                        .find(|(c, _)| *c == call_id)
+                        .map_or(event.seq.saturating_sub(1), |(_, s)| *s),
                     call_id,
                     child,
                     agent,
@@ -78,7 +90,7 @@ pub fn verify_links(store: &(impl Store + ?Sized), run: &RunId) -> Result<Option
         let at = format!("{run} seq {} (call {})", c.started_seq, c.call_id);
         let Some(holder) = lineage
             .iter()
-            .find(|r| RunId::child(r, &c.call_id) == c.child)
+            .find(|r| RunId::child(r, c.requested_seq, &c.call_id) == c.child)
         else {
             return Ok(Some(format!(
                 "{at}: child {} is not the id derived from the call",

@@ -338,6 +338,14 @@ pub fn report(view: &RunView, stop: &Stop, served: bool) -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        // a child run waits for a human: what to do is said of the child
+        Stop::Parked(reason) if reason.starts_with("child run ") => {
+            println!("run {run} waits: its {reason}");
+            println!(
+                "decide for the child (retrace runs lists it; retrace approve, answer or resolve CHILD), then: retrace resume {short}"
+            );
+            ExitCode::SUCCESS
+        }
         Stop::Parked(_) => {
             // the view's words, so a drive here and one in retrace serve print the same
             println!("run {run} is {}", view.status);
