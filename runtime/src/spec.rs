@@ -823,7 +823,10 @@ impl Spec {
                 })?;
                 // the file's own errors name it; which sub-agent led there is said here
                 Self::load(&path).map_err(|e| {
-                    refuse(format!("sub-agent `{}`: its spec does not load: {e}", raw.name))
+                    refuse(format!(
+                        "sub-agent `{}`: its spec does not load: {e}",
+                        raw.name
+                    ))
                 })?
             }
             (Some(_), _) => {

@@ -402,7 +402,8 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
          path = call['args'].get('path', '')\n\
          if call['stage'] == 'after_tool':\n    print(json.dumps({'decision': 'note', 'note': 'index updated? ' + path}))\n\
          elif path.startswith('secret'):\n    print('secrets stay out', file=sys.stderr); sys.exit(2)\n\
-         elif path == 'draft.md':\n    args = dict(call['args'], path='out/draft.md'); print(json.dumps({'decision': 'rewrite', 'args': args}))\n",
+         elif path == 'draft.md':\n    args = dict(call['args'], path='out/draft.md'); print(json.dumps({'decision': 'rewrite', 'args': args}))\n\
+         elif path == 'sneaky.md':\n    args = dict(call['args'], path='evil.txt'); print(json.dumps({'decision': 'rewrite', 'args': args}))\n",
     )
     .expect("hook");
     let hooks = "[[hooks]]\nname = \"guard\"\nstage = \"before_tool\"\ntools = [\"fs.write\"]\ncommand = \"python3 hooks/guard.py\"\n\
@@ -410,13 +411,17 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
     let replies = json!([
         {"text": "1", "tool_calls": [{"id": "w1", "name": "fs.write", "arguments": {"path": "secret.txt", "content": "k"}}]},
         {"text": "2", "tool_calls": [{"id": "w2", "name": "fs.write", "arguments": {"path": "draft.md", "content": "d"}}]},
+        {"text": "3", "tool_calls": [{"id": "w3", "name": "fs.write", "arguments": {"path": "sneaky.md", "content": "e"}}]},
         {"text": "done"}
     ]);
     let spec = spec_with(dir.path(), "", &replies, "\"fs.write\"");
     let text_spec = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(
         &spec,
-        format!("{text_spec}[[policy]]\ntool = \"fs.write\"\naction = \"allow\"\n{hooks}"),
+        format!(
+            "{text_spec}[[policy]]\ntool = \"fs.write\"\npath = \"evil*\"\naction = \"deny\"\n\
+             [[policy]]\ntool = \"fs.write\"\naction = \"allow\"\n{hooks}"
+        ),
     )
     .expect("spec");
     let store = dir.path().join("store");
@@ -442,7 +447,17 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
             )
         })
         .collect();
-    assert_eq!(decided, [("w1", "guard"), ("w2", "guard"), ("w2", "index")]);
+    assert_eq!(
+        decided,
+        [
+            ("w1", "guard"),
+            ("w2", "guard"),
+            ("w2", "index"),
+            ("w3", "guard")
+        ]
+    );
+    // a rewrite is held to the policy: evil.txt is denied, whatever the hook said
+    assert!(!ws.join("evil.txt").exists() && !ws.join("sneaky.md").exists());
     let result_of = |call: &str| {
         let seq = log
             .iter()
@@ -455,6 +470,11 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
         result_of("w1").contains("secrets stay out"),
         "{}",
         result_of("w1")
+    );
+    assert!(
+        result_of("w3").contains("the policy does not allow"),
+        "{}",
+        result_of("w3")
     );
     assert!(
         result_of("w2").contains("index updated? out/draft.md"),
@@ -479,12 +499,12 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
             .lines()
             .count()
     };
-    assert_eq!(starts(), 3);
+    assert_eq!(starts(), 4);
     // a replay reads the decisions: the hook's process is not started again
     ok(&store, &["check", &run]);
     let fork = common::fork_id_of(&ok(&store, &["fork", &format!("{run}@{}", log.len() - 2)]));
     ok(&store, &["resume", &fork]);
-    assert_eq!(starts(), 3);
+    assert_eq!(starts(), 4);
 }
 
 // ---- the kill test ----
@@ -773,5 +793,158 @@ fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
     eprintln!(
         "{kills} kills over {starts} starts in {rounds} rounds; {settled} appends in doubt settled; {:.1?}",
         began.elapsed()
+    );
+}
+
+#[test]
+fn a_call_id_used_twice_starts_two_children_each_with_its_own_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = kill_tree(dir.path());
+    // a model (or a server that numbers calls per reply) gives two calls the same id
+    let delegate = |brief: &str| {
+        json!({"text": "again", "tool_calls": [{"id": "d", "name": "agent.delegate",
+                "arguments": {"agent": "worker", "brief": brief}}]})
+    };
+    let lead = json!({"replies": [delegate("task w1"), delegate("task w2"), {"text": "done"}]});
+    std::fs::write(dir.path().join("lead.json"), lead.to_string()).expect("lead");
+    let store = dir.path().join("store");
+    let out = ok(
+        &store,
+        &["run", spec.to_str().expect("utf-8"), "--input", "go"],
+    );
+    let parent = common::run_id_of(&out);
+    let all = runs(&store);
+    assert_eq!(
+        all.iter().filter(|r| parent_of(r).is_some()).count(),
+        2,
+        "{all:?}"
+    );
+    let answers: Vec<String> = log_json(&store, &parent)
+        .iter()
+        .filter(|e| e["kind"] == "tool_returned")
+        .map(|e| text(&ok(&store, &["show", &format!("{parent}@{}", e["seq"])])))
+        .collect();
+    assert!(
+        answers[0].contains(&format!("w1 {WORKER_APPENDS}")),
+        "{}",
+        answers[0]
+    );
+    assert!(
+        answers[1].contains(&format!("w2 {WORKER_APPENDS}")),
+        "{}",
+        answers[1]
+    );
+    ok(&store, &["verify"]);
+    ok(&store, &["check", "--all"]);
+}
+
+#[test]
+fn a_fork_cut_inside_a_delegation_resumes_to_one_child_per_call_and_the_same_totals() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, parent) = team(dir.path(), None);
+    let log = log_json(&store, &parent);
+    let seq_of = |kind: &str, call: &str| {
+        log.iter()
+            .find(|e| e["kind"] == kind && e["call_id"] == call)
+            .and_then(|e| e["seq"].as_u64())
+            .unwrap_or_else(|| panic!("no {kind} of {call}"))
+    };
+    let total = tokens(
+        runs(&store)
+            .iter()
+            .find(|r| r["run"] == parent.as_str())
+            .expect("parent"),
+    );
+    // between a call's request and its child's start; between its child's end and its result
+    for at in [
+        seq_of("tool_requested", "read-storage"),
+        seq_of("child_finished", "read-storage"),
+    ] {
+        let fork = common::fork_id_of(&ok(&store, &["fork", &format!("{parent}@{at}")]));
+        ok(&store, &["resume", &fork]);
+        let fork_log = log_json(&store, &fork);
+        for call in ["read-storage", "read-sandbox", "check"] {
+            for kind in ["child_started", "child_finished", "tool_returned"] {
+                let n = fork_log
+                    .iter()
+                    .filter(|e| e["kind"] == kind && e["call_id"] == call)
+                    .count();
+                assert_eq!(n, 1, "fork at {at}: {n} {kind} of {call}");
+            }
+        }
+        let shown = runs(&store);
+        let forked = shown
+            .iter()
+            .find(|r| r["run"] == fork.as_str())
+            .expect("fork");
+        assert_eq!(forked["status"]["outcome"], "succeeded");
+        assert_eq!(tokens(forked), total, "fork at {at}: the tree's totals");
+    }
+    ok(&store, &["verify"]);
+}
+
+#[test]
+fn cancelling_a_parent_that_waits_on_a_child_ends_the_child_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = example("team", dir.path());
+    let text_spec = std::fs::read_to_string(&spec).expect("spec");
+    // the readers ask before reading: they park, and so does their parent
+    std::fs::write(
+        &spec,
+        format!("{text_spec}\n[[policy]]\ntool = \"fs.read\"\naction = \"ask\"\n"),
+    )
+    .expect("spec");
+    let store = dir.path().join("store");
+    let out = ok(
+        &store,
+        &["run", spec.to_str().expect("utf-8"), "--input", "go"],
+    );
+    assert!(
+        text(&out).contains("waits: its child run"),
+        "{}",
+        text(&out)
+    );
+    let parent = common::run_id_of(&out);
+    // the cancel finishes the parent, which ends its waiting children first
+    ok(&store, &["cancel", &parent]);
+    let all = runs(&store);
+    let top = all
+        .iter()
+        .find(|r| r["run"] == parent.as_str())
+        .expect("parent");
+    assert_eq!(top["status"]["outcome"], "cancelled", "{top}");
+    let children: Vec<&Value> = all.iter().filter(|r| parent_of(r).is_some()).collect();
+    assert_eq!(children.len(), 2);
+    let mut spent = 400 + 20 + 600 + 60;
+    for child in &children {
+        assert_eq!(child["status"]["outcome"], "cancelled", "{child}");
+        spent += tokens(child);
+    }
+    assert_eq!(
+        tokens(top),
+        spent,
+        "the children's spending is the parent's"
+    );
+    ok(&store, &["verify"]);
+}
+
+#[test]
+fn a_sub_agent_spec_that_refers_back_to_its_parent_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = spec_with(
+        dir.path(),
+        "[[agents]]\nname = \"me\"\ndescription = \"again\"\nspec = \"agent.toml\"\n",
+        &json!([{"text": "done"}]),
+        "",
+    );
+    let out = retrace(
+        &dir.path().join("store"),
+        &["run", spec.to_str().expect("utf-8"), "--input", "go"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("refers back to itself"),
+        "{}",
+        text(&out)
     );
 }

@@ -245,7 +245,10 @@ impl Scheduler {
         // a tree is at most a few levels deep ([delegation] max_depth ≤ 4)
         for _ in 0..8 {
             let parent = match self.store.run(&at) {
-                Ok(Some(info)) => info.meta.get("parent").and_then(|p| p.parse::<RunId>().ok()),
+                Ok(Some(info)) => info
+                    .meta
+                    .get("parent")
+                    .and_then(|p| p.parse::<RunId>().ok()),
                 _ => None,
             };
             match parent {

@@ -65,7 +65,9 @@ impl Runner<'_> {
             self.request_delegations(run, state, journal, first, served)?
         };
         journal.flush(self.store, progress)?;
-        let stops = self.drive_children(run, state, &calls, progress, inbox).await?;
+        let stops = self
+            .drive_children(run, state, &calls, progress, inbox)
+            .await?;
         let mut answers = Vec::new();
         for (call, stop) in calls.iter().zip(stops) {
             let outcome = match stop {
@@ -142,9 +144,17 @@ impl Runner<'_> {
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     (*progress)(Progress::Child(call.child, Box::new(p)));
                 };
-                self.drive_child(run, state, call.child, agent, brief, &mut show, Some(child_inbox))
-                    .await
-                    .map(Some)
+                self.drive_child(
+                    run,
+                    state,
+                    call.child,
+                    agent,
+                    brief,
+                    &mut show,
+                    Some(child_inbox),
+                )
+                .await
+                .map(Some)
             })
         });
         let mut all = std::pin::pin!(join_all(drives));
