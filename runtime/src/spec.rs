@@ -744,6 +744,12 @@ impl Spec {
             let found = crate::skills::load_dir(&resolved(&base.join(dir.get_ref())))
                 .map_err(|why| at(Some(span.clone()), why))?;
             for skill in found {
+                name_shown_to_the_model("skill", &skill.name).map_err(|why| {
+                    at(
+                        Some(span.clone()),
+                        format!("{}: {why}", skill.path.display()),
+                    )
+                })?;
                 if self.skills.iter().any(|s| s.name == skill.name) {
                     return Err(at(
                         Some(span),
@@ -780,6 +786,7 @@ impl Spec {
             if subs.iter().any(|a| a.name == raw.name) {
                 return Err(refuse(format!("two sub-agents are named `{}`", raw.name)));
             }
+            name_shown_to_the_model("sub-agent", &raw.name).map_err(&refuse)?;
             if raw.name.trim().is_empty() || raw.description.trim().is_empty() {
                 return Err(refuse(
                     "a sub-agent needs a `name` and a `description` (what the model is told of it)"
@@ -1074,6 +1081,22 @@ static GUARDED_STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// The first call wins.
 pub fn guard_store(dir: &Path) {
     let _ = GUARDED_STORE.set(dir.to_path_buf());
+}
+
+/// Refuse a sub-agent's or skill's `name` that is not 1 to 64 letters, digits, `.`, `_` or
+/// `-`: the model reads it in a tool's description and names it in calls.
+fn name_shown_to_the_model(what: &str, name: &str) -> Result<(), String> {
+    let fits = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{name}`: use 1 to 64 letters, digits, `.`, `_` or `-` (the model names it)"
+        ))
+    }
 }
 
 thread_local! {
