@@ -219,21 +219,6 @@ fn requests(store: &Path, run: &str) -> (Vec<String>, usize) {
     (records, compactions)
 }
 
-/// The kill schedule's seed: `RETRACE_KILL_SEED`, else from the clock.
-fn kill_seed() -> u64 {
-    std::env::var("RETRACE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("clock")
-                    .subsec_nanos(),
-            )
-        })
-}
-
 /// Steps of the kill test's run: `RETRACE_CONTEXT_KILL_STEPS`, else [`KILL_STEPS`].
 fn kill_steps() -> u64 {
     std::env::var("RETRACE_CONTEXT_KILL_STEPS")
@@ -421,7 +406,7 @@ impl Kills {
 fn a_long_compacting_run_killed_30_times_even_inside_compactions_ends_like_an_uninterrupted_one() {
     const WINDOW: u64 = 32_000;
     let steps = kill_steps();
-    let seed = kill_seed();
+    let seed = common::kill_seed();
     eprintln!("kill schedule seed: {seed} (RETRACE_KILL_SEED={seed} replays it); {steps} steps");
     let mut rng = Rng::new(seed);
     let config = Config {

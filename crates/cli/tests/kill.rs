@@ -194,17 +194,7 @@ fn an_exec_run_job_killed_30_times_ends_exactly_like_an_uninterrupted_one() {
 
 fn killed_30_times(appender: Appender) {
     let steps = appender.steps();
-    let seed = std::env::var("RETRACE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("clock")
-                    .subsec_nanos(),
-            )
-        });
+    let seed = common::kill_seed();
     eprintln!("kill schedule seed: {seed} (RETRACE_KILL_SEED={seed} replays it)");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -36,6 +36,14 @@ fn parent_of(run: &Value) -> Option<&str> {
     run["meta"]["parent"].as_str()
 }
 
+/// Seq of the first event of `kind` (of call `call`, if given) in `log`.
+fn seq_in(log: &[Value], kind: &str, call: Option<&str>) -> u64 {
+    log.iter()
+        .find(|e| e["kind"] == kind && call.is_none_or(|c| e["call_id"] == c))
+        .and_then(|e| e["seq"].as_u64())
+        .unwrap_or_else(|| panic!("no {kind} of {call:?}"))
+}
+
 fn tokens(run: &Value) -> u64 {
     run["totals"]["input_tokens"].as_u64().expect("input")
         + run["totals"]["output_tokens"].as_u64().expect("output")
@@ -110,12 +118,7 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     );
     // the two readers of one reply ran at once: both started before either finished
     let log = log_json(&store, &parent);
-    let seq_of = |kind: &str, call: &str| {
-        log.iter()
-            .find(|e| e["kind"] == kind && e["call_id"] == call)
-            .and_then(|e| e["seq"].as_u64())
-            .unwrap_or_else(|| panic!("no {kind} of {call}"))
-    };
+    let seq_of = |kind: &str, call: &str| seq_in(&log, kind, Some(call));
     assert!(seq_of("child_started", "read-sandbox") < seq_of("child_finished", "read-storage"));
     // `show` of the delegate call names its child
     let started = seq_of("child_started", "check");
@@ -360,11 +363,7 @@ fn skills_are_listed_by_name_until_loaded_and_a_changed_file_changes_no_old_run(
         "the text is not shown before it is loaded: {first}"
     );
     let log = log_json(&store, &run);
-    let result = log
-        .iter()
-        .find(|e| e["kind"] == "tool_returned")
-        .and_then(|e| e["seq"].as_u64())
-        .expect("result");
+    let result = seq_in(&log, "tool_returned", None);
     let before = text(&ok(&store, &["show", &format!("{run}@{result}")]));
     assert!(before.contains("move stray files into attic/"), "{before}");
     // the file changes; the run, its replay and a fork before the load keep the recorded skill
@@ -378,11 +377,7 @@ fn skills_are_listed_by_name_until_loaded_and_a_changed_file_changes_no_old_run(
     let fork = common::fork_id_of(&forked);
     ok(&store, &["resume", &fork]);
     let fork_log = log_json(&store, &fork);
-    let loaded = fork_log
-        .iter()
-        .find(|e| e["kind"] == "tool_returned")
-        .and_then(|e| e["seq"].as_u64())
-        .expect("fork's result");
+    let loaded = seq_in(&fork_log, "tool_returned", None);
     let again = text(&ok(&store, &["show", &format!("{fork}@{loaded}")]));
     assert!(
         again.contains("move stray files into attic/") && !again.contains("Delete everything"),
@@ -390,13 +385,14 @@ fn skills_are_listed_by_name_until_loaded_and_a_changed_file_changes_no_old_run(
     );
 }
 
-#[test]
-fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("hooks")).expect("hooks");
+/// A spec in `dir` whose hooks guard `fs.write` (deny `secret*`, rewrite `draft.md` into
+/// out/ and `sneaky.md` to a path the policy denies) and note every result, each start of
+/// a hook counted in the workspace's `hook-starts.txt`; its model writes those three.
+fn hooked_spec(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("hooks")).expect("hooks");
     // every start is counted in the workspace (the hook's only writable place)
     std::fs::write(
-        dir.path().join("hooks/guard.py"),
+        dir.join("hooks/guard.py"),
         "import json, os, sys\ncall = json.load(sys.stdin)\n\
          open(os.path.join(os.environ['HOME'], 'hook-starts.txt'), 'a').write(call['stage'] + '\\n')\n\
          path = call['args'].get('path', '')\n\
@@ -414,7 +410,7 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
         {"text": "3", "tool_calls": [{"id": "w3", "name": "fs.write", "arguments": {"path": "sneaky.md", "content": "e"}}]},
         {"text": "done"}
     ]);
-    let spec = spec_with(dir.path(), "", &replies, "\"fs.write\"");
+    let spec = spec_with(dir, "", &replies, "\"fs.write\"");
     let text_spec = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(
         &spec,
@@ -424,6 +420,13 @@ fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
         ),
     )
     .expect("spec");
+    spec
+}
+
+#[test]
+fn hooks_deny_rewrite_and_note_and_a_replay_runs_none_of_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = hooked_spec(dir.path());
     let store = dir.path().join("store");
     let out = ok(
         &store,
@@ -696,17 +699,7 @@ fn kill_at_random(child: &mut std::process::Child, ws: &Path, rng: &mut Rng) -> 
 
 #[test]
 fn a_tree_killed_30_times_at_random_ends_like_an_uninterrupted_one() {
-    let seed = std::env::var("RETRACE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("clock")
-                    .subsec_nanos(),
-            )
-        });
+    let seed = common::kill_seed();
     eprintln!("kill schedule seed: {seed} (RETRACE_KILL_SEED={seed} replays it)");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -843,12 +836,7 @@ fn a_fork_cut_inside_a_delegation_resumes_to_one_child_per_call_and_the_same_tot
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, parent) = team(dir.path(), None);
     let log = log_json(&store, &parent);
-    let seq_of = |kind: &str, call: &str| {
-        log.iter()
-            .find(|e| e["kind"] == kind && e["call_id"] == call)
-            .and_then(|e| e["seq"].as_u64())
-            .unwrap_or_else(|| panic!("no {kind} of {call}"))
-    };
+    let seq_of = |kind: &str, call: &str| seq_in(&log, kind, Some(call));
     let total = tokens(
         runs(&store)
             .iter()

@@ -22,7 +22,7 @@ fn open_a_child_run_from_its_delegate_call_and_come_back_to_the_call() {
     let EventKind::ChildStarted { child, agent, .. } = started.kind else {
         panic!("the call's child_started follows it: {started:?}");
     };
-    assert_eq!(child, RunId::child(&parent, "check"));
+    assert_eq!(child, RunId::child(&parent, requested, "check"));
     assert_eq!(agent, "reader");
     let host: Arc<dyn Host> = Arc::new(TestHost::default());
     let mut harness = steps_harness(Arc::clone(&store), host, at(parent, Some(0)), View::Steps);

@@ -82,14 +82,14 @@ impl Runner<'_> {
                 Ok(Some(Stop::Interrupted)) => return Ok(Delegated::Interrupted),
                 Err(e @ Error::Store(_)) => return Err(e),
                 // a child that cannot be set up or go on ends as failed, saying why
-                Err(e) => match self.fail_child(call.child, &e)? {
-                    Some(outcome) => Some(outcome),
-                    None => {
+                Err(e) => {
+                    let Some(outcome) = self.fail_child(call.child, &e)? else {
                         let why = format!("the child run {} could not start: {e}", call.child);
                         answers.extend(self.failed_call(&call.call_id, &why)?);
                         continue;
-                    }
-                },
+                    };
+                    Some(outcome)
+                }
             };
             match (outcome, &call.served) {
                 (_, Some((output, is_error, finished))) => {
@@ -147,9 +147,7 @@ impl Runner<'_> {
                 self.drive_child(
                     run,
                     state,
-                    call.child,
-                    agent,
-                    brief,
+                    (call.child, agent, brief),
                     &mut show,
                     Some(child_inbox),
                 )
@@ -425,9 +423,7 @@ impl Runner<'_> {
         &'s self,
         parent: RunId,
         state: &'s State,
-        child: RunId,
-        agent: &'s str,
-        brief: &'s str,
+        (child, agent, brief): (RunId, &'s str, &'s str),
         progress: &'s mut (dyn FnMut(Progress) + Send),
         inbox: Option<&'s Inbox>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Stop, Error>> + Send + 's>> {

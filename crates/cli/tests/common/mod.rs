@@ -208,3 +208,18 @@ pub fn import_run(store: &Path, format: &str, file: &Path) -> String {
         .unwrap_or_else(|| panic!("no run id in {printed}"))
         .to_owned()
 }
+
+/// The kill schedule's seed: `RETRACE_KILL_SEED`, else from the clock.
+pub fn kill_seed() -> u64 {
+    std::env::var("RETRACE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .subsec_nanos(),
+            )
+        })
+}
