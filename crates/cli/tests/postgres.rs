@@ -382,3 +382,22 @@ fn approvals_and_cancels_reach_a_run_through_any_worker() {
         "the cancelled run verifies"
     );
 }
+
+/// A tree of runs on PostgreSQL: the parent's drive holds the parent's lease, and its
+/// children's appends go through the same fenced store (a lease on the tree's root covers
+/// its children).
+#[test]
+fn a_team_of_child_runs_works_on_postgres() {
+    let Some(schema) = Schema::fresh("a team on postgres") else {
+        return;
+    };
+    let pg = url(&schema);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = example("team", dir.path());
+    let out = run_agent(&pg, &spec, "Report on our storage and sandbox");
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = text(&ok(&pg, &["runs"]));
+    assert_eq!(listed.matches("└ reader").count(), 3, "{listed}");
+    assert_eq!(listed.matches("succeeded").count(), 4, "{listed}");
+    assert_eq!(text(&ok(&pg, &["verify"])).matches("ok ").count(), 4);
+}

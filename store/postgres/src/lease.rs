@@ -48,7 +48,9 @@ impl Fence {
         &self.worker
     }
 
-    /// Inside an append's transaction: the worker must hold `run`'s unexpired lease.
+    /// Inside an append's transaction: the worker must hold the unexpired lease of `run`
+    /// or of a run above it (a child run of `agent.delegate` names its parent in its meta,
+    /// `parent`, hex; the drive of the tree's root appends to its children).
     pub(crate) async fn check(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -56,8 +58,15 @@ impl Fence {
     ) -> Result<()> {
         let statement = tx
             .prepare_cached(
-                "SELECT 1 FROM retrace_leases \
-                 WHERE run = $1 AND worker = $2 AND expires_at > clock_timestamp() FOR SHARE",
+                "WITH RECURSIVE tree(id, depth) AS ( \
+                     SELECT $1::bytea, 0 \
+                     UNION ALL \
+                     SELECT decode(r.meta->>'parent', 'hex'), t.depth + 1 \
+                     FROM retrace_runs r JOIN tree t ON r.id = t.id \
+                     WHERE r.meta ? 'parent' AND t.depth < 8) \
+                 SELECT 1 FROM retrace_leases \
+                 WHERE run IN (SELECT id FROM tree) AND worker = $2 \
+                   AND expires_at > clock_timestamp() LIMIT 1 FOR SHARE",
             )
             .await
             .map_err(backend("preparing a lease check"))?;
