@@ -61,6 +61,15 @@ impl Inbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(deadline);
     }
 
+    /// The deadline [`Inbox::act_before`] set, if any (a child run's drive follows its
+    /// parent's).
+    pub fn deadline(&self) -> Option<Instant> {
+        *self
+            .act_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether the drive may start a tool call now (no deadline, or before it).
     pub fn may_act(&self) -> bool {
         self.act_before

@@ -80,7 +80,8 @@ impl Runner<'_> {
                     )));
                 }
                 Ok(Some(Stop::Interrupted)) => return Ok(Delegated::Interrupted),
-                Err(e @ Error::Store(_)) => return Err(e),
+                // the store failing, or this host losing its hold, is the drive's to report
+                Err(e @ (Error::Store(_) | Error::HoldLapsed { .. })) => return Err(e),
                 // a child that cannot be set up or go on ends as failed, saying why
                 Err(e) => {
                     let Some(outcome) = self.fail_child(call.child, &e)? else {
@@ -159,10 +160,20 @@ impl Runner<'_> {
         let Some(parent) = inbox else {
             return Ok(all.await);
         };
+        // the children act only while the parent's host holds the tree (its lease): they
+        // follow the parent's deadline as the host renews it
+        let follow = || {
+            if let Some(deadline) = parent.deadline() {
+                inboxes.iter().for_each(|i| i.act_before(deadline));
+            }
+        };
+        follow();
+        let mut renewals = tokio::time::interval(std::time::Duration::from_millis(250));
         let mut passed_on = false;
         loop {
             tokio::select! {
                 stops = &mut all => return Ok(stops),
+                _ = renewals.tick() => follow(),
                 () = parent.interrupted(), if !passed_on => {
                     passed_on = true;
                     if parent.is_stopping() {
@@ -256,7 +267,8 @@ impl Runner<'_> {
             };
             let outcome = match ended {
                 Ok(outcome) => outcome,
-                Err(e @ Error::Store(_)) => return Err(e),
+                // the store failing, or this host losing its hold, is the drive's to report
+                Err(e @ (Error::Store(_) | Error::HoldLapsed { .. })) => return Err(e),
                 Err(e) => self.fail_child(call.child, &e)?,
             };
             match outcome {
