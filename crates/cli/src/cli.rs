@@ -234,7 +234,8 @@ pub enum Command {
         junit: Option<PathBuf>,
     },
     /// Write runs to a bundle: one compressed, verifiable file with their events and every
-    /// blob they refer to (and the runs they were forked from), to import elsewhere.
+    /// blob they refer to (and the runs they were forked from, and their child runs), to
+    /// import elsewhere.
     Export {
         /// Run ids or unambiguous prefixes.
         #[arg(required = true)]

@@ -38,3 +38,28 @@ pub fn resolve(store: &dyn Store, text: &str) -> anyhow::Result<Target> {
     }
     Ok(Target { run, seq })
 }
+
+/// What `retrace resume` should be given to continue `run`: the run itself, or for a child
+/// run (`agent.delegate`) its tree's root, whose drive drives it; in words for a hint.
+pub fn to_resume(store: &dyn Store, run: &RunId) -> String {
+    let mut at = *run;
+    for _ in 0..8 {
+        match store
+            .run(&at)
+            .ok()
+            .flatten()
+            .and_then(|info| info.meta.get("parent").and_then(|p| p.parse().ok()))
+        {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    if at == *run {
+        run.short()
+    } else {
+        format!(
+            "{} (the parent run, whose drive continues this child)",
+            at.short()
+        )
+    }
+}

@@ -155,6 +155,10 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
             .count(),
         4
     );
+    // the checking reader read the report
+    let checked = seq_of("tool_returned", "check");
+    let answer = text(&ok(&store, &["show", &format!("{parent}@{checked}")]));
+    assert!(answer.contains("Every fact in out/report.md"), "{answer}");
     // the runs list nests children under the parent
     let listed = text(&ok(&store, &["runs"]));
     assert_eq!(listed.matches("└ reader").count(), 3, "{listed}");

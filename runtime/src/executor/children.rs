@@ -543,11 +543,17 @@ impl Runner<'_> {
             result["error"] = detail.get("reason").cloned().unwrap_or(Value::Null);
         }
         let t = child.totals;
+        let wall_ms = child
+            .timing
+            .last_at
+            .unix_ms()
+            .saturating_sub(child.timing.started_at.unix_ms());
         let returned = EventKind::ToolReturned {
             call_id: call.call_id.clone(),
             output: self.put_json(&result)?,
             is_error: !ok,
-            duration_ms: 0,
+            // the child's wall time (never 0 for an answer: 0 marks a call not run)
+            duration_ms: wall_ms.max(1),
         };
         if call.finished {
             return Ok(vec![returned]);
@@ -562,11 +568,7 @@ impl Runner<'_> {
                     input_tokens: t.input_tokens,
                     output_tokens: t.output_tokens,
                     cost_micro_usd: t.cost_micro_usd,
-                    latency_ms: child
-                        .timing
-                        .last_at
-                        .unix_ms()
-                        .saturating_sub(child.timing.started_at.unix_ms()),
+                    latency_ms: wall_ms,
                 },
             },
             returned,

@@ -53,7 +53,7 @@ pub fn run(
         "answered {call_id} ({}) of run {} with {shown}; continue with: retrace resume {}",
         asked.unwrap_or_default(),
         run.short(),
-        run.short()
+        crate::target::to_resume(&store, &run)
     );
     Ok(ExitCode::SUCCESS)
 }

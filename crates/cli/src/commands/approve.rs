@@ -61,7 +61,7 @@ pub fn run(
         "{} {call_id} of run {}; {next} retrace resume {}",
         if deny { "denied" } else { "approved" },
         run.short(),
-        run.short()
+        crate::target::to_resume(&store, &run)
     );
     Ok(ExitCode::SUCCESS)
 }

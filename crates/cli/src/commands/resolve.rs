@@ -105,7 +105,10 @@ pub fn run(
                 client.resume(&run.to_string())?;
                 println!("retrace serve continues it");
             }
-            None => println!("continue with: retrace resume {}", run.short()),
+            None => println!(
+                "continue with: retrace resume {}",
+                crate::target::to_resume(&store, &run)
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -283,7 +283,7 @@ fn drive(
         }
         // a child run's events, indented under its id (its streamed text is not shown)
         Progress::Child(child, progress) => {
-            if let Some(event) = innermost_event(*progress) {
+            if let Some((child, event)) = innermost_event(child, *progress) {
                 let summary = format!("{}  {}", child.short(), output::summary(&event));
                 timeline.event(event.seq, &format!("  {}", event.kind.name()), &summary);
             }
@@ -299,11 +299,12 @@ fn drive(
     Ok(report(&view, &stop, false))
 }
 
-/// The event a (child's, grandchild's, …) progress report carries, if it is one.
-fn innermost_event(progress: Progress) -> Option<retrace_events::Event> {
+/// The event a child's (grandchild's, …) progress report carries, if it is one, with the
+/// run it was appended to.
+fn innermost_event(run: RunId, progress: Progress) -> Option<(RunId, retrace_events::Event)> {
     match progress {
-        Progress::Appended(event) => Some(event),
-        Progress::Child(_, inner) => innermost_event(*inner),
+        Progress::Appended(event) => Some((run, event)),
+        Progress::Child(child, inner) => innermost_event(child, *inner),
         Progress::Text(_) => None,
     }
 }

@@ -27,9 +27,18 @@ pub fn run(dir: &Path, run: Option<&str>, blobs: bool) -> anyhow::Result<ExitCod
             println!("FAIL {id}  broken link to a child run: {problem}");
             continue;
         }
+        let linked = match &report.problem {
+            None => retrace_store::tree::children(&store, id)?.len(),
+            Some(_) => 0,
+        };
+        let links = match linked {
+            0 => String::new(),
+            1 => ", its link to 1 child run".to_owned(),
+            n => format!(", its links to {n} child runs"),
+        };
         match &report.problem {
             None => println!(
-                "ok   {}  {} events, {} blobs verified",
+                "ok   {}  {} events, {} blobs verified{links}",
                 id, report.events, report.blobs
             ),
             Some(problem) => {
