@@ -164,7 +164,9 @@ impl Runner<'_> {
         // follow the parent's deadline as the host renews it
         let follow = || {
             if let Some(deadline) = parent.deadline() {
-                inboxes.iter().for_each(|i| i.act_before(deadline));
+                for child in &inboxes {
+                    child.act_before(deadline);
+                }
             }
         };
         follow();
@@ -177,7 +179,9 @@ impl Runner<'_> {
                 () = parent.interrupted(), if !passed_on => {
                     passed_on = true;
                     if parent.is_stopping() {
-                        inboxes.iter().for_each(Inbox::stop);
+                        for child in &inboxes {
+                            child.stop();
+                        }
                     } else {
                         let cancel = self.put_json(&json!({
                             "by": format!("its parent run {}", run.short()),
