@@ -213,6 +213,10 @@ pub enum Command {
         /// Check every run in the store.
         #[arg(long, conflicts_with = "runs")]
         all: bool,
+        /// Check each run's child runs too (`agent.delegate`), and theirs: the run's tree.
+        /// Without it a delegate call's recorded answer stands in for its child.
+        #[arg(long)]
+        tree: bool,
         /// One JSON object per run, then a summary object.
         #[arg(long)]
         json: bool,

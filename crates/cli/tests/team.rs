@@ -177,6 +177,8 @@ fn a_team_of_three_children_completes_verifies_and_its_totals_add_up() {
     assert_eq!(denied["stage"], "before_tool");
     // the determinism check replays the tree's decisions
     ok(&store, &["check", "--all"]);
+    let checked = text(&ok(&store, &["check", &parent, "--tree"]));
+    assert!(checked.contains("4 runs"), "{checked}");
 }
 
 #[test]

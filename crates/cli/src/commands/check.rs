@@ -17,9 +17,15 @@ use serde_json::json;
 
 use crate::store_access;
 
-pub fn run(dir: &Path, runs: &[String], all: bool, as_json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    dir: &Path,
+    runs: &[String],
+    all: bool,
+    tree: bool,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let store = store_access::open_existing(dir)?.store();
-    let ids = if all {
+    let mut ids: Vec<retrace_events::RunId> = if all {
         store.runs()?.into_iter().map(|r| r.id).collect()
     } else if runs.is_empty() {
         bail!("name the runs to check (RUN…), or check them all with --all");
@@ -28,6 +34,17 @@ pub fn run(dir: &Path, runs: &[String], all: bool, as_json: bool) -> anyhow::Res
             .map(|r| store.resolve_run(r))
             .collect::<Result<Vec<_>, _>>()?
     };
+    // each run's tree: its children right after it, theirs after them
+    let mut i = 0;
+    while tree && i < ids.len() {
+        let below: Vec<retrace_events::RunId> = retrace_store::tree::children(&store, &ids[i])?
+            .into_iter()
+            .map(|c| c.child)
+            .filter(|c| !ids.contains(c))
+            .collect();
+        ids.splice(i + 1..=i, below);
+        i += 1;
+    }
     let started = Instant::now();
     let mut checks = Vec::with_capacity(ids.len());
     for id in &ids {

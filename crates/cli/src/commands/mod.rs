@@ -106,7 +106,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         command @ (Command::ImportRun { .. }
         | Command::Cassette { .. }
         | Command::ExportOtel { .. }) => exchange(&cli.store, command),
-        Command::Check { runs, all, json } => check::run(&cli.store, &runs, all, json),
+        Command::Check {
+            runs,
+            all,
+            tree,
+            json,
+        } => check::run(&cli.store, &runs, all, tree, json),
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Migrate { from, to } => migrate::run(&from, &to),
         Command::Log {
