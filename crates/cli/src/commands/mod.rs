@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 /// Execute the parsed command line.
+#[allow(clippy::too_many_lines, reason = "one arm per command")]
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
