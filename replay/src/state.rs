@@ -167,6 +167,13 @@ pub struct Totals {
     pub compactions: u64,
 }
 
+impl Totals {
+    /// Input plus output tokens (saturating): what a token budget counts.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
 /// Wall-clock facts of a run: recorded data like everything else, but left out of the state
 /// hash (see [`State::hash`]).
 #[derive(
@@ -190,6 +197,16 @@ pub struct Timing {
     pub model_ms: u64,
     /// Time spent in tools.
     pub tool_ms: u64,
+}
+
+impl Timing {
+    /// Milliseconds from the first event to the last (recorded times: what the wall-time
+    /// budget counts).
+    pub fn elapsed_ms(&self) -> u64 {
+        self.last_at
+            .unix_ms()
+            .saturating_sub(self.started_at.unix_ms())
+    }
 }
 
 /// A tool call's signature for loop detection: tool and arguments.

@@ -335,7 +335,7 @@ fn over_budget(budgets: &Budgets, state: &State) -> Option<Next> {
             t.steps
         ));
     }
-    let tokens = t.input_tokens.saturating_add(t.output_tokens);
+    let tokens = t.tokens();
     if let Some(max) = budgets.max_tokens
         && tokens > max
     {
@@ -352,11 +352,7 @@ fn over_budget(budgets: &Budgets, state: &State) -> Option<Next> {
             t.cost_micro_usd % 1_000_000
         ));
     }
-    let elapsed_ms = state
-        .timing
-        .last_at
-        .unix_ms()
-        .saturating_sub(state.timing.started_at.unix_ms());
+    let elapsed_ms = state.timing.elapsed_ms();
     if let Some(max) = budgets.max_wall_secs
         && elapsed_ms > max.saturating_mul(1_000)
     {

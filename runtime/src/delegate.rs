@@ -99,6 +99,24 @@ impl Delegation {
     }
 }
 
+/// The delegate calls pending in `state` (requested, not answered: their children run, or
+/// ran when the drive stopped), in the order they were requested: seq of the request, call
+/// id, arguments.
+pub fn pending(state: &retrace_replay::State) -> Vec<(u64, &str, retrace_events::BlobId)> {
+    let mut calls: Vec<(u64, &str, retrace_events::BlobId)> = state
+        .pending
+        .iter()
+        .filter_map(|(call_id, p)| match p {
+            retrace_replay::Pending::Tool {
+                seq, tool, args, ..
+            } if tool == TOOL => Some((*seq, call_id.as_str(), *args)),
+            _ => None,
+        })
+        .collect();
+    calls.sort_unstable();
+    calls
+}
+
 /// A delegate call's arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -490,9 +490,7 @@ impl<'a> Runner<'a> {
                 }],
                 Next::Finish { outcome, reason } => {
                     // no child is left behind: a pending delegate call's child ends too
-                    if state.pending.values().any(|p| {
-                        matches!(p, retrace_replay::Pending::Tool { tool, .. } if tool == crate::delegate::TOOL)
-                    }) {
+                    if !crate::delegate::pending(&state).is_empty() {
                         Box::pin(self.end_children(&mut state, journal, progress, &reason)).await?;
                     }
                     vec![EventKind::RunFinished {
@@ -519,10 +517,7 @@ impl<'a> Runner<'a> {
         call: ToolCall,
     ) -> Result<Performed, Error> {
         let run = journal.run;
-        let served = match &self.source {
-            Some(source) => source.serve(&call.tool, &call.args),
-            None => Served::Live,
-        };
+        let served = self.served(&call.tool, &call.args);
         if let Served::Refuse(why) = served {
             journal.flush(self.store, progress)?;
             return Err(Error::ToolRefused {
@@ -638,6 +633,15 @@ impl<'a> Runner<'a> {
                 verdict.reason
             ))
         })
+    }
+
+    /// What the tool source says of a call of `tool` with `args` (asked once per call,
+    /// before its intent is recorded); [`Served::Live`] without a source.
+    fn served(&self, tool: &str, args: &BlobId) -> Served {
+        match &self.source {
+            Some(source) => source.serve(tool, args),
+            None => Served::Live,
+        }
     }
 
     /// For a call served from a recording: record the recorded before-hooks' decisions and

@@ -42,24 +42,13 @@ pub fn resolve(store: &dyn Store, text: &str) -> anyhow::Result<Target> {
 /// What `retrace resume` should be given to continue `run`: the run itself, or for a child
 /// run (`agent.delegate`) its tree's root, whose drive drives it; in words for a hint.
 pub fn to_resume(store: &dyn Store, run: &RunId) -> String {
-    let mut at = *run;
-    for _ in 0..8 {
-        match store
-            .run(&at)
-            .ok()
-            .flatten()
-            .and_then(|info| info.meta.get("parent").and_then(|p| p.parse().ok()))
-        {
-            Some(parent) => at = parent,
-            None => break,
-        }
-    }
-    if at == *run {
+    let root = retrace_store::tree::root(store, run).unwrap_or(*run);
+    if root == *run {
         run.short()
     } else {
         format!(
             "{} (the parent run, whose drive continues this child)",
-            at.short()
+            root.short()
         )
     }
 }

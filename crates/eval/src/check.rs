@@ -220,7 +220,8 @@ pub fn check_run(
                 // a delegate call requested beside others of its reply (their children run
                 // at once): decided on its proposal while they are pending
                 EventKind::ToolRequested { tool, .. }
-                    if tool == retrace_runtime::delegate::TOOL && delegating(&state) =>
+                    if tool == retrace_runtime::delegate::TOOL
+                        && !retrace_runtime::delegate::pending(&state).is_empty() =>
                 {
                     retrace_runtime::decide::proposal(current, &state).unwrap_or(Next::Done)
                 }
@@ -266,13 +267,6 @@ pub fn check_run(
         }
     }
     Ok(check)
-}
-
-/// Whether a delegate call is pending in `state` (its child runs).
-fn delegating(state: &State) -> bool {
-    state.pending.values().any(|p| {
-        matches!(p, retrace_replay::Pending::Tool { tool, .. } if tool == retrace_runtime::delegate::TOOL)
-    })
 }
 
 fn divergence(seq: u64, next: &Next, expected: Action, actual: Action) -> Divergence {

@@ -239,24 +239,10 @@ impl Scheduler {
         true
     }
 
-    /// The run whose drive drives `run`: itself, or for a child run its topmost ancestor.
+    /// The run whose drive drives `run` ([`retrace_store::tree::root`]); `run` itself if
+    /// the store cannot say.
     fn tree_root(&self, run: RunId) -> RunId {
-        let mut at = run;
-        // a tree is at most a few levels deep ([delegation] max_depth ≤ 4)
-        for _ in 0..8 {
-            let parent = match self.store.run(&at) {
-                Ok(Some(info)) => info
-                    .meta
-                    .get("parent")
-                    .and_then(|p| p.parse::<RunId>().ok()),
-                _ => None,
-            };
-            match parent {
-                Some(parent) => at = parent,
-                None => break,
-            }
-        }
-        at
+        retrace_store::tree::root(self.store.as_ref(), &run).unwrap_or(run)
     }
 
     /// Run `f` (which appends to `run`) while no drive holds it (on a shared store: while

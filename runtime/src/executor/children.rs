@@ -10,7 +10,7 @@
 
 use futures::future::join_all;
 use retrace_events::{BlobId, Event, EventKind, Outcome, RunId, Usage, canonical_json};
-use retrace_replay::{Pending, SnapshotPolicy, State, state_at_head};
+use retrace_replay::{SnapshotPolicy, State, state_at_head};
 use retrace_store::NewRun;
 use serde_json::{Value, json};
 
@@ -252,21 +252,16 @@ impl Runner<'_> {
             // each child reads the cancel at its first step
             let inbox = Inbox::default();
             inbox.post(crate::inbox::CANCEL, cancel);
-            let ended = match super::recorded_spec(self.store, &call.child) {
-                Ok(spec) => {
-                    let provider = (self.providers)(&spec).map_err(Error::Setup)?;
-                    match Runner::new(self.store, spec, provider) {
-                        Ok(runner) => runner
-                            .with_providers(std::sync::Arc::clone(&self.providers))
-                            .drive_with(call.child, &mut |_| {}, Some(&inbox))
-                            .await
-                            .map(|stop| match stop {
-                                Stop::Finished(outcome) => Some(outcome),
-                                _ => Some(Outcome::Cancelled),
-                            }),
-                        Err(e) => Err(e),
-                    }
-                }
+            let ended = match super::recorded_spec(self.store, &call.child)
+                .and_then(|spec| self.child_runner(spec))
+            {
+                Ok(runner) => runner
+                    .drive_with(call.child, &mut |_| {}, Some(&inbox))
+                    .await
+                    .map(|stop| match stop {
+                        Stop::Finished(outcome) => Some(outcome),
+                        _ => Some(Outcome::Cancelled),
+                    }),
                 Err(e) => Err(e),
             };
             let outcome = match ended {
@@ -343,10 +338,7 @@ impl Runner<'_> {
                 && let Next::RunTool { call_id, args, .. } =
                     handle_proposal(&self.agent, state, proposal)
             {
-                let served = match &self.source {
-                    Some(source) => source.serve(delegate::TOOL, &args),
-                    None => Served::Live,
-                };
+                let served = self.served(delegate::TOOL, &args);
                 if let Served::Refuse(why) = served {
                     return Err(Error::ToolRefused {
                         call_id,
@@ -370,17 +362,10 @@ impl Runner<'_> {
         state: &mut State,
         journal: &mut Journal,
     ) -> Result<Vec<Delegation>, Error> {
-        let mut pending: Vec<(u64, String, BlobId)> = state
-            .pending
-            .iter()
-            .filter_map(|(call_id, p)| match p {
-                Pending::Tool {
-                    seq, tool, args, ..
-                } if tool == delegate::TOOL => Some((*seq, call_id.clone(), *args)),
-                _ => None,
-            })
+        let pending: Vec<(u64, String, BlobId)> = delegate::pending(state)
+            .into_iter()
+            .map(|(seq, call_id, args)| (seq, call_id.to_owned(), args))
             .collect();
-        pending.sort();
         if pending.is_empty() {
             return Ok(Vec::new());
         }
@@ -453,29 +438,25 @@ impl Runner<'_> {
                         .iter()
                         .find(|a| a.name == agent)
                         .ok_or_else(|| Error::Setup(format!("there is no sub-agent `{agent}`")))?;
-                    let spent = (
-                        state
-                            .totals
-                            .input_tokens
-                            .saturating_add(state.totals.output_tokens),
-                        state.totals.cost_micro_usd,
-                    );
-                    let elapsed = state
-                        .timing
-                        .last_at
-                        .unix_ms()
-                        .saturating_sub(state.timing.started_at.unix_ms())
-                        / 1_000;
+                    let spent = (state.totals.tokens(), state.totals.cost_micro_usd);
+                    let elapsed = state.timing.elapsed_ms() / 1_000;
                     let spec = delegate::child_spec(&self.spec, sub, spent, elapsed);
                     self.create_child(parent, child, &spec, agent, brief, existing.is_some())?;
                     spec
                 }
             };
-            let provider = (self.providers)(&spec).map_err(Error::Setup)?;
-            let runner = Runner::new(self.store, spec, provider)?
-                .with_providers(std::sync::Arc::clone(&self.providers));
-            runner.drive_with(child, progress, inbox).await
+            self.child_runner(spec)?
+                .drive_with(child, progress, inbox)
+                .await
         })
+    }
+
+    /// A runner of a child run's `spec` on this runner's store, its model client (and its
+    /// own children's) made as this runner's are.
+    fn child_runner(&self, spec: Spec) -> Result<Runner<'_>, Error> {
+        let provider = (self.providers)(&spec).map_err(Error::Setup)?;
+        Ok(Runner::new(self.store, spec, provider)?
+            .with_providers(std::sync::Arc::clone(&self.providers)))
     }
 
     /// Create child run `child` of call `parent`'s delegation: its ref (meta `parent`,
@@ -547,11 +528,7 @@ impl Runner<'_> {
             result["error"] = detail.get("reason").cloned().unwrap_or(Value::Null);
         }
         let t = child.totals;
-        let wall_ms = child
-            .timing
-            .last_at
-            .unix_ms()
-            .saturating_sub(child.timing.started_at.unix_ms());
+        let wall_ms = child.timing.elapsed_ms();
         let returned = EventKind::ToolReturned {
             call_id: call.call_id.clone(),
             output: self.put_json(&result)?,

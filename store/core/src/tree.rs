@@ -77,6 +77,22 @@ pub fn children(store: &(impl Store + ?Sized), run: &RunId) -> Result<Vec<Child>
     Ok(found)
 }
 
+/// The run whose drive drives `run`: `run` itself, or for a child run the topmost run above
+/// it (following `meta.parent`, at most 8 levels: a tree is at most 4 deep).
+pub fn root(store: &(impl Store + ?Sized), run: &RunId) -> Result<RunId> {
+    let mut at = *run;
+    for _ in 0..8 {
+        let parent = store
+            .run(&at)?
+            .and_then(|info| info.meta.get("parent").and_then(|p| p.parse().ok()));
+        match parent {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    Ok(at)
+}
+
 /// The first link of `run`'s children that does not hold, in words; `None` when every
 /// child the log names is the call's derived id, exists, names `run` (or the run the
 /// shared prefix came from) as its parent, starts as that child, and — once finished in

@@ -109,7 +109,7 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             r.len(),
             view.status,
             t.steps,
-            t.input_tokens.saturating_add(t.output_tokens),
+            t.tokens(),
             output::usd(t.cost_micro_usd),
         );
     }
