@@ -369,13 +369,14 @@ async fn a_fork_bomb_is_bounded_and_leaves_nothing() {
         .parse()
         .unwrap();
     assert_eq!(group_gone(pgid).await, Vec::<i32>::new());
-    // the bound, not the timeout, stopped it: forks failed (bash says so, unless the
-    // group was swept before its message got out), and the call ended before its timeout
-    assert!(!f.timed_out, "{f:?}");
+    // the bound held: forks failed, and bash said so. How long the bomb takes to burn out
+    // depends on bash's fork retries (it sleeps 1, 2, 4, 8 s between them) and on the load
+    // of the machine, so it may end by itself or by the timeout; either way the group is
+    // gone. Only a bomb that burned out before bash's message got out says nothing.
     let said = stderr(&f);
     assert!(
-        said.is_empty() || said.contains("Resource temporarily unavailable"),
-        "{said}"
+        said.contains("Resource temporarily unavailable") || (said.is_empty() && !f.timed_out),
+        "{f:?}"
     );
 }
 
