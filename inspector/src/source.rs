@@ -109,6 +109,7 @@ impl Class {
             | EventKind::ToolOutcomeUnknown { .. }
             | EventKind::ToolReturned { is_error: true, .. } => Class::Error,
             EventKind::ModelRequested { .. }
+            | EventKind::ModelRouted { .. }
             | EventKind::ModelResponded { .. }
             | EventKind::ToolCallsProposed { .. } => Class::Model,
             EventKind::ToolRequested { .. }

@@ -271,7 +271,9 @@ impl StepIndex {
             EventKind::ChildFinished { call_id, usage, .. } => {
                 self.child_finished(seq, at, call_id, usage);
             }
-            EventKind::ChildStarted { .. } | EventKind::HookDecided { .. } => {}
+            EventKind::ChildStarted { .. }
+            | EventKind::HookDecided { .. }
+            | EventKind::ModelRouted { .. } => {}
         }
         Ok(())
     }

@@ -1,12 +1,13 @@
 //! [`apply`]: one event's effect on the state. Total: an event that makes no sense in the
 //! current state is an [`ApplyError`], never a panic, and leaves the state unchanged.
 
-use retrace_events::{BlobId, Decision, Event, EventKind};
+use retrace_events::{BlobId, Decision, Event, EventKind, Timestamp};
 
 use crate::plan::PLAN_TOOLS;
 use crate::question::ASK_TOOL;
 use crate::state::{
     Approval, CallSignature, Message, Pending, RECENT_CALLS, RECENT_DECISIONS, Role, State, Status,
+    StepFailure,
 };
 
 /// Key of the model call in [`State::pending`] (tool calls use their call id).
@@ -115,6 +116,7 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         EventKind::RunStarted { .. } => lifecycle(state, event)?,
         _ if seq == 0 => return Err(ApplyError::Start("the first event must be run_started")),
         EventKind::ModelRequested { .. }
+        | EventKind::ModelRouted { .. }
         | EventKind::ModelResponded { .. }
         | EventKind::ModelFailed { .. }
         | EventKind::ContextCompacted { .. } => {
@@ -185,7 +187,9 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             state.model_failure_streak = 0;
             state.last_failure_permanent = false;
             state.totals.steps += 1;
+            state.compacted_since_reply = false;
             count_usage(state, usage);
+            routed_reply(state, usage, event.at);
             state.push_message(Message {
                 role: Role::Assistant,
                 content: *response,
@@ -204,6 +208,24 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             state.model_failure_streak += 1;
             state.last_failure_permanent = !transient;
             state.last_model_error = Some(*error);
+            if let Some(model) = state.models.current.clone() {
+                let totals = state.models.by_model.entry(model.clone()).or_default();
+                totals.failures += 1;
+                totals.last_failed_at = Some(event.at);
+                state.models.step_failures.push(StepFailure {
+                    model,
+                    transient: *transient,
+                });
+            }
+        }
+        EventKind::ModelRouted { model, .. } => {
+            if state.pending.contains_key(MODEL_CALL) {
+                return Err(ApplyError::AlreadyPending {
+                    kind,
+                    what: "a model call".into(),
+                });
+            }
+            state.models.current = Some(model.clone());
         }
         EventKind::ContextCompacted {
             request_seq,
@@ -227,7 +249,9 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
                 state.last_model_error = None;
                 state.model_failure_streak = 0;
                 state.last_failure_permanent = false;
+                routed_reply(state, usage, event.at);
             }
+            state.compacted_since_reply = true;
             count_usage(state, usage);
             state.conversation.drain(..evicted_len);
             state.earlier_messages += evicted;
@@ -239,6 +263,21 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
         _ => {}
     }
     Ok(())
+}
+
+/// A routed model call answered: its usage goes to its model, and the step's failures are
+/// behind it.
+fn routed_reply(state: &mut State, usage: &retrace_events::Usage, at: Timestamp) {
+    let Some(model) = state.models.current.clone() else {
+        return;
+    };
+    state.models.step_failures.clear();
+    let totals = state.models.by_model.entry(model).or_default();
+    totals.replies += 1;
+    totals.input_tokens = totals.input_tokens.saturating_add(usage.input_tokens);
+    totals.output_tokens = totals.output_tokens.saturating_add(usage.output_tokens);
+    totals.cost_micro_usd = totals.cost_micro_usd.saturating_add(usage.cost_micro_usd);
+    totals.last_replied_at = Some(at);
 }
 
 /// A model call's tokens, cost and time, into the totals.
@@ -463,6 +502,8 @@ fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             approval.note = *note;
             if *decision == Decision::Denied {
                 state.denials += 1;
+            } else if let Some(budget) = crate::state::escalation_budget(call_id) {
+                *state.escalations.entry(budget.to_owned()).or_default() += 1;
             }
             if state.approvals_decided.len() == RECENT_DECISIONS {
                 state.approvals_decided.pop_front();

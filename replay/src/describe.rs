@@ -121,6 +121,7 @@ pub fn summary(event: &Event) -> String {
         EventKind::ChildStarted { .. }
         | EventKind::ChildFinished { .. }
         | EventKind::HookDecided { .. } => delegation_summary(&event.kind),
+        EventKind::ModelRouted { model, reason, .. } => format!("model {model}: {reason}"),
     }
 }
 

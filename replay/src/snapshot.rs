@@ -14,7 +14,7 @@ use crate::state::{State, StateHash};
 
 /// Version of `apply`'s semantics. Bump it whenever `apply` would derive a different state
 /// from the same events: older snapshots are then bypassed and re-derived.
-pub const REPLAY_VERSION: u32 = 11;
+pub const REPLAY_VERSION: u32 = 12;
 
 const MAGIC: &[u8; 6] = b"RTSNAP";
 

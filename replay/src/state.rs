@@ -20,6 +20,18 @@ pub const RECENT_CALLS: usize = 32;
 /// Decided approvals kept.
 pub const RECENT_DECISIONS: usize = 32;
 
+/// How the approval a soft budget's escalation asks for is named: `escalation:BUDGET:N`,
+/// the `N`th escalation of `BUDGET` (`tokens`, `cost`, `wall_secs`, `steps`).
+pub const ESCALATION: &str = "escalation:";
+
+/// The budget an escalation's approval (`escalation:BUDGET:N`) is about; `None` for any
+/// other call id.
+pub fn escalation_budget(call_id: &str) -> Option<&str> {
+    let rest = call_id.strip_prefix(ESCALATION)?;
+    let (budget, n) = rest.rsplit_once(':')?;
+    n.parse::<u32>().ok().map(|_| budget)
+}
+
 /// Where a run stands.
 #[derive(
     Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
@@ -209,6 +221,51 @@ impl Timing {
     }
 }
 
+/// Routing between the spec's models, from `model_routed` events: empty for runs whose spec
+/// has one model.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+pub struct Models {
+    /// The model (its name in the spec) the pending or last model call was routed to.
+    pub current: Option<String>,
+    /// The model calls of the current step that failed, oldest first (cleared by a reply):
+    /// what the fallback chain walks.
+    pub step_failures: Vec<StepFailure>,
+    /// Replies, failures, tokens and cost by model.
+    pub by_model: BTreeMap<String, ModelTotals>,
+}
+
+/// A failed model call of the current step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct StepFailure {
+    /// The model that failed.
+    pub model: String,
+    /// Whether retrying may help.
+    pub transient: bool,
+}
+
+/// One model's share of a run.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+pub struct ModelTotals {
+    /// Replies (and summaries) it gave.
+    pub replies: u64,
+    /// Calls that failed.
+    pub failures: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Cost in millionths of a US dollar.
+    pub cost_micro_usd: u64,
+    /// When it last failed (recorded time; left out of the state hash).
+    pub last_failed_at: Option<Timestamp>,
+    /// When it last replied (recorded time; left out of the state hash).
+    pub last_replied_at: Option<Timestamp>,
+}
+
 /// A tool call's signature for loop detection: tool and arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct CallSignature {
@@ -289,6 +346,14 @@ pub struct State {
     pub plan: Option<BlobId>,
     /// Wall-clock facts (not hashed).
     pub timing: Timing,
+    /// Routing between models (runs whose spec has `[[models]]`).
+    pub models: Models,
+    /// Whether a compaction happened since the last model reply (what a routing rule's
+    /// `after_compaction` asks).
+    pub compacted_since_reply: bool,
+    /// Soft-budget escalations approved, by budget (`tokens`, `cost`, `wall_secs`,
+    /// `steps`): the next escalation of a budget comes at `(approved + 1) ×` its soft limit.
+    pub escalations: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -316,6 +381,10 @@ impl State {
             timing: Timing::default(),
             ..self.clone()
         };
+        for totals in content.models.by_model.values_mut() {
+            totals.last_failed_at = None;
+            totals.last_replied_at = None;
+        }
         for message in &mut content.conversation {
             message.seq = 0;
         }

@@ -18,6 +18,10 @@ use crate::tools::{OnError, Tier};
 /// Consecutive transient model failures tolerated before the run fails.
 pub const MODEL_RETRIES: u32 = 3;
 
+/// The tool name a soft budget's escalation shows in its approval request (its arguments
+/// are the figures: `budget`, `soft`, `spent`).
+pub const ESCALATION_TOOL: &str = "budget.escalation";
+
 /// Name of the signal that carries the loop guard's corrective message.
 pub const LOOP_WARNING: &str = "loop_warning";
 
@@ -41,6 +45,10 @@ pub struct Agent {
     pub policy: Policy,
     /// Tools available, by name.
     pub tools: BTreeMap<String, ToolMeta>,
+    /// Routing between models, if the spec routes.
+    pub routing: Option<crate::routing::Routing>,
+    /// Trust rules.
+    pub autonomy: Vec<crate::autonomy::TrustRule>,
 }
 
 impl Agent {
@@ -87,6 +95,8 @@ impl Agent {
             budgets: spec.budgets.clone(),
             policy: Policy::new(&spec.policy)?,
             tools,
+            routing: spec.routing.clone(),
+            autonomy: spec.autonomy.clone(),
         })
     }
 }
@@ -129,6 +139,24 @@ pub enum Next {
         /// The proposal.
         call: ProposedCall,
         /// Why (the rule that matched).
+        reason: String,
+        /// The `[[autonomy]]` rule (its index) that may allow the call without asking: a
+        /// `semi` one when the track record promotes ([`crate::autonomy`]), an
+        /// `autonomous` one always. The executor decides and records it.
+        autonomy: Option<usize>,
+    },
+    /// A soft budget was passed: ask a human whether the run may go on (an approval named
+    /// `escalation:BUDGET:N`) and park.
+    Escalate {
+        /// The approval's call id.
+        call_id: String,
+        /// Which budget (`tokens`, `cost`, `wall_secs`, `steps`).
+        budget: String,
+        /// What was spent, in the budget's unit (micro-USD for cost, seconds for time).
+        spent: u64,
+        /// The limit passed, in the same unit.
+        limit: u64,
+        /// In words.
         reason: String,
     },
     /// Refuse the call; the model is told (as a failed tool result).
@@ -204,11 +232,12 @@ pub fn decide(agent: &Agent, state: &State) -> Next {
     if let Some(next) = recover_in_flight(agent, state) {
         return next;
     }
-    if let Some(next) = model_gave_up(state).or_else(|| tool_stopped(agent, state)) {
+    if let Some(next) = model_gave_up(agent, state).or_else(|| tool_stopped(agent, state)) {
         return next;
     }
-    if let Some(next) =
-        over_budget(&agent.budgets, state).or_else(|| looping(&agent.budgets, state))
+    if let Some(next) = over_budget(&agent.budgets, state)
+        .or_else(|| escalation(&agent.budgets, state))
+        .or_else(|| looping(&agent.budgets, state))
     {
         return next;
     }
@@ -300,8 +329,17 @@ fn recover_in_flight(agent: &Agent, state: &State) -> Option<Next> {
 
 /// The model failed for good: permanently once, or transiently [`MODEL_RETRIES`] times in
 /// a row. (Fewer transient failures: the next `CallModel` retries, after a backoff.)
-fn model_gave_up(state: &State) -> Option<Next> {
+fn model_gave_up(agent: &Agent, state: &State) -> Option<Next> {
     state.last_model_error?;
+    // a routed run goes on while a model of the step's chain is left
+    if let Some(routing) = &agent.routing
+        && state.models.current.is_some()
+    {
+        return crate::routing::gave_up(routing, state).map(|reason| Next::Finish {
+            outcome: Outcome::Failed,
+            reason,
+        });
+    }
     let reason = if state.last_failure_permanent {
         "the model call failed and retrying will not help".to_owned()
     } else if state.model_failure_streak >= MODEL_RETRIES {
@@ -362,6 +400,66 @@ fn over_budget(budgets: &Budgets, state: &State) -> Option<Next> {
         ));
     }
     None
+}
+
+/// A soft budget passed (or a denied escalation): ask a human, or end the run.
+fn escalation(budgets: &Budgets, state: &State) -> Option<Next> {
+    // a denied escalation ends the run, saying who denied it
+    if let Some(denied) = state.approvals_decided.back().filter(|a| {
+        a.decision == Some(Decision::Denied)
+            && retrace_replay::escalation_budget(&a.call_id).is_some()
+    }) {
+        return Some(Next::Finish {
+            outcome: Outcome::Failed,
+            reason: format!(
+                "the run passed a soft budget and {} did not let it go on ({})",
+                denied.by.as_deref().unwrap_or("a human"),
+                denied.call_id
+            ),
+        });
+    }
+    if !state.proposed.is_empty() {
+        return None;
+    }
+    let t = &state.totals;
+    let soft: [(&str, Option<u64>, u64, &str); 4] = [
+        ("steps", budgets.soft_max_steps, t.steps, "model steps"),
+        ("tokens", budgets.soft_max_tokens, t.tokens(), "tokens"),
+        (
+            "cost",
+            budgets.soft_max_cost_usd.map(usd_to_micro),
+            t.cost_micro_usd,
+            "micro-USD",
+        ),
+        (
+            "wall_secs",
+            budgets.soft_max_wall_secs,
+            state.timing.elapsed_ms() / 1_000,
+            "s of wall time",
+        ),
+    ];
+    soft.into_iter().find_map(|(budget, limit, spent, unit)| {
+        let limit = limit?;
+        let approved = u64::from(state.escalations.get(budget).copied().unwrap_or(0));
+        let now = limit.saturating_mul(approved + 1);
+        (spent >= now && limit > 0).then(|| Next::Escalate {
+            call_id: format!("{}{budget}:{}", retrace_replay::ESCALATION, approved + 1),
+            budget: budget.to_owned(),
+            spent,
+            limit: now,
+            reason: format!(
+                "soft budget passed: {spent} {unit} (soft_max_{} = {limit}{}); approve to go on \
+                 to {}, or deny to stop the run",
+                if budget == "cost" { "cost_usd" } else { budget },
+                if approved > 0 {
+                    format!(", extended {approved} times")
+                } else {
+                    String::new()
+                },
+                limit.saturating_mul(approved + 2)
+            ),
+        })
+    })
 }
 
 fn usd_to_micro(usd: f64) -> u64 {
@@ -439,13 +537,29 @@ pub(crate) fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall)
             },
         };
     }
-    match verdict.action {
-        Action::Allow => run(call, idempotent),
-        Action::Ask => Next::AskApproval {
+    // graduated autonomy: supervised asks even where the policy allows; semi and
+    // autonomous may allow what it asks about, never a destructive tool or a denial
+    let trust =
+        crate::autonomy::rule_for(&agent.autonomy, &call.tool, meta.tier, call.path.as_deref());
+    match (verdict.action, trust) {
+        (Action::Allow, Some((i, rule))) if rule.level == crate::autonomy::Level::Supervised => {
+            Next::AskApproval {
+                call: call.clone(),
+                reason: format!("autonomy rule {i}: supervised `{}`", rule.tool),
+                autonomy: None,
+            }
+        }
+        (Action::Allow, _) => run(call, idempotent),
+        (Action::Ask, trust) => Next::AskApproval {
             call: call.clone(),
             reason: verdict.reason,
+            autonomy: trust
+                .filter(|(_, r)| {
+                    r.level != crate::autonomy::Level::Supervised && meta.tier != Tier::Destructive
+                })
+                .map(|(i, _)| i),
         },
-        Action::Deny => deny(verdict.reason),
+        (Action::Deny, _) => deny(verdict.reason),
     }
 }
 

@@ -35,6 +35,8 @@ use retrace_replay::plan::Plan as PlanState;
 
 mod children;
 mod hooked;
+mod routed;
+mod trusted;
 
 /// How a runner makes the model client of a spec: its own model's, and each child run's
 /// (`agent.delegate`). Default [`crate::model::provider`].
@@ -187,6 +189,8 @@ pub struct Runner<'a> {
     tips: std::sync::Mutex<std::collections::HashMap<BlobId, request::Tip>>,
     /// How child runs get their model clients.
     providers: Providers,
+    /// The clients of `[[models]]`, by name, each made when first asked.
+    routed: routed::Clients,
 }
 
 /// Entries kept in the message cache before it starts over.
@@ -247,6 +251,7 @@ impl<'a> Runner<'a> {
             tokenizer: self.tokenizer,
             tips: self.tips,
             providers: self.providers,
+            routed: self.routed,
         }
     }
 
@@ -287,6 +292,7 @@ impl<'a> Runner<'a> {
             .context
             .as_ref()
             .map(|_| Tokenizer::for_model(spec.model.provider, &spec.model.name));
+        let routed = routed::clients(&spec);
         Ok(Self {
             tokenizer,
             store,
@@ -301,6 +307,7 @@ impl<'a> Runner<'a> {
             providers: Arc::new(|spec: &Spec| {
                 crate::model::provider(spec).map_err(|e| e.to_string())
             }),
+            routed,
         })
     }
 
@@ -470,15 +477,18 @@ impl<'a> Runner<'a> {
                         }
                     }
                 }
-                Next::AskApproval { call, reason } => {
-                    let args: Value = self.blob_json(run, &call.args)?;
-                    let request =
-                        self.put_json(&json!({"tool": call.tool, "args": args, "reason": reason}))?;
-                    vec![EventKind::ApprovalRequested {
-                        call_id: call.call_id,
-                        request,
-                    }]
-                }
+                Next::AskApproval {
+                    call,
+                    reason,
+                    autonomy,
+                } => self.ask_approval(run, &call, &reason, autonomy)?,
+                Next::Escalate {
+                    call_id,
+                    budget,
+                    spent,
+                    limit,
+                    reason,
+                } => self.escalate(call_id, &budget, spent, limit, &reason)?,
                 Next::Deny { call, reason, note } => self.denial(run, &call, &reason, note)?,
                 Next::MarkOutcomeUnknown { call_id } => {
                     let reason = self.put_json(&json!({"reason": "the process stopped while this non-idempotent tool ran; it may or may not have taken effect"}))?;
@@ -700,7 +710,12 @@ impl<'a> Runner<'a> {
         step: u64,
     ) -> Result<Vec<EventKind>, Error> {
         let run = journal.run;
-        if state.model_failure_streak > 0 && !self.overflowed(run, state)? {
+        let route = self.route(run, state)?;
+        // a fallback to another model asks at once
+        let same_model = route
+            .as_ref()
+            .is_none_or(|r| state.models.current.as_ref() == Some(&r.model));
+        if state.model_failure_streak > 0 && same_model && !self.overflowed(run, state)? {
             // the failure is durable; wait before asking again
             journal.flush(self.store, progress)?;
             let wait = tokio::time::sleep(self.backoff(run, state)?);
@@ -708,13 +723,17 @@ impl<'a> Runner<'a> {
                 return Ok(Vec::new());
             }
         }
+        let model = match &route {
+            Some(route) => self.model_named(&route.model)?,
+            None => &self.spec.model,
+        };
         // recording the call delivers users' waiting messages: ask with them
         let asked = if state.deferred_messages.is_empty() {
-            self.new_request(run, state, step)?
+            self.new_request(run, state, step, model)?
         } else {
             let mut delivered = state.clone();
             delivered.deliver_deferred();
-            self.new_request(run, &delivered, step)?
+            self.new_request(run, &delivered, step, model)?
         };
         let (request, blob, purpose) = match asked {
             Asked::Request(request, blob, purpose) => (request, blob, purpose),
@@ -742,7 +761,18 @@ impl<'a> Runner<'a> {
             request: blob,
             attempt: state.model_failure_streak + 1,
         };
-        journal.record(state, vec![intent])?;
+        let kinds = match route {
+            Some(route) => vec![
+                EventKind::ModelRouted {
+                    model: route.model,
+                    rule: route.rule,
+                    reason: route.reason,
+                },
+                intent,
+            ],
+            None => vec![intent],
+        };
+        journal.record(state, kinds)?;
         journal.flush(self.store, progress)?;
         // boxed: the provider's future is large, and this one is inside every drive's
         let call = Box::pin(self.call_model(run, &request, purpose, state, progress));
@@ -820,7 +850,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Perform a model call whose intent is recorded; the outcome events to append.
-    #[tracing::instrument(name = "model_call", skip_all, fields(step = request.step, provider = self.provider.name()))]
+    #[tracing::instrument(name = "model_call", skip_all, fields(step = request.step, model = state.models.current.as_deref().unwrap_or(crate::routing::MAIN)))]
     async fn call_model(
         &self,
         run: RunId,
@@ -841,7 +871,20 @@ impl<'a> Runner<'a> {
             let Delta::Text(text) = d;
             progress(Progress::Text(text));
         };
-        let result = self.provider.complete(request, &mut sink).await;
+        // a routed model whose client cannot be made failed for good: the next is asked
+        let (provider, settings) = match self.client_for(state) {
+            Ok(found) => found,
+            Err(e) => {
+                let error =
+                    self.put_json(&json!({"model": state.models.current, "error": e.to_string()}))?;
+                return Ok(vec![EventKind::ModelFailed {
+                    request_seq,
+                    error,
+                    transient: false,
+                }]);
+            }
+        };
+        let result = provider.complete(request, &mut sink).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(reply) => tracing::info!(
@@ -862,11 +905,7 @@ impl<'a> Runner<'a> {
                 let usage = Usage {
                     input_tokens: reply.usage.input_tokens,
                     output_tokens: reply.usage.output_tokens,
-                    cost_micro_usd: self
-                        .spec
-                        .model
-                        .price
-                        .map_or(0, |p| p.micro_usd(&reply.usage)),
+                    cost_micro_usd: settings.price.map_or(0, |p| p.micro_usd(&reply.usage)),
                     latency_ms,
                 };
                 if let Purpose::Summary { evict } = purpose {
@@ -904,7 +943,7 @@ impl<'a> Runner<'a> {
                     _ => None,
                 };
                 let mut error = json!({
-                    "provider": self.provider.name(),
+                    "provider": provider.name(),
                     "error": e.to_string(),
                     "retry_after_ms": retry_after_ms,
                 });
@@ -1082,7 +1121,13 @@ impl<'a> Runner<'a> {
     /// a request and its stored record — an agent step's, or, when the step's would not
     /// fit the token budget, a summary request's — or the events that stand for it (a
     /// compaction by dropping, or the end of a run that cannot fit at all).
-    fn new_request(&self, run: RunId, state: &State, step: u64) -> Result<Asked, Error> {
+    fn new_request(
+        &self,
+        run: RunId,
+        state: &State,
+        step: u64,
+        model: &crate::spec::Model,
+    ) -> Result<Asked, Error> {
         let pinned = request::pinned(state);
         let conversation = request::window(state);
         let context = self.spec.context.as_ref();
@@ -1096,10 +1141,10 @@ impl<'a> Runner<'a> {
                 .copied()
         });
         let mut header = request::Header {
-            model: &self.spec.model.name,
+            model: &model.name,
             system,
             tools,
-            params: &self.spec.model.params,
+            params: &model.params,
             step,
             pinned,
             artifacts,
@@ -1175,7 +1220,7 @@ impl<'a> Runner<'a> {
             .map_err(|e| request_error(run, &e))?;
         self.remember_tip(blob, tip);
         Ok(Asked::Request(
-            self.request_of(header.model, messages, step, Purpose::Step),
+            self.request_of(header.model, header.params, messages, step, Purpose::Step),
             blob,
             Purpose::Step,
         ))
@@ -1201,7 +1246,7 @@ impl<'a> Runner<'a> {
         let purpose = Purpose::Summary {
             evict: evict as u64,
         };
-        let request = self.request_of(header.model, messages, header.step, purpose);
+        let request = self.request_of(header.model, header.params, messages, header.step, purpose);
         Ok(Asked::Request(request, blob, purpose))
     }
 
@@ -1338,6 +1383,7 @@ impl<'a> Runner<'a> {
     fn request_of(
         &self,
         model: &str,
+        params: &std::collections::BTreeMap<String, Value>,
         messages: Vec<Arc<ChatMessage>>,
         step: u64,
         purpose: Purpose,
@@ -1347,7 +1393,7 @@ impl<'a> Runner<'a> {
             system: self.spec.system.clone(),
             messages,
             tools: self.tool_defs(),
-            params: self.spec.model.params.clone(),
+            params: params.clone(),
             step,
             compaction: purpose != Purpose::Step,
         }

@@ -5,11 +5,13 @@
 //!
 //! Agent specs ([`spec`]), the pure decision function ([`decide`]), the executor that
 //! performs decisions through one durable-effect path ([`executor`]), built-in tools and
-//! policy, model clients from a spec ([`model`]), the context engine ([`context`]; request
+//! policy, graduated autonomy ([`autonomy`]), model clients from a spec ([`model`]) and routing
+//! between them ([`routing`]), the context engine ([`context`]; request
 //! records are `retrace_replay::request`), and
 //! the one place where non-determinism enters retrace — the wall clock, fresh run ids and
 //! retry jitter ([`entropy`]) — so pure crates never need to touch them (brief, invariant 7).
 
+pub mod autonomy;
 pub mod context;
 pub mod decide;
 pub mod delegate;
@@ -19,6 +21,7 @@ pub mod hooks;
 pub mod inbox;
 pub mod model;
 pub mod policy;
+pub mod routing;
 pub mod skills;
 pub mod spec;
 pub mod tools;

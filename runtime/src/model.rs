@@ -42,11 +42,15 @@ fn http_settings(model: &spec::Model, public: &str, key_env: &str) -> HttpSettin
 /// The model client `spec` declares. HTTP providers read their key from the environment
 /// variable the spec names, now.
 pub fn provider(spec: &Spec) -> Result<Box<dyn Provider>, Error> {
+    client(&spec.name, &spec.model)
+}
+
+/// The client of `model`, a model of agent `agent` (`[model]` or one of `[[models]]`).
+pub fn client(agent: &str, model: &spec::Model) -> Result<Box<dyn Provider>, Error> {
     let fail = |message: String| Error::Settings {
-        agent: spec.name.clone(),
+        agent: agent.to_owned(),
         message,
     };
-    let model = &spec.model;
     match model.provider {
         spec::Provider::Scripted => {
             let cassette = model

@@ -62,6 +62,11 @@ fn command_regex(glob: &str) -> Regex {
     Regex::new(&pattern).expect("an escaped pattern is a valid regex")
 }
 
+/// Whether `command` matches the command glob `glob` ([`SHELL_CONTROL`] as in rules).
+pub fn command_matches(glob: &str, command: &str) -> bool {
+    command_regex(glob).is_match(command)
+}
+
 /// The decision on one call, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdict {

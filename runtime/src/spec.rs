@@ -63,6 +63,19 @@
 //! max_cost_usd = 1.0
 //! max_wall_secs = 3600
 //! loop_limit = 3                          # same tool call this many times in a row: stop
+//! soft_max_tokens = 100000                # soft_max_{steps,tokens,cost_usd,wall_secs}:
+//!                                         # park for a human (escalation), do not fail
+//!
+//! [[models]]                              # more models, and [routing] between them
+//! name = "backup"                         # (see `crate::routing`)
+//! provider = "openai"
+//! model = "gpt-4o-mini"
+//!
+//! [[autonomy]]                            # trust levels (see `crate::autonomy`)
+//! tool = "exec.run"
+//! command = "cargo test*"
+//! level = "semi"                          # supervised | semi | autonomous
+//! promote_after = 20
 //!
 //! [context]                               # all optional (see `crate::context`)
 //! window_tokens = 128000                  # the model's context size; known models have a
@@ -249,6 +262,29 @@ pub struct Spec {
     /// Hooks around tool calls (`[[hooks]]`, see [`crate::hooks`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<crate::hooks::Hook>,
+    /// Models beside `[model]` (`[[models]]`, see [`crate::routing`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::routing::NamedModel>,
+    /// How model calls are routed between `[model]` and `models` (`None`: every call goes
+    /// to `[model]` and records no `model_routed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::routing::Routing>,
+    /// Trust levels (`[[autonomy]]`, see [`crate::autonomy`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub autonomy: Vec<crate::autonomy::TrustRule>,
+}
+
+impl Spec {
+    /// The settings of the model named `name` in routing (`main`: `[model]`).
+    pub fn model_named(&self, name: &str) -> Option<&Model> {
+        if name == crate::routing::MAIN {
+            return Some(&self.model);
+        }
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| &m.model)
+    }
 }
 
 /// The origin of an imported run, recorded in its spec (so it is part of the run's hash
@@ -447,6 +483,20 @@ pub struct Budgets {
     pub max_wall_secs: Option<u64>,
     /// Identical consecutive tool calls tolerated.
     pub loop_limit: Option<u64>,
+    /// Soft limit: model replies. Passing a soft limit parks the run for a human (an
+    /// escalation) instead of failing it; each approval lets it go on to the next multiple
+    /// of the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_max_steps: Option<u64>,
+    /// Soft limit: input + output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_max_tokens: Option<u64>,
+    /// Soft limit: cost in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_max_cost_usd: Option<f64>,
+    /// Soft limit: wall time from the first event, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_max_wall_secs: Option<u64>,
 }
 
 /// A spec that does not check out: where, and what is wrong.
@@ -514,6 +564,11 @@ struct RawSpec {
     skills: Vec<Spanned<String>>,
     #[serde(default)]
     hooks: Vec<Spanned<crate::hooks::Hook>>,
+    #[serde(default)]
+    models: Vec<Spanned<toml::Table>>,
+    routing: Option<Spanned<crate::routing::Routing>>,
+    #[serde(default)]
+    autonomy: Vec<Spanned<crate::autonomy::TrustRule>>,
 }
 
 /// A `[[agents]]` entry as written: a spec file of its own, or what it changes of its
@@ -673,37 +728,23 @@ impl Spec {
         };
         let policy = policy_rules(raw.policy, &known, &at)?;
         let (exec, web) = tool_settings(raw.exec, raw.web, &tools, &base, &at)?;
-        let cassette = raw.model.cassette.map(|c| resolved(&base.join(c)));
-        if raw.model.provider == Provider::Scripted && cassette.is_none() {
-            return Err(at(
-                model_span,
-                "the scripted provider needs `cassette = \"FILE\"` in [model]".to_owned(),
-            ));
-        }
-        let params = params(raw.model.other, raw.model.params, model_span.clone(), &at)?;
-        let max_reply = max_reply(&params);
+        let model = model(raw.model, "[model]", &base, model_span.clone(), &at)?;
         let context = context(
             raw.context,
-            raw.model.provider,
-            &raw.model.name,
-            max_reply,
+            model.provider,
+            &model.name,
+            model.max_reply(),
             model_span.clone(),
             &at,
         )?;
+        let models = named_models(raw.models, &base, &at)?;
+        let routing = routing(raw.routing, &models, &at)?;
+        let autonomy = autonomy(raw.autonomy, &at)?;
         Self {
             name: raw.name,
             system: raw.system,
             workspace: resolved(&base.join(raw.workspace.as_deref().unwrap_or("."))),
-            model: Model {
-                provider: raw.model.provider,
-                name: raw.model.name,
-                cassette,
-                base_url: raw.model.base_url,
-                api_key_env: raw.model.api_key_env,
-                timeout_secs: raw.model.timeout_secs,
-                price: raw.model.price,
-                params,
-            },
+            model,
             tools,
             wasm,
             mcp,
@@ -717,6 +758,9 @@ impl Spec {
             delegation: None,
             skills: Vec::new(),
             hooks: Vec::new(),
+            models,
+            routing,
+            autonomy,
         }
         .with_team(
             raw.agents,
@@ -983,6 +1027,130 @@ impl Spec {
 
 /// The model's parameters: the other keys of `[model]` and `[model.params]` (a key in
 /// both is refused).
+/// `[model]` (or a `[[models]]` entry, `what`) as written, checked.
+fn model(
+    raw: RawModel,
+    what: &str,
+    base: &Path,
+    span: Option<Range<usize>>,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Model, Error> {
+    let cassette = raw.cassette.map(|c| resolved(&base.join(c)));
+    if raw.provider == Provider::Scripted && cassette.is_none() {
+        return Err(at(
+            span,
+            format!("the scripted provider needs `cassette = \"FILE\"` in {what}"),
+        ));
+    }
+    let params = params(raw.other, raw.params, span, at)?;
+    Ok(Model {
+        provider: raw.provider,
+        name: raw.name,
+        cassette,
+        base_url: raw.base_url,
+        api_key_env: raw.api_key_env,
+        timeout_secs: raw.timeout_secs,
+        price: raw.price,
+        params,
+    })
+}
+
+/// `[[models]]` as written: each a `name` for routing and, as `model`, the provider's model
+/// name, then the keys of `[model]`.
+fn named_models(
+    raw: Vec<Spanned<toml::Table>>,
+    base: &Path,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Vec<crate::routing::NamedModel>, Error> {
+    let mut models: Vec<crate::routing::NamedModel> = Vec::new();
+    for entry in raw {
+        let span = entry.span();
+        let fail = |message: String| at(Some(span.clone()), message);
+        let mut table = entry.into_inner();
+        let name = match table.remove("name") {
+            Some(toml::Value::String(name)) => name,
+            _ => {
+                return Err(fail(
+                    "[[models]] needs `name = \"…\"`: the name routing uses".into(),
+                ));
+            }
+        };
+        name_shown_to_the_model("model", &name).map_err(&fail)?;
+        if name == crate::routing::MAIN || models.iter().any(|m| m.name == name) {
+            return Err(fail(format!(
+                "two models are named `{name}` (`main` is [model])"
+            )));
+        }
+        let Some(provider_name) = table.remove("model") else {
+            return Err(fail(format!(
+                "[[models]] `{name}` needs `model = \"…\"`: the model as the provider knows it"
+            )));
+        };
+        table.insert("name".into(), provider_name);
+        for key in table.keys() {
+            let dictionary = MODEL_KEYS.iter().chain(KNOWN_PARAMS.iter()).copied();
+            if !MODEL_KEYS.contains(&key.as_str())
+                && !KNOWN_PARAMS.contains(&key.as_str())
+                && let Some(near) = did_you_mean(key, dictionary)
+            {
+                return Err(fail(format!(
+                    "unknown key `{key}` in [[models]] `{name}`; did you mean `{near}`? Other \
+                     keys are passed to the provider; a parameter that really has this name \
+                     goes under `params`"
+                )));
+            }
+        }
+        let raw: RawModel = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(format!("[[models]] `{name}`: {}", e.message())))?;
+        let model = model(
+            raw,
+            &format!("[[models]] `{name}`"),
+            base,
+            Some(span.clone()),
+            at,
+        )?;
+        models.push(crate::routing::NamedModel { name, model });
+    }
+    Ok(models)
+}
+
+/// `[routing]`, checked against the models; a spec with `[[models]]` and no `[routing]`
+/// routes every call to `main` (recording it).
+fn routing(
+    raw: Option<Spanned<crate::routing::Routing>>,
+    models: &[crate::routing::NamedModel],
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Option<crate::routing::Routing>, Error> {
+    let (routing, span) = match raw {
+        Some(r) => {
+            let span = r.span();
+            (r.into_inner(), Some(span))
+        }
+        None if models.is_empty() => return Ok(None),
+        None => (crate::routing::Routing::default(), None),
+    };
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    routing.check(&names).map_err(|why| at(span, why))?;
+    Ok(Some(routing))
+}
+
+/// `[[autonomy]]`, checked.
+fn autonomy(
+    raw: Vec<Spanned<crate::autonomy::TrustRule>>,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Vec<crate::autonomy::TrustRule>, Error> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let span = rule.span();
+            let rule = rule.into_inner();
+            rule.check(i).map_err(|why| at(Some(span), why))?;
+            Ok(rule)
+        })
+        .collect()
+}
+
 fn params(
     mut params: BTreeMap<String, serde_json::Value>,
     listed: BTreeMap<String, serde_json::Value>,

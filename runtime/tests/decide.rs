@@ -135,6 +135,8 @@ fn agent(budgets: Budgets, rules: &[Rule]) -> Agent {
         budgets,
         policy: Policy::new(rules).expect("policy"),
         tools,
+        routing: None,
+        autonomy: Vec::new(),
     }
 }
 
@@ -182,7 +184,7 @@ fn writes_ask_by_default_and_the_decision_is_honoured() {
     for (decision, approved) in [(Decision::Approved, true), (Decision::Denied, false)] {
         let mut log = Log::start();
         log.model_reply(&[("w1", "fs.write", Some("notes.md"))]);
-        let Next::AskApproval { call, reason } = decide(&plain(), &log.state) else {
+        let Next::AskApproval { call, reason, .. } = decide(&plain(), &log.state) else {
             panic!("expected ask")
         };
         assert_eq!(call.call_id, "w1");
@@ -507,4 +509,82 @@ fn an_error_from_a_tool_whose_errors_stop_the_run_fails_it_before_the_next_call(
         }
         other => panic!("expected the run to stop, got {other:?}"),
     }
+}
+
+#[test]
+fn trust_levels_tighten_and_loosen_the_policy_but_never_for_destructive_tools_or_denials() {
+    let trust = |text: &str| -> Vec<retrace_runtime::autonomy::TrustRule> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        table["autonomy"].clone().try_into().expect("trust rules")
+    };
+    let mut agent = agent(
+        Budgets::default(),
+        &[Rule {
+            tool: "fs.edit".into(),
+            path: None,
+            command: None,
+            url: None,
+            action: Action::Deny,
+            idempotent: None,
+        }],
+    );
+    agent.tools.insert(
+        "mcp.fs.rm".into(),
+        ToolMeta {
+            tier: Tier::Destructive,
+            idempotent: false,
+            on_error: OnError::Continue,
+        },
+    );
+    agent.policy = Policy::new(&[
+        Rule {
+            tool: "fs.edit".into(),
+            path: None,
+            command: None,
+            url: None,
+            action: Action::Deny,
+            idempotent: None,
+        },
+        Rule {
+            tool: "mcp.fs.rm".into(),
+            path: None,
+            command: None,
+            url: None,
+            action: Action::Ask,
+            idempotent: None,
+        },
+    ])
+    .unwrap();
+    agent.autonomy = trust(
+        "[[autonomy]]\ntool = \"fs.read\"\nlevel = \"supervised\"\n\
+         [[autonomy]]\ntool = \"*\"\nlevel = \"autonomous\"\n",
+    );
+    let next_for = |tool: &str| {
+        let mut log = Log::start();
+        log.model_reply(&[("c1", tool, Some("a.md"))]);
+        decide(&agent, &log.state)
+    };
+    // supervised: asked although reads are allowed
+    let Next::AskApproval {
+        reason, autonomy, ..
+    } = next_for("fs.read")
+    else {
+        panic!("a supervised read is asked about");
+    };
+    assert_eq!(autonomy, None);
+    assert!(reason.contains("autonomy rule 0: supervised"), "{reason}");
+    // autonomous: a write the policy asks about may be allowed by rule 1
+    assert!(matches!(
+        next_for("fs.write"),
+        Next::AskApproval {
+            autonomy: Some(1),
+            ..
+        }
+    ));
+    // a destructive tool is never promoted, a denial never loosened
+    assert!(matches!(
+        next_for("mcp.fs.rm"),
+        Next::AskApproval { autonomy: None, .. }
+    ));
+    assert!(matches!(next_for("fs.edit"), Next::Deny { .. }));
 }

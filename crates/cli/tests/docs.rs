@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The documents checked; `every_guide_is_checked` keeps this list complete.
-const GUIDES: [&str; 12] = [
+const GUIDES: [&str; 13] = [
     "cli.md",
     "concepts.md",
     "context.md",
@@ -36,6 +36,7 @@ const GUIDES: [&str; 12] = [
     "getting-started.md",
     "import-export.md",
     "inspector.md",
+    "policy.md",
     "providers.md",
     "scaling-out.md",
     "serve.md",
@@ -116,6 +117,11 @@ fn guide_scaling_out() {
 #[test]
 fn guide_serve() {
     check("docs/guide/serve.md");
+}
+
+#[test]
+fn guide_policy() {
+    check("docs/guide/policy.md");
 }
 
 #[test]

@@ -30,6 +30,13 @@ const BATCH: u64 = 4_096;
 pub enum Action {
     /// Ask the model.
     CallModel,
+    /// Ask this model of the spec's, chosen by this routing rule (`model_routed`).
+    RouteModel {
+        /// The model's name in the spec.
+        model: String,
+        /// The rule; `None` for the default, a retry or a fallback.
+        rule: Option<u32>,
+    },
     /// Issue again a model call whose intent is recorded.
     ReissueModel,
     /// Run a tool call.
@@ -98,6 +105,9 @@ impl From<&Next> for Action {
             },
             Next::AskApproval { call, .. } => Self::AskApproval {
                 call_id: call.call_id.clone(),
+            },
+            Next::Escalate { call_id, .. } => Self::AskApproval {
+                call_id: call_id.clone(),
             },
             Next::Deny { call, .. } => Self::Deny {
                 call_id: call.call_id.clone(),
@@ -200,6 +210,8 @@ pub fn check_run(
     let mut next_seq = 0;
     // the call the last before-hook decided on, until its request
     let mut hooked: Option<String> = None;
+    // the last event was a `model_routed`
+    let mut routed = false;
     while check.events < len {
         // keep one event of look-ahead (a denial is a request and its result together)
         if window.len() < 2 && next_seq < len {
@@ -213,7 +225,13 @@ pub fn check_run(
             next_seq = last + 1;
         }
         let event = window.pop_front().expect("read above");
-        if let Some(mut actual) = recorded_action(store, &event, window.front())? {
+        // a routed call's decision is its `model_routed`; the intent beside it is its part
+        let routed_call =
+            matches!(event.kind, EventKind::ModelRequested { .. }) && std::mem::take(&mut routed);
+        routed = matches!(event.kind, EventKind::ModelRouted { .. });
+        if routed_call {
+            // applied below like any other event
+        } else if let Some(mut actual) = recorded_action(store, &event, window.front())? {
             let (_, current) = agent.as_ref().expect("run_started is never a decision");
             check.decisions += 1;
             let next = match &event.kind {
@@ -238,7 +256,10 @@ pub fn check_run(
                     args: front.args,
                 };
             }
-            let expected = Action::from(&next);
+            let expected = match (&next, &current.routing) {
+                (Next::CallModel { .. }, Some(routing)) => route(store, routing, current, &state)?,
+                _ => Action::from(&next),
+            };
             if expected != actual {
                 check.divergence = Some(divergence(event.seq, &next, expected, actual));
                 return Ok(check);
@@ -269,12 +290,37 @@ pub fn check_run(
     Ok(check)
 }
 
+/// The model today's routing chooses for the next call of a run in `state`.
+fn route(
+    store: &(impl Store + ?Sized),
+    routing: &retrace_runtime::routing::Routing,
+    agent: &Agent,
+    state: &State,
+) -> Result<Action, Error> {
+    let reply = match retrace_runtime::routing::last_reply(state) {
+        Some(blob) => store
+            .blob(&blob)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+        None => None,
+    };
+    Ok(
+        match retrace_runtime::routing::choose(routing, &agent.budgets, state, reply.as_ref()) {
+            Some(route) => Action::RouteModel {
+                model: route.model,
+                rule: route.rule,
+            },
+            None => Action::CallModel,
+        },
+    )
+}
+
 fn divergence(seq: u64, next: &Next, expected: Action, actual: Action) -> Divergence {
     let expected_reason = match next {
         Next::Park { reason }
         | Next::Finish { reason, .. }
         | Next::Deny { reason, .. }
-        | Next::AskApproval { reason, .. } => Some(reason.clone()),
+        | Next::AskApproval { reason, .. }
+        | Next::Escalate { reason, .. } => Some(reason.clone()),
         _ => None,
     };
     let (old, new) = (json(&expected), json(&actual));
@@ -320,6 +366,10 @@ fn recorded_action(
 ) -> Result<Option<Action>, Error> {
     Ok(Some(match &event.kind {
         EventKind::ModelRequested { .. } => Action::CallModel,
+        EventKind::ModelRouted { model, rule, .. } => Action::RouteModel {
+            model: model.clone(),
+            rule: *rule,
+        },
         EventKind::ToolRequested {
             call_id,
             tool,

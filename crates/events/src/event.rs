@@ -364,6 +364,19 @@ pub enum EventKind {
         /// The decision (canonical JSON: `decision`, and `reason`, `args` or `note`).
         decision: BlobId,
     },
+    /// Which of the spec's models the next model call goes to, and why: appended in the same
+    /// atomic append as (and just before) that call's `model_requested`, by runs whose spec
+    /// routes between models (`[[models]]`, `[routing]`). Its usage is accounted to this
+    /// model.
+    ModelRouted {
+        /// The model's name in the spec (`main` for `[model]`).
+        model: String,
+        /// The routing rule that chose it (its index in `[[routing.rules]]`); `None` for the
+        /// default or a fallback.
+        rule: Option<u32>,
+        /// Why, in words (`rule 0: the first 3 steps`, `fallback: main failed 3 times`).
+        reason: String,
+    },
 }
 
 /// When a hook runs.
@@ -405,7 +418,7 @@ pub struct ProposedCall {
 
 impl EventKind {
     /// Every kind's name, in declaration order (the order of their encoding tags).
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "run_started",
         "model_requested",
         "model_responded",
@@ -423,6 +436,7 @@ impl EventKind {
         "child_started",
         "child_finished",
         "hook_decided",
+        "model_routed",
     ];
 
     /// Stable snake_case name of this kind (as in JSON output).
@@ -450,6 +464,7 @@ impl EventKind {
             Self::ChildStarted { .. } => 14,
             Self::ChildFinished { .. } => 15,
             Self::HookDecided { .. } => 16,
+            Self::ModelRouted { .. } => 17,
         }
     }
 
@@ -474,7 +489,9 @@ impl EventKind {
             Self::ContextCompacted {
                 summary, response, ..
             } => summary.iter().chain(response.iter()).copied().collect(),
-            Self::ChildStarted { .. } | Self::ChildFinished { .. } => Vec::new(),
+            Self::ChildStarted { .. } | Self::ChildFinished { .. } | Self::ModelRouted { .. } => {
+                Vec::new()
+            }
             Self::HookDecided { decision, .. } => vec![*decision],
         }
     }

@@ -140,6 +140,11 @@ fn golden_events() -> Vec<Event> {
             stage: HookStage::BeforeTool,
             decision: blob(r#"{"decision":"deny","reason":"writes go under out/"}"#),
         },
+        EventKind::ModelRouted {
+            model: "backup".into(),
+            rule: None,
+            reason: "fallback: main failed 3 times in a row (transient)".into(),
+        },
     ];
     kinds
         .into_iter()
@@ -395,6 +400,13 @@ fn any_kind() -> impl Strategy<Value = EventKind> {
                     HookStage::AfterTool
                 },
                 decision,
+            }
+        }),
+        (text, proptest::option::of(any::<u32>()), text).prop_map(|(model, rule, reason)| {
+            EventKind::ModelRouted {
+                model,
+                rule,
+                reason,
             }
         }),
     ]

@@ -307,6 +307,9 @@ fn spec(
         delegation: None,
         skills: Vec::new(),
         hooks: Vec::new(),
+        models: Vec::new(),
+        routing: None,
+        autonomy: Vec::new(),
     };
     Ok(store.put_blob(&spec.to_canonical_bytes())?)
 }

@@ -296,7 +296,27 @@ fn drive(
     let info = store.require_run(&run)?;
     let state = state_at_head(store, &run, SnapshotPolicy::default())?.state;
     let view = RunView::from_state(store, &info, &state, false);
-    Ok(report(&view, &stop, false))
+    let code = report(&view, &stop, false);
+    if let Some(why) = approval_asked(store, &state) {
+        println!("asks: {why}");
+    }
+    Ok(code)
+}
+
+/// Why the run's pending approval was asked for (the request's `reason`: a policy rule, a
+/// tier's default, a soft budget's figures), if it waits for one.
+fn approval_asked(store: &dyn Store, state: &retrace_replay::State) -> Option<String> {
+    let retrace_replay::Status::AwaitingApproval { call_id } = &state.status else {
+        return None;
+    };
+    let request = state.approvals_pending.get(call_id)?.request;
+    let asked: serde_json::Value = serde_json::from_slice(&store.blob(&request).ok()??).ok()?;
+    let reason = asked.get("reason")?.as_str()?;
+    let tool = asked
+        .get("tool")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    Some(format!("{call_id} ({tool}): {reason}"))
 }
 
 /// The event a child's (grandchild's, …) progress report carries, if it is one, with the

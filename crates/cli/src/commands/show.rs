@@ -283,6 +283,27 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
         state.timing.model_ms,
         state.timing.tool_ms
     );
+    for (name, m) in &state.models.by_model {
+        println!(
+            "  model     {name}: {} replies, {} failures, {} in / {} out tokens, {}",
+            m.replies,
+            m.failures,
+            m.input_tokens,
+            m.output_tokens,
+            output::usd(m.cost_micro_usd)
+        );
+    }
+    if !state.escalations.is_empty() {
+        println!(
+            "  escalated {}",
+            state
+                .escalations
+                .iter()
+                .map(|(budget, n)| format!("{budget} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !state.pending.is_empty() {
         println!(
             "  pending   {}",
