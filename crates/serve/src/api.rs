@@ -328,11 +328,30 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// A stable code: `bad_request`, `not_found`, `conflict`, `too_large`, `unauthorized`,
-    /// `unavailable`, `internal`.
+    /// A stable code: `bad_request`, `not_found`, `conflict`, `too_large`, `unauthorized`
+    /// (no or an unknown token), `forbidden` (the token's role does not allow it: nothing
+    /// was done), `unavailable`, `internal`.
     pub code: String,
     /// In words: what, where, and what to do.
     pub message: String,
+}
+
+/// The payload of signal `name` as recorded when `by` sends it: a `cancel` carries who
+/// cancels, `{"by": BY, "reason": …}` (a `null` payload becomes `{"by": BY, "reason":
+/// null}`, an object gets `by` set); any other signal's payload is the sender's own and is
+/// recorded as given.
+pub fn signed(name: &str, payload: Value, by: &str) -> Value {
+    if name != retrace_runtime::inbox::CANCEL {
+        return payload;
+    }
+    match payload {
+        Value::Null => serde_json::json!({"by": by, "reason": null}),
+        Value::Object(mut fields) => {
+            fields.insert("by".into(), Value::String(by.to_owned()));
+            Value::Object(fields)
+        }
+        other => other,
+    }
 }
 
 /// Whether a signal may be sent: its name is 1–64 characters of `a-z0-9_.`, not one the

@@ -6,6 +6,10 @@
 //!   it, so a crash during the retry asks again instead of repeating silently);
 //! - `--skip-with FILE`: do not run it again; FILE (JSON) is its result, as if it had returned;
 //! - `--fail`: end the run as failed.
+//!
+//! Who resolves (`--as`, else `$USER`) is recorded: as the approval's `by` for a retry, as
+//! `by` in the finish detail for a failure. A skip records only the given result (the
+//! result is what the agent reads, so nothing is added to it).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,6 +37,7 @@ pub fn run(
     call: Option<&str>,
     how: How<'_>,
     note: Option<&str>,
+    by: &str,
 ) -> anyhow::Result<ExitCode> {
     let access = store_access::open_existing(dir)?;
     let store = access.store();
@@ -57,7 +62,6 @@ pub fn run(
             run.short()
         );
     }
-    let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let kind = match how {
         How::Retry => {
             let note = note
@@ -66,7 +70,7 @@ pub fn run(
             EventKind::ApprovalDecided {
                 call_id: call_id.clone(),
                 decision: Decision::Approved,
-                by,
+                by: by.to_owned(),
                 note,
             }
         }
@@ -83,7 +87,7 @@ pub fn run(
             }
         }
         How::Fail => {
-            let detail = json!({"reason": format!("the outcome of {call_id} was unknown; {by} ended the run"), "note": note});
+            let detail = json!({"reason": format!("the outcome of {call_id} was unknown; {by} ended the run"), "note": note, "by": by});
             EventKind::RunFinished {
                 outcome: Outcome::Failed,
                 detail: store.put_blob(&canonical_json(&detail))?,
