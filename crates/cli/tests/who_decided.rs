@@ -84,7 +84,10 @@ fn as_names_the_decider_of_every_human_decision_and_a_bad_name_is_refused() {
     }
     assert_eq!(log_json(&store, &first).len(), before);
 
-    ok(&store, &["--as", "alice", "approve", &first, "--note", "fine"]);
+    ok(
+        &store,
+        &["--as", "alice", "approve", &first, "--note", "fine"],
+    );
     let decided = log_json(&store, &first).pop().expect("the decision");
     assert_eq!(
         (&decided["kind"], &decided["by"]),
@@ -93,7 +96,10 @@ fn as_names_the_decider_of_every_human_decision_and_a_bad_name_is_refused() {
     let second = parked(&store, &spec, "Note the freeze");
     ok(&store, &["--as", "bob", "approve", &second, "--deny"]);
     let third = parked(&store, &spec, "Note the party");
-    ok(&store, &["--as", "carol", "cancel", &third, "--reason", "not now"]);
+    ok(
+        &store,
+        &["--as", "carol", "cancel", &third, "--reason", "not now"],
+    );
     let finish = log_json(&store, &third).pop().expect("the finish");
     assert_eq!(finish["kind"], "run_finished");
     assert_eq!(finish["outcome"], "cancelled");
@@ -105,7 +111,17 @@ fn as_names_the_decider_of_every_human_decision_and_a_bad_name_is_refused() {
         .expect("the cancel");
     assert_eq!(signal["name"], "cancel");
     let asked = parked(&store, &asker(dir.path()), "Ask why");
-    ok(&store, &["--as", "erin@example.org", "answer", &asked, "--text", "because"]);
+    ok(
+        &store,
+        &[
+            "--as",
+            "erin@example.org",
+            "answer",
+            &asked,
+            "--text",
+            "because",
+        ],
+    );
 
     let (code, entries) = audit(&store, &[]);
     assert_eq!(code, Some(0), "{entries:#?}");
@@ -126,25 +142,39 @@ fn as_names_the_decider_of_every_human_decision_and_a_bad_name_is_refused() {
     assert_eq!(entries[2]["note"], "not now");
     assert_eq!(entries[4]["note"], "because");
     assert!(entries.iter().all(|e| e["verified"] == true));
-    let times: Vec<u64> = entries.iter().map(|e| e["time_ms"].as_u64().expect("ms")).collect();
+    let times: Vec<u64> = entries
+        .iter()
+        .map(|e| e["time_ms"].as_u64().expect("ms"))
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
-    assert!(entries[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        entries[0]["time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
 
-    // --who, --since, and the table
-    let (_, alice) = audit(&store, &["--who", "alice"]);
-    assert_eq!(field(&alice, "run"), [&first]);
-    let (_, none) = audit(&store, &["--since", "2999-01-01T00:00:00Z"]);
+    filters(&store, &first);
+}
+
+/// `audit --who`, `--since` (a time, a duration, nonsense) and the table, on the store of
+/// the test above (five decisions, `first` alice's).
+fn filters(store: &Path, first: &str) {
+    let (_, alice) = audit(store, &["--who", "alice"]);
+    assert_eq!(field(&alice, "run"), [first]);
+    let (_, none) = audit(store, &["--since", "2999-01-01T00:00:00Z"]);
     assert!(none.is_empty(), "{none:#?}");
-    let (_, recent) = audit(&store, &["--since", "1h"]);
+    let (_, recent) = audit(store, &["--since", "1h"]);
     assert_eq!(recent.len(), 5);
-    let out = retrace(&store, &["audit", "--since", "last tuesday"]);
+    let out = retrace(store, &["audit", "--since", "last tuesday"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
-    let table = text(&ok(&store, &["audit"]));
+    let table = text(&ok(store, &["audit"]));
     assert!(table.starts_with("TIME"), "{table}");
     assert!(table.contains("erin@example.org"), "{table}");
+}
 
-    // a resolution: a retry records who resolved it
+#[test]
+fn as_names_who_resolves_a_call_of_unknown_outcome() {
     let other = tempfile::tempdir().expect("temp dir");
     let stuck = run_stuck_in_an_append(other.path()).to_hex();
     let store = other.path().join("store");
@@ -294,7 +324,7 @@ impl Served {
             if done(&view) {
                 return view;
             }
-            assert!(began.elapsed() < Duration::from_secs(60), "{view}");
+            assert!(began.elapsed() < Duration::from_mins(1), "{view}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -333,19 +363,30 @@ fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
         &["--tokens", tokens.to_str().expect("utf-8")],
         &[("WHO_DECIDED_ADMIN", ADMIN)],
     );
-    assert!(!store.join("serve.token").exists(), "no single token beside named ones");
+    assert!(
+        !store.join("serve.token").exists(),
+        "no single token beside named ones"
+    );
 
     // a viewer may not start a run; an operator may
     let submit = |input: &str| json!({"spec_path": spec.display().to_string(), "input": input});
     let (status, refused) = served.call(VIEWER, "POST", "/v1/runs", Some(submit("a")));
-    assert_eq!((status, &refused["error"]["code"]), (403, &json!("forbidden")), "{refused}");
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (403, &json!("forbidden")),
+        "{refused}"
+    );
     let mut runs = Vec::new();
     for input in ["Note the release date", "Note the freeze"] {
         let (status, started) = served.call(OPERATOR, "POST", "/v1/runs", Some(submit(input)));
         assert_eq!(status, 201, "{started}");
         runs.push(started["run"].as_str().expect("run").to_owned());
     }
-    let parked = |v: &Value| v["awaiting_approval"].as_array().is_some_and(|a| !a.is_empty());
+    let parked = |v: &Value| {
+        v["awaiting_approval"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
     for run in &runs {
         served.wait(VIEWER, run, &parked);
     }
@@ -353,34 +394,9 @@ fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
     let events = |run: &str| served.wait(VIEWER, run, &|_| true)["events"].clone();
     let before = events(first);
 
-    // no token: 401; a viewer: 403 naming its role and the one needed; nothing appended
+    refusals(&served, first);
     let approve = format!("/v1/runs/{first}/approve");
-    let (status, body) = served.call("", "POST", &approve, Some(json!({})));
-    assert_eq!((status, &body["error"]["code"]), (401, &json!("unauthorized")), "{body}");
-    let (status, body) = served.call(VIEWER, "POST", &approve, Some(json!({"note": "sneaky"})));
-    assert_eq!((status, &body["error"]["code"]), (403, &json!("forbidden")), "{body}");
-    let message = body["error"]["message"].as_str().expect("message");
-    assert!(
-        message.contains("`watcher`") && message.contains("`viewer`") && message.contains("`operator`"),
-        "{message}"
-    );
-    assert!(!message.contains(VIEWER), "{message}");
-    for (path, body) in [
-        (format!("/v1/runs/{first}/cancel"), json!({})),
-        (format!("/v1/runs/{first}/signal"), json!({"name": "cancel"})),
-        (format!("/v1/runs/{first}/answer"), json!({"text": "x"})),
-        (format!("/v1/runs/{first}/resume"), json!({})),
-    ] {
-        let (status, refused) = served.call(VIEWER, "POST", &path, Some(body));
-        assert_eq!(status, 403, "{path}: {refused}");
-    }
-    // an operator may not act as someone else, nor fork (an admin's)
-    let (status, body) = served.call(OPERATOR, "POST", &approve, Some(json!({"by": "mallory"})));
-    assert_eq!(status, 403, "{body}");
-    assert!(body.to_string().contains("not `mallory`"), "{body}");
     let fork = format!("/v1/runs/{first}/fork");
-    let (status, body) = served.call(OPERATOR, "POST", &fork, Some(json!({"at": 1})));
-    assert_eq!(status, 403, "{body}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(events(first), before, "a refused request appended nothing");
 
@@ -388,7 +404,12 @@ fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
     let (status, body) = served.call(OPERATOR, "POST", &approve, Some(json!({"note": "ok"})));
     assert_eq!(status, 200, "{body}");
     let deny = format!("/v1/runs/{second}/approve");
-    let (status, body) = served.call(OPERATOR, "POST", &deny, Some(json!({"deny": true, "by": "ops"})));
+    let (status, body) = served.call(
+        OPERATOR,
+        "POST",
+        &deny,
+        Some(json!({"deny": true, "by": "ops"})),
+    );
     assert_eq!(status, 200, "{body}");
     for run in &runs {
         served.wait(VIEWER, run, &|v| v["finished"] == true);
@@ -417,9 +438,58 @@ fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
         .collect();
     assert_eq!(
         got,
-        [(first.as_str(), "approve", "ops"), (second.as_str(), "deny", "ops")]
+        [
+            (first.as_str(), "approve", "ops"),
+            (second.as_str(), "deny", "ops")
+        ]
     );
     assert!(entries.iter().all(|e| e["verified"] == true));
+}
+
+/// What a request without a token, a viewer's, and an operator's beyond its role get on
+/// parked run `first`: 401, then 403 naming the role and the one needed.
+fn refusals(served: &Served, first: &str) {
+    // no token: 401; a viewer: 403 naming its role and the one needed; nothing appended
+    let approve = format!("/v1/runs/{first}/approve");
+    let (status, body) = served.call("", "POST", &approve, Some(json!({})));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized")),
+        "{body}"
+    );
+    let (status, body) = served.call(VIEWER, "POST", &approve, Some(json!({"note": "sneaky"})));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("forbidden")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("`watcher`")
+            && message.contains("`viewer`")
+            && message.contains("`operator`"),
+        "{message}"
+    );
+    assert!(!message.contains(VIEWER), "{message}");
+    for (path, body) in [
+        (format!("/v1/runs/{first}/cancel"), json!({})),
+        (
+            format!("/v1/runs/{first}/signal"),
+            json!({"name": "cancel"}),
+        ),
+        (format!("/v1/runs/{first}/answer"), json!({"text": "x"})),
+        (format!("/v1/runs/{first}/resume"), json!({})),
+    ] {
+        let (status, refused) = served.call(VIEWER, "POST", &path, Some(body));
+        assert_eq!(status, 403, "{path}: {refused}");
+    }
+    // an operator may not act as someone else, nor fork (an admin's)
+    let (status, body) = served.call(OPERATOR, "POST", &approve, Some(json!({"by": "mallory"})));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("not `mallory`"), "{body}");
+    let fork = format!("/v1/runs/{first}/fork");
+    let (status, body) = served.call(OPERATOR, "POST", &fork, Some(json!({"at": 1})));
+    assert_eq!(status, 403, "{body}");
 }
 
 #[test]
@@ -434,17 +504,30 @@ fn a_tokens_file_that_is_wrong_stops_serve_with_a_clear_error() {
     .expect("write");
     let out = retrace(
         &store,
-        &["serve", "--http", "127.0.0.1:0", "--tokens", tokens.to_str().expect("utf-8")],
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--tokens",
+            tokens.to_str().expect("utf-8"),
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("tokens.toml"), "{}", text(&out));
     assert!(!text(&out).contains("inline-secret"), "{}", text(&out));
-    let out = retrace(&store, &["serve", "--tokens", tokens.to_str().expect("utf-8")]);
+    let out = retrace(
+        &store,
+        &["serve", "--tokens", tokens.to_str().expect("utf-8")],
+    );
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 /// Append `kinds` to a new run `run` of the (closed) store in `dir`; the events' ids.
-fn hand_built(store: &retrace_store_sled::SledStore, run: RunId, kinds: Vec<EventKind>) -> Vec<EventId> {
+fn hand_built(
+    store: &retrace_store_sled::SledStore,
+    run: RunId,
+    kinds: Vec<EventKind>,
+) -> Vec<EventId> {
     store
         .create_run(NewRun::new(run, Timestamp(1)))
         .expect("create run");
@@ -460,7 +543,10 @@ fn hand_built(store: &retrace_store_sled::SledStore, run: RunId, kinds: Vec<Even
 }
 
 /// An automatic allow (as graduated autonomy records one) citing `evidence`.
-fn automatic_allow(store: &retrace_store_sled::SledStore, evidence: &[(String, String)]) -> Vec<EventKind> {
+fn automatic_allow(
+    store: &retrace_store_sled::SledStore,
+    evidence: &[(String, String)],
+) -> Vec<EventKind> {
     let put = |v: Value| -> BlobId { store.put_blob(&canonical_json(&v)).expect("blob") };
     let evidence: Vec<Value> = evidence
         .iter()
@@ -474,9 +560,11 @@ fn automatic_allow(store: &retrace_store_sled::SledStore, evidence: &[(String, S
         },
         EventKind::ApprovalRequested {
             call_id: "c1".into(),
-            request: put(json!({"tool": "fs.write", "args": {}, "reason": "writes ask",
+            request: put(
+                json!({"tool": "fs.write", "args": {}, "reason": "writes ask",
                 "autonomy": {"rule": 0, "tool": "fs.write", "pattern": null,
-                    "approvals": evidence.len(), "evidence": evidence}})),
+                    "approvals": evidence.len(), "evidence": evidence}}),
+            ),
         },
         EventKind::ApprovalDecided {
             call_id: "c1".into(),
@@ -515,7 +603,10 @@ fn audit_checks_evidence_and_the_hash_chain_and_fails_on_either() {
     }
     let (code, entries) = audit(&store, &[]);
     assert_eq!(code, Some(1), "{entries:#?}");
-    assert_eq!(field(&entries, "what"), ["approve", "auto-allow", "auto-allow"]);
+    assert_eq!(
+        field(&entries, "what"),
+        ["approve", "auto-allow", "auto-allow"]
+    );
     let good_entry = &entries[1];
     assert_eq!(good_entry["run"], good.to_string());
     assert_eq!(good_entry["who"], "autonomy");
@@ -526,8 +617,18 @@ fn audit_checks_evidence_and_the_hash_chain_and_fails_on_either() {
     assert_eq!(good_entry["details"]["approvals"], 1);
     let bad_entry = &entries[2];
     assert_eq!(bad_entry["verified"], false);
-    assert!(bad_entry["evidence"][0]["problem"].as_str().is_some_and(|p| p.contains("has no event")), "{bad_entry:#}");
-    assert!(bad_entry["evidence"][1]["problem"].as_str().is_some_and(|p| p.contains("not a human's approval")), "{bad_entry:#}");
+    assert!(
+        bad_entry["evidence"][0]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("has no event")),
+        "{bad_entry:#}"
+    );
+    assert!(
+        bad_entry["evidence"][1]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("not a human's approval")),
+        "{bad_entry:#}"
+    );
     let out = retrace(&store, &["audit"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("do not verify"), "{}", text(&out));
@@ -542,5 +643,10 @@ fn audit_checks_evidence_and_the_hash_chain_and_fails_on_either() {
     let (code, entries) = audit(&store, &["--who", "alice"]);
     assert_eq!(code, Some(1), "{entries:#?}");
     assert_eq!(entries[0]["verified"], false);
-    assert!(entries[0]["problem"].as_str().is_some_and(|p| p.contains("seq 1")), "{entries:#?}");
+    assert!(
+        entries[0]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("seq 1")),
+        "{entries:#?}"
+    );
 }

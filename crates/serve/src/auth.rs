@@ -278,10 +278,7 @@ impl Tokens {
 
     /// The caller whose token an `Authorization` header value (`Bearer SECRET`) carries.
     pub fn caller(&self, authorization: &[u8]) -> Option<&Caller> {
-        let Some(secret) = authorization.strip_prefix(b"Bearer ") else {
-            return None;
-        };
-        let given = hash(secret);
+        let given = hash(authorization.strip_prefix(b"Bearer ")?);
         // `blake3::Hash` compares in constant time; every entry is compared
         let mut found = None;
         for (expected, caller) in &self.entries {
@@ -292,14 +289,9 @@ impl Tokens {
         found
     }
 
-    /// How many tokens there are.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there are none (never, once loaded).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// How many named tokens (from a tokens file) there are: 0 for the single token.
+    pub fn named(&self) -> usize {
+        self.entries.iter().filter(|(_, c)| !c.vouches).count()
     }
 }
 
@@ -425,7 +417,9 @@ mod tests {
         assert_eq!((ops.name.as_str(), ops.role), ("ops", Role::Operator));
         assert!(!ops.vouches);
         assert_eq!(
-            tokens.caller(b"Bearer view-secret-0123456789").map(|c| c.role),
+            tokens
+                .caller(b"Bearer view-secret-0123456789")
+                .map(|c| c.role),
             Some(Role::Viewer)
         );
         assert!(tokens.caller(b"Bearer nope").is_none());

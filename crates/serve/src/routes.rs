@@ -125,7 +125,11 @@ fn unauthorized() -> ApiError {
 /// 403 unless the caller's role allows the matched route.
 async fn permitted(req: Request, next: Next) -> Response {
     let (needed, what) = auth::route_needs(req.method(), req.uri().path());
-    match req.extensions().get::<Caller>().map(|c| c.may(needed, &what)) {
+    match req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.may(needed, &what))
+    {
         Some(Ok(())) => next.run(req).await,
         Some(Err(message)) => ApiError::forbidden(message).into_response(),
         None => ApiError::internal_message("no caller was identified").into_response(),

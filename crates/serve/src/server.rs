@@ -137,10 +137,7 @@ pub async fn serve(
     let socket = opened.socket.clone();
     let unix = socket.as_deref().map(unix_listener).transpose()?;
     let (tcp, token_file, tokens) = http_listener(&config, &opened).await?;
-    let named_tokens = match (&config.tokens, &tokens) {
-        (Some(_), Some(tokens)) => tokens.len(),
-        _ => 0,
-    };
+    let named_tokens = tokens.as_ref().map_or(0, Tokens::named);
     if unix.is_none() && tcp.is_none() {
         return Err(Error::Config(
             "a worker on a PostgreSQL store listens on nothing: give --http ADDR or --socket PATH"

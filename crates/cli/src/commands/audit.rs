@@ -10,6 +10,7 @@
 mod entries;
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry as Slot;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -32,6 +33,9 @@ pub struct Options<'a> {
     /// A JSON array instead of a table.
     pub json: bool,
 }
+
+/// A run's events with their ids, in seq order.
+type Log = Vec<(EventId, Event)>;
 
 /// What was read of one run: its decisions, and why its chain does not verify (if not).
 struct Read {
@@ -58,7 +62,7 @@ pub fn run(dir: &Path, options: &Options<'_>) -> anyhow::Result<ExitCode> {
         }
     }
     // the runs evidence names, read once each
-    let mut logs: BTreeMap<RunId, Vec<(EventId, Event)>> = BTreeMap::new();
+    let mut logs: BTreeMap<RunId, Log> = BTreeMap::new();
     for entry in &mut entries {
         let run: RunId = entry.run.parse().context("a run id the store listed")?;
         entry.problem = problems.get(&run).cloned().flatten();
@@ -98,18 +102,17 @@ pub fn run(dir: &Path, options: &Options<'_>) -> anyhow::Result<ExitCode> {
 
 /// `--since`: RFC 3339, or a duration back from now; in ms since the Unix epoch.
 fn since(text: &str) -> anyhow::Result<u64> {
-    let at = match humantime::parse_rfc3339_weak(text) {
-        Ok(at) => at,
-        Err(_) => {
-            let back = humantime::parse_duration(text).with_context(|| {
-                format!(
-                    "--since `{text}`: give an RFC 3339 time (2026-12-01T09:00:00Z) or a \
-                     duration back from now (90m, 2h, 7d)"
-                )
-            })?;
-            let now = Duration::from_millis(retrace_runtime::entropy::now().unix_ms());
-            SystemTime::UNIX_EPOCH + now.saturating_sub(back)
-        }
+    let at = if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        at
+    } else {
+        let back = humantime::parse_duration(text).with_context(|| {
+            format!(
+                "--since `{text}`: give an RFC 3339 time (2026-12-01T09:00:00Z) or a \
+                 duration back from now (90m, 2h, 7d)"
+            )
+        })?;
+        let now = Duration::from_millis(retrace_runtime::entropy::now().unix_ms());
+        SystemTime::UNIX_EPOCH + now.saturating_sub(back)
     };
     let ms = at
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -147,10 +150,7 @@ fn read_run(store: &dyn Store, info: &retrace_store::RunInfo) -> Read {
 }
 
 /// Every event of `run` that decodes, in pages, and what did not decode (the first).
-fn log(
-    store: &dyn Store,
-    run: &RunId,
-) -> retrace_store::Result<(Vec<(EventId, Event)>, Option<String>)> {
+fn log(store: &dyn Store, run: &RunId) -> retrace_store::Result<(Log, Option<String>)> {
     let len = store.require_run(run)?.len();
     let (mut out, mut bad) = (Vec::new(), None);
     let mut next = 0;
@@ -177,7 +177,7 @@ fn log(
 fn check_evidence(
     store: &dyn Store,
     evidence: &Evidence,
-    logs: &mut BTreeMap<RunId, Vec<(EventId, Event)>>,
+    logs: &mut BTreeMap<RunId, Log>,
 ) -> Option<String> {
     let Ok(run) = evidence.run.parse::<RunId>() else {
         return Some(format!("`{}` is not a run id", evidence.run));
@@ -185,21 +185,19 @@ fn check_evidence(
     let Ok(id) = evidence.event.parse::<EventId>() else {
         return Some(format!("`{}` is not an event id", evidence.event));
     };
-    if !logs.contains_key(&run) {
-        match store.run(&run) {
-            Ok(Some(_)) => {}
-            _ => return Some(format!("the store has no run {run}")),
-        }
-        match log(store, &run) {
-            Ok((events, _)) => {
-                logs.insert(run, events);
+    let events = match logs.entry(run) {
+        Slot::Occupied(known) => known.into_mut(),
+        Slot::Vacant(slot) => {
+            if !matches!(store.run(&run), Ok(Some(_))) {
+                return Some(format!("the store has no run {run}"));
             }
-            Err(e) => return Some(format!("cannot read run {run}: {e}")),
+            match log(store, &run) {
+                Ok((events, _)) => slot.insert(events),
+                Err(e) => return Some(format!("cannot read run {run}: {e}")),
+            }
         }
-    }
-    let event = logs
-        .get(&run)
-        .and_then(|events| events.iter().find(|(i, _)| *i == id));
+    };
+    let event = events.iter().find(|(i, _)| *i == id);
     match event.map(|(_, e)| &e.kind) {
         None => Some(format!("run {run} has no event {id}")),
         Some(EventKind::ApprovalDecided {
@@ -207,9 +205,9 @@ fn check_evidence(
             by,
             ..
         }) if by != AUTONOMY => None,
-        Some(EventKind::ApprovalDecided { .. }) => Some(format!(
-            "event {id} of run {run} is not a human's approval"
-        )),
+        Some(EventKind::ApprovalDecided { .. }) => {
+            Some(format!("event {id} of run {run} is not a human's approval"))
+        }
         Some(other) => Some(format!(
             "event {id} of run {run} is a {}, not an approval",
             other.name()

@@ -45,7 +45,11 @@ pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "and on http://{addr} ({} named tokens from {})",
                     started.named_tokens,
-                    options.tokens.as_deref().unwrap_or(Path::new("?")).display()
+                    options
+                        .tokens
+                        .as_deref()
+                        .unwrap_or(Path::new("?"))
+                        .display()
                 );
             }
             (Some(addr), Some(file)) => {

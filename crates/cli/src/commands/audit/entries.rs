@@ -110,7 +110,7 @@ pub fn decisions(
         }
         if let Some(mut entry) = entry {
             entry.time_ms = event.at.unix_ms();
-            entry.run = run.to_owned();
+            run.clone_into(&mut entry.run);
             entry.seq = event.seq;
             entry.event = id.to_string();
             out.push(entry);
@@ -240,7 +240,12 @@ fn approval(
             .unwrap_or_default();
         ("auto-allow", true, autonomy, evidence)
     } else if call_id.starts_with("escalation:") {
-        ("escalation", false, request.get("escalation").cloned(), Vec::new())
+        (
+            "escalation",
+            false,
+            request.get("escalation").cloned(),
+            Vec::new(),
+        )
     } else if calls.unknown.remove(call_id) {
         ("resolve-retry", false, None, Vec::new())
     } else if decision == Decision::Approved {
@@ -302,11 +307,7 @@ fn returned(
 }
 
 /// A cancel, or another signal that says who sent it.
-fn signal(
-    name: &str,
-    payload: &BlobId,
-    blob: &dyn Fn(&BlobId) -> Option<Value>,
-) -> Option<Entry> {
+fn signal(name: &str, payload: &BlobId, blob: &dyn Fn(&BlobId) -> Option<Value>) -> Option<Entry> {
     let payload = blob(payload)?;
     let by = text(payload.get("by"))?;
     let (what, note) = if name == retrace_runtime::inbox::CANCEL {
@@ -392,7 +393,8 @@ mod tests {
             by: AUTONOMY.into(),
             note: Some(note),
         });
-        let request = log.blob(&json!({"escalation": {"budget": "tokens", "soft": 1000, "spent": 1200}}));
+        let request =
+            log.blob(&json!({"escalation": {"budget": "tokens", "soft": 1000, "spent": 1200}}));
         log.push(EventKind::ApprovalRequested {
             call_id: "escalation:1".into(),
             request,
@@ -419,11 +421,22 @@ mod tests {
             .map(|e| (e.run.as_str(), e.event.as_str()))
             .collect();
         assert_eq!(refs, [("aa", "bb"), ("cc", "dd")]);
-        assert_eq!(auto.details.as_ref().map(|d| &d["approvals"]), Some(&json!(2)));
-        assert!(auto.note.as_deref().is_some_and(|n| n.contains("2 approvals")));
+        assert_eq!(
+            auto.details.as_ref().map(|d| &d["approvals"]),
+            Some(&json!(2))
+        );
+        assert!(
+            auto.note
+                .as_deref()
+                .is_some_and(|n| n.contains("2 approvals"))
+        );
         let escalation = &entries[1];
         assert_eq!(
-            (escalation.what, escalation.who.as_deref(), escalation.automatic),
+            (
+                escalation.what,
+                escalation.who.as_deref(),
+                escalation.automatic
+            ),
             ("escalation", Some("alice"), false)
         );
         assert_eq!(
