@@ -341,16 +341,14 @@ const VIEWER: &str = "viewer-secret-0123456789abcdef";
 const OPERATOR: &str = "operator-secret-0123456789abcdef";
 const ADMIN: &str = "admin-secret-0123456789abcdef";
 
-#[test]
-fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let spec = example("approval", dir.path());
-    let store = dir.path().join("store");
-    let secrets = dir.path().join("secrets");
+/// `retrace serve` on `store` with three named tokens (`watcher` a viewer, `ops` an
+/// operator, `root` an admin) from a tokens file in `dir`.
+fn serve_with_tokens(dir: &Path, store: &Path) -> Served {
+    let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).expect("mkdir");
     std::fs::write(secrets.join("viewer"), format!("{VIEWER}\n")).expect("write");
     std::fs::write(secrets.join("operator"), OPERATOR).expect("write");
-    let tokens = dir.path().join("tokens.toml");
+    let tokens = dir.join("tokens.toml");
     std::fs::write(
         &tokens,
         "[[token]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_file = \"secrets/viewer\"\n\n\
@@ -358,11 +356,19 @@ fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
          [[token]]\nname = \"root\"\nrole = \"admin\"\ntoken_env = \"WHO_DECIDED_ADMIN\"\n",
     )
     .expect("write");
-    let served = Served::start(
-        &store,
+    Served::start(
+        store,
         &["--tokens", tokens.to_str().expect("utf-8")],
         &[("WHO_DECIDED_ADMIN", ADMIN)],
-    );
+    )
+}
+
+#[test]
+fn a_viewer_cannot_approve_an_operator_can_and_the_token_s_name_is_recorded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = example("approval", dir.path());
+    let store = dir.path().join("store");
+    let served = serve_with_tokens(dir.path(), &store);
     assert!(
         !store.join("serve.token").exists(),
         "no single token beside named ones"
@@ -649,4 +655,33 @@ fn audit_checks_evidence_and_the_hash_chain_and_fails_on_either() {
             .is_some_and(|p| p.contains("seq 1")),
         "{entries:#?}"
     );
+}
+
+#[test]
+fn an_operator_resolves_over_http_as_itself_and_a_viewer_cannot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stuck = run_stuck_in_an_append(dir.path()).to_hex();
+    let store = dir.path().join("store");
+    let served = serve_with_tokens(dir.path(), &store);
+    // the daemon takes the run up; the append in flight is not repeated: the run parks
+    served.wait(VIEWER, &stuck, &|v| v["outcome_unknown"] == "a1");
+    let resolve = format!("/v1/runs/{stuck}/resolve");
+    let (status, body) = served.call(VIEWER, "POST", &resolve, Some(json!({"how": "retry"})));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = served.call(
+        OPERATOR,
+        "POST",
+        &resolve,
+        Some(json!({"how": {"skip": {"bytes_appended": 7}}, "call": "nope"})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("is a1, not nope"), "{body}");
+    let (status, body) = served.call(OPERATOR, "POST", &resolve, Some(json!({"how": "retry"})));
+    assert_eq!((status, &body["call_id"]), (200, &json!("a1")), "{body}");
+    let view = served.wait(VIEWER, &stuck, &|v| v["finished"] == true);
+    assert_eq!(view["outcome"], "succeeded", "{view}");
+    let (code, entries) = audit(&store, &[]);
+    assert_eq!(code, Some(0), "{entries:#?}");
+    assert_eq!(field(&entries, "what"), ["resolve-retry"]);
+    assert_eq!(field(&entries, "who"), ["ops"]);
 }

@@ -99,6 +99,30 @@ pub struct Answered {
     pub call_id: String,
 }
 
+/// `POST /v1/runs/{run}/resolve`: settle the tool call whose outcome is unknown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    /// The call (checked if given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// `"retry"`, `{"skip": RESULT}` (any JSON: the call's result) or `"fail"`.
+    pub how: crate::resolve::How,
+    /// A note recorded with a retry or a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who resolves (recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The answer to [`Resolve`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The call settled.
+    pub call_id: String,
+}
+
 /// `POST /v1/runs/{run}/signal`: a signal into the run (`user_message` with a string
 /// payload adds the user's message to the conversation at the next model call).
 #[derive(Clone, Debug, Serialize, Deserialize)]

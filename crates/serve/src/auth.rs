@@ -10,7 +10,7 @@
 //! | role | may |
 //! |---|---|
 //! | `viewer` | read: every `GET` route (runs, a run, its event stream, health), reads of the store route |
-//! | `operator` | a viewer's, and start runs, approve/deny, answer, signal, cancel, resume |
+//! | `operator` | a viewer's, and start runs, approve/deny, answer, resolve, signal, cancel, resume |
 //! | `admin` | everything: also fork, and writes through the store route (raw appends) |
 //!
 //! A token's secret is never read from the file itself, only from an environment variable
@@ -28,8 +28,8 @@ use serde::Deserialize;
 pub enum Role {
     /// Read only: `GET` routes, event streams, store reads.
     Viewer,
-    /// A viewer's rights, and decisions on runs: start, approve, deny, answer, signal,
-    /// cancel, resume.
+    /// A viewer's rights, and decisions on runs: start, approve, deny, answer, resolve,
+    /// signal, cancel, resume.
     Operator,
     /// Everything.
     Admin,
@@ -351,6 +351,7 @@ pub fn route_needs(method: &axum::http::Method, path: &str) -> (Role, String) {
             "/v1/runs"
             | "/v1/runs/{run}/approve"
             | "/v1/runs/{run}/answer"
+            | "/v1/runs/{run}/resolve"
             | "/v1/runs/{run}/signal"
             | "/v1/runs/{run}/cancel"
             | "/v1/runs/{run}/resume",

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::api::{
     Accepted, Answer, Answered, Approve, Cancel, Decided, ErrorBody, ErrorDetail, EventView, Fork,
-    Forked, Health, RunView, Signal, Submit, Submitted,
+    Forked, Health, Resolve, Resolved, RunView, Signal, Submit, Submitted,
 };
 use crate::auth::{self, Caller, Tokens};
 use crate::scheduler::{DeliverError, Delivery, Scheduler};
@@ -76,6 +76,7 @@ pub fn router(daemon: Arc<Daemon>, tokens: Option<Arc<Tokens>>) -> Router {
         .route("/v1/runs/{run}/events", get(events))
         .route("/v1/runs/{run}/approve", post(approve))
         .route("/v1/runs/{run}/answer", post(answer))
+        .route("/v1/runs/{run}/resolve", post(resolve_call))
         .route("/v1/runs/{run}/signal", post(signal))
         .route("/v1/runs/{run}/cancel", post(cancel))
         .route("/v1/runs/{run}/resume", post(resume))
@@ -669,6 +670,35 @@ async fn answer(
     Ok(Json(Answered {
         call_id: answered.0,
     }))
+}
+
+async fn resolve_call(
+    State(d): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(run): Path<String>,
+    req: Result<Json<Resolve>, JsonRejection>,
+) -> Result<Json<Resolved>, ApiError> {
+    let req = body(req)?;
+    let by = decider(&caller, req.by.as_deref())?;
+    let run = run_id(&d, &run)?;
+    let settled = when_parked(&d, run, "has no call of unknown outcome", move |d| {
+        crate::resolve::settle(
+            d.store.as_ref(),
+            &run,
+            req.call.as_deref(),
+            &req.how,
+            &by,
+            req.note.as_deref(),
+            now(),
+        )
+        .map_err(|e| match e {
+            crate::resolve::Error::Replay(e) => e.into(),
+            crate::resolve::Error::Store(e) => e.into(),
+            e => ApiError::conflict(e.to_string()),
+        })
+    })
+    .await?;
+    Ok(Json(Resolved { call_id: settled.0 }))
 }
 
 /// A human's act on a parked run (`act`: append a decision or an answer), done while no

@@ -81,9 +81,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             note,
         } => {
             let how = match (retry, skip_with.as_deref(), fail) {
-                (true, None, false) => resolve::How::Retry,
-                (false, Some(file), false) => resolve::How::SkipWith(file),
-                (false, None, true) => resolve::How::Fail,
+                (true, None, false) => resolve::Given::Retry,
+                (false, Some(file), false) => resolve::Given::SkipWith(file),
+                (false, None, true) => resolve::Given::Fail,
                 _ => anyhow::bail!("choose one of --retry, --skip-with FILE, --fail"),
             };
             resolve::run(
