@@ -1,6 +1,9 @@
 //! The API's routes (see `docs/guide/serve.md`): runs, their live events and the text their
 //! models stream (SSE), approvals, signals, cancel, resume, fork, and the store itself for [`RemoteStore`](crate::RemoteStore).
-//! Every error answers `{"error": {"code", "message"}}` with a 4xx or 5xx status.
+//! Every error answers `{"error": {"code", "message"}}` with a 4xx or 5xx status. Who
+//! calls and what their role allows is [`crate::auth`]'s: the router identifies the caller
+//! (401 without a known token), then refuses a route its role does not allow (403) before the
+//! handler runs.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
