@@ -14,6 +14,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "RETRACE_STORE", default_value = ".retrace")]
     pub store: PathBuf,
 
+    /// Who decides: the name recorded with an approval, a denial, an answer, a cancel, a
+    /// signal or a resolution (default: $USER, else `cli`). 1–64 characters of A-Z, a-z,
+    /// 0-9, `.`, `_`, `@`, `-`.
+    #[arg(long = "as", global = true, value_name = "NAME")]
+    pub as_name: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -321,6 +327,23 @@ pub enum Command {
         #[arg(long)]
         no_blobs: bool,
     },
+    /// Every decision across the store's runs (forks and child runs included), oldest
+    /// first: approvals and denials, answers, cancels and signals with a sender,
+    /// resolutions, hook decisions, automatic allows with their evidence, budget
+    /// escalations. Each run is verified against its hash chain and each piece of evidence
+    /// checked; exits 1 if any listed decision does not verify.
+    Audit {
+        /// Only decisions since WHEN: an RFC 3339 time (2026-12-01T09:00:00Z) or a
+        /// duration back from now (90m, 2h, 7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only decisions by NAME.
+        #[arg(long, value_name = "NAME")]
+        who: Option<String>,
+        /// A JSON array (shape in docs/cli.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy a whole store into another (e.g. the embedded store into PostgreSQL): every
     /// run, blob and snapshot, checked on the way; then every run is verified on both sides
     /// and the counts reported. Runs the target already holds identically are skipped, so
@@ -356,6 +379,11 @@ pub struct ServeArgs {
     /// with a bearer token (RETRACE_API_TOKEN, or a fresh one written to serve.token).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<std::net::SocketAddr>,
+    /// With --http: the tokens it takes, from a TOML file naming each token's `name`
+    /// (recorded as who decides), `role` (viewer, operator or admin) and secret
+    /// (`token_env = "VAR"` or `token_file = "PATH"`); instead of one admin token.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub tokens: Option<PathBuf>,
     /// Seconds a shutdown waits for drives to reach a step boundary.
     #[arg(long, default_value_t = 30)]
     pub grace: u64,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod identity;
 use retrace_replay::describe as output;
 mod store_access;
 mod target;

@@ -99,6 +99,30 @@ pub struct Answered {
     pub call_id: String,
 }
 
+/// `POST /v1/runs/{run}/resolve`: settle the tool call whose outcome is unknown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    /// The call (checked if given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// `"retry"`, `{"skip": RESULT}` (any JSON: the call's result) or `"fail"`.
+    pub how: crate::resolve::How,
+    /// A note recorded with a retry or a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who resolves (recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The answer to [`Resolve`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The call settled.
+    pub call_id: String,
+}
+
 /// `POST /v1/runs/{run}/signal`: a signal into the run (`user_message` with a string
 /// payload adds the user's message to the conversation at the next model call).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -328,11 +352,30 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// A stable code: `bad_request`, `not_found`, `conflict`, `too_large`, `unauthorized`,
-    /// `unavailable`, `internal`.
+    /// A stable code: `bad_request`, `not_found`, `conflict`, `too_large`, `unauthorized`
+    /// (no or an unknown token), `forbidden` (the token's role does not allow it: nothing
+    /// was done), `unavailable`, `internal`.
     pub code: String,
     /// In words: what, where, and what to do.
     pub message: String,
+}
+
+/// The payload of signal `name` as recorded when `by` sends it: a `cancel` carries who
+/// cancels, `{"by": BY, "reason": …}` (a `null` payload becomes `{"by": BY, "reason":
+/// null}`, an object gets `by` set); any other signal's payload is the sender's own and is
+/// recorded as given.
+pub fn signed(name: &str, payload: Value, by: &str) -> Value {
+    if name != retrace_runtime::inbox::CANCEL {
+        return payload;
+    }
+    match payload {
+        Value::Null => serde_json::json!({"by": by, "reason": null}),
+        Value::Object(mut fields) => {
+            fields.insert("by".into(), Value::String(by.to_owned()));
+            Value::Object(fields)
+        }
+        other => other,
+    }
 }
 
 /// Whether a signal may be sent: its name is 1–64 characters of `a-z0-9_.`, not one the

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     Accepted, Answer, Answered, Approve, Cancel, Decided, ErrorBody, EventView, Fork, Forked,
-    Health, RunView, Signal, Submit, Submitted,
+    Health, Resolve, Resolved, RunView, Signal, Submit, Submitted,
 };
 use crate::server::socket_path;
 use crate::wire::{self, Call, Reply, WireError};
@@ -280,6 +280,15 @@ impl Client {
             reqwest::Method::POST,
             &format!("/v1/runs/{run}/answer"),
             Some(answer),
+        )
+    }
+
+    /// `POST /v1/runs/{run}/resolve`.
+    pub fn resolve(&self, run: &str, resolve: &Resolve) -> Result<Resolved, Error> {
+        self.json(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run}/resolve"),
+            Some(resolve),
         )
     }
 

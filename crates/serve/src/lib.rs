@@ -10,16 +10,20 @@
 //!   stream as it drives them, for followers.
 //! - [`cluster`]: many workers on one PostgreSQL store — leases, takeovers, signals left
 //!   for the worker driving a run.
-//! - [`routes`]: the API; [`api`]: its JSON shapes; [`wire`]: the store over the API.
+//! - [`routes`]: the API; [`api`]: its JSON shapes; [`wire`]: the store over the API;
+//!   [`auth`]: callers, their roles, and the tokens file; [`resolve`]: settling a call of
+//!   unknown outcome.
 //! - [`client`]: the API's client, and [`RemoteStore`], the [`Store`](retrace_store::Store)
 //!   that goes through it. [`Access`] is the one way a command reaches a store: the
 //!   daemon's API when one holds it, the files otherwise.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod held;
 pub mod otlp;
+pub mod resolve;
 pub mod routes;
 pub mod scheduler;
 pub mod server;

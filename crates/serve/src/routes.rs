@@ -1,6 +1,9 @@
 //! The API's routes (see `docs/guide/serve.md`): runs, their live events and the text their
 //! models stream (SSE), approvals, signals, cancel, resume, fork, and the store itself for [`RemoteStore`](crate::RemoteStore).
-//! Every error answers `{"error": {"code", "message"}}` with a 4xx or 5xx status.
+//! Every error answers `{"error": {"code", "message"}}` with a 4xx or 5xx status. Who
+//! calls and what their role allows is [`crate::auth`]'s: the router identifies the caller
+//! (401 without a known token), then refuses a route its role does not allow (403) before the
+//! handler runs.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -33,8 +36,9 @@ use serde_json::{Value, json};
 
 use crate::api::{
     Accepted, Answer, Answered, Approve, Cancel, Decided, ErrorBody, ErrorDetail, EventView, Fork,
-    Forked, Health, RunView, Signal, Submit, Submitted,
+    Forked, Health, Resolve, Resolved, RunView, Signal, Submit, Submitted,
 };
+use crate::auth::{self, Caller, Tokens};
 use crate::scheduler::{DeliverError, Delivery, Scheduler};
 use crate::streamed::Streamed;
 use crate::wire::{self, Call, Reply, WireError, chain};
@@ -63,8 +67,11 @@ impl std::fmt::Debug for Daemon {
 
 type Shared = State<Arc<Daemon>>;
 
-/// The API; with `token`, every request must carry `Authorization: Bearer <token>`.
-pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
+/// The API. Without `tokens` (the unix socket) every request is the store owner's
+/// ([`Caller::socket`]); with them, every request must carry `Authorization: Bearer
+/// <token>` of one of them (401 otherwise), and a route its caller's role does not allow
+/// answers 403 `forbidden` before anything is done ([`crate::auth`]).
+pub fn router(daemon: Arc<Daemon>, tokens: Option<Arc<Tokens>>) -> Router {
     let api = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/runs", get(list).post(submit))
@@ -72,6 +79,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/v1/runs/{run}/events", get(events))
         .route("/v1/runs/{run}/approve", post(approve))
         .route("/v1/runs/{run}/answer", post(answer))
+        .route("/v1/runs/{run}/resolve", post(resolve_call))
         .route("/v1/runs/{run}/signal", post(signal))
         .route("/v1/runs/{run}/cancel", post(cancel))
         .route("/v1/runs/{run}/resume", post(resume))
@@ -81,6 +89,8 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
             "/v1/store",
             post(store_call).layer(DefaultBodyLimit::max(wire::MAX_STORE_BODY)),
         )
+        // on matched routes only (an unknown one is a 404 for everyone with a token)
+        .route_layer(middleware::from_fn(permitted))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -88,31 +98,55 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
             )
         })
         .with_state(daemon);
-    match token {
-        Some(token) => {
-            let expected = Arc::new(blake3::hash(format!("Bearer {token}").as_bytes()));
-            api.layer(middleware::from_fn(move |req: Request, next: Next| {
-                let expected = Arc::clone(&expected);
-                async move {
-                    let given = req
-                        .headers()
-                        .get(header::AUTHORIZATION)
-                        .map(|v| blake3::hash(v.as_bytes()));
-                    // hashes compare in constant time
-                    if given.is_some_and(|g| g == *expected) {
-                        next.run(req).await
-                    } else {
-                        ApiError::new(
-                            StatusCode::UNAUTHORIZED,
-                            "send `Authorization: Bearer <token>`: the token is in serve.token in the store directory, or for a worker on a PostgreSQL store, the RETRACE_API_TOKEN it was started with",
-                        )
-                        .into_response()
+    api.layer(middleware::from_fn(move |mut req: Request, next: Next| {
+        let tokens = tokens.clone();
+        async move {
+            let caller = match &tokens {
+                None => Caller::socket(),
+                Some(tokens) => {
+                    let given = req.headers().get(header::AUTHORIZATION);
+                    match given.and_then(|v| tokens.caller(v.as_bytes())) {
+                        Some(caller) => caller.clone(),
+                        None => return unauthorized().into_response(),
                     }
                 }
-            }))
+            };
+            req.extensions_mut().insert(caller);
+            next.run(req).await
         }
-        None => api,
+    }))
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "send `Authorization: Bearer <token>`: the token is in serve.token in the store \
+         directory, or the RETRACE_API_TOKEN the daemon was started with, or one named in its \
+         --tokens file",
+    )
+}
+
+/// 403 unless the caller's role allows the matched route.
+async fn permitted(req: Request, next: Next) -> Response {
+    let (needed, what) = auth::route_needs(req.method(), req.uri().path());
+    match req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.may(needed, &what))
+    {
+        Some(Ok(())) => next.run(req).await,
+        Some(Err(message)) => ApiError::forbidden(message).into_response(),
+        None => ApiError::internal_message("no caller was identified").into_response(),
     }
+}
+
+/// Who decides, for a request body naming `claimed`: 403 when a named token claims
+/// another name, 400 for a malformed name.
+fn decider(caller: &Caller, claimed: Option<&str>) -> Result<String, ApiError> {
+    if let Some(name) = claimed {
+        auth::check_name(name).map_err(|e| ApiError::bad(format!("`by`: {e}")))?;
+    }
+    caller.decider(claimed).map_err(ApiError::forbidden)
 }
 
 /// An error answer.
@@ -141,6 +175,14 @@ impl ApiError {
     fn internal(e: &dyn std::error::Error) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, chain(e))
     }
+
+    fn internal_message(message: &str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -150,6 +192,7 @@ impl IntoResponse for ApiError {
             StatusCode::CONFLICT => "conflict",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             s if s.is_client_error() => "bad_request",
             _ => "internal",
@@ -567,10 +610,12 @@ fn sse(name: &str, data: &impl serde::Serialize) -> SseEvent {
 
 async fn approve(
     State(d): Shared,
+    Extension(caller): Extension<Caller>,
     Path(run): Path<String>,
     req: Result<Json<Approve>, JsonRejection>,
 ) -> Result<Json<Decided>, ApiError> {
     let req = body(req)?;
+    let by = decider(&caller, req.by.as_deref())?;
     let run = run_id(&d, &run)?;
     let decision = if req.deny {
         Decision::Denied
@@ -584,7 +629,7 @@ async fn approve(
             &run,
             req.call.as_deref(),
             decision,
-            req.by.as_deref().unwrap_or("api"),
+            &by,
             req.note.as_deref(),
             now(),
         )
@@ -602,10 +647,12 @@ async fn approve(
 
 async fn answer(
     State(d): Shared,
+    Extension(caller): Extension<Caller>,
     Path(run): Path<String>,
     req: Result<Json<Answer>, JsonRejection>,
 ) -> Result<Json<Answered>, ApiError> {
     let req = body(req)?;
+    let by = decider(&caller, req.by.as_deref())?;
     let run = run_id(&d, &run)?;
     let given = req.given().map_err(ApiError::bad)?;
     let answered = when_parked(&d, run, "asks nothing", move |d| {
@@ -614,7 +661,7 @@ async fn answer(
             &run,
             req.call.as_deref(),
             &given,
-            req.by.as_deref().unwrap_or("api"),
+            &by,
             now(),
         )
         .map_err(|e| match e {
@@ -626,6 +673,35 @@ async fn answer(
     Ok(Json(Answered {
         call_id: answered.0,
     }))
+}
+
+async fn resolve_call(
+    State(d): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(run): Path<String>,
+    req: Result<Json<Resolve>, JsonRejection>,
+) -> Result<Json<Resolved>, ApiError> {
+    let req = body(req)?;
+    let by = decider(&caller, req.by.as_deref())?;
+    let run = run_id(&d, &run)?;
+    let settled = when_parked(&d, run, "has no call of unknown outcome", move |d| {
+        crate::resolve::settle(
+            d.store.as_ref(),
+            &run,
+            req.call.as_deref(),
+            &req.how,
+            &by,
+            req.note.as_deref(),
+            now(),
+        )
+        .map_err(|e| match e {
+            crate::resolve::Error::Replay(e) => e.into(),
+            crate::resolve::Error::Store(e) => e.into(),
+            e => ApiError::conflict(e.to_string()),
+        })
+    })
+    .await?;
+    Ok(Json(Resolved { call_id: settled.0 }))
 }
 
 /// A human's act on a parked run (`act`: append a decision or an answer), done while no
@@ -681,23 +757,32 @@ async fn deliver(
 
 async fn signal(
     State(d): Shared,
+    Extension(caller): Extension<Caller>,
     Path(run): Path<String>,
     req: Result<Json<Signal>, JsonRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
     let req = body(req)?;
     crate::api::check_signal(&req.name, &req.payload).map_err(ApiError::bad)?;
+    let payload = if req.name == CANCEL {
+        let by = decider(&caller, req.payload.get("by").and_then(Value::as_str))?;
+        crate::api::signed(&req.name, req.payload, &by)
+    } else {
+        req.payload
+    };
     let run = run_id(&d, &run)?;
-    deliver(d, run, req.name, req.payload).await
+    deliver(d, run, req.name, payload).await
 }
 
 async fn cancel(
     State(d): Shared,
+    Extension(caller): Extension<Caller>,
     Path(run): Path<String>,
     req: Result<Json<Cancel>, JsonRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
     let req = body(req)?;
+    let by = decider(&caller, req.by.as_deref())?;
     let run = run_id(&d, &run)?;
-    let payload = json!({"by": req.by.as_deref().unwrap_or("api"), "reason": req.reason});
+    let payload = json!({"by": by, "reason": req.reason});
     deliver(d, run, CANCEL.into(), payload).await
 }
 
@@ -725,10 +810,12 @@ async fn resume(State(d): Shared, Path(run): Path<String>) -> Result<Json<Accept
 
 async fn fork_run(
     State(d): Shared,
+    Extension(caller): Extension<Caller>,
     Path(run): Path<String>,
     req: Result<Json<Fork>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Forked>), ApiError> {
     let req = body(req)?;
+    let by = caller.name.clone();
     let from = run_id(&d, &run)?;
     let forked = blocking({
         let d = Arc::clone(&d);
@@ -737,7 +824,7 @@ async fn fork_run(
             let at = match &req.edit {
                 None => ForkAt::After(req.at),
                 Some(value) => {
-                    ForkAt::edit(store, &from, req.at, value, "api").map_err(fork_error)?
+                    ForkAt::edit(store, &from, req.at, value, &by).map_err(fork_error)?
                 }
             };
             fork(store, &from, at, new_run_id(), now()).map_err(fork_error)
@@ -762,7 +849,12 @@ fn fork_error(e: ForkError) -> ApiError {
     }
 }
 
-async fn store_call(State(d): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+async fn store_call(
+    State(d): Shared,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let octets = headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
@@ -777,6 +869,9 @@ async fn store_call(State(d): Shared, headers: HeaderMap, bytes: Bytes) -> Respo
         Ok((call, _)) => call,
         Err(e) => return ApiError::bad(format!("not a store call: {e}")).into_response(),
     };
+    if let Err(message) = caller.may(auth::store_call_needs(&call), "write through /v1/store") {
+        return ApiError::forbidden(message).into_response();
+    }
     let result = blocking(move || Ok(execute(&d, call))).await;
     match result {
         Ok(reply) => match bincode::encode_to_vec(&reply, wire::config()) {

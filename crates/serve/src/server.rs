@@ -12,6 +12,7 @@ use retrace_store_sled::SledStore;
 
 use retrace_store_postgres::{PgStore, Target, is_postgres_url};
 
+use crate::auth::Tokens;
 use crate::cluster::Cluster;
 use crate::routes::{Daemon, router};
 use crate::scheduler::Scheduler;
@@ -32,8 +33,12 @@ pub struct Config {
     /// Also listen on this loopback address (HTTP, bearer token required).
     pub http: Option<SocketAddr>,
     /// The token for `http` (default: a fresh random one, written to `serve.token`; on a
-    /// PostgreSQL store, required: workers of one store share it).
+    /// PostgreSQL store, required: workers of one store share it). It acts as an `admin`
+    /// named `serve-token` ([`crate::auth`]).
     pub token: Option<String>,
+    /// Instead of `token`: a tokens file naming several tokens, each with a role
+    /// ([`Tokens::load`]); no `serve.token` is written.
+    pub tokens: Option<PathBuf>,
     /// How long a shutdown waits for drives to reach a step boundary.
     pub grace: Duration,
     /// The unix socket (default: `serve.sock` in the store directory; on a PostgreSQL
@@ -60,6 +65,7 @@ impl Config {
             workers: 16,
             http: None,
             token: None,
+            tokens: None,
             grace: Duration::from_secs(30),
             socket: None,
             worker: None,
@@ -82,6 +88,8 @@ pub struct Started {
     pub http: Option<SocketAddr>,
     /// The file holding its token.
     pub token_file: Option<PathBuf>,
+    /// How many named tokens its tokens file gave (0 without one).
+    pub named_tokens: usize,
     /// Unfinished runs taken up.
     pub resumed: usize,
     /// On a PostgreSQL store: this worker's name.
@@ -128,7 +136,8 @@ pub async fn serve(
     let store = Arc::clone(&opened.store);
     let socket = opened.socket.clone();
     let unix = socket.as_deref().map(unix_listener).transpose()?;
-    let (tcp, token_file, token) = http_listener(&config, &opened).await?;
+    let (tcp, token_file, tokens) = http_listener(&config, &opened).await?;
+    let named_tokens = tokens.as_ref().map_or(0, Tokens::named);
     if unix.is_none() && tcp.is_none() {
         return Err(Error::Config(
             "a worker on a PostgreSQL store listens on nothing: give --http ADDR or --socket PATH"
@@ -153,7 +162,7 @@ pub async fn serve(
     let http = match tcp {
         Some(listener) => {
             let addr = listener.local_addr().ok();
-            let app = router(Arc::clone(&daemon), token);
+            let app = router(Arc::clone(&daemon), tokens.map(Arc::new));
             let stop = stopping.clone();
             servers.push(tokio::spawn(async move {
                 axum::serve(listener, app)
@@ -186,6 +195,7 @@ pub async fn serve(
         socket: socket.clone(),
         http,
         token_file: token_file.clone(),
+        named_tokens,
         resumed,
         worker,
     });
@@ -255,7 +265,8 @@ fn unix_listener(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
     Ok(listener)
 }
 
-/// The loopback HTTP listener, if asked for, with its token and the file it is written to.
+/// The loopback HTTP listener, if asked for, with the file its single token is written to
+/// and the tokens it takes.
 async fn http_listener(
     config: &Config,
     opened: &Opened,
@@ -263,47 +274,65 @@ async fn http_listener(
     (
         Option<tokio::net::TcpListener>,
         Option<PathBuf>,
-        Option<String>,
+        Option<Tokens>,
     ),
     Error,
 > {
-    Ok(match config.http {
-        Some(addr) => {
-            if !addr.ip().is_loopback() {
-                return Err(Error::Config(format!(
-                    "--http {addr}: only loopback addresses (127.0.0.1, ::1) are served; put a proxy in front for anything else"
-                )));
-            }
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Listen {
-                    what: addr.to_string(),
-                    source,
-                })?;
-            match (&config.token, &opened.dir) {
-                (Some(token), None) => (Some(listener), None, Some(token.clone())),
-                (None, None) => {
-                    return Err(Error::Config(
-                        "--http on a PostgreSQL store needs the API token in RETRACE_API_TOKEN: \
-                         every worker of the store takes the same one"
-                            .into(),
-                    ));
-                }
-                (token, Some(dir)) => {
-                    let token = token
-                        .clone()
-                        .unwrap_or_else(retrace_runtime::entropy::secret_token);
-                    let file = dir.join(TOKEN_FILE);
-                    std::fs::write(&file, &token).map_err(|source| Error::Listen {
-                        what: file.display().to_string(),
-                        source,
-                    })?;
-                    restrict(&file)?;
-                    (Some(listener), Some(file), Some(token))
-                }
-            }
+    let Some(addr) = config.http else {
+        if config.tokens.is_some() {
+            return Err(Error::Config(
+                "--tokens names the tokens of the HTTP listener: give --http ADDR too".into(),
+            ));
         }
-        None => (None, None, None),
+        return Ok((None, None, None));
+    };
+    if !addr.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "--http {addr}: only loopback addresses (127.0.0.1, ::1) are served; put a proxy in front for anything else"
+        )));
+    }
+    // the tokens first: a refused file leaves no listener and no serve.token behind
+    let named = match (&config.tokens, &config.token) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Config(
+                "both a tokens file (--tokens) and RETRACE_API_TOKEN are given: use one (a \
+                 tokens file can name an admin token)"
+                    .into(),
+            ));
+        }
+        (Some(file), None) => Some(Tokens::load(file).map_err(|e| Error::Config(e.to_string()))?),
+        (None, _) => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            what: addr.to_string(),
+            source,
+        })?;
+    if let Some(named) = named {
+        return Ok((Some(listener), None, Some(named)));
+    }
+    Ok(match (&config.token, &opened.dir) {
+        (Some(token), None) => (Some(listener), None, Some(Tokens::single(token))),
+        (None, None) => {
+            return Err(Error::Config(
+                "--http on a PostgreSQL store needs the API token in RETRACE_API_TOKEN (every \
+                 worker of the store takes the same one), or a tokens file (--tokens)"
+                    .into(),
+            ));
+        }
+        (token, Some(dir)) => {
+            let token = token
+                .clone()
+                .unwrap_or_else(retrace_runtime::entropy::secret_token);
+            let file = dir.join(TOKEN_FILE);
+            std::fs::write(&file, &token).map_err(|source| Error::Listen {
+                what: file.display().to_string(),
+                source,
+            })?;
+            restrict(&file)?;
+            (Some(listener), Some(file), Some(Tokens::single(&token)))
+        }
     })
 }
 

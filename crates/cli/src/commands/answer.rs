@@ -17,6 +17,7 @@ pub fn run(
     call: Option<&str>,
     choice: Option<usize>,
     text: Option<&str>,
+    by: &str,
 ) -> anyhow::Result<ExitCode> {
     let access = store_access::open_existing(dir)?;
     let store = access.store();
@@ -26,12 +27,11 @@ pub fn run(
     let store = held
         .as_ref()
         .map_or(store, retrace_serve::held::Held::store);
-    let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let request = retrace_serve::api::Answer {
         call: call.map(str::to_owned),
         choice,
         text: text.map(str::to_owned),
-        by: Some(by.clone()),
+        by: Some(by.to_owned()),
     };
     let given = request.given().map_err(anyhow::Error::msg)?;
     if let Some(client) = access.daemon() {
@@ -44,7 +44,7 @@ pub fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let asked = pending_question(&store, &run)?.map(|a| a.question.question);
-    let (call_id, _) = answer_question(&store, &run, call, &given, &by, now())?;
+    let (call_id, _) = answer_question(&store, &run, call, &given, by, now())?;
     let shown = match &given {
         Answer::Choice(n) => format!("choice {n}"),
         Answer::Text(_) => "a text".to_owned(),

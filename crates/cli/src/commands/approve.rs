@@ -18,6 +18,7 @@ pub fn run(
     call: Option<&str>,
     deny: bool,
     note: Option<&str>,
+    by: &str,
 ) -> anyhow::Result<ExitCode> {
     let access = store_access::open_existing(dir)?;
     let store = access.store();
@@ -27,7 +28,6 @@ pub fn run(
     let store = held
         .as_ref()
         .map_or(store, retrace_serve::held::Held::store);
-    let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     if let Some(client) = access.daemon() {
         let decided = client.approve(
             &run.to_string(),
@@ -35,7 +35,7 @@ pub fn run(
                 call: call.map(str::to_owned),
                 deny,
                 note: note.map(str::to_owned),
-                by: Some(by),
+                by: Some(by.to_owned()),
             },
         )?;
         println!(
@@ -51,7 +51,7 @@ pub fn run(
     } else {
         Decision::Approved
     };
-    let (call_id, _) = decide_approval(&store, &run, call, decision, &by, note, now())?;
+    let (call_id, _) = decide_approval(&store, &run, call, decision, by, note, now())?;
     let next = if matches!(access, retrace_serve::Access::Shared(_)) {
         "a `retrace serve` worker of this store continues it; without one"
     } else {

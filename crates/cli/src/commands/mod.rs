@@ -2,6 +2,7 @@
 
 mod answer;
 mod approve;
+mod audit;
 mod bundle;
 mod cassette;
 mod check;
@@ -31,6 +32,11 @@ use crate::cli::{Cli, Command};
 /// Execute the parsed command line.
 #[allow(clippy::too_many_lines, reason = "one arm per command")]
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // a bad --as is refused whatever the command; the name is picked where one decides
+    if cli.as_name.is_some() {
+        crate::identity::decider(cli.as_name.as_deref())?;
+    }
+    let by = || crate::identity::decider(cli.as_name.as_deref());
     match cli.command {
         Command::Run {
             spec,
@@ -49,7 +55,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             detach,
         ),
         Command::Serve(args) => serve::run(&cli.store, args),
-        Command::Cancel { run, reason } => signal::cancel(&cli.store, &run, reason.as_deref()),
+        Command::Cancel { run, reason } => {
+            signal::cancel(&cli.store, &run, reason.as_deref(), &by()?)
+        }
         Command::Signal {
             run,
             name,
@@ -61,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name.as_deref(),
             message.as_deref(),
             payload.as_deref(),
+            &by()?,
         ),
         Command::Resume { run } => run::resume(&cli.store, &run),
         Command::Resolve {
@@ -72,25 +81,46 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             note,
         } => {
             let how = match (retry, skip_with.as_deref(), fail) {
-                (true, None, false) => resolve::How::Retry,
-                (false, Some(file), false) => resolve::How::SkipWith(file),
-                (false, None, true) => resolve::How::Fail,
+                (true, None, false) => resolve::Given::Retry,
+                (false, Some(file), false) => resolve::Given::SkipWith(file),
+                (false, None, true) => resolve::Given::Fail,
                 _ => anyhow::bail!("choose one of --retry, --skip-with FILE, --fail"),
             };
-            resolve::run(&cli.store, &run, call.as_deref(), how, note.as_deref())
+            resolve::run(
+                &cli.store,
+                &run,
+                call.as_deref(),
+                how,
+                note.as_deref(),
+                &by()?,
+            )
         }
         Command::Approve {
             run,
             call,
             deny,
             note,
-        } => approve::run(&cli.store, &run, call.as_deref(), deny, note.as_deref()),
+        } => approve::run(
+            &cli.store,
+            &run,
+            call.as_deref(),
+            deny,
+            note.as_deref(),
+            &by()?,
+        ),
         Command::Answer {
             run,
             call,
             choice,
             text,
-        } => answer::run(&cli.store, &run, call.as_deref(), choice, text.as_deref()),
+        } => answer::run(
+            &cli.store,
+            &run,
+            call.as_deref(),
+            choice,
+            text.as_deref(),
+            &by()?,
+        ),
         Command::Runs { json } => runs::run(&cli.store, json),
         Command::Eval {
             suite,
@@ -113,6 +143,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tree,
             json,
         } => check::run(&cli.store, &runs, all, tree, json),
+        Command::Audit { since, who, json } => {
+            audit::check_who(who.as_deref())?;
+            audit::run(
+                &cli.store,
+                &audit::Options {
+                    since: since.as_deref(),
+                    who: who.as_deref(),
+                    json,
+                },
+            )
+        }
         Command::Verify { run, no_blobs } => verify::run(&cli.store, run.as_deref(), !no_blobs),
         Command::Migrate { from, to } => migrate::run(&from, &to),
         Command::Log {

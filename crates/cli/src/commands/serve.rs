@@ -16,6 +16,7 @@ pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
         token: std::env::var("RETRACE_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        tokens: options.tokens.clone(),
         grace: Duration::from_secs(options.grace),
         socket: options.socket,
         worker: options.worker,
@@ -40,6 +41,17 @@ pub fn run(store: &Path, options: ServeArgs) -> anyhow::Result<ExitCode> {
             println!("listening on {}", socket.display());
         }
         match (started.http, &started.token_file) {
+            (Some(addr), _) if started.named_tokens > 0 => {
+                println!(
+                    "and on http://{addr} ({} named tokens from {})",
+                    started.named_tokens,
+                    options
+                        .tokens
+                        .as_deref()
+                        .unwrap_or(Path::new("?"))
+                        .display()
+                );
+            }
             (Some(addr), Some(file)) => {
                 println!("and on http://{addr} (bearer token in {})", file.display());
             }

@@ -1,6 +1,7 @@
 //! `retrace cancel RUN` and `retrace signal RUN`: recorded signals. Through `retrace serve`
 //! when it holds the store (the drive that holds the run appends them); otherwise appended
-//! here, and a cancelled run is driven to its end at once.
+//! here, and a cancelled run is driven to its end at once. A cancel records who sent it
+//! (`--as`, else `$USER`) in its payload; other signals' payloads are the sender's own.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,10 +19,6 @@ use retrace_store::Store;
 use serde_json::{Value, json};
 
 use crate::store_access;
-
-fn user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "cli".into())
-}
 
 /// The lease held while appending (PostgreSQL only), and the store to append through.
 type Appending = (Option<Held>, Arc<dyn Store>);
@@ -53,7 +50,7 @@ fn hold_or_leave(
     }
 }
 
-pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn cancel(dir: &Path, run: &str, reason: Option<&str>, by: &str) -> anyhow::Result<ExitCode> {
     let access = store_access::open_existing(dir)?;
     let store = access.store();
     let run = store.resolve_run(run)?;
@@ -62,7 +59,7 @@ pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<Exi
             &run.to_string(),
             &Cancel {
                 reason: reason.map(str::to_owned),
-                by: Some(user()),
+                by: Some(by.to_owned()),
             },
         )?;
         println!(
@@ -72,7 +69,7 @@ pub fn cancel(dir: &Path, run: &str, reason: Option<&str>) -> anyhow::Result<Exi
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let payload = store.put_blob(&canonical_json(&json!({"by": user(), "reason": reason})))?;
+    let payload = store.put_blob(&canonical_json(&json!({"by": by, "reason": reason})))?;
     let Some((held, store)) = hold_or_leave(&access, &store, run, CANCEL, &payload)? else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -95,6 +92,7 @@ pub fn run(
     name: Option<&str>,
     message: Option<&str>,
     payload: Option<&str>,
+    by: &str,
 ) -> anyhow::Result<ExitCode> {
     let (name, payload) = match (name, message, payload) {
         (None | Some(USER_MESSAGE), Some(text), None) => (USER_MESSAGE, json!(text)),
@@ -107,6 +105,8 @@ pub fn run(
         _ => bail!("say what to send: --message TEXT, or NAME [--payload JSON]"),
     };
     retrace_serve::api::check_signal(name, &payload).map_err(anyhow::Error::msg)?;
+    // a `cancel` records who sent it; any other payload is recorded as given
+    let payload = retrace_serve::api::signed(name, payload, by);
     let access = store_access::open_existing(dir)?;
     let store = access.store();
     let run = store.resolve_run(run)?;
