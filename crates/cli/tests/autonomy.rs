@@ -171,6 +171,21 @@ fn twenty_approvals_promote_the_rest_with_the_evidence_recorded() {
     let check = retrace(&store, &["check", &run]);
     assert!(check.status.success(), "{}", text(&check));
     assert!(retrace(&store, &["verify", &run]).status.success());
+    // the audit lists the 20 human approvals, then the 5 automatic allows, each with
+    // its 20 pieces of evidence verified against the hash chain
+    let audit = retrace(&store, &["audit", "--json"]);
+    assert!(audit.status.success(), "{}", text(&audit));
+    let entries: Vec<Value> = serde_json::from_slice(&audit.stdout).expect("audit json");
+    assert_eq!(entries.len(), 25);
+    let auto: Vec<&Value> = entries.iter().filter(|e| e["automatic"] == true).collect();
+    assert_eq!(auto.len(), 5);
+    for entry in auto {
+        assert_eq!(entry["what"], "auto-allow", "{entry}");
+        assert_eq!(entry["verified"], true, "{entry}");
+        let evidence = entry["evidence"].as_array().expect("evidence");
+        assert_eq!(evidence.len(), 20);
+        assert!(evidence.iter().all(|e| e["verified"] == true));
+    }
 }
 
 #[test]
