@@ -208,15 +208,7 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             state.model_failure_streak += 1;
             state.last_failure_permanent = !transient;
             state.last_model_error = Some(*error);
-            if let Some(model) = state.models.current.clone() {
-                let totals = state.models.by_model.entry(model.clone()).or_default();
-                totals.failures += 1;
-                totals.last_failed_at = Some(event.at);
-                state.models.step_failures.push(StepFailure {
-                    model,
-                    transient: *transient,
-                });
-            }
+            routed_failure(state, *transient, event.at);
         }
         EventKind::ModelRouted { model, .. } => {
             if state.pending.contains_key(MODEL_CALL) {
@@ -227,41 +219,50 @@ fn model(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             }
             state.models.current = Some(model.clone());
         }
-        EventKind::ContextCompacted {
-            request_seq,
-            summary,
-            evicted,
-            usage,
-            ..
-        } => {
-            let evicted_len = usize::try_from(*evicted).unwrap_or(usize::MAX);
-            if evicted_len > state.conversation.len() {
-                return Err(ApplyError::NotPending {
-                    kind,
-                    what: format!(
-                        "{evicted} messages to evict (the conversation holds {})",
-                        state.conversation.len()
-                    ),
-                });
-            }
-            if let Some(request_seq) = request_seq {
-                take_model_call(state, kind, *request_seq)?;
-                state.last_model_error = None;
-                state.model_failure_streak = 0;
-                state.last_failure_permanent = false;
-                routed_reply(state, usage, event.at);
-            }
-            state.compacted_since_reply = true;
-            count_usage(state, usage);
-            state.conversation.drain(..evicted_len);
-            state.earlier_messages += evicted;
-            if summary.is_some() {
-                state.summary = *summary;
-            }
-            state.totals.compactions += 1;
-        }
+        EventKind::ContextCompacted { .. } => compacted(state, event)?,
         _ => {}
     }
+    Ok(())
+}
+
+/// The oldest messages left the conversation (summarized or dropped).
+fn compacted(state: &mut State, event: &Event) -> Result<(), ApplyError> {
+    let kind = event.kind.name();
+    let EventKind::ContextCompacted {
+        request_seq,
+        summary,
+        evicted,
+        usage,
+        ..
+    } = &event.kind
+    else {
+        return Ok(());
+    };
+    let evicted_len = usize::try_from(*evicted).unwrap_or(usize::MAX);
+    if evicted_len > state.conversation.len() {
+        return Err(ApplyError::NotPending {
+            kind,
+            what: format!(
+                "{evicted} messages to evict (the conversation holds {})",
+                state.conversation.len()
+            ),
+        });
+    }
+    if let Some(request_seq) = request_seq {
+        take_model_call(state, kind, *request_seq)?;
+        state.last_model_error = None;
+        state.model_failure_streak = 0;
+        state.last_failure_permanent = false;
+        routed_reply(state, usage, event.at);
+    }
+    state.compacted_since_reply = true;
+    count_usage(state, usage);
+    state.conversation.drain(..evicted_len);
+    state.earlier_messages += evicted;
+    if summary.is_some() {
+        state.summary = *summary;
+    }
+    state.totals.compactions += 1;
     Ok(())
 }
 
@@ -278,6 +279,20 @@ fn routed_reply(state: &mut State, usage: &retrace_events::Usage, at: Timestamp)
     totals.output_tokens = totals.output_tokens.saturating_add(usage.output_tokens);
     totals.cost_micro_usd = totals.cost_micro_usd.saturating_add(usage.cost_micro_usd);
     totals.last_replied_at = Some(at);
+}
+
+/// A routed model call failed: counted against its model and the step.
+fn routed_failure(state: &mut State, transient: bool, at: Timestamp) {
+    let Some(model) = state.models.current.clone() else {
+        return;
+    };
+    let totals = state.models.by_model.entry(model.clone()).or_default();
+    totals.failures += 1;
+    totals.last_failed_at = Some(at);
+    state
+        .models
+        .step_failures
+        .push(StepFailure { model, transient });
 }
 
 /// A model call's tokens, cost and time, into the totals.

@@ -33,6 +33,8 @@
 //! instead of computing them again, and each piece of evidence can be checked against its
 //! run's hash chain.
 
+use std::collections::HashMap;
+
 use globset::{Glob, GlobMatcher};
 use retrace_events::{BlobId, Decision, EventId, EventKind, RunId, Timestamp};
 use retrace_store::Store;
@@ -230,7 +232,7 @@ impl Evidence {
 
 /// The track record of `decided` (in any order) for `rule`: pure and deterministic.
 pub fn evaluate(rule_index: usize, rule: &TrustRule, mut decided: Vec<Decided>) -> Evidence {
-    decided.sort_by(|a, b| (a.at, a.run, a.seq).cmp(&(b.at, b.run, b.seq)));
+    decided.sort_by_key(|d| (d.at, d.run, d.seq));
     let reset = decided.iter().rposition(|d| d.decision == Decision::Denied);
     let since = reset.map_or(0, |i| i + 1);
     let evidence: Vec<(RunId, EventId)> =
@@ -259,7 +261,7 @@ pub fn track_record(
         }
         // a fork's shared prefix is its origin's record: count each decision once
         let events = store.events(&info.id, info.own_from()..=info.len().saturating_sub(1))?;
-        let mut asked: std::collections::HashMap<String, BlobId> = Default::default();
+        let mut asked: HashMap<String, BlobId> = HashMap::default();
         for (id, event) in events {
             match event.kind {
                 EventKind::ApprovalRequested { call_id, request } => {

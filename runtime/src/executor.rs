@@ -872,17 +872,9 @@ impl<'a> Runner<'a> {
             progress(Progress::Text(text));
         };
         // a routed model whose client cannot be made failed for good: the next is asked
-        let (provider, settings) = match self.client_for(state) {
-            Ok(found) => found,
-            Err(e) => {
-                let error =
-                    self.put_json(&json!({"model": state.models.current, "error": e.to_string()}))?;
-                return Ok(vec![EventKind::ModelFailed {
-                    request_seq,
-                    error,
-                    transient: false,
-                }]);
-            }
+        let (provider, settings) = match self.client_or_failure(state, request_seq)? {
+            Ok(client) => client,
+            Err(failed) => return Ok(vec![failed]),
         };
         let result = provider.complete(request, &mut sink).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

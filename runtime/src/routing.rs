@@ -281,28 +281,27 @@ pub fn choose(
     last_reply: Option<&ModelReply>,
 ) -> Option<Route> {
     let failures = &state.models.step_failures;
-    let (first, rule, mut reason) = match failures.first() {
-        // a step that failed goes on from the model it started with
-        Some(failure) => (failure.model.clone(), None, None),
-        None => {
-            let cut = last_reply.is_some_and(is_cut);
-            match routing
-                .rules
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.holds(state, budgets, cut))
-            {
-                Some((i, r)) => (
-                    r.model.clone(),
-                    u32::try_from(i).ok(),
-                    Some(format!("rule {i}: {}", r.conditions())),
-                ),
-                None => (
-                    routing.default.clone(),
-                    None,
-                    Some("the default".to_owned()),
-                ),
-            }
+    // a step that failed goes on from the model it started with
+    let (first, rule, mut reason) = if let Some(failure) = failures.first() {
+        (failure.model.clone(), None, None)
+    } else {
+        let cut = last_reply.is_some_and(is_cut);
+        match routing
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.holds(state, budgets, cut))
+        {
+            Some((i, r)) => (
+                r.model.clone(),
+                u32::try_from(i).ok(),
+                Some(format!("rule {i}: {}", r.conditions())),
+            ),
+            None => (
+                routing.default.clone(),
+                None,
+                Some("the default".to_owned()),
+            ),
         }
     };
     let chain = routing.chain(&first);

@@ -1067,13 +1067,10 @@ fn named_models(
         let span = entry.span();
         let fail = |message: String| at(Some(span.clone()), message);
         let mut table = entry.into_inner();
-        let name = match table.remove("name") {
-            Some(toml::Value::String(name)) => name,
-            _ => {
-                return Err(fail(
-                    "[[models]] needs `name = \"…\"`: the name routing uses".into(),
-                ));
-            }
+        let Some(toml::Value::String(name)) = table.remove("name") else {
+            return Err(fail(
+                "[[models]] needs `name = \"…\"`: the name routing uses".into(),
+            ));
         };
         name_shown_to_the_model("model", &name).map_err(&fail)?;
         if name == crate::routing::MAIN || models.iter().any(|m| m.name == name) {

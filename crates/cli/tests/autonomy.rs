@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 /// A scripted agent that writes `writes` files under `out/`, one call per reply, then
 /// answers; with `extra` TOML (autonomy rules, budgets) after its tools.
 fn writer(dir: &Path, writes: usize, extra: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("ws")).unwrap();
+    std::fs::create_dir_all(dir.join("ws")).expect("write the test files");
     let mut replies: Vec<Value> = (1..=writes)
         .map(|i| {
             json!({"text": format!("Writing note {i}."),
@@ -29,7 +29,7 @@ fn writer(dir: &Path, writes: usize, extra: &str) -> PathBuf {
         dir.join("cassette.json"),
         json!({ "replies": replies }).to_string(),
     )
-    .unwrap();
+    .expect("write the test files");
     let spec = dir.join("agent.toml");
     std::fs::write(
         &spec,
@@ -39,7 +39,7 @@ fn writer(dir: &Path, writes: usize, extra: &str) -> PathBuf {
              [tools]\nallow = [\"fs.write\"]\n{extra}"
         ),
     )
-    .unwrap();
+    .expect("write the test files");
     spec
 }
 
@@ -50,9 +50,9 @@ fn decisions(store: &Path, run: &str) -> Vec<(String, String, String)> {
         .filter(|e| e["kind"] == "approval_decided")
         .map(|e| {
             (
-                e["call_id"].as_str().unwrap().to_owned(),
-                e["decision"].as_str().unwrap().to_owned(),
-                e["by"].as_str().unwrap().to_owned(),
+                e["call_id"].as_str().expect("a string").to_owned(),
+                e["decision"].as_str().expect("a string").to_owned(),
+                e["by"].as_str().expect("a string").to_owned(),
             )
         })
         .collect()
@@ -61,7 +61,7 @@ fn decisions(store: &Path, run: &str) -> Vec<(String, String, String)> {
 fn run_id(store: &Path) -> String {
     common::the_run(store).expect("a run")["run"]
         .as_str()
-        .unwrap()
+        .expect("a string")
         .to_owned()
 }
 
@@ -77,7 +77,12 @@ fn status(store: &Path) -> String {
 fn drive(store: &Path, spec: &Path, deny: &[&str]) -> Vec<String> {
     let out = retrace(
         store,
-        &["run", spec.to_str().unwrap(), "--input", "write notes"],
+        &[
+            "run",
+            spec.to_str().expect("a UTF-8 path"),
+            "--input",
+            "write notes",
+        ],
     );
     let run = run_id(store);
     let mut asked = Vec::new();
@@ -115,7 +120,7 @@ fn drive(store: &Path, spec: &Path, deny: &[&str]) -> Vec<String> {
 
 #[test]
 fn twenty_approvals_promote_the_rest_with_the_evidence_recorded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let store = dir.path().join("store");
     let spec = writer(
         dir.path(),
@@ -190,7 +195,7 @@ fn twenty_approvals_promote_the_rest_with_the_evidence_recorded() {
 
 #[test]
 fn a_denial_resets_the_count_and_a_later_run_builds_on_the_record() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let store = dir.path().join("store");
     let spec = writer(
         dir.path(),
@@ -212,7 +217,7 @@ fn a_denial_resets_the_count_and_a_later_run_builds_on_the_record() {
 
 #[test]
 fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let store = dir.path().join("store");
     // 110 tokens a reply; every write allowed; soft at 250 tokens, hard at 600
     let spec = writer(
@@ -223,7 +228,12 @@ fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
     );
     let out = retrace(
         &store,
-        &["run", spec.to_str().unwrap(), "--input", "write notes"],
+        &[
+            "run",
+            spec.to_str().expect("a UTF-8 path"),
+            "--input",
+            "write notes",
+        ],
     );
     let run = run_id(&store);
     let said = text(&out);
@@ -231,8 +241,8 @@ fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
         said.contains("soft budget passed: 330 tokens (soft_max_tokens = 250)"),
         "{said}"
     );
-    let shown: Value =
-        serde_json::from_slice(&retrace(&store, &["show", &run, "--json"]).stdout).unwrap();
+    let shown: Value = serde_json::from_slice(&retrace(&store, &["show", &run, "--json"]).stdout)
+        .expect("show json");
     assert_eq!(shown["state"]["status"]["call_id"], "escalation:tokens:1");
     // approved: it goes on to twice the soft limit, then asks again
     assert!(retrace(&store, &["approve", &run]).status.success());
@@ -246,18 +256,23 @@ fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
         "{}",
         text(&out)
     );
-    let shown: Value =
-        serde_json::from_slice(&retrace(&store, &["show", &run, "--json"]).stdout).unwrap();
+    let shown: Value = serde_json::from_slice(&retrace(&store, &["show", &run, "--json"]).stdout)
+        .expect("show json");
     assert_eq!(shown["state"]["escalations"]["tokens"], 2);
     let check = retrace(&store, &["check", &run]);
     assert!(check.status.success(), "{}", text(&check));
 
     // denied: the run ends, saying who would not extend it
-    let other = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().expect("a temp dir");
     let store = other.path().join("store");
     retrace(
         &store,
-        &["run", spec.to_str().unwrap(), "--input", "write notes"],
+        &[
+            "run",
+            spec.to_str().expect("a UTF-8 path"),
+            "--input",
+            "write notes",
+        ],
     );
     let run = run_id(&store);
     assert!(

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -70,11 +71,12 @@ fn spec(dir: &Path, main: &str, models: &[(&str, &str, f64)], routing: &str) -> 
          [tools]\nallow = [\"fs.read\"]\n"
     );
     for (name, url, price) in models {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "[[models]]\nname = \"{name}\"\nprovider = \"openai\"\nmodel = \"{name}-model\"\n\
              base_url = \"{url}\"\napi_key_env = \"{KEY_ENV}\"\n\
              price = {{ input_usd_per_mtok = {price}, output_usd_per_mtok = {price} }}\n"
-        ));
+        );
     }
     text.push_str(routing);
     let path = dir.join("agent.toml");
@@ -89,9 +91,9 @@ fn routes(events: &[Value]) -> Vec<(String, Option<u64>, String)> {
         .filter(|e| e["kind"] == "model_routed")
         .map(|e| {
             (
-                e["model"].as_str().unwrap().to_owned(),
+                e["model"].as_str().expect("a string").to_owned(),
                 e["rule"].as_u64(),
-                e["reason"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().expect("a string").to_owned(),
             )
         })
         .collect()
@@ -117,7 +119,7 @@ async fn a_primary_that_fails_then_is_down_hands_the_run_to_its_fallback() {
         reply("The project says hello.", None, (2_000, 10)),
     ])
     .await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let store = dir.path().join("store");
     let spec = spec(
         dir.path(),
@@ -204,7 +206,7 @@ async fn rules_by_step_and_by_the_previous_tool_error_choose_as_written() {
     )])
     .await;
     let main = Server::start(vec![reply("It says hello.", None, (300, 5))]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let store = dir.path().join("store");
     let spec = spec(
         dir.path(),
@@ -246,7 +248,7 @@ async fn rules_by_step_and_by_the_previous_tool_error_choose_as_written() {
 
 #[test]
 fn a_route_to_an_undeclared_model_is_refused_with_where() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let spec = spec(
         dir.path(),
         "http://127.0.0.1:9/v1",
@@ -255,7 +257,7 @@ fn a_route_to_an_undeclared_model_is_refused_with_where() {
     );
     let out = retrace(
         &dir.path().join("store"),
-        &["run", spec.to_str().unwrap(), "--input", "x"],
+        &["run", spec.to_str().expect("a UTF-8 path"), "--input", "x"],
     );
     assert!(!out.status.success());
     let said = text(&out);

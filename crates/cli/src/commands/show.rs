@@ -265,24 +265,8 @@ fn print_reply(reply: &ModelReply) {
     );
 }
 
-fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> anyhow::Result<()> {
-    println!(
-        "state after seq {seq} (hash {})",
-        &state.hash().to_string()[..12]
-    );
-    let status = output::status(&state.status);
-    let t = &state.totals;
-    println!("  status    {status}");
-    println!(
-        "  totals    {} steps, {} tool calls, {} in / {} out tokens, {}, model {} ms, tools {} ms",
-        t.steps,
-        t.tool_calls,
-        t.input_tokens,
-        t.output_tokens,
-        output::usd(t.cost_micro_usd),
-        state.timing.model_ms,
-        state.timing.tool_ms
-    );
+/// A routed run's accounting by model, and the soft budgets a human extended.
+fn print_models_and_escalations(state: &retrace_replay::State) {
     for (name, m) in &state.models.by_model {
         println!(
             "  model     {name}: {} replies, {} failures, {} in / {} out tokens, {}",
@@ -304,6 +288,27 @@ fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> an
                 .join(", ")
         );
     }
+}
+
+fn print_state(store: &dyn Store, seq: u64, state: &retrace_replay::State) -> anyhow::Result<()> {
+    println!(
+        "state after seq {seq} (hash {})",
+        &state.hash().to_string()[..12]
+    );
+    let status = output::status(&state.status);
+    let t = &state.totals;
+    println!("  status    {status}");
+    println!(
+        "  totals    {} steps, {} tool calls, {} in / {} out tokens, {}, model {} ms, tools {} ms",
+        t.steps,
+        t.tool_calls,
+        t.input_tokens,
+        t.output_tokens,
+        output::usd(t.cost_micro_usd),
+        state.timing.model_ms,
+        state.timing.tool_ms
+    );
+    print_models_and_escalations(state);
     if !state.pending.is_empty() {
         println!(
             "  pending   {}",
