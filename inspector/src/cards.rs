@@ -68,6 +68,9 @@ pub enum Body {
     Model {
         /// Model name, from the request.
         model: String,
+        /// For a routed call: the spec's model it was routed to, and why (its
+        /// `model_routed`).
+        route: Option<String>,
         /// Which try of its step.
         attempt: u32,
         /// Seq of its `model_requested`.
@@ -159,7 +162,14 @@ pub fn card(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            model_body(store, model, *attempt, head.seq, last.as_ref())
+            let mut body = model_body(store, model, *attempt, head.seq, last.as_ref());
+            // a routed call's choice is appended just before its intent
+            if let (Body::Model { route, .. }, Some(before)) = (&mut body, head.seq.checked_sub(1))
+                && let EventKind::ModelRouted { model, reason, .. } = event(store, run, before)?
+            {
+                *route = Some(format!("{model}: {reason}"));
+            }
+            body
         }
         (
             EventKind::ToolRequested {
@@ -365,6 +375,7 @@ fn model_body(
 ) -> Body {
     let mut body = Body::Model {
         model,
+        route: None,
         attempt,
         request_seq,
         text: String::new(),

@@ -593,11 +593,15 @@ fn model_card(app: &mut Inspector, ui: &mut egui::Ui, card: &Card) {
         error,
         request_seq,
         compacted,
+        route,
         ..
     } = &card.body
     else {
         return;
     };
+    if let Some(route) = route {
+        ui.weak(format!("routed to {route}"));
+    }
     if let Some(u) = usage {
         ui.weak(format!(
             "{} in / {} out tokens · {} · {}",

@@ -518,7 +518,12 @@ fn approval(state: &mut State, event: &Event) -> Result<(), ApplyError> {
             if *decision == Decision::Denied {
                 state.denials += 1;
             } else if let Some(budget) = crate::state::escalation_budget(call_id) {
-                *state.escalations.entry(budget.to_owned()).or_default() += 1;
+                // spent as of this decision (the wall clock up to it)
+                state.timing.last_at = event.at;
+                let from = state.spent(budget).unwrap_or(0);
+                let escalated = state.escalations.entry(budget.to_owned()).or_default();
+                escalated.approved += 1;
+                escalated.from = from;
             }
             if state.approvals_decided.len() == RECENT_DECISIONS {
                 state.approvals_decided.pop_front();

@@ -46,8 +46,8 @@ pub use snapshot::{
     snapshot_now, state_at, state_at_head,
 };
 pub use state::{
-    Approval, CONTEXT_MESSAGES, CallSignature, ESCALATION, Message, ModelTotals, Models, Pending,
-    RECENT_CALLS, RECENT_DECISIONS, Role, State, StateHash, Status, StepFailure, Timing, Totals,
-    escalation_budget,
+    Approval, CONTEXT_MESSAGES, CallSignature, ESCALATION, Escalated, Message, ModelTotals, Models,
+    Pending, RECENT_CALLS, RECENT_DECISIONS, Role, State, StateHash, Status, StepFailure, Timing,
+    Totals, escalation_budget,
 };
 pub use timeline::{Lineage, kind_counts, lineage};

@@ -351,9 +351,31 @@ pub struct State {
     /// Whether a compaction happened since the last model reply (what a routing rule's
     /// `after_compaction` asks).
     pub compacted_since_reply: bool,
-    /// Soft-budget escalations approved, by budget (`tokens`, `cost`, `wall_secs`,
-    /// `steps`): the next escalation of a budget comes at `(approved + 1) ×` its soft limit.
-    pub escalations: BTreeMap<String, u32>,
+    /// Soft budgets a human let the run go past, by budget (`tokens`, `cost`, `wall_secs`,
+    /// `steps`): the next escalation of a budget comes a soft limit after what had been
+    /// spent at the last approval.
+    pub escalations: BTreeMap<String, Escalated>,
+}
+
+/// A soft budget a human let the run go past.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
+pub struct Escalated {
+    /// Escalations of it approved.
+    pub approved: u32,
+    /// What had been spent when the last was approved (the budget's unit: steps, tokens,
+    /// micro-USD, seconds).
+    pub from: u64,
 }
 
 impl State {
@@ -422,6 +444,20 @@ impl State {
     /// Whether the run has finished.
     pub fn is_finished(&self) -> bool {
         matches!(self.status, Status::Finished { .. })
+    }
+
+    /// What the run has spent of `budget` (`steps`, `tokens`, `cost` in micro-USD,
+    /// `wall_secs` up to its last event), as soft and hard budgets count it; `None` for
+    /// another name.
+    pub fn spent(&self, budget: &str) -> Option<u64> {
+        let t = &self.totals;
+        Some(match budget {
+            "steps" => t.steps,
+            "tokens" => t.tokens(),
+            "cost" => t.cost_micro_usd,
+            "wall_secs" => self.timing.elapsed_ms() / 1_000,
+            _ => return None,
+        })
     }
 
     /// Number of events applied.

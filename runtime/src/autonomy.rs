@@ -120,6 +120,11 @@ impl TrustRule {
             (Some(glob), Some(subject)) => {
                 if self.command.is_some() {
                     crate::policy::command_matches(glob, subject)
+                } else if self.path.is_some() {
+                    // judged where it leads, as the policy does: `notes/../x` is `x`, and a
+                    // path climbing out of the workspace matches nothing
+                    crate::policy::lexical(subject)
+                        .is_some_and(|p| compiled(glob).is_some_and(|g| g.is_match(&p)))
                 } else {
                     compiled(glob).is_some_and(|g| g.is_match(subject))
                 }
@@ -259,8 +264,10 @@ pub fn track_record(
         if info.meta.get("name").map(String::as_str) != Some(agent) || info.is_empty() {
             continue;
         }
-        // a fork's shared prefix is its origin's record: count each decision once
-        let events = store.events(&info.id, info.own_from()..=info.len().saturating_sub(1))?;
+        // a fork's shared prefix is its origin's record: each decision counts once, in the
+        // run that recorded it, but a request in the prefix may be decided in the fork
+        let own_from = info.own_from();
+        let events = store.events(&info.id, 0..=info.len().saturating_sub(1))?;
         let mut asked: HashMap<String, BlobId> = HashMap::default();
         for (id, event) in events {
             match event.kind {
@@ -272,11 +279,16 @@ pub fn track_record(
                     decision,
                     by,
                     ..
-                } if by != BY => {
-                    let Some(request) = asked.get(&call_id) else {
+                } => {
+                    // one decision per request: a retry of a call in doubt is not a second
+                    // approval of it; automatic ones and a fork's shared ones do not count
+                    let Some(request) = asked.remove(&call_id) else {
                         continue;
                     };
-                    let Some(bytes) = store.blob(request)? else {
+                    if by == BY || event.seq < own_from {
+                        continue;
+                    }
+                    let Some(bytes) = store.blob(&request)? else {
                         continue;
                     };
                     let request: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -358,6 +370,10 @@ mod tests {
         assert!(r.matches("exec.run", Tier::Exec, Some("cargo test -p x")));
         assert!(!r.matches("exec.run", Tier::Exec, Some("cargo test; rm -rf ~")));
         assert!(!r.matches("exec.run", Tier::Exec, None));
+        let notes = rule("tool = \"fs.write\"\npath = \"notes/**\"\nlevel = \"semi\"");
+        assert!(notes.matches("fs.write", Tier::Write, Some("./notes/a/../b.md")));
+        assert!(!notes.matches("fs.write", Tier::Write, Some("notes/../CHANGES.md")));
+        assert!(!notes.matches("fs.write", Tier::Write, Some("notes/../../x")));
         let tier = rule("tier = \"write\"\nlevel = \"supervised\"");
         assert!(tier.matches("fs.write", Tier::Write, Some("a.md")));
         assert!(!tier.matches("fs.read", Tier::Read, Some("a.md")));

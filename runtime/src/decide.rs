@@ -421,45 +421,76 @@ fn escalation(budgets: &Budgets, state: &State) -> Option<Next> {
     if !state.proposed.is_empty() {
         return None;
     }
-    let t = &state.totals;
-    let soft: [(&str, Option<u64>, u64, &str); 4] = [
-        ("steps", budgets.soft_max_steps, t.steps, "model steps"),
-        ("tokens", budgets.soft_max_tokens, t.tokens(), "tokens"),
-        (
-            "cost",
-            budgets.soft_max_cost_usd.map(usd_to_micro),
-            t.cost_micro_usd,
-            "micro-USD",
-        ),
-        (
-            "wall_secs",
-            budgets.soft_max_wall_secs,
-            state.timing.elapsed_ms() / 1_000,
-            "s of wall time",
-        ),
+    let soft = [
+        ("steps", budgets.soft_max_steps),
+        ("tokens", budgets.soft_max_tokens),
+        ("cost", budgets.soft_max_cost_usd.map(usd_to_micro)),
+        ("wall_secs", budgets.soft_max_wall_secs),
     ];
-    soft.into_iter().find_map(|(budget, limit, spent, unit)| {
-        let limit = limit?;
-        let approved = u64::from(state.escalations.get(budget).copied().unwrap_or(0));
-        let now = limit.saturating_mul(approved + 1);
-        (spent >= now && limit > 0).then(|| Next::Escalate {
-            call_id: format!("{}{budget}:{}", retrace_replay::ESCALATION, approved + 1),
+    soft.into_iter().find_map(|(budget, limit)| {
+        let limit = limit.filter(|l| *l > 0)?;
+        let spent = state.spent(budget)?;
+        let escalated = state.escalations.get(budget).copied().unwrap_or_default();
+        let at = if escalated.approved == 0 {
+            limit
+        } else {
+            escalated.from.saturating_add(limit)
+        };
+        (spent >= at).then(|| Next::Escalate {
+            call_id: format!(
+                "{}{budget}:{}",
+                retrace_replay::ESCALATION,
+                escalated.approved + 1
+            ),
             budget: budget.to_owned(),
             spent,
-            limit: now,
-            reason: format!(
-                "soft budget passed: {spent} {unit} (soft_max_{} = {limit}{}); approve to go on \
-                 to {}, or deny to stop the run",
-                if budget == "cost" { "cost_usd" } else { budget },
-                if approved > 0 {
-                    format!(", extended {approved} times")
-                } else {
-                    String::new()
-                },
-                limit.saturating_mul(approved + 2)
-            ),
+            limit: at,
+            reason: escalation_reason(budget, spent, limit, escalated.approved),
         })
     })
+}
+
+/// What an escalation asks, in the budget's own words and units.
+fn escalation_reason(budget: &str, spent: u64, limit: u64, approved: u32) -> String {
+    let key = match budget {
+        "cost" => "soft_max_cost_usd",
+        "steps" => "soft_max_steps",
+        "tokens" => "soft_max_tokens",
+        _ => "soft_max_wall_secs",
+    };
+    let shown = |n: u64| match budget {
+        "cost" => usd(n),
+        "steps" => format!("{n} model steps"),
+        "tokens" => format!("{n} tokens"),
+        _ => format!("{n} s of wall time"),
+    };
+    let limit_shown = if budget == "cost" {
+        f64_usd(limit)
+    } else {
+        limit.to_string()
+    };
+    let extended = match approved {
+        0 => String::new(),
+        1 => ", extended once".to_owned(),
+        n => format!(", extended {n} times"),
+    };
+    format!(
+        "soft budget passed: {} ({key} = {limit_shown}{extended}); approve to go on for \
+         another {}, or deny to stop the run",
+        shown(spent),
+        shown(limit)
+    )
+}
+
+/// Micro-USD as `$D.DDDDDD`.
+fn usd(micro: u64) -> String {
+    retrace_replay::describe::usd(micro)
+}
+
+/// Micro-USD as dollars, the way a spec writes them (`0.002`).
+fn f64_usd(micro: u64) -> String {
+    let text = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn usd_to_micro(usd: f64) -> u64 {
@@ -522,11 +553,20 @@ pub(crate) fn handle_proposal(agent: &Agent, state: &State, call: &ProposedCall)
         .policy
         .check(&call.tool, meta.tier, call.path.as_deref());
     let idempotent = verdict.idempotent.unwrap_or(meta.idempotent);
+    // a decision is on this proposal only if it was asked for after the reply that made
+    // it: a model that reuses call ids (`call_0` in every reply) does not inherit the
+    // approval of an earlier call
+    let replied = state
+        .conversation
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant)
+        .map_or(0, |m| m.seq);
     if let Some(decided) = state
         .approvals_decided
         .iter()
         .rev()
-        .find(|a| a.call_id == call.call_id)
+        .find(|a| a.call_id == call.call_id && a.requested_seq > replied)
     {
         return match decided.decision {
             Some(Decision::Approved) => run(call, idempotent),

@@ -292,7 +292,7 @@ impl<'a> Runner<'a> {
             .context
             .as_ref()
             .map(|_| Tokenizer::for_model(spec.model.provider, &spec.model.name));
-        let routed = routed::clients(&spec);
+        let routed = routed::clients(&spec)?;
         Ok(Self {
             tokenizer,
             store,

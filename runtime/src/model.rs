@@ -11,10 +11,12 @@ use crate::spec::{self, Spec};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The spec's model settings do not work.
-    #[error("[model] of agent `{agent}`: {message}")]
+    #[error("{table} of agent `{agent}`: {message}")]
     Settings {
         /// The agent.
         agent: String,
+        /// Which model: `[model]`, or ``[[models]] `NAME` ``.
+        table: String,
         /// What is wrong.
         message: String,
     },
@@ -42,13 +44,15 @@ fn http_settings(model: &spec::Model, public: &str, key_env: &str) -> HttpSettin
 /// The model client `spec` declares. HTTP providers read their key from the environment
 /// variable the spec names, now.
 pub fn provider(spec: &Spec) -> Result<Box<dyn Provider>, Error> {
-    client(&spec.name, &spec.model)
+    client(&spec.name, "[model]", &spec.model)
 }
 
-/// The client of `model`, a model of agent `agent` (`[model]` or one of `[[models]]`).
-pub fn client(agent: &str, model: &spec::Model) -> Result<Box<dyn Provider>, Error> {
+/// The client of `model`, the model `table` (`[model]`, ``[[models]] `NAME` ``) of agent
+/// `agent`.
+pub fn client(agent: &str, table: &str, model: &spec::Model) -> Result<Box<dyn Provider>, Error> {
     let fail = |message: String| Error::Settings {
         agent: agent.to_owned(),
+        table: table.to_owned(),
         message,
     };
     match model.provider {

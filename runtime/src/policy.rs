@@ -232,7 +232,7 @@ fn rule_subject(rule: &Rule) -> &'static str {
 /// `path` with `.` and `..` resolved lexically (`a/./b/../c` → `a/c`; `.` for the root);
 /// `None` when a `..` climbs above the start. An absolute path is kept as written (the
 /// workspace jail refuses it).
-fn lexical(path: &str) -> Option<String> {
+pub(crate) fn lexical(path: &str) -> Option<String> {
     use std::path::Component;
     let given = std::path::Path::new(path);
     if given.has_root() {

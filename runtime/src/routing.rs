@@ -126,8 +126,10 @@ impl Rule {
     /// The conditions, in words (`the first 3 steps and after a tool error`).
     fn conditions(&self) -> String {
         let mut said = Vec::new();
-        if let Some(n) = self.first_steps {
-            said.push(format!("the first {n} steps"));
+        match self.first_steps {
+            Some(1) => said.push("the first step".to_owned()),
+            Some(n) => said.push(format!("the first {n} steps")),
+            None => {}
         }
         if self.after_tool_error {
             said.push("after a tool error".to_owned());
@@ -210,6 +212,11 @@ impl Routing {
             return Err("[routing] retries must be at least 1".into());
         }
         for (i, rule) in self.rules.iter().enumerate() {
+            if rule.first_steps == Some(0) {
+                return Err(format!(
+                    "[[routing.rules]] {i}: first_steps must be at least 1 (a rule for no step never matches)"
+                ));
+            }
             if rule
                 .budget_fraction
                 .is_some_and(|f| !(0.0..=1.0).contains(&f))

@@ -550,8 +550,7 @@ struct RawSpec {
     tools: Option<RawTools>,
     #[serde(default)]
     policy: Vec<RawRule>,
-    #[serde(default)]
-    budgets: Budgets,
+    budgets: Option<Spanned<Budgets>>,
     #[serde(default)]
     mcp: Vec<Spanned<crate::tools::mcp::Server>>,
     context: Option<Spanned<crate::context::RawContext>>,
@@ -569,6 +568,32 @@ struct RawSpec {
     routing: Option<Spanned<crate::routing::Routing>>,
     #[serde(default)]
     autonomy: Vec<Spanned<crate::autonomy::TrustRule>>,
+}
+
+/// The keys written `[[KEY]]` (arrays of tables).
+const ARRAYS_OF_TABLES: [&str; 6] = ["policy", "mcp", "agents", "hooks", "models", "autonomy"];
+
+/// Refuse `[autonomy]` (and the like) written as one table where the spec takes an array
+/// of them (`[[autonomy]]`), at its position: the generic "expected a sequence" says
+/// neither. A text that does not parse is left to the full parse to report.
+fn arrays_of_tables(
+    text: &str,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<(), Error> {
+    let Ok(table) = toml::from_str::<BTreeMap<String, Spanned<toml::Value>>>(text) else {
+        return Ok(());
+    };
+    for key in ARRAYS_OF_TABLES {
+        if let Some(value) = table.get(key)
+            && value.get_ref().is_table()
+        {
+            return Err(at(
+                Some(value.span()),
+                format!("[{key}] is a list: write each entry as [[{key}]]"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A `[[agents]]` entry as written: a spec file of its own, or what it changes of its
@@ -683,6 +708,7 @@ impl Spec {
     pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
         let at = |span: Option<Range<usize>>, message: String| Error::at(path, text, span, message);
         let model_span = model_keys(text, &at)?;
+        arrays_of_tables(text, &at)?;
         let raw: RawSpec =
             toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
         // Every path the run records is absolute, so a resume from any directory (or a
@@ -739,7 +765,8 @@ impl Spec {
         )?;
         let models = named_models(raw.models, &base, &at)?;
         let routing = routing(raw.routing, &models, &at)?;
-        let autonomy = autonomy(raw.autonomy, &at)?;
+        let autonomy = autonomy(raw.autonomy, &known, &at)?;
+        let budgets = budgets(raw.budgets, &at)?;
         Self {
             name: raw.name,
             system: raw.system,
@@ -749,7 +776,7 @@ impl Spec {
             wasm,
             mcp,
             policy,
-            budgets: raw.budgets,
+            budgets,
             context: Some(context),
             exec,
             web,
@@ -1074,9 +1101,11 @@ fn named_models(
         };
         name_shown_to_the_model("model", &name).map_err(&fail)?;
         if name == crate::routing::MAIN || models.iter().any(|m| m.name == name) {
-            return Err(fail(format!(
-                "two models are named `{name}` (`main` is [model])"
-            )));
+            return Err(fail(if name == crate::routing::MAIN {
+                "a model of [[models]] is named `main`, which is [model]'s name".to_owned()
+            } else {
+                format!("two models are named `{name}`")
+            }));
         }
         let Some(provider_name) = table.remove("model") else {
             return Err(fail(format!(
@@ -1132,9 +1161,10 @@ fn routing(
     Ok(Some(routing))
 }
 
-/// `[[autonomy]]`, checked.
+/// `[[autonomy]]`, checked: each names a known tool (or `*`, or a namespace).
 fn autonomy(
     raw: Vec<Spanned<crate::autonomy::TrustRule>>,
+    known: &dyn Fn(&str) -> bool,
     at: &dyn Fn(Option<Range<usize>>, String) -> Error,
 ) -> Result<Vec<crate::autonomy::TrustRule>, Error> {
     raw.into_iter()
@@ -1142,10 +1172,76 @@ fn autonomy(
         .map(|(i, rule)| {
             let span = rule.span();
             let rule = rule.into_inner();
+            let namespace = rule
+                .tool
+                .strip_suffix('*')
+                .is_some_and(|p| p.ends_with('.'));
+            if rule.tool != "*" && !namespace && !known(&rule.tool) {
+                return Err(at(
+                    Some(span),
+                    format!("[[autonomy]] {i}: unknown tool `{}`", rule.tool),
+                ));
+            }
             rule.check(i).map_err(|why| at(Some(span), why))?;
             Ok(rule)
         })
         .collect()
+}
+
+/// `[budgets]`, checked: limits are positive, and a soft limit lies below its hard one.
+fn budgets(
+    raw: Option<Spanned<Budgets>>,
+    at: &dyn Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<Budgets, Error> {
+    let Some(raw) = raw else {
+        return Ok(Budgets::default());
+    };
+    let span = raw.span();
+    let b = raw.into_inner();
+    let fail = |message: String| Err(at(Some(span.clone()), message));
+    let whole = [
+        ("soft_max_steps", b.soft_max_steps, "max_steps", b.max_steps),
+        (
+            "soft_max_tokens",
+            b.soft_max_tokens,
+            "max_tokens",
+            b.max_tokens,
+        ),
+        (
+            "soft_max_wall_secs",
+            b.soft_max_wall_secs,
+            "max_wall_secs",
+            b.max_wall_secs,
+        ),
+    ];
+    for (soft, limit, hard, hard_limit) in whole {
+        match (limit, hard_limit) {
+            (Some(0), _) => {
+                return fail(format!(
+                    "[budgets] {soft} must be at least 1 (leave it out for none)"
+                ));
+            }
+            (Some(s), Some(h)) if s >= h => {
+                return fail(format!(
+                    "[budgets] {soft} = {s} is not below {hard} = {h}: it would never ask"
+                ));
+            }
+            _ => {}
+        }
+    }
+    if b.soft_max_cost_usd
+        .is_some_and(|u| !u.is_finite() || u <= 0.0)
+    {
+        return fail("[budgets] soft_max_cost_usd must be a positive number of US dollars".into());
+    }
+    if let (Some(s), Some(h)) = (b.soft_max_cost_usd, b.max_cost_usd)
+        && s >= h
+    {
+        return fail(format!(
+            "[budgets] soft_max_cost_usd = {s} is not below max_cost_usd = {h}: it would never ask"
+        ));
+    }
+    Ok(b)
 }
 
 fn params(

@@ -588,3 +588,30 @@ fn trust_levels_tighten_and_loosen_the_policy_but_never_for_destructive_tools_or
     ));
     assert!(matches!(next_for("fs.edit"), Next::Deny { .. }));
 }
+
+#[test]
+fn a_reused_call_id_does_not_inherit_an_earlier_approval() {
+    // servers that number calls per reply send `call_0` every time
+    let mut log = Log::start();
+    log.model_reply(&[("call_0", "fs.write", Some("a.md"))]);
+    log.push(EventKind::ApprovalRequested {
+        call_id: "call_0".into(),
+        request: BlobId::of(b"ask"),
+    });
+    log.push(EventKind::ApprovalDecided {
+        call_id: "call_0".into(),
+        decision: Decision::Approved,
+        by: "ann".into(),
+        note: None,
+    });
+    assert!(matches!(decide(&plain(), &log.state), Next::RunTool { .. }));
+    log.run_tool("call_0", "fs.write", "a.md");
+    log.model_reply(&[("call_0", "fs.write", Some("secret.md"))]);
+    let Next::AskApproval { call, .. } = decide(&plain(), &log.state) else {
+        panic!(
+            "the second call_0 is asked about: {:?}",
+            decide(&plain(), &log.state)
+        );
+    };
+    assert_eq!(call.path.as_deref(), Some("secret.md"));
+}

@@ -219,12 +219,12 @@ fn a_denial_resets_the_count_and_a_later_run_builds_on_the_record() {
 fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = dir.path().join("store");
-    // 110 tokens a reply; every write allowed; soft at 250 tokens, hard at 600
+    // 110 tokens a reply; every write allowed; soft at 250 tokens, hard at 900
     let spec = writer(
         dir.path(),
         8,
         "[[policy]]\ntool = \"fs.write\"\naction = \"allow\"\n\
-         [budgets]\nsoft_max_tokens = 250\nmax_tokens = 600\n",
+         [budgets]\nsoft_max_tokens = 250\nmax_tokens = 900\n",
     );
     let out = retrace(
         &store,
@@ -244,21 +244,27 @@ fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
     let shown: Value = serde_json::from_slice(&retrace(&store, &["show", &run, "--json"]).stdout)
         .expect("show json");
     assert_eq!(shown["state"]["status"]["call_id"], "escalation:tokens:1");
-    // approved: it goes on to twice the soft limit, then asks again
+    // approved: it goes on for another 250 tokens (to 580), then asks again
     assert!(retrace(&store, &["approve", &run]).status.success());
     let out = retrace(&store, &["resume", &run]);
-    assert!(text(&out).contains("extended 1 times"), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("soft budget passed: 660 tokens (soft_max_tokens = 250, extended once)"),
+        "{}",
+        text(&out)
+    );
     // approved again: it runs into the hard budget, which fails it
     assert!(retrace(&store, &["approve", &run]).status.success());
     let out = retrace(&store, &["resume", &run]);
     assert!(
-        text(&out).contains("budget exhausted: 660 tokens (max_tokens = 600)"),
+        text(&out).contains("budget exhausted: 990 tokens (max_tokens = 900)"),
         "{}",
         text(&out)
     );
     let shown: Value = serde_json::from_slice(&retrace(&store, &["show", &run, "--json"]).stdout)
         .expect("show json");
-    assert_eq!(shown["state"]["escalations"]["tokens"], 2);
+    assert_eq!(shown["state"]["escalations"]["tokens"]["approved"], 2);
+    assert_eq!(shown["state"]["escalations"]["tokens"]["from"], 660);
     let check = retrace(&store, &["check", &run]);
     assert!(check.status.success(), "{}", text(&check));
 

@@ -229,7 +229,7 @@ async fn rules_by_step_and_by_the_previous_tool_error_choose_as_written() {
             (
                 "cheap".to_owned(),
                 Some(1),
-                "rule 1: the first 1 steps".to_owned()
+                "rule 1: the first step".to_owned()
             ),
             (
                 "strong".to_owned(),

@@ -57,6 +57,10 @@ pub enum Action {
     AskApproval {
         /// The call.
         call_id: String,
+        /// Allowed at once by a trust rule (an approval by `autonomy` in the same append):
+        /// what only a call `decide` hands to a trust rule may be.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        automatic: bool,
     },
     /// Refuse a call (the model is told).
     Deny {
@@ -105,9 +109,11 @@ impl From<&Next> for Action {
             },
             Next::AskApproval { call, .. } => Self::AskApproval {
                 call_id: call.call_id.clone(),
+                automatic: false,
             },
             Next::Escalate { call_id, .. } => Self::AskApproval {
                 call_id: call_id.clone(),
+                automatic: false,
             },
             Next::Deny { call, .. } => Self::Deny {
                 call_id: call.call_id.clone(),
@@ -256,10 +262,25 @@ pub fn check_run(
                     args: front.args,
                 };
             }
-            let expected = match (&next, &current.routing) {
+            let mut expected = match (&next, &current.routing) {
                 (Next::CallModel { .. }, Some(routing)) => route(store, routing, current, &state)?,
                 _ => Action::from(&next),
             };
+            // whether a trust rule's track record promoted the call is the store's to say:
+            // what is checked is that today's `decide` lets a trust rule decide at all
+            if let (
+                Next::AskApproval {
+                    autonomy: Some(_), ..
+                },
+                Action::AskApproval { automatic, .. },
+                Action::AskApproval {
+                    automatic: recorded,
+                    ..
+                },
+            ) = (&next, &mut expected, &actual)
+            {
+                *automatic = *recorded;
+            }
             if expected != actual {
                 check.divergence = Some(divergence(event.seq, &next, expected, actual));
                 return Ok(check);
@@ -390,6 +411,8 @@ fn recorded_action(
         }
         EventKind::ApprovalRequested { call_id, .. } => Action::AskApproval {
             call_id: call_id.clone(),
+            automatic: matches!(next, Some(Event { kind: EventKind::ApprovalDecided { call_id: decided, by, .. }, .. })
+                if decided == call_id && by == retrace_runtime::autonomy::BY),
         },
         EventKind::ToolOutcomeUnknown { call_id, .. } => Action::MarkOutcomeUnknown {
             call_id: call_id.clone(),

@@ -171,7 +171,8 @@ async fn a_changed_decide_is_caught_at_the_first_decision_it_changes() {
     assert_eq!(
         d.actual,
         Action::AskApproval {
-            call_id: "w1".into()
+            call_id: "w1".into(),
+            automatic: false,
         }
     );
     let Action::RunTool { call_id, tool, .. } = &d.expected else {

@@ -362,11 +362,18 @@ pub struct ErrorDetail {
 
 /// The payload of signal `name` as recorded when `by` sends it: a `cancel` carries who
 /// cancels, `{"by": BY, "reason": …}` (a `null` payload becomes `{"by": BY, "reason":
-/// null}`, an object gets `by` set); any other signal's payload is the sender's own and is
-/// recorded as given.
+/// null}`); any signal's object payload gets `by` set to the sender, whatever it said;
+/// other payloads (a `user_message`'s text) are recorded as given.
 pub fn signed(name: &str, payload: Value, by: &str) -> Value {
     if name != retrace_runtime::inbox::CANCEL {
-        return payload;
+        // an object payload says who sent it, and only the sender may say so
+        return match payload {
+            Value::Object(mut fields) => {
+                fields.insert("by".into(), Value::String(by.to_owned()));
+                Value::Object(fields)
+            }
+            other => other,
+        };
     }
     match payload {
         Value::Null => serde_json::json!({"by": by, "reason": null}),

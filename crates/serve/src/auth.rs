@@ -108,6 +108,12 @@ impl Caller {
 /// # Errors
 /// The message saying what is wrong and what to use instead.
 pub fn check_name(name: &str) -> Result<(), String> {
+    if name == retrace_runtime::autonomy::BY {
+        return Err(format!(
+            "`{name}` is the name retrace records its automatic decisions under; no person or \
+             token may decide as it"
+        ));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -1,6 +1,7 @@
 //! Child runs (`agent.delegate`) in the inspector, over the shipped `examples/team` (an
 //! orchestrator with three reader children): listed under their parent by their agent's
-//! name, opened from the delegating call's card, and left again for the parent at that call.
+//! name, opened from the delegating call's card, and left again for the parent at that call;
+//! and a routed model call's card (`examples/policy`) saying which model answered and why.
 
 use super::*;
 
@@ -93,4 +94,24 @@ fn a_hook_decision_reads_as_what_it_decided_and_why() {
     harness.get_by_label(&format!(
         "hook writes-in-out before the call: deny — {reason}"
     ));
+}
+
+#[test]
+fn a_routed_model_call_says_which_model_answered_and_why() {
+    // examples/policy routes its first step to `cheap` by rule, the next to `main`
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunId::from_bytes([33; 16]);
+    let (store, stop) = example_run(dir.path(), "policy", run);
+    assert!(matches!(stop, Stop::Parked(_)), "{stop:?}");
+    let host: Arc<dyn Host> = Arc::new(TestHost::default());
+    let routed = seqs_of(store.as_ref(), &run, |k| {
+        matches!(k, EventKind::ModelRouted { .. })
+    });
+    assert_eq!(routed.len(), 2);
+    let mut harness = steps_harness(Arc::clone(&store), host, at(run, Some(0)), View::Steps);
+    harness.get_by_label("routed to cheap: rule 0: the first step");
+    harness.get_by_label("model call · small");
+    harness.state_mut().apply(Command::MoveTo(routed[1] + 1));
+    settle(&mut harness);
+    harness.get_by_label("routed to main: the default");
 }

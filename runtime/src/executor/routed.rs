@@ -2,7 +2,6 @@
 //! as `model_routed` with the call's intent, and the client of the chosen model.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use retrace_events::reply::ModelReply;
 use retrace_events::{EventKind, RunId};
@@ -14,15 +13,21 @@ use super::{Error, Runner};
 use crate::routing::{self, MAIN, Route};
 use crate::spec::{Model, Spec};
 
-/// The clients of `[[models]]`, by name: each made when first asked (a model never routed
-/// to needs no key), then kept; a client that cannot be made keeps why.
-pub(super) type Clients = BTreeMap<String, OnceLock<Result<Box<dyn Provider>, String>>>;
+/// The clients of `[[models]]`, by name.
+pub(super) type Clients = BTreeMap<String, Box<dyn Provider>>;
 
-/// No client yet for each of `spec`'s `[[models]]`.
-pub(super) fn clients(spec: &Spec) -> Clients {
+/// The clients of `spec`'s `[[models]]`, made when the runner is: a fallback that cannot
+/// be set up (a key missing, a cassette gone) is found before the run needs it, not when
+/// `[model]` has failed.
+pub(super) fn clients(spec: &Spec) -> Result<Clients, Error> {
     spec.models
         .iter()
-        .map(|m| (m.name.clone(), OnceLock::new()))
+        .map(|m| {
+            let table = format!("[[models]] `{}`", m.name);
+            crate::model::client(&spec.name, &table, &m.model)
+                .map(|client| (m.name.clone(), client))
+                .map_err(|e| Error::Setup(e.to_string()))
+        })
         .collect()
 }
 
@@ -61,17 +66,11 @@ impl Runner<'_> {
             return Ok((&*self.provider, &self.spec.model));
         }
         let model = self.model_named(name)?;
-        let made = self
+        let client = self
             .routed
             .get(name)
-            .ok_or_else(|| Error::Setup(format!("no client for the model `{name}`")))?
-            .get_or_init(|| {
-                crate::model::client(&self.spec.name, model).map_err(|e| e.to_string())
-            });
-        match made {
-            Ok(client) => Ok((&**client, model)),
-            Err(why) => Err(Error::Setup(why.clone())),
-        }
+            .ok_or_else(|| Error::Setup(format!("no client for the model `{name}`")))?;
+        Ok((&**client, model))
     }
 
     /// [`Self::client_for`], or when the routed model's client cannot be made (a key

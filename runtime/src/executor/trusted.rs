@@ -47,6 +47,13 @@ impl Runner<'_> {
                     needed = record.needed,
                     "track record"
                 );
+                if !record.promotes() {
+                    // the person asked sees how far the track record is
+                    request["reason"] = json!(format!(
+                        "{reason}; autonomy rule {i}: {} of {} human approvals in a row so far",
+                        record.approvals, record.needed
+                    ));
+                }
                 record.promotes().then(|| {
                     request["autonomy"] = record.to_json(rule);
                     format!(

@@ -65,7 +65,11 @@ pub fn run(dir: &Path, options: &Options<'_>) -> anyhow::Result<ExitCode> {
     let mut logs: BTreeMap<RunId, Log> = BTreeMap::new();
     for entry in &mut entries {
         let run: RunId = entry.run.parse().context("a run id the store listed")?;
-        entry.problem = problems.get(&run).cloned().flatten();
+        entry.problem = problems
+            .get(&run)
+            .cloned()
+            .flatten()
+            .or(entry.problem.take());
         for evidence in &mut entry.evidence {
             evidence.problem = check_evidence(store.as_ref(), evidence, &mut logs);
             evidence.verified = evidence.problem.is_none();
@@ -86,7 +90,7 @@ pub fn run(dir: &Path, options: &Options<'_>) -> anyhow::Result<ExitCode> {
     if options.json {
         println!("{}", serde_json::to_string_pretty(&json_entries(&entries))?);
     } else {
-        print_table(&entries);
+        print_table(&entries, options.since.is_some() || options.who.is_some());
     }
     let failed = entries.iter().filter(|e| !e.verified).count();
     if failed > 0 {
@@ -236,35 +240,80 @@ fn rfc3339(ms: u64) -> String {
         .to_string()
 }
 
-fn print_table(entries: &[Entry]) {
+fn print_table(entries: &[Entry], filtered: bool) {
     if entries.is_empty() {
-        println!("no decisions recorded");
+        println!(
+            "{}",
+            if filtered {
+                "no decisions match"
+            } else {
+                "no decisions recorded"
+            }
+        );
         return;
     }
-    println!(
-        "{:<24}  {:<16}  {:<13}  {:<12}  {:>5}  {:<14}  {:<12}  {:<3}  NOTE",
-        "TIME", "WHO", "WHAT", "RUN", "SEQ", "CALL", "TOOL", "OK"
-    );
-    for e in entries {
-        let mut note = e.note.clone().unwrap_or_default();
-        if !e.evidence.is_empty() {
-            note = format!("{note} [evidence: {} events]", e.evidence.len());
+    let rows: Vec<[String; 9]> = entries
+        .iter()
+        .map(|e| {
+            let mut note = e.note.clone().unwrap_or_default();
+            if !e.evidence.is_empty() {
+                note = format!("{note} [evidence: {} events]", e.evidence.len());
+            }
+            if let Some(problem) = &e.problem {
+                note = format!("{note} [{problem}]");
+            }
+            // an escalation reads as what was decided: the run went on, or was stopped
+            let what = match (e.what, e.decision.as_deref()) {
+                ("escalation", Some(decision)) => format!("escalation {decision}"),
+                (what, _) => what.to_owned(),
+            };
+            [
+                rfc3339(e.time_ms),
+                e.who.clone().unwrap_or_else(|| "-".into()),
+                what,
+                e.run[..e.run.len().min(12)].to_owned(),
+                e.seq.to_string(),
+                e.call_id.clone().unwrap_or_else(|| "-".into()),
+                e.tool.clone().unwrap_or_else(|| "-".into()),
+                if e.verified { "yes" } else { "NO" }.to_owned(),
+                note.trim().to_owned(),
+            ]
+        })
+        .collect();
+    let header = [
+        "TIME", "WHO", "WHAT", "RUN", "SEQ", "CALL", "TOOL", "OK", "NOTE",
+    ];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain(std::iter::once(header[c].len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            if c == 4 {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else if c + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            }
+            if c + 1 < cells.len() {
+                out.push_str("  ");
+            }
         }
-        if let Some(problem) = &e.problem {
-            note = format!("{note} [{problem}]");
-        }
-        println!(
-            "{:<24}  {:<16}  {:<13}  {:<12}  {:>5}  {:<14}  {:<12}  {:<3}  {}",
-            rfc3339(e.time_ms),
-            e.who.as_deref().unwrap_or("-"),
-            e.what,
-            &e.run[..e.run.len().min(12)],
-            e.seq,
-            e.call_id.as_deref().unwrap_or("-"),
-            e.tool.as_deref().unwrap_or("-"),
-            if e.verified { "yes" } else { "NO" },
-            note.trim()
-        );
+        println!("{}", out.trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 

@@ -283,7 +283,7 @@ fn print_models_and_escalations(state: &retrace_replay::State) {
             state
                 .escalations
                 .iter()
-                .map(|(budget, n)| format!("{budget} ×{n}"))
+                .map(|(budget, e)| format!("{budget} ×{} (from {})", e.approved, e.from))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

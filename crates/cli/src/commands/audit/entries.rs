@@ -230,8 +230,15 @@ fn approval(
         Value::String(s) => s,
         other => other.to_string(),
     });
+    let mut problem = None;
     let (what, automatic, details, evidence) = if by == AUTONOMY {
         let autonomy = request.get("autonomy").cloned();
+        // only the runtime decides as `autonomy`, and only to allow, with its evidence
+        if decision != Decision::Approved || autonomy.is_none() {
+            problem = Some(
+                "recorded as `autonomy`, but not an automatic allow with its evidence".to_owned(),
+            );
+        }
         let evidence = autonomy
             .as_ref()
             .and_then(|a| a.get("evidence"))
@@ -262,6 +269,7 @@ fn approval(
         note,
         evidence,
         details,
+        problem,
         ..blank(what)
     }
 }
