@@ -294,3 +294,49 @@ fn a_soft_budget_parks_for_a_human_and_the_hard_budget_still_fails() {
     );
     assert!(status(&store).contains("failed"), "{}", status(&store));
 }
+
+#[test]
+fn a_denial_in_a_fork_of_the_request_resets_the_record_too() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = dir.path().join("store");
+    let spec = writer(
+        dir.path(),
+        3,
+        "[[autonomy]]\ntool = \"fs.write\"\nlevel = \"semi\"\npromote_after = 1\n",
+    );
+    let out = retrace(
+        &store,
+        &[
+            "run",
+            spec.to_str().expect("a UTF-8 path"),
+            "--input",
+            "write notes",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let run = run_id(&store);
+    let events = log_json(&store, &run);
+    let asked = events.last().expect("the approval request");
+    assert_eq!(asked["kind"], "approval_requested");
+    // a fork shares the request; alice approves it in the run, bob denies it in the fork
+    let fork = retrace(&store, &["fork", &format!("{run}@{}", asked["seq"])]);
+    assert!(fork.status.success(), "{}", text(&fork));
+    let fork = common::fork_id_of(&fork);
+    assert!(
+        retrace(&store, &["--as", "alice", "approve", &run])
+            .status
+            .success()
+    );
+    assert!(
+        retrace(&store, &["--as", "bob", "approve", &fork, "--deny"])
+            .status
+            .success()
+    );
+    // bob's denial came last: call_2 is asked about, not allowed on alice's approval
+    let out = retrace(&store, &["resume", &run]);
+    assert!(
+        text(&out).contains("call_2 (fs.write)") && text(&out).contains("0 of 1 human approvals"),
+        "{}",
+        text(&out)
+    );
+}
