@@ -157,19 +157,7 @@ pub fn card(
     };
     let body = match (&first, head.kind) {
         (EventKind::ModelRequested { request, attempt }, _) => {
-            let model = value(store, request)
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let mut body = model_body(store, model, *attempt, head.seq, last.as_ref());
-            // a routed call's choice is appended just before its intent
-            if let (Body::Model { route, .. }, Some(before)) = (&mut body, head.seq.checked_sub(1))
-                && let EventKind::ModelRouted { model, reason, .. } = event(store, run, before)?
-            {
-                *route = Some(format!("{model}: {reason}"));
-            }
-            body
+            routed_model_body(store, run, head.seq, request, *attempt, last.as_ref())?
         }
         (
             EventKind::ToolRequested {
@@ -364,6 +352,30 @@ pub fn hook_decision(hook: &str, stage: HookStage, decision: &Value) -> String {
         _ => String::new(),
     };
     format!("hook {hook} {stage}: {word}{why}")
+}
+
+/// A model call's body, with where it was routed and why when its run routes (the
+/// `model_routed` appended just before its intent at `seq`).
+fn routed_model_body(
+    store: &dyn Store,
+    run: &RunId,
+    seq: u64,
+    request: &BlobId,
+    attempt: u32,
+    last: Option<&EventKind>,
+) -> Result<Body, retrace_store::Error> {
+    let model = value(store, request)
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut body = model_body(store, model, attempt, seq, last);
+    if let (Body::Model { route, .. }, Some(before)) = (&mut body, seq.checked_sub(1))
+        && let EventKind::ModelRouted { model, reason, .. } = event(store, run, before)?
+    {
+        *route = Some(format!("{model}: {reason}"));
+    }
+    Ok(body)
 }
 
 fn model_body(

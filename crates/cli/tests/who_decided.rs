@@ -155,34 +155,7 @@ fn as_names_the_decider_of_every_human_decision_and_a_bad_name_is_refused() {
 
     filters(&store, &first);
 
-    // nobody decides as the runtime's automatic decider
-    let last = parked(&store, &spec, "Note the review");
-    let before = log_json(&store, &last).len();
-    let out = retrace(&store, &["--as", "autonomy", "approve", &last, "--deny"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("records its automatic decisions under"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(log_json(&store, &last).len(), before);
-    // a signal's object payload is signed by its sender, whatever it claims
-    ok(
-        &store,
-        &[
-            "--as",
-            "alice",
-            "signal",
-            &last,
-            "note",
-            "--payload",
-            r#"{"by": "mallory", "x": 1}"#,
-        ],
-    );
-    let (_, entries) = audit(&store, &["--who", "mallory"]);
-    assert!(entries.is_empty(), "{entries:#?}");
-    let (_, entries) = audit(&store, &["--who", "alice"]);
-    assert_eq!(field(&entries, "what"), ["approve", "signal"]);
+    reserved_and_signed(&store, &spec);
 }
 
 /// `audit --who`, `--since` (a time, a duration, nonsense) and the table, on the store of
@@ -713,4 +686,37 @@ fn an_operator_resolves_over_http_as_itself_and_a_viewer_cannot() {
     assert_eq!(code, Some(0), "{entries:#?}");
     assert_eq!(field(&entries, "what"), ["resolve-retry"]);
     assert_eq!(field(&entries, "who"), ["ops"]);
+}
+
+/// Nobody decides as the runtime's automatic decider, and a signal's object payload is
+/// signed by its sender, whatever it claims (alice has approved one call before).
+fn reserved_and_signed(store: &Path, spec: &Path) {
+    // nobody decides as the runtime's automatic decider
+    let last = parked(store, spec, "Note the review");
+    let before = log_json(store, &last).len();
+    let out = retrace(store, &["--as", "autonomy", "approve", &last, "--deny"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("records its automatic decisions under"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(log_json(store, &last).len(), before);
+    // a signal's object payload is signed by its sender, whatever it claims
+    ok(
+        store,
+        &[
+            "--as",
+            "alice",
+            "signal",
+            &last,
+            "note",
+            "--payload",
+            r#"{"by": "mallory", "x": 1}"#,
+        ],
+    );
+    let (_, entries) = audit(store, &["--who", "mallory"]);
+    assert!(entries.is_empty(), "{entries:#?}");
+    let (_, entries) = audit(store, &["--who", "alice"]);
+    assert_eq!(field(&entries, "what"), ["approve", "signal"]);
 }
