@@ -202,3 +202,10 @@ pub const KEY_ENV: &str = "RETRACE_TEST_API_KEY";
 pub fn key() -> String {
     std::env::var(KEY_ENV).expect("RETRACE_TEST_API_KEY is set by .cargo/config.toml")
 }
+
+/// One chunk of an OpenAI chat-completions stream: `delta` for choice 0, and its
+/// `finish_reason` when given (the `data:` of one SSE event).
+pub fn openai_chunk(delta: &serde_json::Value, finish: Option<&str>) -> String {
+    serde_json::json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+}

@@ -12,7 +12,9 @@ use std::process::Output;
 use common::{retrace, text};
 use std::time::Duration;
 
-use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, key, split, sse};
+use retrace_tests::loopback::{
+    KEY_ENV, Reply, Server, head, key, openai_chunk as chunk, split, sse,
+};
 use serde_json::{Value, json};
 
 /// Run `retrace run SPEC --input INPUT` off the async threads (the server runs on them),
@@ -33,10 +35,6 @@ async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
         "the API key reached the output or the logs"
     );
     out
-}
-
-fn chunk(delta: &Value, finish: Option<&str>) -> String {
-    json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).to_string()
 }
 
 fn error(status: &str, headers: &[(&str, &str)], message: &str) -> Reply {

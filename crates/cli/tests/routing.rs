@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{log_json, retrace, text};
-use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, sse};
+use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, openai_chunk as chunk, sse};
 use serde_json::{Value, json};
 
 async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
@@ -24,10 +24,6 @@ async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
     })
     .await
     .expect("join")
-}
-
-fn chunk(delta: &Value, finish: Option<&str>) -> String {
-    json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).to_string()
 }
 
 /// A streamed reply: `text`, then a call of `fs.read` on `path` if given, with usage.

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Who decides automatically: a graduated-autonomy allow.
-pub const AUTONOMY: &str = "autonomy";
+pub use retrace_runtime::autonomy::BY as AUTONOMY;
 
 /// A reference to an event that stands as evidence (for an automatic allow: a human's
 /// approval in an earlier run).
