@@ -459,7 +459,7 @@ fn escalation_reason(budget: &str, spent: u64, limit: u64, approved: u32) -> Str
         _ => "soft_max_wall_secs",
     };
     let shown = |n: u64| match budget {
-        "cost" => usd(n),
+        "cost" => retrace_replay::describe::usd(n),
         "steps" => format!("{n} model steps"),
         "tokens" => format!("{n} tokens"),
         _ => format!("{n} s of wall time"),
@@ -480,11 +480,6 @@ fn escalation_reason(budget: &str, spent: u64, limit: u64, approved: u32) -> Str
         shown(spent),
         shown(limit)
     )
-}
-
-/// Micro-USD as `$D.DDDDDD`.
-fn usd(micro: u64) -> String {
-    retrace_replay::describe::usd(micro)
 }
 
 /// Micro-USD as dollars, the way a spec writes them (`0.002`).

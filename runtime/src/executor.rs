@@ -871,11 +871,7 @@ impl<'a> Runner<'a> {
             let Delta::Text(text) = d;
             progress(Progress::Text(text));
         };
-        // a routed model whose client cannot be made failed for good: the next is asked
-        let (provider, settings) = match self.client_or_failure(state, request_seq)? {
-            Ok(client) => client,
-            Err(failed) => return Ok(vec![failed]),
-        };
+        let (provider, settings) = self.client_for(state)?;
         let result = provider.complete(request, &mut sink).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {

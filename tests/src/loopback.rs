@@ -209,3 +209,32 @@ pub fn openai_chunk(delta: &serde_json::Value, finish: Option<&str>) -> String {
     serde_json::json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         .to_string()
 }
+
+/// A streamed OpenAI chat-completions reply: `text`, then a call of `fs.read` on `read`'s
+/// path (with `read`'s call id) if given, then the usage chunk when `usage` gives
+/// `(prompt_tokens, completion_tokens)`, then `[DONE]`.
+pub fn openai_reply(text: &str, read: Option<(&str, &str)>, usage: Option<(u64, u64)>) -> Reply {
+    let mut events = vec![(
+        None,
+        openai_chunk(&serde_json::json!({"content": text}), None),
+    )];
+    if let Some((id, path)) = read {
+        let call = serde_json::json!({"index": 0, "id": id, "type": "function",
+            "function": {"name": "fs__read", "arguments": serde_json::json!({"path": path}).to_string()}});
+        events.push((
+            None,
+            openai_chunk(&serde_json::json!({"tool_calls": [call]}), None),
+        ));
+    }
+    let finish = if read.is_some() { "tool_calls" } else { "stop" };
+    events.push((None, openai_chunk(&serde_json::json!({}), Some(finish))));
+    if let Some((prompt, completion)) = usage {
+        events.push((
+            None,
+            serde_json::json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}})
+                .to_string(),
+        ));
+    }
+    events.push((None, "[DONE]".into()));
+    Reply::Pieces(vec![sse(&events)], Duration::ZERO)
+}

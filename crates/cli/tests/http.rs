@@ -13,7 +13,7 @@ use common::{retrace, text};
 use std::time::Duration;
 
 use retrace_tests::loopback::{
-    KEY_ENV, Reply, Server, head, key, openai_chunk as chunk, split, sse,
+    KEY_ENV, Reply, Server, head, key, openai_chunk as chunk, openai_reply, split, sse,
 };
 use serde_json::{Value, json};
 
@@ -639,29 +639,15 @@ async fn anthropic_thinking_is_recorded_shown_apart_and_sent_back_so_the_second_
     }
 }
 
-/// A streamed OpenAI reply: `text`, then a call of `fs.read` on `read` if given.
-fn openai_reply(text: &str, read: Option<(&str, &str)>) -> Reply {
-    let mut events = vec![(None, chunk(&json!({"content": text}), None))];
-    if let Some((id, path)) = read {
-        let call = json!({"index": 0, "id": id, "type": "function",
-            "function": {"name": "fs__read", "arguments": json!({"path": path}).to_string()}});
-        events.push((None, chunk(&json!({"tool_calls": [call]}), None)));
-    }
-    let finish = if read.is_some() { "tool_calls" } else { "stop" };
-    events.push((None, chunk(&json!({}), Some(finish))));
-    events.push((None, "[DONE]".into()));
-    Reply::Pieces(vec![sse(&events)], Duration::ZERO)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn show_request_rebuilds_exactly_the_body_each_model_call_sent() {
     // a failed attempt, two replies reading files (the second output too long to send
     // whole), then the answer: four requests, three model calls that were answered
     let server = Server::start(vec![
         error("500 Internal Server Error", &[], "the server had an error"),
-        openai_reply("Let me read it.", Some(("call_1", "README.md"))),
-        openai_reply("And the big one.", Some(("call_2", "big.txt"))),
-        openai_reply("Done.", None),
+        openai_reply("Let me read it.", Some(("call_1", "README.md")), None),
+        openai_reply("And the big one.", Some(("call_2", "big.txt")), None),
+        openai_reply("Done.", None, None),
     ])
     .await;
     let dir = tempfile::tempdir().expect("temp dir");

@@ -11,8 +11,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{log_json, retrace, text};
-use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, openai_chunk as chunk, sse};
-use serde_json::{Value, json};
+use retrace_tests::loopback::{KEY_ENV, Reply, Server, head, openai_reply};
+use serde_json::Value;
 
 async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
     let (store, spec, input) = (store.to_owned(), spec.to_owned(), input.to_owned());
@@ -28,21 +28,7 @@ async fn run_agent(store: &Path, spec: &Path, input: &str) -> Output {
 
 /// A streamed reply: `text`, then a call of `fs.read` on `path` if given, with usage.
 fn reply(text: &str, read: Option<(&str, &str)>, usage: (u64, u64)) -> Reply {
-    let mut events = vec![(None, chunk(&json!({"content": text}), None))];
-    if let Some((id, path)) = read {
-        let call = json!({"index": 0, "id": id, "type": "function",
-            "function": {"name": "fs__read", "arguments": json!({"path": path}).to_string()}});
-        events.push((None, chunk(&json!({"tool_calls": [call]}), None)));
-    }
-    let finish = if read.is_some() { "tool_calls" } else { "stop" };
-    events.push((None, chunk(&json!({}), Some(finish))));
-    events.push((
-        None,
-        json!({"choices": [], "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1}})
-            .to_string(),
-    ));
-    events.push((None, "[DONE]".into()));
-    Reply::Pieces(vec![sse(&events)], Duration::ZERO)
+    openai_reply(text, read, Some(usage))
 }
 
 fn unavailable() -> Reply {

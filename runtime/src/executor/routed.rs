@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use retrace_events::reply::ModelReply;
-use retrace_events::{EventKind, RunId};
+use retrace_events::RunId;
 use retrace_providers::Provider;
 use retrace_replay::State;
-use serde_json::json;
 
 use super::{Error, Runner};
 use crate::routing::{self, MAIN, Route};
@@ -71,28 +70,5 @@ impl Runner<'_> {
             .get(name)
             .ok_or_else(|| Error::Setup(format!("no client for the model `{name}`")))?;
         Ok((&**client, model))
-    }
-
-    /// [`Self::client_for`], or when the routed model's client cannot be made (a key
-    /// missing, a bad URL), the permanent failure to record for the call at `request_seq`:
-    /// the step goes on to the next model.
-    #[allow(
-        clippy::type_complexity,
-        reason = "a client, or the event that stands for the call"
-    )]
-    pub(super) fn client_or_failure(
-        &self,
-        state: &State,
-        request_seq: u64,
-    ) -> Result<Result<(&dyn Provider, &Model), EventKind>, Error> {
-        Ok(match self.client_for(state) {
-            Ok(client) => Ok(client),
-            Err(e) => Err(EventKind::ModelFailed {
-                request_seq,
-                error: self
-                    .put_json(&json!({"model": state.models.current, "error": e.to_string()}))?,
-                transient: false,
-            }),
-        })
     }
 }
