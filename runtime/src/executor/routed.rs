@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use retrace_events::reply::ModelReply;
 use retrace_events::RunId;
+use retrace_events::reply::ModelReply;
 use retrace_providers::Provider;
 use retrace_replay::State;
 
