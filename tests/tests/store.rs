@@ -362,6 +362,7 @@ fn index_survives_many_checkpoints_and_merges_and_stays_a_few_tables() {
     let dir = tempfile::tempdir().unwrap();
     let options = retrace_store_sled::Options {
         checkpoint_bytes: 16 << 10,
+        ..retrace_store_sled::Options::default()
     };
     let run = run_id(1);
     let (head, stats) = {

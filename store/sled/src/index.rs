@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use retrace_events::{BlobId, RunId};
 use retrace_store::{Error, Result};
 
+use crate::files::Files;
 use crate::layout::{self, Loc};
 use crate::tables::{self, Kind, Table};
 
@@ -39,6 +40,7 @@ pub struct Index {
     tail: Mutex<Tail>,
     /// Newest first.
     tables: RwLock<Tables>,
+    files: Files,
 }
 
 /// Tables written by a checkpoint, not yet in use: the store records
@@ -63,18 +65,21 @@ fn loc_of_key(key: &[u8]) -> Result<[u8; 24]> {
 }
 
 impl Index {
-    /// Open the index tables `numbers` (newest first) in `dir`, with an empty tail; any
-    /// other table there is left over from an interrupted checkpoint and is removed.
-    pub fn open(dir: &Path, numbers: &[u32]) -> Result<Self> {
+    /// Open the index tables `numbers` (newest first) in `dir`, with an empty tail, writing
+    /// through `files`; any other table there is left over from an interrupted checkpoint
+    /// and is removed.
+    pub fn open(dir: &Path, numbers: &[u32], files: Files) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::backend("create index directory", format!("{}: {e}", dir.display()))
         })?;
         for stale in tables::list(dir)? {
             if !numbers.contains(&stale) {
                 let path = tables::table_path(dir, stale);
-                std::fs::remove_file(&path).map_err(|e| {
-                    Error::backend("remove index table", format!("{}: {e}", path.display()))
-                })?;
+                files
+                    .remove_file(&path, "recovery: unrecorded table")
+                    .map_err(|e| {
+                        Error::backend("remove index table", format!("{}: {e}", path.display()))
+                    })?;
             }
         }
         let tables = numbers
@@ -85,6 +90,7 @@ impl Index {
             dir: dir.to_path_buf(),
             tail: Mutex::new(Tail::default()),
             tables: RwLock::new(Arc::new(tables)),
+            files,
         })
     }
 
@@ -192,7 +198,10 @@ impl Index {
         let mut next = tables::list(&self.dir)?.last().map_or(0, |n| n + 1);
         let mut retired = Vec::new();
         if !blobs.is_empty() || !log.is_empty() {
-            tables.insert(0, Arc::new(Table::write(&self.dir, next, &blobs, &log)?));
+            tables.insert(
+                0,
+                Arc::new(Table::write(&self.files, &self.dir, next, &blobs, &log)?),
+            );
             next += 1;
         }
         // keep each table at least twice the size of the next newer one
@@ -200,7 +209,12 @@ impl Index {
             let (newer, older) = (tables.remove(0), tables.remove(0));
             tables.insert(
                 0,
-                Arc::new(Table::merge(&self.dir, next, &[&newer, &older])?),
+                Arc::new(Table::merge(
+                    &self.files,
+                    &self.dir,
+                    next,
+                    &[&newer, &older],
+                )?),
             );
             next += 1;
             for table in [newer, older] {
@@ -221,7 +235,7 @@ impl Index {
         for table in prepared.retired {
             // a table merged by this very checkpoint was never recorded; either way it is
             // unused now, and a leftover file is removed at the next open
-            if let Err(e) = table.remove() {
+            if let Err(e) = table.remove(&self.files) {
                 tracing::warn!(error = %e, "could not remove a merged index table");
             }
         }

@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod files;
 pub mod holder;
 mod index;
 pub mod layout;
@@ -60,18 +61,25 @@ use index::Index;
 use layout::{Checkpoint, Loc, Pos, Record};
 use segments::Segments;
 
-/// Settings of an open store (none of them change what is on disk).
-#[derive(Debug, Clone, Copy)]
+/// Settings of an open store (none of them change the format: any store opens with any).
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Segment bytes written since the last checkpoint that trigger the next one. Bounds
     /// the index held in memory and what opening after a crash scans.
     pub checkpoint_bytes: u64,
+    /// Bytes at which a segment file is closed and the next begun
+    /// ([`segments::SEGMENT_LIMIT`] by default; tests lower it to make segments roll).
+    pub segment_bytes: u64,
+    /// A fault plan for the store's file operations ([`files`]); `None` outside tests.
+    pub faults: Option<Arc<files::Faults>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             checkpoint_bytes: 2 << 20,
+            segment_bytes: segments::SEGMENT_LIMIT,
+            faults: None,
         }
     }
 }
@@ -110,6 +118,7 @@ pub struct SledStore {
     /// A checkpoint is under way (one at a time; writers do not wait for it).
     checkpointing: AtomicBool,
     options: Options,
+    files: files::Files,
     replayed: usize,
     run_locks: RunLocks,
     watchers: Watchers,
@@ -267,8 +276,18 @@ impl SledStore {
             .map(|v| Checkpoint::decode(&v))
             .transpose()?
             .unwrap_or_default();
-        let index = Index::open(&path.join(layout::INDEX_DIR), &checkpoint.tables)?;
-        let (segments, scanned) = Segments::open(&path.join(layout::SEGMENTS_DIR), checkpoint.pos)?;
+        let files = files::Files::new(options.faults.clone());
+        let index = Index::open(
+            &path.join(layout::INDEX_DIR),
+            &checkpoint.tables,
+            files.clone(),
+        )?;
+        let (segments, scanned) = Segments::open_with(
+            &path.join(layout::SEGMENTS_DIR),
+            checkpoint.pos,
+            options.segment_bytes,
+            files.clone(),
+        )?;
         let store = Self {
             index,
             runs: tree(layout::RUNS)?,
@@ -277,6 +296,7 @@ impl SledStore {
             segments,
             checkpointing: AtomicBool::new(false),
             options,
+            files,
             replayed: scanned.len(),
             run_locks: RunLocks::default(),
             watchers: Watchers::default(),
@@ -444,7 +464,9 @@ impl SledStore {
         self.meta
             .insert(layout::CHECKPOINT_KEY, checkpoint.encode())
             .map_err(backend("checkpoint"))?;
-        self.db.flush().map_err(backend("checkpoint"))?;
+        self.files
+            .commit(&self.db)
+            .map_err(|e| Error::backend("checkpoint", e))?;
         self.index.install(prepared);
         Ok(())
     }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 use retrace_store::{Error, Result};
 
+use crate::files::Files;
 use crate::layout::Pos;
 
 /// A segment is closed once it holds this much (a single larger record gets one to itself).
@@ -104,6 +105,8 @@ pub struct Segments {
     syncs: AtomicU64,
     /// Size at which a segment is closed.
     limit: u64,
+    /// The file seam writes and syncs go through.
+    seam: Files,
 }
 
 /// The writer lock: records appended through it go one after another.
@@ -148,7 +151,7 @@ fn scan(segment: u32, bytes: &[u8], from: u64, out: &mut Vec<Scanned>) -> usize 
 }
 
 /// Segment numbers present in `dir`, in order.
-fn list(dir: &Path) -> Result<Vec<u32>> {
+pub fn segment_numbers(dir: &Path) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io("list segments", dir))? {
         let name = entry.map_err(io("list segments", dir))?.file_name();
@@ -161,27 +164,51 @@ fn list(dir: &Path) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync segments directory", dir))
+/// After segment `path` whose records end at `end` (a crash's cut): remove the `later`
+/// segments, which can only be empty (begun after it was closed and synced); a later one
+/// with data means damage.
+fn remove_empty_later(
+    seam: &Files,
+    dir: &Path,
+    path: &Path,
+    end: u64,
+    later: &[u32],
+) -> Result<()> {
+    for &later in later {
+        let later_path = segment_path(dir, later);
+        let len = std::fs::metadata(&later_path).map_or(0, |m| m.len());
+        if len > 0 {
+            return Err(Error::Corrupt {
+                what: format!(
+                    "segment {} ends in a damaged record at offset {end} but is followed \
+                     by segment {}; run `retrace verify` on each run",
+                    path.display(),
+                    later_path.display()
+                ),
+            });
+        }
+        seam.remove_file(&later_path, "recovery: empty later segment")
+            .map_err(io("remove segment", &later_path))?;
+    }
+    Ok(())
 }
 
 impl Segments {
     /// Open (or create) the segments in `dir`, returning them with every record written
     /// after `checkpoint`, in order. A torn tail is cut off.
     pub fn open(dir: &Path, checkpoint: Pos) -> Result<(Self, Vec<Scanned>)> {
-        Self::open_with_limit(dir, checkpoint, SEGMENT_LIMIT)
+        Self::open_with(dir, checkpoint, SEGMENT_LIMIT, Files::default())
     }
 
-    /// [`Self::open`] with segments closed at `limit` bytes.
-    pub fn open_with_limit(
+    /// [`Self::open`] with segments closed at `limit` bytes, writing through `files`.
+    pub fn open_with(
         dir: &Path,
         checkpoint: Pos,
         limit: u64,
+        seam: Files,
     ) -> Result<(Self, Vec<Scanned>)> {
         std::fs::create_dir_all(dir).map_err(io("create segments directory", dir))?;
-        let present = list(dir)?;
+        let present = segment_numbers(dir)?;
         let corrupt = |what: String| Error::Corrupt { what };
         if present
             .last()
@@ -231,22 +258,12 @@ impl Segments {
             }
             // The end of the records. Later segments were created after this one was closed
             // and synced, so they can only be empty (a crash while starting one).
-            for &later in &to_scan[i + 1..] {
-                let later_path = segment_path(dir, later);
-                let len = std::fs::metadata(&later_path).map_or(0, |m| m.len());
-                if len > 0 {
-                    return Err(corrupt(format!(
-                        "segment {} ends in a damaged record at offset {end} but is followed \
-                         by segment {}; run `retrace verify` on each run",
-                        path.display(),
-                        later_path.display()
-                    )));
-                }
-                std::fs::remove_file(&later_path).map_err(io("remove segment", &later_path))?;
-            }
+            remove_empty_later(&seam, dir, &path, end, &to_scan[i + 1..])?;
             if size > end {
-                file.set_len(end).map_err(io("truncate segment", &path))?;
-                file.sync_all().map_err(io("truncate segment", &path))?;
+                seam.set_len(&file, end, "recovery: cut a torn tail")
+                    .map_err(io("truncate segment", &path))?;
+                seam.sync_all(&file, "recovery: cut a torn tail")
+                    .map_err(io("truncate segment", &path))?;
             }
             current = Some((n, file, end));
             break;
@@ -255,7 +272,7 @@ impl Segments {
             current
         } else {
             let n = present.last().map_or(0, |&last| last + 1);
-            (n, create(dir, n)?, 0)
+            (n, create(&seam, dir, n)?, 0)
         };
         let file = Arc::new(file);
         let mut files = BTreeMap::new();
@@ -276,6 +293,7 @@ impl Segments {
                 files: RwLock::new(files),
                 syncs: AtomicU64::new(0),
                 limit,
+                seam,
             },
             scanned,
         ))
@@ -323,7 +341,7 @@ impl Segments {
                 (Arc::clone(&writer.file), writer.written)
             };
             // Bytes below `target` are in this file or in closed segments, synced when closed.
-            let result = file.sync_data();
+            let result = self.seam.sync_data(&file, "group commit");
             if let Err(e) = &result {
                 locked(&self.writer).failed = Some(e.to_string());
             } else {
@@ -389,7 +407,7 @@ impl Segments {
 
     /// Bytes the segment files occupy.
     pub fn size_on_disk(&self) -> u64 {
-        list(&self.dir)
+        segment_numbers(&self.dir)
             .unwrap_or_default()
             .into_iter()
             .map(|n| std::fs::metadata(segment_path(&self.dir, n)).map_or(0, |m| m.len()))
@@ -398,15 +416,13 @@ impl Segments {
 }
 
 /// Create segment `n`, durably (its directory entry synced).
-fn create(dir: &Path, n: u32) -> Result<File> {
+fn create(seam: &Files, dir: &Path, n: u32) -> Result<File> {
     let path = segment_path(dir, n);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
+    let file = seam
+        .create(&path, true, "new segment")
         .map_err(io("create segment", &path))?;
-    sync_dir(dir)?;
+    seam.sync_dir(dir, "new segment")
+        .map_err(io("sync segments directory", dir))?;
     Ok(file)
 }
 
@@ -433,13 +449,16 @@ impl WriteGuard<'_> {
         let path = || segment_path(&self.segments.dir, w.segment);
         if w.end + size > w.capacity {
             // zero-fill ahead, synced with the records (the size changes this once)
-            let grown = (w.end + size).div_ceil(GROW) * GROW;
+            // (a store told to close segments small zero-fills no more than a segment)
+            let step = GROW.min(self.segments.limit).max(4096);
+            let grown = (w.end + size).div_ceil(step) * step;
             let zeros = vec![0u8; 1 << 20];
             let mut at = w.capacity;
             while at < grown {
                 let n = usize::try_from((grown - at).min(zeros.len() as u64)).expect("1 MiB");
-                w.file
-                    .write_all_at(&zeros[..n], at)
+                self.segments
+                    .seam
+                    .write_all_at(&w.file, &zeros[..n], at, "segment zero-fill")
                     .map_err(io("grow segment", &path()))?;
                 at += n as u64;
             }
@@ -449,8 +468,9 @@ impl WriteGuard<'_> {
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(&check(w.segment, body));
         record.extend_from_slice(body);
-        w.file
-            .write_all_at(&record, w.end)
+        self.segments
+            .seam
+            .write_all_at(&w.file, &record, w.end, "segment record")
             .map_err(io("write segment", &path()))?;
         let body_at = Pos {
             segment: w.segment,
@@ -466,7 +486,7 @@ impl WriteGuard<'_> {
     fn roll(&mut self) -> Result<()> {
         self.sync_and_trim()?;
         let next = self.writer.segment + 1;
-        let file = create(&self.segments.dir, next)?;
+        let file = create(&self.segments.seam, &self.segments.dir, next)?;
         let file = Arc::new(file);
         self.segments
             .files
@@ -486,13 +506,16 @@ impl WriteGuard<'_> {
     pub fn sync_and_trim(&mut self) -> Result<()> {
         let w = &mut *self.writer;
         let path = segment_path(&self.segments.dir, w.segment);
+        let files = &self.segments.seam;
         if w.capacity > w.end {
-            w.file
-                .set_len(w.end)
+            files
+                .set_len(&w.file, w.end, "close segment")
                 .map_err(io("truncate segment", &path))?;
             w.capacity = w.end;
         }
-        w.file.sync_all().map_err(io("sync segment", &path))?;
+        files
+            .sync_all(&w.file, "close segment")
+            .map_err(io("sync segment", &path))?;
         self.mark_synced();
         Ok(())
     }
@@ -501,9 +524,9 @@ impl WriteGuard<'_> {
     pub fn sync(&mut self) -> Result<()> {
         let path = segment_path(&self.segments.dir, self.writer.segment);
         let result = self
-            .writer
-            .file
-            .sync_data()
+            .segments
+            .seam
+            .sync_data(&self.writer.file, "checkpoint sync")
             .map_err(io("sync segment", &path));
         if let Err(e) = &result {
             self.writer.failed = Some(e.to_string());
@@ -592,7 +615,8 @@ mod tests {
     #[test]
     fn segments_roll_over_and_are_all_read() {
         let dir = tempfile::tempdir().unwrap();
-        let (segments, _) = Segments::open_with_limit(dir.path(), Pos::default(), 1000).unwrap();
+        let (segments, _) =
+            Segments::open_with(dir.path(), Pos::default(), 1000, Files::default()).unwrap();
         let big = vec![5u8; 500];
         let at = write(&segments, &[&big, &big, b"small"]);
         assert_eq!(

@@ -21,13 +21,14 @@
 //! most 64 entries. The filter matters because most blob lookups miss — every new blob is
 //! looked up before it is written — and without it each table costs a read.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use retrace_store::{Error, Result};
 
+use crate::files::{Files, SeamWriter};
 use crate::layout::Loc;
 
 const MAGIC: &[u8; 8] = b"RTIDX\0\0\x01";
@@ -133,14 +134,15 @@ pub enum Kind {
 
 impl Table {
     /// Write a table of `blobs` and `log` entries (each sorted by key, keys unique) as
-    /// table `n` in `dir`, durably, and open it.
+    /// table `n` in `dir` through `files`, durably, and open it.
     pub fn write(
+        files: &Files,
         dir: &Path,
         n: u32,
         blobs: &[([u8; 32], Loc)],
         log: &[([u8; 24], Loc)],
     ) -> Result<Self> {
-        let mut w = Writer::create(dir, n, blobs.len() as u64, log.len() as u64)?;
+        let mut w = Writer::create(files, dir, n, blobs.len() as u64, log.len() as u64)?;
         let mut entry = [0u8; 32 + LOC];
         for (key, loc) in blobs {
             entry[..32].copy_from_slice(key);
@@ -152,11 +154,11 @@ impl Table {
             entry[24..24 + LOC].copy_from_slice(&loc.encode());
             w.entry(Kind::Log, &entry[..24 + LOC])?;
         }
-        w.finish(dir)
+        w.finish(files, dir)
     }
 
     /// Merge `tables` (newest first; on equal keys the newest entry wins) into a new table
-    /// `n` in `dir`, durably, and open it.
+    /// `n` in `dir` through `files`, durably, and open it.
     ///
     /// Streamed: a pass counting the merged entries (the header comes first), then a pass
     /// writing them, each reading [`MERGE_BLOCK`] entries of a table at a time. Checkpoints
@@ -167,7 +169,7 @@ impl Table {
     /// where it must be bounded by the window (issue 20): a debug `retrace run` peaked
     /// 10 MiB higher at 30,000 steps than at 10,000; streamed, 2.4 MiB. What stays in
     /// memory is what [`Table::open`] keeps anyway: fences and filter (~8 bytes a step).
-    pub fn merge(dir: &Path, n: u32, tables: &[&Table]) -> Result<Self> {
+    pub fn merge(files: &Files, dir: &Path, n: u32, tables: &[&Table]) -> Result<Self> {
         let count = |kind| {
             let mut count = 0u64;
             merged(tables, kind, |_| {
@@ -177,10 +179,10 @@ impl Table {
             Ok::<_, Error>(count)
         };
         let (blobs, log) = (count(Kind::Blobs)?, count(Kind::Log)?);
-        let mut w = Writer::create(dir, n, blobs, log)?;
+        let mut w = Writer::create(files, dir, n, blobs, log)?;
         merged(tables, Kind::Blobs, |e| w.entry(Kind::Blobs, e))?;
         merged(tables, Kind::Log, |e| w.entry(Kind::Log, e))?;
-        w.finish(dir)
+        w.finish(files, dir)
     }
 
     /// Open table `n` in `dir`: read its header and fences.
@@ -349,9 +351,12 @@ impl Table {
         self.blobs.count + self.log.count
     }
 
-    /// Remove the table's file (it stays readable through handles already open).
-    pub fn remove(&self) -> Result<()> {
-        std::fs::remove_file(&self.path).map_err(io("remove index table", &self.path))
+    /// Remove the table's file through `files` (it stays readable through handles already
+    /// open).
+    pub fn remove(&self, files: &Files) -> Result<()> {
+        files
+            .remove_file(&self.path, "retire merged table")
+            .map_err(io("remove index table", &self.path))
     }
 }
 
@@ -455,7 +460,7 @@ fn merged(tables: &[&Table], kind: Kind, mut f: impl FnMut(&[u8]) -> Result<()>)
 struct Writer {
     n: u32,
     path: PathBuf,
-    out: std::io::BufWriter<File>,
+    out: std::io::BufWriter<SeamWriter>,
     counts: [u64; 2],
     written: [u64; 2],
     fences: [Vec<u8>; 2],
@@ -463,15 +468,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn create(dir: &Path, n: u32, blobs: u64, log: u64) -> Result<Self> {
+    fn create(files: &Files, dir: &Path, n: u32, blobs: u64, log: u64) -> Result<Self> {
         let path = table_path(dir, n);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let file = files
+            .create(&path, false, "new index table")
             .map_err(io("write index table", &path))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut out = files.writer(file, "index table");
         let header = [&MAGIC[..], &blobs.to_le_bytes(), &log.to_le_bytes()].concat();
         out.write_all(&header)
             .map_err(io("write index table", &path))?;
@@ -527,7 +529,7 @@ impl Writer {
     }
 
     /// Write fences and filter, sync, and open the table.
-    fn finish(mut self, dir: &Path) -> Result<Table> {
+    fn finish(mut self, files: &Files, dir: &Path) -> Result<Table> {
         if self.written != self.counts {
             return Err(self.miscounted());
         }
@@ -541,13 +543,15 @@ impl Writer {
             Ok(())
         })();
         result.map_err(io("write index table", &path))?;
-        let file = self
+        let out = self
             .out
             .into_inner()
             .map_err(|e| io("write index table", &path)(e.into_error()))?;
-        file.sync_all().map_err(io("sync index table", &path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
+        files
+            .sync_all(out.file(), "index table")
+            .map_err(io("sync index table", &path))?;
+        files
+            .sync_dir(dir, "index table")
             .map_err(io("sync index directory", dir))?;
         Table::open(dir, self.n)
     }
@@ -557,6 +561,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::layout::Pos;
+    use std::fs::OpenOptions;
 
     fn loc(n: u64) -> Loc {
         Loc {
@@ -587,7 +592,7 @@ mod tests {
             })
             .collect();
         let log: Vec<([u8; 24], Loc)> = (0..200u64).map(|i| (log_key(i), loc(i))).collect();
-        let table = Table::write(dir.path(), 3, &blobs, &log).unwrap();
+        let table = Table::write(&Files::default(), dir.path(), 3, &blobs, &log).unwrap();
         let table = {
             drop(table);
             Table::open(dir.path(), 3).unwrap()
@@ -623,7 +628,7 @@ mod tests {
         let id = |n: u64| *blake3::hash(&n.to_le_bytes()).as_bytes();
         let mut blobs: Vec<([u8; 32], Loc)> = (0..1000).map(|n| (id(n), loc(n))).collect();
         blobs.sort_unstable_by_key(|(k, _)| *k);
-        let table = Table::write(dir.path(), 1, &blobs, &[]).unwrap();
+        let table = Table::write(&Files::default(), dir.path(), 1, &blobs, &[]).unwrap();
         assert!(blobs.iter().all(|(k, _)| table.may_hold_blob(k)));
         let passed = (1000..11_000)
             .filter(|&n| table.may_hold_blob(&id(n)))
@@ -643,12 +648,12 @@ mod tests {
                 range.clone().map(|i| (id(i), loc(i + offset))).collect();
             blobs.sort_unstable_by_key(|(k, _)| *k);
             let log: Vec<([u8; 24], Loc)> = range.map(|i| (log_key(i), loc(i + offset))).collect();
-            Table::write(dir.path(), n, &blobs, &log).unwrap()
+            Table::write(&Files::default(), dir.path(), n, &blobs, &log).unwrap()
         };
         // more entries than a merge reads at a time; 9,000..10,000 in both
         let older = table(1, 0..10_000, 0);
         let newer = table(2, 9_000..12_000, 100_000);
-        let merged = Table::merge(dir.path(), 3, &[&newer, &older]).unwrap();
+        let merged = Table::merge(&Files::default(), dir.path(), 3, &[&newer, &older]).unwrap();
         assert_eq!(merged.len(), 2 * 12_000);
         for i in (0..12_000)
             .step_by(7)
@@ -684,21 +689,21 @@ mod tests {
                 .map(|(k, l)| (<[u8; 24]>::try_from(k).unwrap(), l))
                 .collect(),
         );
-        Table::write(dir.path(), 4, &blobs, &log).unwrap();
+        Table::write(&Files::default(), dir.path(), 4, &blobs, &log).unwrap();
         assert_eq!(
             std::fs::read(table_path(dir.path(), 3)).unwrap(),
             std::fs::read(table_path(dir.path(), 4)).unwrap()
         );
         // and an empty table merges to the other
-        let empty = Table::write(dir.path(), 5, &[], &[]).unwrap();
-        let same = Table::merge(dir.path(), 6, &[&empty, &older]).unwrap();
+        let empty = Table::write(&Files::default(), dir.path(), 5, &[], &[]).unwrap();
+        let same = Table::merge(&Files::default(), dir.path(), 6, &[&empty, &older]).unwrap();
         assert_eq!(same.len(), older.len());
     }
 
     #[test]
     fn an_empty_table_and_a_damaged_one() {
         let dir = tempfile::tempdir().unwrap();
-        let table = Table::write(dir.path(), 1, &[], &[]).unwrap();
+        let table = Table::write(&Files::default(), dir.path(), 1, &[], &[]).unwrap();
         assert_eq!(table.get(Kind::Blobs, &[1; 32]).unwrap(), None);
         assert!(
             table

@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     // in the middle of them.
     let options = Options {
         checkpoint_bytes: 32 << 10,
+        ..Options::default()
     };
     let store = SledStore::open_with(&dir, options).with_context(|| format!("opening {dir}"))?;
     for run in crash_runs() {
