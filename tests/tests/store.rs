@@ -366,7 +366,7 @@ fn index_survives_many_checkpoints_and_merges_and_stays_a_few_tables() {
     };
     let run = run_id(1);
     let (head, stats) = {
-        let store = SledStore::open_with(dir.path(), options).unwrap();
+        let store = SledStore::open_with(dir.path(), options.clone()).unwrap();
         store.create_run(NewRun::new(run, Timestamp(0))).unwrap();
         // append_n puts one small blob per event: about 200 checkpoints in all
         let head = append_n(&store, run, 20_000, 7);
