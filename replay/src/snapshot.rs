@@ -98,8 +98,7 @@ pub fn decode_snapshot(at: &EventId, seq: u64, bytes: &[u8]) -> Result<State, St
         return Err("content does not match its hash".into());
     }
     let (state, used): (State, usize) =
-        bincode::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| format!("does not decode: {e}"))?;
+        retrace_events::decode_bounded(body).map_err(|e| format!("does not decode: {e}"))?;
     if used != body.len() {
         return Err("trailing bytes".into());
     }

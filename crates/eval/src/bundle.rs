@@ -113,6 +113,9 @@ impl Bundle {
     }
 }
 
+/// The largest item (a blob with its id, a run with its events) a bundle may hold.
+pub const MAX_ITEM: usize = 256 << 20;
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
@@ -326,9 +329,17 @@ pub fn read(input: impl Read) -> Result<Bundle, Error> {
     let mut reading = Reading::default();
     for item_no in 0u64.. {
         let bad = |why: String| Error::Bad { item: item_no, why };
-        let item: Item = bincode::decode_from_std_read(&mut input, config()).map_err(|e| {
+        // each length an item claims is checked against MAX_ITEM before anything is
+        // allocated for it: damaged bytes claiming terabytes are refused (found by fuzzing)
+        let item: Item = bincode::decode_from_std_read(
+            &mut input,
+            bincode::config::standard().with_limit::<MAX_ITEM>(),
+        )
+        .map_err(|e| {
             bad(format!(
-                "does not decode ({e}); the file is cut short or damaged"
+                "does not decode ({e}); the file is cut short or damaged, or holds an item \
+                 over {} MiB",
+                MAX_ITEM >> 20
             ))
         })?;
         if let Some(bundle) = reading.take(item).map_err(bad)? {

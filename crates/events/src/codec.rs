@@ -175,3 +175,43 @@ mod tests {
         assert!(matches!(err, VerifyError::HashMismatch { expected, .. } if expected == id));
     }
 }
+
+/// Decode a bincode value (the standard configuration: little-endian, variable-length
+/// integers) from the front of `bytes` — any bytes from outside, not only events — with
+/// what it may allocate bounded by the input: every length it reads is checked, before
+/// anything is allocated for it, against a limit of the next of 4 KiB, 16 KiB, … (× 4)
+/// … 1 GiB at or above `bytes.len()`. So a few damaged or hostile bytes claiming a
+/// terabyte-long vector are refused instead of aborting the process (found by fuzzing).
+///
+/// Returns the value and how many bytes it took.
+///
+/// # Errors
+/// bincode's, including `LimitExceeded` for a claim past the limit; inputs over 1 GiB are
+/// refused with it.
+pub fn decode_bounded<T: bincode::Decode<()>>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    macro_rules! within {
+        ($($limit:expr),*) => {
+            $(if bytes.len() <= $limit {
+                return bincode::decode_from_slice(
+                    bytes,
+                    bincode::config::standard().with_limit::<{ $limit }>(),
+                );
+            })*
+        };
+    }
+    within!(
+        4 << 10,
+        16 << 10,
+        64 << 10,
+        256 << 10,
+        1 << 20,
+        4 << 20,
+        16 << 20,
+        64 << 20,
+        256 << 20,
+        1 << 30
+    );
+    Err(bincode::error::DecodeError::LimitExceeded)
+}

@@ -38,8 +38,8 @@ mod json;
 pub mod reply;
 
 pub use codec::{
-    DecodeError, FORMAT_VERSION, MAX_EVENT_BYTES, VerifyError, check_size, decode_event,
-    decode_verified, encode_event,
+    DecodeError, FORMAT_VERSION, MAX_EVENT_BYTES, VerifyError, check_size, decode_bounded,
+    decode_event, decode_verified, encode_event,
 };
 pub use event::{
     Decision, Event, EventKind, Head, HookStage, Outcome, ProposedCall, Timestamp, Usage,

@@ -564,3 +564,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_claimed_length_past_the_input_is_refused_before_anything_is_allocated() {
+    // a string claiming ~1.9e18 bytes (bincode varint 0xfd + u64): without a limit, bincode
+    // allocates the claim first and the process aborts (found by fuzzing the store's run refs)
+    let mut bytes = vec![0xfd];
+    bytes.extend_from_slice(&0x1a2b_3c4d_5e6f_7a8b_u64.to_le_bytes());
+    let err = retrace_events::decode_bounded::<String>(&bytes).unwrap_err();
+    assert!(
+        matches!(err, bincode::error::DecodeError::LimitExceeded),
+        "{err}"
+    );
+    // what fits decodes, and says how much it took
+    let ok = bincode::encode_to_vec("hello", bincode::config::standard()).unwrap();
+    let (text, used) = retrace_events::decode_bounded::<String>(&ok).unwrap();
+    assert_eq!((text.as_str(), used), ("hello", ok.len()));
+}

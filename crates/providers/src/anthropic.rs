@@ -496,6 +496,61 @@ impl Assembly {
     }
 }
 
+/// The reply in a whole `message` object (a server that ignored `stream: true`).
+fn whole_reply(
+    http: &Http,
+    request: &ModelRequest,
+    body: &str,
+    on_delta: &mut (dyn FnMut(Delta) + Send),
+) -> Result<ModelReply, Error> {
+    let mut assembly = Assembly::default();
+    assembly.whole(http, request, body, on_delta)?;
+    Ok(assembly.finish())
+}
+
+/// The reply in a stream of Messages API events.
+async fn streamed_reply<B: AsRef<[u8]>, E: std::fmt::Display>(
+    http: &Http,
+    request: &ModelRequest,
+    body: impl futures::Stream<Item = Result<B, E>>,
+    on_delta: &mut (dyn FnMut(Delta) + Send),
+) -> Result<ModelReply, Error> {
+    let mut assembly = Assembly::default();
+    let done = http
+        .events(body, |name, data| {
+            assembly.event(http, request, name, data, on_delta)
+        })
+        .await?;
+    if !done {
+        return Err(http.cut_short());
+    }
+    Ok(assembly.finish())
+}
+
+/// Read a reply to `request` from a response body as [`Anthropic`] does on the wire:
+/// `body` whole as JSON (`json`), or as server-sent events arriving in `pieces` (the body
+/// cut at those offsets). For fuzzing and for tests of recorded bodies.
+///
+/// # Errors
+/// As [`Provider::complete`] reports a malformed or incomplete reply.
+pub fn decode_reply(
+    request: &ModelRequest,
+    body: &[u8],
+    json: bool,
+    cuts: &[usize],
+) -> Result<ModelReply, Error> {
+    crate::http::decode_reply(
+        "anthropic",
+        body,
+        json,
+        cuts,
+        |http, text| whole_reply(http, request, text, &mut |_| {}),
+        |http, pieces| {
+            futures::executor::block_on(streamed_reply(http, request, pieces, &mut |_| {}))
+        },
+    )
+}
+
 impl Provider for Anthropic {
     fn name(&self) -> &'static str {
         "anthropic"
@@ -519,24 +574,14 @@ impl Provider for Anthropic {
                     builder = builder.header("x-api-key", value);
                 }
                 let response = http.send(builder).await?;
-                let mut assembly = Assembly::default();
                 if is_json(&response) {
                     // the server ignored `stream: true`: one `message` object
                     let body = response.text().await.map_err(|e| {
                         http.transient(format!("the reply broke off while being read: {e}"))
                     })?;
-                    assembly.whole(http, request, &body, on_delta)?;
-                    return Ok(assembly.finish());
+                    return whole_reply(http, request, &body, on_delta);
                 }
-                let done = http
-                    .events(response, |name, data| {
-                        assembly.event(http, request, name, data, on_delta)
-                    })
-                    .await?;
-                if !done {
-                    return Err(http.cut_short());
-                }
-                Ok(assembly.finish())
+                streamed_reply(http, request, response.bytes_stream(), on_delta).await
             };
             http.within_total(call).await
         })

@@ -215,14 +215,18 @@ impl Http {
     /// leniency: a last event the body ends without its blank line (servers that close
     /// right after `data: [DONE]` or `message_stop`) is still read, if its data is whole
     /// JSON or `[DONE]`; a last event cut in the middle is a stream that ended early.
-    pub(crate) async fn events(
+    pub(crate) async fn events<B, E>(
         &self,
-        response: reqwest::Response,
+        body: impl futures::Stream<Item = Result<B, E>>,
         mut on_event: impl FnMut(&str, &str) -> Result<bool, Error>,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, Error>
+    where
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
         let ended = Arc::new(AtomicBool::new(false));
         let at_end = Arc::clone(&ended);
-        let body = response.bytes_stream().map(|chunk| chunk.map(Piece::Body));
+        let body = body.map(|chunk| chunk.map(Piece::Body));
         // at the body's end, a blank line dispatches an event left without one
         let end = futures::stream::once(async move {
             at_end.store(true, Ordering::Relaxed);
@@ -263,6 +267,57 @@ impl Http {
     pub(crate) fn cut_short(&self) -> Error {
         self.transient("the stream ended before the reply was complete")
     }
+}
+
+/// The pieces of a body the network delivered: `body` cut at `cuts` (offsets, any order,
+/// out-of-range ones ignored).
+type Pieces = futures::stream::Iter<std::vec::IntoIter<Result<Vec<u8>, std::convert::Infallible>>>;
+
+/// A reply read from `body` by a provider's `whole` (JSON) or `streamed` (SSE) reader, with
+/// an [`Http`] of `provider` that sends nothing (for the readers' errors).
+pub(crate) fn decode_reply<T>(
+    provider: &'static str,
+    body: &[u8],
+    json: bool,
+    cuts: &[usize],
+    whole: impl FnOnce(&Http, &str) -> Result<T, Error>,
+    streamed: impl FnOnce(&Http, Pieces) -> Result<T, Error>,
+) -> Result<T, Error> {
+    // one per provider and process: building an HTTP client costs more than a read
+    static OFFLINE: std::sync::Mutex<Vec<(&str, &Http)>> = std::sync::Mutex::new(Vec::new());
+    let http = {
+        let mut made = OFFLINE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, http)) = made.iter().find(|(p, _)| *p == provider) {
+            *http
+        } else {
+            let http =
+                Http::new(provider, HttpSettings::new("http://127.0.0.1:9")).map_err(|e| {
+                    Error::Permanent {
+                        provider: provider.to_owned(),
+                        message: e.to_string(),
+                    }
+                })?;
+            let http: &'static Http = Box::leak(Box::new(http));
+            made.push((provider, http));
+            http
+        }
+    };
+    if json {
+        // as `reqwest::Response::text` reads a body: lossy UTF-8
+        return whole(http, &String::from_utf8_lossy(body));
+    }
+    let mut at: Vec<usize> = cuts.iter().copied().filter(|&c| c < body.len()).collect();
+    at.sort_unstable();
+    at.dedup();
+    let mut pieces = Vec::with_capacity(at.len() + 1);
+    let mut from = 0;
+    for cut in at.into_iter().chain([body.len()]) {
+        pieces.push(Ok(body[from..cut].to_vec()));
+        from = cut;
+    }
+    streamed(http, futures::stream::iter(pieces))
 }
 
 /// A piece of a response body as the SSE reader takes it: the bytes received, or the

@@ -454,6 +454,66 @@ fn shortened(text: &str) -> String {
     short
 }
 
+/// The reply in a whole `chat.completion` object (a server that ignored `stream: true`).
+fn whole_reply(
+    http: &Http,
+    request: &ModelRequest,
+    body: &str,
+    on_delta: &mut (dyn FnMut(Delta) + Send),
+) -> Result<ModelReply, Error> {
+    let mut assembly = Assembly::default();
+    assembly.whole(http, body, on_delta)?;
+    assembly.finish(http, request)
+}
+
+/// The reply in a stream of `chat.completion.chunk` events.
+async fn streamed_reply<B: AsRef<[u8]>, E: std::fmt::Display>(
+    http: &Http,
+    request: &ModelRequest,
+    body: impl futures::Stream<Item = Result<B, E>>,
+    on_delta: &mut (dyn FnMut(Delta) + Send),
+) -> Result<ModelReply, Error> {
+    let mut assembly = Assembly::default();
+    let done = http
+        .events(body, |_, data| {
+            if data.trim() == "[DONE]" {
+                return Ok(true);
+            }
+            assembly.chunk(http, data, on_delta)?;
+            Ok(false)
+        })
+        .await?;
+    // some servers end without `[DONE]`; a finish reason says the reply is whole
+    if !done && assembly.stop_reason.is_none() {
+        return Err(http.cut_short());
+    }
+    assembly.finish(http, request)
+}
+
+/// Read a reply to `request` from a response body as [`OpenAi`] does on the wire: `body`
+/// whole as JSON (`json`), or as server-sent events arriving in `pieces` (the body cut at
+/// those offsets, as the network may cut it). For fuzzing and for tests of recorded bodies.
+///
+/// # Errors
+/// As [`Provider::complete`] reports a malformed or incomplete reply.
+pub fn decode_reply(
+    request: &ModelRequest,
+    body: &[u8],
+    json: bool,
+    cuts: &[usize],
+) -> Result<ModelReply, Error> {
+    crate::http::decode_reply(
+        "openai",
+        body,
+        json,
+        cuts,
+        |http, text| whole_reply(http, request, text, &mut |_| {}),
+        |http, pieces| {
+            futures::executor::block_on(streamed_reply(http, request, pieces, &mut |_| {}))
+        },
+    )
+}
+
 impl Provider for OpenAi {
     fn name(&self) -> &'static str {
         "openai"
@@ -472,29 +532,14 @@ impl Provider for OpenAi {
                     builder = builder.bearer_auth(key.expose());
                 }
                 let response = http.send(builder).await?;
-                let mut assembly = Assembly::default();
                 if is_json(&response) {
                     // the server ignored `stream: true`: one `chat.completion` object
                     let body = response.text().await.map_err(|e| {
                         http.transient(format!("the reply broke off while being read: {e}"))
                     })?;
-                    assembly.whole(http, &body, on_delta)?;
-                    return assembly.finish(http, request);
+                    return whole_reply(http, request, &body, on_delta);
                 }
-                let done = http
-                    .events(response, |_, data| {
-                        if data.trim() == "[DONE]" {
-                            return Ok(true);
-                        }
-                        assembly.chunk(http, data, on_delta)?;
-                        Ok(false)
-                    })
-                    .await?;
-                // some servers end without `[DONE]`; a finish reason says the reply is whole
-                if !done && assembly.stop_reason.is_none() {
-                    return Err(http.cut_short());
-                }
-                assembly.finish(http, request)
+                streamed_reply(http, request, response.bytes_stream(), on_delta).await
             };
             http.within_total(call).await
         })

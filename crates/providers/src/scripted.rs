@@ -179,7 +179,11 @@ impl Scripted {
         }
     }
 
-    fn reply(&self, request: &ModelRequest) -> Result<(ModelReply, u64), Error> {
+    /// The reply this cassette plays for `request` and its simulated latency (ms), at once.
+    ///
+    /// # Errors
+    /// The cassette has no reply for the request's step, or scripts a failure there.
+    pub fn reply(&self, request: &ModelRequest) -> Result<(ModelReply, u64), Error> {
         let permanent = |message: String| Error::Permanent {
             provider: "scripted".into(),
             message,

@@ -396,9 +396,8 @@ impl Client {
                 response.bytes().await.map_err(|e| unreachable(&at, &e))
             })
             .map_err(|e| retrace_store::Error::backend("a call to retrace serve", e))?;
-        let (reply, _): (Result<Reply, WireError>, _) =
-            bincode::decode_from_slice(&bytes, wire::config())
-                .map_err(|e| retrace_store::Error::backend("decoding retrace serve's answer", e))?;
+        let (reply, _): (Result<Reply, WireError>, _) = retrace_events::decode_bounded(&bytes)
+            .map_err(|e| retrace_store::Error::backend("decoding retrace serve's answer", e))?;
         reply.map_err(Into::into)
     }
 }

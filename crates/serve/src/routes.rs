@@ -865,7 +865,7 @@ async fn store_call(
         )
         .into_response();
     }
-    let call = match bincode::decode_from_slice::<Call, _>(&bytes, wire::config()) {
+    let call = match retrace_events::decode_bounded::<Call>(&bytes) {
         Ok((call, _)) => call,
         Err(e) => return ApiError::bad(format!("not a store call: {e}")).into_response(),
     };

@@ -647,6 +647,25 @@ fn recorded(mut value: Value) -> Value {
     out
 }
 
+/// A `tools/call` result as recorded ([`recorded`]), and whether the server marked it an
+/// error (`isError: true`); what is refused, named (see [`call_result`]).
+fn outcome(result: ServerResult) -> Result<(Value, bool), &'static str> {
+    let value = call_result(result)?;
+    let is_error = value.get("isError") == Some(&Value::Bool(true));
+    Ok((recorded(value), is_error))
+}
+
+/// The JSON of a `tools/call` result (the `result` member of the JSON-RPC response), typed
+/// as `rmcp` types it and taken as a call takes it: the value recorded and whether it is an
+/// error. For fuzzing and tests of recorded server answers.
+///
+/// # Errors
+/// The JSON is not a result `rmcp` can type, or is a result retrace does not take.
+pub fn decode_call_result(json: &[u8]) -> Result<(Value, bool), String> {
+    let result: ServerResult = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    outcome(result).map_err(|what| format!("a tools/call answered with {what}"))
+}
+
 /// A server's connection, started on first use and restarted after a failure.
 #[derive(Debug)]
 pub struct Connection {
@@ -704,16 +723,14 @@ impl Connection {
                 )));
             }
         };
-        let value = call_result(result).map_err(|what| {
+        let (value, is_error) = outcome(result).map_err(|what| {
             failed(format!(
                 "`{tool}` answered tools/call with {what}, which retrace does not take (it needs a tool result: `content`)"
             ))
         })?;
-        if value.get("isError") == Some(&Value::Bool(true)) {
-            let value = recorded(value);
+        if is_error {
             return Err(failed(format!("`{tool}` returned an error: {value}")));
         }
-        let value = recorded(value);
         Ok(Output {
             value,
             attachments: Vec::new(),

@@ -507,8 +507,7 @@ pub fn decode_run(id: &RunId, bytes: &[u8]) -> Result<RunInfo> {
         what: format!("run ref {id}: {why}"),
     };
     let (info, used): (RunInfo, usize) =
-        bincode::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| corrupt(e.to_string()))?;
+        retrace_events::decode_bounded(bytes).map_err(|e| corrupt(e.to_string()))?;
     if used != bytes.len() || info.id != *id {
         return Err(corrupt("does not match its key".to_owned()));
     }

@@ -41,7 +41,7 @@ pub mod holder;
 mod index;
 pub mod layout;
 pub mod segments;
-mod tables;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;

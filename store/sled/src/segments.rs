@@ -127,8 +127,10 @@ fn stopped(why: &str) -> Error {
     )
 }
 
-/// Scan `bytes` (segment `segment` from offset `from`) for valid records; where they end.
-fn scan(segment: u32, bytes: &[u8], from: u64, out: &mut Vec<Scanned>) -> usize {
+/// Scan `bytes` (segment `segment` from offset `from`) for valid records, pushing them to
+/// `out`; how many bytes of `bytes` they take (where the records end: the first record that
+/// is short, of length zero, or fails its check ends the scan).
+pub fn scan(segment: u32, bytes: &[u8], from: u64, out: &mut Vec<Scanned>) -> usize {
     let mut good = 0usize;
     while let Some(header) = bytes.get(good..good + HEADER) {
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
