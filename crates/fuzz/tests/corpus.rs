@@ -60,9 +60,10 @@ fn mutant(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
 }
 
 fn run(name: &str, target: fn(&[u8]), data: &[u8], what: &str) {
-    if catch_unwind(AssertUnwindSafe(|| target(data))).is_err() {
-        panic!("fuzz target {name} panicked on {what}; keep the input in fuzz/regressions/{name}/");
-    }
+    assert!(
+        catch_unwind(AssertUnwindSafe(|| target(data))).is_ok(),
+        "fuzz target {name} panicked on {what}; keep the input in fuzz/regressions/{name}/"
+    );
 }
 
 #[test]

@@ -351,6 +351,11 @@ impl Table {
         self.blobs.count + self.log.count
     }
 
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Remove the table's file through `files` (it stays readable through handles already
     /// open).
     pub fn remove(&self, files: &Files) -> Result<()> {

@@ -92,56 +92,63 @@ fn main() -> Result<()> {
         )?,
     )?;
     for run in &runs {
-        let len = run.len();
-        let events = store.own_events(&run.id, 0..=len.saturating_sub(1).min(40))?;
-        for stored in events.iter().take(12) {
-            out.seed("event_codec", &stored.bytes)?;
-        }
-        let decoded: Vec<_> = events
+        run_seeds(&store, run, &out)?;
+    }
+    Ok(())
+}
+
+/// Seeds from one run: its event bytes, wire calls and replies carrying its events, and its
+/// request records (each with the records it builds on).
+fn run_seeds(store: &SledStore, run: &retrace_store::RunInfo, out: &Out) -> Result<()> {
+    let len = run.len();
+    let events = store.own_events(&run.id, 0..=len.saturating_sub(1).min(40))?;
+    for stored in events.iter().take(12) {
+        out.seed("event_codec", &stored.bytes)?;
+    }
+    let decoded: Vec<_> = events
+        .iter()
+        .filter_map(|e| retrace_events::decode_event(&e.bytes).ok())
+        .collect();
+    out.seed(
+        "wire",
+        &bincode::encode_to_vec(
+            Call::Append {
+                run: run.id,
+                expected: None,
+                events: decoded.iter().take(6).cloned().collect(),
+            },
+            config(),
+        )?,
+    )?;
+    let reply: Reply = Reply::Events(
+        events
             .iter()
-            .filter_map(|e| retrace_events::decode_event(&e.bytes).ok())
-            .collect();
-        out.seed(
-            "wire",
-            &bincode::encode_to_vec(
-                Call::Append {
-                    run: run.id,
-                    expected: None,
-                    events: decoded.iter().take(6).cloned().collect(),
-                },
-                config(),
-            )?,
-        )?;
-        let reply: Reply = Reply::Events(
-            events
-                .iter()
-                .take(6)
-                .map(|e| (e.seq, e.id, e.bytes.clone()))
-                .collect(),
-        );
-        out.seed(
-            "wire",
-            &bincode::encode_to_vec(Ok::<_, retrace_serve::wire::WireError>(reply), config())?,
-        )?;
-        // request records: a record and the records it builds on, cut by 0xff 0xfe
-        for event in decoded.iter().take(30) {
-            if let EventKind::ModelRequested { request, .. } = &event.kind {
-                let mut joined = Vec::new();
-                let mut next = Some(*request);
-                while let Some(blob) = next.take() {
-                    let Some(bytes) = store.blob(&blob)? else {
-                        break;
-                    };
-                    if !joined.is_empty() {
-                        joined.extend_from_slice(&[0xff, 0xfe]);
-                    }
-                    joined.extend_from_slice(&bytes);
-                    next = retrace_replay::request::reconstruct(&store, &blob)
-                        .ok()
-                        .and_then(|(record, _)| record.base);
+            .take(6)
+            .map(|e| (e.seq, e.id, e.bytes.clone()))
+            .collect(),
+    );
+    out.seed(
+        "wire",
+        &bincode::encode_to_vec(Ok::<_, retrace_serve::wire::WireError>(reply), config())?,
+    )?;
+    // request records: a record and the records it builds on, cut by 0xff 0xfe
+    for event in decoded.iter().take(30) {
+        if let EventKind::ModelRequested { request, .. } = &event.kind {
+            let mut joined = Vec::new();
+            let mut next = Some(*request);
+            while let Some(blob) = next.take() {
+                let Some(bytes) = store.blob(&blob)? else {
+                    break;
+                };
+                if !joined.is_empty() {
+                    joined.extend_from_slice(&[0xff, 0xfe]);
                 }
-                out.seed("request_record", &joined)?;
+                joined.extend_from_slice(&bytes);
+                next = retrace_replay::request::reconstruct(store, &blob)
+                    .ok()
+                    .and_then(|(record, _)| record.base);
             }
+            out.seed("request_record", &joined)?;
         }
     }
     Ok(())
