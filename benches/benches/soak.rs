@@ -198,6 +198,28 @@ fn patient<T, E: std::fmt::Display>(what: &str, mut call: impl FnMut() -> Result
     }
 }
 
+/// [`patient`] for a decision: an error other than the daemon being down (the decision was
+/// made, and its answer lost to a kill) is reported and left to the next look at the run.
+fn decide<T, E: std::fmt::Display>(what: &str, mut call: impl FnMut() -> Result<T, E>) -> bool {
+    let mut first = None;
+    let outcome = patient(what, || match call() {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let message = e.to_string();
+            if message.contains("cannot reach retrace serve") {
+                Err(message)
+            } else {
+                first.get_or_insert(message);
+                Ok(false)
+            }
+        }
+    });
+    if let Some(message) = first {
+        eprintln!("soak: {what}: {message} (looked at again next pass)");
+    }
+    outcome
+}
+
 /// A finished run in slot `home`: its outcome, its effects (exactly `steps` lines, each
 /// once), its events and step latencies; then the slot is emptied for the next run.
 fn harvest(store: &Client, home: &Path, view: &RunView, steps: u64, ask: bool, tally: &mut Tally) {
@@ -357,8 +379,8 @@ fn main() {
         if flight.iter().all(Option::is_none) {
             break;
         }
-        // look at a hundred slots per pass
-        for _ in 0..100 {
+        // look at fifty slots per pass (every run about every two seconds at 1,000)
+        for _ in 0..50 {
             cursor = (cursor + 1) % runs;
             let Some(inflight) = &mut flight[cursor] else {
                 continue;
@@ -392,7 +414,7 @@ fn main() {
                     .approve_after
                     .get_or_insert_with(|| Instant::now() + Duration::from_millis(rng.below(5000)));
                 if Instant::now() >= due {
-                    patient("approve", || {
+                    if decide("approve", || {
                         client.approve(
                             &view.id,
                             &Approve {
@@ -400,8 +422,9 @@ fn main() {
                                 ..Approve::default()
                             },
                         )
-                    });
-                    tally.approvals += 1;
+                    }) {
+                        tally.approvals += 1;
+                    }
                 }
             } else if let Some(call) = &view.outcome_unknown {
                 let i: u64 = call
@@ -417,7 +440,7 @@ fn main() {
                 } else {
                     retrace_serve::resolve::How::Retry
                 };
-                patient("resolve", || {
+                if decide("resolve", || {
                     client.resolve(
                         &view.id,
                         &Resolve {
@@ -427,12 +450,13 @@ fn main() {
                             by: None,
                         },
                     )
-                });
-                patient("resume", || client.resume(&view.id));
-                tally.resolved += 1;
+                }) {
+                    tally.resolved += 1;
+                    decide("resume", || client.resume(&view.id));
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let wall = began.elapsed().as_secs_f64();
     let (rss, fds) = usage(daemon.child.id());

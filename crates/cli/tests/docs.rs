@@ -28,12 +28,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The documents checked; `every_guide_is_checked` keeps this list complete.
-const GUIDES: [&str; 13] = [
+const GUIDES: [&str; 14] = [
     "cli.md",
     "concepts.md",
     "context.md",
     "evals.md",
     "getting-started.md",
+    "hardening.md",
     "import-export.md",
     "inspector.md",
     "policy.md",
@@ -97,6 +98,11 @@ fn guide_getting_started() {
 #[test]
 fn guide_import_export() {
     check("docs/guide/import-export.md");
+}
+
+#[test]
+fn guide_hardening() {
+    check("docs/guide/hardening.md");
 }
 
 #[test]
