@@ -413,8 +413,8 @@ fn main() {
                 let due = *inflight
                     .approve_after
                     .get_or_insert_with(|| Instant::now() + Duration::from_millis(rng.below(5000)));
-                if Instant::now() >= due {
-                    if decide("approve", || {
+                if Instant::now() >= due
+                    && decide("approve", || {
                         client.approve(
                             &view.id,
                             &Approve {
@@ -422,9 +422,9 @@ fn main() {
                                 ..Approve::default()
                             },
                         )
-                    }) {
-                        tally.approvals += 1;
-                    }
+                    })
+                {
+                    tally.approvals += 1;
                 }
             } else if let Some(call) = &view.outcome_unknown {
                 let i: u64 = call

@@ -118,6 +118,49 @@ pub enum VerifyError {
     Decode(DecodeError),
 }
 
+/// Decode a bincode value (the standard configuration: little-endian, variable-length
+/// integers) from the front of `bytes` — any bytes from outside, not only events — with
+/// what it may allocate bounded by the input: every length it reads is checked, before
+/// anything is allocated for it, against a limit of the next of 1 MiB, 4 MiB, … (× 4) …
+/// 4 GiB at or above [`BOUND_PER_BYTE`] × `bytes.len()`. (bincode counts a claimed length
+/// in bytes of memory, `len × size_of::<T>()`, so the limit must allow for values larger in
+/// memory than on the wire.) So a few damaged or hostile bytes claiming a terabyte-long
+/// vector are refused instead of aborting the process (found by fuzzing).
+///
+/// Returns the value and how many bytes it took.
+///
+/// # Errors
+/// bincode's, including `LimitExceeded` for a claim past the limit.
+pub fn decode_bounded<T: bincode::Decode<()>>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let bound = bytes.len().saturating_mul(BOUND_PER_BYTE);
+    macro_rules! within {
+        ($($limit:expr),*) => {
+            $(if bound <= $limit {
+                return bincode::decode_from_slice(
+                    bytes,
+                    bincode::config::standard().with_limit::<{ $limit }>(),
+                );
+            })*
+        };
+    }
+    within!(
+        1 << 20,
+        4 << 20,
+        16 << 20,
+        64 << 20,
+        256 << 20,
+        1 << 30,
+        4 << 30
+    );
+    Err(bincode::error::DecodeError::LimitExceeded)
+}
+
+/// Bytes of memory a decoded value may claim per byte of its input ([`decode_bounded`]):
+/// a one-byte enum or `None` on the wire can be a few hundred bytes in memory.
+pub const BOUND_PER_BYTE: usize = 256;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,44 +217,4 @@ mod tests {
         let err = decode_verified(&id, &flipped).unwrap_err();
         assert!(matches!(err, VerifyError::HashMismatch { expected, .. } if expected == id));
     }
-}
-
-/// Decode a bincode value (the standard configuration: little-endian, variable-length
-/// integers) from the front of `bytes` — any bytes from outside, not only events — with
-/// what it may allocate bounded by the input: every length it reads is checked, before
-/// anything is allocated for it, against a limit of the next of 4 KiB, 16 KiB, … (× 4)
-/// … 1 GiB at or above `bytes.len()`. So a few damaged or hostile bytes claiming a
-/// terabyte-long vector are refused instead of aborting the process (found by fuzzing).
-///
-/// Returns the value and how many bytes it took.
-///
-/// # Errors
-/// bincode's, including `LimitExceeded` for a claim past the limit; inputs over 1 GiB are
-/// refused with it.
-pub fn decode_bounded<T: bincode::Decode<()>>(
-    bytes: &[u8],
-) -> Result<(T, usize), bincode::error::DecodeError> {
-    macro_rules! within {
-        ($($limit:expr),*) => {
-            $(if bytes.len() <= $limit {
-                return bincode::decode_from_slice(
-                    bytes,
-                    bincode::config::standard().with_limit::<{ $limit }>(),
-                );
-            })*
-        };
-    }
-    within!(
-        4 << 10,
-        16 << 10,
-        64 << 10,
-        256 << 10,
-        1 << 20,
-        4 << 20,
-        16 << 20,
-        64 << 20,
-        256 << 20,
-        1 << 30
-    );
-    Err(bincode::error::DecodeError::LimitExceeded)
 }
