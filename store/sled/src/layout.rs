@@ -466,13 +466,20 @@ pub fn decode_chunk(run: &RunId, first: u64, chunk: &[u8]) -> Result<Vec<StoredE
         Ok(head)
     };
     let count = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad count"))?);
+    // each event takes at least its id and length: a count the chunk cannot hold is damage,
+    // and must not size an allocation (found by fuzzing)
+    if count as usize > (chunk.len() - 4) / (32 + 4) {
+        return Err(corrupt("holds fewer events than its count"));
+    }
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..u64::from(count) {
         let id = EventId::from_slice(take(32)?).ok_or_else(|| corrupt("bad id"))?;
         let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?);
         let bytes = take(len as usize)?.to_vec();
         out.push(StoredEvent {
-            seq: first + i,
+            seq: first
+                .checked_add(i)
+                .ok_or_else(|| corrupt("seq past the largest"))?,
             id,
             bytes,
         });

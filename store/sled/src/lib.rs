@@ -347,7 +347,7 @@ impl SledStore {
                             count,
                         },
                     ));
-                    seq += u64::from(count);
+                    seq = seq.saturating_add(u64::from(count)); // damage shows when the chunk is read
                 }
                 self.index.add_chunks(entries, size);
             }
