@@ -211,8 +211,12 @@ impl Table {
             .and_then(|b| log_count.checked_mul(24 + LOC as u64).map(|l| (b, l)))
             .and_then(|(b, l)| HEADER.checked_add(b)?.checked_add(l))
             .ok_or_else(|| corrupt("impossible entry counts"))?;
-        let fences_end = entries_end + blob_fences * 32 + log_fences * 24;
-        let expected = fences_end + filter_words(blob_count) * 8;
+        // counts from a damaged header must not overflow (found by fuzzing)
+        let (fences_end, expected) = entries_end
+            .checked_add(blob_fences * 32)
+            .and_then(|e| e.checked_add(log_fences * 24))
+            .and_then(|f| Some((f, f.checked_add(filter_words(blob_count) * 8)?)))
+            .ok_or_else(|| corrupt("impossible entry counts"))?;
         if size != expected {
             return Err(corrupt(&format!(
                 "{size} bytes where its counts say {expected}"
