@@ -73,7 +73,7 @@ pub enum Fault {
     ShortWrite,
 }
 
-/// One operation that passed the seam: what it was, where in the engine, and on what.
+/// One operation that passed the seam: what it was and where in the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Point {
     /// The operation.
