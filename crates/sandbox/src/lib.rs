@@ -21,12 +21,17 @@
 //! tool result.
 //!
 //! Native commands (`exec.run`) run in a Linux process sandbox instead: see [`process`].
+//!
+//! The wasmtime host is the default feature `wasm`; without it only [`process`] (and the
+//! error types) remain, and nothing of wasmtime is built.
 
 mod error;
+#[cfg(feature = "wasm")]
 mod host;
 pub mod process;
 
 pub use error::{Error, Limit};
+#[cfg(feature = "wasm")]
 pub use host::{Call, Limits, Module, Output, Preopen, Sandbox};
 
 /// How to build WASM tools, as errors about a missing or unusable component say it: the
