@@ -19,10 +19,16 @@ pub const FORMAT_VERSION: u8 = 1;
 /// hundred bytes; the bound stops a corrupt length field from allocating gigabytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
-type Config = Configuration<LittleEndian, Varint, Limit<MAX_EVENT_BYTES>>;
+/// What decoding one event may claim, in bytes of memory: bincode counts a claimed length as
+/// `len × size_of::<T>()`, so an event of at most [`MAX_EVENT_BYTES`] on the wire can claim up
+/// to [`BOUND_PER_BYTE`] times that (a call list of a few hundred calls claims more than its
+/// own bytes).
+const MAX_EVENT_CLAIM: usize = MAX_EVENT_BYTES * BOUND_PER_BYTE;
+
+type Config = Configuration<LittleEndian, Varint, Limit<MAX_EVENT_CLAIM>>;
 
 const fn config() -> Config {
-    bincode::config::standard().with_limit::<MAX_EVENT_BYTES>()
+    bincode::config::standard().with_limit::<MAX_EVENT_CLAIM>()
 }
 
 /// Why bytes are not a valid canonical event.
@@ -122,10 +128,13 @@ pub enum VerifyError {
 /// integers) from the front of `bytes` — any bytes from outside, not only events — with
 /// what it may allocate bounded by the input: every length it reads is checked, before
 /// anything is allocated for it, against a limit of the next of 1 MiB, 4 MiB, … (× 4) …
-/// 4 GiB at or above [`BOUND_PER_BYTE`] × `bytes.len()`. (bincode counts a claimed length
-/// in bytes of memory, `len × size_of::<T>()`, so the limit must allow for values larger in
-/// memory than on the wire.) So a few damaged or hostile bytes claiming a terabyte-long
-/// vector are refused instead of aborting the process (found by fuzzing).
+/// 64 GiB at or above [`BOUND_PER_BYTE`] × `bytes.len()`, capped at 4 GiB, and at least
+/// [`LARGE_BOUND_PER_BYTE`] × `bytes.len()`. (bincode counts a claimed length in bytes of
+/// memory, `len × size_of::<T>()`, so the limit must allow for values larger in memory than
+/// on the wire; real values of more than a few MiB are bytes and events, a few times their
+/// wire size at most.) So a few damaged or hostile bytes claiming a terabyte-long vector are
+/// refused instead of aborting the process (found by fuzzing), and inputs up to 8 GiB (the
+/// daemon's largest body is 256 MiB) decode.
 ///
 /// Returns the value and how many bytes it took.
 ///
@@ -134,7 +143,9 @@ pub enum VerifyError {
 pub fn decode_bounded<T: bincode::Decode<()>>(
     bytes: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
-    let bound = bytes.len().saturating_mul(BOUND_PER_BYTE);
+    let bound = (bytes.len().saturating_mul(BOUND_PER_BYTE))
+        .min(4 << 30)
+        .max(bytes.len().saturating_mul(LARGE_BOUND_PER_BYTE));
     macro_rules! within {
         ($($limit:expr),*) => {
             $(if bound <= $limit {
@@ -152,7 +163,9 @@ pub fn decode_bounded<T: bincode::Decode<()>>(
         64 << 20,
         256 << 20,
         1 << 30,
-        4 << 30
+        4 << 30,
+        16 << 30,
+        64 << 30
     );
     Err(bincode::error::DecodeError::LimitExceeded)
 }
@@ -160,6 +173,9 @@ pub fn decode_bounded<T: bincode::Decode<()>>(
 /// Bytes of memory a decoded value may claim per byte of its input ([`decode_bounded`]):
 /// a one-byte enum or `None` on the wire can be a few hundred bytes in memory.
 pub const BOUND_PER_BYTE: usize = 256;
+
+/// Bytes of memory a large input (over 16 MiB) may claim per byte ([`decode_bounded`]).
+pub const LARGE_BOUND_PER_BYTE: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -204,6 +220,45 @@ mod tests {
         assert!(matches!(
             decode_event(&stretched),
             Err(DecodeError::NotCanonical | DecodeError::Body(_))
+        ));
+    }
+
+    /// bincode counts claims in bytes of memory: 1,500 calls are ~52 KB on the wire (under
+    /// the limit every store enforces) but claim ~156 KB of memory, and must still decode.
+    #[test]
+    fn an_event_within_the_size_limit_decodes_however_much_memory_it_claims() {
+        let call = crate::event::ProposedCall {
+            call_id: String::new(),
+            tool: String::new(),
+            args: BlobId::of(b"{}"),
+            path: None,
+        };
+        let event = Event::root(
+            Timestamp(1),
+            EventKind::ToolCallsProposed {
+                response_seq: 0,
+                calls: vec![call; 1_500],
+            },
+        );
+        let bytes = event.to_canonical_bytes();
+        assert!(check_size(&bytes).is_ok(), "{} bytes", bytes.len());
+        assert_eq!(decode_event(&bytes).unwrap(), event);
+    }
+
+    /// The daemon carries bodies up to 256 MiB: a 20 MiB byte string decodes, and a claim
+    /// far past a large input is still refused.
+    #[test]
+    fn decode_bounded_takes_large_inputs_and_refuses_claims_past_them() {
+        let big = vec![7u8; 20 << 20];
+        let bytes = bincode::encode_to_vec(&big, bincode::config::standard()).unwrap();
+        let (back, used): (Vec<u8>, usize) = decode_bounded(&bytes).unwrap();
+        assert_eq!((back.len(), used), (big.len(), bytes.len()));
+        // 20 MiB of input claiming a 1 TiB string
+        let mut hostile = bincode::encode_to_vec(1u64 << 40, bincode::config::standard()).unwrap();
+        hostile.resize(20 << 20, 0);
+        assert!(matches!(
+            decode_bounded::<Vec<u8>>(&hostile),
+            Err(bincode::error::DecodeError::LimitExceeded)
         ));
     }
 

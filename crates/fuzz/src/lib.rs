@@ -7,7 +7,7 @@
 //! The coverage-guided fuzzer (`fuzz/`, cargo-fuzz and libFuzzer) calls them one binary per
 //! target; `tests/corpus.rs` runs each over its seed corpus (`fuzz/corpus/<target>/`) and
 //! the inputs of past findings (`fuzz/regressions/<target>/`) on every `cargo test`.
-//! [`TARGETS`] lists them; `docs/guide/fuzzing.md` says how to run them longer.
+//! [`TARGETS`] lists them; `docs/guide/hardening.md` says how to run them longer.
 
 use std::path::Path;
 use std::sync::Arc;

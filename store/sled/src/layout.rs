@@ -274,8 +274,18 @@ pub fn decode_blob_value(id: &retrace_events::BlobId, len: u32, value: &[u8]) ->
     };
     match value.split_first() {
         Some((0, raw)) => Ok(raw.to_vec()),
-        Some((1, packed)) => decompress(packed, len as usize)
-            .map_err(|e| corrupt(format!("its stored bytes do not decompress ({e})"))),
+        Some((1, packed)) => {
+            // The buffer is sized from `len`; a damaged one must not allocate gigabytes, so
+            // it has to agree with the size the zstd frame's own header states.
+            if !matches!(zstd::zstd_safe::get_frame_content_size(packed), Ok(Some(n)) if n == u64::from(len))
+            {
+                return Err(corrupt(format!(
+                    "its compressed frame does not declare the recorded length of {len} bytes"
+                )));
+            }
+            decompress(packed, len as usize)
+                .map_err(|e| corrupt(format!("its stored bytes do not decompress ({e})")))
+        }
         Some((codec, _)) => Err(corrupt(format!("unknown codec {codec}"))),
         None => Err(corrupt("empty stored value".to_owned())),
     }
@@ -608,8 +618,17 @@ mod tests {
         damaged[5] ^= 0xff;
         let err = decode_blob_value(&id, len, &damaged);
         assert!(
-            err.is_err_and(|e| e.to_string().contains("do not decompress"))
-                || decode_blob_value(&id, len, &damaged).is_ok_and(|b| b != text.as_bytes())
+            err.is_err_and(|e| {
+                let e = e.to_string();
+                e.contains("do not decompress") || e.contains("does not declare")
+            }) || decode_blob_value(&id, len, &damaged).is_ok_and(|b| b != text.as_bytes())
+        );
+        // a damaged length sizes no buffer: it must be the one the frame states
+        let err = decode_blob_value(&id, u32::MAX, &packed).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not declare the recorded length of 4294967295 bytes"),
+            "{err}"
         );
     }
 }
