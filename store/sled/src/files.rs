@@ -10,8 +10,9 @@
 //! `ENOSPC` and short writes model a full disk: every later write-like operation fails too,
 //! until the plan is [`lifted`](Faults::lift). `EIO` fails the one operation.
 //!
-//! A failed sync also loses what it was to make durable: the bytes written to that file
-//! since its last successful sync are overwritten with zeros, as if the kernel had dropped
+//! A failed sync also loses what it was to make durable: the writes to that file since its
+//! last successful sync are undone (their bytes put back as they were before them: zeros
+//! for an append over preallocated space), as the disk holds them when the kernel dropped
 //! the dirty pages (Linux marks them clean after a writeback error, so a later read may see
 //! the old contents; see the PostgreSQL "fsyncgate" discussion, 2018). A store that
 //! acknowledged a write after a failed sync is caught losing it.
@@ -100,12 +101,13 @@ pub struct Faults {
     lifted: AtomicBool,
     points: Mutex<Vec<Point>>,
     tripped: Mutex<Option<Point>>,
-    /// Per file (device, inode): byte ranges written since its last successful sync.
+    /// Per file (device, inode): writes since its last successful sync.
     unsynced: Mutex<Unsynced>,
 }
 
-/// Byte ranges `(offset, len)` written since the last sync, by file `(device, inode)`.
-type Unsynced = HashMap<(u64, u64), Vec<(u64, usize)>>;
+/// Writes since the last sync, by file `(device, inode)`, in order: each one's offset and
+/// the bytes it overwrote.
+type Unsynced = HashMap<(u64, u64), Vec<(u64, Vec<u8>)>>;
 
 impl Faults {
     /// A plan that only counts and records the operations.
@@ -179,34 +181,49 @@ fn identity(file: &File) -> io::Result<(u64, u64)> {
 }
 
 impl Faults {
-    fn written(&self, file: &File, offset: u64, len: usize) -> io::Result<()> {
+    /// Write `buf` at `offset`, remembering the bytes it overwrites (zeros past the end).
+    fn write(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         let key = identity(file)?;
+        let mut before = vec![0u8; buf.len()];
+        let mut read = 0;
+        while read < before.len() {
+            match file.read_at(&mut before[read..], offset + read as u64)? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        file.write_all_at(buf, offset)?;
         self.unsynced
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(key)
             .or_default()
-            .push((offset, len));
+            .push((offset, before));
         Ok(())
     }
 
-    /// The file's writes since its last sync: kept (`lose == false`, the sync succeeded)
-    /// or zeroed (it failed).
-    fn synced(&self, file: &File, lose: bool) -> io::Result<()> {
+    /// The file's writes since its last sync, taken as a sync starts: what it covers (a
+    /// write made while it runs is left for the next).
+    fn syncing(&self, file: &File) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let key = identity(file)?;
-        let ranges = self
+        Ok(self
             .unsynced
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key)
-            .unwrap_or_default();
+            .unwrap_or_default())
+    }
+
+    /// The writes a sync covered (from [`Self::syncing`]): kept (`lose == false`, the sync
+    /// succeeded) or undone, last first (it failed).
+    fn synced(file: &File, writes: Vec<(u64, Vec<u8>)>, lose: bool) -> io::Result<()> {
         if lose {
             let size = file.metadata()?.len();
-            for (offset, len) in ranges {
-                let end = (offset + len as u64).min(size);
+            for (offset, before) in writes.into_iter().rev() {
+                let end = (offset + before.len() as u64).min(size);
                 if end > offset {
-                    let zeros = vec![0u8; usize::try_from(end - offset).unwrap_or(0)];
-                    file.write_all_at(&zeros, offset)?;
+                    let keep = usize::try_from(end - offset).unwrap_or(0);
+                    file.write_all_at(&before[..keep], offset)?;
                 }
             }
         }
@@ -255,8 +272,7 @@ impl Files {
             Some(Fault::ShortWrite) => buf.len() / 2,
             Some(fault) => return Err(error(fault)),
         };
-        file.write_all_at(&buf[..written], offset)?;
-        faults.written(file, offset, written)?;
+        faults.write(file, &buf[..written], offset)?;
         if written < buf.len() {
             return Err(error(Fault::ShortWrite));
         }
@@ -265,6 +281,10 @@ impl Files {
 
     /// `fdatasync` (`all == false`) or `fsync`.
     fn sync(&self, file: &File, all: bool, site: &'static str) -> io::Result<()> {
+        let covered = match &self.0 {
+            Some(faults) => faults.syncing(file)?,
+            None => Vec::new(),
+        };
         let result = self.check(Op::Sync, site).and_then(|()| {
             if all {
                 file.sync_all()
@@ -272,8 +292,8 @@ impl Files {
                 file.sync_data()
             }
         });
-        if let Some(faults) = &self.0 {
-            faults.synced(file, result.is_err())?;
+        if self.0.is_some() {
+            Faults::synced(file, covered, result.is_err())?;
         }
         result
     }

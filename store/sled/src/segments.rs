@@ -100,6 +100,11 @@ pub struct Segments {
     writer: Mutex<Writer>,
     synced: Mutex<Synced>,
     synced_changed: Condvar,
+    /// Every sync of a segment goes through this gate, which keeps the first failure. Linux
+    /// reports a writeback error to one `fsync` of an open file only, so a sync that
+    /// succeeds after another failed proves nothing for the pages that one lost: no sync
+    /// may run between a failure and its recording, and none succeeds after it.
+    sync_gate: Mutex<Option<String>>,
     /// Read handles by segment number, opened on first use.
     files: RwLock<BTreeMap<u32, Arc<File>>>,
     syncs: AtomicU64,
@@ -267,6 +272,23 @@ impl Segments {
                 seam.sync_all(&file, "recovery: cut a torn tail")
                     .map_err(io("truncate segment", &path))?;
             }
+            if end > from {
+                // What the scan read past the checkpoint may be in the page cache only: after
+                // a failed writeback Linux keeps such pages readable but clean, so no later
+                // sync would write them, and a power loss would cut every record after them.
+                // Write them again and sync before anything new goes after them (at most
+                // about a checkpoint's worth; nothing after a clean close).
+                let scanned_tail = &bytes[..usize::try_from(end - from).expect("read into memory")];
+                seam.write_all_at(
+                    &file,
+                    scanned_tail,
+                    from,
+                    "recovery: rewrite the scanned tail",
+                )
+                .map_err(io("rewrite segment", &path))?;
+                seam.sync_data(&file, "recovery: rewrite the scanned tail")
+                    .map_err(io("sync segment", &path))?;
+            }
             current = Some((n, file, end));
             break;
         }
@@ -292,6 +314,7 @@ impl Segments {
                 }),
                 synced: Mutex::new(Synced::default()),
                 synced_changed: Condvar::new(),
+                sync_gate: Mutex::new(None),
                 files: RwLock::new(files),
                 syncs: AtomicU64::new(0),
                 limit,
@@ -307,10 +330,28 @@ impl Segments {
         if let Some(why) = &writer.failed {
             return Err(stopped(why));
         }
+        // (lock order: the writer, then the gate; the gate is never held taking the writer)
+        if let Some(why) = &*locked(&self.sync_gate) {
+            return Err(stopped(why));
+        }
         Ok(WriteGuard {
             segments: self,
             writer,
         })
+    }
+
+    /// Run `sync` through the gate: refused once any sync has failed; a failure is recorded
+    /// before the next sync can start.
+    fn gated(&self, sync: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut gate = locked(&self.sync_gate);
+        if let Some(why) = &*gate {
+            return Err(stopped(why));
+        }
+        let result = sync();
+        if let Err(e) = &result {
+            *gate = Some(e.to_string());
+        }
+        result
     }
 
     /// Wait until everything up to `ticket` (from [`WriteGuard::append`]) is durable,
@@ -343,7 +384,11 @@ impl Segments {
                 (Arc::clone(&writer.file), writer.written)
             };
             // Bytes below `target` are in this file or in closed segments, synced when closed.
-            let result = self.seam.sync_data(&file, "group commit");
+            let result = self.gated(|| {
+                self.seam
+                    .sync_data(&file, "group commit")
+                    .map_err(|e| Error::backend("sync segment", e))
+            });
             if let Err(e) = &result {
                 locked(&self.writer).failed = Some(e.to_string());
             } else {
@@ -355,9 +400,7 @@ impl Segments {
                 synced.upto = synced.upto.max(target);
             }
             self.synced_changed.notify_all();
-            if let Err(e) = result {
-                return Err(Error::backend("sync segment", e));
-            }
+            result?;
         }
     }
 
@@ -506,6 +549,16 @@ impl WriteGuard<'_> {
     /// Truncate the current segment to its records and sync it: everything written so far
     /// is durable when this returns.
     pub fn sync_and_trim(&mut self) -> Result<()> {
+        let result = self.try_sync_and_trim();
+        if let Err(e) = &result {
+            self.writer.failed = Some(e.to_string());
+        }
+        result?;
+        self.mark_synced();
+        Ok(())
+    }
+
+    fn try_sync_and_trim(&mut self) -> Result<()> {
         let w = &mut *self.writer;
         let path = segment_path(&self.segments.dir, w.segment);
         let files = &self.segments.seam;
@@ -515,21 +568,22 @@ impl WriteGuard<'_> {
                 .map_err(io("truncate segment", &path))?;
             w.capacity = w.end;
         }
-        files
-            .sync_all(&w.file, "close segment")
-            .map_err(io("sync segment", &path))?;
-        self.mark_synced();
-        Ok(())
+        self.segments.gated(|| {
+            files
+                .sync_all(&w.file, "close segment")
+                .map_err(io("sync segment", &path))
+        })
     }
 
     /// Sync the current segment: everything written so far is durable when this returns.
     pub fn sync(&mut self) -> Result<()> {
         let path = segment_path(&self.segments.dir, self.writer.segment);
-        let result = self
-            .segments
-            .seam
-            .sync_data(&self.writer.file, "checkpoint sync")
-            .map_err(io("sync segment", &path));
+        let result = self.segments.gated(|| {
+            self.segments
+                .seam
+                .sync_data(&self.writer.file, "checkpoint sync")
+                .map_err(io("sync segment", &path))
+        });
         if let Err(e) = &result {
             self.writer.failed = Some(e.to_string());
         }
