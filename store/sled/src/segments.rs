@@ -200,6 +200,45 @@ fn remove_empty_later(
     Ok(())
 }
 
+/// The file beside segment `path` that keeps the bytes recovery cut at `end`.
+pub fn cut_path(path: &Path, end: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".cut-at-{end}"));
+    PathBuf::from(name)
+}
+
+/// Before recovery cuts segment `path` at `end`: if what follows (`cut`) is more than the
+/// zeros kept ahead of the records — a torn last write, or a damaged record with intact ones
+/// after it — keep those bytes in [`cut_path`] and say so, so that nothing is destroyed
+/// unseen. (A scan cannot tell the two apart: a damaged length hides where the next record
+/// starts.)
+fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<()> {
+    let len = cut.len() - cut.iter().rev().take_while(|&&b| b == 0).count();
+    if len == 0 {
+        return Ok(());
+    }
+    let kept = cut_path(path, end);
+    let site = "recovery: keep the cut bytes";
+    let file = seam
+        .create(&kept, false, site)
+        .map_err(io("keep cut bytes", &kept))?;
+    seam.write_all_at(&file, &cut[..len], 0, site)
+        .and_then(|()| seam.sync_all(&file, site))
+        .map_err(io("keep cut bytes", &kept))?;
+    if let Some(dir) = path.parent() {
+        seam.sync_dir(dir, site)
+            .map_err(io("keep cut bytes", dir))?;
+    }
+    tracing::warn!(
+        segment = %path.display(),
+        at = end,
+        bytes = len,
+        kept_in = %kept.display(),
+        "recovery found a torn or damaged record and cut the segment there; the bytes from it on are kept (if they held acknowledged records, the store's disk is damaged)"
+    );
+    Ok(())
+}
+
 impl Segments {
     /// Open (or create) the segments in `dir`, returning them with every record written
     /// after `checkpoint`, in order. A torn tail is cut off.
@@ -267,6 +306,12 @@ impl Segments {
             // and synced, so they can only be empty (a crash while starting one).
             remove_empty_later(&seam, dir, &path, end, &to_scan[i + 1..])?;
             if size > end {
+                keep_what_is_cut(
+                    &seam,
+                    &path,
+                    end,
+                    &bytes[usize::try_from(end - from).expect("read into memory")..],
+                )?;
                 seam.set_len(&file, end, "recovery: cut a torn tail")
                     .map_err(io("truncate segment", &path))?;
                 seam.sync_all(&file, "recovery: cut a torn tail")
@@ -621,6 +666,33 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_is_cut_with_what_follows_and_the_cut_bytes_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segments, _) = Segments::open(dir.path(), Pos::default()).unwrap();
+        let at = write(&segments, &[b"one", b"two", b"three"]);
+        let end = segments.writer().unwrap().end().offset;
+        drop(segments);
+        let path = segment_path(dir.path(), 0);
+        let whole = std::fs::read(&path).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"T", at[1].offset).unwrap(); // "two" becomes "Two"
+        drop(file);
+
+        let (_, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
+        let bodies: Vec<_> = scanned.iter().map(|s| s.body.as_slice()).collect();
+        assert_eq!(bodies, vec![&b"one"[..]]);
+        let cut_at = at[1].offset - HEADER as u64;
+        let mut expected =
+            whole[usize::try_from(cut_at).unwrap()..usize::try_from(end).unwrap()].to_vec();
+        expected[HEADER] = b'T';
+        assert_eq!(std::fs::read(cut_path(&path, cut_at)).unwrap(), expected);
+        assert!(
+            segment_numbers(dir.path()).unwrap() == [0],
+            "the kept bytes are no segment"
+        );
+    }
+
+    #[test]
     fn records_survive_reopen_and_a_torn_tail_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let (segments, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
@@ -640,6 +712,11 @@ mod tests {
         let bodies: Vec<_> = scanned.iter().map(|s| s.body.as_slice()).collect();
         assert_eq!(bodies, vec![&b"one"[..], b"two"]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), torn_at.offset);
+        assert_eq!(
+            std::fs::read(cut_path(&path, torn_at.offset)).unwrap(),
+            [9, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'],
+            "what was cut is kept"
+        );
         // new records go where the torn one was, and only they are read back
         write(&segments, &[b"three"]);
         drop(segments);
