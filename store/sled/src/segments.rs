@@ -183,7 +183,10 @@ fn remove_empty_later(
 ) -> Result<()> {
     for &later in later {
         let later_path = segment_path(dir, later);
-        let len = std::fs::metadata(&later_path).map_or(0, |m| m.len());
+        // (a segment whose size cannot be read is not known to be empty: never removed)
+        let len = std::fs::metadata(&later_path)
+            .map_err(io("open segment", &later_path))?
+            .len();
         if len > 0 {
             return Err(Error::Corrupt {
                 what: format!(
