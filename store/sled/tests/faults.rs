@@ -481,20 +481,15 @@ fn a_failed_sync_among_concurrent_appenders_loses_nothing_acknowledged() {
         faults.lift();
         let store = SledStore::open_with(dir.path(), options(None))
             .unwrap_or_else(|e| panic!("EIO at point {n}: reopening: {e}"));
-        for (run, head) in &acked {
-            let at = store
-                .stored_events(run, head.seq..=head.seq)
-                .expect("in a fault test");
-            assert_eq!(
-                at.first().map(|e| Head {
-                    id: e.id,
-                    seq: e.seq
-                }),
-                Some(*head),
-                "EIO at point {n} ({:?}): acknowledged head of run {run} lost",
-                faults.tripped()
-            );
-        }
+        let acked = Acked {
+            heads: acked,
+            ..Acked::default()
+        };
+        check_acked(
+            &store,
+            &acked,
+            &format!("EIO at point {n} ({:?})", faults.tripped()),
+        );
         for run in store.runs().expect("in a fault test") {
             let report =
                 verify_run(&store, &run.id, VerifyOptions::default()).expect("in a fault test");
