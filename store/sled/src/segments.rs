@@ -242,6 +242,45 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
     Ok(())
 }
 
+/// Make segment `path` (`size` bytes; `bytes` read from `from`, records to `end`) end at
+/// its records, durably: keep and cut what follows them, then write the records read past
+/// the checkpoint again and sync them.
+fn settle_tail(
+    seam: &Files,
+    file: &File,
+    path: &Path,
+    from: u64,
+    end: u64,
+    size: u64,
+    bytes: &[u8],
+) -> Result<()> {
+    let records = usize::try_from(end - from).expect("read into memory");
+    if size > end {
+        keep_what_is_cut(seam, path, end, &bytes[records..])?;
+        seam.set_len(file, end, "recovery: cut a torn tail")
+            .map_err(io("truncate segment", path))?;
+        seam.sync_all(file, "recovery: cut a torn tail")
+            .map_err(io("truncate segment", path))?;
+    }
+    if end > from {
+        // What the scan read past the checkpoint may be in the page cache only: after a
+        // failed writeback Linux keeps such pages readable but clean, so no later sync
+        // would write them, and a power loss would cut every record after them. Write
+        // them again and sync before anything new goes after them (at most about a
+        // checkpoint's worth; nothing after a clean close).
+        seam.write_all_at(
+            file,
+            &bytes[..records],
+            from,
+            "recovery: rewrite the scanned tail",
+        )
+        .map_err(io("rewrite segment", path))?;
+        seam.sync_data(file, "recovery: rewrite the scanned tail")
+            .map_err(io("sync segment", path))?;
+    }
+    Ok(())
+}
+
 impl Segments {
     /// Open (or create) the segments in `dir`, returning them with every record written
     /// after `checkpoint`, in order. A torn tail is cut off.
@@ -308,35 +347,7 @@ impl Segments {
             // The end of the records. Later segments were created after this one was closed
             // and synced, so they can only be empty (a crash while starting one).
             remove_empty_later(&seam, dir, &path, end, &to_scan[i + 1..])?;
-            if size > end {
-                keep_what_is_cut(
-                    &seam,
-                    &path,
-                    end,
-                    &bytes[usize::try_from(end - from).expect("read into memory")..],
-                )?;
-                seam.set_len(&file, end, "recovery: cut a torn tail")
-                    .map_err(io("truncate segment", &path))?;
-                seam.sync_all(&file, "recovery: cut a torn tail")
-                    .map_err(io("truncate segment", &path))?;
-            }
-            if end > from {
-                // What the scan read past the checkpoint may be in the page cache only: after
-                // a failed writeback Linux keeps such pages readable but clean, so no later
-                // sync would write them, and a power loss would cut every record after them.
-                // Write them again and sync before anything new goes after them (at most
-                // about a checkpoint's worth; nothing after a clean close).
-                let scanned_tail = &bytes[..usize::try_from(end - from).expect("read into memory")];
-                seam.write_all_at(
-                    &file,
-                    scanned_tail,
-                    from,
-                    "recovery: rewrite the scanned tail",
-                )
-                .map_err(io("rewrite segment", &path))?;
-                seam.sync_data(&file, "recovery: rewrite the scanned tail")
-                    .map_err(io("sync segment", &path))?;
-            }
+            settle_tail(&seam, &file, &path, from, end, size, &bytes)?;
             current = Some((n, file, end));
             break;
         }

@@ -465,7 +465,7 @@ fn a_failed_sync_among_concurrent_appenders_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("in a fault test");
     let counting = Faults::counting();
     let clean = concurrent_workload(dir.path(), Some(Arc::clone(&counting)));
-    assert_eq!(clean.len(), THREADS as usize, "the fault-free run finished");
+    assert_eq!(clean.len() as u64, THREADS, "the fault-free run finished");
     let syncs: Vec<u64> = counting
         .points()
         .iter()
