@@ -24,7 +24,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use retrace_store::{Error, Result};
 
@@ -100,11 +100,15 @@ pub struct Segments {
     writer: Mutex<Writer>,
     synced: Mutex<Synced>,
     synced_changed: Condvar,
-    /// Every sync of a segment goes through this gate, which keeps the first failure. Linux
-    /// reports a writeback error to one `fsync` of an open file only, so a sync that
-    /// succeeds after another failed proves nothing for the pages that one lost: no sync
-    /// may run between a failure and its recording, and none succeeds after it.
-    sync_gate: Mutex<Option<String>>,
+    /// Every sync of a segment runs holding this, one at a time, and records a failure in
+    /// `sync_failed` before letting the next start. Linux reports a writeback error to one
+    /// `fsync` of an open file only, so a sync that succeeds after another failed proves
+    /// nothing for the pages that one lost: none may run between a failure and its
+    /// recording, and none succeeds after it.
+    sync_serial: Mutex<()>,
+    /// The first failed sync; read without waiting for a sync in progress, so appends go on
+    /// while a group commit syncs.
+    sync_failed: OnceLock<String>,
     /// Read handles by segment number, opened on first use.
     files: RwLock<BTreeMap<u32, Arc<File>>>,
     syncs: AtomicU64,
@@ -220,12 +224,25 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
     if len == 0 {
         return Ok(());
     }
-    let kept = cut_path(path, end);
+    let cut = &cut[..len];
     let site = "recovery: keep the cut bytes";
-    let file = seam
-        .create(&kept, false, site)
-        .map_err(io("keep cut bytes", &kept))?;
-    seam.write_all_at(&file, &cut[..len], 0, site)
+    // A later crash may cut at the same offset again: an earlier keep with other bytes stays.
+    let mut kept = cut_path(path, end);
+    let mut again = 0;
+    let file = loop {
+        match seam.create(&kept, true, site) {
+            Ok(file) => break file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::fs::read(&kept).is_ok_and(|earlier| earlier == cut) {
+                    return Ok(());
+                }
+                again += 1;
+                kept = PathBuf::from(format!("{}.{again}", cut_path(path, end).display()));
+            }
+            Err(e) => return Err(io("keep cut bytes", &kept)(e)),
+        }
+    };
+    seam.write_all_at(&file, cut, 0, site)
         .and_then(|()| seam.sync_all(&file, site))
         .map_err(io("keep cut bytes", &kept))?;
     if let Some(dir) = path.parent() {
@@ -266,8 +283,8 @@ fn settle_tail(
         // What the scan read past the checkpoint may be in the page cache only: after a
         // failed writeback Linux keeps such pages readable but clean, so no later sync
         // would write them, and a power loss would cut every record after them. Write
-        // them again and sync before anything new goes after them (at most about a
-        // checkpoint's worth; nothing after a clean close).
+        // them again and sync before anything new goes after them (at most a
+        // segment; nothing after a clean close).
         seam.write_all_at(
             file,
             &bytes[..records],
@@ -373,7 +390,8 @@ impl Segments {
                 }),
                 synced: Mutex::new(Synced::default()),
                 synced_changed: Condvar::new(),
-                sync_gate: Mutex::new(None),
+                sync_serial: Mutex::new(()),
+                sync_failed: OnceLock::new(),
                 files: RwLock::new(files),
                 syncs: AtomicU64::new(0),
                 limit,
@@ -389,8 +407,7 @@ impl Segments {
         if let Some(why) = &writer.failed {
             return Err(stopped(why));
         }
-        // (lock order: the writer, then the gate; the gate is never held taking the writer)
-        if let Some(why) = &*locked(&self.sync_gate) {
+        if let Some(why) = self.sync_failed.get() {
             return Err(stopped(why));
         }
         Ok(WriteGuard {
@@ -402,13 +419,13 @@ impl Segments {
     /// Run `sync` through the gate: refused once any sync has failed; a failure is recorded
     /// before the next sync can start.
     fn gated(&self, sync: impl FnOnce() -> Result<()>) -> Result<()> {
-        let mut gate = locked(&self.sync_gate);
-        if let Some(why) = &*gate {
+        let _serial = locked(&self.sync_serial);
+        if let Some(why) = self.sync_failed.get() {
             return Err(stopped(why));
         }
         let result = sync();
         if let Err(e) = &result {
-            *gate = Some(e.to_string());
+            let _ = self.sync_failed.set(e.to_string());
         }
         result
     }
@@ -704,6 +721,19 @@ mod tests {
             segment_numbers(dir.path()).unwrap() == [0],
             "the kept bytes are no segment"
         );
+
+        // a later crash cutting at the same offset keeps its bytes beside, not over, these
+        let (segments, _) = Segments::open(dir.path(), Pos::default()).unwrap();
+        let again = write(&segments, &[b"four"]);
+        drop(segments);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"F", again[0].offset).unwrap();
+        drop(file);
+        let (_, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
+        assert_eq!(scanned.len(), 1);
+        assert_eq!(std::fs::read(cut_path(&path, cut_at)).unwrap(), expected);
+        let second = PathBuf::from(format!("{}.1", cut_path(&path, cut_at).display()));
+        assert!(std::fs::read(second).unwrap().ends_with(b"Four"));
     }
 
     #[test]
