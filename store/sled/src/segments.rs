@@ -227,7 +227,8 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
     let cut = &cut[..len];
     let site = "recovery: keep the cut bytes";
     // A later crash may cut at the same offset again: an earlier keep with other bytes stays.
-    let mut kept = cut_path(path, end);
+    let first = cut_path(path, end);
+    let mut kept = first.clone();
     let mut again = 0;
     let file = loop {
         match seam.create(&kept, true, site) {
@@ -237,7 +238,7 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
                     return Ok(());
                 }
                 again += 1;
-                kept = PathBuf::from(format!("{}.{again}", cut_path(path, end).display()));
+                kept = PathBuf::from(format!("{}.{again}", first.display()));
             }
             Err(e) => return Err(io("keep cut bytes", &kept)(e)),
         }
