@@ -1,7 +1,8 @@
 //! What the `retrace` binary says when something is wrong, and that it says it usefully: a
 //! typo in a spec named at its line and column with a "did you mean", a store in use named
 //! by its holder (pid and command), hints that work as printed (the WASM build commands, a
-//! failing MCP server's own stderr), and a reference that is not hex called that.
+//! failing MCP server's own stderr), a reference that is not hex called that, and damage
+//! `verify` cannot even decode reported for its run while the other runs still verify.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{command, retrace, text};
+use common::{command, example, retrace, run_agent, run_id_of, text};
 
 /// A scripted agent in `dir` playing `replies`: the spec's path.
 fn agent(dir: &Path, replies: &serde_json::Value) -> PathBuf {
@@ -235,4 +236,81 @@ args = ["-c", "echo \"acme-mcp: token is '$RETRACE_TEST_SECRET'\" >&2; echo 'Err
         assert!(msg.contains("acme-mcp: token is ''"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
     }
+}
+
+/// The blobs the events of `run` refer to.
+fn blobs_of(
+    store: &retrace_store_sled::SledStore,
+    run: &str,
+) -> std::collections::BTreeSet<retrace_events::BlobId> {
+    use retrace_store::Store;
+    let run = store.resolve_run(run).expect("run");
+    let len = store.require_run(&run).expect("run").len();
+    store
+        .stored_events(&run, 0..=len - 1)
+        .expect("events")
+        .iter()
+        .flat_map(|e| {
+            retrace_events::decode_event(&e.bytes)
+                .expect("event")
+                .kind
+                .blobs()
+        })
+        .collect()
+}
+
+#[test]
+fn verify_reports_an_undecodable_blob_for_its_run_and_still_verifies_the_others() {
+    let dir = tempfile::tempdir().expect("fixture");
+    let spec = example("tidy", dir.path());
+    let store = dir.path().join("store");
+    let runs: Vec<String> = ["Summarise this project", "Summarise this project, briefly"]
+        .iter()
+        .map(|input| {
+            let out = run_agent(&store, &spec, input);
+            assert!(out.status.success(), "{}", text(&out));
+            run_id_of(&out)
+        })
+        .collect();
+    // the largest compressed blob only the first run refers to (its model request)
+    let victim = {
+        let sled = retrace_store_sled::SledStore::open(&store).expect("open store");
+        let others = blobs_of(&sled, &runs[1]);
+        blobs_of(&sled, &runs[0])
+            .into_iter()
+            .filter(|b| !others.contains(b))
+            .filter_map(|b| Some((b, sled.locate_blob(&b).ok()??)))
+            .filter(|(_, loc)| loc.len <= loc.count) // stored compressed
+            .max_by_key(|(_, loc)| loc.len)
+            .expect("a compressed blob of the first run only")
+            .0
+    };
+    retrace_tests::tamper::flip_blob_byte(&store, &victim, 20);
+
+    let out = retrace(&store, &["verify"]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    let line = |run: &str| {
+        printed
+            .lines()
+            .find(|l| l.contains(run))
+            .unwrap_or_else(|| panic!("no line for run {run}: {printed}"))
+            .to_owned()
+    };
+    let bad = line(&runs[0]);
+    assert!(bad.starts_with("FAIL "), "{printed}");
+    assert!(
+        bad.contains("first mismatch: run ")
+            && bad.contains(" seq ")
+            && bad.contains("unreadable: blob")
+            && bad.contains(&victim.to_string()),
+        "{printed}"
+    );
+    assert!(bad.contains(".seg"), "names the segment file: {printed}");
+    assert!(!bad.contains("run `retrace verify`"), "{printed}");
+    assert!(line(&runs[1]).starts_with("ok   "), "{printed}");
+    assert!(
+        printed.contains("error: 1 of 2 runs failed verification"),
+        "{printed}"
+    );
 }

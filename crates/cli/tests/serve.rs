@@ -1,7 +1,8 @@
 //! `retrace serve` with the real binary: runs submitted to a daemon, inspected and approved
 //! from the CLI while it holds the store, a SIGKILL of the daemon mid-way, a SIGTERM, the
-//! API's answers to malformed requests, signals and cancel, and the loopback listener's
-//! token. Every agent appends lines to a file of its own, so a repeated effect shows.
+//! API's answers to malformed requests, signals and cancel, the loopback listener's token,
+//! and a record damaged after a kill failing `verify`. Every agent appends lines to a file of
+//! its own, so a repeated effect shows.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{command, line, log_json, resolve_append, retrace, text};
+use common::{command, example, line, log_json, resolve_append, retrace, run_agent, text};
 use serde_json::{Value, json};
 
 /// A running `retrace serve`; killed (SIGKILL) when dropped.
@@ -681,8 +682,8 @@ fn finished(store: &Path, run: &str) -> Value {
 /// The examples under `dir` (the test's copy), the daemon started in another directory.
 fn examples_in(dir: &Path) -> (PathBuf, PathBuf) {
     let root = dir.join("project");
-    common::example("tidy", &root);
-    common::example("approval", &root);
+    example("tidy", &root);
+    example("approval", &root);
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(elsewhere.join("approval/workspace")).expect("mkdir");
     (root, elsewhere)
@@ -936,4 +937,50 @@ fn resuming_a_finished_run_prints_its_report_the_same_with_and_without_the_daemo
     let _daemon = Daemon::start(&store, &[]);
     let served = [resume(&succeeded), resume(&failed)];
     assert_eq!(served, direct, "through the daemon, then without it");
+}
+
+#[test]
+fn a_damaged_record_recovery_cuts_fails_verify_until_the_kept_bytes_are_dealt_with() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store");
+    let daemon = Daemon::start(&store, &[]);
+    let spec = example("tidy", dir.path());
+    let out = run_agent(&store, &spec, "Summarise this project");
+    assert!(out.status.success(), "{}", text(&out));
+    // SIGKILL: no closing checkpoint, so the next open scans the segment from its start
+    drop(daemon);
+    let segment = store.join("segments").join("00000000.seg");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes[20] ^= 0x01; // in the body of the first record, which others follow
+    std::fs::write(&segment, &bytes).expect("damage the segment");
+
+    let kept = store.join("segments").join("00000000.seg.cut-at-0");
+    for _ in 0..2 {
+        let out = retrace(&store, &["verify"]);
+        let printed = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{printed}");
+        assert!(
+            printed.contains(
+                "FAIL store  segment 0: the record at offset 0 is damaged and a valid record \
+                 follows at offset "
+            ) && printed.contains(&kept.display().to_string()),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("damaged segment record(s) were cut"),
+            "{printed}"
+        );
+    }
+    // the damaged record and all after it, byte for byte
+    let cut = std::fs::read(&kept).expect("the kept bytes");
+    assert_eq!(cut, bytes[..cut.len()], "kept as they were");
+    assert!(
+        bytes[cut.len()..].iter().all(|&b| b == 0),
+        "only zeros are not kept"
+    );
+
+    // dealt with: moved out of the segments directory
+    std::fs::rename(&kept, dir.path().join("kept")).expect("move the kept bytes");
+    let out = retrace(&store, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
 }

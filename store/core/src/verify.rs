@@ -1,13 +1,15 @@
 //! Verification (invariant 5): walk a run from its first event to its head, recompute every
 //! event hash and the parent chain, check every referenced blob, and report the first
-//! mismatch with the run that stores it, the seq and what differs.
+//! mismatch with the run that stores it, the seq and what differs. Stored bytes the backend
+//! cannot even decode ([`Error::Corrupt`]) are damage found, reported the same way, not an
+//! error of the walk.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use retrace_events::{BlobId, EventId, Head, RunId, VerifyError, decode_verified};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::run::RunInfo;
 use crate::store::{MAX_RANGE, Store, StoredEvent};
 
@@ -69,6 +71,12 @@ pub enum ProblemKind {
         /// What they hash to.
         actual: BlobId,
     },
+    /// The backend could not decode what it stores for this event or for a blob the event
+    /// refers to (a damaged index entry, compressed frame or record).
+    Unreadable {
+        /// What the backend found, with where it looked.
+        what: String,
+    },
     /// The run ref's head is not the last event of the chain.
     HeadMismatch {
         /// The head recorded in the run ref.
@@ -97,6 +105,7 @@ impl fmt::Display for Problem {
             ProblemKind::BlobMismatch { blob, actual } => {
                 write!(f, "blob {blob}: stored bytes hash to {actual}")
             }
+            ProblemKind::Unreadable { what } => write!(f, "unreadable: {what}"),
             ProblemKind::HeadMismatch { recorded, walked } => write!(
                 f,
                 "run ref head is {} (seq {}), but the chain ends at {}",
@@ -131,8 +140,13 @@ impl VerifyReport {
     }
 }
 
-/// Verify `run` (including a fork's shared prefix). Storage errors are `Err`; damage found
-/// is reported in [`VerifyReport::problem`].
+/// Verify `run` (including a fork's shared prefix). Damage found, including bytes the
+/// backend reports [`Error::Corrupt`] for, is reported in [`VerifyReport::problem`].
+///
+/// # Errors
+///
+/// [`Error::RunNotFound`] for an unknown run; any other storage error (I/O, a connection
+/// lost) as the backend reports it.
 pub fn verify_run(
     store: &(impl Store + ?Sized),
     run: &RunId,
@@ -154,7 +168,17 @@ pub fn verify_run(
     let len = info.len();
     let mut next = 0;
     while next < len {
-        let batch = store.stored_events(run, next..=(next + MAX_RANGE - 1).min(len - 1))?;
+        let batch = match read_batch(store, run, next..=(next + MAX_RANGE - 1).min(len - 1))? {
+            Ok(batch) => batch,
+            Err((seq, what)) => {
+                walk.report.problem = Some(Problem {
+                    run: owner_of(store, &info, seq)?,
+                    seq,
+                    kind: ProblemKind::Unreadable { what },
+                });
+                return Ok(walk.report);
+            }
+        };
         let Some(last) = batch.last().map(|e| e.seq) else {
             break;
         };
@@ -183,6 +207,41 @@ pub fn verify_run(
         });
     }
     Ok(walk.report)
+}
+
+/// Read the events `seqs` of `run`; when the backend finds them corrupt, the first seq it
+/// cannot read on its own and what it found (`Ok(Err(..))`), so the damage is pinned to one
+/// event.
+fn read_batch(
+    store: &(impl Store + ?Sized),
+    run: &RunId,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Result<Result<Vec<StoredEvent>, (u64, String)>> {
+    let what = match store.stored_events(run, seqs.clone()) {
+        Ok(batch) => return Ok(Ok(batch)),
+        Err(Error::Corrupt { what }) => what,
+        Err(e) => return Err(e),
+    };
+    for seq in seqs.clone() {
+        match store.stored_events(run, seq..=seq) {
+            Ok(_) => {}
+            Err(Error::Corrupt { what }) => return Ok(Err((seq, what))),
+            Err(e) => return Err(e),
+        }
+    }
+    // the batch failed but no single event does: blame the batch's first
+    Ok(Err((*seqs.start(), what)))
+}
+
+/// A blob's bytes, or `Ok(Err(problem))` when it is not stored or the backend cannot decode
+/// what it stores.
+fn read_blob(store: &(impl Store + ?Sized), blob: BlobId) -> Result<Result<Vec<u8>, ProblemKind>> {
+    match store.blob(&blob) {
+        Ok(Some(bytes)) => Ok(Ok(bytes)),
+        Ok(None) => Ok(Err(ProblemKind::MissingBlob { blob })),
+        Err(Error::Corrupt { what }) => Ok(Err(ProblemKind::Unreadable { what })),
+        Err(e) => Err(e),
+    }
 }
 
 /// Which run's own log holds `seq` of the run `info` (an ancestor for a shared prefix).
@@ -231,8 +290,9 @@ impl<S: Store + ?Sized> Walk<'_, S> {
                 if !self.seen_blobs.insert(blob) {
                     continue;
                 }
-                let Some(bytes) = self.store.blob(&blob)? else {
-                    return Ok(Some(ProblemKind::MissingBlob { blob }));
+                let bytes = match read_blob(self.store, blob)? {
+                    Ok(bytes) => bytes,
+                    Err(problem) => return Ok(Some(problem)),
                 };
                 if let Some(problem) = self.check_blob(blob, &bytes)? {
                     return Ok(Some(problem));
@@ -255,11 +315,16 @@ impl<S: Store + ?Sized> Walk<'_, S> {
             self.report.blobs += 1;
             for named in BlobId::mentioned_in(&bytes) {
                 // marked seen only when stored: an event naming it must still find it
-                if !self.seen_blobs.contains(&named)
-                    && let Some(named_bytes) = self.store.blob(&named)?
-                {
-                    self.seen_blobs.insert(named);
-                    todo.push((named, named_bytes));
+                if self.seen_blobs.contains(&named) {
+                    continue;
+                }
+                match read_blob(self.store, named)? {
+                    Ok(named_bytes) => {
+                        self.seen_blobs.insert(named);
+                        todo.push((named, named_bytes));
+                    }
+                    Err(ProblemKind::MissingBlob { .. }) => {}
+                    Err(problem) => return Ok(Some(problem)),
                 }
             }
         }

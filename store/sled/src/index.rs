@@ -236,7 +236,10 @@ impl Index {
             // a table merged by this very checkpoint was never recorded; either way it is
             // unused now, and a leftover file is removed at the next open
             if let Err(e) = table.remove(&self.files) {
-                tracing::warn!(error = %e, "could not remove a merged index table");
+                tracing::warn!(
+                    error = &e as &(dyn std::error::Error + 'static),
+                    "could not remove a merged index table"
+                );
             }
         }
     }

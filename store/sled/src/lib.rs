@@ -474,8 +474,9 @@ impl SledStore {
     /// A stored chunk of `run` whose first event has seq `first`.
     fn read_chunk(&self, run: &RunId, key: &[u8; 24], loc: Loc) -> Result<Vec<StoredEvent>> {
         let first = layout::log_key_seq(key)?;
-        let bytes = self.segments.read(loc.at, loc.len)?;
-        layout::decode_chunk(run, first, &bytes)
+        self.segments.read_decoded(loc.at, loc.len, |bytes| {
+            layout::decode_chunk(run, first, bytes)
+        })
     }
 
     /// The run ref with its head, which is the last event of the run's last chunk (or the
@@ -521,7 +522,11 @@ impl Drop for SledStore {
         if let Ok(mut w) = self.segments.writer()
             && let Err(e) = self.checkpoint(&mut w, true)
         {
-            tracing::warn!(error = %e, "closing checkpoint failed; the next open rescans");
+            // as a `dyn Error`, so the subscriber prints its sources (the system's message)
+            tracing::warn!(
+                error = &e as &(dyn std::error::Error + 'static),
+                "closing checkpoint failed; the next open rescans"
+            );
         }
     }
 }
@@ -681,8 +686,9 @@ impl Store for SledStore {
         let Some(loc) = self.index.blob(id)? else {
             return Ok(None);
         };
-        let value = self.segments.read(loc.at, loc.len)?;
-        layout::decode_blob_value(id, loc.count, &value).map(Some)
+        self.segments.read_decoded(loc.at, loc.len, |value| {
+            layout::decode_blob_value(id, loc.count, value).map(Some)
+        })
     }
 
     fn put_snapshot(&self, at: &EventId, bytes: &[u8]) -> Result<()> {

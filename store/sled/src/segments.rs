@@ -141,33 +141,89 @@ fn stopped(why: &str) -> Error {
 /// is short, of length zero, or fails its check ends the scan).
 pub fn scan(segment: u32, bytes: &[u8], from: u64, out: &mut Vec<Scanned>) -> usize {
     let mut good = 0usize;
-    while let Some(header) = bytes.get(good..good + HEADER) {
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let Some(body) = bytes.get(good + HEADER..good + HEADER + len) else {
-            break;
-        };
-        if len == 0 || header[4..] != check(segment, body) {
-            break;
-        }
+    while let Some(size) = record_at(segment, &bytes[good..]) {
         out.push(Scanned {
             body_at: Pos {
                 segment,
                 offset: from + (good + HEADER) as u64,
             },
-            body: body.to_vec(),
+            body: bytes[good + HEADER..good + size].to_vec(),
         });
-        good += HEADER + len;
+        good += size;
     }
     good
+}
+
+/// The size (header included) of the valid record of segment `segment` at the start of
+/// `bytes`, if one starts there: its length is not zero, it is whole, and it passes its check.
+fn record_at(segment: u32, bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let body = bytes.get(HEADER..HEADER + len)?;
+    (len > 0 && header[4..] == check(segment, body)).then_some(HEADER + len)
+}
+
+/// In `cut`, bytes recovery cut from segment `segment` at a record that failed its check:
+/// the offset (in `cut`) of the first valid record after that one. A torn last write has
+/// nothing valid after it, so one found means the disk damaged a record that others
+/// followed, acknowledged ones among them unless the machine lost power. Tries every
+/// offset; a wrong guess costs at most a check of the bytes its length claims.
+pub fn first_valid_record_after(segment: u32, cut: &[u8]) -> Option<usize> {
+    (1..cut.len()).find(|&at| record_at(segment, &cut[at..]).is_some())
+}
+
+/// What recovery cut from a segment and kept beside it ([`cut_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptCut {
+    /// The file that keeps the bytes.
+    pub path: PathBuf,
+    /// The segment they were cut from.
+    pub segment: u32,
+    /// The offset in the segment they were cut at.
+    pub at: u64,
+    /// How many bytes are kept.
+    pub bytes: u64,
+    /// The offset in the segment of the first valid record after the one that failed its
+    /// check ([`first_valid_record_after`]); `None` looks like a torn last write.
+    pub valid_record_at: Option<u64>,
+}
+
+/// The bytes recovery cut and kept in the segments directory `dir`, in name order.
+///
+/// # Errors
+///
+/// [`Error::Backend`] naming the directory or file that cannot be listed or read.
+pub fn kept_cuts(dir: &Path) -> Result<Vec<KeptCut>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("list segments", dir))? {
+        let path = entry.map_err(io("list segments", dir))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        // `<segment>.seg.cut-at-<offset>`, then `.1`, `.2`, ... for later cuts at the offset
+        let Some((segment, rest)) = name.split_once(".seg.cut-at-") else {
+            continue;
+        };
+        let at = rest.split('.').next().unwrap_or_default();
+        let (Ok(segment), Ok(at)) = (segment.parse::<u32>(), at.parse::<u64>()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(io("read kept cut bytes", &path))?;
+        out.push(KeptCut {
+            segment,
+            at,
+            bytes: bytes.len() as u64,
+            valid_record_at: first_valid_record_after(segment, &bytes).map(|o| at + o as u64),
+            path,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }
 
 /// Segment numbers present in `dir`, in order.
 pub fn segment_numbers(dir: &Path) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io("list segments", dir))? {
-        let name = entry.map_err(io("list segments", dir))?.file_name();
-        let name = name.to_string_lossy();
-        if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+        if let Some(n) = segment_number(&entry.map_err(io("list segments", dir))?.path()) {
             out.push(n);
         }
     }
@@ -205,6 +261,15 @@ fn remove_empty_later(
             .map_err(io("remove segment", &later_path))?;
     }
     Ok(())
+}
+
+/// The number of the segment file `path` (`<number>.seg`).
+fn segment_number(path: &Path) -> Option<u32> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(".seg")?
+        .parse()
+        .ok()
 }
 
 /// The file beside segment `path` that keeps the bytes recovery cut at `end`.
@@ -250,13 +315,23 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
         seam.sync_dir(dir, site)
             .map_err(io("keep cut bytes", dir))?;
     }
-    tracing::warn!(
-        segment = %path.display(),
-        at = end,
-        bytes = len,
-        kept_in = %kept.display(),
-        "recovery found a torn or damaged record and cut the segment there; the bytes from it on are kept (if they held acknowledged records, the store's disk is damaged)"
-    );
+    match segment_number(path).and_then(|n| first_valid_record_after(n, cut)) {
+        None => tracing::warn!(
+            segment = %path.display(),
+            at = end,
+            bytes = len,
+            kept_in = %kept.display(),
+            "recovery found a torn or damaged record and cut the segment there; the bytes from it on are kept (if they held acknowledged records, the store's disk is damaged)"
+        ),
+        Some(valid) => tracing::error!(
+            segment = %path.display(),
+            at = end,
+            bytes = len,
+            kept_in = %kept.display(),
+            valid_record_at = end + valid as u64,
+            "recovery found a damaged record followed by valid ones and cut the segment there: acknowledged records may be lost; the bytes from it on are kept, and `retrace verify` fails until they are dealt with (see the hardening guide)"
+        ),
+    }
     Ok(())
 }
 
@@ -504,6 +579,26 @@ impl Segments {
         Ok(out)
     }
 
+    /// Read `len` bytes at `at` and `decode` them; a [`Error::Corrupt`] from `decode` names
+    /// the segment file and the offset.
+    pub fn read_decoded<T>(
+        &self,
+        at: Pos,
+        len: u32,
+        decode: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        decode(&self.read(at, len)?).map_err(|e| match e {
+            Error::Corrupt { what } => Error::Corrupt {
+                what: format!(
+                    "{what} ({len} bytes at offset {} of {})",
+                    at.offset,
+                    segment_path(&self.dir, at.segment).display()
+                ),
+            },
+            e => e,
+        })
+    }
+
     fn file(&self, segment: u32) -> Result<Arc<File>> {
         if let Some(f) = self
             .files
@@ -722,6 +817,17 @@ mod tests {
             segment_numbers(dir.path()).unwrap() == [0],
             "the kept bytes are no segment"
         );
+        // "three" follows the damaged record: damage, not a torn last write
+        assert_eq!(
+            kept_cuts(dir.path()).unwrap(),
+            [KeptCut {
+                path: cut_path(&path, cut_at),
+                segment: 0,
+                at: cut_at,
+                bytes: expected.len() as u64,
+                valid_record_at: Some(at[2].offset - HEADER as u64),
+            }]
+        );
 
         // a later crash cutting at the same offset keeps its bytes beside, not over, these
         let (segments, _) = Segments::open(dir.path(), Pos::default()).unwrap();
@@ -761,6 +867,12 @@ mod tests {
             std::fs::read(cut_path(&path, torn_at.offset)).unwrap(),
             [9, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'],
             "what was cut is kept"
+        );
+        let kept = kept_cuts(dir.path()).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].valid_record_at, None,
+            "nothing valid follows a torn last write"
         );
         // new records go where the torn one was, and only they are read back
         write(&segments, &[b"three"]);
