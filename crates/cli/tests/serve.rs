@@ -939,37 +939,69 @@ fn resuming_a_finished_run_prints_its_report_the_same_with_and_without_the_daemo
     assert_eq!(served, direct, "through the daemon, then without it");
 }
 
+/// Run the tidy example through a daemon on `store`, SIGKILL the daemon (no closing
+/// checkpoint: the next open scans the segment from its start), and flip one bit of the
+/// body of record `pick` (given the offsets of all records) of the first segment; the
+/// segment's bytes as damaged, and the damaged record's offset.
+fn damage_after_a_kill(
+    dir: &Path,
+    store: &Path,
+    pick: impl Fn(&[usize]) -> usize,
+) -> (Vec<u8>, usize) {
+    let daemon = Daemon::start(store, &[]);
+    let spec = example("tidy", dir);
+    let out = run_agent(store, &spec, "Summarise this project");
+    assert!(out.status.success(), "{}", text(&out));
+    drop(daemon);
+    let segment = store.join("segments").join("00000000.seg");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    // records: a 4-byte length, an 8-byte check, the body; zeros after the last
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(len) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
+        records.push(at);
+        at += 12 + len;
+    }
+    let victim = pick(&records);
+    bytes[victim + 12 + 2] ^= 0x01;
+    std::fs::write(&segment, &bytes).expect("damage the segment");
+    (bytes, victim)
+}
+
+/// `retrace verify` on `store`: its exit code 1 and what it printed, which names the kept
+/// file `kept` and `why`.
+fn verify_fails_naming(store: &Path, kept: &Path, why: &str) {
+    let out = retrace(store, &["verify"]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains("FAIL store  segment 0: the record at offset ")
+            && printed.contains(why)
+            && printed.contains(&kept.display().to_string()),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("damaged segment record(s) were cut"),
+        "{printed}"
+    );
+}
+
 #[test]
 fn a_damaged_record_recovery_cuts_fails_verify_until_the_kept_bytes_are_dealt_with() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("store");
-    let daemon = Daemon::start(&store, &[]);
-    let spec = example("tidy", dir.path());
-    let out = run_agent(&store, &spec, "Summarise this project");
-    assert!(out.status.success(), "{}", text(&out));
-    // SIGKILL: no closing checkpoint, so the next open scans the segment from its start
-    drop(daemon);
-    let segment = store.join("segments").join("00000000.seg");
-    let mut bytes = std::fs::read(&segment).expect("segment");
-    bytes[20] ^= 0x01; // in the body of the first record, which others follow
-    std::fs::write(&segment, &bytes).expect("damage the segment");
 
-    let kept = store.join("segments").join("00000000.seg.cut-at-0");
+    // the first record, which others follow
+    let (bytes, at) = damage_after_a_kill(dir.path(), &store, |records| records[0]);
+    let kept = store
+        .join("segments")
+        .join(format!("00000000.seg.cut-at-{at}"));
     for _ in 0..2 {
-        let out = retrace(&store, &["verify"]);
-        let printed = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{printed}");
-        assert!(
-            printed.contains(
-                "FAIL store  segment 0: the record at offset 0 is damaged and a valid record \
-                 follows at offset "
-            ) && printed.contains(&kept.display().to_string()),
-            "{printed}"
-        );
-        assert!(
-            printed.contains("damaged segment record(s) were cut"),
-            "{printed}"
-        );
+        verify_fails_naming(&store, &kept, "is damaged: bytes follow the ");
     }
     // the damaged record and all after it, byte for byte
     let cut = std::fs::read(&kept).expect("the kept bytes");
@@ -978,9 +1010,17 @@ fn a_damaged_record_recovery_cuts_fails_verify_until_the_kept_bytes_are_dealt_wi
         bytes[cut.len()..].iter().all(|&b| b == 0),
         "only zeros are not kept"
     );
-
     // dealt with: moved out of the segments directory
     std::fs::rename(&kept, dir.path().join("kept")).expect("move the kept bytes");
     let out = retrace(&store, &["verify"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // the last record, whole: no kill leaves all of a record that fails its check
+    let fresh = dir.path().join("fresh");
+    let store = fresh.join("store");
+    let (_, at) = damage_after_a_kill(&fresh, &store, |records| records[records.len() - 1]);
+    let kept = store
+        .join("segments")
+        .join(format!("00000000.seg.cut-at-{at}"));
+    verify_fails_naming(&store, &kept, "is damaged: all ");
 }

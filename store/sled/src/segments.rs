@@ -163,13 +163,63 @@ fn record_at(segment: u32, bytes: &[u8]) -> Option<usize> {
     (len > 0 && header[4..] == check(segment, body)).then_some(HEADER + len)
 }
 
-/// In `cut`, bytes recovery cut from segment `segment` at a record that failed its check:
-/// the offset (in `cut`) of the first valid record after that one. A torn last write has
-/// nothing valid after it, so one found means the disk damaged a record that others
-/// followed, acknowledged ones among them unless the machine lost power. Tries every
-/// offset; a wrong guess costs at most a check of the bytes its length claims.
-pub fn first_valid_record_after(segment: u32, cut: &[u8]) -> Option<usize> {
-    (1..cut.len()).find(|&at| record_at(segment, &cut[at..]).is_some())
+/// Why bytes recovery cut cannot be a torn last write.
+///
+/// A process killed mid-write leaves a prefix of its record, zeros after it (the segment's
+/// space is zero-filled ahead of the records), and nothing written after it (one writer,
+/// one record at a time). So a torn record that fails its check ends, as far as non-zero
+/// bytes go, before the end its header states. Anything else is damage: of a record once
+/// whole, or of its length. (A power loss may persist a later page without an earlier one,
+/// so after one, unacknowledged records can look damaged too.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// The record's bytes are all there, to the end its header states, yet fail its check.
+    WholeButFailsCheck {
+        /// Its size, header included.
+        size: u64,
+    },
+    /// Non-zero bytes follow the end the record's header states.
+    BytesAfter {
+        /// That end, from the start of the record.
+        end: u64,
+        /// How many bytes there are, from the start of the record to the last non-zero one.
+        through: u64,
+    },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::WholeButFailsCheck { size } => write!(
+                f,
+                "all {size} bytes of the record are there but fail its check (a kill leaves \
+                 part of a record, not all of it)"
+            ),
+            Self::BytesAfter { end, through } => write!(
+                f,
+                "bytes follow the {end} its header states ({through} bytes, to the last \
+                 non-zero one; a kill leaves nothing after the record it tore)"
+            ),
+        }
+    }
+}
+
+/// Judge `cut`, bytes recovery cut at a record that failed its check (or was short), with
+/// its trailing zeros: `None` when they can be a torn last write, else the [`Damage`]. O(len).
+pub fn judge_cut(cut: &[u8]) -> Option<Damage> {
+    let through = (cut.len() - cut.iter().rev().take_while(|&&b| b == 0).count()) as u64;
+    judge(cut.get(..4)?.try_into().expect("4 bytes"), through)
+}
+
+/// [`judge_cut`] from the cut record's length field and the count of bytes to the last
+/// non-zero one.
+fn judge(length: [u8; 4], through: u64) -> Option<Damage> {
+    let end = HEADER as u64 + u64::from(u32::from_le_bytes(length));
+    match through.cmp(&end) {
+        std::cmp::Ordering::Less => None,
+        std::cmp::Ordering::Equal => Some(Damage::WholeButFailsCheck { size: end }),
+        std::cmp::Ordering::Greater => Some(Damage::BytesAfter { end, through }),
+    }
 }
 
 /// What recovery cut from a segment and kept beside it ([`cut_path`]).
@@ -183,9 +233,8 @@ pub struct KeptCut {
     pub at: u64,
     /// How many bytes are kept.
     pub bytes: u64,
-    /// The offset in the segment of the first valid record after the one that failed its
-    /// check ([`first_valid_record_after`]); `None` looks like a torn last write.
-    pub valid_record_at: Option<u64>,
+    /// Why they cannot be a torn last write ([`judge_cut`]); `None` when they can.
+    pub damage: Option<Damage>,
 }
 
 /// The bytes recovery cut and kept in the segments directory `dir`, in name order.
@@ -206,13 +255,24 @@ pub fn kept_cuts(dir: &Path) -> Result<Vec<KeptCut>> {
         let (Ok(segment), Ok(at)) = (segment.parse::<u32>(), at.parse::<u64>()) else {
             continue;
         };
-        let bytes = std::fs::read(&path).map_err(io("read kept cut bytes", &path))?;
+        // kept without their trailing zeros (`keep_what_is_cut`): the size is `through`
+        let file = File::open(&path).map_err(io("read kept cut bytes", &path))?;
+        let bytes = file
+            .metadata()
+            .map_err(io("read kept cut bytes", &path))?
+            .len();
+        let mut length = [0u8; 4];
+        let damage = match file.read_exact_at(&mut length, 0) {
+            Ok(()) => judge(length, bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+            Err(e) => return Err(io("read kept cut bytes", &path)(e)),
+        };
         out.push(KeptCut {
+            path,
             segment,
             at,
-            bytes: bytes.len() as u64,
-            valid_record_at: first_valid_record_after(segment, &bytes).map(|o| at + o as u64),
-            path,
+            bytes,
+            damage,
         });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -251,7 +311,9 @@ fn remove_empty_later(
             return Err(Error::Corrupt {
                 what: format!(
                     "segment {} ends in a damaged record at offset {end} but is followed \
-                     by segment {}; run `retrace verify` on each run",
+                     by segment {}, so records acknowledged after the damage would be cut \
+                     with it; the store is left as it is: restore it from a copy (see \
+                     \"When recovery cuts a segment\" in docs/guide/hardening.md)",
                     path.display(),
                     later_path.display()
                 ),
@@ -315,21 +377,20 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
         seam.sync_dir(dir, site)
             .map_err(io("keep cut bytes", dir))?;
     }
-    match segment_number(path).and_then(|n| first_valid_record_after(n, cut)) {
+    match judge_cut(cut) {
         None => tracing::warn!(
             segment = %path.display(),
             at = end,
             bytes = len,
             kept_in = %kept.display(),
-            "recovery found a torn or damaged record and cut the segment there; the bytes from it on are kept (if they held acknowledged records, the store's disk is damaged)"
+            "recovery cut a torn last write off the segment; its bytes are kept"
         ),
-        Some(valid) => tracing::error!(
+        Some(damage) => tracing::error!(
             segment = %path.display(),
             at = end,
             bytes = len,
             kept_in = %kept.display(),
-            valid_record_at = end + valid as u64,
-            "recovery found a damaged record followed by valid ones and cut the segment there: acknowledged records may be lost; the bytes from it on are kept, and `retrace verify` fails until they are dealt with (see the hardening guide)"
+            "recovery cut a damaged record off the segment, with every record after it: {damage}; acknowledged records may be lost; the bytes are kept, and `retrace verify` fails until they are dealt with (see the hardening guide)"
         ),
     }
     Ok(())
@@ -825,7 +886,10 @@ mod tests {
                 segment: 0,
                 at: cut_at,
                 bytes: expected.len() as u64,
-                valid_record_at: Some(at[2].offset - HEADER as u64),
+                damage: Some(Damage::BytesAfter {
+                    end: (HEADER + 3) as u64,
+                    through: expected.len() as u64,
+                }),
             }]
         );
 
@@ -841,6 +905,52 @@ mod tests {
         assert_eq!(std::fs::read(cut_path(&path, cut_at)).unwrap(), expected);
         let second = PathBuf::from(format!("{}.1", cut_path(&path, cut_at).display()));
         assert!(std::fs::read(second).unwrap().ends_with(b"Four"));
+    }
+
+    #[test]
+    fn a_cut_is_judged_a_torn_write_only_when_it_can_be_a_prefix_of_its_record() {
+        let record = |body: &[u8]| {
+            let mut r = u32::try_from(body.len()).unwrap().to_le_bytes().to_vec();
+            r.extend_from_slice(&check(0, body));
+            r.extend_from_slice(body);
+            r
+        };
+        let whole = record(b"a record of some length");
+        let size = whole.len() as u64;
+        // a kill: a prefix, then the zeros written ahead
+        for torn in [3, 4, HEADER, HEADER + 5, whole.len() - 1] {
+            let mut cut = whole[..torn].to_vec();
+            cut.resize(4096, 0);
+            assert_eq!(judge_cut(&cut), None, "torn after {torn} bytes");
+        }
+        // all of it there, one bit off
+        let mut flipped = whole.clone();
+        flipped[HEADER + 2] ^= 1;
+        assert_eq!(
+            judge_cut(&flipped),
+            Some(Damage::WholeButFailsCheck { size })
+        );
+        // another record after it
+        let mut two = flipped.clone();
+        two.extend_from_slice(&record(b"next"));
+        assert_eq!(
+            judge_cut(&two),
+            Some(Damage::BytesAfter {
+                end: size,
+                through: two.len() as u64
+            })
+        );
+        // a length damaged smaller than the record
+        let mut short = whole.clone();
+        short[0] -= 4;
+        assert_eq!(
+            judge_cut(&short),
+            Some(Damage::BytesAfter {
+                end: size - 4,
+                through: size
+            })
+        );
+        assert_eq!(judge_cut(&[]), None, "nothing cut");
     }
 
     #[test]
@@ -870,10 +980,7 @@ mod tests {
         );
         let kept = kept_cuts(dir.path()).unwrap();
         assert_eq!(kept.len(), 1);
-        assert_eq!(
-            kept[0].valid_record_at, None,
-            "nothing valid follows a torn last write"
-        );
+        assert_eq!(kept[0].damage, None, "a torn last write");
         // new records go where the torn one was, and only they are read back
         write(&segments, &[b"three"]);
         drop(segments);

@@ -60,8 +60,8 @@ pub fn run(dir: &Path, run: Option<&str>, blobs: bool) -> anyhow::Result<ExitCod
 }
 
 /// Print what recovery cut from the segments of the store in `dir` (a local store only) and
-/// kept beside them; how many of those cuts were damage (a valid record followed the bad one)
-/// rather than a torn last write.
+/// kept beside them; how many of those cuts were damage rather than a torn last write
+/// ([`retrace_store_sled::segments::judge_cut`]).
 fn report_kept_cuts(dir: &Path) -> anyhow::Result<usize> {
     let segments = dir.join(retrace_store_sled::layout::SEGMENTS_DIR);
     if !segments.is_dir() {
@@ -70,13 +70,13 @@ fn report_kept_cuts(dir: &Path) -> anyhow::Result<usize> {
     let mut damaged = 0;
     for cut in retrace_store_sled::segments::kept_cuts(&segments)? {
         let (segment, at, bytes, kept) = (cut.segment, cut.at, cut.bytes, cut.path.display());
-        match cut.valid_record_at {
-            Some(valid) => {
+        match cut.damage {
+            Some(damage) => {
                 damaged += 1;
                 println!(
-                    "FAIL store  segment {segment}: the record at offset {at} is damaged and a valid \
-                     record follows at offset {valid}; recovery cut the {bytes} bytes from {at} on \
-                     and kept them in {kept}: events stored after offset {at} may be missing"
+                    "FAIL store  segment {segment}: the record at offset {at} is damaged: \
+                     {damage}; recovery cut the {bytes} bytes from {at} on and kept them in \
+                     {kept}: events stored after offset {at} may be missing"
                 );
             }
             None => println!(
