@@ -1015,12 +1015,12 @@ fn a_damaged_record_recovery_cuts_fails_verify_until_the_kept_bytes_are_dealt_wi
     let out = retrace(&store, &["verify"]);
     assert!(out.status.success(), "{}", text(&out));
 
-    // the last record, whole: no kill leaves all of a record that fails its check
+    // the last record, whole: a kill leaves a record only to a page boundary
     let fresh = dir.path().join("fresh");
     let store = fresh.join("store");
     let (_, at) = damage_after_a_kill(&fresh, &store, |records| records[records.len() - 1]);
     let kept = store
         .join("segments")
         .join(format!("00000000.seg.cut-at-{at}"));
-    verify_fails_naming(&store, &kept, "is damaged: all ");
+    verify_fails_naming(&store, &kept, "is damaged: its bytes reach byte ");
 }

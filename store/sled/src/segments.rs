@@ -163,26 +163,35 @@ fn record_at(segment: u32, bytes: &[u8]) -> Option<usize> {
     (len > 0 && header[4..] == check(segment, body)).then_some(HEADER + len)
 }
 
+/// Where a killed write can stop: Linux copies a buffered write into the page cache a page
+/// (or a naturally aligned folio, a multiple of one) at a time and checks for a fatal signal
+/// between them, so a write a kill cut short ends at a multiple of this in the file.
+const PAGE: u64 = 4096;
+
 /// Why bytes recovery cut cannot be a torn last write.
 ///
-/// A process killed mid-write leaves a prefix of its record, zeros after it (the segment's
-/// space is zero-filled ahead of the records), and nothing written after it (one writer,
-/// one record at a time). So a torn record that fails its check ends, as far as non-zero
-/// bytes go, before the end its header states. Anything else is damage: of a record once
-/// whole, or of its length. (A power loss may persist a later page without an earlier one,
-/// so after one, unacknowledged records can look damaged too.)
+/// A process killed mid-write leaves a prefix of its record ending at a page boundary
+/// ([`PAGE`]), the zeros written ahead after it (the segment's space is zero-filled ahead
+/// of the records), and nothing written after it (one writer, one record per write). So a
+/// torn record has a page boundary at or after its last non-zero byte and before the end its
+/// header states. Anything else is damage: of a record once whole, or of its length. (A
+/// power loss may persist a later sector without an earlier one, so after one,
+/// unacknowledged records can look damaged too.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Damage {
-    /// The record's bytes are all there, to the end its header states, yet fail its check.
+    /// The record's bytes reach its last page, to or near the end its header states, yet
+    /// fail its check.
     WholeButFailsCheck {
         /// Its size, header included.
         size: u64,
+        /// Bytes from its start to its last non-zero one.
+        through: u64,
     },
     /// Non-zero bytes follow the end the record's header states.
     BytesAfter {
         /// That end, from the start of the record.
         end: u64,
-        /// How many bytes there are, from the start of the record to the last non-zero one.
+        /// Bytes from the start of the record to the last non-zero one.
         through: u64,
     },
 }
@@ -190,10 +199,11 @@ pub enum Damage {
 impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            Self::WholeButFailsCheck { size } => write!(
+            Self::WholeButFailsCheck { size, through } => write!(
                 f,
-                "all {size} bytes of the record are there but fail its check (a kill leaves \
-                 part of a record, not all of it)"
+                "its bytes reach byte {through} of the {size} its header states, past the last \
+                 page boundary in it, yet fail its check (a killed write stops at a page \
+                 boundary)"
             ),
             Self::BytesAfter { end, through } => write!(
                 f,
@@ -204,22 +214,42 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// Judge `cut`, bytes recovery cut at a record that failed its check (or was short), with
-/// its trailing zeros: `None` when they can be a torn last write, else the [`Damage`]. O(len).
-pub fn judge_cut(cut: &[u8]) -> Option<Damage> {
+/// Judge `cut`, bytes recovery cut at offset `at` of a segment at a record that failed its
+/// check (or was short), trailing zeros or not: `None` when they can be a torn last write,
+/// else the [`Damage`]. O(len).
+pub fn judge_cut(at: u64, cut: &[u8]) -> Option<Damage> {
     let through = (cut.len() - cut.iter().rev().take_while(|&&b| b == 0).count()) as u64;
-    judge(cut.get(..4)?.try_into().expect("4 bytes"), through)
+    judge(at, cut.get(..4)?.try_into().expect("4 bytes"), through)
 }
 
-/// [`judge_cut`] from the cut record's length field and the count of bytes to the last
-/// non-zero one.
-fn judge(length: [u8; 4], through: u64) -> Option<Damage> {
+/// [`judge_cut`] from the cut record's offset and length field, and the count of bytes to
+/// the last non-zero one.
+fn judge(at: u64, length: [u8; 4], through: u64) -> Option<Damage> {
     let end = HEADER as u64 + u64::from(u32::from_le_bytes(length));
-    match through.cmp(&end) {
-        std::cmp::Ordering::Less => None,
-        std::cmp::Ordering::Equal => Some(Damage::WholeButFailsCheck { size: end }),
-        std::cmp::Ordering::Greater => Some(Damage::BytesAfter { end, through }),
+    if through > end {
+        return Some(Damage::BytesAfter { end, through });
     }
+    // where a kill would have stopped writing: the first page boundary not before the last
+    // non-zero byte's end (zeros between are the record's own)
+    let stopped = (at + through).next_multiple_of(PAGE);
+    (stopped >= at + end).then_some(Damage::WholeButFailsCheck { size: end, through })
+}
+
+/// Bytes from the start of `file` (`size` bytes) to its last non-zero one; reads backwards
+/// from its end.
+fn through_last_nonzero(file: &File, size: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..usize::try_from(end - start).expect("64 KiB")];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// What recovery cut from a segment and kept beside it ([`cut_path`]).
@@ -233,7 +263,8 @@ pub struct KeptCut {
     pub at: u64,
     /// How many bytes are kept.
     pub bytes: u64,
-    /// Why they cannot be a torn last write ([`judge_cut`]); `None` when they can.
+    /// Why they cannot be a torn last write ([`judge_cut`], on the bytes as they are now);
+    /// `None` when they can.
     pub damage: Option<Damage>,
 }
 
@@ -255,17 +286,18 @@ pub fn kept_cuts(dir: &Path) -> Result<Vec<KeptCut>> {
         let (Ok(segment), Ok(at)) = (segment.parse::<u32>(), at.parse::<u64>()) else {
             continue;
         };
-        // kept without their trailing zeros (`keep_what_is_cut`): the size is `through`
-        let file = File::open(&path).map_err(io("read kept cut bytes", &path))?;
-        let bytes = file
-            .metadata()
-            .map_err(io("read kept cut bytes", &path))?
-            .len();
+        let read = |e| io("read kept cut bytes", &path)(e);
+        let file = File::open(&path).map_err(read)?;
+        let bytes = file.metadata().map_err(read)?.len();
         let mut length = [0u8; 4];
         let damage = match file.read_exact_at(&mut length, 0) {
-            Ok(()) => judge(length, bytes),
+            Ok(()) => judge(
+                at,
+                length,
+                through_last_nonzero(&file, bytes).map_err(read)?,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
-            Err(e) => return Err(io("read kept cut bytes", &path)(e)),
+            Err(e) => return Err(read(e)),
         };
         out.push(KeptCut {
             path,
@@ -377,7 +409,7 @@ fn keep_what_is_cut(seam: &Files, path: &Path, end: u64, cut: &[u8]) -> Result<(
         seam.sync_dir(dir, site)
             .map_err(io("keep cut bytes", dir))?;
     }
-    match judge_cut(cut) {
+    match judge_cut(end, cut) {
         None => tracing::warn!(
             segment = %path.display(),
             at = end,
@@ -908,33 +940,63 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_is_judged_a_torn_write_only_when_it_can_be_a_prefix_of_its_record() {
+    fn a_cut_is_judged_a_torn_write_only_when_a_kill_could_have_left_it() {
         let record = |body: &[u8]| {
             let mut r = u32::try_from(body.len()).unwrap().to_le_bytes().to_vec();
             r.extend_from_slice(&check(0, body));
             r.extend_from_slice(body);
             r
         };
-        let whole = record(b"a record of some length");
+        let zeros_after = |bytes: &[u8]| {
+            let mut cut = bytes.to_vec();
+            cut.resize(bytes.len() + 8192, 0);
+            cut
+        };
+        // a record over three pages, starting 7 bytes before a page boundary
+        let body: Vec<u8> = (0..10_000u32)
+            .map(|i| u8::try_from(i % 251 + 1).unwrap())
+            .collect();
+        let whole = record(&body);
         let size = whole.len() as u64;
-        // a kill: a prefix, then the zeros written ahead
-        for torn in [3, 4, HEADER, HEADER + 5, whole.len() - 1] {
-            let mut cut = whole[..torn].to_vec();
-            cut.resize(4096, 0);
-            assert_eq!(judge_cut(&cut), None, "torn after {torn} bytes");
+        let at = 3 * PAGE - 7;
+        // a kill: a prefix to a page boundary, then the zeros written ahead
+        for torn in [7, 7 + 4096, 7 + 8192] {
+            assert_eq!(
+                judge_cut(at, &zeros_after(&whole[..torn])),
+                None,
+                "torn after {torn} bytes"
+            );
         }
         // all of it there, one bit off
         let mut flipped = whole.clone();
         flipped[HEADER + 2] ^= 1;
+        let damaged = Some(Damage::WholeButFailsCheck {
+            size,
+            through: size,
+        });
+        assert_eq!(judge_cut(at, &zeros_after(&flipped)), damaged);
+        // ... also when its body ends in zeros: no kill stops a write short of a boundary
+        let mut ends_in_zeros = body.clone();
+        ends_in_zeros[9_990..].fill(0);
+        let mut flipped = record(&ends_in_zeros);
+        flipped[HEADER + 2] ^= 1;
         assert_eq!(
-            judge_cut(&flipped),
-            Some(Damage::WholeButFailsCheck { size })
+            judge_cut(at, &flipped),
+            Some(Damage::WholeButFailsCheck {
+                size,
+                through: size - 10
+            })
         );
+        // a small record within one page cannot be torn by a kill at all
+        let small = record(b"a record of some length");
+        assert!(judge_cut(100, &zeros_after(&small[..20])).is_some());
+        assert_eq!(judge_cut(PAGE - 6, &zeros_after(&small[..6])), None);
         // another record after it
-        let mut two = flipped.clone();
+        let mut two = whole.clone();
+        two[HEADER + 2] ^= 1;
         two.extend_from_slice(&record(b"next"));
         assert_eq!(
-            judge_cut(&two),
+            judge_cut(at, &two),
             Some(Damage::BytesAfter {
                 end: size,
                 through: two.len() as u64
@@ -944,13 +1006,13 @@ mod tests {
         let mut short = whole.clone();
         short[0] -= 4;
         assert_eq!(
-            judge_cut(&short),
+            judge_cut(at, &short),
             Some(Damage::BytesAfter {
                 end: size - 4,
                 through: size
             })
         );
-        assert_eq!(judge_cut(&[]), None, "nothing cut");
+        assert_eq!(judge_cut(at, &[]), None, "nothing cut");
     }
 
     #[test]
@@ -962,11 +1024,15 @@ mod tests {
         assert_eq!(segments.read(at[1], 3).unwrap(), b"two");
         let torn_at = segments.writer().unwrap().end();
         drop(segments);
-        // a torn third record: a header claiming more than is there, then stray bytes
+        // a torn third record of 9,000 bytes (over a page boundary): its first bytes, then
+        // the zeros written ahead
         let path = segment_path(dir.path(), 0);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&[9, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'], torn_at.offset)
-            .unwrap();
+        file.write_all_at(
+            &[0x28, 0x23, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'],
+            torn_at.offset,
+        )
+        .unwrap();
         drop(file);
 
         let (segments, scanned) = Segments::open(dir.path(), Pos::default()).unwrap();
@@ -975,7 +1041,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), torn_at.offset);
         assert_eq!(
             std::fs::read(cut_path(&path, torn_at.offset)).unwrap(),
-            [9, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'],
+            [0x28, 0x23, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'x'],
             "what was cut is kept"
         );
         let kept = kept_cuts(dir.path()).unwrap();
