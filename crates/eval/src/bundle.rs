@@ -68,6 +68,19 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A blob is larger than a bundle item may be ([`MAX_ITEM`]), so [`read`] would refuse
+    /// any bundle carrying it: export stops rather than write one that cannot be imported.
+    #[error(
+        "blob {blob} is {bytes} bytes, over the {} MiB a bundle item may hold, so no bundle \
+         can carry it; the export stopped, and its runs cannot be exported as a bundle",
+        MAX_ITEM >> 20
+    )]
+    TooLarge {
+        /// The blob.
+        blob: BlobId,
+        /// Its size in bytes.
+        bytes: usize,
+    },
     /// The store holds a run of the same id with other events.
     #[error(
         "run {run} is in the store with other events than the bundle's ({why}); nothing was imported"
@@ -268,6 +281,12 @@ fn put_blobs(
             .ok_or_else(|| retrace_store::Error::Corrupt {
                 what: format!("blob {id}, which an exported event refers to, is missing"),
             })?;
+        if bytes.len() > MAX_ITEM {
+            return Err(Error::TooLarge {
+                blob: id,
+                bytes: bytes.len(),
+            });
+        }
         for inner in BlobId::mentioned_in(&bytes) {
             if !done.contains(&inner) && store.blob(&inner)?.is_some() {
                 todo.push(inner);

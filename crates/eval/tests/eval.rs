@@ -8,7 +8,8 @@
 //!
 //! Bundles: a run with its forks exported and imported into an empty store verifies, checks
 //! and has the same state hashes; importing twice changes nothing; a tampered, truncated or
-//! conflicting bundle is refused naming what is wrong, with nothing written.
+//! conflicting bundle is refused naming what is wrong, with nothing written; a blob no bundle
+//! can carry is refused at export, not found out at import.
 
 use std::path::Path;
 
@@ -632,4 +633,31 @@ fn bad_suite_files_are_rejected_naming_file_and_line() {
         );
         assert!(shown.contains(says), "{shown}");
     }
+}
+
+#[test]
+fn a_blob_over_the_item_limit_is_refused_at_export_rather_than_at_import() {
+    let store = retrace_store::MemoryStore::new();
+    let run = RunId::from_bytes([7; 16]);
+    store
+        .create_run(retrace_store::NewRun::new(run, Timestamp(0)))
+        .expect("run");
+    let blob = store
+        .put_blob(&vec![0u8; bundle::MAX_ITEM + 1])
+        .expect("blob");
+    let finished = retrace_events::Event::after(
+        None,
+        Timestamp(1),
+        EventKind::RunFinished {
+            outcome: Outcome::Succeeded,
+            detail: blob,
+        },
+    );
+    store.append(&run, None, &[finished]).expect("append");
+    let err = bundle::export(&store, &[run], false, std::io::sink()).expect_err("too large");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("blob {blob} is 268435457 bytes, over the 256 MiB")),
+        "{text}"
+    );
 }
