@@ -13,6 +13,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{command, example, line, log_json, resolve_append, retrace, run_agent, text};
+use retrace_store_sled::segments::HEADER;
 use serde_json::{Value, json};
 
 /// A running `retrace serve`; killed (SIGKILL) when dropped.
@@ -955,7 +956,7 @@ fn damage_after_a_kill(
     drop(daemon);
     let segment = store.join("segments").join("00000000.seg");
     let mut bytes = std::fs::read(&segment).expect("segment");
-    // records: a 4-byte length, an 8-byte check, the body; zeros after the last
+    // records: a 4-byte length and an 8-byte check (HEADER), the body; zeros after the last
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(len) = bytes.get(at..at + 4) {
@@ -964,10 +965,10 @@ fn damage_after_a_kill(
             break;
         }
         records.push(at);
-        at += 12 + len;
+        at += HEADER + len;
     }
     let victim = pick(&records);
-    bytes[victim + 12 + 2] ^= 0x01;
+    bytes[victim + HEADER + 2] ^= 0x01;
     std::fs::write(&segment, &bytes).expect("damage the segment");
     (bytes, victim)
 }

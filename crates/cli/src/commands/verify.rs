@@ -46,8 +46,8 @@ pub fn run(dir: &Path, run: Option<&str>, blobs: bool) -> anyhow::Result<ExitCod
         }
         if damaged > 0 {
             what.push(format!(
-                "{damaged} damaged segment record(s) were cut by recovery (see {})",
-                "docs/guide/hardening.md, \"When recovery cuts a segment\""
+                "{damaged} damaged segment record(s) were cut by recovery (see \
+                 docs/guide/hardening.md, \"When recovery cuts a segment\")"
             ));
         }
         eprintln!("error: {}", what.join("; "));
